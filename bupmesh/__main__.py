@@ -1,0 +1,3 @@
+from bupmesh.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Wire protocol shared by hub and agent: mesh.proto, generated code, sans-IO credit window."""

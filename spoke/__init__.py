@@ -1,0 +1,1 @@
+"""The agent (spoke): dials the hub, holds one stream, forwards bytes to Bilibili."""

@@ -1,0 +1,1 @@
+"""Bilibili client (upos upload, line probe, submission, credentials) and its simulator."""

@@ -1,0 +1,1 @@
+"""A faithful Bilibili member + upos simulator for demo, tests and benchmarks."""
