@@ -121,10 +121,7 @@ _PATH = re.compile(r" - at `\$(?P<path>[^`]*)`$")
 def _describe(exc: msgspec.ValidationError) -> str:
     text = str(exc)
     match = _PATH.search(text)
-    if not match:
-        return text
-    message = text[: match.start()]
-    path = match.group("path")
+    message, path = (text[: match.start()], match.group("path")) if match else (text, "")
     unknown = re.fullmatch(r"Object contains unknown field `(?P<field>[^`]+)`", message)
     if unknown:
         key = f"{path.lstrip('.')}.{unknown.group('field')}".lstrip(".")
