@@ -1,0 +1,105 @@
+"""Mesh throughput and agent memory, side by side in one run, on loopback.
+
+Prints:
+  * direct upload MB/s (``bupmesh upload-direct``) and mesh MB/s (hub -> agent
+    -> simulator) for the same 1 GiB file against the same simulator, and
+    their ratio (medians over --runs);
+  * the agent's peak RSS while it runs 3 concurrent 1 GiB uploads with
+    ``--buffer-size-mb 64``, and the bytes it wrote to disk (/proc/PID/io).
+Targets (issue 3): ratio >= 0.8, agent RSS <= 150 MB, 0 bytes written.
+
+    .venv/bin/python bench/mesh.py [--size-mb 1024] [--runs 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from procstat import median, peak_rss_bytes, written_bytes  # noqa: E402
+
+from bupmesh.localmesh import SIM_COOKIES, LocalMesh, bupmesh_argv, write_random_file  # noqa: E402
+
+MB = 1_000_000
+
+
+def direct_upload(mesh: LocalMesh, path: Path) -> float:
+    started = time.monotonic()
+    proc = subprocess.run(
+        bupmesh_argv("upload-direct", str(path), "--member-url", mesh.sim_url,
+                     "--cookies", SIM_COOKIES, "--json"),
+        capture_output=True, text=True, timeout=1800,
+    )
+    elapsed = time.monotonic() - started
+    if proc.returncode != 0:
+        raise SystemExit(f"upload-direct failed: {proc.stderr.strip()}")
+    json.loads(proc.stdout)
+    return elapsed
+
+
+def mesh_upload(mesh: LocalMesh, paths: list[Path]) -> float:
+    started = time.monotonic()
+    tasks = [mesh.add_part(p)["task_id"] for p in paths]
+    final = mesh.wait_tasks(tasks, timeout=3600)
+    elapsed = time.monotonic() - started
+    bad = [t for t in final if t["status"] != "completed"]
+    if bad:
+        raise SystemExit(f"mesh upload failed: {bad}")
+    return elapsed
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size-mb", type=int, default=1024, help="file size in MiB (default 1024)")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--buffer-size-mb", type=int, default=64)
+    args = parser.parse_args()
+    size = args.size_mb * 1024 * 1024
+
+    with tempfile.TemporaryDirectory(prefix="bench-mesh-") as tmp, LocalMesh(Path(tmp)) as mesh:
+        work = Path(tmp)
+        files = []
+        for index in range(3):
+            path = work / f"file{index}.flv"
+            write_random_file(path, size, seed=index)
+            files.append(path)
+        mesh.start_sim()
+        mesh.start_hub()
+
+        # 1) throughput: one agent, one task at a time, alternating with direct uploads
+        agent = mesh.start_agent(1, "--buffer-size-mb", str(args.buffer_size_mb), "--max-concurrent", "3")
+        mesh.wait_agents_online(1)
+        mesh.add_account("bench")
+        direct_rates, mesh_rates = [], []
+        for run in range(args.runs):
+            d = direct_upload(mesh, files[run % 3])
+            m = mesh_upload(mesh, [files[run % 3]])
+            direct_rates.append(size / d / MB)
+            mesh_rates.append(size / m / MB)
+            print(f"run {run + 1}: direct {direct_rates[-1]:.1f} MB/s, mesh {mesh_rates[-1]:.1f} MB/s", flush=True)
+
+        # 2) memory and disk: three concurrent uploads through the same agent
+        concurrent = mesh_upload(mesh, files)
+        peak = peak_rss_bytes(agent.popen.pid)
+        written = written_bytes(agent.popen.pid)
+
+        d_med, m_med = median(direct_rates), median(mesh_rates)
+        print()
+        print(f"file size                         {args.size_mb} MiB, runs {args.runs}")
+        print(f"direct upload (upload-direct)     {d_med:8.1f} MB/s (median)")
+        print(f"mesh upload (hub->agent->sim)     {m_med:8.1f} MB/s (median)")
+        print(f"ratio mesh/direct                 {m_med / d_med:8.2f}   (target >= 0.8)")
+        print(f"3 concurrent uploads via 1 agent  {3 * size / concurrent / MB:8.1f} MB/s aggregate")
+        print(f"agent peak RSS (VmHWM)            {peak / 2**20:8.1f} MiB (target <= 150, --buffer-size-mb {args.buffer_size_mb})")
+        print(f"agent bytes written to disk       {written:8d}   (target 0)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
