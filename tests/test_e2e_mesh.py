@@ -175,3 +175,13 @@ def test_hub_refuses_to_start_without_tls_or_insecure(tmp_path: Path) -> None:
 def test_mesh_error_is_raised_for_a_hub_that_cannot_start(tmp_path: Path) -> None:
     with LocalMesh(tmp_path) as local, pytest.raises(MeshError):
         local.start_hub("--grpc-listen", "not-an-address")
+
+
+def test_demo_uploads_a_recording_through_three_agents() -> None:
+    proc = subprocess.run(
+        bupmesh_argv("demo", "--parts", "3", "--part-size-mb", "4", "--bandwidth-mbps", "400"),
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "all parts arrived byte-exact" in proc.stdout
+    assert "agents online: agent-1" in proc.stdout
