@@ -1,0 +1,172 @@
+"""Hub settings (DESIGN.md §5), decoded by ``bupmesh.config.load_config``.
+
+Every key of the public config is declared here with its default, and
+unknown keys are refused, so a typo in ``hub.yml`` is an error naming the key
+instead of a silently ignored setting. ``validate`` adds the checks msgspec
+cannot express: required secrets, TLS-or-insecure, HOST:PORT shapes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import msgspec
+
+from bupmesh.config import ConfigError, load_config, parse_host_port
+
+
+class _S(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    pass
+
+
+class TLSSettings(_S):
+    cert_file: str | None = None
+    key_file: str | None = None
+
+
+class BilibiliSettings(_S):
+    member_url: str = "https://member.bilibili.com"
+
+
+class HeartbeatSettings(_S):
+    interval_seconds: float = 30
+    offline_after_seconds: float = 90
+
+
+class SchedulerSettings(_S):
+    strategy: Literal[
+        "round_robin", "least_connections", "weighted_round_robin", "ip_diversity", "locality"
+    ] = "ip_diversity"
+
+
+class RiskSettings(_S):
+    min_interval_seconds: float = 300
+    max_uploads_per_hour: int = 6
+    cooldown_seconds: float = 3600
+    disable_after_events: int = 3
+
+
+class RetrySettings(_S):
+    network_retries: int = 3
+    backoff_initial_seconds: float = 1
+    backoff_max_seconds: float = 60
+
+
+class IngestSettings(_S):
+    bililive_recorder_work_dir: str | None = None
+    blrec_work_dir: str | None = None
+    watch_dirs: list[str] = []
+    webhook_secret: str | None = None
+
+
+class SubmissionSettings(_S):
+    auto_submit: bool = False
+    account: str | None = None
+    title_template: str = "{title}"
+    part_title_template: str = "P{index}"
+    desc_template: str = ""
+    tags: str | list[str] = ""
+    tid: int = 171
+    copyright: int = 2
+    source_template: str = ""
+
+
+class RoomSettings(_S):
+    """Per-room overrides: the submission keys, unset ones fall back to ``submission``."""
+
+    auto_submit: bool | None = None
+    account: str | None = None
+    title_template: str | None = None
+    part_title_template: str | None = None
+    desc_template: str | None = None
+    tags: str | list[str] | None = None
+    tid: int | None = None
+    copyright: int | None = None
+    source_template: str | None = None
+
+
+class HubConfig(_S):
+    http_listen: str = "0.0.0.0:12380"
+    grpc_listen: str = "0.0.0.0:12382"
+    data_dir: str = "./data"
+    psk: str = ""
+    admin_token: str = ""
+    tls: TLSSettings = msgspec.field(default_factory=TLSSettings)
+    insecure: bool = False
+    compression: Literal["none", "gzip"] = "none"
+    token_ttl_seconds: float = 86400
+    bilibili: BilibiliSettings = msgspec.field(default_factory=BilibiliSettings)
+    heartbeat: HeartbeatSettings = msgspec.field(default_factory=HeartbeatSettings)
+    scheduler: SchedulerSettings = msgspec.field(default_factory=SchedulerSettings)
+    risk: RiskSettings = msgspec.field(default_factory=RiskSettings)
+    retry: RetrySettings = msgspec.field(default_factory=RetrySettings)
+    ingest: IngestSettings = msgspec.field(default_factory=IngestSettings)
+    submission: SubmissionSettings = msgspec.field(default_factory=SubmissionSettings)
+    rooms: dict[str, RoomSettings] = {}
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.data_dir)
+
+    @property
+    def http_address(self) -> tuple[str, int]:
+        return parse_host_port(self.http_listen, key="http_listen")
+
+    @property
+    def grpc_address(self) -> tuple[str, int]:
+        return parse_host_port(self.grpc_listen, key="grpc_listen")
+
+    @property
+    def tls_enabled(self) -> bool:
+        return bool(self.tls.cert_file)
+
+
+ENV_KEYS = {
+    "BUPMESH_PSK": "psk",
+    "BUPMESH_ADMIN_TOKEN": "admin_token",
+    "BUPMESH_DATA_DIR": "data_dir",
+    "BUPMESH_BILI_MEMBER_URL": "bilibili.member_url",
+}
+
+
+def validate(config: HubConfig) -> HubConfig:
+    """Checks beyond types; each failure names the setting."""
+    if not config.psk.strip():
+        raise ConfigError("psk: required setting is missing (--psk or BUPMESH_PSK)")
+    if not config.admin_token.strip():
+        raise ConfigError(
+            "admin_token: required setting is missing (--admin-token or BUPMESH_ADMIN_TOKEN)"
+        )
+    config.http_address  # noqa: B018 - raises ConfigError naming the key
+    config.grpc_address  # noqa: B018
+    cert, key = config.tls.cert_file, config.tls.key_file
+    if bool(cert) != bool(key):
+        raise ConfigError("tls: cert_file and key_file go together (--tls-cert and --tls-key)")
+    if cert and config.insecure:
+        raise ConfigError("insecure: cannot be combined with tls.cert_file/key_file")
+    if not cert and not config.insecure:
+        raise ConfigError(
+            "tls: no certificate given; pass --tls-cert/--tls-key, or --insecure for plaintext"
+        )
+    for name, path in (("tls.cert_file", cert), ("tls.key_file", key)):
+        if path and not Path(path).is_file():
+            raise ConfigError(f"{name}: no such file: {path}")
+    if not config.bilibili.member_url.startswith(("http://", "https://")):
+        raise ConfigError("bilibili.member_url: expected an http(s) URL")
+    hb = config.heartbeat
+    if hb.interval_seconds <= 0:
+        raise ConfigError("heartbeat.interval_seconds: must be positive")
+    if hb.offline_after_seconds <= hb.interval_seconds:
+        raise ConfigError("heartbeat.offline_after_seconds: must exceed interval_seconds")
+    if config.token_ttl_seconds < 10:
+        raise ConfigError("token_ttl_seconds: must be at least 10")
+    if config.retry.network_retries < 0:
+        raise ConfigError("retry.network_retries: must not be negative")
+    return config
+
+
+def load_hub_config(
+    *, file: str | None = None, env: Any = None, flags: dict[str, Any] | None = None
+) -> HubConfig:
+    return validate(load_config(HubConfig, file=file, env=env, env_keys=ENV_KEYS, flags=flags))
