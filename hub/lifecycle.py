@@ -1,0 +1,267 @@
+"""The task state machine (sans-IO: plain data in, decisions out, injected clock).
+
+    pending -> assigned -> uploading -> completed | failed | cancelled
+       ^          |            |
+       +----------+------------+   (rejected, agent lost, retryable failure)
+
+A task is leased to one agent for one ``attempt``; every message from an agent
+names ``(task_id, attempt)`` and anything that is not the current lease of
+that agent changes nothing (fencing), so a late ``Result`` from an agent that
+lost its lease cannot complete or fail a task that moved on.
+
+The service applies an event here, writes the record to the database, and only
+then acts (sends the Offer/Cancel, tells the transfer engine), so a hub restart
+never forgets a decision it already acted on.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+
+class Status(enum.StrEnum):
+    PENDING = "pending"
+    ASSIGNED = "assigned"
+    UPLOADING = "uploading"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (Status.COMPLETED, Status.FAILED, Status.CANCELLED)
+
+    @property
+    def leased(self) -> bool:
+        return self in (Status.ASSIGNED, Status.UPLOADING)
+
+
+# Error kinds an agent reports in Result (docs/internals.md "Link conversation").
+RISK_CONTROL = "risk_control"
+NETWORK = "network"
+AUTH = "auth"
+BAD_REQUEST = "bad_request"
+FILE = "file"
+CANCELLED = "cancelled"
+AGENT = "agent"
+LOST = "lost"  # hub-side: the agent's stream dropped or it went silent
+
+
+@dataclass
+class TaskRecord:
+    """Everything the hub knows about one task; the store persists all of it."""
+
+    task_id: str
+    part_id: int
+    file_path: str
+    file_size: int
+    file_md5: str
+    account: str | None = None
+    status: Status = Status.PENDING
+    attempt: int = 0
+    agent_id: str | None = None  # lease holder while assigned/uploading, last one after
+    pinned_agent: str | None = None  # set by assign-task: only this agent may take it
+    retry_count: int = 0  # attempts that ended in a retryable failure
+    network_failures: int = 0
+    excluded: dict[str, float] = field(default_factory=dict)  # agent -> excluded until
+    not_before: float = 0.0  # backoff: do not offer before this time
+    committed_offset: int = 0
+    resume_session: bytes | None = None  # uploader session JSON (secret; encrypted at rest)
+    uploaded_bytes: int = 0
+    upload_speed: float = 0.0
+    eta_seconds: float = 0.0
+    error_kind: str | None = None
+    error_message: str | None = None
+    filename: str | None = None
+    biz_id: int | None = None
+    created_at: float = 0.0
+    assigned_at: float | None = None
+    started_at: float | None = None
+    completed_at: float | None = None
+
+    def holds(self, agent_id: str, attempt: int) -> bool:
+        """Whether ``agent_id`` holds the current lease at ``attempt``."""
+        return self.status.leased and self.agent_id == agent_id and self.attempt == attempt
+
+
+class Outcome(enum.Enum):
+    IGNORED = "ignored"  # fenced or meaningless: change nothing, persist nothing
+    UPDATED = "updated"  # record changed, persist
+    REQUEUED = "requeued"  # back to pending (retry, other agent, lost agent)
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+@dataclass(frozen=True)
+class Policy:
+    network_retries: int = 3
+    backoff_initial: float = 1.0
+    backoff_max: float = 60.0
+    exclude_seconds: float = 3600.0  # after risk control, keep the task away from that agent
+    max_attempts: int = 20  # guard against endless re-offers (flapping agents)
+    offer_timeout: float = 30.0  # assigned without Accept for this long -> agent lost
+
+
+class Lifecycle:
+    """Applies events to :class:`TaskRecord` objects under a :class:`Policy`."""
+
+    def __init__(self, policy: Policy | None = None, *, clock: Callable[[], float] = time.time):
+        self.policy = policy or Policy()
+        self.clock = clock
+
+    # -- hub decisions --------------------------------------------------------------------
+
+    def can_offer(self, task: TaskRecord, agent_id: str) -> bool:
+        now = self.clock()
+        if task.status is not Status.PENDING or task.not_before > now:
+            return False
+        if task.pinned_agent is not None and task.pinned_agent != agent_id:
+            return False
+        return task.excluded.get(agent_id, 0.0) <= now
+
+    def offer(self, task: TaskRecord, agent_id: str) -> int:
+        """Lease ``task`` to ``agent_id`` with a new attempt; returns the attempt."""
+        if task.status is not Status.PENDING:
+            raise ValueError(f"task {task.task_id} is {task.status}, not pending")
+        task.attempt += 1
+        task.status = Status.ASSIGNED
+        task.agent_id = agent_id
+        task.assigned_at = self.clock()
+        task.error_kind = task.error_message = None
+        task.upload_speed = task.eta_seconds = 0.0
+        return task.attempt
+
+    def cancel(self, task: TaskRecord, reason: str = "cancelled by admin") -> Outcome:
+        """Cancel from any non-terminal state; the caller tells a lease holder to stop."""
+        if task.status.terminal:
+            return Outcome.IGNORED
+        task.status = Status.CANCELLED
+        task.error_kind = CANCELLED
+        task.error_message = reason
+        task.completed_at = self.clock()
+        return Outcome.CANCELLED
+
+    def offer_expired(self, task: TaskRecord) -> bool:
+        return (
+            task.status is Status.ASSIGNED
+            and task.assigned_at is not None
+            and self.clock() - task.assigned_at >= self.policy.offer_timeout
+        )
+
+    # -- agent events (all fenced) --------------------------------------------------------
+
+    def accepted(self, task: TaskRecord, agent_id: str, attempt: int) -> Outcome:
+        if not task.holds(agent_id, attempt) or task.status is not Status.ASSIGNED:
+            return Outcome.IGNORED
+        task.status = Status.UPLOADING
+        task.started_at = task.started_at or self.clock()
+        return Outcome.UPDATED
+
+    def rejected(self, task: TaskRecord, agent_id: str, attempt: int, reason: str) -> Outcome:
+        if not task.holds(agent_id, attempt):
+            return Outcome.IGNORED
+        # A refusal is not the task's fault: try another agent for a short while.
+        task.excluded[agent_id] = self.clock() + min(60.0, self.policy.exclude_seconds)
+        return self._requeue(task, AGENT, f"rejected by {agent_id}: {reason}", backoff=0.0)
+
+    def committed(
+        self, task: TaskRecord, agent_id: str, attempt: int, offset: int, session: bytes
+    ) -> Outcome:
+        if not task.holds(agent_id, attempt):
+            return Outcome.IGNORED
+        if offset < task.committed_offset or offset > task.file_size:
+            return Outcome.IGNORED  # never move the resume point backwards
+        task.committed_offset = offset
+        task.resume_session = session or task.resume_session
+        task.uploaded_bytes = max(task.uploaded_bytes, offset)
+        return Outcome.UPDATED
+
+    def progress(
+        self, task: TaskRecord, agent_id: str, attempt: int, uploaded: int, speed: float, eta: float
+    ) -> Outcome:
+        if not task.holds(agent_id, attempt):
+            return Outcome.IGNORED
+        task.uploaded_bytes = max(0, min(uploaded, task.file_size))
+        task.upload_speed = max(0.0, speed)
+        task.eta_seconds = max(0.0, eta)
+        return Outcome.UPDATED
+
+    def result(
+        self,
+        task: TaskRecord,
+        agent_id: str,
+        attempt: int,
+        *,
+        success: bool,
+        filename: str = "",
+        biz_id: int = 0,
+        error_kind: str = "",
+        error_message: str = "",
+        md5_ok: bool = True,
+    ) -> Outcome:
+        """The attempt's final word. ``md5_ok``: agent's MD5 matched the bytes streamed."""
+        if not task.holds(agent_id, attempt):
+            return Outcome.IGNORED
+        if success and not md5_ok:
+            success, error_kind = False, FILE
+            error_message = "MD5 of bytes the agent received differs from what the hub sent"
+        if success and not filename:
+            success, error_kind = False, BAD_REQUEST
+            error_message = "agent reported success without a file name"
+        if success:
+            task.status = Status.COMPLETED
+            task.filename, task.biz_id = filename, biz_id
+            task.uploaded_bytes = task.file_size
+            task.completed_at = self.clock()
+            task.error_kind = task.error_message = None
+            task.eta_seconds = 0.0
+            return Outcome.COMPLETED
+        kind = error_kind or NETWORK
+        message = error_message or kind
+        if kind == NETWORK:
+            task.network_failures += 1
+            if task.network_failures > self.policy.network_retries:
+                return self._fail(task, kind, f"{message} (after {task.network_failures} tries)")
+            backoff = min(
+                self.policy.backoff_max,
+                self.policy.backoff_initial * 2 ** (task.network_failures - 1),
+            )
+            return self._requeue(task, kind, message, backoff=backoff)
+        if kind == RISK_CONTROL:
+            task.excluded[agent_id] = self.clock() + self.policy.exclude_seconds
+            return self._requeue(task, kind, message, backoff=0.0)
+        if kind in (AGENT, CANCELLED):
+            # Handed back (draining) or stopped without being asked: someone else takes it.
+            return self._requeue(task, kind, message, backoff=0.0)
+        return self._fail(task, kind, message)  # auth, bad_request, file, unknown
+
+    def agent_lost(self, task: TaskRecord, agent_id: str, reason: str = "agent lost") -> Outcome:
+        """The lease holder's stream dropped or went silent: re-offer, keep the resume point."""
+        if not task.status.leased or task.agent_id != agent_id:
+            return Outcome.IGNORED
+        return self._requeue(task, LOST, reason, backoff=0.0)
+
+    # -- internals ------------------------------------------------------------------------
+
+    def _requeue(self, task: TaskRecord, kind: str, message: str, *, backoff: float) -> Outcome:
+        task.retry_count += 1
+        task.pinned_agent = None  # a manual assignment covers one attempt, never a wait forever
+        if task.attempt >= self.policy.max_attempts:
+            return self._fail(task, kind, f"{message} (gave up after {task.attempt} attempts)")
+        task.status = Status.PENDING
+        task.error_kind, task.error_message = kind, message
+        task.not_before = self.clock() + backoff
+        task.upload_speed = task.eta_seconds = 0.0
+        task.uploaded_bytes = task.committed_offset
+        return Outcome.REQUEUED
+
+    def _fail(self, task: TaskRecord, kind: str, message: str) -> Outcome:
+        task.status = Status.FAILED
+        task.error_kind, task.error_message = kind, message
+        task.completed_at = self.clock()
+        task.upload_speed = task.eta_seconds = 0.0
+        return Outcome.FAILED

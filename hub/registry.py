@@ -1,0 +1,137 @@
+"""Agents the hub knows and the live session of each (pure; injected clock).
+
+One live session per agent id: attaching a new session returns the old one so
+the caller can close it (the newest dial wins, e.g. after a NAT rebinding left a
+half-open stream behind). An agent is online while its session lives and
+heartbeats arrive; ``expired()`` names sessions silent for longer than
+``offline_after`` and ``detach()`` marks the agent offline at once when its
+stream drops.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+ONLINE, BUSY, OFFLINE, DRAINING, DISABLED = "online", "busy", "offline", "draining", "disabled"
+
+
+@dataclass
+class AgentInfo:
+    agent_id: str
+    agent_name: str = ""
+    ip_address: str = ""
+    max_concurrent: int = 2
+    bandwidth_mbps: int = 0
+    storage_type: str = "network"
+    buffer_bytes: int = 0
+    tags: dict[str, str] = field(default_factory=dict)
+    disabled: bool = False
+    tokens_valid_after: float = 0.0  # tokens issued before this are revoked
+    # live state (not persisted beyond last_heartbeat/status)
+    session: Any = None
+    session_id: str | None = None
+    draining: bool = False
+    last_heartbeat: float | None = None
+    reported_status: str = ""
+    free_slots: int = 0
+    current_tasks: int = 0
+    memory_mb: int = 0
+    tasks_completed: int = 0
+
+    @property
+    def connected(self) -> bool:
+        return self.session is not None
+
+    @property
+    def status(self) -> str:
+        if self.disabled:
+            return DISABLED
+        if self.session is None:
+            return OFFLINE
+        if self.draining:
+            return DRAINING
+        if self.reported_status == BUSY or (self.current_tasks and self.free_slots <= 0):
+            return BUSY
+        return ONLINE
+
+    @property
+    def schedulable(self) -> bool:
+        return self.session is not None and not self.disabled and not self.draining
+
+
+class Registry:
+    def __init__(
+        self,
+        *,
+        heartbeat_interval: float = 30.0,
+        offline_after: float = 90.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.heartbeat_interval = heartbeat_interval
+        self.offline_after = offline_after
+        self.clock = clock
+        self.agents: dict[str, AgentInfo] = {}
+
+    def get(self, agent_id: str) -> AgentInfo | None:
+        return self.agents.get(agent_id)
+
+    def ensure(self, agent_id: str) -> AgentInfo:
+        info = self.agents.get(agent_id)
+        if info is None:
+            info = self.agents[agent_id] = AgentInfo(agent_id=agent_id)
+        return info
+
+    def attach(self, agent_id: str, session: Any, session_id: str) -> Any:
+        """Make ``session`` the agent's live one; returns the session it replaced, if any."""
+        info = self.ensure(agent_id)
+        old = info.session
+        info.session, info.session_id = session, session_id
+        info.draining = False
+        info.reported_status = ""
+        info.last_heartbeat = self.clock()
+        return old
+
+    def detach(self, agent_id: str, session: Any) -> bool:
+        """The stream of ``session`` ended. True if it was the live one (agent now offline)."""
+        info = self.agents.get(agent_id)
+        if info is None or info.session is not session:
+            return False
+        info.session = info.session_id = None
+        info.draining = False
+        return True
+
+    def heartbeat(
+        self,
+        agent_id: str,
+        *,
+        status: str = "",
+        current_tasks: int = 0,
+        free_slots: int = 0,
+        memory_mb: int = 0,
+        tasks_completed: int = 0,
+    ) -> None:
+        info = self.ensure(agent_id)
+        info.last_heartbeat = self.clock()
+        info.reported_status = status
+        info.draining = status == DRAINING
+        info.current_tasks = max(0, current_tasks)
+        info.free_slots = max(0, free_slots)
+        info.memory_mb = max(0, memory_mb)
+        info.tasks_completed = max(info.tasks_completed, tasks_completed)
+
+    def expired(self) -> list[AgentInfo]:
+        """Connected agents silent for longer than ``offline_after``."""
+        now = self.clock()
+        return [
+            a
+            for a in self.agents.values()
+            if a.session is not None
+            and a.last_heartbeat is not None
+            and now - a.last_heartbeat > self.offline_after
+        ]
+
+    def schedulable(self) -> list[AgentInfo]:
+        return [a for a in self.agents.values() if a.schedulable]
