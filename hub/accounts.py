@@ -26,7 +26,8 @@ from typing import Any
 
 import anyio.to_thread
 from cryptography.fernet import Fernet, InvalidToken
-from uploader.credentials import Credentials
+
+from uploader.credentials import Credentials, CredentialsError
 
 KEY_FILE = "secret.key"
 
@@ -137,12 +138,16 @@ class AccountStore:
                     refresh_token = token_info["refresh_token"]
         except AccountError:
             raise
-        except (ValueError, TypeError, KeyError) as exc:
-            # The parser's message may quote the input; say only what kind of input failed.
+        except CredentialsError as exc:
+            # Its messages say where the input is wrong, never what it contains.
+            field = "cookies" if cookies is not None else "cookies_json"
+            raise AccountError(f"{field}: {exc}") from None
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            # Any other parser failure may quote the input: name only the kind of failure.
             field = "cookies" if cookies is not None else "cookies_json"
             raise AccountError(f"{field}: could not be parsed ({type(exc).__name__})") from None
-        if not creds.cookies:
-            raise AccountError("cookies: no cookie found")
+        if not creds.cookies and not (access_key or creds.access_key):
+            raise AccountError("cookies: no cookie and no access key")
         if access_key is not None and not isinstance(access_key, str):
             raise AccountError("access_key: expected a string")
         if mid is not None and (isinstance(mid, bool) or not isinstance(mid, int)):
