@@ -203,7 +203,10 @@ class CreditBudget:
                 continue
             amount = min(room, t.ungranted, free)
             # Re-grant at about half a window (never wait for zero), or the whole tail.
-            threshold = min(max(1, t.window // 2), t.ungranted)
+            # With nothing in flight the hub is idle for this task, and the held bytes
+            # may be a partial chunk the uploader cannot release: then any room is
+            # granted, or the task would stall.
+            threshold = 1 if t.in_flight == 0 else min(max(1, t.window // 2), t.ungranted)
             if amount < threshold:
                 continue
             t.granted += amount
