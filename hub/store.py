@@ -1,0 +1,406 @@
+"""The hub's SQLite database: agents, parts, tasks and their upload logs.
+
+Tables follow the seed (``agents``, ``agent_tasks``, ``agent_upload_logs``)
+with the columns the mesh adds: the lease (``agent_id`` + ``attempt``, the
+fencing token), the resume point (``committed_offset`` and the uploader session,
+which holds upos auth and is therefore Fernet-encrypted at rest with the key
+``hub/accounts.py`` manages), retry bookkeeping, and the result.
+
+sqlite3 blocks, so every call runs in a worker thread; one connection guarded by
+a lock serialises them (SQLite has one writer anyway) and WAL lets the accounts
+store read and write the same file beside us. Writes commit before the call
+returns: the service writes each decision here before acting on it.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import fields
+from pathlib import Path
+from typing import Any, TypeVar
+
+import anyio.to_thread
+from cryptography.fernet import Fernet, InvalidToken
+
+from hub.lifecycle import Status, TaskRecord
+
+T = TypeVar("T")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS agents (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    agent_id TEXT UNIQUE NOT NULL,
+    agent_name TEXT NOT NULL,
+    ip_address TEXT NOT NULL,
+    status TEXT NOT NULL,
+    max_concurrent_uploads INTEGER DEFAULT 2,
+    bandwidth_mbps INTEGER DEFAULT 100,
+    storage_type TEXT DEFAULT 'network',
+    last_heartbeat REAL,
+    created_at REAL NOT NULL,
+    tags TEXT,
+    metadata TEXT,
+    buffer_bytes INTEGER DEFAULT 0,
+    disabled INTEGER NOT NULL DEFAULT 0,
+    tokens_valid_after REAL NOT NULL DEFAULT 0,
+    tasks_completed INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS parts (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    file_path TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    md5 TEXT NOT NULL,
+    account TEXT,
+    title TEXT,
+    state TEXT NOT NULL,
+    filename TEXT,
+    biz_id INTEGER,
+    created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS agent_tasks (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    task_id TEXT UNIQUE NOT NULL,
+    agent_id TEXT NOT NULL DEFAULT '',
+    part_id INTEGER NOT NULL,
+    file_path TEXT NOT NULL,
+    file_size INTEGER NOT NULL,
+    file_md5 TEXT,
+    status TEXT NOT NULL,
+    progress REAL DEFAULT 0,
+    upload_speed REAL DEFAULT 0,
+    error_message TEXT,
+    retry_count INTEGER DEFAULT 0,
+    created_at REAL NOT NULL,
+    started_at REAL,
+    completed_at REAL,
+    attempt INTEGER NOT NULL DEFAULT 0,
+    account TEXT,
+    pinned_agent TEXT,
+    network_failures INTEGER NOT NULL DEFAULT 0,
+    excluded TEXT NOT NULL DEFAULT '{}',
+    not_before REAL NOT NULL DEFAULT 0,
+    committed_offset INTEGER NOT NULL DEFAULT 0,
+    resume_session BLOB,
+    uploaded_bytes INTEGER NOT NULL DEFAULT 0,
+    eta_seconds REAL NOT NULL DEFAULT 0,
+    error_kind TEXT,
+    filename TEXT,
+    biz_id INTEGER,
+    assigned_at REAL,
+    FOREIGN KEY (part_id) REFERENCES parts(id)
+);
+CREATE INDEX IF NOT EXISTS agent_tasks_status ON agent_tasks(status);
+CREATE INDEX IF NOT EXISTS agent_tasks_part ON agent_tasks(part_id);
+CREATE TABLE IF NOT EXISTS agent_upload_logs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    task_id TEXT NOT NULL,
+    agent_id TEXT NOT NULL,
+    ip_address TEXT NOT NULL,
+    event_type TEXT NOT NULL,
+    message TEXT,
+    created_at REAL NOT NULL,
+    attempt INTEGER NOT NULL DEFAULT 0,
+    FOREIGN KEY (task_id) REFERENCES agent_tasks(task_id)
+);
+CREATE INDEX IF NOT EXISTS agent_upload_logs_task ON agent_upload_logs(task_id);
+"""
+
+# TaskRecord field -> column; every field is a column of the same name except these.
+_TASK_FIELDS = [f.name for f in fields(TaskRecord)]
+_ACTIVE = tuple(s.value for s in Status if not s.terminal)
+
+
+class StoreError(Exception):
+    """The database is unusable (locked for too long, unreadable, key mismatch)."""
+
+
+class Store:
+    def __init__(
+        self, db_path: str | Path, cipher: Fernet, *, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.db_path = Path(db_path)
+        self._cipher = cipher
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._conn: sqlite3.Connection | None = None
+
+    # -- plumbing -------------------------------------------------------------------------
+
+    def open_sync(self) -> None:
+        self.db_path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self.db_path, timeout=30, check_same_thread=False)
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        conn.executescript(SCHEMA)
+        conn.commit()
+        self._conn = conn
+
+    async def open(self) -> None:
+        await anyio.to_thread.run_sync(self.open_sync)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        def work() -> T:
+            with self._lock:
+                if self._conn is None:
+                    raise StoreError("database is closed")
+                try:
+                    with self._conn:  # one transaction: commit or roll back
+                        return fn(self._conn)
+                except sqlite3.Error as exc:
+                    raise StoreError(f"database error: {exc}") from exc
+
+        return await anyio.to_thread.run_sync(work)
+
+    # -- agents ---------------------------------------------------------------------------
+
+    async def upsert_agent(
+        self,
+        agent_id: str,
+        *,
+        agent_name: str,
+        ip_address: str,
+        status: str,
+        max_concurrent: int,
+        bandwidth_mbps: int,
+        storage_type: str,
+        buffer_bytes: int,
+        tags: dict[str, str],
+    ) -> None:
+        now = self._clock()
+
+        def q(c: sqlite3.Connection) -> None:
+            c.execute(
+                """INSERT INTO agents (agent_id, agent_name, ip_address, status,
+                       max_concurrent_uploads, bandwidth_mbps, storage_type, buffer_bytes,
+                       tags, created_at, last_heartbeat)
+                   VALUES (?,?,?,?,?,?,?,?,?,?,?)
+                   ON CONFLICT(agent_id) DO UPDATE SET agent_name=excluded.agent_name,
+                       ip_address=excluded.ip_address, status=excluded.status,
+                       max_concurrent_uploads=excluded.max_concurrent_uploads,
+                       bandwidth_mbps=excluded.bandwidth_mbps,
+                       storage_type=excluded.storage_type, buffer_bytes=excluded.buffer_bytes,
+                       tags=excluded.tags, last_heartbeat=excluded.last_heartbeat""",
+                (agent_id, agent_name, ip_address, status, max_concurrent, bandwidth_mbps,
+                 storage_type, buffer_bytes, json.dumps(tags), now, now),
+            )
+
+        await self._run(q)
+
+    async def set_agent_status(
+        self, agent_id: str, status: str, *, last_heartbeat: float | None = None,
+        tasks_completed: int | None = None,
+    ) -> None:
+        def q(c: sqlite3.Connection) -> None:
+            c.execute(
+                """UPDATE agents SET status=?, last_heartbeat=COALESCE(?, last_heartbeat),
+                   tasks_completed=COALESCE(?, tasks_completed) WHERE agent_id=?""",
+                (status, last_heartbeat, tasks_completed, agent_id),
+            )
+
+        await self._run(q)
+
+    async def set_agent_access(
+        self, agent_id: str, *, disabled: bool, tokens_valid_after: float
+    ) -> None:
+        def q(c: sqlite3.Connection) -> None:
+            c.execute(
+                "UPDATE agents SET disabled=?, tokens_valid_after=? WHERE agent_id=?",
+                (int(disabled), tokens_valid_after, agent_id),
+            )
+
+        await self._run(q)
+
+    async def load_agents(self) -> list[dict[str, Any]]:
+        def q(c: sqlite3.Connection) -> list[dict[str, Any]]:
+            rows = c.execute("SELECT * FROM agents ORDER BY id").fetchall()
+            out = []
+            for r in rows:
+                d = dict(r)
+                d["tags"] = _loads(d.get("tags"), {})
+                out.append(d)
+            return out
+
+        return await self._run(q)
+
+    async def mark_all_agents_offline(self) -> None:
+        await self._run(lambda c: c.execute("UPDATE agents SET status='offline'"))
+
+    # -- parts ----------------------------------------------------------------------------
+
+    async def insert_part(
+        self, *, file_path: str, size: int, md5: str, account: str | None, title: str | None
+    ) -> int:
+        now = self._clock()
+
+        def q(c: sqlite3.Connection) -> int:
+            cur = c.execute(
+                """INSERT INTO parts (file_path, size, md5, account, title, state, created_at)
+                   VALUES (?,?,?,?,?,?,?)""",
+                (file_path, size, md5, account, title, "new", now),
+            )
+            return int(cur.lastrowid)
+
+        return await self._run(q)
+
+    async def get_part(self, part_id: int) -> dict[str, Any] | None:
+        def q(c: sqlite3.Connection) -> dict[str, Any] | None:
+            row = c.execute("SELECT * FROM parts WHERE id=?", (part_id,)).fetchone()
+            return dict(row) if row else None
+
+        return await self._run(q)
+
+    async def list_parts(self) -> list[dict[str, Any]]:
+        return await self._run(
+            lambda c: [dict(r) for r in c.execute("SELECT * FROM parts ORDER BY id")]
+        )
+
+    # -- tasks ----------------------------------------------------------------------------
+
+    async def insert_task(self, task: TaskRecord, *, part_state: str = "queued") -> None:
+        row = self._task_row(task)
+
+        def q(c: sqlite3.Connection) -> None:
+            cols = ",".join(row)
+            c.execute(
+                f"INSERT INTO agent_tasks ({cols}) VALUES ({','.join('?' * len(row))})",
+                list(row.values()),
+            )
+            c.execute("UPDATE parts SET state=? WHERE id=?", (part_state, task.part_id))
+
+        await self._run(q)
+
+    async def save_task(
+        self,
+        task: TaskRecord,
+        *,
+        log: tuple[str, str, str, str] | None = None,
+        part_state: str | None = None,
+    ) -> None:
+        """Write ``task`` (and optionally one log line ``(agent, ip, event, message)`` and
+        the part's state/result) in one transaction."""
+        row = self._task_row(task)
+        now = self._clock()
+
+        def q(c: sqlite3.Connection) -> None:
+            sets = ",".join(f"{k}=?" for k in row if k != "task_id")
+            values = [v for k, v in row.items() if k != "task_id"]
+            c.execute(f"UPDATE agent_tasks SET {sets} WHERE task_id=?", [*values, task.task_id])
+            if log is not None:
+                agent, ip, event, message = log
+                c.execute(
+                    """INSERT INTO agent_upload_logs
+                       (task_id, agent_id, ip_address, event_type, message, created_at, attempt)
+                       VALUES (?,?,?,?,?,?,?)""",
+                    (task.task_id, agent, ip, event, message, now, task.attempt),
+                )
+            if part_state is not None:
+                c.execute(
+                    "UPDATE parts SET state=?, filename=?, biz_id=? WHERE id=?",
+                    (part_state, task.filename, task.biz_id, task.part_id),
+                )
+
+        await self._run(q)
+
+    async def add_log(
+        self, task_id: str, agent_id: str, ip: str, event: str, message: str, attempt: int
+    ) -> None:
+        now = self._clock()
+
+        def q(c: sqlite3.Connection) -> None:
+            c.execute(
+                """INSERT INTO agent_upload_logs
+                   (task_id, agent_id, ip_address, event_type, message, created_at, attempt)
+                   VALUES (?,?,?,?,?,?,?)""",
+                (task_id, agent_id, ip, event, message, now, attempt),
+            )
+
+        await self._run(q)
+
+    async def load_tasks(self, *, active_only: bool = False) -> list[TaskRecord]:
+        def q(c: sqlite3.Connection) -> list[sqlite3.Row]:
+            if active_only:
+                marks = ",".join("?" * len(_ACTIVE))
+                return c.execute(
+                    f"SELECT * FROM agent_tasks WHERE status IN ({marks}) ORDER BY id", _ACTIVE
+                ).fetchall()
+            return c.execute("SELECT * FROM agent_tasks ORDER BY id").fetchall()
+
+        return [self._task_from_row(r) for r in await self._run(q)]
+
+    async def get_task(self, task_id: str) -> TaskRecord | None:
+        def q(c: sqlite3.Connection) -> sqlite3.Row | None:
+            return c.execute("SELECT * FROM agent_tasks WHERE task_id=?", (task_id,)).fetchone()
+
+        row = await self._run(q)
+        return self._task_from_row(row) if row is not None else None
+
+    async def logs(self, task_id: str) -> list[dict[str, Any]]:
+        def q(c: sqlite3.Connection) -> list[dict[str, Any]]:
+            rows = c.execute(
+                """SELECT task_id, agent_id, ip_address, event_type, message, created_at, attempt
+                   FROM agent_upload_logs WHERE task_id=? ORDER BY id""",
+                (task_id,),
+            ).fetchall()
+            return [dict(r) for r in rows]
+
+        return await self._run(q)
+
+    async def recent_logs(self, *, since: float) -> list[dict[str, Any]]:
+        def q(c: sqlite3.Connection) -> list[dict[str, Any]]:
+            rows = c.execute(
+                """SELECT task_id, agent_id, ip_address, event_type, message, created_at, attempt
+                   FROM agent_upload_logs WHERE created_at>=? ORDER BY id""",
+                (since,),
+            ).fetchall()
+            return [dict(r) for r in rows]
+
+        return await self._run(q)
+
+    # -- row mapping ----------------------------------------------------------------------
+
+    def _task_row(self, t: TaskRecord) -> dict[str, Any]:
+        row: dict[str, Any] = {name: getattr(t, name) for name in _TASK_FIELDS}
+        row["status"] = t.status.value
+        row["agent_id"] = t.agent_id or ""
+        row["excluded"] = json.dumps(t.excluded)
+        row["resume_session"] = (
+            self._cipher.encrypt(t.resume_session) if t.resume_session else None
+        )
+        row["progress"] = (t.uploaded_bytes / t.file_size * 100.0) if t.file_size else 0.0
+        return row
+
+    def _task_from_row(self, r: sqlite3.Row) -> TaskRecord:
+        d = dict(r)
+        kwargs = {name: d[name] for name in _TASK_FIELDS if name in d}
+        kwargs["status"] = Status(d["status"])
+        kwargs["agent_id"] = d["agent_id"] or None
+        kwargs["excluded"] = _loads(d["excluded"], {})
+        blob = d["resume_session"]
+        try:
+            kwargs["resume_session"] = self._cipher.decrypt(blob) if blob else None
+        except InvalidToken:
+            kwargs["resume_session"] = None  # key changed: lose the resume point, not the task
+        for name in ("upload_speed", "eta_seconds", "not_before"):
+            kwargs[name] = float(kwargs.get(name) or 0.0)
+        return TaskRecord(**kwargs)
+
+
+def _loads(text: str | None, default: Any) -> Any:
+    if not text:
+        return default
+    try:
+        return json.loads(text)
+    except ValueError:
+        return default
