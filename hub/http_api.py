@@ -1,0 +1,358 @@
+"""The hub's HTTP API (DESIGN.md §5): agent routes, admin routes, health.
+
+A thin layer over ``HubService``: it authenticates, decodes and validates the
+body, calls one service method and wraps the answer in the seed's envelope
+``{"code": 0, "message": "success", "data": ...}``. Errors keep the envelope
+with the HTTP status as ``code`` and a message a person can act on.
+
+Three credentials, never interchangeable:
+- the PSK, only for ``POST /api/agent/register`` (checked by the service);
+- an agent JWT for the other agent routes (``service.verify_agent_token``),
+  which acts only as, and on the tasks of, the agent it names;
+- the admin token for ``/api/manage/*``, compared in constant time.
+
+Nothing secret is logged, and admin responses pass through a filter that
+drops secret-looking fields, so a service bug cannot leak cookies over HTTP.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import PurePath
+from typing import Any, TypeVar
+
+import msgspec
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from hub.accounts import AccountError, AccountNotFound, DuplicateAccount
+from hub.http_bodies import (
+    AccountBody,
+    AssignBody,
+    BodyError,
+    CancelBody,
+    HeartbeatBody,
+    PartBody,
+    RegisterBody,
+    TaskStatusBody,
+    decode_body,
+)
+from hub.http_server import serve_http
+from hub.service import AuthError, Conflict, HubService, NotFound
+
+__all__ = ["MAX_JSON_BODY", "build_app", "serve_http"]
+
+log = logging.getLogger("bupmesh.hub.http")
+
+MAX_JSON_BODY = 1024 * 1024
+
+# Field names that hold a secret wherever they appear in an admin response.
+SECRET_FIELDS = frozenset(
+    {
+        "access_key",
+        "access_token",
+        "admin_token",
+        "auth",
+        "cookie",
+        "cookies",
+        "cookies_json",
+        "credentials",
+        "jwt",
+        "password",
+        "psk",
+        "refresh_token",
+        "resume_session",
+        "secret",
+        "secrets",
+        "session",
+        "token",
+    }
+)
+
+T = TypeVar("T")
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+class ApiError(Exception):
+    """An expected refusal: HTTP status plus a message safe to show the client."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def build_app(
+    service: HubService, *, admin_token: str, extra_routes: Sequence[BaseRoute] = ()
+) -> Starlette:
+    """The hub's ASGI app. ``extra_routes`` (web UI, webhooks, metrics) are tried after ours."""
+    admin_secret = admin_token.encode()
+
+    def require_admin(request: Request) -> None:
+        token = _bearer(request)
+        # An empty admin token means the admin API is closed, never open.
+        if not admin_secret or not hmac.compare_digest(token.encode(), admin_secret):
+            _auth_failure(request, "admin")
+            raise ApiError(401, "invalid admin token")
+
+    def require_agent(request: Request) -> str:
+        token = _bearer(request)
+        try:
+            return service.verify_agent_token(token)
+        except AuthError:
+            _auth_failure(request, "agent")
+            raise
+
+    # -- agent routes --------------------------------------------------------
+
+    async def register(request: Request) -> Response:
+        psk = _bearer(request)
+        body = await _body(request, RegisterBody)
+        capabilities = {
+            "max_concurrent_uploads": body.max_concurrent_uploads,
+            "bandwidth_mbps": body.bandwidth_mbps,
+            "grpc_address": body.grpc_address,
+            **body.capabilities,
+        }
+        ip_address = body.ip_address or (request.client.host if request.client else "")
+        try:
+            token, expires_at = await service.register_agent(
+                psk,
+                body.agent_id,
+                body.agent_name or body.agent_id,
+                ip_address,
+                capabilities,
+                dict(body.tags),
+            )
+        except AuthError:
+            _auth_failure(request, "register")
+            raise
+        log.info("agent %s registered over HTTP from %s", body.agent_id, _client(request))
+        # The one response that carries a secret: the agent's own new token.
+        return _ok({"agent_id": body.agent_id, "token": token, "expires_at": expires_at})
+
+    async def heartbeat(request: Request) -> Response:
+        agent_id = require_agent(request)
+        body = await _body(request, HeartbeatBody)
+        if body.agent_id is not None and body.agent_id != agent_id:
+            raise ApiError(403, "agent_id: does not match the token")
+        data = msgspec.structs.asdict(body)
+        data["agent_id"] = agent_id
+        await service.agent_heartbeat(agent_id, data)
+        return _ok()
+
+    async def task_status(request: Request) -> Response:
+        agent_id = require_agent(request)
+        body = await _body(request, TaskStatusBody)
+        # The service refuses tasks not leased to this agent (NotFound/Conflict).
+        await service.agent_task_status(agent_id, msgspec.structs.asdict(body))
+        return _ok()
+
+    # -- admin routes --------------------------------------------------------
+
+    async def list_agents(request: Request) -> Response:
+        require_admin(request)
+        return _ok({"agents": _redact(await service.list_agents())})
+
+    async def assign_task(request: Request) -> Response:
+        require_admin(request)
+        body = await _body(request, AssignBody)
+        task_id = await service.assign_task(body.part_id, body.agent_id)
+        log.info("part %s assigned to agent %s as task %s", body.part_id, body.agent_id, task_id)
+        return _ok({"task_id": task_id})
+
+    async def cancel_task(request: Request) -> Response:
+        require_admin(request)
+        body = await _body(request, CancelBody)
+        await service.cancel_task(body.task_id)
+        log.info("task %s cancelled by admin", body.task_id)
+        return _ok({"task_id": body.task_id}, message="Task cancelled")
+
+    async def add_account(request: Request) -> Response:
+        require_admin(request)
+        body = await _body(request, AccountBody)
+        account_id = await service.accounts.add(
+            body.name,
+            cookies=body.cookies,
+            cookies_json=body.cookies_json,
+            access_key=body.access_key,
+            mid=body.mid,
+        )
+        log.info("account %r added (id %s)", body.name, account_id)
+        return _ok({"account_id": account_id})
+
+    async def list_accounts(request: Request) -> Response:
+        require_admin(request)
+        return _ok({"accounts": _redact(await service.accounts.list())})
+
+    async def create_part(request: Request) -> Response:
+        require_admin(request)
+        body = await _body(request, PartBody)
+        if not PurePath(body.file_path).is_absolute():
+            raise ApiError(400, "file_path: must be an absolute path on the hub")
+        account = str(body.account) if body.account is not None else None
+        result = await service.create_part(
+            body.file_path, account=account, title=body.title, auto_upload=body.auto_upload
+        )
+        log.info("part %s created for %s", result.get("part_id"), body.file_path)
+        return _ok(_redact(result))
+
+    async def list_tasks(request: Request) -> Response:
+        require_admin(request)
+        return _ok({"tasks": _redact(await service.list_tasks())})
+
+    async def get_task(request: Request) -> Response:
+        require_admin(request)
+        return _ok(_redact(await service.get_task(request.path_params["task_id"])))
+
+    async def task_logs(request: Request) -> Response:
+        require_admin(request)
+        return _ok({"logs": _redact(await service.task_logs(request.path_params["task_id"]))})
+
+    async def list_ips(request: Request) -> Response:
+        require_admin(request)
+        return _ok({"ips": _redact(await service.list_ips())})
+
+    async def healthz(request: Request) -> Response:
+        return _ok({"status": "ok"})
+
+    routes: list[BaseRoute] = [
+        Route("/healthz", _guard(healthz), methods=["GET"]),
+        Route("/api/agent/register", _guard(register), methods=["POST"]),
+        Route("/api/agent/heartbeat", _guard(heartbeat), methods=["POST"]),
+        Route("/api/agent/task-status", _guard(task_status), methods=["POST"]),
+        Route("/api/manage/agents", _guard(list_agents), methods=["GET"]),
+        Route("/api/manage/assign-task", _guard(assign_task), methods=["POST"]),
+        Route("/api/manage/cancel-task", _guard(cancel_task), methods=["POST"]),
+        Route("/api/manage/accounts", _guard(add_account), methods=["POST"]),
+        Route("/api/manage/accounts", _guard(list_accounts), methods=["GET"]),
+        Route("/api/manage/parts", _guard(create_part), methods=["POST"]),
+        Route("/api/manage/tasks", _guard(list_tasks), methods=["GET"]),
+        Route("/api/manage/tasks/{task_id}", _guard(get_task), methods=["GET"]),
+        Route("/api/manage/tasks/{task_id}/logs", _guard(task_logs), methods=["GET"]),
+        Route("/api/manage/ips", _guard(list_ips), methods=["GET"]),
+        *extra_routes,
+    ]
+    return Starlette(routes=routes, exception_handlers={HTTPException: _http_exception})
+
+
+# -- plumbing ----------------------------------------------------------------
+
+
+def _guard(handler: Handler) -> Handler:
+    """Turn every failure of ``handler`` into an enveloped error response."""
+
+    async def endpoint(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except ApiError as exc:
+            return _error(exc.status, exc.message)
+        except AuthError as exc:
+            return _error(401, str(exc) or "unauthorized")
+        except (NotFound, AccountNotFound, FileNotFoundError) as exc:
+            return _error(404, _message(exc, "not found"))
+        except (Conflict, DuplicateAccount) as exc:
+            return _error(409, _message(exc, "conflict"))
+        except (AccountError, BodyError) as exc:
+            return _error(400, _message(exc, "bad request"))
+        except Exception:
+            # The traceback is for the operator; the client learns nothing internal.
+            log.exception("%s %s failed", request.method, request.url.path)
+            return _error(500, "internal error; see the hub log")
+
+    return endpoint
+
+
+def _message(exc: BaseException, default: str) -> str:
+    if isinstance(exc, FileNotFoundError):
+        return f"no such file: {exc.filename}" if exc.filename else "no such file"
+    return str(exc) or default
+
+
+async def _http_exception(request: Request, exc: Exception) -> Response:
+    """Unknown path (404) and wrong method (405) keep the envelope too."""
+    assert isinstance(exc, HTTPException)
+    return _error(exc.status_code, exc.detail or "error", headers=exc.headers)
+
+
+def _ok(data: Any = None, *, message: str = "success") -> Response:
+    return _json(200, {"code": 0, "message": message, "data": data})
+
+
+def _error(status: int, message: str, *, headers: dict[str, str] | None = None) -> Response:
+    headers = dict(headers or {})
+    if status == 401:
+        headers.setdefault("WWW-Authenticate", "Bearer")
+    return _json(status, {"code": status, "message": message, "data": None}, headers=headers)
+
+
+def _json(status: int, payload: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
+    return Response(
+        msgspec.json.encode(payload),
+        status_code=status,
+        media_type="application/json",
+        headers=headers,
+    )
+
+
+def _bearer(request: Request) -> str:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise ApiError(401, "missing Authorization: Bearer header")
+    return token
+
+
+def _client(request: Request) -> str:
+    return request.client.host if request.client else "?"
+
+
+def _auth_failure(request: Request, kind: str) -> None:
+    # Who and where, never what they sent.
+    log.warning("refused %s credentials on %s from %s", kind, request.url.path, _client(request))
+
+
+async def _body(request: Request, struct_type: type[T]) -> T:
+    return decode_body(await _read_limited(request, MAX_JSON_BODY), struct_type)
+
+
+async def _read_limited(request: Request, limit: int) -> bytes:
+    """The request body, refused with 413 as soon as it is known to exceed ``limit``."""
+    too_large = ApiError(413, f"request body too large (limit {limit} bytes)")
+    length = request.headers.get("content-length")
+    if length is not None:
+        try:
+            declared = int(length)
+        except ValueError:
+            raise ApiError(400, "Content-Length: not a number") from None
+        if declared > limit:
+            raise too_large
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise too_large
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _redact(value: Any) -> Any:
+    """Drop secret-named fields anywhere in ``value`` (defence in depth for admin responses)."""
+    if isinstance(value, dict):
+        clean = {}
+        for key, item in value.items():
+            if isinstance(key, str) and key.lower() in SECRET_FIELDS:
+                log.warning("dropped secret field %r from an API response", key)
+                continue
+            clean[key] = _redact(item)
+        return clean
+    if isinstance(value, list | tuple):
+        return [_redact(item) for item in value]
+    return value

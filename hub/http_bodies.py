@@ -1,0 +1,129 @@
+"""Request bodies of the hub's HTTP API, as msgspec structs, and their strict decoding.
+
+Every body is a struct with ``forbid_unknown_fields`` so a typo in a field name
+is a 400 naming that field rather than a silently ignored setting. Decoding
+errors are rewritten to ``field: reason``; msgspec's messages never quote the
+offending value, so a cookie sent in the wrong place is not echoed back.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal, TypeVar
+
+import msgspec
+from msgspec import Meta, Struct, field
+
+T = TypeVar("T")
+
+# Printable text without control characters: names end up in logs and the web UI.
+Text = Annotated[str, Meta(min_length=1, max_length=256, pattern=r"^[^\x00-\x1f\x7f]+$")]
+Id = Annotated[str, Meta(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f\s]+$")]
+Count = Annotated[int, Meta(ge=0)]
+Amount = Annotated[float, Meta(ge=0)]
+
+
+class BodyError(ValueError):
+    """The body is not the expected JSON; the message names the field."""
+
+
+class RegisterBody(Struct, forbid_unknown_fields=True):
+    """Seed §5.2.1, plus free-form ``capabilities`` for what the seed did not name."""
+
+    agent_id: Id
+    agent_name: str = ""
+    ip_address: str = ""
+    max_concurrent_uploads: Annotated[int, Meta(ge=1, le=1024)] = 2
+    bandwidth_mbps: Amount = 0
+    tags: dict[str, str] = field(default_factory=dict)
+    grpc_address: str = ""
+    capabilities: dict[str, Any] = field(default_factory=dict)
+
+
+class HeartbeatBody(Struct, forbid_unknown_fields=True):
+    """Seed §5.2.2; ``agent_id`` may be left out (the token names the agent)."""
+
+    agent_id: Id | None = None
+    status: Literal["online", "busy", "draining", "offline"] = "online"
+    current_tasks: Count = 0
+    available_slots: Count = 0
+    memory_usage_mb: Amount = 0
+    tasks_completed: Count = 0
+
+
+class TaskStatusBody(Struct, forbid_unknown_fields=True):
+    """Seed §5.2.3, plus what a final report needs (attempt, result, error kind)."""
+
+    task_id: Id
+    status: Literal["assigned", "uploading", "completed", "failed", "cancelled"]
+    attempt: Count | None = None
+    uploaded_bytes: Count = 0
+    total_bytes: Count = 0
+    upload_speed: Amount = 0
+    eta_seconds: Amount | None = None
+    error_message: str | None = None
+    error_kind: str | None = None
+    filename: str | None = None
+    biz_id: int | None = None
+
+
+class AssignBody(Struct, forbid_unknown_fields=True):
+    part_id: int
+    agent_id: Id
+
+
+class CancelBody(Struct, forbid_unknown_fields=True):
+    task_id: Id
+
+
+class AccountBody(Struct, forbid_unknown_fields=True):
+    """``{name, cookies, access_key?, mid?}`` or ``{name, cookies_json}`` (biliup's file)."""
+
+    name: str
+    cookies: str | None = None
+    cookies_json: dict[str, Any] | None = None
+    access_key: str | None = None
+    mid: int | None = None
+
+
+class PartBody(Struct, forbid_unknown_fields=True):
+    file_path: Annotated[str, Meta(min_length=1, max_length=4096)]
+    account: str | int | None = None
+    title: Text | None = None
+    auto_upload: bool = True
+
+
+def decode_body(body: bytes, struct_type: type[T]) -> T:
+    """Decode a JSON object into ``struct_type`` or raise ``BodyError`` naming the field."""
+    if not body.strip():
+        raise BodyError("request body must be a JSON object")
+    try:
+        return msgspec.json.decode(body, type=struct_type)
+    except msgspec.ValidationError as exc:
+        raise BodyError(describe(exc)) from None
+    except msgspec.DecodeError as exc:
+        raise BodyError(f"invalid JSON: {exc}") from None
+
+
+_AT = re.compile(r" - at `\$(?P<path>[^`]*)`$")
+
+
+def describe(exc: msgspec.ValidationError) -> str:
+    """``Expected `int`, got `str` - at `$.part_id``` -> ``part_id: Expected `int`, got `str```."""
+    text = str(exc)
+    match = _AT.search(text)
+    message, path = (text[: match.start()], match.group("path")) if match else (text, "")
+    where = re.sub(r"\[(\d+)\]", r".\1", path).lstrip(".")
+    unknown = re.fullmatch(r"Object contains unknown field `(?P<f>[^`]+)`", message)
+    if unknown:
+        return f"{_join(where, unknown.group('f'))}: unknown field"
+    missing = re.fullmatch(r"Object missing required field `(?P<f>[^`]+)`", message)
+    if missing:
+        return f"{_join(where, missing.group('f'))}: required field is missing"
+    if not where:
+        return f"request body: {message}"
+    return f"{where}: {message}"
+
+
+def _join(parent: str, leaf: str) -> str:
+    return f"{parent}.{leaf}" if parent else leaf
