@@ -1,11 +1,49 @@
 """HubService: the one object the HTTP layer and the gRPC link talk to.
 
-Skeleton first (signatures are the seam in docs/internals.md); bodies follow.
+It glues the pure pieces together: the registry (who is connected), the task
+lifecycle (what each event means), the scheduler (who gets a pending task) and
+the store (what survives a restart). The order is always the same: apply the
+event to the in-memory record under ``_lock``, write it to SQLite, and only then
+act on it (send an Offer/Cancel, start or stop streaming), so nothing the hub
+did is unknown to the database after a crash.
+
+Active tasks live in memory (``self.tasks``); terminal ones are read back from
+the store on demand.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import hashlib
+import hmac
+import logging
+import re
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import anyio.abc
+import anyio.to_thread
+import grpc
+
+from hub import lifecycle as lc
+from hub.config import HubConfig
+from hub.lifecycle import Lifecycle, Outcome, Policy, Status, TaskRecord
+from hub.registry import AgentInfo, Registry
+from hub.scheduler import Candidate, Scheduler, make_scheduler
+from hub.store import Store
+from protocol import mesh_pb2 as pb
+from protocol.credit import CreditError
+from protocol.tokens import TokenError, TokenIssuer
+
+if TYPE_CHECKING:
+    from hub.link import AgentSession
+
+log = logging.getLogger("bupmesh.hub")
+
+_AGENT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}")
 
 
 class AuthError(Exception):
@@ -13,14 +51,101 @@ class AuthError(Exception):
 
 
 class NotFound(Exception):
-    """No such task, part or agent (404)."""
+    """No such task, part, file, account or agent (404)."""
 
 
 class Conflict(Exception):
     """The request contradicts current state: agent offline, task terminal (409)."""
 
 
+class BadRequest(ValueError):
+    """The request itself is malformed (400): empty file, bad agent id, bad field."""
+
+
+def _stream_error(code: grpc.StatusCode, details: str) -> Exception:
+    from hub.link import StreamError
+
+    return StreamError(code, details)
+
+
 class HubService:
+    def __init__(
+        self,
+        config: HubConfig,
+        *,
+        store: Store,
+        accounts: Any,
+        tokens: TokenIssuer,
+        clock: Callable[[], float] = time.time,
+        scheduler: Scheduler | None = None,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.accounts = accounts
+        self.tokens = tokens
+        self.clock = clock
+        self.registry = Registry(
+            heartbeat_interval=config.heartbeat.interval_seconds,
+            offline_after=config.heartbeat.offline_after_seconds,
+            clock=clock,
+        )
+        self.lifecycle = Lifecycle(
+            Policy(
+                network_retries=config.retry.network_retries,
+                backoff_initial=config.retry.backoff_initial_seconds,
+                backoff_max=config.retry.backoff_max_seconds,
+                exclude_seconds=config.risk.cooldown_seconds,
+            ),
+            clock=clock,
+        )
+        self.scheduler = scheduler or make_scheduler(config.scheduler.strategy)
+        self.tasks: dict[str, TaskRecord] = {}  # active (non-terminal) tasks
+        self.assigned_total: dict[str, int] = {}
+        self._lock = anyio.Lock()
+        self._wake = anyio.Event()
+        self._tg: anyio.abc.TaskGroup | None = None
+        self._queries: dict[str, tuple[anyio.Event, list[pb.StatusReply]]] = {}
+
+    # ======================================================================== lifecycle
+
+    async def start(self) -> None:
+        """Load agents and unfinished tasks; leases from before a restart are void."""
+        for row in await self.store.load_agents():
+            info = self.registry.ensure(row["agent_id"])
+            info.agent_name = row["agent_name"]
+            info.ip_address = row["ip_address"]
+            info.max_concurrent = row["max_concurrent_uploads"] or 1
+            info.bandwidth_mbps = row["bandwidth_mbps"] or 0
+            info.storage_type = row["storage_type"] or "network"
+            info.buffer_bytes = row["buffer_bytes"] or 0
+            info.tags = row["tags"] or {}
+            info.disabled = bool(row["disabled"])
+            info.tokens_valid_after = row["tokens_valid_after"] or 0.0
+            info.last_heartbeat = row["last_heartbeat"]
+            info.tasks_completed = row["tasks_completed"] or 0
+        await self.store.mark_all_agents_offline()
+        for task in await self.store.load_tasks(active_only=True):
+            self.tasks[task.task_id] = task
+            if task.status.leased:
+                agent = task.agent_id or ""
+                self.lifecycle.agent_lost(task, agent, "hub restarted")
+                await self.store.save_task(task, log=(agent, "", "retry", "hub restarted"))
+
+    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+                  ) -> None:
+        """Background loops: scheduling and the clock (liveness, offers, token refresh)."""
+        async with anyio.create_task_group() as tg:
+            self._tg = tg
+            tg.start_soon(self._schedule_loop)
+            tg.start_soon(self._clock_loop)
+            task_status.started()
+
+    def poke(self) -> None:
+        """Something changed that may let a pending task be offered."""
+        self._wake.set()
+
+    # ======================================================================== agents (auth)
+
     async def register_agent(
         self,
         psk: str,
@@ -30,39 +155,719 @@ class HubService:
         capabilities: dict[str, Any],
         tags: dict[str, str],
     ) -> tuple[str, int]:
-        raise NotImplementedError
+        if not hmac.compare_digest(
+            (psk or "").encode("utf-8"), self.config.psk.encode("utf-8")
+        ):
+            raise AuthError("invalid pre-shared key")
+        if not isinstance(agent_id, str) or not _AGENT_ID.fullmatch(agent_id):
+            raise BadRequest("agent_id: 1-128 letters, digits or ._:@- expected")
+        info = self.registry.ensure(agent_id)
+        if info.disabled:
+            raise AuthError("agent is disabled")
+        self._apply_capabilities(info, agent_name, ip_address, capabilities, tags)
+        await self.store.upsert_agent(
+            agent_id,
+            agent_name=info.agent_name,
+            ip_address=info.ip_address,
+            status=info.status,
+            max_concurrent=info.max_concurrent,
+            bandwidth_mbps=info.bandwidth_mbps,
+            storage_type=info.storage_type,
+            buffer_bytes=info.buffer_bytes,
+            tags=info.tags,
+        )
+        token, exp = self.tokens.issue(agent_id)
+        log.info("agent %s registered from %s", agent_id, ip_address or "?")
+        return token, exp
 
     def verify_agent_token(self, token: str) -> str:
-        raise NotImplementedError
+        return self.authenticate_stream(token)[0]
+
+    def authenticate_stream(self, token: str) -> tuple[str, int]:
+        """``(agent_id, token expiry)`` of a valid, unrevoked token of an enabled agent."""
+        try:
+            claims = self.tokens.verify(token)
+        except TokenError as exc:
+            raise AuthError(str(exc)) from None
+        info = self.registry.get(claims.sub)
+        if info is not None:
+            if info.disabled:
+                raise AuthError("agent is disabled")
+            if claims.iat < info.tokens_valid_after:
+                raise AuthError("token revoked")
+        return claims.sub, claims.exp
+
+    async def set_agent_access(self, agent_id: str, *, disabled: bool | None = None,
+                               revoke_tokens: bool = False) -> None:
+        """Disable/enable an agent and/or revoke every token issued to it so far."""
+        info = self.registry.get(agent_id)
+        if info is None:
+            raise NotFound(f"no agent {agent_id}")
+        if disabled is not None:
+            info.disabled = disabled
+        if revoke_tokens:
+            info.tokens_valid_after = float(int(self.clock()) + 1)
+        await self.store.set_agent_access(
+            agent_id, disabled=info.disabled, tokens_valid_after=info.tokens_valid_after
+        )
+        if info.session is not None and (info.disabled or revoke_tokens):
+            info.session.close("access revoked")
+
+    def _apply_capabilities(
+        self, info: AgentInfo, name: str, ip: str, caps: dict[str, Any], tags: dict[str, str]
+    ) -> None:
+        info.agent_name = (name or info.agent_name or info.agent_id)[:128]
+        info.ip_address = ip or info.ip_address
+        mc = int(caps.get("max_concurrent_uploads") or 0)
+        info.max_concurrent = max(1, min(mc, 64)) if mc > 0 else (info.max_concurrent or 2)
+        info.bandwidth_mbps = max(0, int(caps.get("bandwidth_mbps") or 0))
+        info.storage_type = str(caps.get("storage_type") or "network")[:16]
+        info.buffer_bytes = max(0, int(caps.get("buffer_bytes") or 0))
+        info.tags = {str(k)[:64]: str(v)[:256] for k, v in (tags or {}).items()}
+
+    # ======================================================================== stream events
+
+    async def session_hello(self, session: AgentSession, hello: pb.Hello) -> None:
+        info = self.registry.ensure(session.agent_id)
+        caps = hello.capabilities
+        self._apply_capabilities(
+            info,
+            hello.agent_name,
+            session.ip_address,
+            {
+                "max_concurrent_uploads": caps.max_concurrent_uploads,
+                "bandwidth_mbps": caps.bandwidth_mbps,
+                "storage_type": caps.storage_type,
+                "buffer_bytes": caps.buffer_bytes,
+            },
+            dict(hello.tags),
+        )
+        async with self._lock:
+            old = self.registry.attach(session.agent_id, session, session.session_id)
+            if old is not None and old is not session:
+                old.close("replaced by a new session")
+                await self._requeue_agent_tasks(session.agent_id, "replaced by a new session")
+            await self.store.upsert_agent(
+                session.agent_id,
+                agent_name=info.agent_name,
+                ip_address=info.ip_address,
+                status=info.status,
+                max_concurrent=info.max_concurrent,
+                bandwidth_mbps=info.bandwidth_mbps,
+                storage_type=info.storage_type,
+                buffer_bytes=info.buffer_bytes,
+                tags=info.tags,
+            )
+        welcome = pb.Welcome(
+            heartbeat_interval_seconds=max(1, round(self.config.heartbeat.interval_seconds)),
+            session_id=session.session_id,
+        )
+        if self._needs_refresh(session):
+            welcome.token.CopyFrom(self._refresh_token(session))
+        session.send(pb.HubMessage(welcome=welcome))
+        # Tasks the agent still holds from a lost stream: their leases ended when that
+        # stream did (they were re-queued with their resume point), so tell it to stop.
+        for held in hello.held_tasks:
+            task = self.tasks.get(held.task_id)
+            if task is None or not task.holds(session.agent_id, held.attempt):
+                session.send(pb.HubMessage(cancel=pb.Cancel(
+                    task_id=held.task_id, attempt=held.attempt, reason="lease ended")))
+        log.info("agent %s connected (session %s, ip %s)", session.agent_id,
+                 session.session_id[:8], info.ip_address)
+        self.poke()
+
+    def session_closed(self, session: AgentSession) -> None:
+        """The stream ended (any reason). Synchronous: the handler may be being cancelled."""
+        if not self.registry.detach(session.agent_id, session):
+            return
+        log.info("agent %s offline: %s", session.agent_id, session.close_reason or "stream ended")
+        for query in self._queries.values():
+            query[0].set()
+        if self._tg is not None:
+            self._tg.start_soon(self._agent_offline, session.agent_id,
+                                session.close_reason or "stream ended")
+
+    async def _agent_offline(self, agent_id: str, reason: str) -> None:
+        async with self._lock:
+            await self._requeue_agent_tasks(agent_id, f"agent lost: {reason}")
+            info = self.registry.get(agent_id)
+            if info is not None and info.session is None:
+                await self.store.set_agent_status(agent_id, info.status)
+        self.poke()
+
+    async def _requeue_agent_tasks(self, agent_id: str, reason: str) -> None:
+        for task in list(self.tasks.values()):
+            if task.status.leased and task.agent_id == agent_id:
+                self.lifecycle.agent_lost(task, agent_id, reason)
+                await self._save(task, agent_id, "retry", reason)
+
+    def transfer_failed(self, session: AgentSession, task_id: str, attempt: int, msg: str) -> None:
+        if self._tg is not None:
+            self._tg.start_soon(self._hub_side_failure, session, task_id, attempt, msg)
+
+    async def _hub_side_failure(self, session: AgentSession, task_id: str, attempt: int,
+                                message: str) -> None:
+        async with self._lock:
+            task = self.tasks.get(task_id)
+            if task is None:
+                return
+            outcome = self.lifecycle.result(task, session.agent_id, attempt, success=False,
+                                            error_kind=lc.FILE, error_message=message)
+            if outcome is Outcome.IGNORED:
+                return
+            await self._finish(task, outcome, session.agent_id, session.ip_address)
+        session.send(pb.HubMessage(cancel=pb.Cancel(task_id=task_id, attempt=attempt,
+                                                    reason=message)))
+
+    async def handle_message(self, session: AgentSession, kind: str, msg: Any) -> None:
+        """Dispatch one agent message (after Hello). Raises StreamError on violations."""
+        if kind == "heartbeat":
+            await self._on_heartbeat(session.agent_id, msg.status, msg.current_tasks,
+                                     msg.free_slots, msg.memory_mb, msg.tasks_completed)
+            return
+        if kind == "status_reply":
+            query = self._queries.get(msg.query_id)
+            if query is not None:
+                query[1].append(msg)
+                query[0].set()
+            return
+        if not msg.task_id:
+            raise _stream_error(grpc.StatusCode.INVALID_ARGUMENT, f"{kind} without task_id")
+        task = self.tasks.get(msg.task_id)
+        current = task is not None and task.holds(session.agent_id, msg.attempt)
+        if kind == "credit":
+            if msg.bytes <= 0:
+                raise _stream_error(grpc.StatusCode.INVALID_ARGUMENT,
+                                    f"Credit of {msg.bytes} bytes (must be positive)")
+            if not current:
+                return  # fenced: late credit for an ended lease
+            if task.status is not Status.UPLOADING:
+                raise _stream_error(grpc.StatusCode.FAILED_PRECONDITION, "Credit before Accept")
+            try:
+                session.transfer.credit(msg.task_id, msg.attempt, int(msg.bytes))
+            except CreditError as exc:
+                raise _stream_error(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from None
+            return
+        if not current:
+            log.debug("agent %s: ignoring %s for %s attempt %s (not its lease)",
+                      session.agent_id, kind, msg.task_id, msg.attempt)
+            return
+        if kind == "accept":
+            await self._on_accept(session, task, msg)
+        elif kind == "reject":
+            await self._on_reject(session, task, msg)
+        elif kind == "committed":
+            await self._on_committed(session, task, msg)
+        elif kind == "progress":
+            self.lifecycle.progress(task, session.agent_id, msg.attempt, msg.uploaded_bytes,
+                                    msg.speed_bps, msg.eta_seconds)
+        elif kind == "result":
+            await self._on_result(session, task, msg)
+        else:  # pragma: no cover - every oneof member is handled above
+            raise _stream_error(grpc.StatusCode.INVALID_ARGUMENT, f"unexpected {kind}")
+
+    async def _on_heartbeat(self, agent_id: str, status: str, current: int, free: int,
+                            memory_mb: int, completed: int) -> None:
+        info = self.registry.get(agent_id)
+        was = info.status if info else None
+        self.registry.heartbeat(agent_id, status=status, current_tasks=current,
+                                free_slots=free, memory_mb=memory_mb, tasks_completed=completed)
+        info = self.registry.ensure(agent_id)
+        await self.store.set_agent_status(agent_id, info.status, last_heartbeat=info.last_heartbeat,
+                                          tasks_completed=info.tasks_completed)
+        if was != info.status:
+            self.poke()
+
+    async def _on_accept(self, session: AgentSession, task: TaskRecord, msg: pb.Accept) -> None:
+        if task.status is not Status.ASSIGNED:
+            raise _stream_error(grpc.StatusCode.FAILED_PRECONDITION,
+                                f"Accept for {task.task_id} which is already {task.status}")
+        offset = int(msg.resume_offset)
+        if not 0 <= offset <= task.file_size:
+            raise _stream_error(grpc.StatusCode.INVALID_ARGUMENT,
+                                f"Accept.resume_offset {offset} outside 0..{task.file_size}")
+        async with self._lock:
+            if self.lifecycle.accepted(task, session.agent_id, msg.attempt) is Outcome.IGNORED:
+                return
+            await self._save(task, session.agent_id, "start",
+                             f"attempt {task.attempt} accepted, streaming from byte {offset}",
+                             ip=session.ip_address, part_state="uploading")
+        session.transfer.start(task.task_id, task.attempt, task.file_path, task.file_size, offset)
+
+    async def _on_reject(self, session: AgentSession, task: TaskRecord, msg: pb.Reject) -> None:
+        async with self._lock:
+            reason = (msg.reason or "no reason")[:500]
+            if self.lifecycle.rejected(task, session.agent_id, msg.attempt, reason) \
+                    is Outcome.IGNORED:
+                return
+            session.transfer.stop(task.task_id)
+            await self._save(task, session.agent_id, "retry", f"rejected: {reason}",
+                             ip=session.ip_address)
+        self.poke()
+
+    async def _on_committed(self, session: AgentSession, task: TaskRecord,
+                            msg: pb.Committed) -> None:
+        if msg.offset < 0 or msg.offset > task.file_size:
+            raise _stream_error(grpc.StatusCode.INVALID_ARGUMENT,
+                                f"Committed.offset {msg.offset} outside 0..{task.file_size}")
+        async with self._lock:
+            outcome = self.lifecycle.committed(task, session.agent_id, msg.attempt,
+                                               int(msg.offset), bytes(msg.session))
+            if outcome is not Outcome.IGNORED:
+                await self.store.save_task(task)
+
+    async def _on_result(self, session: AgentSession, task: TaskRecord, msg: pb.Result) -> None:
+        stream = session.transfer.get(task.task_id)
+        md5_ok = False
+        if stream is not None and stream.md5 is not None and msg.md5:
+            md5_ok = hmac.compare_digest(stream.md5, msg.md5.lower())
+            if stream.start == 0 and stream.md5 != task.file_md5:
+                md5_ok = False  # the source changed since the part was created
+        async with self._lock:
+            outcome = self.lifecycle.result(
+                task, session.agent_id, msg.attempt, success=msg.success,
+                filename=msg.filename, biz_id=int(msg.biz_id),
+                error_kind=msg.error_kind, error_message=msg.error_message[:1000],
+                md5_ok=md5_ok,
+            )
+            if outcome is Outcome.IGNORED:
+                return
+            session.transfer.stop(task.task_id)
+            await self._finish(task, outcome, session.agent_id, session.ip_address)
+
+    async def _finish(self, task: TaskRecord, outcome: Outcome, agent_id: str, ip: str) -> None:
+        """Persist the end of an attempt (caller holds ``_lock``)."""
+        if outcome is Outcome.COMPLETED:
+            await self._save(task, agent_id, "success",
+                             f"uploaded as {task.filename} (biz_id {task.biz_id})", ip=ip,
+                             part_state="uploaded")
+            info = self.registry.get(agent_id)
+            if info is not None:
+                info.tasks_completed += 1
+            log.info("task %s completed by %s: %s", task.task_id, agent_id, task.filename)
+        elif outcome is Outcome.FAILED:
+            await self._save(task, agent_id, "error",
+                             f"failed: {task.error_kind}: {task.error_message}", ip=ip,
+                             part_state="failed")
+            log.warning("task %s failed: %s: %s", task.task_id, task.error_kind,
+                        task.error_message)
+        elif outcome is Outcome.REQUEUED:
+            await self._save(task, agent_id, "retry",
+                             f"{task.error_kind}: {task.error_message}", ip=ip)
+            log.info("task %s re-queued after %s: %s", task.task_id, task.error_kind,
+                     task.error_message)
+        self.poke()
+
+    async def _save(self, task: TaskRecord, agent_id: str, event: str, message: str, *,
+                    ip: str | None = None, part_state: str | None = None) -> None:
+        if ip is None:
+            info = self.registry.get(agent_id) if agent_id else None
+            ip = info.ip_address if info else ""
+        await self.store.save_task(task, log=(agent_id or "", ip or "", event, message),
+                                   part_state=part_state)
+        if task.status.terminal:
+            self.tasks.pop(task.task_id, None)
+
+    # ======================================================================== scheduling
+
+    async def _schedule_loop(self) -> None:
+        while True:
+            try:
+                await self._dispatch_pending()
+            except Exception:  # never let one bad task stop scheduling for all
+                log.exception("scheduling pass failed")
+            with anyio.move_on_after(1.0):
+                await self._wake.wait()
+            self._wake = anyio.Event()
+
+    def _active_count(self, agent_id: str) -> int:
+        return sum(1 for t in self.tasks.values() if t.status.leased and t.agent_id == agent_id)
+
+    async def _dispatch_pending(self) -> None:
+        async with self._lock:
+            pending = [t for t in self.tasks.values() if t.status is Status.PENDING]
+            if not pending:
+                return
+            agents = self.registry.schedulable()
+            for task in sorted(pending, key=lambda t: t.created_at):
+                allowed = [a for a in agents if self.lifecycle.can_offer(task, a.agent_id)]
+                if not allowed:
+                    continue
+                pinned = task.pinned_agent is not None
+                candidates = [
+                    Candidate(
+                        agent_id=a.agent_id,
+                        ip_address=a.ip_address,
+                        active_tasks=0 if pinned else self._active_count(a.agent_id),
+                        max_concurrent=max(1, a.max_concurrent),
+                        total_assigned=self.assigned_total.get(a.agent_id, 0),
+                    )
+                    for a in allowed
+                ]
+                agent_id = self.scheduler.choose(task.task_id, candidates)
+                if agent_id is None:
+                    continue
+                await self._offer(task, self.registry.agents[agent_id])
+
+    async def _offer(self, task: TaskRecord, agent: AgentInfo) -> None:
+        """Lease ``task`` to ``agent`` and send the Offer (caller holds ``_lock``)."""
+        try:
+            creds = await self.accounts.credentials(task.account)
+        except Exception as exc:  # no such account, undecryptable, several and none chosen
+            self.lifecycle.offer(task, agent.agent_id)
+            outcome = self.lifecycle.result(task, agent.agent_id, task.attempt, success=False,
+                                            error_kind=lc.AUTH,
+                                            error_message=f"no credentials: {exc}")
+            await self._finish(task, outcome, agent.agent_id, agent.ip_address)
+            return
+        attempt = self.lifecycle.offer(task, agent.agent_id)
+        self.assigned_total[agent.agent_id] = self.assigned_total.get(agent.agent_id, 0) + 1
+        await self._save(task, agent.agent_id, "offer",
+                         f"attempt {attempt} offered (resume at byte {task.committed_offset})",
+                         ip=agent.ip_address, part_state="assigned")
+        offer = pb.Offer(
+            task_id=task.task_id,
+            attempt=attempt,
+            part_id=task.part_id,
+            file_name=Path(task.file_path).name,
+            file_size=task.file_size,
+            file_md5=task.file_md5,
+            credentials=pb.BiliCredentials(
+                cookies=creds.cookie_header(),
+                access_key=creds.access_key or "",
+                mid=int(creds.mid or 0),
+            ),
+            line="auto",
+            member_url=self.config.bilibili.member_url,
+            resume_session=task.resume_session or b"",
+            resume_offset=task.committed_offset,
+            file_path=task.file_path,
+        )
+        agent.session.send(pb.HubMessage(offer=offer))
+        log.info("task %s attempt %d offered to %s", task.task_id, attempt, agent.agent_id)
+
+    async def _clock_loop(self) -> None:
+        """Liveness, offer timeouts and token refresh: everything driven by time."""
+        tick = max(0.05, min(1.0, self.config.heartbeat.interval_seconds / 4))
+        while True:
+            await anyio.sleep(tick)
+            try:
+                await self._clock_pass()
+            except Exception:
+                log.exception("clock pass failed")
+
+    async def _clock_pass(self) -> None:
+        for info in self.registry.expired():
+            log.warning("agent %s silent for %.0fs: marking offline", info.agent_id,
+                        self.clock() - (info.last_heartbeat or 0))
+            info.session.close("heartbeat timeout")
+        for info in self.registry.agents.values():
+            session = info.session
+            if session is not None and session.hello is not None and self._needs_refresh(session):
+                session.send(pb.HubMessage(token_refresh=self._refresh_token(session)))
+        expired = [t for t in self.tasks.values() if self.lifecycle.offer_expired(t)]
+        if expired:
+            async with self._lock:
+                for task in expired:
+                    if not self.lifecycle.offer_expired(task):
+                        continue
+                    agent_id, attempt = task.agent_id or "", task.attempt
+                    self.lifecycle.agent_lost(task, agent_id, "offer not answered in time")
+                    await self._save(task, agent_id, "retry", "offer not answered in time")
+                    info = self.registry.get(agent_id)
+                    if info is not None and info.session is not None:
+                        info.session.send(pb.HubMessage(cancel=pb.Cancel(
+                            task_id=task.task_id, attempt=attempt, reason="offer timed out")))
+            self.poke()
+
+    def _needs_refresh(self, session: AgentSession) -> bool:
+        margin = max(5.0, self.tokens.ttl_seconds * 0.25)
+        return session.token_exp - self.clock() < margin
+
+    def _refresh_token(self, session: AgentSession) -> pb.TokenRefresh:
+        token, exp = self.tokens.issue(session.agent_id)
+        session.token_exp = exp
+        return pb.TokenRefresh(token=token, expires_at=exp)
+
+    # ======================================================================== admin API
 
     async def agent_heartbeat(self, agent_id: str, body: dict[str, Any]) -> None:
-        raise NotImplementedError
+        if not isinstance(body, dict):
+            raise BadRequest("heartbeat body must be a JSON object")
+        if body.get("agent_id") not in (None, agent_id):
+            raise AuthError("heartbeat for another agent")
+        if self.registry.get(agent_id) is None:
+            raise NotFound(f"no agent {agent_id}")
+        try:
+            await self._on_heartbeat(
+                agent_id, str(body.get("status") or ""),
+                int(body.get("current_tasks") or 0),
+                int(body.get("available_slots", body.get("free_slots")) or 0),
+                int(body.get("memory_usage_mb", body.get("memory_mb")) or 0),
+                int(body.get("tasks_completed") or 0),
+            )
+        except (TypeError, ValueError):
+            raise BadRequest("heartbeat fields must be numbers") from None
 
     async def agent_task_status(self, agent_id: str, body: dict[str, Any]) -> None:
-        raise NotImplementedError
+        """Seed's HTTP progress report: updates progress of the agent's own current task."""
+        if not isinstance(body, dict) or not isinstance(body.get("task_id"), str):
+            raise BadRequest("task_id is required")
+        task = self.tasks.get(body["task_id"])
+        if task is None or task.agent_id != agent_id or not task.status.leased:
+            raise NotFound(f"no running task {body['task_id']} for this agent")
+        try:
+            uploaded = int(body.get("uploaded_bytes") or 0)
+            speed = float(body.get("upload_speed") or 0)
+            eta = float(body.get("eta_seconds") or 0)
+        except (TypeError, ValueError):
+            raise BadRequest("uploaded_bytes/upload_speed must be numbers") from None
+        status = body.get("status")
+        async with self._lock:
+            self.lifecycle.progress(task, agent_id, task.attempt, uploaded, speed, eta)
+            if status == "failed":
+                outcome = self.lifecycle.result(
+                    task, agent_id, task.attempt, success=False,
+                    error_kind=str(body.get("error_kind") or lc.NETWORK),
+                    error_message=str(body.get("error_message") or "reported failed")[:1000])
+                info = self.registry.get(agent_id)
+                if info is not None and info.session is not None:
+                    info.session.transfer.stop(task.task_id)
+                await self._finish(task, outcome, agent_id, info.ip_address if info else "")
+            elif status == "completed":
+                raise Conflict("completion is reported over the stream, with the MD5 check")
 
     async def create_part(
         self, file_path: str, *, account: str | None, title: str | None, auto_upload: bool = True
     ) -> dict[str, Any]:
-        raise NotImplementedError
+        if not isinstance(file_path, str) or not file_path.strip():
+            raise BadRequest("file_path is required")
+        try:
+            path, size, md5 = await anyio.to_thread.run_sync(_inspect_file, file_path)
+        except FileNotFoundError:
+            raise NotFound(f"no such file: {file_path}") from None
+        except IsADirectoryError:
+            raise BadRequest(f"not a regular file: {file_path}") from None
+        except OSError as exc:
+            raise BadRequest(f"cannot read {file_path}: {exc.strerror or exc}") from None
+        if size == 0:
+            raise BadRequest(f"file is empty: {file_path}")
+        account = None if account in (None, "") else str(account)
+        try:
+            await self.accounts.credentials(account)
+        except Exception as exc:
+            raise NotFound(f"account: {exc}") from None
+        part_id = await self.store.insert_part(
+            file_path=str(path), size=size, md5=md5, account=account, title=title
+        )
+        task_id = None
+        if auto_upload:
+            task = await self._new_task(part_id, str(path), size, md5, account)
+            task_id = task.task_id
+        log.info("part %d created for %s (%d bytes)", part_id, path.name, size)
+        return {"part_id": part_id, "task_id": task_id}
+
+    async def _new_task(self, part_id: int, path: str, size: int, md5: str,
+                        account: str | None, pinned: str | None = None) -> TaskRecord:
+        task = TaskRecord(
+            task_id=f"task-{uuid.uuid4().hex[:16]}", part_id=part_id, file_path=path,
+            file_size=size, file_md5=md5, account=account, pinned_agent=pinned,
+            created_at=self.clock(),
+        )
+        async with self._lock:
+            await self.store.insert_task(task)
+            await self.store.add_log(task.task_id, pinned or "", "", "created",
+                                     f"part {part_id}", 0)
+            self.tasks[task.task_id] = task
+        self.poke()
+        return task
 
     async def assign_task(self, part_id: int, agent_id: str) -> str:
-        raise NotImplementedError
+        part = await self.store.get_part(int(part_id))
+        if part is None:
+            raise NotFound(f"no part {part_id}")
+        info = self.registry.get(agent_id)
+        if info is None:
+            raise NotFound(f"no agent {agent_id}")
+        if not info.schedulable:
+            raise Conflict(f"agent {agent_id} is {info.status}")
+        for task in self.tasks.values():
+            if task.part_id == part["id"]:
+                if task.status is not Status.PENDING:
+                    raise Conflict(f"part {part_id} is already {task.status} as {task.task_id}")
+                async with self._lock:
+                    task.pinned_agent = agent_id
+                    task.excluded.pop(agent_id, None)
+                    task.not_before = 0.0
+                    await self._save(task, agent_id, "assign", f"assigned to {agent_id}")
+                self.poke()
+                return task.task_id
+        if part["state"] == "uploaded":
+            raise Conflict(f"part {part_id} is already uploaded")
+        task = await self._new_task(part["id"], part["file_path"], part["size"], part["md5"],
+                                    part["account"], pinned=agent_id)
+        return task.task_id
 
     async def cancel_task(self, task_id: str) -> None:
-        raise NotImplementedError
+        async with self._lock:
+            task = self.tasks.get(task_id)
+            if task is None:
+                if await self.store.get_task(task_id) is None:
+                    raise NotFound(f"no task {task_id}")
+                raise Conflict(f"task {task_id} already ended")
+            leased, agent_id, attempt = task.status.leased, task.agent_id or "", task.attempt
+            self.lifecycle.cancel(task)
+            await self._save(task, agent_id, "cancel", "cancelled by admin",
+                             part_state="cancelled")
+        info = self.registry.get(agent_id) if leased else None
+        if info is not None and info.session is not None:
+            info.session.transfer.stop(task_id)
+            info.session.send(pb.HubMessage(cancel=pb.Cancel(
+                task_id=task_id, attempt=attempt, reason="cancelled by admin")))
+        log.info("task %s cancelled", task_id)
+
+    async def drain_agent(self, agent_id: str, reconnect_after_seconds: int = 0,
+                          reason: str = "drain requested") -> None:
+        info = self.registry.get(agent_id)
+        if info is None or info.session is None:
+            raise Conflict(f"agent {agent_id} is not connected")
+        info.draining = True
+        info.session.send(pb.HubMessage(drain=pb.Drain(
+            reason=reason, reconnect_after_seconds=reconnect_after_seconds)))
+
+    async def query_status(self, agent_id: str, wait_seconds: float = 5.0) -> dict[str, Any]:
+        """Ask a connected agent for its status (what the seed's GetAgentStatus did)."""
+        info = self.registry.get(agent_id)
+        if info is None or info.session is None:
+            raise Conflict(f"agent {agent_id} is not connected")
+        query_id = uuid.uuid4().hex
+        event, replies = anyio.Event(), []
+        self._queries[query_id] = (event, replies)
+        try:
+            info.session.send(pb.HubMessage(status_query=pb.StatusQuery(query_id=query_id)))
+            with anyio.move_on_after(wait_seconds):
+                await event.wait()
+        finally:
+            self._queries.pop(query_id, None)
+        if not replies:
+            raise Conflict(f"agent {agent_id} did not answer")
+        r = replies[0]
+        return {
+            "status": r.status, "memory_mb": r.memory_mb, "buffered_bytes": r.buffered_bytes,
+            "tasks": [{"task_id": p.task_id, "attempt": p.attempt,
+                       "uploaded_bytes": p.uploaded_bytes, "total_bytes": p.total_bytes,
+                       "speed_bps": p.speed_bps, "eta_seconds": p.eta_seconds}
+                      for p in r.tasks],
+        }
 
     async def list_agents(self) -> list[dict[str, Any]]:
-        raise NotImplementedError
+        out = []
+        for info in sorted(self.registry.agents.values(), key=lambda a: a.agent_id):
+            out.append(self._agent_dict(info))
+        return out
+
+    def _agent_dict(self, info: AgentInfo) -> dict[str, Any]:
+        active = self._active_count(info.agent_id)
+        return {
+            "agent_id": info.agent_id,
+            "agent_name": info.agent_name,
+            "ip_address": info.ip_address,
+            "status": info.status,
+            "current_tasks": active,
+            "max_concurrent_uploads": info.max_concurrent,
+            "free_slots": max(0, info.max_concurrent - active),
+            "total_tasks": self.assigned_total.get(info.agent_id, 0),
+            "tasks_completed": info.tasks_completed,
+            "memory_usage_mb": info.memory_mb,
+            "bandwidth_mbps": info.bandwidth_mbps,
+            "storage_type": info.storage_type,
+            "buffer_bytes": info.buffer_bytes,
+            "tags": dict(info.tags),
+            "disabled": info.disabled,
+            "last_heartbeat": info.last_heartbeat,
+            "session_id": info.session_id,
+        }
 
     async def list_tasks(self) -> list[dict[str, Any]]:
-        raise NotImplementedError
+        rows = await self.store.load_tasks()
+        return [self._task_dict(self.tasks.get(t.task_id, t)) for t in rows]
 
     async def get_task(self, task_id: str) -> dict[str, Any]:
-        raise NotImplementedError
+        task = self.tasks.get(task_id) or await self.store.get_task(task_id)
+        if task is None:
+            raise NotFound(f"no task {task_id}")
+        return self._task_dict(task)
+
+    def _task_dict(self, t: TaskRecord) -> dict[str, Any]:
+        uploaded = t.file_size if t.status is Status.COMPLETED else t.uploaded_bytes
+        return {
+            "task_id": t.task_id,
+            "part_id": t.part_id,
+            "agent_id": t.agent_id,
+            "status": t.status.value,
+            "uploaded_bytes": uploaded,
+            "total_bytes": t.file_size,
+            "upload_speed": t.upload_speed,
+            "eta_seconds": t.eta_seconds,
+            "retry_count": t.retry_count,
+            "error_message": t.error_message,
+            "error_kind": t.error_kind,
+            "result": {"filename": t.filename, "biz_id": t.biz_id},
+            "attempt": t.attempt,
+            "file_path": t.file_path,
+            "file_md5": t.file_md5,
+            "account": t.account,
+            "progress": round(uploaded / t.file_size * 100, 2) if t.file_size else 0.0,
+            "created_at": t.created_at,
+            "started_at": t.started_at,
+            "completed_at": t.completed_at,
+        }
 
     async def task_logs(self, task_id: str) -> list[dict[str, Any]]:
-        raise NotImplementedError
+        if task_id not in self.tasks and await self.store.get_task(task_id) is None:
+            raise NotFound(f"no task {task_id}")
+        return await self.store.logs(task_id)
 
     async def list_ips(self) -> list[dict[str, Any]]:
-        raise NotImplementedError
+        since = self.clock() - 3600
+        recent = await self.store.recent_logs(since=since)
+        ips: dict[str, dict[str, Any]] = {}
+        for info in self.registry.agents.values():
+            ip = info.ip_address or "unknown"
+            entry = ips.setdefault(ip, {
+                "ip_address": ip, "agents": [], "status": "offline", "active_tasks": 0,
+                "uploads_last_hour": 0, "risk_events_last_hour": 0, "last_upload_at": None,
+            })
+            entry["agents"].append(info.agent_id)
+            entry["active_tasks"] += self._active_count(info.agent_id)
+            if info.session is not None:
+                entry["status"] = "online"
+        for row in recent:
+            entry = ips.get(row["ip_address"] or "unknown")
+            if entry is None:
+                continue
+            if row["event_type"] == "success":
+                entry["uploads_last_hour"] += 1
+                entry["last_upload_at"] = row["created_at"]
+            elif row["event_type"] in ("retry", "error") and "risk_control" in (
+                row["message"] or ""
+            ):
+                entry["risk_events_last_hour"] += 1
+        return sorted(ips.values(), key=lambda e: e["ip_address"])
+
+
+def _inspect_file(file_path: str) -> tuple[Path, int, str]:
+    """Resolve, check and hash a part's file (blocking: runs in a worker thread)."""
+    path = Path(file_path).expanduser().resolve(strict=True)
+    if not path.is_file():
+        raise IsADirectoryError(str(path))
+    h = hashlib.md5()
+    size = 0
+    with open(path, "rb") as fh:
+        while True:
+            block = fh.read(4 << 20)
+            if not block:
+                break
+            h.update(block)
+            size += len(block)
+    return path, size, h.hexdigest()

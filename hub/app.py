@@ -1,0 +1,142 @@
+"""One hub process: the gRPC agent link and the admin HTTP API in one asyncio loop.
+
+Start order matters for "nothing lost": the database is opened and unfinished
+tasks are loaded (their old leases voided) before any agent can connect; on
+SIGTERM/SIGINT the gRPC server stops first (streams end, agents reconnect to the
+next hub run and get their tasks re-offered with the resume point), then HTTP
+and the background loops, then the database closes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+import grpc
+
+from bupmesh.config import ConfigError
+from hub.config import HubConfig
+from hub.link import AgentLinkServicer, server_options
+from hub.service import HubService
+from hub.store import Store
+from protocol import mesh_pb2_grpc
+from protocol.tokens import TokenIssuer, load_or_create_secret
+
+log = logging.getLogger("bupmesh.hub")
+
+DB_FILE = "bupmesh.db"
+TOKEN_SECRET_FILE = "token.secret"
+KEY_FILE = "secret.key"
+
+
+@dataclass
+class Hub:
+    service: HubService
+    grpc_server: grpc.aio.Server
+    grpc_port: int
+
+
+async def build_service(config: HubConfig) -> HubService:
+    """Open the data dir (0700), the database and key material; load state."""
+    data = config.data_path
+    try:
+        data.mkdir(parents=True, exist_ok=True)
+        os.chmod(data, 0o700)
+    except OSError as exc:
+        raise ConfigError(f"data_dir: cannot use {data}: {exc.strerror or exc}") from None
+    from hub.accounts import AccountStore, load_or_create_key
+
+    cipher = load_or_create_key(data)
+    store = Store(data / DB_FILE, cipher)
+    await store.open()
+    accounts = AccountStore(data / DB_FILE, data / KEY_FILE)
+    tokens = TokenIssuer(
+        load_or_create_secret(data / TOKEN_SECRET_FILE), ttl_seconds=config.token_ttl_seconds
+    )
+    service = HubService(config, store=store, accounts=accounts, tokens=tokens)
+    await service.start()
+    return service
+
+
+async def start_grpc(service: HubService, config: HubConfig) -> Hub:
+    compression = grpc.Compression.Gzip if config.compression == "gzip" else None
+    server = grpc.aio.server(options=server_options(), compression=compression)
+    mesh_pb2_grpc.add_AgentLinkServicer_to_server(AgentLinkServicer(service), server)
+    host, port = config.grpc_address
+    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    try:
+        if config.tls_enabled:
+            key, cert = _read_pem(config.tls.key_file), _read_pem(config.tls.cert_file)
+            bound = server.add_secure_port(address, grpc.ssl_server_credentials([(key, cert)]))
+        else:
+            bound = server.add_insecure_port(address)
+    except OSError as exc:
+        raise ConfigError(f"tls: cannot read certificate or key: {exc.strerror or exc}") from None
+    except RuntimeError as exc:
+        raise ConfigError(f"grpc_listen: cannot listen on {address}: {exc}") from None
+    if not bound:
+        raise ConfigError(f"grpc_listen: cannot listen on {address}")
+    await server.start()
+    log.info("gRPC agent link listening on %s (%s)", address,
+             "TLS" if config.tls_enabled else "plaintext, --insecure")
+    return Hub(service=service, grpc_server=server, grpc_port=bound)
+
+
+def _read_pem(path: str | None) -> bytes:
+    return Path(path or "").read_bytes()  # startup only; tiny file
+
+
+def _http_app(service: HubService, config: HubConfig) -> tuple[Any, Callable[..., Awaitable[None]]]:
+    try:
+        from hub.http_api import build_app
+        from hub.http_server import serve_http
+    except ImportError:  # the HTTP layer is optional for the core; serve /healthz only
+        import uvicorn
+        from starlette.applications import Starlette
+        from starlette.responses import JSONResponse
+        from starlette.routing import Route
+
+        async def healthz(request: Any) -> JSONResponse:
+            return JSONResponse({"code": 0, "message": "success", "data": {"status": "ok"}})
+
+        app = Starlette(routes=[Route("/healthz", healthz)])
+
+        async def serve_http(app: Any, host: str, port: int, *, certfile: str | None = None,
+                             keyfile: str | None = None) -> None:
+            server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_config=None,
+                                                   ssl_certfile=certfile, ssl_keyfile=keyfile))
+            await server.serve()
+
+        return app, serve_http
+    return build_app(service, admin_token=config.admin_token), serve_http
+
+
+async def run_hub(config: HubConfig) -> None:
+    service = await build_service(config)
+    hub = None
+    try:
+        hub = await start_grpc(service, config)
+        app, serve_http = _http_app(service, config)
+        host, port = config.http_address
+        async with anyio.create_task_group() as tg:
+            await tg.start(service.run)
+            tg.start_soon(lambda: serve_http(app, host, port, certfile=config.tls.cert_file,
+                                             keyfile=config.tls.key_file))
+            with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                async for signum in signals:
+                    log.info("received %s: shutting down", signal.Signals(signum).name)
+                    break
+            await hub.grpc_server.stop(2.0)
+            tg.cancel_scope.cancel()
+    finally:
+        if hub is not None:
+            with anyio.CancelScope(shield=True):
+                await hub.grpc_server.stop(0)
+        service.store.close()
+        log.info("hub stopped")

@@ -1,0 +1,246 @@
+"""The gRPC side of the agent link: ``AgentLink.Register`` and ``AgentLink.Connect``.
+
+``Connect`` authenticates the JWT in the ``authorization`` metadata before it
+reads a single message; a bad token ends the call with UNAUTHENTICATED and
+nothing else happens. Each accepted stream becomes an :class:`AgentSession`:
+a reader child task (``context.read()``) feeding messages to the service, a
+writer child task (``context.write()``) draining control messages first and
+then file frames from the session's :class:`hub.transfer.Transfer`. The gRPC
+awaits live in task-group children so cancelling the group really stops them
+(anyio scopes placed directly around ``grpc.aio`` awaits do not).
+
+A malformed or out-of-order message raises :class:`StreamError`; it ends only
+this stream, with INVALID_ARGUMENT or FAILED_PRECONDITION and a readable detail.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import uuid
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import grpc
+
+from hub.transfer import Transfer
+from protocol import mesh_pb2 as pb
+from protocol import mesh_pb2_grpc
+
+if TYPE_CHECKING:
+    from hub.service import HubService
+
+log = logging.getLogger("bupmesh.hub.link")
+
+HELLO_TIMEOUT = 30.0
+MAX_MESSAGE = 8 << 20  # frames are <= 1 MiB; leave ample room for headers and offers
+
+
+class StreamError(Exception):
+    """A protocol violation on one stream; ends that stream with ``code``."""
+
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        super().__init__(details)
+        self.code = code
+        self.details = details
+
+
+def server_options(*, keepalive_seconds: float = 20.0) -> list[tuple[str, Any]]:
+    """Keepalive both ways (agents ping every 20 s) and message limits above 1 MiB frames."""
+    return [
+        ("grpc.keepalive_time_ms", int(keepalive_seconds * 1000)),
+        ("grpc.keepalive_timeout_ms", 10_000),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+        ("grpc.http2.min_recv_ping_interval_without_data_ms", 5_000),
+        ("grpc.http2.max_pings_without_data", 0),
+        ("grpc.http2.max_ping_strikes", 0),
+        ("grpc.max_receive_message_length", MAX_MESSAGE),
+        ("grpc.max_send_message_length", MAX_MESSAGE),
+    ]
+
+
+def bearer_token(context: grpc.aio.ServicerContext) -> str:
+    for key, value in context.invocation_metadata() or ():
+        if key.lower() == "authorization":
+            if isinstance(value, bytes):
+                value = value.decode("utf-8", "replace")
+            scheme, _, token = value.partition(" ")
+            if scheme.lower() == "bearer" and token.strip():
+                return token.strip()
+    return ""
+
+
+def peer_ip(context: grpc.aio.ServicerContext) -> str:
+    """``ipv4:127.0.0.2:5555`` / ``ipv6:[::1]:5555`` -> the address part."""
+    peer = context.peer() or ""
+    kind, _, rest = peer.partition(":")
+    if kind == "ipv4":
+        return rest.rsplit(":", 1)[0]
+    if kind == "ipv6":
+        return rest.rsplit(":", 1)[0].strip("[]")
+    return ""
+
+
+class AgentSession:
+    """One live stream of one agent."""
+
+    def __init__(self, service: HubService, agent_id: str, token_exp: int, peer: str) -> None:
+        self.service = service
+        self.agent_id = agent_id
+        self.session_id = uuid.uuid4().hex
+        self.token_exp = token_exp
+        self.peer_ip = peer
+        self.ip_address = peer  # replaced by Hello.ip_address when the agent reports one
+        self.hello: pb.Hello | None = None
+        self.closed = False
+        self.close_reason = ""
+        self._control: collections.deque[pb.HubMessage] = collections.deque()
+        self._tg: anyio.abc.TaskGroup | None = None
+        self._error: StreamError | None = None
+        self.transfer = Transfer(self._spawn, self._transfer_error)
+        self.refreshing = False
+
+    # -- used by the service --------------------------------------------------------------
+
+    def send(self, msg: pb.HubMessage) -> None:
+        """Queue a control message; it goes out before any further file frame."""
+        if self.closed:
+            return
+        self._control.append(msg)
+        self.transfer.wake.set()
+
+    def close(self, reason: str, error: StreamError | None = None) -> None:
+        """End the stream (replaced, silent, drained, or a protocol error)."""
+        if self.closed:
+            return
+        self.closed = True
+        self.close_reason = reason
+        if error is not None and self._error is None:
+            self._error = error
+        self.transfer.stop_all()
+        if self._tg is not None:
+            self._tg.cancel_scope.cancel()
+
+    # -- the stream -----------------------------------------------------------------------
+
+    async def run(self, context: grpc.aio.ServicerContext) -> StreamError | None:
+        try:
+            async with anyio.create_task_group() as tg:
+                self._tg = tg
+                tg.start_soon(self._reader, context)
+                tg.start_soon(self._writer, context)
+                tg.start_soon(self._hello_watchdog)
+                if self.closed:  # closed before the group existed
+                    tg.cancel_scope.cancel()
+        finally:
+            self.closed = True
+            self.transfer.stop_all()
+            self.service.session_closed(self)
+        return self._error
+
+    async def _hello_watchdog(self) -> None:
+        await anyio.sleep(HELLO_TIMEOUT)
+        if self.hello is None:
+            self.close("no Hello", StreamError(grpc.StatusCode.DEADLINE_EXCEEDED,
+                                               f"no Hello within {HELLO_TIMEOUT:.0f}s"))
+
+    async def _reader(self, context: grpc.aio.ServicerContext) -> None:
+        try:
+            while not self.closed:
+                msg = await context.read()
+                if msg is grpc.aio.EOF:
+                    self.close("agent closed the stream")
+                    return
+                await self._dispatch(msg)
+        except StreamError as exc:
+            log.warning("agent %s: closing stream: %s", self.agent_id, exc.details)
+            self.close("protocol error", exc)
+        except (grpc.RpcError, grpc.aio.AioRpcError, grpc.aio.UsageError) as exc:
+            self.close(f"stream broken: {type(exc).__name__}")
+
+    async def _dispatch(self, msg: pb.AgentMessage) -> None:
+        kind = msg.WhichOneof("kind")
+        if kind is None:
+            raise StreamError(grpc.StatusCode.INVALID_ARGUMENT, "empty AgentMessage (no kind set)")
+        if self.hello is None:
+            if kind != "hello":
+                raise StreamError(grpc.StatusCode.FAILED_PRECONDITION,
+                                  f"first message must be Hello, got {kind}")
+            hello = msg.hello
+            if hello.agent_id != self.agent_id:
+                raise StreamError(grpc.StatusCode.PERMISSION_DENIED,
+                                  "Hello.agent_id differs from the token's agent")
+            self.hello = hello
+            if hello.ip_address:
+                self.ip_address = hello.ip_address
+            await self.service.session_hello(self, hello)
+            return
+        if kind == "hello":
+            raise StreamError(grpc.StatusCode.FAILED_PRECONDITION, "second Hello on one stream")
+        await self.service.handle_message(self, kind, getattr(msg, kind))
+
+    async def _writer(self, context: grpc.aio.ServicerContext) -> None:
+        transfer = self.transfer
+        control = self._control
+        try:
+            while not self.closed:
+                wake = transfer.reset_wake()
+                msg = control.popleft() if control else transfer.next_message()
+                if msg is None:
+                    await wake.wait()
+                    continue
+                await context.write(msg)
+        except (grpc.RpcError, grpc.aio.AioRpcError, grpc.aio.UsageError) as exc:
+            self.close(f"stream broken: {type(exc).__name__}")
+
+    def _spawn(self, fn: Any) -> None:
+        if self._tg is not None and not self.closed:
+            self._tg.start_soon(fn)
+
+    def _transfer_error(self, task_id: str, attempt: int, message: str) -> None:
+        self.service.transfer_failed(self, task_id, attempt, message)
+
+
+class AgentLinkServicer(mesh_pb2_grpc.AgentLinkServicer):
+    def __init__(self, service: HubService) -> None:
+        self.service = service
+
+    async def Register(  # noqa: N802 - gRPC method name
+        self, request: pb.RegisterRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RegisterResponse:
+        from hub.service import AuthError, BadRequest
+
+        caps = request.capabilities
+        try:
+            token, exp = await self.service.register_agent(
+                request.psk,
+                request.agent_id,
+                request.agent_name,
+                request.ip_address or peer_ip(context),
+                {
+                    "max_concurrent_uploads": caps.max_concurrent_uploads,
+                    "bandwidth_mbps": caps.bandwidth_mbps,
+                    "storage_type": caps.storage_type,
+                    "buffer_bytes": caps.buffer_bytes,
+                },
+                dict(request.tags),
+            )
+        except AuthError as exc:
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, str(exc))
+        except BadRequest as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        return pb.RegisterResponse(agent_id=request.agent_id, token=token, expires_at=exp)
+
+    async def Connect(self, request_iterator: Any, context: grpc.aio.ServicerContext) -> None:  # noqa: N802
+        from hub.service import AuthError
+
+        try:
+            agent_id, exp = self.service.authenticate_stream(bearer_token(context))
+        except AuthError as exc:
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, str(exc))
+        session = AgentSession(self.service, agent_id, exp, peer_ip(context))
+        error = await session.run(context)
+        if error is not None:
+            context.set_code(error.code)
+            context.set_details(error.details)

@@ -1,0 +1,237 @@
+"""Streaming task files to one agent over its one stream, strictly within credit.
+
+One :class:`Transfer` per agent session. Each accepted task gets a
+:class:`TaskStream`: the file is read sequentially from the agent's resume
+offset in large blocks in a worker thread (prefetching a couple of blocks so
+disk and network overlap), hashed in that same thread (MD5 of exactly the bytes
+streamed this attempt, since reads and sends are both strictly sequential), and
+cut into ``Chunk`` frames of at most 1 MiB that never exceed the credit the agent
+granted (:class:`protocol.credit.CreditLedger`). ``next_message()`` serves tasks
+round-robin, one frame each, so a task waiting for credit or disk never stalls
+another. After the last byte comes ``EndOfData(md5)``.
+
+The session's writer owns the stream: it asks ``next_message()`` for the next
+frame and sleeps on ``wake`` when there is none. Nothing here touches gRPC.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+import anyio.to_thread
+
+from protocol import mesh_pb2 as pb
+from protocol.credit import MAX_FRAME, CreditLedger
+
+BLOCK_SIZE = 4 << 20  # one disk read; cut into 1 MiB frames
+PREFETCH_BLOCKS = 2
+
+
+@dataclass(eq=False)
+class TaskStream:
+    task_id: str
+    attempt: int
+    path: str
+    size: int
+    start: int
+    offset: int = 0  # next byte to send
+    read_offset: int = 0  # next byte to read
+    ledger: CreditLedger = field(default_factory=CreditLedger)
+    blocks: deque[bytes] = field(default_factory=deque)
+    head: int = 0  # bytes of blocks[0] already sent
+    reading: bool = False
+    hasher: Any = field(default_factory=hashlib.md5)
+    md5: str | None = None  # set once EndOfData is queued
+    done: bool = False  # EndOfData sent
+    stopped: bool = False
+
+    @property
+    def buffered(self) -> int:
+        return sum(len(b) for b in self.blocks) - self.head
+
+    @property
+    def sent_bytes(self) -> int:
+        return self.offset - self.start
+
+
+class Transfer:
+    """Round-robin frame source for one agent stream.
+
+    ``spawn(fn)`` starts a background coroutine (the session's task group);
+    ``on_error(task_id, attempt, message)`` reports an unreadable source.
+    """
+
+    def __init__(
+        self,
+        spawn: Callable[[Callable[[], Any]], None],
+        on_error: Callable[[str, int, str], None],
+        *,
+        max_frame: int = MAX_FRAME,
+        block_size: int = BLOCK_SIZE,
+    ) -> None:
+        if max_frame > MAX_FRAME:
+            raise ValueError("frames must stay <= 1 MiB")
+        self._spawn = spawn
+        self._on_error = on_error
+        self.max_frame = max_frame
+        self.block_size = max(block_size, max_frame)
+        self.tasks: dict[str, TaskStream] = {}
+        self._order: deque[str] = deque()
+        self.wake = anyio.Event()
+        self.bytes_sent = 0
+
+    # -- events from the service ----------------------------------------------------------
+
+    def start(self, task_id: str, attempt: int, path: str, size: int, offset: int) -> None:
+        if not 0 <= offset <= size:
+            raise ValueError(f"resume offset {offset} outside 0..{size}")
+        self.stop(task_id)
+        ts = TaskStream(task_id, attempt, path, size, start=offset, offset=offset,
+                        read_offset=offset)
+        self.tasks[task_id] = ts
+        self._order.append(task_id)
+        self._fill(ts)
+        self._poke()
+
+    def credit(self, task_id: str, attempt: int, n: int) -> bool:
+        """Record a grant; False if the task/attempt is not streaming here (ignored)."""
+        ts = self.tasks.get(task_id)
+        if ts is None or ts.attempt != attempt or ts.stopped:
+            return False
+        ts.ledger.grant(n)
+        self._poke()
+        return True
+
+    def stop(self, task_id: str) -> TaskStream | None:
+        """Stop streaming ``task_id`` (result, cancel, lease lost); buffered bytes are dropped."""
+        ts = self.tasks.pop(task_id, None)
+        if ts is not None:
+            ts.stopped = True
+            ts.blocks.clear()
+            try:
+                self._order.remove(task_id)
+            except ValueError:
+                pass
+        return ts
+
+    def stop_all(self) -> None:
+        for task_id in list(self.tasks):
+            self.stop(task_id)
+
+    def streamed_md5(self, task_id: str) -> str | None:
+        ts = self.tasks.get(task_id)
+        return ts.md5 if ts is not None else None
+
+    def get(self, task_id: str) -> TaskStream | None:
+        return self.tasks.get(task_id)
+
+    # -- the writer's side ----------------------------------------------------------------
+
+    def next_message(self) -> pb.HubMessage | None:
+        """The next frame to write, or None (wait on ``wake``)."""
+        for _ in range(len(self._order)):
+            task_id = self._order[0]
+            self._order.rotate(-1)  # whoever is served, the next call starts after it
+            ts = self.tasks[task_id]
+            msg = self._frame(ts)
+            if msg is not None:
+                return msg
+        return None
+
+    def reset_wake(self) -> anyio.Event:
+        if self.wake.is_set():
+            self.wake = anyio.Event()
+        return self.wake
+
+    # -- internals ------------------------------------------------------------------------
+
+    def _frame(self, ts: TaskStream) -> pb.HubMessage | None:
+        if ts.done or ts.stopped:
+            return None
+        if ts.offset >= ts.size:
+            if ts.reading:  # the hash is final only once the last read has returned
+                return None
+            ts.md5 = ts.hasher.hexdigest()
+            ts.done = True
+            return pb.HubMessage(
+                end_of_data=pb.EndOfData(task_id=ts.task_id, attempt=ts.attempt, md5=ts.md5)
+            )
+        if not ts.blocks:
+            return None
+        n = ts.ledger.sendable(self.max_frame)
+        if n <= 0:
+            return None
+        block = ts.blocks[0]
+        n = min(n, len(block) - ts.head)
+        data = block[ts.head : ts.head + n] if (ts.head or n < len(block)) else block
+        ts.ledger.on_sent(n)  # raises before anything hits the wire if beyond credit
+        msg = pb.HubMessage(
+            chunk=pb.Chunk(task_id=ts.task_id, attempt=ts.attempt, offset=ts.offset, data=data)
+        )
+        ts.offset += n
+        ts.head += n
+        self.bytes_sent += n
+        if ts.head >= len(block):
+            ts.blocks.popleft()
+            ts.head = 0
+            self._fill(ts)
+        return msg
+
+    def _fill(self, ts: TaskStream) -> None:
+        if (
+            ts.reading
+            or ts.stopped
+            or ts.read_offset >= ts.size
+            or ts.buffered >= PREFETCH_BLOCKS * self.block_size
+        ):
+            return
+        ts.reading = True
+        self._spawn(lambda: self._read(ts))
+
+    async def _read(self, ts: TaskStream) -> None:
+        length = min(self.block_size, ts.size - ts.read_offset)
+        try:
+            data = await anyio.to_thread.run_sync(_read_and_hash, ts.path, ts.read_offset,
+                                                  length, ts.hasher)
+        except OSError as exc:
+            ts.reading = False
+            if not ts.stopped:
+                self.stop(ts.task_id)
+                self._on_error(ts.task_id, ts.attempt, f"cannot read source: {exc.strerror or exc}")
+            return
+        ts.reading = False
+        if ts.stopped:
+            return
+        if len(data) != length:
+            self.stop(ts.task_id)
+            self._on_error(ts.task_id, ts.attempt, "source file shrank while streaming")
+            return
+        ts.blocks.append(data)
+        ts.read_offset += length
+        self._fill(ts)
+        self._poke()
+
+    def _poke(self) -> None:
+        self.wake.set()
+
+
+def _read_and_hash(path: str, offset: int, length: int, hasher: Any) -> bytes:
+    """Read one block and feed it to the attempt's MD5 (both off the event loop)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        data = os.pread(fd, length, offset)
+        while len(data) < length:
+            more = os.pread(fd, length - len(data), offset + len(data))
+            if not more:
+                break
+            data += more
+    finally:
+        os.close(fd)
+    hasher.update(data)
+    return data
