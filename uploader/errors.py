@@ -1,0 +1,165 @@
+"""Failure kinds the hub can act on, and the pure rules that map replies to them.
+
+The hub reacts differently to each kind: risk control cools an IP down and
+moves the task elsewhere, network trouble is retried, auth needs a human,
+bad_request and file are final. So classification is the one place where the
+uploader must be exact; it is a pure function of (operation, HTTP status,
+decoded body) so it can be tested without sockets.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any
+
+import httpx
+
+
+class ErrorKind(enum.StrEnum):
+    RISK_CONTROL = "risk_control"  # HTTP 406, JSON 601, 21540-style "too fast"
+    NETWORK = "network"  # timeouts, resets, 5xx
+    AUTH = "auth"  # -101, expired cookies
+    BAD_REQUEST = "bad_request"  # other 4xx, OK != 1
+    FILE = "file"  # size or hash mismatch, unreadable source
+
+
+class UploadError(Exception):
+    """One classified failure; ``str(err)`` is ``"{kind}: {message}"``.
+
+    Messages name the operation and the status/code, never a secret: they end
+    up in logs, task rows and API responses.
+    """
+
+    def __init__(
+        self,
+        kind: ErrorKind,
+        message: str,
+        *,
+        status: int | None = None,
+        code: int | None = None,
+    ) -> None:
+        super().__init__(kind, message)
+        self.kind = ErrorKind(kind)
+        self.message = message
+        self.status = status
+        self.code = code
+
+    def __str__(self) -> str:
+        return f"{self.kind}: {self.message}"
+
+    def __repr__(self) -> str:
+        return f"UploadError({self.kind.value!r}, {self.message!r}, status={self.status}, code={self.code})"
+
+    @property
+    def retryable(self) -> bool:
+        """Only network trouble is worth trying again from the same IP."""
+        return self.kind is ErrorKind.NETWORK
+
+
+class StaleSessionError(UploadError):
+    """A resume session was rejected (expired upload) and the source cannot rewind.
+
+    Kind ``bad_request``; the caller should drop the saved session and start
+    the part again from offset 0.
+    """
+
+
+# JSON codes Bilibili uses when it throttles an account or an IP. 601 is
+# upos' "上传视频过快", 21540 member's "请求过于频繁", -412 "请求被拦截" and
+# -509 "请求过于频繁" on the API gateway, 21070 "投稿过快".
+RISK_CODES: frozenset[int] = frozenset({601, 21540, 21070, -412, -509})
+# -101 "账号未登录" (expired SESSDATA), -2 bad access_key, -111 csrf mismatch
+# (bili_jct does not belong to the session), -400 is a plain bad request.
+AUTH_CODES: frozenset[int] = frozenset({-101, -2, -111})
+# Statuses that mean "slow down" whatever the body says.
+RISK_STATUSES: frozenset[int] = frozenset({406, 412, 429})
+
+
+def _int_or_none(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str):
+        try:
+            return int(value)
+        except ValueError:
+            return None
+    return None
+
+
+def _server_message(payload: Any) -> str:
+    if isinstance(payload, dict):
+        for key in ("message", "msg", "error"):
+            value = payload.get(key)
+            if isinstance(value, str) and value:
+                # Bounded: a reply may be huge; a log line should not be.
+                return value[:200]
+    return ""
+
+
+def classify(op: str, status: int, payload: Any = None) -> UploadError | None:
+    """The error a reply means, or ``None`` when it is a success.
+
+    ``payload`` is the decoded JSON body (or ``None`` when the body was not
+    JSON, as with upos' plain-text PUT replies). Both member replies
+    (``{"code": 0}``) and upos replies (``{"OK": 1}``) are understood.
+    """
+    body = payload if isinstance(payload, dict) else {}
+    code = _int_or_none(body.get("code"))
+    detail = _server_message(body)
+    suffix = f": {detail}" if detail else ""
+
+    if status in RISK_STATUSES:
+        return UploadError(
+            ErrorKind.RISK_CONTROL, f"HTTP {status} on {op}{suffix}", status=status, code=code
+        )
+    if code is not None and code in RISK_CODES:
+        return UploadError(
+            ErrorKind.RISK_CONTROL, f"code {code} on {op}{suffix}", status=status, code=code
+        )
+    if status >= 500:
+        return UploadError(
+            ErrorKind.NETWORK, f"HTTP {status} on {op}{suffix}", status=status, code=code
+        )
+    if status == 401 or (code is not None and code in AUTH_CODES):
+        what = f"code {code}" if code in AUTH_CODES else f"HTTP {status}"
+        return UploadError(
+            ErrorKind.AUTH,
+            f"{what} on {op}{suffix or ': not logged in or expired'}",
+            status=status,
+            code=code,
+        )
+    if status >= 400:
+        return UploadError(
+            ErrorKind.BAD_REQUEST, f"HTTP {status} on {op}{suffix}", status=status, code=code
+        )
+    if status < 200 or status >= 300:
+        return UploadError(
+            ErrorKind.BAD_REQUEST, f"unexpected HTTP {status} on {op}", status=status, code=code
+        )
+    if "OK" in body and _int_or_none(body.get("OK")) != 1:
+        return UploadError(
+            ErrorKind.BAD_REQUEST,
+            f"OK={body.get('OK')!r} on {op}{suffix}",
+            status=status,
+            code=code,
+        )
+    if "OK" not in body and code is not None and code != 0:
+        return UploadError(
+            ErrorKind.BAD_REQUEST, f"code {code} on {op}{suffix}", status=status, code=code
+        )
+    return None
+
+
+def from_transport_error(op: str, exc: Exception) -> UploadError:
+    """A failure below HTTP (no reply at all) is always network trouble."""
+    if isinstance(exc, httpx.TimeoutException):
+        what = f"timeout ({type(exc).__name__})"
+    elif isinstance(exc, httpx.RemoteProtocolError):
+        what = "connection closed by the server"
+    elif isinstance(exc, httpx.TransportError):
+        what = f"connection failed ({type(exc).__name__})"
+    else:
+        what = type(exc).__name__
+    return UploadError(ErrorKind.NETWORK, f"{what} on {op}")
