@@ -93,7 +93,12 @@ async def test_list_has_no_secrets(tmp_path: Path) -> None:
     rows = await store.list()
     assert [r["name"] for r in rows] == ["a", "b"]
     assert set(rows[0]) == {
-        "account_id", "name", "mid", "created_at", "has_access_key", "has_refresh_token"
+        "account_id",
+        "name",
+        "mid",
+        "created_at",
+        "has_access_key",
+        "has_refresh_token",
     }
     text = repr(rows).encode()
     for secret in SECRETS:

@@ -282,7 +282,9 @@ async def test_register_refusals(client: httpx.AsyncClient, service: FakeService
     good = {"agent_id": "a1"}
     assert_error(await client.post("/api/agent/register", json=good), 401, "Bearer")
     wrong = {"Authorization": "Bearer wrong-psk"}
-    assert_error(await client.post("/api/agent/register", json=good, headers=wrong), 401, "pre-shared")
+    assert_error(
+        await client.post("/api/agent/register", json=good, headers=wrong), 401, "pre-shared"
+    )
     psk = {"Authorization": f"Bearer {PSK}"}
     assert_error(await client.post("/api/agent/register", json={}, headers=psk), 400, "agent_id")
     response = await client.post(
@@ -346,7 +348,9 @@ async def test_task_status_only_for_own_tasks(
     assert agent_id == "agent-a" and sent["uploaded_bytes"] == 104857600
     bad = {**body, "uploaded_bytes": -1}
     assert_error(
-        await client.post("/api/agent/task-status", json=bad, headers=agent()), 400, "uploaded_bytes"
+        await client.post("/api/agent/task-status", json=bad, headers=agent()),
+        400,
+        "uploaded_bytes",
     )
 
 
@@ -414,7 +418,9 @@ async def test_account_refusals(client: httpx.AsyncClient, service: FakeService)
     both = {"name": "b", "cookies": COOKIES, "cookies_json": {}}
     assert_error(await client.post("/api/manage/accounts", json=both, headers=admin()), 400, "one")
     broken = {"name": "c", "cookies": "sess-SECRET-abc"}  # not NAME=VALUE
-    assert_error(await client.post("/api/manage/accounts", json=broken, headers=admin()), 400, "cookies")
+    assert_error(
+        await client.post("/api/manage/accounts", json=broken, headers=admin()), 400, "cookies"
+    )
     wrong_type = {"name": "d", "cookies": ["SESSDATA=sess-SECRET-abc"]}
     response = await client.post("/api/manage/accounts", json=wrong_type, headers=admin())
     assert_error(response, 400, "cookies")
@@ -437,7 +443,9 @@ async def test_parts(client: httpx.AsyncClient, service: FakeService, tmp_path: 
         (str(video), "1", None, True),
     ]
     relative = {"file_path": "rec.flv"}
-    assert_error(await client.post("/api/manage/parts", json=relative, headers=admin()), 400, "absolute")
+    assert_error(
+        await client.post("/api/manage/parts", json=relative, headers=admin()), 400, "absolute"
+    )
     missing = {"file_path": str(tmp_path / "nope.flv")}
     response = await client.post("/api/manage/parts", json=missing, headers=admin())
     assert_error(response, 404, "nope.flv")
@@ -454,10 +462,14 @@ async def test_assign_and_cancel(client: httpx.AsyncClient, service: FakeService
     offline = {"part_id": 7, "agent_id": "offline"}
     response = await client.post("/api/manage/assign-task", json=offline, headers=admin())
     assert_error(response, 409, "not connected")
-    response = await client.post("/api/manage/cancel-task", json={"task_id": "task-1"}, headers=admin())
+    response = await client.post(
+        "/api/manage/cancel-task", json={"task_id": "task-1"}, headers=admin()
+    )
     assert response.json()["message"] == "Task cancelled"
     assert ok_data(response) == {"task_id": "task-1"}
-    response = await client.post("/api/manage/cancel-task", json={"task_id": "done"}, headers=admin())
+    response = await client.post(
+        "/api/manage/cancel-task", json={"task_id": "done"}, headers=admin()
+    )
     assert_error(response, 409, "completed")
     response = await client.post("/api/manage/cancel-task", json={"task_id": "zz"}, headers=admin())
     assert_error(response, 404, "zz")

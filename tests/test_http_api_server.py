@@ -133,5 +133,7 @@ async def test_tls_misconfiguration_is_a_config_error(tmp_path: Path) -> None:
             )
         (tmp_path / "junk.pem").write_text("not a certificate")
         with pytest.raises(ConfigError, match="tls"):
-            await serve_http(APP, "127.0.0.1", port, certfile=str(tmp_path / "junk.pem"), keyfile=keyfile)
+            await serve_http(
+                APP, "127.0.0.1", port, certfile=str(tmp_path / "junk.pem"), keyfile=keyfile
+            )
     assert port_is_closed(port)

@@ -1,0 +1,344 @@
+"""``bupmesh upload FILE``: ask a running hub to upload a file, optionally wait for it.
+
+A thin admin-API client: ``POST /api/manage/parts`` with the file's absolute
+path, then (with ``--wait``) ``GET /api/manage/tasks/{id}`` every half second
+until the task ends. Progress goes to stderr (a rich bar on a terminal, a line
+per status change or 10 % otherwise); stdout carries only results, so
+``--json`` output can be piped. Exit 0 when the upload completed, 1 when it
+failed or was cancelled or the hub could not be asked, 2 for bad input.
+
+The path is resolved where this command runs and the hub opens it, so the
+two usually share a machine or a mount. A file missing here is refused early
+when the hub is on loopback (it cannot exist there either); for a remote hub
+the hub has the last word.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+import os
+import ssl
+import sys
+import time
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+import msgspec
+
+from bupmesh.config import ConfigError, load_config
+
+DEFAULT_HUB = "http://127.0.0.1:12380"
+TERMINAL = ("completed", "failed", "cancelled")
+# Keep polling through a hub restart this long before giving up.
+UNREACHABLE_GRACE_SECONDS = 60.0
+
+
+class UploadSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    file: str
+    hub: str = DEFAULT_HUB
+    admin_token: str = ""
+    ca_file: str | None = None
+    account: str | None = None
+    title: str | None = None
+    wait: bool = False
+    json: bool = False
+    timeout: float | None = None
+    poll_interval: float = 0.5
+
+
+ENV_KEYS = {
+    "BUPMESH_HUB_URL": "hub",
+    # Preferred over --admin-token: a flag shows up in `ps` to every local user.
+    "BUPMESH_ADMIN_TOKEN": "admin_token",
+}
+
+
+class HubError(Exception):
+    """The hub could not be asked or refused; the message is the one line to print."""
+
+
+class _Unreachable(HubError):
+    """The hub did not answer at all (worth retrying while waiting)."""
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "file", metavar="FILE", help="the recording to upload (a path the hub can read)"
+    )
+    parser.add_argument(
+        "--hub", metavar="URL", help=f"hub HTTP API (default {DEFAULT_HUB}; env BUPMESH_HUB_URL)"
+    )
+    parser.add_argument(
+        "--admin-token", metavar="S", help="admin token (env BUPMESH_ADMIN_TOKEN is safer)"
+    )
+    parser.add_argument("--ca-file", metavar="F", help="trust this CA for an https:// hub")
+    parser.add_argument("--account", metavar="NAME", help="Bilibili account to upload as")
+    parser.add_argument("--title", metavar="T", help="title of the part")
+    parser.add_argument(
+        "--wait", action="store_true", default=None, help="wait for the upload and show progress"
+    )
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        default=None,
+        help="print one JSON object (task_id, part_id; with --wait also status, filename, biz_id)",
+    )
+    parser.add_argument(
+        "--timeout", type=float, metavar="SECONDS", help="with --wait: give up after this long"
+    )
+    parser.add_argument("--poll-interval", type=float, help=argparse.SUPPRESS)
+
+
+def settings_from_args(
+    args: argparse.Namespace, env: dict[str, str] | None = None
+) -> UploadSettings:
+    flags = {
+        "file": args.file,
+        "hub": args.hub,
+        "admin_token": args.admin_token,
+        "ca_file": args.ca_file,
+        "account": args.account,
+        "title": args.title,
+        "wait": args.wait,
+        "json": args.json,
+        "timeout": args.timeout,
+        "poll_interval": args.poll_interval,
+    }
+    settings = load_config(UploadSettings, env=env, env_keys=ENV_KEYS, flags=flags)
+    url = urlsplit(settings.hub)
+    if url.scheme not in ("http", "https") or not url.hostname:
+        raise ConfigError(f"--hub: expected http(s)://HOST:PORT, got {settings.hub!r}")
+    if not settings.admin_token:
+        raise ConfigError("--admin-token: required (or set BUPMESH_ADMIN_TOKEN)")
+    if settings.timeout is not None and settings.timeout <= 0:
+        raise ConfigError("--timeout: must be positive")
+    if not 0 < settings.poll_interval <= 60:
+        raise ConfigError("--poll-interval: must be between 0 and 60 seconds")
+    return settings
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = settings_from_args(args)
+    path = os.path.abspath(settings.file)
+    _check_file(path, settings.hub)
+    with _client(settings) as client:
+        try:
+            created = _request(client, "POST", "/api/manage/parts", json=_part_body(settings, path))
+            task_id = created.get("task_id") if isinstance(created, dict) else None
+            part_id = created.get("part_id") if isinstance(created, dict) else None
+            if not settings.wait:
+                if settings.json:
+                    _print_json({"task_id": task_id, "part_id": part_id})
+                else:
+                    print(f"task_id: {task_id}\npart_id: {part_id}", flush=True)
+                return 0
+            if not task_id:
+                raise HubError(f"the hub created part {part_id} but no task to wait for")
+            _say(f"{os.path.basename(path)}: task {task_id} (part {part_id})")
+            task = _wait(client, settings, str(task_id), os.path.basename(path))
+        except HubError as exc:
+            _say(f"bupmesh upload: {exc}")
+            return 1
+    return _report(task, part_id, settings.json)
+
+
+def _check_file(path: str, hub: str) -> None:
+    if os.path.isdir(path):
+        raise ConfigError(f"FILE: {path} is a directory")
+    if not os.path.exists(path) and _is_loopback(hub):
+        raise ConfigError(f"FILE: no such file: {path}")
+
+
+def _is_loopback(hub: str) -> bool:
+    host = urlsplit(hub).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _part_body(settings: UploadSettings, path: str) -> dict[str, Any]:
+    body: dict[str, Any] = {"file_path": path}
+    if settings.account is not None:
+        body["account"] = settings.account
+    if settings.title is not None:
+        body["title"] = settings.title
+    return body
+
+
+def _client(settings: UploadSettings) -> httpx.Client:
+    verify: ssl.SSLContext | bool = True
+    if settings.ca_file:
+        try:
+            verify = ssl.create_default_context(cafile=settings.ca_file)
+        except (OSError, ssl.SSLError) as exc:
+            detail = getattr(exc, "strerror", None) or exc
+            raise ConfigError(f"--ca-file: cannot load {settings.ca_file}: {detail}") from None
+    return httpx.Client(
+        base_url=settings.hub.rstrip("/"),
+        headers={"Authorization": f"Bearer {settings.admin_token}"},
+        verify=verify,
+        timeout=30.0,
+    )
+
+
+def _request(client: httpx.Client, method: str, path: str, **kwargs: Any) -> Any:
+    """One admin API call; the envelope's ``data`` or a one-line ``HubError``."""
+    where = str(client.base_url)
+    try:
+        response = client.request(method, path, **kwargs)
+    except httpx.ConnectError as exc:
+        if "CERTIFICATE_VERIFY_FAILED" in str(exc):
+            raise HubError(
+                f"TLS: the hub's certificate at {where} is not trusted (use --ca-file)"
+            ) from None
+        reason = (
+            "connection refused" if "refused" in str(exc).lower() else str(exc) or "cannot connect"
+        )
+        raise _Unreachable(f"cannot reach the hub at {where}: {reason}") from None
+    except httpx.TimeoutException:
+        raise _Unreachable(f"the hub at {where} did not answer in time") from None
+    except httpx.HTTPError as exc:
+        raise _Unreachable(f"talking to the hub at {where} failed: {exc}") from None
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    message = body.get("message") if isinstance(body, dict) else None
+    if response.status_code == 401:
+        raise HubError(
+            "the hub refused the admin token (401); check --admin-token or BUPMESH_ADMIN_TOKEN"
+        )
+    if response.status_code >= 400 or not isinstance(body, dict):
+        detail = message or response.reason_phrase or "unexpected response"
+        raise HubError(f"hub answered {response.status_code} to {method} {path}: {detail}")
+    if body.get("code", 0) != 0:
+        raise HubError(f"hub refused {method} {path}: {message or body.get('code')}")
+    return body.get("data")
+
+
+def _wait(client: httpx.Client, settings: UploadSettings, task_id: str, name: str) -> dict:
+    deadline = None if settings.timeout is None else time.monotonic() + settings.timeout
+    unreachable_since: float | None = None
+    with _Progress(name, tty=sys.stderr.isatty() and not settings.json) as progress:
+        while True:
+            try:
+                task = _request(client, "GET", f"/api/manage/tasks/{task_id}")
+                unreachable_since = None
+            except _Unreachable:
+                now = time.monotonic()
+                unreachable_since = unreachable_since or now
+                if now - unreachable_since > UNREACHABLE_GRACE_SECONDS:
+                    raise
+                task = None
+            if isinstance(task, dict):
+                progress.update(task)
+                if task.get("status") in TERMINAL:
+                    return task
+            if deadline is not None and time.monotonic() >= deadline:
+                raise HubError(f"task {task_id} did not finish within {settings.timeout:g}s")
+            time.sleep(settings.poll_interval)
+
+
+def _report(task: dict, part_id: Any, as_json: bool) -> int:
+    result = task.get("result") or {}
+    status = task.get("status")
+    out = {
+        "task_id": task.get("task_id"),
+        "part_id": task.get("part_id", part_id),
+        "status": status,
+        "filename": result.get("filename") if isinstance(result, dict) else None,
+        "biz_id": result.get("biz_id") if isinstance(result, dict) else None,
+    }
+    if status == "completed":
+        if as_json:
+            _print_json(out)
+        else:
+            print(f"filename: {out['filename']}\nbiz_id: {out['biz_id']}", flush=True)
+        return 0
+    error = task.get("error_message") or "no reason given"
+    if as_json:
+        _print_json({**out, "error_message": task.get("error_message")})
+    _say(f"bupmesh upload: task {out['task_id']} {status}: {error}")
+    return 1
+
+
+def _print_json(value: dict) -> None:
+    print(json.dumps(value), flush=True)
+
+
+def _say(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+class _Progress:
+    """Task progress on stderr: a rich bar on a terminal, a line per change otherwise."""
+
+    def __init__(self, name: str, *, tty: bool) -> None:
+        self.name = name
+        self._bar: Any = None
+        self._last: tuple[Any, int] | None = None
+        if tty:
+            from rich.console import Console
+            from rich.progress import BarColumn, DownloadColumn, TextColumn
+            from rich.progress import Progress as Bar
+
+            self._bar = Bar(
+                TextColumn("[bold]{task.description}"),
+                TextColumn("{task.fields[status]}"),
+                BarColumn(),
+                DownloadColumn(),
+                TextColumn("{task.fields[speed]}"),
+                TextColumn("{task.fields[eta]}"),
+                console=Console(file=sys.stderr),
+            )
+            self._task = self._bar.add_task(name, total=None, status="", speed="", eta="")
+
+    def __enter__(self) -> _Progress:
+        if self._bar is not None:
+            self._bar.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+    def update(self, task: dict) -> None:
+        status = task.get("status")
+        uploaded = _number(task.get("uploaded_bytes"))
+        total = _number(task.get("total_bytes"))
+        speed = _number(task.get("upload_speed"))
+        eta = task.get("eta_seconds")
+        eta_text = f"ETA {eta:.0f}s" if isinstance(eta, int | float) and eta >= 0 else ""
+        speed_text = f"{speed / 1e6:.1f} MB/s" if speed else ""
+        if self._bar is not None:
+            self._bar.update(
+                self._task,
+                completed=uploaded,
+                total=total or None,
+                status=status,
+                speed=speed_text,
+                eta=eta_text,
+            )
+            return
+        percent = int(uploaded * 100 / total) if total else 0
+        # A line when the status changes or another 10 % is done.
+        key = (status, percent // 10)
+        if key == self._last:
+            return
+        self._last = key
+        parts = [f"{status}", f"{percent}%", f"{uploaded / 1e6:.1f}/{total / 1e6:.1f} MB"]
+        parts += [p for p in (speed_text, eta_text) if p]
+        agent = task.get("agent_id")
+        if agent:
+            parts.append(f"agent {agent}")
+        _say(f"{self.name}: " + " ".join(parts))
+
+
+def _number(value: Any) -> float:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0.0
