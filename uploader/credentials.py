@@ -67,7 +67,7 @@ class Credentials:
         "token_info": {"access_token", "mid", "refresh_token", "expires_in"}}``.
         """
         if isinstance(data, os.PathLike) or (
-            isinstance(data, str) and not data.lstrip().startswith("{")
+            isinstance(data, str) and not data.lstrip().startswith(("{", "["))
         ):
             path = Path(data)
             try:
