@@ -43,7 +43,7 @@ from hub.http_bodies import (
     decode_body,
 )
 from hub.http_server import serve_http
-from hub.service import AuthError, Conflict, HubService, NotFound
+from hub.service import AuthError, BadRequest, Conflict, HubService, NotFound
 
 __all__ = ["MAX_JSON_BODY", "build_app", "serve_http"]
 
@@ -258,7 +258,7 @@ def _guard(handler: Handler) -> Handler:
             return _error(404, _message(exc, "not found"))
         except (Conflict, DuplicateAccount) as exc:
             return _error(409, _message(exc, "conflict"))
-        except (AccountError, BodyError) as exc:
+        except (AccountError, BodyError, BadRequest) as exc:
             return _error(400, _message(exc, "bad request"))
         except Exception:
             # The traceback is for the operator; the client learns nothing internal.

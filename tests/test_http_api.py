@@ -13,7 +13,7 @@ import pytest
 
 from hub.accounts import AccountStore
 from hub.http_api import MAX_JSON_BODY, build_app
-from hub.service import AuthError, Conflict, NotFound
+from hub.service import AuthError, BadRequest, Conflict, NotFound
 
 pytestmark = pytest.mark.anyio
 
@@ -65,6 +65,8 @@ class FakeService:
     async def create_part(
         self, file_path: str, *, account: str | None, title: str | None, auto_upload: bool = True
     ) -> dict[str, Any]:
+        if file_path.endswith(".empty"):
+            raise BadRequest(f"file is empty: {file_path}")
         if not await anyio.Path(file_path).is_file():
             raise FileNotFoundError(2, "No such file or directory", file_path)
         if account is not None:
@@ -449,6 +451,9 @@ async def test_parts(client: httpx.AsyncClient, service: FakeService, tmp_path: 
     missing = {"file_path": str(tmp_path / "nope.flv")}
     response = await client.post("/api/manage/parts", json=missing, headers=admin())
     assert_error(response, 404, "nope.flv")
+    empty = {"file_path": str(tmp_path / "x.empty")}
+    response = await client.post("/api/manage/parts", json=empty, headers=admin())
+    assert_error(response, 400, "file is empty")
     unknown_account = {"file_path": str(video), "account": "ghost"}
     response = await client.post("/api/manage/parts", json=unknown_account, headers=admin())
     assert_error(response, 404, "ghost")
