@@ -1,0 +1,102 @@
+"""``bupmesh agent``: run one agent (flags/env/agent.yml) or every agent of a multi-agent file.
+
+Runs anyio on the asyncio backend (grpc.aio needs it). SIGTERM or SIGINT
+drains gracefully: no new offers, running uploads get the grace period, the
+rest are handed back, the stream is closed, exit 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+
+import anyio
+
+from bupmesh.config import ConfigError
+from spoke.config import AgentSettings, load_agents, parse_tags
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    add = parser.add_argument
+    add("--config", metavar="FILE", help="agent.yml (single agent) or a multi-agent file")
+    add("--server-url", metavar="H:P", help="hub gRPC address (env SERVER_URL)")
+    add("--agent-id", metavar="ID", help="this agent's id (env AGENT_ID)")
+    add("--agent-name", metavar="N", help="display name (env AGENT_NAME)")
+    add("--token", metavar="PSK", help="pre-shared key to register with (env AGENT_TOKEN)")
+    add("--max-concurrent", type=int, metavar="N", help="parallel uploads (default 2)")
+    add("--buffer-size-mb", type=int, metavar="MB", help="credit budget for all tasks (default 64)")
+    add("--source-ip", metavar="IP", help="bind outgoing Bilibili connections to this address")
+    add("--ip-address", metavar="IP", help="egress IP reported to the hub")
+    add("--proxy", metavar="URL", help="http(s)/socks5 proxy for Bilibili traffic")
+    add("--tag", action="append", metavar="K=V", help="tag reported to the hub (repeatable)")
+    tls = parser.add_mutually_exclusive_group()
+    tls.add_argument("--ca-file", metavar="F", help="CA certificate that signed the hub's cert")
+    tls.add_argument(
+        "--insecure", action="store_true", default=None, help="plaintext gRPC (no TLS)"
+    )
+    add("--compression", choices=["none", "gzip"], help="gRPC message compression (default none)")
+    add("--bandwidth-mbps", type=int, metavar="N", help="advertised upload bandwidth")
+    add("--storage-type", choices=["network", "local", "hybrid"], help="advertised storage type")
+    add("--log-level", default="INFO", help="logging level (default INFO)")
+
+
+def settings_from_args(args: argparse.Namespace) -> list[AgentSettings]:
+    flags = {
+        "server.url": args.server_url,
+        "agent.id": args.agent_id,
+        "agent.name": args.agent_name,
+        "agent.token": args.token,
+        "agent.max_concurrent_uploads": args.max_concurrent,
+        "agent.buffer_size_mb": args.buffer_size_mb,
+        "agent.source_ip": args.source_ip,
+        "agent.ip_address": args.ip_address,
+        "agent.proxy": args.proxy,
+        "tags": parse_tags(args.tag),
+        "server.cert_file": args.ca_file,
+        "server.insecure": args.insecure,
+        "agent.compression": args.compression,
+        "agent.bandwidth_mbps": args.bandwidth_mbps,
+        "agent.storage_type": args.storage_type,
+    }
+    if args.ca_file:
+        flags["server.tls"] = True
+    return load_agents(file=args.config, flags=flags)
+
+
+def run(args: argparse.Namespace) -> int:
+    agents = settings_from_args(args)
+    level = getattr(logging, str(args.log_level).upper(), None)
+    if not isinstance(level, int):
+        raise ConfigError(f"--log-level: unknown level {args.log_level!r}")
+    logging.basicConfig(
+        level=level,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s [%(agent)s] %(message)s",
+        defaults={"agent": "-"},
+    )
+    anyio.run(_main, agents, backend="asyncio")
+    return 0
+
+
+async def _main(settings: list[AgentSettings]) -> None:
+    from spoke.link import Agent  # grpc import only once settings are valid
+
+    agents = [Agent(s) for s in settings]
+    async with anyio.create_task_group() as tg:
+
+        async def watch_signals() -> None:
+            with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                async for _ in signals:
+                    for agent in agents:
+                        agent.stop()
+
+        async def run_all() -> None:
+            async with anyio.create_task_group() as inner:
+                for agent in agents:
+                    inner.start_soon(agent.run)
+            tg.cancel_scope.cancel()  # every agent has drained: stop watching signals
+
+        tg.start_soon(watch_signals)
+        tg.start_soon(run_all)

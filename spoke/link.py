@@ -1,0 +1,556 @@
+"""The agent's one link to the hub: register, hold the stream, dispatch, reconnect.
+
+Conversation (docs/internals.md "Link conversation"): ``Register`` (PSK ->
+JWT), ``Connect`` with ``authorization: Bearer <jwt>``, ``Hello`` ->
+``Welcome``, then heartbeats at the hub's interval while the hub offers tasks
+and streams their bytes within the credit this agent grants.
+
+Everything on one stream runs as children of one task group: a reader that
+dispatches hub messages without ever blocking (each task has its own queue in
+its :class:`~spoke.source.StreamSource`; credit bounds their size), a writer
+draining one outgoing queue, the heartbeat, the credit pump and the task
+runners. gRPC awaits live only in those children, and the session ends by
+cancelling the group (an anyio scope around a ``grpc.aio`` await does not
+work). When the stream is lost every running attempt is abandoned without
+completing its upload (the hub re-offers it with the resume point it holds),
+then the agent reconnects after an exponential, fully jittered delay.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import random
+import time
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+import anyio.abc
+import grpc
+import grpc.aio
+
+from protocol import mesh_pb2 as pb
+from protocol import mesh_pb2_grpc as pb_grpc
+from protocol.credit import CreditBudget
+from spoke.backoff import Backoff
+from spoke.config import AgentSettings
+from spoke.runner import AGENT, TaskFailure, TaskRunner
+
+VERSION = "bupmesh-agent/0.1"
+KEEPALIVE_SECONDS = 20
+MAX_MESSAGE = 4 << 20  # frames are <= 1 MiB; headroom for the envelope
+REGISTER_TIMEOUT = 15.0
+WELCOME_TIMEOUT = 15.0
+TOKEN_MARGIN = 60.0  # re-register when the JWT expires sooner than this
+
+
+def channel_options() -> list[tuple[str, Any]]:
+    """Keepalive pings every 20 s (the hub permits them) so a half-open link is noticed."""
+    return [
+        ("grpc.keepalive_time_ms", KEEPALIVE_SECONDS * 1000),
+        ("grpc.keepalive_timeout_ms", 10_000),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.max_pings_without_data", 0),
+        ("grpc.max_receive_message_length", MAX_MESSAGE),
+        ("grpc.max_send_message_length", MAX_MESSAGE),
+        # Our own backoff decides when to dial again.
+        ("grpc.enable_retries", 0),
+    ]
+
+
+def make_channel(settings: AgentSettings) -> grpc.aio.Channel:
+    compression = grpc.Compression.Gzip if settings.compression == "gzip" else None
+    if settings.insecure:
+        return grpc.aio.insecure_channel(
+            settings.server_url, options=channel_options(), compression=compression
+        )
+    root = None
+    if settings.ca_file:
+        with open(settings.ca_file, "rb") as fh:
+            root = fh.read()
+    credentials = grpc.ssl_channel_credentials(root_certificates=root)
+    return grpc.aio.secure_channel(
+        settings.server_url, credentials, options=channel_options(), compression=compression
+    )
+
+
+def memory_mb() -> int:
+    """Resident set size in MB (Linux /proc; elsewhere the peak from getrusage)."""
+    try:
+        with open("/proc/self/statm") as fh:
+            pages = int(fh.read().split()[1])
+        return pages * os.sysconf("SC_PAGE_SIZE") // (1 << 20)
+    except (OSError, ValueError, IndexError):
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+
+
+class _Session:
+    """State of one connected stream."""
+
+    def __init__(self, call: Any, tg: anyio.abc.TaskGroup) -> None:
+        self.call = call
+        self.tg = tg
+        self.send_stream, self.receive_stream = anyio.create_memory_object_stream[Any](math.inf)
+        self.heartbeat_interval = 30.0
+        self.session_id = ""
+        self.closed = anyio.Event()  # the reader saw the stream end
+
+
+class Agent:
+    """One agent identity: its link, its credit budget and its running tasks."""
+
+    def __init__(
+        self,
+        settings: AgentSettings,
+        *,
+        rng: random.Random | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+        client_factory: Callable[..., Any] | None = None,
+        uploader_factory: Callable[..., Any] | None = None,
+        backoff: Backoff | None = None,
+    ) -> None:
+        self.settings = settings
+        self.log = logging.LoggerAdapter(
+            logging.getLogger("bupmesh.agent"), {"agent": settings.agent_id}
+        )
+        self.budget = CreditBudget(settings.buffer_bytes)
+        self.runners: dict[str, TaskRunner] = {}
+        self.backoff = backoff or Backoff(1.0, 60.0, rng)
+        self.clock = clock
+        self.wall_clock = wall_clock
+        self._factories: dict[str, Any] = {}
+        if client_factory is not None:
+            self._factories["client_factory"] = client_factory
+        if uploader_factory is not None:
+            self._factories["uploader_factory"] = uploader_factory
+        self._token: str | None = None
+        self._token_expires = 0.0
+        self._session: _Session | None = None
+        self._space = anyio.Event()
+        self._stopping = False  # SIGTERM: drain and exit
+        self._draining = False  # no new offers
+        self._reconnect_after = 0.0
+        self._stop_event = anyio.Event()
+        self.tasks_completed = 0
+        self.connected = anyio.Event()  # set on each Welcome (tests wait on it)
+        self.sessions = 0
+
+    # -- public --------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Connect, serve, reconnect, until :meth:`stop` and the drain are done."""
+        while not self._stopping:
+            welcomed = await self._one_session()
+            if self._stopping:
+                break
+            if welcomed:
+                self.backoff.reset()
+            delay = self._reconnect_after or self.backoff.next_delay()
+            self._reconnect_after = 0.0
+            self.log.info("reconnecting in %.1fs", delay)
+            with anyio.move_on_after(delay):
+                await self._stop_event.wait()
+        self.log.info("agent stopped")
+
+    def stop(self) -> None:
+        """Graceful drain (SIGTERM): finish running tasks up to the grace period, then exit."""
+        if self._stopping:
+            return
+        self._stopping = True
+        self._draining = True
+        self._stop_event.set()
+        session = self._session
+        if session is None:
+            return
+        self.log.info("draining: %d task(s) running", len(self.runners))
+        self._send(pb.AgentMessage(heartbeat=self._heartbeat()))
+        session.tg.start_soon(self._drain_and_close, session, self.settings.drain_grace)
+
+    @property
+    def free_slots(self) -> int:
+        return max(0, self.settings.max_concurrent - len(self.runners))
+
+    # -- one stream ----------------------------------------------------------------------------
+
+    async def _one_session(self) -> bool:
+        """Run one stream until it ends; True if the hub welcomed us."""
+        welcomed = False
+        channel = make_channel(self.settings)
+        try:
+            async with anyio.create_task_group() as tg:
+
+                async def body() -> None:
+                    nonlocal welcomed
+                    welcomed = await self._serve(channel, tg)
+
+                tg.start_soon(body)
+        except Exception as exc:  # grpc errors, protocol errors: log and reconnect
+            self.log.warning("link error: %s", _describe(exc))
+        finally:
+            self._session = None
+            self.connected = anyio.Event()
+            with anyio.CancelScope(shield=True):
+                await channel.close(grace=None)
+        return welcomed
+
+    async def _serve(self, channel: grpc.aio.Channel, tg: anyio.abc.TaskGroup) -> bool:
+        stub = pb_grpc.AgentLinkStub(channel)
+        try:
+            token = await self._ensure_token(stub)
+        except grpc.aio.AioRpcError as exc:
+            self.log.warning(
+                "registration refused: %s: %s", exc.code().name, exc.details() or ""
+            )
+            tg.cancel_scope.cancel()
+            return False
+        call = stub.Connect(metadata=(("authorization", f"Bearer {token}"),))
+        session = _Session(call, tg)
+        welcomed = anyio.Event()
+
+        async def watchdog() -> None:
+            # Not a scope around the read: those do not work on grpc.aio awaits.
+            with anyio.move_on_after(WELCOME_TIMEOUT):
+                await welcomed.wait()
+                return
+            self.log.warning("no Welcome within %ss", WELCOME_TIMEOUT)
+            tg.cancel_scope.cancel()
+
+        tg.start_soon(watchdog)
+        try:
+            await call.write(pb.AgentMessage(hello=self._hello()))
+            first = await call.read()
+            welcomed.set()
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.UNAUTHENTICATED:
+                self._token = None  # register again next time
+            self.log.warning("connect refused: %s: %s", exc.code().name, exc.details() or "")
+            call.cancel()
+            tg.cancel_scope.cancel()
+            return False
+        if first is grpc.aio.EOF or first.WhichOneof("kind") != "welcome":
+            self.log.warning("hub did not welcome us; closing")
+            call.cancel()
+            tg.cancel_scope.cancel()
+            return False
+        welcome = first.welcome
+        if welcome.heartbeat_interval_seconds > 0:
+            session.heartbeat_interval = float(welcome.heartbeat_interval_seconds)
+        else:
+            session.heartbeat_interval = self.settings.heartbeat_interval
+        session.session_id = welcome.session_id
+        if welcome.HasField("token") and welcome.token.token:
+            self._set_token(welcome.token)
+        self._session = session
+        self._draining = self._stopping
+        self.sessions += 1
+        self.log.info("connected to %s (session %s)", self.settings.server_url, session.session_id)
+        self.connected.set()
+        tg.start_soon(self._writer, session)
+        tg.start_soon(self._reader, session)
+        tg.start_soon(self._heartbeats, session)
+        tg.start_soon(self._credit_pump, session)
+        tg.start_soon(self._progress_ticker)
+        if self._stopping:  # SIGTERM arrived while connecting
+            tg.start_soon(self._drain_and_close, session, self.settings.drain_grace)
+        return True
+
+    async def _ensure_token(self, stub: pb_grpc.AgentLinkStub) -> str:
+        if self._token and self._token_expires - TOKEN_MARGIN > self.wall_clock():
+            return self._token
+        s = self.settings
+        reply = await stub.Register(
+            pb.RegisterRequest(
+                psk=s.token,
+                agent_id=s.agent_id,
+                agent_name=s.agent_name,
+                ip_address=s.reported_ip,
+                capabilities=self._capabilities(),
+                tags=s.tags,
+            ),
+            timeout=REGISTER_TIMEOUT,
+        )
+        self._token = reply.token
+        self._token_expires = float(reply.expires_at or 0)
+        return reply.token
+
+    def _set_token(self, refresh: pb.TokenRefresh) -> None:
+        self._token = refresh.token
+        self._token_expires = float(refresh.expires_at or 0)
+
+    def _capabilities(self) -> pb.Capabilities:
+        s = self.settings
+        return pb.Capabilities(
+            max_concurrent_uploads=s.max_concurrent,
+            bandwidth_mbps=s.bandwidth_mbps,
+            storage_type=s.storage_type,
+            buffer_bytes=s.buffer_bytes,
+        )
+
+    def _hello(self) -> pb.Hello:
+        s = self.settings
+        return pb.Hello(
+            agent_id=s.agent_id,
+            agent_name=s.agent_name,
+            ip_address=s.reported_ip,
+            capabilities=self._capabilities(),
+            tags=s.tags,
+            held_tasks=[],  # attempts never survive a lost stream (see module docstring)
+            version=VERSION,
+        )
+
+    def _heartbeat(self) -> pb.Heartbeat:
+        running = len(self.runners)
+        if self._draining:
+            status = "draining"
+        elif self.free_slots == 0:
+            status = "busy"
+        else:
+            status = "online"
+        return pb.Heartbeat(
+            status=status,
+            current_tasks=running,
+            free_slots=0 if self._draining else self.free_slots,
+            memory_mb=memory_mb(),
+            tasks_completed=self.tasks_completed,
+        )
+
+    # -- children of the session group ---------------------------------------------------------
+
+    def _send(self, message: pb.AgentMessage) -> None:
+        session = self._session
+        if session is None:
+            return  # the stream is gone; the hub learns of it from the disconnect
+        try:
+            session.send_stream.send_nowait(message)
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+            pass
+
+    async def _writer(self, session: _Session) -> None:
+        async with session.receive_stream:
+            async for item in session.receive_stream:
+                if isinstance(item, anyio.Event):  # flush marker
+                    item.set()
+                    continue
+                await session.call.write(item)
+
+    async def _flush(self, session: _Session, limit: float = 5.0) -> None:
+        marker = anyio.Event()
+        try:
+            session.send_stream.send_nowait(marker)
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+            return
+        with anyio.move_on_after(limit):
+            await marker.wait()
+
+    async def _reader(self, session: _Session) -> None:
+        try:
+            while True:
+                message = await session.call.read()
+                if message is grpc.aio.EOF:
+                    self.log.warning("hub closed the stream")
+                    break
+                self._dispatch(session, message)
+        except grpc.aio.AioRpcError as exc:
+            if not self._stopping:
+                self.log.warning("stream lost: %s: %s", exc.code().name, exc.details() or "")
+        session.closed.set()
+        session.tg.cancel_scope.cancel()
+
+    async def _heartbeats(self, session: _Session) -> None:
+        while True:
+            await anyio.sleep(session.heartbeat_interval)
+            self._send(pb.AgentMessage(heartbeat=self._heartbeat()))
+
+    async def _credit_pump(self, session: _Session) -> None:
+        while True:
+            for task_id, n in self.budget.grants():
+                runner = self.runners.get(task_id)
+                if runner is None:
+                    continue
+                self._send(
+                    pb.AgentMessage(
+                        credit=pb.Credit(task_id=task_id, attempt=runner.attempt, bytes=n)
+                    )
+                )
+            await self._space.wait()
+            self._space = anyio.Event()
+
+    def _wake_credit(self) -> None:
+        self._space.set()
+
+    async def _progress_ticker(self) -> None:
+        while True:
+            await anyio.sleep(1.0)
+            for runner in list(self.runners.values()):
+                runner.report_progress()
+
+    # -- hub messages --------------------------------------------------------------------------
+
+    def _dispatch(self, session: _Session, message: pb.HubMessage) -> None:
+        kind = message.WhichOneof("kind")
+        if kind == "chunk":
+            runner = self._runner_for(message.chunk.task_id, message.chunk.attempt)
+            if runner is not None:
+                runner.on_chunk(message.chunk)
+        elif kind == "end_of_data":
+            eod = message.end_of_data
+            runner = self._runner_for(eod.task_id, eod.attempt)
+            if runner is not None:
+                runner.on_end_of_data(eod)
+        elif kind == "offer":
+            self._on_offer(session, message.offer)
+        elif kind == "cancel":
+            runner = self._runner_for(message.cancel.task_id, message.cancel.attempt)
+            if runner is not None:
+                self.log.info("task %s: cancel (%s)", runner.task_id, message.cancel.reason)
+                runner.cancel(message.cancel.reason or "cancelled by hub")
+        elif kind == "status_query":
+            self._send(pb.AgentMessage(status_reply=self._status_reply(message.status_query)))
+        elif kind == "drain":
+            self._on_drain(session, message.drain)
+        elif kind == "token_refresh":
+            self._set_token(message.token_refresh)
+        elif kind == "welcome":
+            self.log.warning("unexpected second Welcome ignored")
+        else:
+            self.log.warning("unknown hub message ignored")
+
+    def _runner_for(self, task_id: str, attempt: int) -> TaskRunner | None:
+        runner = self.runners.get(task_id)
+        if runner is None or runner.attempt != attempt:
+            return None  # fencing: not ours, or an older attempt
+        return runner
+
+    def _reject(self, offer: pb.Offer, reason: str) -> None:
+        self.log.info("task %s: reject (%s)", offer.task_id, reason)
+        self._send(
+            pb.AgentMessage(
+                reject=pb.Reject(task_id=offer.task_id, attempt=offer.attempt, reason=reason)
+            )
+        )
+
+    def _on_offer(self, session: _Session, offer: pb.Offer) -> None:
+        existing = self.runners.get(offer.task_id)
+        if existing is not None:
+            if existing.attempt == offer.attempt:
+                return  # duplicate offer
+            existing.cancel("superseded by a newer attempt")
+        if self._draining:
+            return self._reject(offer, "draining")
+        if not offer.task_id:
+            return self._reject(offer, "offer without task_id")
+        if len([r for r in self.runners.values() if r.running]) >= self.settings.max_concurrent:
+            return self._reject(offer, "no free upload slot")
+        runner = TaskRunner(
+            offer,
+            settings=self.settings,
+            budget=self.budget,
+            send=self._send,
+            on_space=self._wake_credit,
+            clock=self.clock,
+            **self._factories,
+        )
+        try:
+            runner.prepare()
+        except TaskFailure as exc:
+            self.log.warning("task %s: %s", offer.task_id, exc)
+            self._send(
+                pb.AgentMessage(
+                    result=pb.Result(
+                        task_id=offer.task_id,
+                        attempt=offer.attempt,
+                        success=False,
+                        error_kind=exc.kind,
+                        error_message=exc.message,
+                    )
+                )
+            )
+            return
+        if existing is not None and offer.task_id in self.budget:
+            # The superseded attempt still holds its window until it unwinds.
+            session.tg.start_soon(self._start_after, session, existing, runner)
+            return
+        if not self.budget.can_admit(runner.min_window):
+            return self._reject(offer, "buffer budget full")
+        self._start(session, runner)
+
+    async def _start_after(self, session: _Session, old: TaskRunner, new: TaskRunner) -> None:
+        with anyio.move_on_after(5):
+            await old.finished.wait()
+        if self._draining or not self.budget.can_admit(new.min_window):
+            self._reject(pb.Offer(task_id=new.task_id, attempt=new.attempt), "buffer budget full")
+            return
+        self._start(session, new)
+
+    def _start(self, session: _Session, runner: TaskRunner) -> None:
+        self.runners[runner.task_id] = runner
+        runner.accept()
+        self.log.info(
+            "task %s attempt %d: accepted %s (%d bytes from %d)",
+            runner.task_id,
+            runner.attempt,
+            runner.file_name,
+            runner.size,
+            runner.resume_offset,
+        )
+        self._wake_credit()
+        session.tg.start_soon(self._run_task, runner)
+
+    async def _run_task(self, runner: TaskRunner) -> None:
+        try:
+            await runner.run()
+        finally:
+            if self.runners.get(runner.task_id) is runner:
+                del self.runners[runner.task_id]
+            if runner.state_name.value == "done":
+                self.tasks_completed += 1
+
+    def _status_reply(self, query: pb.StatusQuery) -> pb.StatusReply:
+        return pb.StatusReply(
+            query_id=query.query_id,
+            status=self._heartbeat().status,
+            tasks=[r.progress_message() for r in self.runners.values()],
+            memory_mb=memory_mb(),
+            buffered_bytes=self.budget.outstanding,
+        )
+
+    def _on_drain(self, session: _Session, drain: pb.Drain) -> None:
+        self.log.info("hub asks to drain (%s)", drain.reason)
+        self._draining = True
+        self._send(pb.AgentMessage(heartbeat=self._heartbeat()))
+        if drain.reconnect_after_seconds > 0:
+            self._reconnect_after = float(drain.reconnect_after_seconds)
+            session.tg.start_soon(self._drain_and_close, session, self.settings.drain_grace)
+
+    async def _drain_and_close(self, session: _Session, grace: float) -> None:
+        """Finish running tasks up to ``grace`` s, hand back the rest, close the stream."""
+        with anyio.move_on_after(grace):
+            while self.runners:
+                await next(iter(self.runners.values())).finished.wait()
+        for runner in list(self.runners.values()):
+            runner.stop(TaskFailure(AGENT, "draining"))
+        with anyio.move_on_after(5):
+            while self.runners:
+                await next(iter(self.runners.values())).finished.wait()
+        await self._flush(session)
+        try:
+            await session.call.done_writing()
+        except grpc.aio.AioRpcError:
+            pass
+        # Give the hub a moment to see the half-close and end the call, then end the session.
+        with anyio.move_on_after(2):
+            await session.closed.wait()
+        session.tg.cancel_scope.cancel()
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, BaseExceptionGroup):
+        return "; ".join(_describe(e) for e in exc.exceptions)
+    if isinstance(exc, grpc.aio.AioRpcError):
+        return f"{exc.code().name}: {exc.details() or ''}"
+    return f"{type(exc).__name__}: {exc}"

@@ -1,0 +1,316 @@
+"""One task attempt on the agent: bytes from the hub in, one upos upload out.
+
+The link hands an ``Offer`` to :class:`TaskRunner`, which decides the resume
+point, then runs the uploader over a :class:`~spoke.source.StreamSource` fed
+by the link with the hub's ``Chunk`` frames. Everything the hub must hear
+(``Committed``, ``Progress``, ``Result``) goes out through the ``send``
+callback; the runner never touches the stream itself, so several runners
+interleave on one stream and a slow one never blocks a fast one (each has its
+own queue inside its source; the credit budget bounds them all).
+
+Credentials live in the runner only while the task runs and are dropped when
+it ends.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+
+from protocol import mesh_pb2 as pb
+from protocol.credit import CreditBudget, CreditError
+from spoke.config import AgentSettings
+from spoke.progress import ProgressGate
+from spoke.source import StreamError, StreamSource
+from spoke.task_state import InvalidTransition, State, TaskState
+from uploader.client import BiliClient
+from uploader.credentials import Credentials, CredentialsError
+from uploader.errors import ErrorKind, UploadError
+from uploader.session import SessionError, UposSession
+from uploader.upos import Progress, UposUploader
+
+log = logging.getLogger("bupmesh.agent")
+
+CANCELLED = "cancelled"
+AGENT = "agent"
+END_TIMEOUT = 60.0  # after the upload, how long to wait for EndOfData before giving up
+
+
+class TaskFailure(Exception):
+    """Ends the attempt with ``Result(error_kind=kind, error_message=message)``."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(f"{kind}: {message}")
+        self.kind = kind
+        self.message = message
+
+
+def threads_for(share: int, chunk_size: int) -> int:
+    """Uploader threads that fit a task's share of the budget.
+
+    The uploader holds ``(threads + 1) * chunk_size`` bytes at most, so a 64 MiB
+    budget split three ways (~21 MiB) with 10 MiB chunks gives one thread.
+    """
+    return max(1, share // max(1, chunk_size) - 1)
+
+
+class TaskRunner:
+    def __init__(
+        self,
+        offer: pb.Offer,
+        *,
+        settings: AgentSettings,
+        budget: CreditBudget,
+        send: Callable[[pb.AgentMessage], None],
+        on_space: Callable[[], None] = lambda: None,
+        clock: Callable[[], float] = time.monotonic,
+        client_factory: Callable[..., Any] = BiliClient,
+        uploader_factory: Callable[..., Any] = UposUploader,
+    ) -> None:
+        self.task_id = offer.task_id
+        self.attempt = offer.attempt
+        self.size = offer.file_size
+        self.file_name = offer.file_name or offer.task_id
+        self.line = offer.line or "auto"
+        self.member_url = offer.member_url or "https://member.bilibili.com"
+        self._offer_credentials = offer.credentials
+        self._resume_blob = bytes(offer.resume_session)
+        self.settings = settings
+        self.budget = budget
+        self._send = send
+        self._on_space = on_space
+        self._clock = clock
+        self._client_factory = client_factory
+        self._uploader_factory = uploader_factory
+        self.state = TaskState()
+        self.credentials: Credentials | None = None
+        self.session: UposSession | None = None
+        self.resume_offset = 0
+        self.source: StreamSource | None = None
+        self.uploaded = 0
+        self.speed = 0.0
+        self.eta = 0.0
+        self._gate: ProgressGate | None = None
+        self._scope: anyio.CancelScope | None = None
+        self._stop: TaskFailure | None = None
+        self.finished = anyio.Event()
+
+    # -- admission ---------------------------------------------------------------------------
+
+    @property
+    def min_window(self) -> int:
+        """Window this task needs to make progress: one upos chunk (or the whole tail)."""
+        chunk = self.session.chunk_size if self.session else self.settings.chunk_size
+        return max(1, min(chunk, self.size - self.resume_offset))
+
+    def prepare(self) -> None:
+        """Parse credentials and the resume session; raises :class:`TaskFailure` when unusable."""
+        creds = self._offer_credentials
+        try:
+            self.credentials = Credentials.from_cookie_string(
+                creds.cookies, access_key=creds.access_key or None, mid=creds.mid or None
+            )
+        except CredentialsError as exc:
+            raise TaskFailure(ErrorKind.AUTH.value, f"offer credentials unusable: {exc}") from None
+        finally:
+            self._offer_credentials = None
+        if self.size < 0:
+            raise TaskFailure(ErrorKind.FILE.value, f"negative file size {self.size}")
+        if self._resume_blob:
+            try:
+                session = UposSession.from_json(self._resume_blob)
+                if session.size != self.size:
+                    raise SessionError("resume session is for another size")
+                self.session = session
+                self.resume_offset = session.committed_offset()
+            except SessionError as exc:
+                # Not fatal: a fresh upload from byte 0 is always possible.
+                log.warning("task %s: ignoring resume session (%s)", self.task_id, exc)
+                self.session = None
+                self.resume_offset = 0
+        self._resume_blob = b""
+
+    def accept(self) -> None:
+        """Open the task's credit window and answer ``Accept``; call after :meth:`prepare`."""
+        self.state.accept()
+        self.budget.open(self.task_id, need=self.size - self.resume_offset, min_window=self.min_window)
+        self.source = StreamSource(
+            size=self.size,
+            start=self.resume_offset,
+            budget=self.budget,
+            key=self.task_id,
+            on_space=self._on_space,
+        )
+        self.uploaded = self.resume_offset
+        self._send(
+            pb.AgentMessage(
+                accept=pb.Accept(
+                    task_id=self.task_id, attempt=self.attempt, resume_offset=self.resume_offset
+                )
+            )
+        )
+
+    # -- messages from the hub (called by the link; never block) -----------------------------
+
+    def on_chunk(self, chunk: pb.Chunk) -> None:
+        try:
+            if not self.state.on_chunk():
+                return  # late frame for an ended attempt
+            assert self.source is not None
+            self.source.feed(chunk.offset, chunk.data)
+        except (InvalidTransition, StreamError, CreditError) as exc:
+            self.stop(TaskFailure(AGENT, f"protocol violation: {exc}"))
+
+    def on_end_of_data(self, eod: pb.EndOfData) -> None:
+        try:
+            if not self.state.on_end_of_data():
+                return
+            assert self.source is not None
+            self.source.end_of_data(eod.md5)
+        except (InvalidTransition, StreamError) as exc:
+            self.stop(TaskFailure(AGENT, f"protocol violation: {exc}"))
+
+    def cancel(self, reason: str = "cancelled by hub") -> None:
+        self.stop(TaskFailure(CANCELLED, reason or "cancelled by hub"))
+
+    def stop(self, failure: TaskFailure) -> None:
+        """End the attempt with ``failure``; the upload is cancelled before it can complete."""
+        if self.state.terminal or self._stop is not None:
+            return
+        self._stop = failure
+        # Cancelling the scope stops every await of the upload at once (a waiting
+        # read, a PUT in flight); run() checks _stop when it has not started yet.
+        if self._scope is not None:
+            self._scope.cancel()
+
+    # -- the attempt -------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Upload, then send exactly one ``Result``. Never raises (but honours cancellation)."""
+        try:
+            await self._run()
+        finally:
+            self.budget.close(self.task_id)
+            self.credentials = None  # secrets leave memory with the task
+            self.session = None
+            self._on_space()
+            self.finished.set()
+
+    async def _run(self) -> None:
+        result: pb.Result
+        try:
+            with anyio.CancelScope() as self._scope:
+                if self._stop is not None:
+                    self._scope.cancel()
+                outcome = await self._upload()
+                assert self.source is not None
+                with anyio.fail_after(END_TIMEOUT):
+                    await self.source.wait_end()
+                self.source.verify()
+                self.state.succeed()
+                result = pb.Result(success=True, filename=outcome.filename, biz_id=outcome.biz_id)
+            if self._scope.cancelled_caught:
+                raise self._stop or TaskFailure(AGENT, "stopped")
+        except TaskFailure as exc:
+            result = self._fail(exc.kind, exc.message)
+        except UploadError as exc:
+            result = self._fail(exc.kind.value, exc.message)
+        except TimeoutError:
+            result = self._fail(AGENT, "no EndOfData from the hub after the upload")
+        except (StreamError, CreditError, InvalidTransition) as exc:
+            result = self._fail(AGENT, f"protocol violation: {exc}")
+        except Exception as exc:  # a bug must cost one task, not the agent
+            log.exception("task %s: unexpected error", self.task_id)
+            result = self._fail(AGENT, f"agent error: {type(exc).__name__}")
+        result.task_id, result.attempt = self.task_id, self.attempt
+        result.md5 = self.source.md5() if self.source else ""
+        if result.success:
+            log.info("task %s attempt %d: uploaded %s", self.task_id, self.attempt, result.filename)
+        else:
+            log.warning(
+                "task %s attempt %d: %s: %s",
+                self.task_id,
+                self.attempt,
+                result.error_kind,
+                result.error_message,
+            )
+        self._send(pb.AgentMessage(result=result))
+
+    def _fail(self, kind: str, message: str) -> pb.Result:
+        if kind == CANCELLED:
+            self.state.cancel()
+        else:
+            self.state.fail()
+        return pb.Result(success=False, error_kind=kind, error_message=message)
+
+    async def _upload(self) -> Any:
+        assert self.credentials is not None and self.source is not None
+        self._gate = ProgressGate(self.size, now=self._clock())
+        share = self.settings.buffer_bytes // self.settings.max_concurrent
+        chunk = self.session.chunk_size if self.session else self.settings.chunk_size
+        async with self._client_factory(
+            self.credentials,
+            member_url=self.member_url,
+            source_ip=self.settings.source_ip,
+            proxy=self.settings.proxy,
+        ) as client:
+            uploader = self._uploader_factory(
+                client,
+                line=self.line,
+                threads=threads_for(share, chunk),
+                on_progress=self._on_progress,
+                on_commit=self._on_commit,
+            )
+            return await uploader.upload(self.source, self.file_name, session=self.session)
+
+    # -- uploader callbacks ------------------------------------------------------------------
+
+    def _on_commit(self, session: UposSession) -> None:
+        if self.state.terminal or self._stop is not None:
+            return
+        self._send(
+            pb.AgentMessage(
+                committed=pb.Committed(
+                    task_id=self.task_id,
+                    attempt=self.attempt,
+                    offset=session.committed_offset(),
+                    session=session.to_json(),
+                )
+            )
+        )
+
+    def _on_progress(self, progress: Progress) -> None:
+        self.uploaded = progress.uploaded
+        self.speed = progress.speed_bps
+        eta = progress.eta_seconds
+        self.eta = eta if eta == eta and eta != float("inf") else 0.0
+        self.report_progress()
+
+    def report_progress(self, *, force: bool = False) -> None:
+        """Send ``Progress`` if due (every 10% or 10 s); the link's ticker calls this too."""
+        if self._gate is None or self.state.terminal or self._stop is not None:
+            return
+        if self._gate.should_report(self.uploaded, self._clock()) or force:
+            self._send(pb.AgentMessage(progress=self.progress_message()))
+
+    def progress_message(self) -> pb.Progress:
+        return pb.Progress(
+            task_id=self.task_id,
+            attempt=self.attempt,
+            uploaded_bytes=self.uploaded,
+            total_bytes=self.size,
+            speed_bps=self.speed,
+            eta_seconds=self.eta,
+        )
+
+    @property
+    def running(self) -> bool:
+        return not self.state.terminal
+
+    @property
+    def state_name(self) -> State:
+        return self.state.state

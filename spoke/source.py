@@ -1,0 +1,226 @@
+"""A :class:`uploader.source.ByteSource` fed by the hub's ``Chunk`` frames.
+
+The link thread of control calls :meth:`StreamSource.feed` (never blocks: the
+credit budget already bounds what can arrive), the uploader calls
+:meth:`read` and :meth:`release`. Bytes count against the agent's
+:class:`~protocol.credit.CreditBudget` from grant until ``release``; releasing
+wakes the link so it can grant more.
+
+Frames are kept as received (no copy) and joined once per chunk when the
+uploader reads it. The MD5 of every byte received is kept, and the read that
+ends at the file's last byte waits for ``EndOfData`` and checks the hub's MD5
+first, so corrupted bytes never reach the upos completion request.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import deque
+from collections.abc import Callable
+
+import anyio
+
+from protocol.credit import CreditBudget
+from uploader.errors import ErrorKind, UploadError
+
+
+class StreamError(Exception):
+    """The hub broke the stream's rules (gap, overlap, beyond the file, after the end)."""
+
+
+class StreamSource:
+    """Bytes ``[start, size)`` of one file, arriving in order from the hub."""
+
+    rewindable = False  # a one-pass stream: an expired resume session cannot restart at 0
+
+    def __init__(
+        self,
+        *,
+        size: int,
+        start: int,
+        budget: CreditBudget,
+        key: str,
+        on_space: Callable[[], None] = lambda: None,
+    ) -> None:
+        if not 0 <= start <= size:
+            raise ValueError(f"start {start} outside 0..{size}")
+        self.size = size
+        self.start = start
+        self._budget = budget
+        self._key = key
+        self._on_space = on_space
+        self._frames: deque[memoryview] = deque()
+        self._pos = start  # first byte not yet handed out or discarded
+        self._end = start  # next byte expected from the hub
+        self._discard_until = start  # bytes below this are dropped on arrival
+        self._skips: list[tuple[int, int]] = []  # released-but-unread ranges ahead of _pos
+        self._handed: dict[int, int] = {}  # offset -> length held by the uploader
+        self._md5 = hashlib.md5()
+        self._hub_md5: str | None = None
+        self._failure: BaseException | None = None
+        self._changed = anyio.Event()
+
+    # -- link side ---------------------------------------------------------------------------
+
+    @property
+    def received(self) -> int:
+        """Offset just past the last byte received."""
+        return self._end
+
+    @property
+    def ended(self) -> bool:
+        return self._hub_md5 is not None
+
+    def md5(self) -> str:
+        """MD5 of every byte received so far (what Result reports)."""
+        return self._md5.hexdigest()
+
+    def feed(self, offset: int, data: bytes) -> None:
+        """One ``Chunk``; raises :class:`StreamError` or ``CreditError`` on a violation."""
+        if self._hub_md5 is not None:
+            raise StreamError("chunk after EndOfData")
+        if offset != self._end:
+            raise StreamError(f"chunk at offset {offset}, expected {self._end}")
+        n = len(data)
+        if offset + n > self.size:
+            raise StreamError(f"chunk ends at {offset + n}, beyond the file size {self.size}")
+        if n == 0:
+            return
+        self._budget.on_received(self._key, n)  # raises if beyond credit
+        self._md5.update(data)
+        self._end += n
+        self._frames.append(memoryview(data))
+        self._discard()
+        self._wake()
+
+    def end_of_data(self, md5: str) -> None:
+        """``EndOfData``: the hub sent its last byte; ``md5`` covers this attempt's bytes."""
+        if self._hub_md5 is not None:
+            raise StreamError("second EndOfData")
+        if self._end != self.size:
+            raise StreamError(f"EndOfData at {self._end} but the file has {self.size} bytes")
+        self._hub_md5 = (md5 or "").lower()
+        self._wake()
+
+    def verify(self) -> None:
+        """Raise ``UploadError(FILE)`` if the hub's MD5 differs from the bytes received."""
+        if self._hub_md5 is None:
+            raise StreamError("no EndOfData yet")
+        if self._hub_md5 != self.md5():
+            raise UploadError(
+                ErrorKind.FILE,
+                f"md5 mismatch: hub streamed {self._hub_md5}, agent received {self.md5()}",
+            )
+
+    def fail(self, exc: BaseException) -> None:
+        """Wake a waiting reader with ``exc`` (cancel, lost stream, protocol violation)."""
+        if self._failure is None:
+            self._failure = exc
+        self._wake()
+
+    async def wait_end(self) -> None:
+        """Until ``EndOfData`` arrives (bytes after the uploader finished are discarded)."""
+        self._discard_until = max(self._discard_until, self.size)
+        self._discard()
+        while self._hub_md5 is None:
+            self._raise_failure()
+            await self._changed.wait()
+
+    # -- uploader side (ByteSource) ----------------------------------------------------------
+
+    async def read(self, offset: int, length: int) -> bytes:
+        if offset < self._pos:
+            raise StreamError(f"read at {offset} but bytes up to {self._pos} are gone")
+        self._raise_failure()
+        want_end = min(offset + length, self.size)
+        if want_end <= offset:
+            return b""
+        # Skip forward: whatever lies before `offset` is not wanted.
+        self._discard_until = max(self._discard_until, offset)
+        self._discard()
+        while self._end < want_end or (want_end == self.size and self._hub_md5 is None):
+            self._raise_failure()
+            await self._changed.wait()
+        self._raise_failure()
+        if want_end == self.size:
+            self.verify()  # before the last bytes go out, so nothing corrupt is completed
+        data = self._take(offset, want_end)
+        self._handed[offset] = len(data)
+        return data
+
+    def release(self, offset: int, length: int) -> None:
+        held = self._handed.pop(offset, None)
+        if held is not None:
+            self._budget_release(held)
+            self._on_space()
+            return
+        if offset + length <= self._pos or length <= 0:
+            return  # already gone
+        # A part the uploader skips (done in an earlier attempt): drop its bytes on arrival.
+        self._skips.append((offset, offset + length))
+        self._skips.sort()
+        self._discard()
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _raise_failure(self) -> None:
+        if self._failure is not None:
+            raise self._failure
+
+    def _wake(self) -> None:
+        self._changed.set()
+        self._changed = anyio.Event()
+
+    def _budget_release(self, n: int) -> None:
+        if n and self._key in self._budget:
+            self._budget.on_released(self._key, n)
+
+    def _discard(self) -> None:
+        """Drop queued bytes below ``_discard_until`` (and skipped ranges at the front)."""
+        freed = 0
+        while True:
+            while self._skips and self._skips[0][0] <= max(self._pos, self._discard_until):
+                self._discard_until = max(self._discard_until, self._skips.pop(0)[1])
+            limit = min(self._discard_until, self._end)
+            if self._pos >= limit:
+                break
+            frame = self._frames[0]
+            n = min(len(frame), limit - self._pos)
+            if n == len(frame):
+                self._frames.popleft()
+            else:
+                self._frames[0] = frame[n:]
+            self._pos += n
+            freed += n
+        if self._pos < self._discard_until and not self._frames:
+            # Nothing queued: bytes up to _discard_until are dropped when they arrive.
+            pass
+        if freed:
+            self._budget_release(freed)
+            self._on_space()
+
+    def _take(self, offset: int, end: int) -> bytes:
+        """Pop ``[offset, end)`` off the frame queue as one ``bytes`` (one copy)."""
+        assert offset == self._pos, (offset, self._pos)
+        need = end - offset
+        parts: list[memoryview] = []
+        while need:
+            frame = self._frames[0]
+            if len(frame) <= need:
+                parts.append(self._frames.popleft())
+                need -= len(frame)
+            else:
+                parts.append(frame[:need])
+                self._frames[0] = frame[need:]
+                need = 0
+        self._pos = end
+        if len(parts) == 1 and isinstance(parts[0].obj, bytes) and len(parts[0]) == len(
+            parts[0].obj
+        ):
+            return parts[0].obj
+        return b"".join(parts)
+
+    @property
+    def held_bytes(self) -> int:
+        """Bytes queued here or held by the uploader (for status replies)."""
+        return (self._end - self._pos) + sum(self._handed.values())
