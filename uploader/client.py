@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import http.cookiejar
 import logging
+from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -119,7 +120,7 @@ class BiliClient:
         with_cookies: bool = False,
         params: Any = None,
         json: Any = None,
-        content: bytes | None = None,
+        content: bytes | AsyncIterator[bytes] | AsyncIterator[memoryview] | None = None,
         headers: dict[str, str] | None = None,
         request_timeout: float | None = None,
     ) -> tuple[int, Any]:
