@@ -62,6 +62,9 @@ SCRIPTS: dict[str, list[dict[str, Any]]] = {
         {"status": "cancelled", "uploaded_bytes": 10, "total_bytes": 100},
     ],
     "slow": [{"status": "uploading", "uploaded_bytes": 1, "total_bytes": 100}],
+    # long enough (at 0.05 s a poll) to restart the hub in the middle
+    "restart": [{"status": "uploading", "uploaded_bytes": 5, "total_bytes": 100}] * 60
+    + [{"status": "completed", "result": {"filename": "n-restarted", "biz_id": 7}}],
 }
 
 
@@ -124,8 +127,14 @@ class FakeHub:
 class ThreadServer:
     """uvicorn on 127.0.0.1 in a daemon thread, stopped by the fixture."""
 
-    def __init__(self, app: Any, certfile: str | None = None, keyfile: str | None = None) -> None:
-        self.port = free_port()
+    def __init__(
+        self,
+        app: Any,
+        certfile: str | None = None,
+        keyfile: str | None = None,
+        port: int | None = None,
+    ) -> None:
+        self.port = port or free_port()
         scheme = "https" if certfile else "http"
         self.url = f"{scheme}://127.0.0.1:{self.port}"
         config = uvicorn.Config(
@@ -363,3 +372,39 @@ def test_progress_bar_on_a_terminal(hub: FakeHub, files: Path) -> None:
     assert "\x1b[" in screen and "━" in screen, screen  # rich drew a bar
     assert "completed" in screen
     assert "uploading 30%" not in screen  # no plain lines on a terminal
+
+
+def test_wait_rides_out_a_hub_restart(files: Path) -> None:
+    first = FakeHub()
+    server = ThreadServer(first.app).__enter__()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BUPMESH_")}
+    env.update(BUPMESH_ADMIN_TOKEN=TOKEN, PYTHONPATH=str(REPO))
+    args = ["restart.flv", "--wait", "--hub", server.url, "--poll-interval", "0.05"]
+    proc = subprocess.Popen(
+        bupmesh_command("upload", *args),
+        cwd=files,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while first.polls.get("task-restart", 0) < 2:
+            assert time.monotonic() < deadline, "the command never polled"
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.02)
+        server.__exit__()
+        time.sleep(0.5)  # down for a while: polls meet connection refused
+        assert proc.poll() is None, "gave up while the hub was down"
+        second = FakeHub()
+        second.polls["task-restart"] = 58  # carry on near the end of the script
+        with ThreadServer(second.app, port=server.port):
+            stdout, stderr = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=10)
+        server.__exit__()
+    assert proc.returncode == 0, stderr
+    assert stdout == "filename: n-restarted\nbiz_id: 7\n"
