@@ -148,6 +148,20 @@ class CreditBudget:
         self._tasks[task] = _TaskCredit(need=need, min_window=min_window)
         self._rebalance()
 
+    def raise_min_window(self, task: str, min_window: int) -> bool:
+        """Grow ``task``'s minimum window (its real chunk size turned out larger).
+
+        False, changing nothing, if the larger minimum does not fit next to the others.
+        """
+        t = self._get(task)
+        if min_window <= t.min_window:
+            return True
+        if self.reserved - t.min_window + min_window > self.total:
+            return False
+        t.min_window = min_window
+        self._rebalance()
+        return True
+
     def close(self, task: str) -> None:
         """Forget ``task`` (done, failed or cancelled): its whole outstanding credit is free."""
         if self._tasks.pop(task, None) is not None:

@@ -25,7 +25,7 @@ from protocol import mesh_pb2 as pb
 from protocol.credit import CreditBudget, CreditError
 from spoke.config import AgentSettings
 from spoke.progress import ProgressGate
-from spoke.source import StreamError, StreamSource
+from spoke.source import BufferTooSmall, StreamError, StreamSource
 from spoke.task_state import InvalidTransition, State, TaskState
 from uploader.client import BiliClient
 from uploader.credentials import Credentials, CredentialsError
@@ -201,6 +201,17 @@ class TaskRunner:
             self.finished.set()
 
     async def _run(self) -> None:
+        try:
+            await self._run_inner()
+        except BaseExceptionGroup as group:
+            # The uploader's task group wraps what our source raised; report the first one.
+            leaf = _first_leaf(group)
+            if isinstance(leaf, Exception) and not isinstance(leaf, BaseExceptionGroup):
+                await self._report(self._result_for(leaf))
+            else:
+                raise
+
+    async def _run_inner(self) -> None:
         result: pb.Result
         try:
             with anyio.CancelScope() as self._scope:
@@ -215,17 +226,31 @@ class TaskRunner:
                 result = pb.Result(success=True, filename=outcome.filename, biz_id=outcome.biz_id)
             if self._scope.cancelled_caught:
                 raise self._stop or TaskFailure(AGENT, "stopped")
-        except TaskFailure as exc:
-            result = self._fail(exc.kind, exc.message)
-        except UploadError as exc:
-            result = self._fail(exc.kind.value, exc.message)
-        except TimeoutError:
-            result = self._fail(AGENT, "no EndOfData from the hub after the upload")
-        except (StreamError, CreditError, InvalidTransition) as exc:
-            result = self._fail(AGENT, f"protocol violation: {exc}")
+        except (TaskFailure, UploadError, TimeoutError, StreamError, CreditError) as exc:
+            result = self._result_for(exc)
+        except InvalidTransition as exc:
+            result = self._result_for(exc)
+        except BaseExceptionGroup:
+            raise
         except Exception as exc:  # a bug must cost one task, not the agent
-            log.exception("task %s: unexpected error", self.task_id)
-            result = self._fail(AGENT, f"agent error: {type(exc).__name__}")
+            result = self._result_for(exc)
+        await self._report(result)
+
+    def _result_for(self, exc: BaseException) -> pb.Result:
+        if isinstance(exc, TaskFailure):
+            return self._fail(exc.kind, exc.message)
+        if isinstance(exc, UploadError):
+            return self._fail(exc.kind.value, exc.message)
+        if isinstance(exc, TimeoutError):
+            return self._fail(AGENT, "no EndOfData from the hub after the upload")
+        if isinstance(exc, BufferTooSmall):
+            return self._fail(AGENT, str(exc))
+        if isinstance(exc, StreamError | CreditError | InvalidTransition):
+            return self._fail(AGENT, f"protocol violation: {exc}")
+        log.error("task %s: unexpected error", self.task_id, exc_info=exc)
+        return self._fail(AGENT, f"agent error: {type(exc).__name__}")
+
+    async def _report(self, result: pb.Result) -> None:
         result.task_id, result.attempt = self.task_id, self.attempt
         result.md5 = self.source.md5() if self.source else ""
         if result.success:
@@ -314,3 +339,9 @@ class TaskRunner:
     @property
     def state_name(self) -> State:
         return self.state.state
+
+
+def _first_leaf(exc: BaseException) -> BaseException:
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return exc

@@ -28,6 +28,10 @@ class StreamError(Exception):
     """The hub broke the stream's rules (gap, overlap, beyond the file, after the end)."""
 
 
+class BufferTooSmall(StreamError):
+    """The uploader wants a chunk larger than this task can ever be granted."""
+
+
 class StreamSource:
     """Bytes ``[start, size)`` of one file, arriving in order from the hub."""
 
@@ -135,6 +139,12 @@ class StreamSource:
         want_end = min(offset + length, self.size)
         if want_end <= offset:
             return b""
+        if want_end - offset > self._budget.window(self._key) and not (
+            self._budget.raise_min_window(self._key, want_end - offset)
+        ):
+            raise BufferTooSmall(
+                f"chunk of {want_end - offset} bytes does not fit the agent's buffer budget"
+            )
         # Skip forward: whatever lies before `offset` is not wanted.
         self._discard_until = max(self._discard_until, offset)
         self._discard()
