@@ -138,7 +138,12 @@ def run(args: argparse.Namespace) -> int:
             if not task_id:
                 raise HubError(f"the hub created part {part_id} but no task to wait for")
             _say(f"{os.path.basename(path)}: task {task_id} (part {part_id})")
-            task = _wait(client, settings, str(task_id), os.path.basename(path))
+            try:
+                task = _wait(client, settings, str(task_id), os.path.basename(path))
+            except KeyboardInterrupt:
+                # Only the waiting stops; say so, so nobody thinks the upload was cancelled.
+                _say(f"bupmesh upload: stopped waiting; task {task_id} carries on at the hub")
+                raise
         except HubError as exc:
             _say(f"bupmesh upload: {exc}")
             return 1

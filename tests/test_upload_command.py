@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import pty
+import signal
 import subprocess
 import threading
 import time
@@ -408,3 +409,29 @@ def test_wait_rides_out_a_hub_restart(files: Path) -> None:
         server.__exit__()
     assert proc.returncode == 0, stderr
     assert stdout == "filename: n-restarted\nbiz_id: 7\n"
+
+
+def test_ctrl_c_stops_waiting_only(hub: FakeHub, files: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BUPMESH_")}
+    env.update(BUPMESH_ADMIN_TOKEN=TOKEN, PYTHONPATH=str(REPO))
+    proc = subprocess.Popen(
+        bupmesh_command("upload", "slow.flv", "--wait", *fast(hub)),
+        cwd=files,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while hub.polls.get("task-slow", 0) < 1:
+            assert time.monotonic() < deadline and proc.poll() is None, "never polled"
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=10)
+    assert proc.returncode == 130
+    assert stderr.strip().endswith("stopped waiting; task task-slow carries on at the hub")
