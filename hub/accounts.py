@@ -218,14 +218,17 @@ class AccountStore:
         return await self._run(query)
 
     def _public(self, row: tuple[Any, ...]) -> dict[str, Any]:
-        secrets = self._decrypt(row[4])
+        try:
+            secrets: dict[str, Any] | None = self._decrypt(row[4])
+        except AccountError:
+            secrets = None  # listing still works with a wrong key; using the account will not
         return {
             "account_id": row[0],
             "name": row[1],
             "mid": row[2],
             "created_at": row[3],
-            "has_access_key": bool(secrets.get("access_key")),
-            "has_refresh_token": bool(secrets.get("refresh_token")),
+            "has_access_key": None if secrets is None else bool(secrets.get("access_key")),
+            "has_refresh_token": None if secrets is None else bool(secrets.get("refresh_token")),
         }
 
     def _decrypt(self, token: bytes) -> dict[str, Any]:

@@ -174,6 +174,8 @@ async def test_wrong_key_is_a_clear_error(tmp_path: Path) -> None:
     other = AccountStore(tmp_path / "bupmesh.db", tmp_path / "other" / "secret.key")
     with pytest.raises(AccountError, match="secret.key"):
         await other.credentials("a")
+    (row,) = await other.list()  # listing still works, without claiming anything
+    assert row["name"] == "a" and row["has_access_key"] is None
 
 
 def test_key_file_created_private_and_reused(tmp_path: Path) -> None:
