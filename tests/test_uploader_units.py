@@ -219,3 +219,20 @@ async def test_file_source(tmp_path: Path) -> None:
         source.release(0, 10)
     with pytest.raises(FileNotFoundError):
         FileSource(tmp_path / "missing")
+
+
+def test_endpoint_forms_become_absolute_urls() -> None:
+    from uploader.client import BiliClient
+    from uploader.credentials import Credentials
+
+    c = BiliClient(Credentials({"a": "b"}), member_url="https://member.bilibili.com/")
+    assert c.member_url == "https://member.bilibili.com"
+    assert (
+        c.absolute("//upos-cs-upcdnbda2.bilivideo.com") == "https://upos-cs-upcdnbda2.bilivideo.com"
+    )
+    assert c.absolute("upos-cs-upcdnws.bilivideo.com") == "https://upos-cs-upcdnws.bilivideo.com"
+    assert c.absolute("http://h:1") == "http://h:1"
+    assert c.is_member_host("https://member.bilibili.com/x")
+    assert c.is_member_host("https://api.bilibili.com/x")
+    assert not c.is_member_host("https://upos-cs-upcdnbda2.bilivideo.com/x")
+    assert not c.is_member_host("https://evilbilibili.com/x")

@@ -109,6 +109,8 @@ class BiliClient:
         """``//host/path`` -> ``{member scheme}://host/path`` (DESIGN §4.2)."""
         if scheme_relative.startswith("//"):
             return f"{self.scheme}:{scheme_relative}"
+        if "://" not in scheme_relative:  # a bare host, as some mirrors answer
+            return f"{self.scheme}://{scheme_relative}"
         return scheme_relative
 
     async def send(
