@@ -70,12 +70,13 @@ def run(args: argparse.Namespace) -> int:
     level = getattr(logging, str(args.log_level).upper(), None)
     if not isinstance(level, int):
         raise ConfigError(f"--log-level: unknown level {args.log_level!r}")
-    logging.basicConfig(
-        level=level,
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s [%(agent)s] %(message)s",
-        defaults={"agent": "-"},
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        logging.Formatter(
+            "%(asctime)s %(levelname)s [%(agent)s] %(message)s", defaults={"agent": "-"}
+        )
     )
+    logging.basicConfig(level=level, handlers=[handler])
     anyio.run(_main, agents, backend="asyncio")
     return 0
 

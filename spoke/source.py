@@ -231,6 +231,11 @@ class StreamSource:
         return b"".join(parts)
 
     @property
+    def held_by_uploader(self) -> int:
+        """Bytes handed to the uploader and not yet released (a PUT in flight)."""
+        return sum(self._handed.values())
+
+    @property
     def held_bytes(self) -> int:
         """Bytes queued here or held by the uploader (for status replies)."""
         return (self._end - self._pos) + sum(self._handed.values())

@@ -1,0 +1,478 @@
+"""The agent against an in-process fake hub (grpc.aio servicer on loopback), real simulator behind.
+
+The fake hub is deliberately strict: it streams only within the credit the
+agent granted (a CreditLedger raises otherwise), checks the agent never has
+more credit outstanding than its budget, and checks the transfer never needs
+more than that to finish.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import random
+import signal
+import subprocess
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+import grpc
+import grpc.aio
+import pytest
+
+from protocol import mesh_pb2 as pb
+from protocol import mesh_pb2_grpc as pb_grpc
+from protocol.credit import MAX_FRAME, CreditLedger
+from protocol.frames import frame_spans
+from spoke.backoff import Backoff
+from spoke.config import AgentSettings
+from spoke.link import Agent
+from tests.conftest import SIM_ACCESS_KEY, SIM_COOKIES, SimServer, bupmesh_command
+
+MiB = 1 << 20
+PSK = "test-psk"
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"  # grpc.aio
+
+
+# -- fake hub ------------------------------------------------------------------------------------
+
+
+@dataclass
+class FakeSession:
+    hello: pb.Hello | None = None
+    inbox: asyncio.Queue = field(default_factory=asyncio.Queue)  # AgentMessage | None (closed)
+    outbox: asyncio.Queue = field(default_factory=asyncio.Queue)  # HubMessage | None (end)
+
+    def send(self, **kw: Any) -> None:
+        self.outbox.put_nowait(pb.HubMessage(**kw))
+
+    def end(self) -> None:
+        self.outbox.put_nowait(None)
+
+    async def next(self, limit: float = 10.0) -> pb.AgentMessage | None:
+        return await asyncio.wait_for(self.inbox.get(), limit)
+
+    async def expect(self, kind: str, limit: float = 10.0) -> pb.AgentMessage:
+        """Next message of ``kind``, skipping heartbeats/progress/committed."""
+        deadline = time.monotonic() + limit
+        while True:
+            msg = await self.next(max(0.01, deadline - time.monotonic()))
+            assert msg is not None, f"stream closed while waiting for {kind}"
+            if msg.WhichOneof("kind") == kind:
+                return msg
+            assert msg.WhichOneof("kind") in ("heartbeat", "progress", "committed", "credit"), msg
+
+
+class FakeHub(pb_grpc.AgentLinkServicer):
+    def __init__(self, heartbeat: int = 30) -> None:
+        self.heartbeat = heartbeat
+        self.registrations: list[pb.RegisterRequest] = []
+        self.register_calls: asyncio.Queue[pb.RegisterRequest] = asyncio.Queue()
+        self.sessions: asyncio.Queue[FakeSession] = asyncio.Queue()
+        self.connects = 0
+
+    async def Register(self, request: pb.RegisterRequest, context: Any) -> pb.RegisterResponse:
+        self.registrations.append(request)
+        self.register_calls.put_nowait(request)
+        if request.psk != PSK:
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "unknown pre-shared key")
+        return pb.RegisterResponse(
+            agent_id=request.agent_id, token=f"jwt-{request.agent_id}",
+            expires_at=int(time.time()) + 3600,
+        )
+
+    async def Connect(self, request_iterator: Any, context: Any) -> AsyncIterator[pb.HubMessage]:
+        metadata = dict(context.invocation_metadata())
+        if not metadata.get("authorization", "").startswith("Bearer jwt-"):
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "no token")
+        self.connects += 1
+        session = FakeSession()
+
+        async def pump() -> None:
+            try:
+                async for message in request_iterator:
+                    await session.inbox.put(message)
+            except Exception:
+                pass
+            finally:
+                await session.inbox.put(None)
+                session.outbox.put_nowait(None)  # like the hub: the agent half-closed, end the call
+
+        task = asyncio.ensure_future(pump())
+        try:
+            first = await session.inbox.get()
+            assert first is not None and first.WhichOneof("kind") == "hello"
+            session.hello = first.hello
+            yield pb.HubMessage(welcome=pb.Welcome(heartbeat_interval_seconds=self.heartbeat,
+                                                   session_id=f"s{self.connects}"))
+            self.sessions.put_nowait(session)
+            while True:
+                message = await session.outbox.get()
+                if message is None:
+                    return
+                yield message
+        finally:
+            task.cancel()
+
+
+@pytest.fixture
+async def hub() -> AsyncIterator[tuple[FakeHub, str]]:
+    servicer = FakeHub()
+    server = grpc.aio.server(options=[
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_recv_ping_interval_without_data_ms", 5_000),
+        ("grpc.http2.max_ping_strikes", 0),
+    ])
+    pb_grpc.add_AgentLinkServicer_to_server(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        yield servicer, f"127.0.0.1:{port}"
+    finally:
+        await server.stop(grace=None)
+
+
+def settings(address: str, **kw: Any) -> AgentSettings:
+    base: dict[str, Any] = dict(
+        server_url=address, agent_id="agent-t", agent_name="Agent T", token=PSK, insecure=True,
+        max_concurrent=3, buffer_bytes=4 * MiB, chunk_size=1 * MiB, source_ip="127.0.0.2",
+        drain_grace=2.0,
+    )
+    return AgentSettings(**{**base, **kw})
+
+
+def offer(task_id: str, data: bytes, sim: SimServer | None, attempt: int = 1, **kw: Any) -> pb.Offer:
+    return pb.Offer(
+        task_id=task_id, attempt=attempt, part_id=1, file_name=f"{task_id}.flv",
+        file_size=len(data), file_md5=hashlib.md5(data).hexdigest(),
+        credentials=pb.BiliCredentials(cookies=SIM_COOKIES, access_key=SIM_ACCESS_KEY, mid=10001),
+        line="auto", member_url=sim.url if sim else "http://127.0.0.1:9", **kw,
+    )
+
+
+class Streamer:
+    """Hub side of the data plane: strictly within credit, round-robin, EndOfData at the end."""
+
+    def __init__(self, session: FakeSession, budget: int, *, corrupt: set[str] = frozenset()) -> None:
+        self.session = session
+        self.budget = budget
+        self.files: dict[str, bytes] = {}
+        self.attempts: dict[str, int] = {}
+        self.ledgers: dict[str, CreditLedger] = {}
+        self.pos: dict[str, int] = {}
+        self.md5: dict[str, Any] = {}
+        self.results: dict[str, pb.Result] = {}
+        self.messages: list[pb.AgentMessage] = []
+        self.corrupt = corrupt
+        self.max_credit_open = 0
+        self.ended: set[str] = set()
+
+    def offer(self, o: pb.Offer, data: bytes) -> None:
+        self.files[o.task_id] = data
+        self.attempts[o.task_id] = o.attempt
+        self.session.send(offer=o)
+
+    def _pump(self) -> None:
+        for task_id, ledger in self.ledgers.items():
+            data = self.files[task_id]
+            while self.pos[task_id] < len(data):
+                n = min(ledger.sendable(MAX_FRAME), len(data) - self.pos[task_id])
+                if n <= 0:
+                    break
+                start = self.pos[task_id]
+                for offset, length in frame_spans(start, n):
+                    piece = data[offset : offset + length]
+                    if task_id in self.corrupt and offset == 0:
+                        piece = b"\xff" + piece[1:]
+                    ledger.on_sent(length)  # raises beyond credit
+                    self.md5[task_id].update(piece)
+                    self.session.send(chunk=pb.Chunk(task_id=task_id, attempt=self.attempts[task_id],
+                                                     offset=offset, data=piece))
+                self.pos[task_id] = start + n
+            if self.pos[task_id] == len(data) and task_id not in self.ended:
+                self.ended.add(task_id)
+                md5 = self.md5[task_id].hexdigest()
+                if task_id in self.corrupt:  # the hub's md5 is of the real file
+                    md5 = hashlib.md5(data).hexdigest()
+                self.session.send(end_of_data=pb.EndOfData(
+                    task_id=task_id, attempt=self.attempts[task_id], md5=md5))
+
+    def handle(self, msg: pb.AgentMessage) -> None:
+        self.messages.append(msg)
+        kind = msg.WhichOneof("kind")
+        if kind == "accept":
+            self.ledgers[msg.accept.task_id] = CreditLedger()
+            self.pos[msg.accept.task_id] = msg.accept.resume_offset
+            self.md5[msg.accept.task_id] = hashlib.md5()
+        elif kind == "credit":
+            ledger = self.ledgers[msg.credit.task_id]
+            ledger.grant(msg.credit.bytes)
+            open_credit = sum(led.available for led in self.ledgers.values())
+            self.max_credit_open = max(self.max_credit_open, open_credit)
+            assert open_credit <= self.budget, "agent granted more than its buffer budget"
+            assert ledger.granted <= len(self.files[msg.credit.task_id])
+        elif kind == "result":
+            self.results[msg.result.task_id] = msg.result
+            self.ledgers.pop(msg.result.task_id, None)
+        self._pump()
+
+    async def run_until(self, done: Any, limit: float = 60.0) -> None:
+        deadline = time.monotonic() + limit
+        while not done():
+            left = deadline - time.monotonic()
+            assert left > 0, f"timed out; results so far: {self.results}"
+            msg = await self.session.next(left)
+            assert msg is not None, "agent closed the stream"
+            self.handle(msg)
+
+    def kinds(self, task_id: str) -> list[str]:
+        out = []
+        for m in self.messages:
+            kind = m.WhichOneof("kind")
+            if getattr(getattr(m, kind), "task_id", None) == task_id:
+                out.append(kind)
+        return out
+
+
+# -- tests ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_three_tasks_interleave_within_credit_to_the_simulator(
+    hub: tuple[FakeHub, str], sim: SimServer
+) -> None:
+    servicer, address = hub
+    sim.config(chunk_size=1 * MiB, threads=2)
+    rng = random.Random(3)
+    files = {f"t{i}": rng.randbytes(size) for i, size in enumerate([3 * MiB + 17, 5 * MiB, 7])}
+    agent = Agent(settings(address))
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(agent.run)
+        session = await asyncio.wait_for(servicer.sessions.get(), 10)
+        assert session.hello.agent_id == "agent-t" and session.hello.ip_address == "127.0.0.2"
+        assert session.hello.capabilities.buffer_bytes == 4 * MiB
+        (reg,) = servicer.registrations
+        assert reg.psk == PSK and reg.capabilities.max_concurrent_uploads == 3
+        streamer = Streamer(session, budget=4 * MiB)
+        for task_id, data in files.items():
+            streamer.offer(offer(task_id, data, sim), data)
+        await streamer.run_until(lambda: len(streamer.results) == 3)
+        # status query while idle
+        session.send(status_query=pb.StatusQuery(query_id="q1"))
+        reply = await session.expect("status_reply")
+        assert reply.status_reply.query_id == "q1" and reply.status_reply.memory_mb > 0
+        assert reply.status_reply.buffered_bytes == 0
+        agent.stop()
+    for task_id, data in files.items():
+        result = streamer.results[task_id]
+        assert result.success, result
+        assert result.md5 == hashlib.md5(data).hexdigest()
+        kinds = streamer.kinds(task_id)
+        assert kinds[0] == "accept" and kinds[-1] == "result" and "progress" in kinds
+    assert 0 < streamer.max_credit_open <= 4 * MiB
+    # the big ones committed their parts with a resumable session
+    committed = [m.committed for m in streamer.messages if m.WhichOneof("kind") == "committed"]
+    assert any(c.task_id == "t1" and c.offset == 5 * MiB for c in committed)
+    uploads = {u["md5"]: u for u in sim.uploads()}
+    for data in files.values():
+        upload = uploads[hashlib.md5(data).hexdigest()]
+        assert upload["size"] == len(data) and upload["source_ip"] == "127.0.0.2"
+    assert agent.budget.outstanding == 0 and not agent.runners
+
+
+@pytest.mark.anyio
+async def test_cancel_answers_within_a_second_and_never_completes(
+    hub: tuple[FakeHub, str], sim: SimServer
+) -> None:
+    servicer, address = hub
+    sim.config(chunk_size=1 * MiB, faults={"fail_next": [
+        {"op": "put", "action": "stall", "seconds": 30, "count": 10}]})
+    data = random.Random(4).randbytes(2 * MiB)
+    agent = Agent(settings(address))
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(agent.run)
+        session = await asyncio.wait_for(servicer.sessions.get(), 10)
+        streamer = Streamer(session, budget=4 * MiB)
+        streamer.offer(offer("c1", data, sim), data)
+        await streamer.run_until(lambda: streamer.pos.get("c1", 0) == len(data))
+        # wait until the uploader holds a chunk: its PUT is stalled at the simulator
+        with anyio.fail_after(10):
+            while not agent.runners["c1"].source.held_by_uploader:  # noqa: ASYNC110 - bounded poll of agent state
+                await anyio.sleep(0.02)
+        started = time.monotonic()
+        session.send(cancel=pb.Cancel(task_id="c1", attempt=1, reason="admin"))
+        await streamer.run_until(lambda: "c1" in streamer.results, limit=5)
+        assert time.monotonic() - started < 1.0
+        agent.stop()
+    result = streamer.results["c1"]
+    assert not result.success and result.error_kind == "cancelled"
+    assert not sim.uploads()
+    assert not [r for r in sim.requests() if r["op"] == "complete"]
+
+
+@pytest.mark.anyio
+async def test_md5_mismatch_is_a_file_error_and_nothing_completes(
+    hub: tuple[FakeHub, str], sim: SimServer
+) -> None:
+    servicer, address = hub
+    sim.config(chunk_size=1 * MiB)
+    data = random.Random(5).randbytes(MiB + 5)
+    agent = Agent(settings(address))
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(agent.run)
+        session = await asyncio.wait_for(servicer.sessions.get(), 10)
+        streamer = Streamer(session, budget=4 * MiB, corrupt={"bad"})
+        streamer.offer(offer("bad", data, sim), data)
+        await streamer.run_until(lambda: "bad" in streamer.results)
+        agent.stop()
+    result = streamer.results["bad"]
+    assert not result.success and result.error_kind == "file" and "md5" in result.error_message
+    assert not sim.uploads()
+
+
+@pytest.mark.anyio
+async def test_offers_beyond_slots_or_with_bad_credentials_or_while_draining(
+    hub: tuple[FakeHub, str], sim: SimServer
+) -> None:
+    servicer, address = hub
+    stall = {"action": "stall", "seconds": 30, "count": 10}
+    sim.config(faults={"fail_next": [{"op": "probe", **stall}, {"op": "preupload", **stall}]})
+    agent = Agent(settings(address, max_concurrent=1))
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(agent.run)
+        session = await asyncio.wait_for(servicer.sessions.get(), 10)
+        data = bytes(3 * MiB)
+        session.send(offer=offer("a", data, sim))
+        assert (await session.expect("accept")).accept.task_id == "a"
+        session.send(offer=offer("b", data, None))
+        reject = (await session.expect("reject")).reject
+        assert reject.task_id == "b" and "slot" in reject.reason
+        # a chunk beyond credit is a protocol violation: that task fails, the agent lives on
+        session.send(chunk=pb.Chunk(task_id="a", attempt=1, offset=0, data=bytes(MAX_FRAME)))
+        session.send(chunk=pb.Chunk(task_id="a", attempt=1, offset=MAX_FRAME, data=bytes(MAX_FRAME)))
+        for _ in range(3):
+            session.send(chunk=pb.Chunk(task_id="a", attempt=1, offset=0, data=b""))
+        result = (await session.expect("result")).result
+        assert result.task_id == "a" and result.error_kind == "agent"
+        # messages for unknown tasks or old attempts are ignored
+        session.send(cancel=pb.Cancel(task_id="zzz", attempt=1))
+        session.send(chunk=pb.Chunk(task_id="a", attempt=7, offset=0, data=b"x"))
+        bad = offer("c", data, None)
+        bad.credentials.cookies = "no cookies here"
+        session.send(offer=bad)
+        result = (await session.expect("result")).result
+        assert result.task_id == "c" and result.error_kind == "auth"
+        assert "no cookies here" not in result.error_message
+        session.send(drain=pb.Drain(reason="maintenance"))
+        beat = (await session.expect("heartbeat")).heartbeat
+        assert beat.status == "draining" and beat.free_slots == 0
+        session.send(offer=offer("d", data, None))
+        assert "draining" in (await session.expect("reject")).reject.reason
+        agent.stop()
+
+
+@pytest.mark.anyio
+async def test_reconnects_with_backoff_after_the_hub_drops_the_stream(
+    hub: tuple[FakeHub, str]
+) -> None:
+    servicer, address = hub
+    agent = Agent(settings(address), backoff=Backoff(0.05, 0.2, random.Random(1)))
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(agent.run)
+        first = await asyncio.wait_for(servicer.sessions.get(), 10)
+        data = bytes(2 * MiB)
+        first.send(offer=offer("r1", data, None))
+        await first.expect("accept")
+        first.end()  # the hub drops the stream mid-task
+        second = await asyncio.wait_for(servicer.sessions.get(), 10)
+        assert second.hello.agent_id == "agent-t"
+        assert list(second.hello.held_tasks) == []  # the attempt was abandoned, not completed
+        assert servicer.connects == 2
+        assert len(servicer.registrations) == 1  # the JWT was still valid: no second Register
+        assert not agent.runners and agent.budget.outstanding == 0
+        agent.stop()
+
+
+@pytest.mark.anyio
+async def test_wrong_psk_is_logged_and_retried_without_coming_online(
+    hub: tuple[FakeHub, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    servicer, address = hub
+    agent = Agent(settings(address, token="wrong"), backoff=Backoff(0.05, 0.1))
+    caplog.set_level("WARNING")
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(agent.run)
+            for _ in range(2):  # refused, then retried after the backoff
+                await servicer.register_calls.get()
+            agent.stop()
+    assert servicer.connects == 0
+    assert "UNAUTHENTICATED" in caplog.text
+    assert "wrong" not in caplog.text.replace("wrong psk", "")
+
+
+# -- SIGTERM on a real `bupmesh agent` process ---------------------------------------------------
+
+
+def spawn_agent(tmp_path: Path, *args: str) -> subprocess.Popen:
+    with open(tmp_path / "agent.log", "wb") as log:
+        return subprocess.Popen(
+            bupmesh_command("agent", *args), stdout=log, stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+
+
+@pytest.mark.anyio
+async def test_sigterm_drains_hands_back_and_exits_zero(
+    hub: tuple[FakeHub, str], sim: SimServer, tmp_path: Path
+) -> None:
+    servicer, address = hub
+    sim.config(chunk_size=1 * MiB, faults={"fail_next": [
+        {"op": "put", "action": "stall", "seconds": 30, "count": 10}]})
+    config = tmp_path / "agent.yml"
+    config.write_text(
+        "agent:\n  drain_grace: 1s\n  chunk_size_mb: 1\n  buffer_size_mb: 4\n"
+    )
+    proc = spawn_agent(tmp_path, "--config", str(config), "--server-url", address,
+                       "--agent-id", "proc-agent", "--token", PSK, "--insecure",
+                       "--source-ip", "127.0.0.2")
+    try:
+        session = await asyncio.wait_for(servicer.sessions.get(), 30)
+        data = random.Random(6).randbytes(2 * MiB)
+        streamer = Streamer(session, budget=4 * MiB)
+        streamer.offer(offer("s1", data, sim), data)
+        await streamer.run_until(lambda: streamer.pos.get("s1", 0) == len(data))
+        proc.send_signal(signal.SIGTERM)
+        started = time.monotonic()
+        # draining heartbeat first, then the stalled task is handed back after the grace
+        while True:
+            msg = await session.next(10)
+            assert msg is not None
+            streamer.handle(msg)
+            if msg.WhichOneof("kind") == "heartbeat":
+                assert msg.heartbeat.status == "draining"
+                break
+        await streamer.run_until(lambda: "s1" in streamer.results, limit=10)
+        result = streamer.results["s1"]
+        assert (result.error_kind, result.error_message) == ("agent", "draining")
+        assert time.monotonic() - started >= 0.9  # the grace period was honoured
+        # then the agent closes the stream and exits 0
+        while (msg := await session.next(10)) is not None:
+            pass
+        assert await anyio.to_thread.run_sync(proc.wait, 15) == 0
+        assert not [r for r in sim.requests() if r["op"] == "complete"]
+        text = (tmp_path / "agent.log").read_text()
+        assert PSK not in text and "jwt-" not in text and "SESSDATA" not in text
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
