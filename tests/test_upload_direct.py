@@ -8,12 +8,13 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import SIM_COOKIES, SimServer, bupmesh_command, free_port
+from tests.conftest import SIM_COOKIES, SimServer, bupmesh_command, free_port, stop_process
 
 MiB = 1024 * 1024
 SECRETS = ("sim-sessdata", "sim-csrf")
@@ -261,3 +262,46 @@ def test_peak_memory_of_a_200mb_upload(sim: SimServer, tmp_path: Path) -> None:
         f"{loaded.peak_rss / MiB:.1f} MiB, growth {growth / MiB:.1f} MiB, bound {bound / MiB:.0f} MiB"
     )
     assert growth < bound
+
+
+@pytest.mark.e2e
+def test_progress_bar_on_a_terminal(sim: SimServer, tmp_path: Path) -> None:
+    """With stderr on a pseudo-terminal the rich bar is drawn; stdout stays plain."""
+    import pty
+    import select
+
+    path = tmp_path / "rec.flv"
+    make_file(path, 2 * MiB)
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        bupmesh_command("upload-direct", str(path), "--member-url", sim.url, "--json"),
+        stdout=subprocess.PIPE,
+        stderr=slave,
+        stdin=subprocess.DEVNULL,
+        env={**os.environ, "BUPMESH_BILI_COOKIES": SIM_COOKIES, "TERM": "xterm", "COLUMNS": "100"},
+    )
+    os.close(slave)
+    screen = b""
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 0.1)
+            if ready:
+                try:
+                    data = os.read(master, 65536)
+                except OSError:  # EIO: the child closed the terminal
+                    break
+                if not data:
+                    break
+                screen += data
+            elif proc.poll() is not None:
+                break
+        stdout, _ = proc.communicate(timeout=30)
+    finally:
+        os.close(master)
+        stop_process(proc)
+    assert proc.returncode == 0
+    assert json.loads(stdout)["filename"] == sim.uploads()[0]["filename"]
+    text = screen.decode(errors="replace")
+    assert "rec.flv" in text and "━" in text  # rich's bar, not the plain lines
+    assert "uploaded " not in text

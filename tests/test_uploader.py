@@ -575,3 +575,64 @@ async def test_source_ip_binds_outgoing_connections() -> None:
                 await client.call("init", "POST", f"http://127.0.0.1:{port}/x")
         tg.cancel_scope.cancel()
     assert seen == ["127.0.0.2"]
+
+
+async def _read_head(stream: Any) -> bytes:
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += await stream.receive()
+    return data
+
+
+async def test_http_proxy_carries_the_requests() -> None:
+    heads: list[bytes] = []
+
+    async def proxy(stream: Any) -> None:
+        async with stream:
+            heads.append(await _read_head(stream))
+            await stream.send(b'HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\n{"OK":1}')
+
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
+    port = listener.extra(anyio.abc.SocketAttribute.local_port)
+    async with listener, anyio.create_task_group() as tg:
+        tg.start_soon(listener.serve, proxy)
+        creds = Credentials.from_cookie_string(COOKIES)
+        async with BiliClient(creds, proxy=f"http://127.0.0.1:{port}") as client:
+            with anyio.fail_after(10):
+                await client.call("init", "POST", "http://upos.invalid/b/k?uploads&output=json")
+        tg.cancel_scope.cancel()
+    assert heads[0].startswith(b"POST http://upos.invalid/b/k?uploads&output=json HTTP/1.1")
+
+
+async def test_socks5_proxy_carries_the_requests() -> None:
+    targets: list[tuple[str, int]] = []
+
+    async def socks(stream: Any) -> None:
+        async with stream:
+            greeting = await stream.receive()
+            assert greeting[0] == 5
+            await stream.send(b"\x05\x00")  # no authentication
+            request = await stream.receive()
+            assert request[:3] == b"\x05\x01\x00"
+            if request[3] == 3:  # domain name
+                length = request[4]
+                host = request[5 : 5 + length].decode()
+                port = int.from_bytes(request[5 + length : 7 + length], "big")
+            else:  # IPv4
+                host = ".".join(str(b) for b in request[4:8])
+                port = int.from_bytes(request[8:10], "big")
+            targets.append((host, port))
+            await stream.send(b"\x05\x00\x00\x01\x00\x00\x00\x00\x00\x00")
+            await _read_head(stream)
+            await stream.send(b'HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\n{"OK":1}')
+
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
+    port = listener.extra(anyio.abc.SocketAttribute.local_port)
+    async with listener, anyio.create_task_group() as tg:
+        tg.start_soon(listener.serve, socks)
+        creds = Credentials.from_cookie_string(COOKIES)
+        async with BiliClient(creds, proxy=f"socks5://127.0.0.1:{port}") as client:
+            with anyio.fail_after(10):
+                await client.call("init", "POST", "http://upos.invalid:8080/b/k")
+        tg.cancel_scope.cancel()
+    assert targets == [("upos.invalid", 8080)]
