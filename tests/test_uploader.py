@@ -636,3 +636,31 @@ async def test_socks5_proxy_carries_the_requests() -> None:
                 await client.call("init", "POST", "http://upos.invalid:8080/b/k")
         tg.cancel_scope.cancel()
     assert targets == [("upos.invalid", 8080)]
+
+
+async def test_source_errors_surface_as_themselves() -> None:
+    """Not wrapped in an ExceptionGroup: callers can catch their own source's errors."""
+
+    class Broken(BytesSource):
+        async def read(self, offset: int, length: int) -> bytes:
+            if offset > 0:
+                raise LookupError("stream lost")
+            return await super().read(offset, length)
+
+    fake = FakeBili(chunk_size=CHUNK)
+    async with make_client(fake) as client:
+        with pytest.raises(LookupError, match="stream lost"):
+            await UposUploader(client, line="cs_bda2").upload(Broken(payload(3 * CHUNK)), "v")
+    assert not fake.ops("complete")
+
+
+async def test_unreadable_source_is_a_file_error() -> None:
+    class Unreadable(BytesSource):
+        async def read(self, offset: int, length: int) -> bytes:
+            raise PermissionError(13, "Permission denied")
+
+    fake = FakeBili(chunk_size=CHUNK)
+    async with make_client(fake) as client:
+        with pytest.raises(UploadError) as info:
+            await UposUploader(client, line="cs_bda2").upload(Unreadable(b"abc"), "v")
+    assert info.value.kind is ErrorKind.FILE and "Permission denied" in str(info.value)

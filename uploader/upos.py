@@ -260,9 +260,11 @@ class UposUploader:
         async def guarded(fn: Callable[[], Any]) -> None:
             try:
                 await fn()
-            except (UploadError, _SessionRejected, anyio.BrokenResourceError) as exc:
-                # The first real failure wins; a reader that finds every worker
-                # gone (BrokenResourceError) is only an echo of it.
+            except Exception as exc:
+                # The first real failure wins and is raised as itself (callers
+                # never see an ExceptionGroup): an UploadError, or whatever the
+                # source or a callback raised. A reader that finds every worker
+                # gone (BrokenResourceError) is only an echo of that failure.
                 failures.append(exc)
                 tg.cancel_scope.cancel()
 
