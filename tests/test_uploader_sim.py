@@ -426,3 +426,51 @@ async def test_two_uploads_at_once_share_nothing(sim: SimServer) -> None:
         tg.start_soon(one, "b", b)
     assert ledger_entry(sim, results["a"])["md5"] == hashlib.md5(a).hexdigest()
     assert ledger_entry(sim, results["b"])["md5"] == hashlib.md5(b).hexdigest()
+
+
+async def test_submission_risk_and_network_faults(sim: SimServer) -> None:
+    """Submissions are never retried in place (a retry could make a second archive)."""
+    result = await upload_bytes(sim, b"x")
+    submission = Submission(title="t", videos=[VideoPart(filename=result.filename, title="P1")])
+    sim.config(risk={"code_601": ["127.0.0.1"]})
+    async with client(sim) as c:
+        with pytest.raises(UploadError) as risk:
+            await submit_web(c, submission)
+    assert risk.value.kind is ErrorKind.RISK_CONTROL
+    sim.config(risk={"code_601": []}, faults={"fail_next": [{"op": "submit", "status": 503}]})
+    async with client(sim) as c:
+        with pytest.raises(UploadError) as network:
+            await submit_app(c, submission)
+    assert network.value.kind is ErrorKind.NETWORK
+    assert not sim.submissions()
+    assert len(ops(sim, "submit")) == 2
+
+
+async def test_slow_replies_beyond_the_timeout_are_network(sim: SimServer) -> None:
+    sim.config(faults={"delay_seconds": 1.0})
+    with pytest.raises(UploadError) as info:
+        await upload_bytes(
+            sim,
+            b"abc",
+            client_kwargs={"timeout": 0.2},
+            retry=RetryPolicy(attempts=1, initial=0.01, maximum=0.01),
+        )
+    assert info.value.kind is ErrorKind.NETWORK and "timeout" in str(info.value)
+
+
+async def test_stalled_preupload_is_retried(sim: SimServer) -> None:
+    sim.config(faults={"fail_next": [{"op": "preupload", "action": "stall", "seconds": 3}]})
+    result = await upload_bytes(sim, b"abc", client_kwargs={"timeout": 0.5})
+    assert ledger_entry(sim, result)["md5"] == hashlib.md5(b"abc").hexdigest()
+
+
+async def test_bandwidth_cap_slows_but_completes(sim: SimServer) -> None:
+    sim.config(chunk_size=256 * 1024, faults={"bandwidth_bps": 4 * MiB})
+    data = random.Random(13).randbytes(2 * MiB)
+    started = time.monotonic()
+    reports: list[Any] = []
+    result = await upload_bytes(sim, data, on_progress=reports.append)
+    elapsed = time.monotonic() - started
+    assert ledger_entry(sim, result)["md5"] == hashlib.md5(data).hexdigest()
+    assert elapsed >= 0.3  # 2 MiB at 4 MiB/s cannot take much less than 0.5 s
+    assert reports[-1].speed_bps < 8 * MiB
