@@ -664,3 +664,16 @@ async def test_unreadable_source_is_a_file_error() -> None:
         with pytest.raises(UploadError) as info:
             await UposUploader(client, line="cs_bda2").upload(Unreadable(b"abc"), "v")
     assert info.value.kind is ErrorKind.FILE and "Permission denied" in str(info.value)
+
+
+@pytest.mark.parametrize("reply", [httpx.Response(200), httpx.Response(200, text="fine")])
+async def test_completion_needs_an_explicit_ok(reply: httpx.Response) -> None:
+    fake = FakeBili(chunk_size=CHUNK)
+
+    async def complete(request: httpx.Request, params: dict, body: bytes) -> httpx.Response:
+        return reply
+
+    fake._complete = complete  # type: ignore[method-assign]
+    with pytest.raises(UploadError) as info:
+        await upload(fake, b"abc")
+    assert info.value.kind is ErrorKind.BAD_REQUEST and "complete" in str(info.value)

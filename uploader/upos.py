@@ -344,11 +344,14 @@ class UposUploader:
             )
 
         try:
-            await self._with_retry("complete", once)
+            reply = await self._with_retry("complete", once)
         except UploadError as exc:
             if resuming and state.accepted_this_run == 0 and _means_stale_session(exc):
                 raise _SessionRejected() from exc
             raise
+        # Success must be explicit: an empty or foreign 200 is not a completed object.
+        if not isinstance(reply, dict) or reply.get("OK") != 1:
+            raise UploadError(ErrorKind.BAD_REQUEST, "malformed reply on complete: no OK=1")
 
     async def _with_retry(self, op: str, attempt: Callable[[], Any]) -> Any:
         """Run ``attempt``; retry network failures per the policy, raise anything else at once."""
