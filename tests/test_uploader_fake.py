@@ -50,7 +50,7 @@ class FakeBili:
         self.put_delay = 0.0
         self.in_flight = 0
         self.max_in_flight = 0
-        self.probe_delays: dict[str, float] = {"bda2": 0.05, "tx": 0.0, "alia": 0.1}
+        self.probe_delays: dict[str, float] = {"bda2": 0.25, "tx": 0.0, "alia": 0.3}
         self.submissions: list[dict[str, Any]] = []
         self.expired_upload_ids: set[str] = set()
         self.on_put: Callable[[int], None] | None = None

@@ -153,7 +153,7 @@ async def test_expired_session_starts_fresh(sim: SimServer) -> None:
     with pytest.raises(UploadError):
         await upload_bytes(sim, data, threads=1, on_commit=on_commit)
     stale = commits[-1]
-    ttl = 1.0
+    ttl = 1.5
     sim.config(session_ttl_seconds=ttl, faults={"fail_next": []})
     # Waiting out the TTL is the condition itself; a fresh session then has a
     # whole second for three 1 KiB parts.
@@ -342,7 +342,7 @@ async def test_bad_requests_are_final(sim: SimServer, rule: dict) -> None:
 
 
 async def test_auto_line_picks_the_fastest_probe(sim: SimServer) -> None:
-    slow = {"delay_seconds": 0.3}
+    slow = {"delay_seconds": 0.5}
     sim.config(
         lines={
             "cs_bda2": slow,
