@@ -206,7 +206,7 @@ class HubService:
         if disabled is not None:
             info.disabled = disabled
         if revoke_tokens:
-            info.tokens_valid_after = float(int(self.clock()) + 1)
+            info.tokens_valid_after = self.clock()
         await self.store.set_agent_access(
             agent_id, disabled=info.disabled, tokens_valid_after=info.tokens_valid_after
         )
@@ -283,9 +283,16 @@ class HubService:
         log.info("agent %s offline: %s", session.agent_id, session.close_reason or "stream ended")
         for query in self._queries.values():
             query[0].set()
-        if self._tg is not None:
-            self._tg.start_soon(self._agent_offline, session.agent_id,
-                                session.close_reason or "stream ended")
+        self._spawn(self._agent_offline, session.agent_id, session.close_reason or "stream ended")
+
+    def _spawn(self, fn: Any, *args: Any) -> None:
+        """Run ``fn`` in the service's task group; a no-op while the hub shuts down."""
+        if self._tg is None:
+            return
+        try:
+            self._tg.start_soon(fn, *args)
+        except RuntimeError:  # task group already closed: shutting down, state is on disk
+            pass
 
     async def _agent_offline(self, agent_id: str, reason: str) -> None:
         async with self._lock:
@@ -302,8 +309,7 @@ class HubService:
                 await self._save(task, agent_id, "retry", reason)
 
     def transfer_failed(self, session: AgentSession, task_id: str, attempt: int, msg: str) -> None:
-        if self._tg is not None:
-            self._tg.start_soon(self._hub_side_failure, session, task_id, attempt, msg)
+        self._spawn(self._hub_side_failure, session, task_id, attempt, msg)
 
     async def _hub_side_failure(self, session: AgentSession, task_id: str, attempt: int,
                                 message: str) -> None:

@@ -30,7 +30,7 @@ class TokenError(Exception):
 @dataclass(frozen=True)
 class Claims:
     sub: str
-    iat: int
+    iat: float
     exp: int
     jti: str
 
@@ -49,9 +49,11 @@ class TokenIssuer:
 
     def issue(self, agent_id: str) -> tuple[str, int]:
         """A fresh token for ``agent_id`` and its expiry (unix seconds)."""
-        now = int(self._clock())
-        exp = now + max(1, int(self.ttl_seconds))
-        claims = {"sub": agent_id, "iat": now, "exp": exp, "jti": uuid.uuid4().hex}
+        now = self._clock()
+        exp = int(now) + max(1, int(self.ttl_seconds))
+        # iat keeps milliseconds (NumericDate allows fractions) so "revoke every token
+        # issued before now" does not also refuse a token issued later in the same second.
+        claims = {"sub": agent_id, "iat": round(now, 3), "exp": exp, "jti": uuid.uuid4().hex}
         return jwt.encode(claims, self._secret, algorithm=ALGORITHM), exp
 
     def verify(self, token: str) -> Claims:
@@ -81,7 +83,7 @@ class TokenIssuer:
         sub, exp, iat, jti = data["sub"], data["exp"], data["iat"], data["jti"]
         if not isinstance(sub, str) or not sub or not isinstance(jti, str) or not jti:
             raise TokenError("token claims malformed")
-        if not isinstance(exp, int) or not isinstance(iat, int):
+        if not isinstance(exp, int) or isinstance(iat, bool) or not isinstance(iat, int | float):
             raise TokenError("token claims malformed")
         if exp <= self._clock():
             raise TokenError("token expired")

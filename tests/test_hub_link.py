@@ -1,0 +1,538 @@
+"""The hub's gRPC link, in process: a real grpc.aio server and channel, a fake agent.
+
+The fake agent speaks the conversation of docs/internals.md message by message,
+so each test can check exactly what the hub sends and what it refuses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import json
+import os
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+import grpc
+import pytest
+from cryptography.fernet import Fernet
+
+from hub.app import start_grpc
+from hub.config import HubConfig, validate
+from hub.service import HubService, NotFound
+from hub.store import Store
+from protocol import mesh_pb2 as pb
+from protocol import mesh_pb2_grpc
+from protocol.tokens import TokenIssuer
+from tests.conftest import SIM_COOKIES, free_port
+from uploader.credentials import Credentials
+
+PSK = "test-psk"
+MiB = 1 << 20
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"  # grpc.aio is asyncio-only
+
+
+class FakeAccounts:
+    def __init__(self) -> None:
+        self.creds = Credentials.from_cookie_string(SIM_COOKIES)
+
+    async def credentials(self, account: Any) -> Credentials:
+        if account not in (None, "main"):
+            raise LookupError(f"no account {account}")
+        return self.creds
+
+
+@dataclass
+class Hub:
+    service: HubService
+    target: str
+    channel: grpc.aio.Channel
+    stub: mesh_pb2_grpc.AgentLinkStub
+    tmp: Path
+    readers: list[asyncio.Future[None]]
+
+    async def register(self, agent_id: str, **kw: Any) -> str:
+        resp = await self.stub.Register(
+            pb.RegisterRequest(psk=PSK, agent_id=agent_id, agent_name=agent_id, **kw)
+        )
+        return resp.token
+
+    async def agent(self, agent_id: str, *, token: str | None = None, hello: bool = True,
+                    held: list[pb.HeldTask] | None = None, max_concurrent: int = 2
+                    ) -> FakeAgent:
+        token = token if token is not None else await self.register(agent_id)
+        agent = FakeAgent(self, agent_id, token)
+        await agent.open()
+        if hello:
+            await agent.send(hello=pb.Hello(
+                agent_id=agent_id, agent_name=agent_id, ip_address="127.0.0.9",
+                capabilities=pb.Capabilities(max_concurrent_uploads=max_concurrent,
+                                             buffer_bytes=64 * MiB),
+                held_tasks=held or []))
+            welcome = await agent.recv("welcome")
+            assert welcome.session_id
+        return agent
+
+    def file(self, name: str, size: int) -> tuple[str, str]:
+        path = self.tmp / name
+        data = os.urandom(size)
+        path.write_bytes(data)
+        return str(path), hashlib.md5(data).hexdigest()
+
+
+class FakeAgent:
+    def __init__(self, hub: Hub, agent_id: str, token: str) -> None:
+        self.hub = hub
+        self.agent_id = agent_id
+        self.call = hub.stub.Connect(metadata=(("authorization", f"Bearer {token}"),))
+        self.send_stream, self.inbox = anyio.create_memory_object_stream[Any](1000)
+        self.ended = anyio.Event()
+        self.status: grpc.StatusCode | None = None
+        self.details = ""
+
+    async def open(self) -> None:
+        # gRPC awaits live in their own asyncio task (cancel scopes around grpc.aio awaits
+        # do not work); tests wait on the memory stream with anyio deadlines instead.
+        self.task = asyncio.ensure_future(self._reader())
+        self.hub.readers.append(self.task)
+
+    async def _reader(self) -> None:
+        try:
+            while True:
+                msg = await self.call.read()
+                if msg is grpc.aio.EOF:
+                    break
+                self.send_stream.send_nowait(msg)
+            self.status = await self.call.code()
+            self.details = await self.call.details()
+        except grpc.aio.AioRpcError as exc:
+            self.status, self.details = exc.code(), exc.details() or ""
+        finally:
+            self.ended.set()
+
+    async def send(self, **kind: Any) -> None:
+        await self.call.write(pb.AgentMessage(**kind))
+
+    async def recv(self, kind: str | None = None, wait: float = 5.0) -> Any:
+        """Next message (of ``kind``; skipping heartbeat-ish noise only if asked)."""
+        with anyio.fail_after(wait):
+            msg = await self.inbox.receive()
+        got = msg.WhichOneof("kind")
+        if kind is not None:
+            assert got == kind, f"expected {kind}, got {got}: {str(msg)[:200]}"
+            return getattr(msg, kind)
+        return msg
+
+    async def wait_end(self, wait: float = 5.0) -> grpc.StatusCode | None:
+        with anyio.fail_after(wait):
+            await self.ended.wait()
+        return self.status
+
+    def drop(self) -> None:
+        self.call.cancel()
+
+
+def make_config(tmp: Path, **over: Any) -> HubConfig:
+    cfg = HubConfig(psk=PSK, admin_token="admin", insecure=True, data_dir=str(tmp),
+                    grpc_listen=f"127.0.0.1:{free_port()}", token_ttl_seconds=3600,
+                    **over)
+    return validate(cfg)
+
+
+@pytest.fixture
+async def hub(tmp_path: Path) -> AsyncIterator[Hub]:
+    async with make_hub(tmp_path) as h:
+        yield h
+
+
+class make_hub:  # noqa: N801 - used as an async context manager factory
+    def __init__(self, tmp: Path, config: HubConfig | None = None,
+                 tokens: TokenIssuer | None = None) -> None:
+        self.tmp = tmp
+        self.config = config or make_config(tmp)
+        self.tokens = tokens
+
+    async def __aenter__(self) -> Hub:
+        store = Store(self.tmp / "bupmesh.db", Fernet(Fernet.generate_key()))
+        await store.open()
+        tokens = self.tokens or TokenIssuer(b"k" * 40, ttl_seconds=self.config.token_ttl_seconds)
+        service = HubService(self.config, store=store, accounts=FakeAccounts(), tokens=tokens)
+        await service.start()
+        self._grpc = await start_grpc(service, self.config)
+        self._tg = anyio.create_task_group()
+        await self._tg.__aenter__()
+        await self._tg.start(service.run)
+        target = f"127.0.0.1:{self._grpc.grpc_port}"
+        self.channel = grpc.aio.insecure_channel(target)
+        stub = mesh_pb2_grpc.AgentLinkStub(self.channel)
+        self.hub = Hub(service, target, self.channel, stub, self.tmp, [])
+        return self.hub
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self._grpc.grpc_server.stop(0)
+        await self.channel.close()
+        for task in self.hub.readers:
+            task.cancel()
+        await asyncio.gather(*self.hub.readers, return_exceptions=True)
+        self._tg.cancel_scope.cancel()
+        await self._tg.__aexit__(None, None, None)
+        self._grpc.service.store.close()
+
+
+async def wait_for(predicate: Any, wait: float = 5.0) -> None:
+    """Poll an (async or sync) predicate with a bounded deadline."""
+    with anyio.fail_after(wait):
+        while True:
+            value = predicate()
+            if hasattr(value, "__await__"):
+                value = await value
+            if value:
+                return
+            await anyio.sleep(0.01)
+
+
+async def agent_status(hub: Hub, agent_id: str) -> str | None:
+    for a in await hub.service.list_agents():
+        if a["agent_id"] == agent_id:
+            return a["status"]
+    return None
+
+
+async def stream_all(agent: FakeAgent, offer: pb.Offer, *, resume: int = 0,
+                     grant: int = 3 * MiB) -> tuple[bytes, str]:
+    """Accept, grant credit as frames arrive, check frames stay within credit; -> (bytes, md5)."""
+    await agent.send(accept=pb.Accept(task_id=offer.task_id, attempt=offer.attempt,
+                                      resume_offset=resume))
+    granted = received = 0
+    data = bytearray()
+    need = offer.file_size - resume
+    while True:
+        if granted - received < grant // 2 and granted < need:
+            n = min(grant, need - granted)
+            await agent.send(credit=pb.Credit(task_id=offer.task_id, attempt=offer.attempt,
+                                              bytes=n))
+            granted += n
+        msg = await agent.recv()
+        kind = msg.WhichOneof("kind")
+        if kind == "chunk":
+            chunk = msg.chunk
+            assert chunk.task_id == offer.task_id and chunk.attempt == offer.attempt
+            assert len(chunk.data) <= MiB
+            assert chunk.offset == resume + received
+            received += len(chunk.data)
+            assert received <= granted, "hub sent beyond credit"
+            data += chunk.data
+        elif kind == "end_of_data":
+            assert received == need
+            return bytes(data), msg.end_of_data.md5
+        else:
+            raise AssertionError(f"unexpected {kind}")
+
+
+# ------------------------------------------------------------------------------ auth
+
+
+@pytest.mark.anyio
+async def test_register_and_wrong_psk(hub: Hub) -> None:
+    token = await hub.register("a1")
+    assert hub.service.verify_agent_token(token) == "a1"
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await hub.stub.Register(pb.RegisterRequest(psk="wrong", agent_id="a2"))
+    assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert hub.service.registry.get("a2") is None  # nothing else happened
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await hub.stub.Register(pb.RegisterRequest(psk=PSK, agent_id="bad id with spaces"))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def _b64(obj: dict) -> str:
+    return base64.urlsafe_b64encode(json.dumps(obj).encode()).rstrip(b"=").decode()
+
+
+@pytest.mark.anyio
+async def test_bad_tokens_are_unauthenticated(hub: Hub) -> None:
+    good = await hub.register("a1")
+    expired_issuer = TokenIssuer(b"k" * 40, ttl_seconds=1, clock=lambda: 1000.0)
+    other_secret = TokenIssuer(b"z" * 40)
+    alg_none = (f"{_b64({'alg': 'none', 'typ': 'JWT'})}."
+                f"{_b64({'sub': 'a1', 'exp': 2**40, 'iat': 0, 'jti': 'x'})}.")
+    for token in ["", "garbage", expired_issuer.issue("a1")[0], other_secret.issue("a1")[0],
+                  alg_none]:
+        agent = await hub.agent("a1", token=token, hello=False)
+        await agent.send(hello=pb.Hello(agent_id="a1"))
+        assert await agent.wait_end() == grpc.StatusCode.UNAUTHENTICATED, token
+    assert await agent_status(hub, "a1") == "offline"
+    # Revoked tokens and disabled agents are refused as well.
+    await hub.service.set_agent_access("a1", revoke_tokens=True)
+    agent = await hub.agent("a1", token=good, hello=False)
+    assert await agent.wait_end() == grpc.StatusCode.UNAUTHENTICATED
+    fresh = await hub.register("a1")
+    (await hub.agent("a1", token=fresh)).drop()
+    await hub.service.set_agent_access("a1", disabled=True)
+    agent = await hub.agent("a1", token=fresh, hello=False)
+    assert await agent.wait_end() == grpc.StatusCode.UNAUTHENTICATED
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await hub.register("a1")
+    assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+@pytest.mark.anyio
+async def test_hello_welcome_and_drop_marks_offline_at_once(hub: Hub) -> None:
+    agent = await hub.agent("a1")
+    assert await agent_status(hub, "a1") == "online"
+    agents = await hub.service.list_agents()
+    assert agents[0]["ip_address"] == "127.0.0.9" and agents[0]["max_concurrent_uploads"] == 2
+    await agent.send(heartbeat=pb.Heartbeat(status="online", free_slots=2, memory_mb=30))
+    await wait_for(lambda: hub.service.registry.get("a1").memory_mb == 30)
+    agent.drop()
+    # offline_after is 90 s: only the dropped stream can make this happen quickly.
+    await wait_for(lambda: agent_status(hub, "a1"), wait=3)
+    await wait_for(lambda: _is(agent_status(hub, "a1"), "offline"), wait=3)
+
+
+async def _is(coro: Any, value: Any) -> bool:
+    return (await coro) == value
+
+
+@pytest.mark.anyio
+async def test_new_session_replaces_old(hub: Hub) -> None:
+    first = await hub.agent("a1")
+    second = await hub.agent("a1")
+    await first.wait_end()
+    assert await agent_status(hub, "a1") == "online"
+    assert hub.service.registry.get("a1").session_id is not None
+    await second.send(heartbeat=pb.Heartbeat(status="online"))
+
+
+# ------------------------------------------------------------------------------ protocol errors
+
+
+@pytest.mark.anyio
+async def test_first_message_must_be_hello(hub: Hub) -> None:
+    agent = await hub.agent("a1", hello=False)
+    await agent.send(heartbeat=pb.Heartbeat(status="online"))
+    assert await agent.wait_end() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "Hello" in agent.details
+
+
+@pytest.mark.anyio
+async def test_malformed_message_closes_only_that_stream(hub: Hub) -> None:
+    bad = await hub.agent("bad")
+    good = await hub.agent("good")
+    await bad.call.write(pb.AgentMessage())  # no kind set
+    assert await bad.wait_end() == grpc.StatusCode.INVALID_ARGUMENT
+    await wait_for(lambda: _is(agent_status(hub, "bad"), "offline"))
+    # The other agent's stream carries on: it still gets work and streams it.
+    path, md5 = hub.file("f.bin", 300_000)
+    await hub.service.create_part(path, account=None, title="t")
+    offer = await good.recv("offer")
+    _, streamed = await stream_all(good, offer)
+    assert streamed == md5
+    # Negative credit and a second Hello are violations too.
+    for msg in ({"credit": pb.Credit(task_id=offer.task_id, attempt=offer.attempt, bytes=-5)},
+                {"hello": pb.Hello(agent_id="good")}):
+        again = await hub.agent("good")
+        await again.send(**msg)
+        assert await again.wait_end() in (grpc.StatusCode.INVALID_ARGUMENT,
+                                          grpc.StatusCode.FAILED_PRECONDITION)
+
+
+# ------------------------------------------------------------------------------ transfers
+
+
+@pytest.mark.anyio
+async def test_offer_accept_credit_chunks_end_result(hub: Hub) -> None:
+    agent = await hub.agent("a1")
+    size = 3 * MiB + 12345
+    path, md5 = hub.file("rec.flv", size)
+    created = await hub.service.create_part(path, account=None, title="t")
+    offer = await agent.recv("offer")
+    assert offer.task_id == created["task_id"] and offer.attempt == 1
+    assert offer.file_size == size and offer.file_md5 == md5 and offer.file_name == "rec.flv"
+    assert offer.credentials.cookies.startswith("SESSDATA=") and offer.resume_offset == 0
+    data, streamed = await stream_all(agent, offer, grant=700_000)  # odd credit sizes
+    assert streamed == md5 and hashlib.md5(data).hexdigest() == md5
+    assert (await hub.service.get_task(offer.task_id))["status"] == "uploading"
+    await agent.send(committed=pb.Committed(task_id=offer.task_id, attempt=1, offset=size,
+                                            session=b'{"auth": "upos-secret"}'))
+    await agent.send(progress=pb.Progress(task_id=offer.task_id, attempt=1,
+                                          uploaded_bytes=size, total_bytes=size))
+    await agent.send(result=pb.Result(task_id=offer.task_id, attempt=1, success=True,
+                                      filename="n123", biz_id=77, md5=md5))
+    await wait_for(lambda: _is(_status(hub, offer.task_id), "completed"))
+    task = await hub.service.get_task(offer.task_id)
+    assert task["result"] == {"filename": "n123", "biz_id": 77}
+    assert task["uploaded_bytes"] == size and task["agent_id"] == "a1"
+    events = [e["event_type"] for e in await hub.service.task_logs(offer.task_id)]
+    assert events[-3:] == ["offer", "start", "success"]
+    part = await hub.service.store.get_part(created["part_id"])
+    assert (part["state"], part["filename"], part["biz_id"]) == ("uploaded", "n123", 77)
+    # The resume session holds upos auth: never in the database in plain text.
+    raw = b"".join(p.read_bytes() for p in hub.tmp.glob("bupmesh.db*"))
+    assert b"upos-secret" not in raw
+
+
+async def _status(hub: Hub, task_id: str) -> str:
+    return (await hub.service.get_task(task_id))["status"]
+
+
+@pytest.mark.anyio
+async def test_md5_mismatch_fails_with_kind_file(hub: Hub) -> None:
+    agent = await hub.agent("a1")
+    path, _ = hub.file("x.bin", 100_000)
+    await hub.service.create_part(path, account=None, title=None)
+    offer = await agent.recv("offer")
+    await stream_all(agent, offer)
+    await agent.send(result=pb.Result(task_id=offer.task_id, attempt=1, success=True,
+                                      filename="n1", md5="0" * 32))
+    await wait_for(lambda: _is(_status(hub, offer.task_id), "failed"))
+    task = await hub.service.get_task(offer.task_id)
+    assert task["error_kind"] == "file" and "MD5" in task["error_message"]
+
+
+@pytest.mark.anyio
+async def test_slow_task_does_not_stall_fast_one(hub: Hub) -> None:
+    agent = await hub.agent("a1", max_concurrent=2)
+    p1, _ = hub.file("slow.bin", 4 * MiB)
+    p2, md5_2 = hub.file("fast.bin", 4 * MiB)
+    await hub.service.create_part(p1, account=None, title=None)
+    slow = await agent.recv("offer")
+    await hub.service.create_part(p2, account=None, title=None)
+    fast = await agent.recv("offer")
+    await agent.send(accept=pb.Accept(task_id=slow.task_id, attempt=1))
+    await agent.send(credit=pb.Credit(task_id=slow.task_id, attempt=1, bytes=1000))
+    await agent.send(accept=pb.Accept(task_id=fast.task_id, attempt=1))
+    await agent.send(credit=pb.Credit(task_id=fast.task_id, attempt=1, bytes=4 * MiB))
+    got: dict[str, int] = {slow.task_id: 0, fast.task_id: 0}
+    end_md5 = None
+    while end_md5 is None:
+        msg = await agent.recv()
+        if msg.WhichOneof("kind") == "chunk":
+            got[msg.chunk.task_id] += len(msg.chunk.data)
+        elif msg.WhichOneof("kind") == "end_of_data":
+            assert msg.end_of_data.task_id == fast.task_id
+            end_md5 = msg.end_of_data.md5
+    assert got == {slow.task_id: 1000, fast.task_id: 4 * MiB} and end_md5 == md5_2
+
+
+@pytest.mark.anyio
+async def test_cancel_mid_transfer(hub: Hub) -> None:
+    agent = await hub.agent("a1")
+    path, _ = hub.file("c.bin", 3 * MiB)
+    created = await hub.service.create_part(path, account=None, title=None)
+    offer = await agent.recv("offer")
+    await agent.send(accept=pb.Accept(task_id=offer.task_id, attempt=1))
+    await agent.send(credit=pb.Credit(task_id=offer.task_id, attempt=1, bytes=MiB))
+    assert (await agent.recv("chunk")).offset == 0
+    await hub.service.cancel_task(created["task_id"])
+    cancel = await agent.recv("cancel")
+    assert cancel.task_id == offer.task_id and cancel.attempt == 1
+    assert await _status(hub, offer.task_id) == "cancelled"
+    # Further credit sends nothing; a late Result changes nothing.
+    await agent.send(credit=pb.Credit(task_id=offer.task_id, attempt=1, bytes=MiB))
+    await agent.send(result=pb.Result(task_id=offer.task_id, attempt=1, success=False,
+                                      error_kind="cancelled"))
+    await agent.send(heartbeat=pb.Heartbeat(status="online", memory_mb=5))
+    await wait_for(lambda: hub.service.registry.get("a1").memory_mb == 5)
+    assert agent.inbox.statistics().current_buffer_used == 0
+    assert await _status(hub, offer.task_id) == "cancelled"
+    with pytest.raises(NotFound):
+        await hub.service.cancel_task("task-nope")
+
+
+@pytest.mark.anyio
+async def test_agent_lost_reoffers_with_resume_point_and_fences_old_attempt(hub: Hub) -> None:
+    agent = await hub.agent("a1")
+    path, md5 = hub.file("r.bin", 2 * MiB)
+    await hub.service.create_part(path, account=None, title=None)
+    offer = await agent.recv("offer")
+    await agent.send(accept=pb.Accept(task_id=offer.task_id, attempt=1))
+    await agent.send(committed=pb.Committed(task_id=offer.task_id, attempt=1, offset=MiB,
+                                            session=b'{"resume": 1}'))
+    await wait_for(lambda: hub.service.tasks[offer.task_id].committed_offset == MiB)
+    agent.drop()
+    again = await hub.agent("a1", held=[pb.HeldTask(task_id=offer.task_id, attempt=1)])
+    # The old attempt is told to stop, then the task comes back as attempt 2 with the resume point.
+    msgs = [await again.recv(), await again.recv()]
+    kinds = {m.WhichOneof("kind"): m for m in msgs}
+    assert kinds["cancel"].cancel.attempt == 1
+    offer2 = kinds["offer"].offer
+    assert offer2.attempt == 2 and offer2.resume_offset == MiB
+    assert offer2.resume_session == b'{"resume": 1}'
+    # A late message of attempt 1 is ignored (fencing).
+    await again.send(result=pb.Result(task_id=offer.task_id, attempt=1, success=True,
+                                      filename="old", md5=md5))
+    data, streamed = await stream_all(again, offer2, resume=MiB)
+    assert await _status(hub, offer.task_id) == "uploading"
+    assert data == Path(path).read_bytes()[MiB:]  # noqa: ASYNC240
+    await again.send(result=pb.Result(task_id=offer.task_id, attempt=2, success=True,
+                                      filename="new", biz_id=1, md5=streamed))
+    await wait_for(lambda: _is(_status(hub, offer.task_id), "completed"))
+    assert (await hub.service.get_task(offer.task_id))["result"]["filename"] == "new"
+
+
+@pytest.mark.anyio
+async def test_network_failure_retries_then_fails(tmp_path: Path) -> None:
+    cfg = make_config(tmp_path)
+    cfg.retry.network_retries = 1
+    cfg.retry.backoff_initial_seconds = 0.05
+    async with make_hub(tmp_path, cfg) as hub:
+        agent = await hub.agent("a1")
+        path, _ = hub.file("n.bin", 1000)
+        await hub.service.create_part(path, account=None, title=None)
+        for attempt in (1, 2):
+            offer = await agent.recv("offer")
+            assert offer.attempt == attempt
+            await agent.send(result=pb.Result(task_id=offer.task_id, attempt=attempt,
+                                              success=False, error_kind="network",
+                                              error_message="reset"))
+        await wait_for(lambda: _is(_status(hub, offer.task_id), "failed"))
+        task = await hub.service.get_task(offer.task_id)
+        assert task["error_kind"] == "network" and task["retry_count"] == 1
+
+
+@pytest.mark.anyio
+async def test_risk_control_moves_to_another_agent(hub: Hub) -> None:
+    a = await hub.agent("a")
+    path, _ = hub.file("rk.bin", 1000)
+    await hub.service.create_part(path, account=None, title=None)
+    offer = await a.recv("offer")
+    b = await hub.agent("b")
+    await a.send(result=pb.Result(task_id=offer.task_id, attempt=1, success=False,
+                                  error_kind="risk_control", error_message="HTTP 406"))
+    offer2 = await b.recv("offer")
+    assert offer2.task_id == offer.task_id and offer2.attempt == 2
+
+
+@pytest.mark.anyio
+async def test_silent_agent_goes_offline(tmp_path: Path) -> None:
+    cfg = make_config(tmp_path)
+    cfg.heartbeat.interval_seconds = 0.2
+    cfg.heartbeat.offline_after_seconds = 0.6
+    async with make_hub(tmp_path, cfg) as hub:
+        agent = await hub.agent("a1")
+        await agent.wait_end(wait=5)
+        assert await agent_status(hub, "a1") == "offline"
+
+
+@pytest.mark.anyio
+async def test_token_refresh_before_expiry(tmp_path: Path) -> None:
+    cfg = make_config(tmp_path, )
+    cfg.token_ttl_seconds = 10  # margin max(5, 2.5) s: refresh due 5 s before expiry
+    now = [1_000_000.0]
+    tokens = TokenIssuer(b"k" * 40, ttl_seconds=10, clock=lambda: now[0])
+    async with make_hub(tmp_path, cfg, tokens=tokens) as hub:
+        hub.service.clock = lambda: now[0]
+        agent = await hub.agent("a1")
+        now[0] += 6
+        refresh = await agent.recv("token_refresh")
+        assert hub.service.verify_agent_token(refresh.token) == "a1"
+        assert refresh.expires_at == int(now[0]) + 10
