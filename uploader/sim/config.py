@@ -1,0 +1,96 @@
+"""Simulator settings: the shape of `GET|POST /_sim/config` and of `--config FILE`."""
+
+from __future__ import annotations
+
+import copy
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+from bupmesh.config import ConfigError, decode
+from uploader.sim.facts import DEFAULT_LINES
+
+NonNegative = Annotated[float, msgspec.Meta(ge=0)]
+Rate = Annotated[float, msgspec.Meta(ge=0, le=1)]
+Count = Annotated[int, msgspec.Meta(ge=0)]
+
+Op = Literal["preupload", "init", "put", "complete", "probe", "submit", "cover"]
+Action = Literal["status", "drop", "stall", "code"]
+
+
+class Strict(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    pass
+
+
+class RiskConfig(Strict):
+    preupload_budget: Count = 0  # successful preuploads per IP per window; 0 = unlimited
+    window_seconds: Annotated[float, msgspec.Meta(gt=0)] = 3600.0
+    always_406: list[str] = []  # 406 on preupload and on chunk PUTs from these IPs
+    code_601: list[str] = []  # JSON 601 on preupload, 21540 on submissions
+
+
+class FailRule(Strict):
+    """One deterministic fault, consumed by the next `count` matching requests."""
+
+    op: Op
+    action: Action = "status"
+    status: Annotated[int, msgspec.Meta(ge=100, le=599)] = 503
+    code: int = 601
+    seconds: NonNegative = 0.0  # stall length; 0 = stall until the client gives up
+    count: Annotated[int, msgspec.Meta(ge=1)] = 1
+    ip: str | None = None  # None = any source IP
+
+
+class FaultConfig(Strict):
+    status_5xx_rate: Rate = 0.0  # preupload/init/put/complete answered with a random 5xx
+    delay_seconds: NonNegative = 0.0  # added before answering preupload/init/put/complete
+    drop_put_rate: Rate = 0.0  # chunk PUTs whose connection is reset mid-body
+    bandwidth_bps: Count = 0  # body read cap for every source IP (bytes/s); 0 = none
+    bandwidth_bps_per_ip: dict[str, Count] = {}  # overrides bandwidth_bps for one IP
+    fail_next: list[FailRule] = []
+
+
+class LineConfig(Strict):
+    delay_seconds: NonNegative = 0.0  # added to this line's probe reply
+
+
+def _default_lines() -> dict[str, LineConfig]:
+    return {name: LineConfig() for name in DEFAULT_LINES}
+
+
+class SimConfig(Strict):
+    chunk_size: Annotated[int, msgspec.Meta(ge=1)] = 10 * 1024 * 1024
+    threads: Annotated[int, msgspec.Meta(ge=1)] = 3
+    session_ttl_seconds: Annotated[float, msgspec.Meta(gt=0)] = 86400.0
+    risk: RiskConfig = msgspec.field(default_factory=RiskConfig)
+    faults: FaultConfig = msgspec.field(default_factory=FaultConfig)
+    lines: dict[str, LineConfig] = msgspec.field(default_factory=_default_lines)
+    seed: int = 0
+
+
+class SimFileConfig(SimConfig):
+    """`bupmesh sim-bili --config FILE`: the simulator config plus where to listen."""
+
+    listen: str = "127.0.0.1:12390"
+
+
+def to_builtins(config: SimConfig) -> dict[str, Any]:
+    return msgspec.to_builtins(config)
+
+
+def deep_merge(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    """Mappings merge key by key; everything else (lists included) is replaced."""
+    merged = copy.deepcopy(base)
+    for key, value in changes.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def merge_config(current: SimConfig, changes: Any) -> SimConfig:
+    """Apply a `POST /_sim/config` body; raises ConfigError naming the bad key."""
+    if not isinstance(changes, dict):
+        raise ConfigError("(top level): expected a JSON object")
+    return decode(SimConfig, deep_merge(to_builtins(current), changes))
