@@ -1,0 +1,146 @@
+"""The task state machine, driven by events and a fake clock (no IO)."""
+
+from __future__ import annotations
+
+import pytest
+
+from hub.lifecycle import Lifecycle, Outcome, Policy, Status, TaskRecord
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def make(**policy: float) -> tuple[Lifecycle, Clock, TaskRecord]:
+    clock = Clock()
+    machine = Lifecycle(Policy(**policy), clock=clock)  # type: ignore[arg-type]
+    task = TaskRecord(task_id="t", part_id=1, file_path="/f", file_size=100, file_md5="m")
+    return machine, clock, task
+
+
+def test_happy_path() -> None:
+    m, clock, t = make()
+    assert m.can_offer(t, "a")
+    assert m.offer(t, "a") == 1 and t.status is Status.ASSIGNED
+    assert m.accepted(t, "a", 1) is Outcome.UPDATED and t.status is Status.UPLOADING
+    assert m.committed(t, "a", 1, 50, b"s") is Outcome.UPDATED and t.committed_offset == 50
+    assert m.progress(t, "a", 1, 60, 10.0, 4.0) is Outcome.UPDATED and t.uploaded_bytes == 60
+    clock.now += 5
+    out = m.result(t, "a", 1, success=True, filename="n1", biz_id=9)
+    assert out is Outcome.COMPLETED and t.status is Status.COMPLETED
+    assert (t.filename, t.biz_id, t.completed_at, t.uploaded_bytes) == ("n1", 9, 1005.0, 100)
+
+
+def test_fencing_other_agent_or_attempt_changes_nothing() -> None:
+    m, _, t = make()
+    m.offer(t, "a")
+    m.accepted(t, "a", 1)
+    m.agent_lost(t, "a")
+    m.offer(t, "b")  # attempt 2 at b
+    before = repr(t)
+    assert m.accepted(t, "a", 1) is Outcome.IGNORED
+    assert m.result(t, "a", 1, success=True, filename="x") is Outcome.IGNORED
+    assert m.result(t, "b", 1, success=True, filename="x") is Outcome.IGNORED
+    assert m.committed(t, "a", 2, 10, b"") is Outcome.IGNORED
+    assert m.progress(t, "a", 1, 10, 1, 1) is Outcome.IGNORED
+    assert m.rejected(t, "a", 1, "no") is Outcome.IGNORED
+    assert repr(t) == before
+
+
+def test_committed_never_moves_backwards() -> None:
+    m, _, t = make()
+    m.offer(t, "a")
+    m.accepted(t, "a", 1)
+    m.committed(t, "a", 1, 60, b"s1")
+    assert m.committed(t, "a", 1, 40, b"s0") is Outcome.IGNORED
+    assert m.committed(t, "a", 1, 101, b"x") is Outcome.IGNORED
+    assert t.committed_offset == 60 and t.resume_session == b"s1"
+
+
+def test_network_retries_with_backoff_then_fail() -> None:
+    m, clock, t = make(network_retries=2, backoff_initial=1, backoff_max=1.5)
+    for attempt, delay in ((1, 1.0), (2, 1.5)):
+        m.offer(t, "a")
+        out = m.result(t, "a", attempt, success=False, error_kind="network", error_message="x")
+        assert out is Outcome.REQUEUED and t.status is Status.PENDING
+        assert not m.can_offer(t, "a")  # backing off
+        clock.now += delay
+        assert m.can_offer(t, "a")
+    m.offer(t, "a")
+    assert m.result(t, "a", 3, success=False, error_kind="network") is Outcome.FAILED
+    assert t.error_kind == "network" and "3 tries" in (t.error_message or "")
+
+
+def test_risk_control_excludes_that_agent_for_cooldown() -> None:
+    m, clock, t = make(exclude_seconds=100)
+    m.offer(t, "a")
+    assert m.result(t, "a", 1, success=False, error_kind="risk_control") is Outcome.REQUEUED
+    assert not m.can_offer(t, "a") and m.can_offer(t, "b")
+    clock.now += 100
+    assert m.can_offer(t, "a")
+
+
+@pytest.mark.parametrize("kind", ["auth", "bad_request", "file", "whatever"])
+def test_permanent_errors_fail(kind: str) -> None:
+    m, _, t = make()
+    m.offer(t, "a")
+    assert m.result(t, "a", 1, success=False, error_kind=kind, error_message="m") is Outcome.FAILED
+    assert t.status is Status.FAILED and t.error_kind == kind
+
+
+def test_md5_mismatch_is_a_file_failure() -> None:
+    m, _, t = make()
+    m.offer(t, "a")
+    assert m.result(t, "a", 1, success=True, filename="n", md5_ok=False) is Outcome.FAILED
+    assert t.error_kind == "file" and t.filename is None
+
+
+def test_agent_lost_and_handed_back_requeue_keep_resume_point() -> None:
+    m, _, t = make()
+    m.offer(t, "a")
+    m.accepted(t, "a", 1)
+    m.committed(t, "a", 1, 70, b"sess")
+    assert m.agent_lost(t, "b") is Outcome.IGNORED
+    assert m.agent_lost(t, "a") is Outcome.REQUEUED
+    assert t.status is Status.PENDING and t.committed_offset == 70 and t.resume_session == b"sess"
+    m.offer(t, "b")
+    assert m.result(t, "b", 2, success=False, error_kind="agent") is Outcome.REQUEUED
+
+
+def test_cancel_from_any_live_state_and_terminal_is_final() -> None:
+    for setup in ("pending", "assigned", "uploading"):
+        m, _, t = make()
+        if setup != "pending":
+            m.offer(t, "a")
+        if setup == "uploading":
+            m.accepted(t, "a", 1)
+        assert m.cancel(t) is Outcome.CANCELLED and t.status is Status.CANCELLED
+        assert m.cancel(t) is Outcome.IGNORED
+        assert m.result(t, "a", 1, success=True, filename="late") is Outcome.IGNORED
+        assert t.status is Status.CANCELLED and t.filename is None
+
+
+def test_offer_timeout_and_pinning() -> None:
+    m, clock, t = make(offer_timeout=30)
+    t.pinned_agent = "b"
+    assert not m.can_offer(t, "a") and m.can_offer(t, "b")
+    m.offer(t, "b")
+    clock.now += 29
+    assert not m.offer_expired(t)
+    clock.now += 1
+    assert m.offer_expired(t)
+    m.agent_lost(t, "b", "offer timeout")
+    assert t.pinned_agent is None and m.can_offer(t, "a")  # a pin never means waiting forever
+
+
+def test_max_attempts_bounds_flapping() -> None:
+    m, _, t = make(max_attempts=3)
+    for _ in (1, 2):
+        m.offer(t, "a")
+        assert m.agent_lost(t, "a") is Outcome.REQUEUED
+    m.offer(t, "a")
+    assert m.agent_lost(t, "a") is Outcome.FAILED and t.status is Status.FAILED
