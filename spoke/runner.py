@@ -137,7 +137,9 @@ class TaskRunner:
     def accept(self) -> None:
         """Open the task's credit window and answer ``Accept``; call after :meth:`prepare`."""
         self.state.accept()
-        self.budget.open(self.task_id, need=self.size - self.resume_offset, min_window=self.min_window)
+        self.budget.open(
+            self.task_id, need=self.size - self.resume_offset, min_window=self.min_window
+        )
         self.source = StreamSource(
             size=self.size,
             start=self.resume_offset,
@@ -275,7 +277,12 @@ class TaskRunner:
     async def _upload(self) -> Any:
         assert self.credentials is not None and self.source is not None
         self._gate = ProgressGate(self.size, now=self._clock())
-        share = self.settings.buffer_bytes // self.settings.max_concurrent
+        # Threads from the window this task has now: alone it may use the whole budget;
+        # the budget, not the thread count, is what bounds memory when others arrive.
+        share = max(
+            self.budget.window(self.task_id),
+            self.settings.buffer_bytes // self.settings.max_concurrent,
+        )
         chunk = self.session.chunk_size if self.session else self.settings.chunk_size
         async with self._client_factory(
             self.credentials,

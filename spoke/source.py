@@ -19,6 +19,7 @@ from collections import deque
 from collections.abc import Callable
 
 import anyio
+import anyio.to_thread
 
 from protocol.credit import CreditBudget
 from uploader.errors import ErrorKind, UploadError
@@ -59,7 +60,12 @@ class StreamSource:
         self._discard_until = start  # bytes below this are dropped on arrival
         self._skips: list[tuple[int, int]] = []  # released-but-unread ranges ahead of _pos
         self._handed: dict[int, int] = {}  # offset -> length held by the uploader
+        # MD5 is fed as bytes leave the queue (read or discarded), in stream order; the
+        # reads hash in a worker thread (hashlib drops the GIL), so the event loop keeps
+        # moving frames meanwhile. _to_hash holds what left the queue but is not hashed yet.
         self._md5 = hashlib.md5()
+        self._to_hash: deque[bytes | memoryview] = deque()
+        self._hashing = False
         self._hub_md5: str | None = None
         self._failure: BaseException | None = None
         self._changed = anyio.Event()
@@ -77,7 +83,12 @@ class StreamSource:
 
     def md5(self) -> str:
         """MD5 of every byte received so far (what Result reports)."""
-        return self._md5.hexdigest()
+        if not self._hashing:
+            self._hash_pending()
+        digest = self._md5.copy()
+        for frame in self._frames:  # still queued: received but not yet read
+            digest.update(frame)
+        return digest.hexdigest()
 
     def feed(self, offset: int, data: bytes) -> None:
         """One ``Chunk``; raises :class:`StreamError` or ``CreditError`` on a violation."""
@@ -91,7 +102,6 @@ class StreamSource:
         if n == 0:
             return
         self._budget.on_received(self._key, n)  # raises if beyond credit
-        self._md5.update(data)
         self._end += n
         self._frames.append(memoryview(data))
         self._discard()
@@ -152,10 +162,17 @@ class StreamSource:
             self._raise_failure()
             await self._changed.wait()
         self._raise_failure()
-        if want_end == self.size:
-            self.verify()  # before the last bytes go out, so nothing corrupt is completed
         data = self._take(offset, want_end)
         self._handed[offset] = len(data)
+        self._to_hash.append(data)
+        self._hashing = True
+        try:
+            await anyio.to_thread.run_sync(self._hash_pending)
+        finally:
+            self._hashing = False
+            self._hash_pending()  # whatever was discarded meanwhile
+        if want_end == self.size:
+            self.verify()  # before the last bytes go out, so nothing corrupt is completed
         return data
 
     def release(self, offset: int, length: int) -> None:
@@ -197,17 +214,24 @@ class StreamSource:
             frame = self._frames[0]
             n = min(len(frame), limit - self._pos)
             if n == len(frame):
-                self._frames.popleft()
+                self._to_hash.append(self._frames.popleft())
             else:
+                self._to_hash.append(frame[:n])
                 self._frames[0] = frame[n:]
             self._pos += n
             freed += n
         if self._pos < self._discard_until and not self._frames:
             # Nothing queued: bytes up to _discard_until are dropped when they arrive.
             pass
+        if not self._hashing:
+            self._hash_pending()
         if freed:
             self._budget_release(freed)
             self._on_space()
+
+    def _hash_pending(self) -> None:
+        while self._to_hash:
+            self._md5.update(self._to_hash.popleft())
 
     def _take(self, offset: int, end: int) -> bytes:
         """Pop ``[offset, end)`` off the frame queue as one ``bytes`` (one copy)."""
