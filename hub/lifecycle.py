@@ -60,6 +60,8 @@ class TaskRecord:
     file_size: int
     file_md5: str
     account: str | None = None
+    # stat identity of the file when its MD5 was taken (dev:ino:size:mtime_ns:ctime_ns)
+    file_fingerprint: str = ""
     status: Status = Status.PENDING
     attempt: int = 0
     agent_id: str | None = None  # lease holder while assigned/uploading, last one after

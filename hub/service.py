@@ -34,6 +34,7 @@ from hub.lifecycle import Lifecycle, Outcome, Policy, Status, TaskRecord
 from hub.registry import AgentInfo, Registry
 from hub.scheduler import Candidate, Scheduler, make_scheduler
 from hub.store import Store
+from hub.transfer import fingerprint_of
 from protocol import mesh_pb2 as pb
 from protocol.credit import CreditError
 from protocol.tokens import TokenError, TokenIssuer
@@ -398,7 +399,8 @@ class HubService:
             await self._save(task, session.agent_id, "start",
                              f"attempt {task.attempt} accepted, streaming from byte {offset}",
                              ip=session.ip_address, part_state="uploading")
-        session.transfer.start(task.task_id, task.attempt, task.file_path, task.file_size, offset)
+        session.transfer.start(task.task_id, task.attempt, task.file_path, task.file_size, offset,
+                               known_md5=task.file_md5, fingerprint=task.file_fingerprint)
 
     async def _on_reject(self, session: AgentSession, task: TaskRecord, msg: pb.Reject) -> None:
         async with self._lock:
@@ -427,7 +429,7 @@ class HubService:
         md5_ok = False
         if stream is not None and stream.md5 is not None and msg.md5:
             md5_ok = hmac.compare_digest(stream.md5, msg.md5.lower())
-            if stream.start == 0 and stream.md5 != task.file_md5:
+            if stream.source_changed or (stream.start == 0 and stream.md5 != task.file_md5):
                 md5_ok = False  # the source changed since the part was created
         async with self._lock:
             outcome = self.lifecycle.result(
@@ -649,11 +651,15 @@ class HubService:
         if not isinstance(file_path, str) or not file_path.strip():
             raise BadRequest("file_path is required")
         try:
-            path, size, md5 = await anyio.to_thread.run_sync(_inspect_file, file_path)
+            path, size, md5, fingerprint = await anyio.to_thread.run_sync(
+                _inspect_file, file_path)
         except FileNotFoundError:
             raise NotFound(f"no such file: {file_path}") from None
         except IsADirectoryError:
             raise BadRequest(f"not a regular file: {file_path}") from None
+        except _StillChanging:
+            raise Conflict(f"{file_path} changed while being hashed; still being written?"
+                           ) from None
         except OSError as exc:
             raise BadRequest(f"cannot read {file_path}: {exc.strerror or exc}") from None
         if size == 0:
@@ -664,20 +670,24 @@ class HubService:
         except Exception as exc:
             raise NotFound(f"account: {exc}") from None
         part_id = await self.store.insert_part(
-            file_path=str(path), size=size, md5=md5, account=account, title=title
+            file_path=str(path), size=size, md5=md5, account=account, title=title,
+            fingerprint=fingerprint,
         )
         task_id = None
         if auto_upload:
-            task = await self._new_task(part_id, str(path), size, md5, account)
+            task = await self._new_task(part_id, str(path), size, md5, account,
+                                        fingerprint=fingerprint)
             task_id = task.task_id
         log.info("part %d created for %s (%d bytes)", part_id, path.name, size)
         return {"part_id": part_id, "task_id": task_id}
 
     async def _new_task(self, part_id: int, path: str, size: int, md5: str,
-                        account: str | None, pinned: str | None = None) -> TaskRecord:
+                        account: str | None, pinned: str | None = None,
+                        fingerprint: str = "") -> TaskRecord:
         task = TaskRecord(
             task_id=f"task-{uuid.uuid4().hex[:16]}", part_id=part_id, file_path=path,
             file_size=size, file_md5=md5, account=account, pinned_agent=pinned,
+            file_fingerprint=fingerprint,
             created_at=self.clock(),
         )
         async with self._lock:
@@ -711,7 +721,8 @@ class HubService:
         if part["state"] == "uploaded":
             raise Conflict(f"part {part_id} is already uploaded")
         task = await self._new_task(part["id"], part["file_path"], part["size"], part["md5"],
-                                    part["account"], pinned=agent_id)
+                                    part["account"], pinned=agent_id,
+                                    fingerprint=part.get("fingerprint") or "")
         return task.task_id
 
     async def cancel_task(self, task_id: str) -> None:
@@ -862,11 +873,16 @@ class HubService:
         return sorted(ips.values(), key=lambda e: e["ip_address"])
 
 
-def _inspect_file(file_path: str) -> tuple[Path, int, str]:
+class _StillChanging(Exception):
+    pass
+
+
+def _inspect_file(file_path: str) -> tuple[Path, int, str, str]:
     """Resolve, check and hash a part's file (blocking: runs in a worker thread)."""
     path = Path(file_path).expanduser().resolve(strict=True)
     if not path.is_file():
         raise IsADirectoryError(str(path))
+    before = fingerprint_of(path.stat())
     h = hashlib.md5()
     size = 0
     with open(path, "rb") as fh:
@@ -876,4 +892,6 @@ def _inspect_file(file_path: str) -> tuple[Path, int, str]:
                 break
             h.update(block)
             size += len(block)
-    return path, size, h.hexdigest()
+    if fingerprint_of(path.stat()) != before:
+        raise _StillChanging(str(path))
+    return path, size, h.hexdigest(), before

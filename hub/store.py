@@ -54,6 +54,7 @@ CREATE TABLE IF NOT EXISTS parts (
     file_path TEXT NOT NULL,
     size INTEGER NOT NULL,
     md5 TEXT NOT NULL,
+    fingerprint TEXT NOT NULL DEFAULT '',
     account TEXT,
     title TEXT,
     state TEXT NOT NULL,
@@ -69,6 +70,7 @@ CREATE TABLE IF NOT EXISTS agent_tasks (
     file_path TEXT NOT NULL,
     file_size INTEGER NOT NULL,
     file_md5 TEXT,
+    file_fingerprint TEXT NOT NULL DEFAULT '',
     status TEXT NOT NULL,
     progress REAL DEFAULT 0,
     upload_speed REAL DEFAULT 0,
@@ -240,15 +242,16 @@ class Store:
     # -- parts ----------------------------------------------------------------------------
 
     async def insert_part(
-        self, *, file_path: str, size: int, md5: str, account: str | None, title: str | None
+        self, *, file_path: str, size: int, md5: str, account: str | None, title: str | None,
+        fingerprint: str = "",
     ) -> int:
         now = self._clock()
 
         def q(c: sqlite3.Connection) -> int:
             cur = c.execute(
-                """INSERT INTO parts (file_path, size, md5, account, title, state, created_at)
-                   VALUES (?,?,?,?,?,?,?)""",
-                (file_path, size, md5, account, title, "new", now),
+                """INSERT INTO parts (file_path, size, md5, fingerprint, account, title, state,
+                   created_at) VALUES (?,?,?,?,?,?,?,?)""",
+                (file_path, size, md5, fingerprint, account, title, "new", now),
             )
             return int(cur.lastrowid)
 

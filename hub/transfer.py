@@ -6,7 +6,15 @@ offset in large blocks in a worker thread (prefetching a couple of blocks so
 disk and network overlap), hashed in that same thread (MD5 of exactly the bytes
 streamed this attempt, since reads and sends are both strictly sequential), and
 cut into ``Chunk`` frames of at most 1 MiB that never exceed the credit the agent
-granted (:class:`protocol.credit.CreditLedger`). ``next_message()`` serves tasks
+granted (:class:`protocol.credit.CreditLedger`).
+
+Hashing 1 GiB costs about a CPU-second, on a machine that may also run agents.
+When an attempt streams the whole file and the file still has the stat identity
+(device, inode, size, mtime, ctime) it had when its MD5 was taken at part
+creation, the bytes read are that file, so the hub reuses that MD5; any write to
+the file changes its ctime, and the identity is checked at the first and at the
+last read, so a change before or during streaming is caught (the first check
+falls back to hashing, the last marks the attempt's bytes as untrustworthy). ``next_message()`` serves tasks
 round-robin, one frame each, so a task waiting for credit or disk never stalls
 another. After the last byte comes ``EndOfData(md5)``.
 
@@ -48,6 +56,9 @@ class TaskStream:
     reading: bool = False
     hasher: Any = field(default_factory=hashlib.md5)
     md5: str | None = None  # set once EndOfData is queued
+    known_md5: str | None = None  # whole-file MD5 to reuse while the fingerprint holds
+    fingerprint: str = ""
+    source_changed: bool = False  # the file changed under us: its bytes prove nothing
     done: bool = False  # EndOfData sent
     stopped: bool = False
 
@@ -88,12 +99,15 @@ class Transfer:
 
     # -- events from the service ----------------------------------------------------------
 
-    def start(self, task_id: str, attempt: int, path: str, size: int, offset: int) -> None:
+    def start(self, task_id: str, attempt: int, path: str, size: int, offset: int, *,
+              known_md5: str | None = None, fingerprint: str = "") -> None:
         if not 0 <= offset <= size:
             raise ValueError(f"resume offset {offset} outside 0..{size}")
         self.stop(task_id)
         ts = TaskStream(task_id, attempt, path, size, start=offset, offset=offset,
                         read_offset=offset)
+        if offset == 0 and known_md5 and fingerprint and size > 0:
+            ts.known_md5, ts.fingerprint, ts.hasher = known_md5, fingerprint, None
         self.tasks[task_id] = ts
         self._order.append(task_id)
         self._fill(ts)
@@ -157,7 +171,7 @@ class Transfer:
         if ts.offset >= ts.size:
             if ts.reading:  # the hash is final only once the last read has returned
                 return None
-            ts.md5 = ts.hasher.hexdigest()
+            ts.md5 = ts.hasher.hexdigest() if ts.hasher is not None else ts.known_md5
             ts.done = True
             return pb.HubMessage(
                 end_of_data=pb.EndOfData(task_id=ts.task_id, attempt=ts.attempt, md5=ts.md5)
@@ -197,8 +211,7 @@ class Transfer:
     async def _read(self, ts: TaskStream) -> None:
         length = min(self.block_size, ts.size - ts.read_offset)
         try:
-            data = await anyio.to_thread.run_sync(_read_and_hash, ts.path, ts.read_offset,
-                                                  length, ts.hasher)
+            data = await anyio.to_thread.run_sync(_read_block, ts, ts.read_offset, length)
         except OSError as exc:
             ts.reading = False
             if not ts.stopped:
@@ -221,17 +234,28 @@ class Transfer:
         self.wake.set()
 
 
-def _read_and_hash(path: str, offset: int, length: int, hasher: Any) -> bytes:
-    """Read one block and feed it to the attempt's MD5 (both off the event loop)."""
-    fd = os.open(path, os.O_RDONLY)
+def fingerprint_of(st: os.stat_result) -> str:
+    """Stat identity of a file's content: any write changes ctime (and usually mtime)."""
+    return f"{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}"
+
+
+def _read_block(ts: TaskStream, offset: int, length: int) -> bytes:
+    """Read one block and account it in the attempt's MD5 (off the event loop)."""
+    fd = os.open(ts.path, os.O_RDONLY)
     try:
+        if ts.hasher is None and offset == 0 and fingerprint_of(os.fstat(fd)) != ts.fingerprint:
+            ts.hasher = hashlib.md5()  # changed since the part's MD5: hash what we send
         data = os.pread(fd, length, offset)
         while len(data) < length:
             more = os.pread(fd, length - len(data), offset + len(data))
             if not more:
                 break
             data += more
+        if ts.hasher is None and offset + length >= ts.size:
+            if fingerprint_of(os.fstat(fd)) != ts.fingerprint:
+                ts.source_changed = True
     finally:
         os.close(fd)
-    hasher.update(data)
+    if ts.hasher is not None:
+        ts.hasher.update(data)
     return data

@@ -536,3 +536,37 @@ async def test_token_refresh_before_expiry(tmp_path: Path) -> None:
         refresh = await agent.recv("token_refresh")
         assert hub.service.verify_agent_token(refresh.token) == "a1"
         assert refresh.expires_at == int(now[0]) + 10
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("when", ["before", "during"])
+async def test_source_changed_fails_with_kind_file(hub: Hub, when: str) -> None:
+    agent = await hub.agent("a1")
+    path, md5 = hub.file("chg.bin", 9 * MiB)
+    await hub.service.create_part(path, account=None, title=None)
+    offer = await agent.recv("offer")
+
+    def rewrite() -> None:
+        with open(path, "r+b") as fh:
+            fh.seek(5 * MiB)
+            fh.write(b"\0" * 10)
+
+    if when == "before":
+        rewrite()
+    await agent.send(accept=pb.Accept(task_id=offer.task_id, attempt=1))
+    await agent.send(credit=pb.Credit(task_id=offer.task_id, attempt=1, bytes=MiB))
+    await agent.recv("chunk")
+    if when == "during":
+        rewrite()  # before the read of the last block
+    await agent.send(credit=pb.Credit(task_id=offer.task_id, attempt=1, bytes=8 * MiB))
+    received = hashlib.md5()
+    while True:
+        msg = await agent.recv()
+        if msg.WhichOneof("kind") == "end_of_data":
+            break
+        received.update(msg.chunk.data)
+    # The agent faithfully reports what it got; the hub still refuses the result.
+    await agent.send(result=pb.Result(task_id=offer.task_id, attempt=1, success=True,
+                                      filename="n", md5=msg.end_of_data.md5))
+    await wait_for(lambda: _is(_status(hub, offer.task_id), "failed"))
+    assert (await hub.service.get_task(offer.task_id))["error_kind"] == "file"
