@@ -220,6 +220,8 @@ class Streamer:
             self.max_credit_open = max(self.max_credit_open, open_credit)
             assert open_credit <= self.budget, "agent granted more than its buffer budget"
             assert ledger.granted <= len(self.files[msg.credit.task_id])
+        elif kind == "reject":
+            raise AssertionError(f"unexpected reject: {msg.reject}")
         elif kind == "result":
             self.results[msg.result.task_id] = msg.result
             self.ledgers.pop(msg.result.task_id, None)
@@ -253,19 +255,19 @@ async def test_three_tasks_interleave_within_credit_to_the_simulator(
     servicer, address = hub
     sim.config(chunk_size=1 * MiB, threads=2)
     rng = random.Random(3)
-    files = {f"t{i}": rng.randbytes(size) for i, size in enumerate([3 * MiB + 17, 5 * MiB, 7])}
-    agent = Agent(settings(address))
+    files = {f"t{i}": rng.randbytes(size) for i, size in enumerate([3 * MiB + 17, 5 * MiB, 7, 0])}
+    agent = Agent(settings(address, max_concurrent=4))
     async with anyio.create_task_group() as tg:
         tg.start_soon(agent.run)
         session = await asyncio.wait_for(servicer.sessions.get(), 10)
         assert session.hello.agent_id == "agent-t" and session.hello.ip_address == "127.0.0.2"
         assert session.hello.capabilities.buffer_bytes == 4 * MiB
         (reg,) = servicer.registrations
-        assert reg.psk == PSK and reg.capabilities.max_concurrent_uploads == 3
+        assert reg.psk == PSK and reg.capabilities.max_concurrent_uploads == 4
         streamer = Streamer(session, budget=4 * MiB)
         for task_id, data in files.items():
             streamer.offer(offer(task_id, data, sim), data)
-        await streamer.run_until(lambda: len(streamer.results) == 3)
+        await streamer.run_until(lambda: len(streamer.results) == len(files))
         # status query while idle
         session.send(status_query=pb.StatusQuery(query_id="q1"))
         reply = await session.expect("status_reply")
