@@ -79,6 +79,7 @@ class FakeHub(pb_grpc.AgentLinkServicer):
         self.register_calls: asyncio.Queue[pb.RegisterRequest] = asyncio.Queue()
         self.sessions: asyncio.Queue[FakeSession] = asyncio.Queue()
         self.connects = 0
+        self.tokens: list[str] = []
 
     async def Register(self, request: pb.RegisterRequest, context: Any) -> pb.RegisterResponse:
         self.registrations.append(request)
@@ -95,6 +96,7 @@ class FakeHub(pb_grpc.AgentLinkServicer):
         if not metadata.get("authorization", "").startswith("Bearer jwt-"):
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, "no token")
         self.connects += 1
+        self.tokens.append(metadata["authorization"].removeprefix("Bearer "))
         session = FakeSession()
 
         async def pump() -> None:
@@ -175,6 +177,7 @@ class Streamer:
         self.corrupt = corrupt
         self.max_credit_open = 0
         self.ended: set[str] = set()
+        self.stop_at: dict[str, int] = {}  # task -> stream no further than this offset
 
     def offer(self, o: pb.Offer, data: bytes) -> None:
         self.files[o.task_id] = data
@@ -184,8 +187,9 @@ class Streamer:
     def _pump(self) -> None:
         for task_id, ledger in self.ledgers.items():
             data = self.files[task_id]
-            while self.pos[task_id] < len(data):
-                n = min(ledger.sendable(MAX_FRAME), len(data) - self.pos[task_id])
+            end = min(len(data), self.stop_at.get(task_id, len(data)))
+            while self.pos[task_id] < end:
+                n = min(ledger.sendable(MAX_FRAME), end - self.pos[task_id])
                 if n <= 0:
                     break
                 start = self.pos[task_id]
@@ -342,6 +346,47 @@ async def test_md5_mismatch_is_a_file_error_and_nothing_completes(
 
 
 @pytest.mark.anyio
+async def test_resume_continues_the_same_upos_upload_from_the_committed_part(
+    hub: tuple[FakeHub, str], sim: SimServer
+) -> None:
+    servicer, address = hub
+    sim.config(chunk_size=1 * MiB)
+    data = random.Random(8).randbytes(5 * MiB + 123)
+    agent = Agent(settings(address))
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(agent.run)
+        session = await asyncio.wait_for(servicer.sessions.get(), 10)
+        first = Streamer(session, budget=4 * MiB)
+        first.stop_at["r"] = 2 * MiB  # the hub "dies" after two parts' worth
+        first.offer(offer("r", data, sim, attempt=1), data)
+
+        def committed_two() -> bool:
+            return any(m.WhichOneof("kind") == "committed" and m.committed.offset == 2 * MiB
+                       for m in first.messages)
+
+        await first.run_until(committed_two)
+        saved = [m.committed for m in first.messages if m.WhichOneof("kind") == "committed"][-1]
+        session.send(cancel=pb.Cancel(task_id="r", attempt=1))
+        await first.run_until(lambda: "r" in first.results, limit=5)
+        assert first.results["r"].error_kind == "cancelled"
+        # attempt 2 resumes the same upos upload from the first missing part
+        second = Streamer(session, budget=4 * MiB)
+        second.offer(offer("r", data, sim, attempt=2, resume_session=saved.session,
+                           resume_offset=saved.offset), data)
+        await second.run_until(lambda: "r" in second.results)
+        agent.stop()
+    accept = next(m.accept for m in second.messages if m.WhichOneof("kind") == "accept")
+    assert accept.resume_offset == 2 * MiB
+    result = second.results["r"]
+    assert result.success, result
+    assert result.md5 == hashlib.md5(data[2 * MiB :]).hexdigest()  # bytes of this attempt
+    (upload,) = sim.uploads()
+    assert upload["md5"] == hashlib.md5(data).hexdigest() and upload["size"] == len(data)
+    puts = [r for r in sim.requests() if r["op"] == "put" and r["status"] == 200]
+    assert len(puts) == 6  # parts 1-2 once, 3-6 once: nothing sent twice
+
+
+@pytest.mark.anyio
 async def test_offers_beyond_slots_or_with_bad_credentials_or_while_draining(
     hub: tuple[FakeHub, str], sim: SimServer
 ) -> None:
@@ -384,23 +429,33 @@ async def test_offers_beyond_slots_or_with_bad_credentials_or_while_draining(
 
 @pytest.mark.anyio
 async def test_reconnects_with_backoff_after_the_hub_drops_the_stream(
-    hub: tuple[FakeHub, str]
+    hub: tuple[FakeHub, str], sim: SimServer
 ) -> None:
     servicer, address = hub
+    stall = {"action": "stall", "seconds": 30, "count": 10}
+    sim.config(faults={"fail_next": [{"op": "probe", **stall}, {"op": "preupload", **stall}]})
+    servicer.heartbeat = 1
     agent = Agent(settings(address), backoff=Backoff(0.05, 0.2, random.Random(1)))
     async with anyio.create_task_group() as tg:
         tg.start_soon(agent.run)
         first = await asyncio.wait_for(servicer.sessions.get(), 10)
         data = bytes(2 * MiB)
-        first.send(offer=offer("r1", data, None))
+        first.send(offer=offer("r1", data, sim))
         await first.expect("accept")
+        first.send(token_refresh=pb.TokenRefresh(token="jwt-refreshed",
+                                                 expires_at=int(time.time()) + 3600))
+        first.send(status_query=pb.StatusQuery(query_id="before-drop"))
+        await first.expect("status_reply")  # the refresh (sent before it) was handled
         first.end()  # the hub drops the stream mid-task
         second = await asyncio.wait_for(servicer.sessions.get(), 10)
         assert second.hello.agent_id == "agent-t"
         assert list(second.hello.held_tasks) == []  # the attempt was abandoned, not completed
         assert servicer.connects == 2
         assert len(servicer.registrations) == 1  # the JWT was still valid: no second Register
+        assert servicer.tokens == ["jwt-agent-t", "jwt-refreshed"]  # the refreshed one
         assert not agent.runners and agent.budget.outstanding == 0
+        beat = (await second.expect("heartbeat", limit=3)).heartbeat  # at the hub's 1 s interval
+        assert beat.status == "online" and beat.free_slots == 3 and beat.memory_mb > 0
         agent.stop()
 
 
