@@ -131,6 +131,7 @@ class Agent:
         self._token: str | None = None
         self._token_expires = 0.0
         self._session: _Session | None = None
+        self._connect_scope: anyio.CancelScope | None = None
         self._space = anyio.Event()
         self._stopping = False  # SIGTERM: drain and exit
         self._draining = False  # no new offers
@@ -166,6 +167,8 @@ class Agent:
         self._stop_event.set()
         session = self._session
         if session is None:
+            if self._connect_scope is not None:  # still dialling or registering: give up now
+                self._connect_scope.cancel()
             return
         self.log.info("draining: %d task(s) running", len(self.runners))
         self._send(pb.AgentMessage(heartbeat=self._heartbeat()))
@@ -183,6 +186,7 @@ class Agent:
         channel = make_channel(self.settings)
         try:
             async with anyio.create_task_group() as tg:
+                self._connect_scope = tg.cancel_scope
 
                 async def body() -> None:
                     nonlocal welcomed
@@ -193,6 +197,7 @@ class Agent:
             self.log.warning("link error: %s", _describe(exc))
         finally:
             self._session = None
+            self._connect_scope = None
             self.connected = anyio.Event()
             with anyio.CancelScope(shield=True):
                 await channel.close(grace=None)
@@ -324,6 +329,8 @@ class Agent:
     def _send(self, message: pb.AgentMessage) -> None:
         session = self._session
         if session is None:
+            if self._connect_scope is not None:  # still dialling or registering: give up now
+                self._connect_scope.cancel()
             return  # the stream is gone; the hub learns of it from the disconnect
         try:
             session.send_stream.send_nowait(message)

@@ -13,6 +13,7 @@ import hashlib
 import os
 import random
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import AsyncIterator
@@ -529,6 +530,60 @@ async def test_sigterm_drains_hands_back_and_exits_zero(
         assert not [r for r in sim.requests() if r["op"] == "complete"]
         text = (tmp_path / "agent.log").read_text()
         assert PSK not in text and "jwt-" not in text and "SESSDATA" not in text
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+
+
+@pytest.mark.anyio
+async def test_multi_agent_file_runs_every_agent_in_one_process(
+    hub: tuple[FakeHub, str], tmp_path: Path
+) -> None:
+    servicer, address = hub
+    config = tmp_path / "agents.yml"
+    config.write_text(
+        "agents:\n"
+        f"  - {{id: m1, name: M1, server_url: '{address}', token: {PSK}, insecure: true,"
+        " source_ip: 127.0.0.2, buffer_size_mb: 32, tags: {region: a}}\n"
+        f"  - {{id: m2, name: M2, server_url: '{address}', token: {PSK}, insecure: true,"
+        " source_ip: 127.0.0.3, max_concurrent: 1}\n"
+    )
+    proc = spawn_agent(tmp_path, "--config", str(config))
+    try:
+        hellos = [(await asyncio.wait_for(servicer.sessions.get(), 30)).hello for _ in range(2)]
+        by_id = {h.agent_id: h for h in hellos}
+        assert set(by_id) == {"m1", "m2"}
+        assert by_id["m1"].ip_address == "127.0.0.2" and by_id["m2"].ip_address == "127.0.0.3"
+        assert by_id["m1"].capabilities.buffer_bytes == 32 * MiB
+        assert by_id["m2"].capabilities.max_concurrent_uploads == 1
+        assert dict(by_id["m1"].tags) == {"region": "a"}
+        proc.send_signal(signal.SIGTERM)
+        assert await anyio.to_thread.run_sync(proc.wait, 15) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+
+
+@pytest.mark.anyio
+async def test_sigterm_while_the_hub_is_unreachable_exits_promptly(tmp_path: Path) -> None:
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = spawn_agent(tmp_path, "--server-url", f"127.0.0.1:{port}", "--agent-id", "lonely",
+                       "--token", PSK, "--insecure")
+    try:
+        log = tmp_path / "agent.log"
+        with anyio.fail_after(30):
+            while "UNAVAILABLE" not in log.read_text():  # noqa: ASYNC110 - bounded poll of a log
+                assert proc.poll() is None, log.read_text()
+                await anyio.sleep(0.05)
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        assert await anyio.to_thread.run_sync(proc.wait, 10) == 0
+        assert time.monotonic() - started < 5
+        assert PSK not in log.read_text()
     finally:
         if proc.poll() is None:
             proc.kill()
