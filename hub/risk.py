@@ -50,6 +50,7 @@ class RiskRules:
     Bilibili throttles for "hours", so an IP that is hit again right after its
     cooldown was cooled too briefly. ``record_half_life_seconds``: how fast a past
     event stops counting against an IP in :meth:`RiskLedger.score`.
+    ``rate_evidence_seconds``: see :meth:`RiskLedger.learned_hourly_cap`.
     """
 
     min_interval_seconds: float = 300.0
@@ -60,6 +61,7 @@ class RiskRules:
     cooldown_max_seconds: float = DAY
     strike_memory_seconds: float = DAY
     record_half_life_seconds: float = DAY
+    rate_evidence_seconds: float = 7 * DAY  # how long a 406 teaches the adaptive cap
     idle_cap_seconds: float = DAY  # idleness beyond this earns no extra preference
 
     @classmethod
@@ -80,6 +82,8 @@ class RiskEvent:
     agent_id: str
     kind: str  # e.g. "406", "601", "risk_control"
     strike: bool  # False when it arrived during an ongoing cooldown (same episode)
+    starts_last_hour: int = 0  # uploads the IP started in the hour up to the event
+    evidence: bool = False  # first strike of a clean IP: tells us Bilibili's hourly rate
 
 
 @dataclass
@@ -137,10 +141,15 @@ class RiskLedger:
         """
         rec = self._record(ip)
         rec.agents.add(agent_id)
+        self._prune(rec, now)
+        started = len(rec.starts)
         if rec.disabled or self._cooling(rec, now):
-            self._add_event(rec, RiskEvent(now, agent_id, str(kind), strike=False))
+            self._add_event(rec, RiskEvent(now, agent_id, str(kind), False, started))
             return
-        self._add_event(rec, RiskEvent(now, agent_id, str(kind), strike=True))
+        # Only a clean IP's first strike measures the rate limit: a later one may just
+        # be the same throttle outlasting our cooldown. One start says nothing of rate.
+        evidence = self._recent_strikes(rec, now) == 0 and started >= 2
+        self._add_event(rec, RiskEvent(now, agent_id, str(kind), True, started, evidence))
         strikes = self._recent_strikes(rec, now)
         r = self.rules
         if r.disable_after_events > 0 and strikes >= r.disable_after_events:
@@ -167,16 +176,23 @@ class RiskLedger:
     # -- queries --------------------------------------------------------------------------
 
     def is_fit(
-        self, ip: str, now: float, *, force: bool = False, resuming: bool = False
+        self,
+        ip: str,
+        now: float,
+        *,
+        force: bool = False,
+        resuming: bool = False,
+        adaptive: bool = False,
     ) -> tuple[bool, str]:
         """Whether an upload may start from ``ip`` now, and why not.
 
         ``force`` (a manual assignment with force) overrides cooldown, interval
         and cap, never a disabled IP: that one needs an admin's re-enable.
         ``resuming`` (a retry continuing the same Bilibili session, so no new
-        preupload) overrides interval and cap only.
+        preupload) overrides interval and cap only. ``adaptive`` also applies
+        :meth:`learned_hourly_cap` when it is lower than the configured cap.
         """
-        state, reason = self._state(ip, now)
+        state, reason = self._state(ip, now, adaptive=adaptive)
         if state == OK:
             return True, "ok"
         if force and state != DISABLED:
@@ -185,11 +201,39 @@ class RiskLedger:
             return True, f"resuming despite: {reason}"
         return False, reason
 
-    def state(self, ip: str, now: float) -> str:
+    def state(self, ip: str, now: float, *, adaptive: bool = False) -> str:
         """``ok | resting | capped | cooling | disabled``."""
-        return self._state(ip, now)[0]
+        return self._state(ip, now, adaptive=adaptive)[0]
 
-    def next_fit_at(self, ip: str, now: float) -> float | None:
+    def learned_hourly_cap(self, now: float) -> int | None:
+        """The hourly rate Bilibili has shown it tolerates, learned from 406s (``None``: no data).
+
+        Bilibili does not publish its limit and the configured cap is a guess.
+        When a clean IP gets its first 406 after starting ``n`` uploads within
+        an hour, ``n - 1`` per hour is the best evidence of the real limit, and
+        it very likely holds for every IP (same rule on Bilibili's side). The
+        lowest such figure seen in ``rate_evidence_seconds`` is the estimate;
+        older evidence expires so a one-off cannot pin the mesh down forever.
+        """
+        horizon = now - self.rules.rate_evidence_seconds
+        caps = [
+            max(1, e.starts_last_hour - 1)
+            for rec in self._ips.values()
+            for e in rec.events
+            if e.evidence and e.time > horizon
+        ]
+        return min(caps) if caps else None
+
+    def hourly_cap(self, now: float, *, adaptive: bool = False) -> int:
+        """The cap in force: the configured one, or the learned one when lower (``adaptive``)."""
+        cap = self.rules.max_uploads_per_hour
+        if adaptive:
+            learned = self.learned_hourly_cap(now)
+            if learned is not None and (cap <= 0 or learned < cap):
+                cap = learned
+        return cap
+
+    def next_fit_at(self, ip: str, now: float, *, adaptive: bool = False) -> float | None:
         """Earliest time ``ip`` becomes fit if nothing else happens (``None``: disabled)."""
         rec = self._ips.get(ip)
         if rec is None:
@@ -203,7 +247,7 @@ class RiskLedger:
             t = max(t, rec.cooldown_until)
         if rec.last_start is not None:
             t = max(t, rec.last_start + r.min_interval_seconds)
-        cap = r.max_uploads_per_hour
+        cap = self.hourly_cap(now, adaptive=adaptive)
         if cap > 0 and len(rec.starts) >= cap:
             # the window must drop enough starts to get below the cap
             t = max(t, rec.starts[len(rec.starts) - cap] + HOUR)
@@ -251,6 +295,7 @@ class RiskLedger:
     def describe(self, now: float) -> list[dict[str, Any]]:
         """Rows for ``GET /api/manage/ips``, one per known IP, sorted by IP."""
         rows = []
+        learned = self.learned_hourly_cap(now)
         for ip in self.known_ips():
             rec = self._ips[ip]
             state, reason = self._state(ip, now)
@@ -263,10 +308,7 @@ class RiskLedger:
                     "uploads_last_hour": self.uploads_last_hour(ip, now),
                     "uploads_ok": rec.uploads_ok,
                     "uploads_failed": rec.uploads_failed,
-                    "events": [
-                        {"time": e.time, "agent_id": e.agent_id, "kind": e.kind, "strike": e.strike}
-                        for e in rec.events
-                    ],
+                    "events": [_event_dict(e) for e in rec.events],
                     "strikes": self._recent_strikes(rec, now),
                     "cooldown_until": rec.cooldown_until if self._cooling(rec, now) else None,
                     "disabled": rec.disabled,
@@ -274,6 +316,7 @@ class RiskLedger:
                     "score": round(self.score(ip, now), 1),
                     "state": state,
                     "reason": reason,
+                    "learned_hourly_cap": learned,
                 }
             )
         return rows
@@ -292,10 +335,7 @@ class RiskLedger:
                     "starts": list(rec.starts),
                     "uploads_ok": rec.uploads_ok,
                     "uploads_failed": rec.uploads_failed,
-                    "events": [
-                        {"time": e.time, "agent_id": e.agent_id, "kind": e.kind, "strike": e.strike}
-                        for e in rec.events
-                    ],
+                    "events": [_event_dict(e) for e in rec.events],
                     "cooldown_until": rec.cooldown_until,
                     "disabled": rec.disabled,
                     "disabled_at": rec.disabled_at,
@@ -320,8 +360,14 @@ class RiskLedger:
                 uploads_ok=int(d.get("uploads_ok", 0)),
                 uploads_failed=int(d.get("uploads_failed", 0)),
                 events=[
-                    RiskEvent(float(e["time"]), str(e["agent_id"]), str(e["kind"]),
-                              bool(e.get("strike", True)))
+                    RiskEvent(
+                        float(e["time"]),
+                        str(e["agent_id"]),
+                        str(e["kind"]),
+                        bool(e.get("strike", True)),
+                        int(e.get("starts_last_hour", 0)),
+                        bool(e.get("evidence", False)),
+                    )
                     for e in d.get("events", ())
                 ],
                 cooldown_until=d.get("cooldown_until"),
@@ -366,7 +412,7 @@ class RiskLedger:
         if len(rec.events) > _MAX_EVENTS_KEPT:
             del rec.events[: len(rec.events) - _MAX_EVENTS_KEPT]
 
-    def _state(self, ip: str, now: float) -> tuple[str, str]:
+    def _state(self, ip: str, now: float, *, adaptive: bool = False) -> tuple[str, str]:
         rec = self._ips.get(ip)
         if rec is None:
             return OK, "ok"
@@ -379,8 +425,13 @@ class RiskLedger:
             return COOLING, f"cooling down after a risk event ({left:.0f} s left)"
         self._prune(rec, now)
         r = self.rules
-        if r.max_uploads_per_hour > 0 and len(rec.starts) >= r.max_uploads_per_hour:
-            return CAPPED, f"hourly cap: {len(rec.starts)} uploads started in the last hour"
+        cap = self.hourly_cap(now, adaptive=adaptive)
+        if cap > 0 and len(rec.starts) >= cap:
+            which = "learned" if cap < r.max_uploads_per_hour or r.max_uploads_per_hour <= 0 else ""
+            return CAPPED, (
+                f"hourly cap{' (' + which + ')' if which else ''}: "
+                f"{len(rec.starts)} uploads started in the last hour"
+            )
         if rec.last_start is not None and now - rec.last_start < r.min_interval_seconds:
             ago = now - rec.last_start
             return RESTING, (
@@ -388,3 +439,14 @@ class RiskLedger:
                 f"(< {r.min_interval_seconds:.0f} s)"
             )
         return OK, "ok"
+
+
+def _event_dict(e: RiskEvent) -> dict[str, Any]:
+    return {
+        "time": e.time,
+        "agent_id": e.agent_id,
+        "kind": e.kind,
+        "strike": e.strike,
+        "starts_last_hour": e.starts_last_hour,
+        "evidence": e.evidence,
+    }

@@ -23,7 +23,10 @@ The strategies then only *rank* the eligible agents:
 ``weighted_round_robin`` smooth weighted round robin by ``bandwidth_mbps``.
 ``ip_diversity``         spread over IPs: an IP with no upload running first,
                          then the ledger's score (least recently used, fewest
-                         uploads this hour, cleanest record), then bandwidth.
+                         uploads this hour, cleanest record), then bandwidth;
+                         and hold every IP to the hourly rate Bilibili has
+                         shown it tolerates (``adaptive``: the ledger's
+                         learned cap, when below the configured one).
 ``locality``             agents that can read the file themselves, then tag
                          matches (e.g. region), then ``ip_diversity``'s order.
 
@@ -95,6 +98,7 @@ class PartView:
 
 class Strategy(Protocol):
     name: str
+    adaptive: bool  # holds IPs to the hourly rate learned from 406s, not only the config
 
     def choose(
         self, part: PartView, agents: Sequence[AgentView], ledger: RiskLedger, now: float
@@ -106,10 +110,14 @@ def eligible(
     agents: Sequence[AgentView],
     ledger: RiskLedger | None,
     now: float,
+    *,
+    adaptive: bool = False,
 ) -> list[AgentView]:
     """Agents that may take ``part`` now, by the rules every strategy shares.
 
     ``ledger=None`` skips the risk checks (the single-IP baseline only).
+    ``adaptive``: also hold to the hourly rate learned from 406s
+    (:meth:`RiskLedger.learned_hourly_cap`).
     """
     out = []
     for a in agents:
@@ -119,14 +127,19 @@ def eligible(
             continue
         if a.agent_id in part.excluded_agents or a.ip in part.excluded_ips:
             continue
-        if ledger is not None and not _fit(part, a, ledger, now)[0]:
+        if ledger is not None and not _fit(part, a, ledger, now, adaptive)[0]:
             continue
         out.append(a)
     return out
 
 
 def why_not(
-    part: PartView, agents: Sequence[AgentView], ledger: RiskLedger, now: float
+    part: PartView,
+    agents: Sequence[AgentView],
+    ledger: RiskLedger,
+    now: float,
+    *,
+    adaptive: bool = False,
 ) -> dict[str, str]:
     """For the admin UI and logs: why each agent cannot take ``part`` now ("" = it can)."""
     reasons = {}
@@ -142,16 +155,39 @@ def why_not(
         elif a.ip in part.excluded_ips:
             reasons[a.agent_id] = f"IP {a.ip} excluded for this part"
         else:
-            fit, reason = _fit(part, a, ledger, now)
+            fit, reason = _fit(part, a, ledger, now, adaptive)
             reasons[a.agent_id] = "" if fit else f"IP {a.ip}: {reason}"
     return reasons
 
 
-def _fit(part: PartView, a: AgentView, ledger: RiskLedger, now: float) -> tuple[bool, str]:
+def _fit(
+    part: PartView, a: AgentView, ledger: RiskLedger, now: float, adaptive: bool
+) -> tuple[bool, str]:
     pinned_here = part.pinned_agent == a.agent_id
     return ledger.is_fit(
-        a.ip, now, force=part.force and pinned_here, resuming=part.resuming and pinned_here
+        a.ip,
+        now,
+        force=part.force and pinned_here,
+        resuming=part.resuming and pinned_here,
+        adaptive=adaptive,
     )
+
+
+def next_dispatch_at(
+    agents: Sequence[AgentView], ledger: RiskLedger, now: float, *, adaptive: bool = False
+) -> float | None:
+    """When the next usable agent's IP becomes fit (for the hub's wake-up timer).
+
+    ``None``: no usable agent has a free slot or every such IP is disabled;
+    a finishing upload or a new agent is then what changes things.
+    """
+    times = [
+        t
+        for a in agents
+        if a.status in USABLE_STATUSES and a.free_slots > 0
+        and (t := ledger.next_fit_at(a.ip, now, adaptive=adaptive)) is not None
+    ]
+    return min(times) if times else None
 
 
 def _ip_load(agents: Sequence[AgentView]) -> dict[str, int]:
@@ -166,6 +202,7 @@ class RoundRobin:
     """Next agent by id after the one chosen last; robust to agents coming and going."""
 
     name = "round_robin"
+    adaptive = False
 
     def __init__(self) -> None:
         self._last: str | None = None
@@ -187,6 +224,7 @@ class LeastConnections:
     """Fewest uploads running, relative to capacity; ties go to the least recently chosen."""
 
     name = "least_connections"
+    adaptive = False
 
     def __init__(self) -> None:
         self._seq = 0
@@ -222,6 +260,7 @@ class WeightedRoundRobin:
     """
 
     name = "weighted_round_robin"
+    adaptive = False
 
     def __init__(self) -> None:
         self._credit: dict[str, float] = {}
@@ -266,11 +305,12 @@ class IPDiversity:
     """Spread uploads over IPs by the risk ledger's record (see :func:`diversity_key`)."""
 
     name = "ip_diversity"
+    adaptive = True
 
     def choose(
         self, part: PartView, agents: Sequence[AgentView], ledger: RiskLedger, now: float
     ) -> AgentView | None:
-        cands = eligible(part, agents, ledger, now)
+        cands = eligible(part, agents, ledger, now, adaptive=self.adaptive)
         if not cands:
             return None
         key = diversity_key(agents, ledger, now)
@@ -286,11 +326,12 @@ class Locality:
     """
 
     name = "locality"
+    adaptive = True
 
     def choose(
         self, part: PartView, agents: Sequence[AgentView], ledger: RiskLedger, now: float
     ) -> AgentView | None:
-        cands = eligible(part, agents, ledger, now)
+        cands = eligible(part, agents, ledger, now, adaptive=self.adaptive)
         if not cands:
             return None
         key = diversity_key(agents, ledger, now)
@@ -311,6 +352,7 @@ class SingleIP:
     """
 
     name = "single_ip"
+    adaptive = False
 
     def __init__(self, agent_id: str) -> None:
         self.agent_id = agent_id
