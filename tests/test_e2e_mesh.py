@@ -7,6 +7,7 @@ simulator: the MD5 it computed over what arrived must equal the source file's.
 
 from __future__ import annotations
 
+import ssl
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -42,7 +43,7 @@ def sim_config(mesh: LocalMesh, **changes: object) -> None:
 def test_ten_parts_arrive_byte_exact_spread_over_three_ips(mesh: LocalMesh, tmp_path: Path) -> None:
     # A per-IP cap keeps every agent busy long enough that all three get work.
     sim_config(mesh, faults={"bandwidth_bps": 40 * MiB})
-    sizes = [0, 1, 3 * MiB, 10 * MiB, 10 * MiB + 1, 17 * MiB, 24 * MiB, 5 * MiB - 7, 31 * MiB, 12 * MiB]
+    sizes = [2, 1, 3 * MiB, 10 * MiB, 10 * MiB + 1, 17 * MiB, 24 * MiB, 5 * MiB - 7, 31 * MiB, 12 * MiB]
     expected: dict[str, str] = {}
     for index, size in enumerate(sizes):
         path = tmp_path / f"part{index}.flv"
@@ -148,7 +149,7 @@ def test_tls_mesh_uploads_byte_exact(tmp_path: Path) -> None:
         local.start_sim()
         local.start_hub(tls=(str(cert_file), str(key_file)))
         local.start_agent(1, ca_file=str(ca_file))
-        verify = str(ca_file)
+        verify = ssl.create_default_context(cafile=str(ca_file))
         local.wait_agents_online(1, verify=verify)
         local.add_account("main", verify=verify)
         path = tmp_path / "tls.flv"
