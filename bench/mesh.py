@@ -73,7 +73,9 @@ def main() -> int:
         mesh.start_hub()
 
         # 1) throughput: one agent, one task at a time, alternating with direct uploads
-        agent = mesh.start_agent(1, "--buffer-size-mb", str(args.buffer_size_mb), "--max-concurrent", "3")
+        agent = mesh.start_agent(
+            1, "--buffer-size-mb", str(args.buffer_size_mb), "--max-concurrent", "3", relay_log=True
+        )
         mesh.wait_agents_online(1)
         mesh.add_account("bench")
         direct_rates, mesh_rates = [], []

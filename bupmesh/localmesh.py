@@ -14,6 +14,7 @@ import secrets
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -93,14 +94,22 @@ class LocalMesh:
 
     # ------------------------------------------------------------- processes
 
-    def spawn(self, name: str, argv: Sequence[str]) -> Process:
+    def spawn(self, name: str, argv: Sequence[str], *, relay_log: bool = False) -> Process:
+        """Start a process logging to ``<workdir>/<name>.log``.
+
+        With ``relay_log`` the process writes its log into a pipe and this
+        process copies it to the file, so the child itself writes nothing to
+        disk (what /proc/PID/io counts when a benchmark checks an agent).
+        """
         log_path = self.workdir / f"{name}.log"
         log = open(log_path, "ab")  # noqa: SIM115 - owned by Process
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.extra_env}
         popen = subprocess.Popen(
-            list(argv), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            cwd=self.workdir, env=env,
+            list(argv), stdout=subprocess.PIPE if relay_log else log, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, cwd=self.workdir, env=env,
         )
+        if relay_log:
+            threading.Thread(target=_relay, args=(popen.stdout, log), daemon=True).start()
         process = Process(name=name, popen=popen, log_path=log_path, _log=log)
         self.processes.append(process)
         return process
@@ -137,7 +146,8 @@ class LocalMesh:
         return process
 
     def start_agent(self, index: int, *extra: str, ca_file: str | None = None,
-                    agent_id: str | None = None, token: str | None = None) -> Process:
+                    agent_id: str | None = None, token: str | None = None,
+                    relay_log: bool = False) -> Process:
         """Agent ``index`` (1-based) binds its Bilibili traffic to 127.0.0.<index+1>."""
         agent_id = agent_id or f"agent-{index}"
         argv = [
@@ -146,7 +156,7 @@ class LocalMesh:
             "--source-ip", f"127.0.0.{index + 1}",
         ]
         argv += ["--ca-file", ca_file] if ca_file else ["--insecure"]
-        return self.spawn(f"agent-{index}", bupmesh_argv(*argv, *extra))
+        return self.spawn(f"agent-{index}", bupmesh_argv(*argv, *extra), relay_log=relay_log)
 
     def _wait_http(self, url: str, process: Process, timeout: float = 30.0, verify: bool = True) -> None:
         deadline = time.monotonic() + timeout
@@ -212,6 +222,12 @@ class LocalMesh:
 
     def sim_uploads(self) -> list[dict]:
         return self.sim("GET", "/_sim/uploads")["uploads"]
+
+
+def _relay(source: IO[bytes], sink: IO[bytes]) -> None:
+    for line in iter(source.readline, b""):
+        sink.write(line)
+        sink.flush()
 
 
 def wait_for(condition: Callable[[], Any], timeout: float, what: str, interval: float = 0.1) -> Any:
