@@ -79,8 +79,10 @@ def _return_big_buffers_to_the_os() -> None:
         import ctypes
 
         libc = ctypes.CDLL("libc.so.6")
-        m_mmap_threshold = -3
+        m_mmap_threshold, m_arena_max = -3, -8
         libc.mallopt(m_mmap_threshold, 256 * 1024)
+        # gRPC's and the hashing threads would each get a heap arena of their own.
+        libc.mallopt(m_arena_max, 2)
     except (OSError, AttributeError):
         pass  # not glibc: nothing to tune
 

@@ -142,7 +142,7 @@ class StreamSource:
 
     # -- uploader side (ByteSource) ----------------------------------------------------------
 
-    async def read(self, offset: int, length: int) -> bytes:
+    async def read(self, offset: int, length: int) -> bytes:  # a bytearray, in fact
         if offset < self._pos:
             raise StreamError(f"read at {offset} but bytes up to {self._pos} are gone")
         self._raise_failure()
@@ -158,11 +158,19 @@ class StreamSource:
         # Skip forward: whatever lies before `offset` is not wanted.
         self._discard_until = max(self._discard_until, offset)
         self._discard()
-        while self._end < want_end or (want_end == self.size and self._hub_md5 is None):
+        # Move frames into the chunk as they arrive, each freed once copied: the chunk
+        # and its frames never coexist in full (joining at the end would double the
+        # chunk's memory for a moment) and the copying is spread over the arrival.
+        data = bytearray()
+        while True:
             self._raise_failure()
+            if self._pos == offset + len(data):
+                self._take_into(data, want_end)
+            if len(data) == want_end - offset and (
+                want_end < self.size or self._hub_md5 is not None
+            ):
+                break
             await self._changed.wait()
-        self._raise_failure()
-        data = self._take(offset, want_end)
         self._handed[offset] = len(data)
         self._to_hash.append(data)
         self._hashing = True
@@ -233,26 +241,17 @@ class StreamSource:
         while self._to_hash:
             self._md5.update(self._to_hash.popleft())
 
-    def _take(self, offset: int, end: int) -> bytes:
-        """Pop ``[offset, end)`` off the frame queue as one ``bytes`` (one copy)."""
-        assert offset == self._pos, (offset, self._pos)
-        need = end - offset
-        parts: list[memoryview] = []
-        while need:
+    def _take_into(self, buf: bytearray, end: int) -> None:
+        """Append queued bytes up to ``end`` to ``buf``, dropping each frame once copied."""
+        while self._frames and self._pos < end:
             frame = self._frames[0]
-            if len(frame) <= need:
-                parts.append(self._frames.popleft())
-                need -= len(frame)
+            n = min(len(frame), end - self._pos)
+            if n == len(frame):
+                buf += self._frames.popleft()
             else:
-                parts.append(frame[:need])
-                self._frames[0] = frame[need:]
-                need = 0
-        self._pos = end
-        if len(parts) == 1 and isinstance(parts[0].obj, bytes) and len(parts[0]) == len(
-            parts[0].obj
-        ):
-            return parts[0].obj
-        return b"".join(parts)
+                buf += frame[:n]
+                self._frames[0] = frame[n:]
+            self._pos += n
 
     @property
     def held_by_uploader(self) -> int:
