@@ -1,0 +1,248 @@
+"""The per-IP risk ledger, driven by events and a fake clock (plain numbers)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from hub.config import RiskSettings
+from hub.risk import CAPPED, COOLING, DISABLED, OK, RESTING, RiskLedger, RiskRules
+
+IP, OTHER = "203.0.113.10", "198.51.100.7"
+
+
+def ledger(**rules: float) -> RiskLedger:
+    return RiskLedger(RiskRules(**rules))
+
+
+def test_rules_from_hub_config() -> None:
+    settings = RiskSettings(min_interval_seconds=120, max_uploads_per_hour=4,
+                            cooldown_seconds=900, disable_after_events=2)
+    rules = RiskRules.from_settings(settings)
+    assert (rules.min_interval_seconds, rules.max_uploads_per_hour,
+            rules.cooldown_seconds, rules.disable_after_events) == (120, 4, 900, 2)
+
+
+def test_unknown_ip_is_fit() -> None:
+    assert ledger().is_fit(IP, 0.0) == (True, "ok")
+
+
+def test_min_interval_between_starts() -> None:
+    led = ledger(min_interval_seconds=300)
+    led.upload_started(IP, "a1", 1000.0)
+    fit, reason = led.is_fit(IP, 1299.0)
+    assert not fit and "min interval" in reason
+    assert led.state(IP, 1299.0) == RESTING
+    assert led.is_fit(OTHER, 1001.0)[0]  # per IP, not global
+    assert led.next_fit_at(IP, 1001.0) == 1300.0
+    assert led.is_fit(IP, 1300.0)[0]
+
+
+def test_agents_sharing_an_ip_share_its_interval() -> None:
+    led = ledger(min_interval_seconds=300)
+    led.upload_started(IP, "a1", 0.0)
+    assert not led.is_fit(IP, 10.0)[0]  # agent a2 behind the same NAT must wait too
+    assert led.describe(10.0)[0]["agents"] == ["a1"]
+
+
+def test_hourly_cap_is_a_sliding_window() -> None:
+    led = ledger(min_interval_seconds=60, max_uploads_per_hour=3)
+    for t in (0.0, 100.0, 2000.0):
+        led.upload_started(IP, "a1", t)
+    fit, reason = led.is_fit(IP, 3000.0)
+    assert not fit and "hourly cap" in reason and led.state(IP, 3000.0) == CAPPED
+    assert led.uploads_last_hour(IP, 3000.0) == 3
+    assert led.next_fit_at(IP, 3000.0) == 3600.0  # when the start at 0 leaves the window
+    assert not led.is_fit(IP, 3599.0)[0]
+    assert led.is_fit(IP, 3600.0)[0]
+    assert led.uploads_last_hour(IP, 3600.0) == 2
+    led.upload_started(IP, "a1", 3600.0)
+    # the window slid: the start at 100 leaves next, not a fixed clock hour
+    assert led.next_fit_at(IP, 3600.0) == 3700.0
+
+
+def test_risk_event_cools_the_ip_down() -> None:
+    led = ledger(cooldown_seconds=3600, min_interval_seconds=0)
+    led.upload_started(IP, "a1", 0.0)
+    led.risk_event(IP, "a1", "406", 10.0)
+    fit, reason = led.is_fit(IP, 3609.0)
+    assert not fit and "cooling" in reason and led.state(IP, 3609.0) == COOLING
+    assert led.is_fit(OTHER, 20.0)[0]
+    assert led.next_fit_at(IP, 20.0) == 3610.0
+    assert led.is_fit(IP, 3610.0)[0]
+
+
+def test_cooldown_doubles_with_repeated_events() -> None:
+    led = ledger(cooldown_seconds=100, disable_after_events=5, min_interval_seconds=0)
+    t = 0.0
+    for expected in (100, 200, 400, 800):
+        led.risk_event(IP, "a1", "406", t)
+        assert led.next_fit_at(IP, t) == t + expected
+        t += expected  # hit again right after the cooldown ends
+    row = led.describe(t)[0]
+    assert row["strikes"] == 4 and not row["disabled"]
+
+
+def test_cooldown_growth_is_capped() -> None:
+    led = ledger(cooldown_seconds=100, cooldown_max_seconds=250, disable_after_events=0,
+                 min_interval_seconds=0)
+    t = 0.0
+    for _ in range(5):
+        led.risk_event(IP, "a1", "601", t)
+        t = led.next_fit_at(IP, t)
+    assert led.next_fit_at(IP, t - 1) == t and t == 100 + 200 + 250 + 250 + 250
+
+
+def test_events_during_a_cooldown_are_one_episode() -> None:
+    """Uploads in flight when the first 406 came fail too; that is not three strikes."""
+    led = ledger(cooldown_seconds=3600, disable_after_events=3, min_interval_seconds=0)
+    for t in (0.0, 5.0, 9.0):
+        led.risk_event(IP, f"a{t}", "406", t)
+    row = led.describe(10.0)[0]
+    assert row["strikes"] == 1 and len(row["events"]) == 3 and not row["disabled"]
+    assert led.next_fit_at(IP, 10.0) == 3600.0  # not extended by the later ones
+
+
+def test_strikes_are_forgotten_after_the_strike_memory() -> None:
+    led = ledger(cooldown_seconds=100, strike_memory_seconds=1000, min_interval_seconds=0)
+    led.risk_event(IP, "a1", "406", 0.0)
+    led.risk_event(IP, "a1", "406", 2000.0)  # the first strike is older than the memory
+    assert led.next_fit_at(IP, 2000.0) == 2100.0
+
+
+def test_disabled_after_n_events_until_admin_reenables() -> None:
+    led = ledger(cooldown_seconds=100, disable_after_events=3, min_interval_seconds=0)
+    led.risk_event(IP, "a1", "406", 0.0)
+    led.risk_event(IP, "a2", "406", 100.0)
+    led.risk_event(IP, "a1", "601", 300.0)
+    later = 10 * 86400.0
+    fit, reason = led.is_fit(IP, later)
+    assert not fit and "disabled" in reason and led.state(IP, later) == DISABLED
+    assert led.is_fit(IP, later, force=True)[0] is False  # force never beats disabled
+    assert led.next_fit_at(IP, later) is None
+    led.admin_reenable(IP, later)
+    assert led.is_fit(IP, later) == (True, "ok")
+    # strikes start over: the next event is a first strike again, not a fourth
+    led.risk_event(IP, "a1", "406", later + 1)
+    assert led.state(IP, later + 1) == COOLING
+    assert led.next_fit_at(IP, later + 1) == later + 101
+    # the history is kept for the audit trail and the ranking
+    assert len(led.describe(later + 1)[0]["events"]) == 4
+
+
+def test_disable_after_zero_means_never() -> None:
+    led = ledger(cooldown_seconds=1, disable_after_events=0, min_interval_seconds=0)
+    for t in range(10):
+        led.risk_event(IP, "a1", "406", float(t * 10))
+    assert led.state(IP, 1000.0) == OK
+
+
+def test_force_and_resuming_override_only_what_they_should() -> None:
+    led = ledger(min_interval_seconds=300, cooldown_seconds=3600)
+    led.upload_started(IP, "a1", 0.0)
+    # a resumed session makes no new preupload: interval and cap do not apply
+    assert led.is_fit(IP, 10.0, resuming=True)[0]
+    led.risk_event(IP, "a1", "406", 20.0)
+    assert not led.is_fit(IP, 30.0, resuming=True)[0]  # but a cooldown does
+    fit, reason = led.is_fit(IP, 30.0, force=True)
+    assert fit and reason.startswith("forced despite: cooling")
+
+
+def test_mixed_record_ranks_lower_and_fades() -> None:
+    led = ledger(min_interval_seconds=300, cooldown_seconds=3600,
+                 record_half_life_seconds=86400)
+    clean, mixed = "192.0.2.1", "192.0.2.2"
+    led.upload_started(clean, "a1", 0.0)
+    led.upload_started(mixed, "a2", 0.0)
+    led.risk_event(mixed, "a2", "406", 0.0)
+    now = 3 * 86400.0
+    assert led.score(clean, now) > led.score(mixed, now)
+    gap_fresh = led.score(clean, 7200.0) - led.score(mixed, 7200.0)
+    gap_old = led.score(clean, now) - led.score(mixed, now)
+    assert 0 < gap_old < gap_fresh  # the record fades
+    assert led.record_penalty(mixed, 86400.0) == pytest.approx(0.5)
+
+
+def test_score_prefers_least_recently_used_and_fewest_this_hour() -> None:
+    led = ledger()
+    led.upload_started("192.0.2.1", "a1", 0.0)
+    led.upload_started("192.0.2.2", "a2", 1000.0)
+    assert led.score("192.0.2.1", 2000.0) > led.score("192.0.2.2", 2000.0)
+    assert led.score("192.0.2.9", 2000.0) > led.score("192.0.2.1", 2000.0)  # never used
+
+
+def test_learned_hourly_cap_from_a_clean_ips_first_406() -> None:
+    led = ledger(min_interval_seconds=0, max_uploads_per_hour=6, cooldown_seconds=3600)
+    assert led.learned_hourly_cap(0.0) is None
+    for t in (0.0, 600.0, 1200.0, 1800.0, 2400.0):
+        led.upload_started(IP, "a1", t)
+    led.risk_event(IP, "a1", "406", 2400.0)  # the 5th start in an hour was refused
+    assert led.learned_hourly_cap(2400.0) == 4
+    # another IP with 4 starts this hour: fine by the config, capped when adaptive
+    for t in (0.0, 600.0, 1200.0, 1800.0):
+        led.upload_started(OTHER, "a2", t)
+    assert led.is_fit(OTHER, 2500.0)[0]
+    fit, reason = led.is_fit(OTHER, 2500.0, adaptive=True)
+    assert not fit and "learned" in reason
+    assert led.next_fit_at(OTHER, 2500.0, adaptive=True) == 3600.0
+    assert led.hourly_cap(2500.0) == 6 and led.hourly_cap(2500.0, adaptive=True) == 4
+    assert led.describe(2500.0)[0]["learned_hourly_cap"] == 4
+    # the evidence expires
+    week = led.rules.rate_evidence_seconds
+    assert led.learned_hourly_cap(2400.0 + week + 1) is None
+
+
+def test_only_a_clean_first_strike_teaches_the_rate() -> None:
+    led = ledger(min_interval_seconds=0, cooldown_seconds=100, disable_after_events=5)
+    led.upload_started(IP, "a1", 0.0)
+    led.risk_event(IP, "a1", "406", 0.0)  # one start: says nothing about rate
+    assert led.learned_hourly_cap(1.0) is None
+    led.upload_started(IP, "a1", 100.0)
+    led.upload_started(IP, "a1", 150.0)
+    led.risk_event(IP, "a1", "406", 150.0)  # second strike: the throttle outlasted us
+    assert led.learned_hourly_cap(151.0) is None
+    led.upload_started(OTHER, "a2", 0.0)
+    led.upload_started(OTHER, "a2", 10.0)
+    led.risk_event(OTHER, "a2", "406", 10.0)
+    led.upload_started(OTHER, "a2", 11.0)
+    led.risk_event(OTHER, "a2", "406", 11.0)  # during the cooldown: same episode
+    assert led.learned_hourly_cap(12.0) == 1
+
+
+def test_snapshot_restore_round_trip() -> None:
+    led = ledger(cooldown_seconds=100, disable_after_events=2, min_interval_seconds=60)
+    led.note_agent("192.0.2.50", "idle-agent")
+    for t in (0.0, 100.0, 200.0):
+        led.upload_started(IP, "a1", t)
+    led.upload_finished(IP, "a1", 250.0)
+    led.upload_finished(IP, "a1", 260.0, ok=False)
+    led.risk_event(IP, "a1", "406", 300.0)
+    led.upload_started(OTHER, "a2", 0.0)
+    led.risk_event(OTHER, "a2", "406", 10.0)
+    led.risk_event(OTHER, "a2", "601", 200.0)  # disabled
+    data = json.loads(json.dumps(led.snapshot()))  # what the store saves is JSON-safe
+    again = RiskLedger.from_snapshot(data, led.rules)
+    for now in (301.0, 350.0, 399.0, 400.0, 3700.0):
+        assert again.describe(now) == led.describe(now)
+        for ip in (IP, OTHER, "192.0.2.50"):
+            assert again.is_fit(ip, now) == led.is_fit(ip, now)
+            assert again.score(ip, now) == led.score(ip, now)
+    assert again.learned_hourly_cap(400.0) == led.learned_hourly_cap(400.0) == 2
+    with pytest.raises(ValueError):
+        RiskLedger().restore({"version": 99})
+
+
+def test_describe_rows_for_the_admin_api() -> None:
+    led = ledger(min_interval_seconds=300)
+    led.note_agent(OTHER, "a2")
+    led.upload_started(IP, "a1", 0.0)
+    rows = {r["ip"]: r for r in led.describe(10.0)}
+    assert set(rows) == {IP, OTHER}
+    row = rows[IP]
+    for key in ("ip", "agents", "last_upload_at", "uploads_last_hour", "events",
+                "cooldown_until", "disabled", "state"):
+        assert key in row
+    assert (row["agents"], row["last_upload_at"], row["uploads_last_hour"]) == (["a1"], 0.0, 1)
+    assert row["state"] == RESTING and row["cooldown_until"] is None
+    assert rows[OTHER]["state"] == OK and rows[OTHER]["last_upload_at"] is None
