@@ -225,9 +225,12 @@ class LocalMesh:
 
 
 def _relay(source: IO[bytes], sink: IO[bytes]) -> None:
-    for line in iter(source.readline, b""):
-        sink.write(line)
-        sink.flush()
+    try:
+        for line in iter(source.readline, b""):
+            sink.write(line)
+            sink.flush()
+    except ValueError:  # the log was closed by Process.stop after the child exited
+        pass
 
 
 def wait_for(condition: Callable[[], Any], timeout: float, what: str, interval: float = 0.1) -> Any:
