@@ -44,6 +44,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("bupmesh.hub")
 
+FINGERPRINT_MIN_AGE = 2.0  # seconds a file must be unmodified to skip re-hashing it
+
 _AGENT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}")
 
 
@@ -892,6 +894,12 @@ def _inspect_file(file_path: str) -> tuple[Path, int, str, str]:
                 break
             h.update(block)
             size += len(block)
-    if fingerprint_of(path.stat()) != before:
+    st = path.stat()
+    if fingerprint_of(st) != before:
         raise _StillChanging(str(path))
+    # File timestamps tick coarsely (a few ms): a write within the same tick as the last one
+    # would leave the identity unchanged, so only a file quiet for a while gets a fingerprint
+    # (any later write then moves its mtime); a fresh one is always hashed while streamed.
+    if time.time() - st.st_mtime < FINGERPRINT_MIN_AGE:
+        before = ""
     return path, size, h.hexdigest(), before

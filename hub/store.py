@@ -111,6 +111,12 @@ CREATE TABLE IF NOT EXISTS agent_upload_logs (
 CREATE INDEX IF NOT EXISTS agent_upload_logs_task ON agent_upload_logs(task_id);
 """
 
+# Columns added after the first schema: a database from an older hub gains them on open.
+_ADDED_COLUMNS = [
+    ("parts", "fingerprint", "TEXT NOT NULL DEFAULT ''"),
+    ("agent_tasks", "file_fingerprint", "TEXT NOT NULL DEFAULT ''"),
+]
+
 # TaskRecord field -> column; every field is a column of the same name except these.
 _TASK_FIELDS = [f.name for f in fields(TaskRecord)]
 _ACTIVE = tuple(s.value for s in Status if not s.terminal)
@@ -140,6 +146,10 @@ class Store:
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("PRAGMA foreign_keys=ON")
         conn.executescript(SCHEMA)
+        for table, column, ddl in _ADDED_COLUMNS:
+            have = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+            if column not in have:
+                conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {ddl}")
         conn.commit()
         self._conn = conn
 

@@ -25,7 +25,9 @@ frame and sleeps on ``wake`` when there is none. Nothing here touches gRPC.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -36,6 +38,8 @@ import anyio.to_thread
 
 from protocol import mesh_pb2 as pb
 from protocol.credit import MAX_FRAME, CreditLedger
+
+log = logging.getLogger("bupmesh.hub.transfer")
 
 BLOCK_SIZE = 4 << 20  # one disk read; cut into 1 MiB frames
 PREFETCH_BLOCKS = 2
@@ -59,6 +63,11 @@ class TaskStream:
     known_md5: str | None = None  # whole-file MD5 to reuse while the fingerprint holds
     fingerprint: str = ""
     source_changed: bool = False  # the file changed under us: its bytes prove nothing
+    # where the time went (for the log line at EndOfData): waiting for credit / for disk
+    started: float = field(default_factory=time.monotonic)
+    credit_wait: float = 0.0
+    disk_wait: float = 0.0
+    _stall: tuple[str, float] | None = None
     done: bool = False  # EndOfData sent
     stopped: bool = False
 
@@ -119,6 +128,7 @@ class Transfer:
         if ts is None or ts.attempt != attempt or ts.stopped:
             return False
         ts.ledger.grant(n)
+        self._unstall(ts)
         self._poke()
         return True
 
@@ -173,13 +183,20 @@ class Transfer:
                 return None
             ts.md5 = ts.hasher.hexdigest() if ts.hasher is not None else ts.known_md5
             ts.done = True
+            took = time.monotonic() - ts.started
+            log.info("task %s attempt %d: streamed %d bytes in %.2fs (%.0f MB/s); waited "
+                     "%.2fs for credit, %.2fs for disk", ts.task_id, ts.attempt, ts.sent_bytes,
+                     took, ts.sent_bytes / max(took, 1e-6) / 1e6, ts.credit_wait, ts.disk_wait)
             return pb.HubMessage(
                 end_of_data=pb.EndOfData(task_id=ts.task_id, attempt=ts.attempt, md5=ts.md5)
             )
         if not ts.blocks:
+            if ts.ledger.available > 0:
+                self._stall_on(ts, "disk")
             return None
         n = ts.ledger.sendable(self.max_frame)
         if n <= 0:
+            self._stall_on(ts, "credit")
             return None
         block = ts.blocks[0]
         n = min(n, len(block) - ts.head)
@@ -227,8 +244,25 @@ class Transfer:
             return
         ts.blocks.append(data)
         ts.read_offset += length
+        self._unstall(ts)
         self._fill(ts)
         self._poke()
+
+    @staticmethod
+    def _stall_on(ts: TaskStream, reason: str) -> None:
+        if ts._stall is None:
+            ts._stall = (reason, time.monotonic())
+
+    @staticmethod
+    def _unstall(ts: TaskStream) -> None:
+        if ts._stall is not None:
+            reason, since = ts._stall
+            waited = time.monotonic() - since
+            if reason == "credit":
+                ts.credit_wait += waited
+            else:
+                ts.disk_wait += waited
+            ts._stall = None
 
     def _poke(self) -> None:
         self.wake.set()
