@@ -105,6 +105,10 @@ class StreamSource:
         self._end += n
         self._frames.append(memoryview(data))
         self._discard()
+        if self._budget.in_flight(self._key) == 0:
+            # The pipe just ran dry: let the link grant whatever room there is now
+            # instead of waiting for the next release.
+            self._on_space()
         self._wake()
 
     def end_of_data(self, md5: str) -> None:
