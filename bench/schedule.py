@@ -12,18 +12,22 @@ and ``hub.retry_policy`` with a fake clock:
   bandwidth equally. ``vps-1`` runs on the hub's host and can read the
   recordings itself (what ``locality`` prefers).
 * **Bilibili's risk control** (hidden: strategies and ledger only see the 406s
-  it produces). Model chosen before running any strategy, and not tuned since:
-  Bilibili counts preupload requests per IP in a sliding hour; the fifth within
-  an hour (``HIDDEN_BUDGET`` = 4 allowed) gets HTTP 406 and the IP is throttled
-  for ``HIDDEN_THROTTLE`` = 2 h, during which every preupload gets 406 (those
-  are refused before they are counted, so a throttle always ends). Why this shape: it is the simulator's own model (``risk:
-  {preupload_budget, window_seconds: 3600}``), "上传视频过快" reports describe
-  a per-IP rate limit followed by hours of throttling, and the limit is below
-  the ledger's configured cap (6/h, 300 s apart) on purpose: the defaults are
-  an operator's guess, and if the guess were exactly right no ledger-respecting
-  strategy would ever see a 406 and this bench would compare nothing. It
-  measures what happens when the guess is somewhat too generous, which is
-  the normal case with an unpublished limit.
+  it produces). Model chosen before comparing any strategy, and not tuned
+  since: Bilibili counts preupload requests per IP in a sliding hour; the fifth
+  within an hour (``HIDDEN_BUDGET`` = 4 allowed) gets HTTP 406 and the IP is
+  throttled for ``HIDDEN_THROTTLE`` = 2 h, during which every preupload gets
+  406. Requests refused while throttled are not counted (the one change after
+  the first run: when they were, the single-IP baseline retrying every 5 min
+  never left its throttle and the run did not end).
+  Why this shape: it is the simulator's own model (``risk: {preupload_budget,
+  window_seconds: 3600}``); "上传视频过快" reports describe a per-IP rate limit
+  followed by hours of throttling; and the limit is below the ledger's
+  configured cap (6/h, 300 s apart) on purpose: the defaults are an operator's
+  guess, and were the guess exactly right no ledger-respecting strategy would
+  ever see a 406 (``--hidden-budget 6`` shows exactly that) and the bench would
+  compare nothing. It measures what happens when the guess is too generous,
+  the likely case with an unpublished limit. ``--hidden-budget`` and
+  ``--hidden-throttle-hours`` show the sensitivity.
 * **Hub behaviour**: parts are offered in arrival order at every event;
   a 406 records a risk event and re-queues the part on another IP at once;
   1% of attempts hit a network error part-way and resume on the same agent
@@ -38,6 +42,14 @@ Columns: 406 responses, makespan (first arrival to last completion), mean and
 successful uploads per IP, admin re-enables needed (IPs the ledger disabled).
 Target (issue 4): ip_diversity has >= 5x fewer 406s than round_robin, with no
 worse makespan.
+
+Why the strategies differ: all of them respect the ledger's configured rules,
+so under a backlog round robin, least connections and weighted round robin
+drive every IP at the configured 6/h, trip the real limit on every IP, burn
+through cooldowns and get IPs disabled. ip_diversity and locality also hold
+every IP to the rate the ledger *learned* from the first 406 (a clean IP's
+n-th start in an hour refused -> n-1 per hour, for every IP), so after one
+trip the rest of the mesh stays under the real limit.
 
     .venv/bin/python bench/schedule.py [--seed 1] [--seeds 5] [--parts 200]
 """
@@ -433,10 +445,10 @@ def main(argv: list[str] | None = None) -> int:
     rr406 = sum(r.responses_406 for r in rr)
     ipd406 = sum(r.responses_406 for r in ipd)
     worse = [s for s, a, b in zip(seeds, rr, ipd, strict=True) if b.makespan > a.makespan + 1]
-    ratio = rr406 / ipd406 if ipd406 else float("inf")
+    ratio = f"{rr406 / ipd406:.1f}" if ipd406 else ("n/a" if not rr406 else "inf")
     met = ipd406 * 5 <= rr406 and not worse
     print(f"\ntarget: ip_diversity 406s x5 fewer than round_robin: {ipd406} vs {rr406} "
-          f"(ratio {ratio:.1f}); makespan no worse on every seed: "
+          f"(ratio {ratio}); makespan no worse on every seed: "
           f"{'yes' if not worse else f'no (seeds {worse})'} -> {'MET' if met else 'NOT MET'}")
     print(f"({time.perf_counter() - t0:.1f} s)")
     return 0

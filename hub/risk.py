@@ -17,6 +17,13 @@ for a forced manual assignment). :meth:`score` is the *soft* preference used
 to rank fit IPs: an IP with a mixed record is deprioritised, never excluded,
 so it still gets work when cleaner IPs are busy, and its record fades.
 
+Bilibili does not publish its limit, so the configured cap is a guess. The
+ledger also keeps the evidence: a clean IP's first 406 after ``n`` starts in an
+hour says the real limit is about ``n - 1`` per hour, for every IP.
+:meth:`learned_hourly_cap` gives that figure and ``adaptive=True`` on the
+queries applies it when it is lower than the config (``ip_diversity`` and
+``locality`` do; see bench/schedule.py for what it is worth).
+
 The ledger does no IO. The hub persists :meth:`snapshot` (plain dicts and
 numbers, JSON-safe) and rebuilds with :meth:`restore` after a restart.
 """
