@@ -254,14 +254,15 @@ class Streamer:
 
 
 @pytest.mark.anyio
-async def test_three_tasks_interleave_within_credit_to_the_simulator(
-    hub: tuple[FakeHub, str], sim: SimServer
+@pytest.mark.parametrize("compression", ["none", "gzip"])
+async def test_four_tasks_interleave_within_credit_to_the_simulator(
+    hub: tuple[FakeHub, str], sim: SimServer, compression: str
 ) -> None:
     servicer, address = hub
     sim.config(chunk_size=1 * MiB, threads=2)
     rng = random.Random(3)
     files = {f"t{i}": rng.randbytes(size) for i, size in enumerate([3 * MiB + 17, 5 * MiB, 7, 0])}
-    agent = Agent(settings(address, max_concurrent=4))
+    agent = Agent(settings(address, max_concurrent=4, compression=compression))
     async with anyio.create_task_group() as tg:
         tg.start_soon(agent.run)
         session = await asyncio.wait_for(servicer.sessions.get(), 10)
@@ -457,6 +458,25 @@ async def test_reconnects_with_backoff_after_the_hub_drops_the_stream(
         assert not agent.runners and agent.budget.outstanding == 0
         beat = (await second.expect("heartbeat", limit=3)).heartbeat  # at the hub's 1 s interval
         assert beat.status == "online" and beat.free_slots == 3 and beat.memory_mb > 0
+        agent.stop()
+
+
+@pytest.mark.anyio
+async def test_drain_with_reconnect_after_closes_and_comes_back(hub: tuple[FakeHub, str]) -> None:
+    servicer, address = hub
+    agent = Agent(settings(address), backoff=Backoff(30, 60))  # only the hub's delay may apply
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(agent.run)
+        first = await asyncio.wait_for(servicer.sessions.get(), 10)
+        first.send(drain=pb.Drain(reason="hub restart", reconnect_after_seconds=1))
+        assert (await first.expect("heartbeat")).heartbeat.status == "draining"
+        started = time.monotonic()
+        while (await first.next(5)) is not None:  # the agent half-closes the stream
+            pass
+        second = await asyncio.wait_for(servicer.sessions.get(), 10)
+        assert 0.9 <= time.monotonic() - started < 5
+        second.send(offer=offer("after", bytes(10), None))  # taking work again
+        assert (await second.expect("accept")).accept.task_id == "after"
         agent.stop()
 
 
