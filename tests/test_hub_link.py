@@ -20,8 +20,8 @@ from typing import Any
 import anyio
 import grpc
 import pytest
-from cryptography.fernet import Fernet
 
+from hub.accounts import load_or_create_key
 from hub.app import start_grpc
 from hub.config import HubConfig, validate
 from hub.service import HubService, NotFound
@@ -165,7 +165,7 @@ class make_hub:  # noqa: N801 - used as an async context manager factory
         self.tokens = tokens
 
     async def __aenter__(self) -> Hub:
-        store = Store(self.tmp / "bupmesh.db", Fernet(Fernet.generate_key()))
+        store = Store(self.tmp / "bupmesh.db", load_or_create_key(self.tmp))
         await store.open()
         tokens = self.tokens or TokenIssuer(b"k" * 40, ttl_seconds=self.config.token_ttl_seconds)
         service = HubService(self.config, store=store, accounts=FakeAccounts(), tokens=tokens)

@@ -1,0 +1,138 @@
+"""HubService beyond the stream: restarts, manual assignment, HTTP alternatives, inputs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from hub.service import BadRequest, Conflict, NotFound
+from protocol import mesh_pb2 as pb
+from tests.test_hub_link import MiB, _is, _status, anyio_backend, make_hub, wait_for
+
+__all__ = ["anyio_backend"]  # asyncio only: grpc.aio
+
+
+@pytest.mark.anyio
+async def test_hub_restart_keeps_resume_point_and_reoffers(tmp_path: Path) -> None:
+    async with make_hub(tmp_path) as hub:
+        agent = await hub.agent("a1")
+        path, _ = hub.file("big.bin", 2 * MiB)
+        created = await hub.service.create_part(path, account=None, title=None)
+        offer = await agent.recv("offer")
+        await agent.send(accept=pb.Accept(task_id=offer.task_id, attempt=1))
+        await agent.send(committed=pb.Committed(task_id=offer.task_id, attempt=1, offset=MiB,
+                                                session=b'{"auth": "s"}'))
+        await wait_for(lambda: hub.service.tasks[offer.task_id].committed_offset == MiB)
+    async with make_hub(tmp_path) as hub:  # same data dir: a restarted hub
+        task = await hub.service.get_task(created["task_id"])
+        assert task["status"] == "pending" and task["attempt"] == 1
+        agent = await hub.agent("a1", held=[pb.HeldTask(task_id=offer.task_id, attempt=1)])
+        seen = {}
+        for _ in range(2):
+            msg = await agent.recv()
+            seen[msg.WhichOneof("kind")] = msg
+        assert seen["cancel"].cancel.attempt == 1
+        again = seen["offer"].offer
+        assert (again.attempt, again.resume_offset, again.resume_session) == (
+            2, MiB, b'{"auth": "s"}')
+        messages = [e["message"] for e in await hub.service.task_logs(offer.task_id)]
+        assert "hub restarted" in messages
+
+
+@pytest.mark.anyio
+async def test_assign_task_pins_a_part_to_an_agent(tmp_path: Path) -> None:
+    async with make_hub(tmp_path) as hub:
+        a1 = await hub.agent("a1")
+        a2 = await hub.agent("a2")
+        path, _ = hub.file("p.bin", 1000)
+        created = await hub.service.create_part(path, account=None, title=None,
+                                                auto_upload=False)
+        assert created["task_id"] is None
+        with pytest.raises(NotFound):
+            await hub.service.assign_task(999, "a2")
+        with pytest.raises(NotFound):
+            await hub.service.assign_task(created["part_id"], "nobody")
+        task_id = await hub.service.assign_task(created["part_id"], "a2")
+        offer = await a2.recv("offer")
+        assert offer.task_id == task_id
+        with pytest.raises(Conflict):  # already leased
+            await hub.service.assign_task(created["part_id"], "a1")
+        a1.drop()
+        await wait_for(lambda: _is(_agent(hub, "a1"), "offline"))
+        path2, _ = hub.file("q.bin", 1000)
+        other = await hub.service.create_part(path2, account=None, title=None,
+                                              auto_upload=False)
+        with pytest.raises(Conflict):
+            await hub.service.assign_task(other["part_id"], "a1")
+
+
+async def _agent(hub, agent_id: str) -> str:
+    return {a["agent_id"]: a["status"] for a in await hub.service.list_agents()}[agent_id]
+
+
+@pytest.mark.anyio
+async def test_http_alternatives_only_touch_own_tasks(tmp_path: Path) -> None:
+    async with make_hub(tmp_path) as hub:
+        a1 = await hub.agent("a1")
+        await hub.agent("a2", max_concurrent=1)
+        path, _ = hub.file("h.bin", 5000)
+        await hub.service.create_part(path, account=None, title=None)
+        # least loaded: both idle, a1 sorts first
+        offer = await a1.recv("offer")
+        await a1.send(accept=pb.Accept(task_id=offer.task_id, attempt=1))
+        await wait_for(lambda: _is(_status(hub, offer.task_id), "uploading"))
+        await hub.service.agent_heartbeat("a1", {"agent_id": "a1", "status": "online",
+                                                 "memory_usage_mb": 77})
+        assert hub.service.registry.get("a1").memory_mb == 77
+        with pytest.raises(NotFound):
+            await hub.service.agent_task_status("a2", {"task_id": offer.task_id,
+                                                       "uploaded_bytes": 1})
+        await hub.service.agent_task_status("a1", {"task_id": offer.task_id,
+                                                   "uploaded_bytes": 2500,
+                                                   "upload_speed": 100})
+        task = await hub.service.get_task(offer.task_id)
+        assert task["uploaded_bytes"] == 2500 and task["progress"] == 50.0
+        with pytest.raises(BadRequest):
+            await hub.service.agent_task_status("a1", {"task_id": offer.task_id,
+                                                       "uploaded_bytes": "lots"})
+        ips = {e["ip_address"]: e for e in await hub.service.list_ips()}
+        assert ips["127.0.0.9"]["active_tasks"] == 1
+        assert sorted(ips["127.0.0.9"]["agents"]) == ["a1", "a2"]
+
+
+@pytest.mark.anyio
+async def test_status_query_round_trip(tmp_path: Path) -> None:
+    async with make_hub(tmp_path) as hub:
+        agent = await hub.agent("a1")
+
+        async def answer() -> None:
+            query = await agent.recv("status_query")
+            await agent.send(status_reply=pb.StatusReply(
+                query_id=query.query_id, status="online", memory_mb=12,
+                tasks=[pb.Progress(task_id="t", attempt=1, uploaded_bytes=5)]))
+
+        import anyio
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(answer)
+            status = await hub.service.query_status("a1")
+        assert status["memory_mb"] == 12 and status["tasks"][0]["uploaded_bytes"] == 5
+
+
+@pytest.mark.anyio
+async def test_create_part_refuses_bad_input(tmp_path: Path) -> None:
+    async with make_hub(tmp_path) as hub:
+        with pytest.raises(NotFound):
+            await hub.service.create_part(str(tmp_path / "missing.flv"), account=None,
+                                          title=None)
+        empty = tmp_path / "empty.flv"
+        empty.write_bytes(b"")
+        with pytest.raises(BadRequest):
+            await hub.service.create_part(str(empty), account=None, title=None)
+        with pytest.raises(BadRequest):
+            await hub.service.create_part(str(tmp_path), account=None, title=None)
+        path, _ = hub.file("ok.flv", 10)
+        with pytest.raises(NotFound):
+            await hub.service.create_part(path, account="nobody", title=None)
+        assert await hub.service.list_tasks() == []
