@@ -30,8 +30,8 @@ numbers, JSON-safe) and rebuilds with :meth:`restore` after a restart.
 
 from __future__ import annotations
 
+import bisect
 import math
-from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -99,7 +99,7 @@ class IPRecord:
     agents: set[str] = field(default_factory=set)
     last_start: float | None = None
     last_finish: float | None = None
-    starts: deque[float] = field(default_factory=deque)  # start times within the last hour
+    starts: list[float] = field(default_factory=list)  # sorted start times, about the last hour
     uploads_ok: int = 0
     uploads_failed: int = 0
     events: list[RiskEvent] = field(default_factory=list)
@@ -127,7 +127,7 @@ class RiskLedger:
         rec = self._record(ip)
         rec.agents.add(agent_id)
         rec.last_start = now if rec.last_start is None else max(rec.last_start, now)
-        rec.starts.append(now)
+        bisect.insort(rec.starts, now)  # events may arrive slightly out of order
         self._prune(rec, now)
 
     def upload_finished(self, ip: str, agent_id: str, now: float, *, ok: bool = True) -> None:
@@ -149,7 +149,7 @@ class RiskLedger:
         rec = self._record(ip)
         rec.agents.add(agent_id)
         self._prune(rec, now)
-        started = len(rec.starts)
+        started = len(self._window(rec, now))
         if rec.disabled or self._cooling(rec, now):
             self._add_event(rec, RiskEvent(now, agent_id, str(kind), False, started))
             return
@@ -247,7 +247,6 @@ class RiskLedger:
             return now
         if rec.disabled:
             return None
-        self._prune(rec, now)
         r = self.rules
         t = now
         if rec.cooldown_until is not None:
@@ -255,16 +254,17 @@ class RiskLedger:
         if rec.last_start is not None:
             t = max(t, rec.last_start + r.min_interval_seconds)
         cap = self.hourly_cap(now, adaptive=adaptive)
-        if cap > 0 and len(rec.starts) >= cap:
+        window = self._window(rec, now)
+        if cap > 0 and len(window) >= cap:
             # the window must drop enough starts to get below the cap
-            t = max(t, rec.starts[len(rec.starts) - cap] + HOUR)
+            t = max(t, window[len(window) - cap] + HOUR)
         return t
 
     def uploads_last_hour(self, ip: str, now: float) -> int:
         rec = self._ips.get(ip)
         if rec is None:
             return 0
-        return sum(1 for t in rec.starts if now - HOUR < t <= now)
+        return len(self._window(rec, now))
 
     def last_upload_at(self, ip: str) -> float | None:
         rec = self._ips.get(ip)
@@ -363,7 +363,7 @@ class RiskLedger:
                 agents=set(d.get("agents", ())),
                 last_start=d.get("last_start"),
                 last_finish=d.get("last_finish"),
-                starts=deque(sorted(float(t) for t in d.get("starts", ()))),
+                starts=sorted(float(t) for t in d.get("starts", ())),
                 uploads_ok=int(d.get("uploads_ok", 0)),
                 uploads_failed=int(d.get("uploads_failed", 0)),
                 events=[
@@ -400,8 +400,17 @@ class RiskLedger:
 
     @staticmethod
     def _prune(rec: IPRecord, now: float) -> None:
-        while rec.starts and rec.starts[0] <= now - HOUR:
-            rec.starts.popleft()
+        """Forget starts that left the window (only on events: queries never mutate)."""
+        cut = bisect.bisect_right(rec.starts, now - HOUR)
+        if cut:
+            del rec.starts[:cut]
+
+    @staticmethod
+    def _window(rec: IPRecord, now: float) -> list[float]:
+        """Starts in the sliding hour ``(now - 1 h, now]``."""
+        lo = bisect.bisect_right(rec.starts, now - HOUR)
+        hi = bisect.bisect_right(rec.starts, now)
+        return rec.starts[lo:hi]
 
     @staticmethod
     def _cooling(rec: IPRecord, now: float) -> bool:
@@ -430,14 +439,14 @@ class RiskLedger:
             assert rec.cooldown_until is not None
             left = rec.cooldown_until - now
             return COOLING, f"cooling down after a risk event ({left:.0f} s left)"
-        self._prune(rec, now)
         r = self.rules
         cap = self.hourly_cap(now, adaptive=adaptive)
-        if cap > 0 and len(rec.starts) >= cap:
+        started = len(self._window(rec, now))
+        if cap > 0 and started >= cap:
             which = "learned" if cap < r.max_uploads_per_hour or r.max_uploads_per_hour <= 0 else ""
             return CAPPED, (
                 f"hourly cap{' (' + which + ')' if which else ''}: "
-                f"{len(rec.starts)} uploads started in the last hour"
+                f"{started} uploads started in the last hour"
             )
         if rec.last_start is not None and now - rec.last_start < r.min_interval_seconds:
             ago = now - rec.last_start

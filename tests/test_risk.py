@@ -246,3 +246,12 @@ def test_describe_rows_for_the_admin_api() -> None:
     assert (row["agents"], row["last_upload_at"], row["uploads_last_hour"]) == (["a1"], 0.0, 1)
     assert row["state"] == RESTING and row["cooldown_until"] is None
     assert rows[OTHER]["state"] == OK and rows[OTHER]["last_upload_at"] is None
+
+
+def test_queries_do_not_forget_and_late_events_are_ordered() -> None:
+    led = ledger(min_interval_seconds=0, max_uploads_per_hour=2)
+    led.upload_started(IP, "a1", 100.0)
+    led.upload_started(IP, "a1", 50.0)  # reported late
+    assert led.next_fit_at(IP, 200.0) == 3650.0  # the earlier start leaves first
+    led.describe(10_000.0)  # a query far ahead must not drop what an earlier query needs
+    assert led.uploads_last_hour(IP, 200.0) == 2 and not led.is_fit(IP, 200.0)[0]
