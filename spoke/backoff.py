@@ -11,7 +11,12 @@ import random
 
 
 class Backoff:
-    """Delay before reconnect attempt ``n``: uniform in ``[initial, min(maximum, initial * 2**n)]``."""
+    """Delay before reconnect attempt ``n`` (0-based): uniform in
+    ``[initial, min(maximum, initial * 2**(n + 1))]``.
+
+    Even the first delay is spread (1-2 s by default), so agents dropped together by
+    a hub restart do not all come back in the same instant.
+    """
 
     def __init__(
         self, initial: float = 1.0, maximum: float = 60.0, rng: random.Random | None = None
@@ -25,7 +30,7 @@ class Backoff:
 
     def cap(self, attempt: int) -> float:
         # min() before the power would overflow for long outages.
-        return min(self.maximum, self.initial * 2 ** min(attempt, 64))
+        return min(self.maximum, self.initial * 2 ** min(attempt + 1, 64))
 
     def next_delay(self) -> float:
         """The delay before the next attempt; each call widens the range up to ``maximum``."""
