@@ -399,14 +399,14 @@ def p95(xs: list[float]) -> float:
 
 def table(results: list[Result]) -> str:
     head = (f"{'strategy':<21} {'406s':>5} {'makespan':>9} {'mean wait':>10} "
-            f"{'p95 wait':>9} {'disabled':>8} {'unfinished':>10}  uploads per IP")
+            f"{'p95 wait':>9} {'re-enabled':>10} {'unfinished':>10}  uploads per IP")
     lines = [head, "-" * len(head)]
     for r in results:
         per_ip = "/".join(str(n) for n in r.per_ip.values())
         mean = statistics.fmean(r.waits) if r.waits else 0.0
         lines.append(
             f"{r.name:<21} {r.responses_406:>5} {r.makespan / HOUR:>8.1f}h "
-            f"{mean / 60:>8.0f}min {p95(r.waits) / 60:>6.0f}min {r.disabled:>8} "
+            f"{mean / 60:>8.0f}min {p95(r.waits) / 60:>6.0f}min {r.disabled:>10} "
             f"{r.unfinished:>10}  {per_ip}"
         )
     return "\n".join(lines)

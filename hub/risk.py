@@ -231,6 +231,15 @@ class RiskLedger:
         ]
         return min(caps) if caps else None
 
+    def forget_learned_cap(self) -> None:
+        """Admin lever: the learned rate was wrong (e.g. a 406 that was about the account).
+
+        The events stay in the history; they just stop counting as rate evidence.
+        """
+        for rec in self._ips.values():
+            for e in rec.events:
+                e.evidence = False
+
     def hourly_cap(self, now: float, *, adaptive: bool = False) -> int:
         """The cap in force: the configured one, or the learned one when lower (``adaptive``)."""
         cap = self.rules.max_uploads_per_hour

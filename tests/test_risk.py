@@ -191,6 +191,10 @@ def test_learned_hourly_cap_from_a_clean_ips_first_406() -> None:
     # the evidence expires
     week = led.rules.rate_evidence_seconds
     assert led.learned_hourly_cap(2400.0 + week + 1) is None
+    # and an admin can drop it at once
+    led.forget_learned_cap()
+    assert led.learned_hourly_cap(2500.0) is None and led.is_fit(OTHER, 2500.0, adaptive=True)[0]
+    assert [len(r["events"]) for r in led.describe(2500.0) if r["ip"] == IP] == [1]
 
 
 def test_only_a_clean_first_strike_teaches_the_rate() -> None:
