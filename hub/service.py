@@ -108,6 +108,7 @@ class HubService:
         self._wake = anyio.Event()
         self._tg: anyio.abc.TaskGroup | None = None
         self._queries: dict[str, tuple[anyio.Event, list[pb.StatusReply]]] = {}
+        self._lease_session: dict[str, str] = {}  # task id -> session id carrying its lease
 
     # ======================================================================== lifecycle
 
@@ -249,7 +250,8 @@ class HubService:
             old = self.registry.attach(session.agent_id, session, session.session_id)
             if old is not None and old is not session:
                 old.close("replaced by a new session")
-                await self._requeue_agent_tasks(session.agent_id, "replaced by a new session")
+                await self._requeue_agent_tasks(session.agent_id, old.session_id,
+                                                "replaced by a new session")
             await self.store.upsert_agent(
                 session.agent_id,
                 agent_name=info.agent_name,
@@ -286,7 +288,8 @@ class HubService:
         log.info("agent %s offline: %s", session.agent_id, session.close_reason or "stream ended")
         for query in self._queries.values():
             query[0].set()
-        self._spawn(self._agent_offline, session.agent_id, session.close_reason or "stream ended")
+        self._spawn(self._agent_offline, session.agent_id, session.session_id,
+                    session.close_reason or "stream ended")
 
     def _spawn(self, fn: Any, *args: Any) -> None:
         """Run ``fn`` in the service's task group; a no-op while the hub shuts down."""
@@ -297,17 +300,26 @@ class HubService:
         except RuntimeError:  # task group already closed: shutting down, state is on disk
             pass
 
-    async def _agent_offline(self, agent_id: str, reason: str) -> None:
+    async def _agent_offline(self, agent_id: str, session_id: str, reason: str) -> None:
         async with self._lock:
-            await self._requeue_agent_tasks(agent_id, f"agent lost: {reason}")
+            await self._requeue_agent_tasks(agent_id, session_id, f"agent lost: {reason}")
             info = self.registry.get(agent_id)
             if info is not None and info.session is None:
                 await self.store.set_agent_status(agent_id, info.status)
         self.poke()
 
-    async def _requeue_agent_tasks(self, agent_id: str, reason: str) -> None:
+    async def _requeue_agent_tasks(self, agent_id: str, session_id: str, reason: str) -> None:
+        """Re-queue the leases carried by one (ended) session of ``agent_id``.
+
+        Only that session's: by the time this runs the agent may have dialled again and
+        been offered new work on its new stream, which must not be taken away.
+        """
         for task in list(self.tasks.values()):
-            if task.status.leased and task.agent_id == agent_id:
+            if (
+                task.status.leased
+                and task.agent_id == agent_id
+                and self._lease_session.get(task.task_id, session_id) == session_id
+            ):
                 self.lifecycle.agent_lost(task, agent_id, reason)
                 await self._save(task, agent_id, "retry", reason)
 
@@ -358,6 +370,11 @@ class HubService:
                 raise _stream_error(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from None
             return
         if not current:
+            if kind == "accept":
+                # The agent wants to start an attempt whose lease is gone (re-queued while
+                # the Offer was in flight): tell it to drop the attempt instead of waiting.
+                session.send(pb.HubMessage(cancel=pb.Cancel(
+                    task_id=msg.task_id, attempt=msg.attempt, reason="lease ended")))
             log.debug("agent %s: ignoring %s for %s attempt %s (not its lease)",
                       session.agent_id, kind, msg.task_id, msg.attempt)
             return
@@ -477,6 +494,7 @@ class HubService:
                                    part_state=part_state)
         if task.status.terminal:
             self.tasks.pop(task.task_id, None)
+            self._lease_session.pop(task.task_id, None)
 
     # ======================================================================== scheduling
 
@@ -521,6 +539,9 @@ class HubService:
 
     async def _offer(self, task: TaskRecord, agent: AgentInfo) -> None:
         """Lease ``task`` to ``agent`` and send the Offer (caller holds ``_lock``)."""
+        session = agent.session
+        if session is None:
+            return
         try:
             creds = await self.accounts.credentials(task.account)
         except Exception as exc:  # no such account, undecryptable, several and none chosen
@@ -530,7 +551,10 @@ class HubService:
                                             error_message=f"no credentials: {exc}")
             await self._finish(task, outcome, agent.agent_id, agent.ip_address)
             return
+        if session.closed:  # the stream ended while we looked up credentials
+            return
         attempt = self.lifecycle.offer(task, agent.agent_id)
+        self._lease_session[task.task_id] = session.session_id
         self.assigned_total[agent.agent_id] = self.assigned_total.get(agent.agent_id, 0) + 1
         await self._save(task, agent.agent_id, "offer",
                          f"attempt {attempt} offered (resume at byte {task.committed_offset})",
@@ -553,7 +577,7 @@ class HubService:
             resume_offset=task.committed_offset,
             file_path=task.file_path,
         )
-        agent.session.send(pb.HubMessage(offer=offer))
+        session.send(pb.HubMessage(offer=offer))  # a no-op if it closed meanwhile: re-queued
         log.info("task %s attempt %d offered to %s", task.task_id, attempt, agent.agent_id)
 
     async def _clock_loop(self) -> None:

@@ -471,9 +471,12 @@ async def test_agent_lost_reoffers_with_resume_point_and_fences_old_attempt(hub:
     offer2 = kinds["offer"].offer
     assert offer2.attempt == 2 and offer2.resume_offset == MiB
     assert offer2.resume_session == b'{"resume": 1}'
-    # A late message of attempt 1 is ignored (fencing).
+    # Late messages of attempt 1 are ignored (fencing); a stale Accept is told to stop.
     await again.send(result=pb.Result(task_id=offer.task_id, attempt=1, success=True,
                                       filename="old", md5=md5))
+    await again.send(accept=pb.Accept(task_id=offer.task_id, attempt=1))
+    stale = await again.recv("cancel")
+    assert (stale.task_id, stale.attempt) == (offer.task_id, 1)
     data, streamed = await stream_all(again, offer2, resume=MiB)
     assert await _status(hub, offer.task_id) == "uploading"
     assert data == Path(path).read_bytes()[MiB:]  # noqa: ASYNC240
