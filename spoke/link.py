@@ -37,8 +37,10 @@ from protocol.credit import CreditBudget
 from spoke.backoff import Backoff
 from spoke.config import AgentSettings
 from spoke.runner import AGENT, TaskFailure, TaskRunner
+from spoke.wire import WireChunk, parse_hub_message
 
 VERSION = "bupmesh-agent/0.1"
+CONNECT_METHOD = "/bupmesh.mesh.v1.AgentLink/Connect"
 KEEPALIVE_SECONDS = 20
 MAX_MESSAGE = 4 << 20  # frames are <= 1 MiB; headroom for the envelope
 REGISTER_TIMEOUT = 15.0
@@ -213,7 +215,14 @@ class Agent:
             )
             tg.cancel_scope.cancel()
             return False
-        call = stub.Connect(metadata=(("authorization", f"Bearer {token}"),))
+        # The generated stub would decode every Chunk with two copies of its data;
+        # parse_hub_message hands Chunk data over as a view of what gRPC received.
+        connect = channel.stream_stream(
+            CONNECT_METHOD,
+            request_serializer=pb.AgentMessage.SerializeToString,
+            response_deserializer=parse_hub_message,
+        )
+        call = connect(metadata=(("authorization", f"Bearer {token}"),))
         session = _Session(call, tg)
         welcomed = anyio.Event()
 
@@ -237,7 +246,11 @@ class Agent:
             call.cancel()
             tg.cancel_scope.cancel()
             return False
-        if first is grpc.aio.EOF or first.WhichOneof("kind") != "welcome":
+        if (
+            first is grpc.aio.EOF
+            or isinstance(first, WireChunk)
+            or first.WhichOneof("kind") != "welcome"
+        ):
             self.log.warning("hub did not welcome us; closing")
             call.cancel()
             tg.cancel_scope.cancel()
@@ -398,7 +411,12 @@ class Agent:
 
     # -- hub messages --------------------------------------------------------------------------
 
-    def _dispatch(self, session: _Session, message: pb.HubMessage) -> None:
+    def _dispatch(self, session: _Session, message: pb.HubMessage | WireChunk) -> None:
+        if isinstance(message, WireChunk):  # the hot path: no protobuf object at all
+            runner = self._runner_for(message.task_id, message.attempt)
+            if runner is not None:
+                runner.on_chunk(message)
+            return
         kind = message.WhichOneof("kind")
         if kind == "chunk":
             runner = self._runner_for(message.chunk.task_id, message.chunk.attempt)

@@ -27,6 +27,7 @@ from spoke.config import AgentSettings
 from spoke.progress import ProgressGate
 from spoke.source import BufferTooSmall, StreamError, StreamSource
 from spoke.task_state import InvalidTransition, State, TaskState
+from spoke.wire import WireChunk
 from uploader.client import BiliClient
 from uploader.credentials import Credentials, CredentialsError
 from uploader.errors import ErrorKind, UploadError
@@ -158,7 +159,7 @@ class TaskRunner:
 
     # -- messages from the hub (called by the link; never block) -----------------------------
 
-    def on_chunk(self, chunk: pb.Chunk) -> None:
+    def on_chunk(self, chunk: pb.Chunk | WireChunk) -> None:
         try:
             if not self.state.on_chunk():
                 return  # late frame for an ended attempt
