@@ -39,9 +39,19 @@ MiB = 1 << 20
 PSK = "test-psk"
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def anyio_backend() -> str:
     return "asyncio"  # grpc.aio
+
+
+@pytest.fixture(scope="module", autouse=True)
+async def _one_event_loop(anyio_backend: str) -> AsyncIterator[None]:
+    """Hold anyio's test runner for the whole module: one event loop for every test.
+
+    grpc.aio's completion-queue poller binds to an event loop; with a fresh loop per
+    test it occasionally calls back into the previous, closed one.
+    """
+    yield
 
 
 # -- fake hub ------------------------------------------------------------------------------------
