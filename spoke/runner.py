@@ -285,12 +285,16 @@ class TaskRunner:
             self.settings.buffer_bytes // self.settings.max_concurrent,
         )
         chunk = self.session.chunk_size if self.session else self.settings.chunk_size
-        async with self._client_factory(
-            self.credentials,
-            member_url=self.member_url,
-            source_ip=self.settings.source_ip,
-            proxy=self.settings.proxy,
-        ) as client:
+        try:
+            client_cm = self._client_factory(
+                self.credentials,
+                member_url=self.member_url,
+                source_ip=self.settings.source_ip,
+                proxy=self.settings.proxy,
+            )
+        except ValueError as exc:  # e.g. a member URL that is not http(s)://host
+            raise TaskFailure(ErrorKind.BAD_REQUEST.value, f"offer unusable: {exc}") from None
+        async with client_cm as client:
             uploader = self._uploader_factory(
                 client,
                 line=self.line,

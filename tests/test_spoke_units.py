@@ -374,6 +374,22 @@ def test_runner_resume_point_and_bad_offers() -> None:
     assert info.value.kind == "auth"  # type: ignore[attr-defined]
 
 
+@pytest.mark.anyio
+async def test_runner_bad_member_url_is_a_bad_request() -> None:
+    sent: list[pb.AgentMessage] = []
+    budget = CreditBudget(64)
+    runner = TaskRunner(
+        _offer(10), settings=_settings(), budget=budget, send=sent.append,
+    )
+    runner.member_url = "ftp://nowhere"
+    runner.prepare()
+    runner.accept()
+    with anyio.fail_after(5):
+        await runner.run()
+    result = sent[-1].result
+    assert result.error_kind == "bad_request" and "member URL" in result.error_message
+
+
 def test_threads_follow_the_budget_share() -> None:
     mib = 1 << 20
     assert threads_for(64 * mib // 3, 10 * mib) == 1
