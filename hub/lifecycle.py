@@ -147,6 +147,12 @@ class Lifecycle:
         task.completed_at = self.clock()
         return Outcome.CANCELLED
 
+    def fail(self, task: TaskRecord, kind: str, message: str) -> Outcome:
+        """A hub-side verdict (e.g. the source file cannot be hashed): fail a live task."""
+        if task.status.terminal:
+            return Outcome.IGNORED
+        return self._fail(task, kind, message)
+
     def offer_expired(self, task: TaskRecord) -> bool:
         return (
             task.status is Status.ASSIGNED

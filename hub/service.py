@@ -141,6 +141,8 @@ class HubService:
         async with anyio.create_task_group() as tg:
             self._tg = tg
             tg.start_soon(self._schedule_loop)
+            for part in await self.store.parts_to_hash():  # interrupted by a restart
+                tg.start_soon(self._hash_part, part["id"])
             tg.start_soon(self._clock_loop)
             task_status.started()
 
@@ -513,7 +515,8 @@ class HubService:
 
     async def _dispatch_pending(self) -> None:
         async with self._lock:
-            pending = [t for t in self.tasks.values() if t.status is Status.PENDING]
+            pending = [t for t in self.tasks.values()
+                       if t.status is Status.PENDING and t.file_md5]  # MD5 known
             if not pending:
                 return
             agents = self.registry.schedulable()
@@ -677,15 +680,11 @@ class HubService:
         if not isinstance(file_path, str) or not file_path.strip():
             raise BadRequest("file_path is required")
         try:
-            path, size, md5, fingerprint = await anyio.to_thread.run_sync(
-                _inspect_file, file_path)
+            path, size = await anyio.to_thread.run_sync(_stat_file, file_path)
         except FileNotFoundError:
             raise NotFound(f"no such file: {file_path}") from None
         except IsADirectoryError:
             raise BadRequest(f"not a regular file: {file_path}") from None
-        except _StillChanging:
-            raise Conflict(f"{file_path} changed while being hashed; still being written?"
-                           ) from None
         except OSError as exc:
             raise BadRequest(f"cannot read {file_path}: {exc.strerror or exc}") from None
         if size == 0:
@@ -695,28 +694,62 @@ class HubService:
             await self.accounts.credentials(account)
         except Exception as exc:
             raise NotFound(f"account: {exc}") from None
+        # The MD5 of a 50 GB recording takes a minute: answer now, hash in the background;
+        # the task is offered once its MD5 (which goes in the Offer) is known.
         part_id = await self.store.insert_part(
-            file_path=str(path), size=size, md5=md5, account=account, title=title,
-            fingerprint=fingerprint,
+            file_path=str(path), size=size, md5="", account=account, title=title,
         )
+        await self.store.set_part_hash(part_id, md5="", fingerprint="", state="hashing")
         task_id = None
         if auto_upload:
-            task = await self._new_task(part_id, str(path), size, md5, account,
-                                        fingerprint=fingerprint)
+            task = await self._new_task(part_id)
             task_id = task.task_id
+        self._spawn(self._hash_part, part_id)
         log.info("part %d created for %s (%d bytes)", part_id, path.name, size)
         return {"part_id": part_id, "task_id": task_id}
 
-    async def _new_task(self, part_id: int, path: str, size: int, md5: str,
-                        account: str | None, pinned: str | None = None,
-                        fingerprint: str = "") -> TaskRecord:
-        task = TaskRecord(
-            task_id=f"task-{uuid.uuid4().hex[:16]}", part_id=part_id, file_path=path,
-            file_size=size, file_md5=md5, account=account, pinned_agent=pinned,
-            file_fingerprint=fingerprint,
-            created_at=self.clock(),
-        )
+    async def _hash_part(self, part_id: int) -> None:
+        """Hash a part's file (worker thread), then release its tasks to the scheduler."""
+        part = await self.store.get_part(part_id)
+        if part is None or part["md5"]:
+            return
+        try:
+            md5, fingerprint = await anyio.to_thread.run_sync(
+                _hash_file, part["file_path"], part["size"])
+            failure = None
+        except _StillChanging:
+            failure = "file changed while being hashed (still being written?)"
+        except OSError as exc:
+            failure = f"cannot read source file: {exc.strerror or exc}"
         async with self._lock:
+            tasks = [t for t in self.tasks.values() if t.part_id == part_id]
+            if failure is not None:
+                await self.store.set_part_hash(part_id, md5="", fingerprint="", state="failed")
+                for task in tasks:
+                    self.lifecycle.fail(task, lc.FILE, failure)
+                    await self._save(task, "", "error", failure, part_state="failed")
+                log.warning("part %d: %s", part_id, failure)
+                return
+            await self.store.set_part_hash(part_id, md5=md5, fingerprint=fingerprint,
+                                           state="queued" if tasks else "new")
+            for task in tasks:
+                task.file_md5, task.file_fingerprint = md5, fingerprint
+                await self.store.save_task(task)
+        log.info("part %d hashed: md5 %s", part_id, md5)
+        self.poke()
+
+    async def _new_task(self, part_id: int, pinned: str | None = None) -> TaskRecord:
+        async with self._lock:
+            # Read the part under the lock: its MD5 may have just been filled in.
+            part = await self.store.get_part(part_id)
+            if part is None:
+                raise NotFound(f"no part {part_id}")
+            task = TaskRecord(
+                task_id=f"task-{uuid.uuid4().hex[:16]}", part_id=part_id,
+                file_path=part["file_path"], file_size=part["size"], file_md5=part["md5"],
+                account=part["account"], pinned_agent=pinned,
+                file_fingerprint=part.get("fingerprint") or "", created_at=self.clock(),
+            )
             await self.store.insert_task(task)
             await self.store.add_log(task.task_id, pinned or "", "", "created",
                                      f"part {part_id}", 0)
@@ -746,9 +779,9 @@ class HubService:
                 return task.task_id
         if part["state"] == "uploaded":
             raise Conflict(f"part {part_id} is already uploaded")
-        task = await self._new_task(part["id"], part["file_path"], part["size"], part["md5"],
-                                    part["account"], pinned=agent_id,
-                                    fingerprint=part.get("fingerprint") or "")
+        if part["state"] == "failed" and not part["md5"]:
+            raise Conflict(f"part {part_id} cannot be read: {part['file_path']}")
+        task = await self._new_task(part["id"], pinned=agent_id)
         return task.task_id
 
     async def cancel_task(self, task_id: str) -> None:
@@ -903,11 +936,17 @@ class _StillChanging(Exception):
     pass
 
 
-def _inspect_file(file_path: str) -> tuple[Path, int, str, str]:
-    """Resolve, check and hash a part's file (blocking: runs in a worker thread)."""
+def _stat_file(file_path: str) -> tuple[Path, int]:
+    """Resolve and check a part's file (blocking: runs in a worker thread)."""
     path = Path(file_path).expanduser().resolve(strict=True)
     if not path.is_file():
         raise IsADirectoryError(str(path))
+    return path, path.stat().st_size
+
+
+def _hash_file(file_path: str, expected_size: int) -> tuple[str, str]:
+    """MD5 and stat identity of a part's file (blocking: runs in a worker thread)."""
+    path = Path(file_path)
     before = fingerprint_of(path.stat())
     h = hashlib.md5()
     size = 0
@@ -919,11 +958,11 @@ def _inspect_file(file_path: str) -> tuple[Path, int, str, str]:
             h.update(block)
             size += len(block)
     st = path.stat()
-    if fingerprint_of(st) != before:
+    if fingerprint_of(st) != before or size != expected_size:
         raise _StillChanging(str(path))
     # File timestamps tick coarsely (a few ms): a write within the same tick as the last one
     # would leave the identity unchanged, so only a file quiet for a while gets a fingerprint
     # (any later write then moves its mtime); a fresh one is always hashed while streamed.
     if time.time() - st.st_mtime < FINGERPRINT_MIN_AGE:
         before = ""
-    return path, size, h.hexdigest(), before
+    return h.hexdigest(), before

@@ -267,6 +267,19 @@ class Store:
 
         return await self._run(q)
 
+    async def set_part_hash(self, part_id: int, *, md5: str, fingerprint: str,
+                            state: str) -> None:
+        def q(c: sqlite3.Connection) -> None:
+            c.execute("UPDATE parts SET md5=?, fingerprint=?, state=? WHERE id=?",
+                      (md5, fingerprint, state, part_id))
+
+        await self._run(q)
+
+    async def parts_to_hash(self) -> list[dict[str, Any]]:
+        return await self._run(lambda c: [
+            dict(r) for r in c.execute("SELECT * FROM parts WHERE md5='' AND state!='failed'")
+        ])
+
     async def get_part(self, part_id: int) -> dict[str, Any] | None:
         def q(c: sqlite3.Connection) -> dict[str, Any] | None:
             row = c.execute("SELECT * FROM parts WHERE id=?", (part_id,)).fetchone()

@@ -553,7 +553,7 @@ async def test_source_changed_fails_with_kind_file(hub: Hub, when: str) -> None:
     old = time.time() - 60
     os.utime(path, (old, old))  # a finished recording: the hub may reuse its MD5
     await hub.service.create_part(path, account=None, title=None)
-    assert hub.service.tasks[next(iter(hub.service.tasks))].file_fingerprint
+    await wait_for(lambda: hub.service.tasks[next(iter(hub.service.tasks))].file_fingerprint)
     offer = await agent.recv("offer")
 
     def rewrite() -> None:

@@ -136,3 +136,29 @@ async def test_create_part_refuses_bad_input(tmp_path: Path) -> None:
         with pytest.raises(NotFound):
             await hub.service.create_part(path, account="nobody", title=None)
         assert await hub.service.list_tasks() == []
+
+
+@pytest.mark.anyio
+async def test_hashing_interrupted_by_restart_resumes_and_unreadable_part_fails(
+    tmp_path: Path,
+) -> None:
+    async with make_hub(tmp_path) as hub:
+        path, md5 = hub.file("r.bin", 3000)
+        store = hub.service.store
+        # As if the hub stopped right after accepting the part, before hashing it.
+        part_id = await store.insert_part(file_path=path, size=3000, md5="", account=None,
+                                          title=None)
+        lost = await store.insert_part(file_path=str(tmp_path / "gone.bin"), size=10, md5="",
+                                       account=None, title=None)
+    async with make_hub(tmp_path) as hub:
+        agent = await hub.agent("a1")
+        task_id = await hub.service.assign_task(part_id, "a1")
+        offer = await agent.recv("offer")
+        assert (offer.task_id, offer.file_md5) == (task_id, md5)
+        await wait_for(lambda: _part_state(hub, lost, "failed"))
+        with pytest.raises(Conflict):
+            await hub.service.assign_task(lost, "a1")
+
+
+async def _part_state(hub, part_id: int, state: str) -> bool:
+    return (await hub.service.store.get_part(part_id))["state"] == state
