@@ -295,7 +295,10 @@ class HubService:
 
     def _spawn(self, fn: Any, *args: Any) -> None:
         """Run ``fn`` in the service's task group; a no-op while the hub shuts down."""
-        if self._tg is None:
+        if self._tg is None or self._tg.cancel_scope.cancel_called:
+            # Shutting down: what matters is on disk and start() re-queues leases. Never
+            # start_soon into a cancelled group: with anyio 4.16 on asyncio such a task,
+            # spawned from a gRPC handler, spins the loop forever and SIGTERM never ends.
             return
         try:
             self._tg.start_soon(fn, *args)
