@@ -22,10 +22,9 @@ import grpc
 
 from bupmesh.config import ConfigError
 from hub.config import HubConfig
-from hub.link import AgentLinkServicer, server_options
+from hub.link import AgentLinkServicer, add_servicer, server_options
 from hub.service import HubService
 from hub.store import Store
-from protocol import mesh_pb2_grpc
 from protocol.tokens import TokenIssuer, load_or_create_secret
 
 log = logging.getLogger("bupmesh.hub")
@@ -67,7 +66,7 @@ async def build_service(config: HubConfig) -> HubService:
 async def start_grpc(service: HubService, config: HubConfig) -> Hub:
     compression = grpc.Compression.Gzip if config.compression == "gzip" else None
     server = grpc.aio.server(options=server_options(), compression=compression)
-    mesh_pb2_grpc.add_AgentLinkServicer_to_server(AgentLinkServicer(service), server)
+    add_servicer(AgentLinkServicer(service), server)
     host, port = config.grpc_address
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     try:

@@ -202,6 +202,31 @@ class AgentSession:
         self.service.transfer_failed(self, task_id, attempt, message)
 
 
+def _serialize_hub_message(msg: pb.HubMessage | bytes) -> bytes:
+    """File frames arrive already encoded (see ``hub.transfer.encode_chunk``)."""
+    return msg if isinstance(msg, bytes) else msg.SerializeToString()
+
+
+def add_servicer(servicer: AgentLinkServicer, server: grpc.aio.Server) -> None:
+    """Like ``mesh_pb2_grpc.add_AgentLinkServicer_to_server``, with a pass-through
+    serializer for pre-encoded frames (same service, methods and message types)."""
+    handlers = {
+        "Register": grpc.unary_unary_rpc_method_handler(
+            servicer.Register,
+            request_deserializer=pb.RegisterRequest.FromString,
+            response_serializer=pb.RegisterResponse.SerializeToString,
+        ),
+        "Connect": grpc.stream_stream_rpc_method_handler(
+            servicer.Connect,
+            request_deserializer=pb.AgentMessage.FromString,
+            response_serializer=_serialize_hub_message,
+        ),
+    }
+    service = pb.DESCRIPTOR.services_by_name["AgentLink"].full_name
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, handlers),))
+    server.add_registered_method_handlers(service, handlers)
+
+
 class AgentLinkServicer(mesh_pb2_grpc.AgentLinkServicer):
     def __init__(self, service: HubService) -> None:
         self.service = service
