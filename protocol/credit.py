@@ -99,27 +99,44 @@ class _TaskCredit:
 class CreditBudget:
     """Agent side: one buffer budget (bytes) shared by every open task.
 
-    Windows are water-filled: each task first gets its ``min_window`` (admission
-    guarantees they fit), the rest of the budget is split evenly, and no task is
-    given more than it still needs. A task is re-granted once about half its
-    window is free (or its tail fits), so the hub never idles waiting for a
-    window to drain to zero. Grants are also capped by the budget still free, so
-    while windows shrink after a new task arrives, the old tasks simply get no
-    new credit until their held bytes drain below the new window.
+    The budget is split into slots and a shared pool. Each open task owns
+    ``max(min_window, slot_reserve)`` bytes (its *own*: enough to assemble one
+    chunk), each unused slot keeps ``slot_reserve`` for a task still to come, and
+    the rest is a pool any task may borrow from. No task ever takes from another
+    task's own share, so however the others behave, even stuck holding all they
+    were granted (a hanging PUT, a throttled IP), every task can still get one
+    chunk's worth and progress: a slow task never stalls a fast one. Without
+    ``slots`` there is no slot reserve and each task owns its ``min_window``.
+
+    Windows (the target outstanding per task) are a task's own share plus an even
+    split of the pool among tasks that need more. A task is re-granted once about
+    half its window is free (or its tail fits, or its pipe is idle), so the hub
+    never waits for a window to drain to zero. ``granted + held`` over all tasks
+    never exceeds ``total``.
     """
 
-    def __init__(self, total: int) -> None:
+    def __init__(self, total: int, *, slots: int | None = None, slot_reserve: int = 0) -> None:
         if total <= 0:
             raise CreditError(f"budget must be positive, got {total}")
+        if slots is not None and (slots < 1 or slot_reserve < 0 or slots * slot_reserve > total):
+            raise CreditError(
+                f"{slots} slots of {slot_reserve} bytes do not fit a budget of {total}"
+            )
         self.total = total
+        self.slots = slots
+        self.slot_reserve = slot_reserve if slots is not None else 0
         self._tasks: dict[str, _TaskCredit] = {}
 
     # -- admission and lifecycle -------------------------------------------------------------
 
     @property
     def reserved(self) -> int:
-        """Sum of the minimum windows of open tasks (what admission protects)."""
-        return sum(t.min_window for t in self._tasks.values())
+        """Bytes owned by open tasks plus the reserve of unused slots (the rest is the pool)."""
+        return sum(self._own(t) for t in self._tasks.values()) + self._unused_reserve()
+
+    @property
+    def pool(self) -> int:
+        return self.total - self.reserved
 
     @property
     def outstanding(self) -> int:
@@ -132,7 +149,12 @@ class CreditBudget:
 
     def can_admit(self, min_window: int) -> bool:
         """Whether a new task needing ``min_window`` bytes of window fits next to the others."""
-        return min_window > 0 and self.reserved + min_window <= self.total
+        if min_window <= 0:
+            return False
+        if self.slots is not None and len(self._tasks) >= self.slots:
+            return False
+        own = max(min_window, self.slot_reserve)
+        return self.reserved - self._slot_share() + own <= self.total
 
     def open(self, task: str, *, need: int, min_window: int) -> None:
         """Start crediting ``task`` for ``need`` bytes; raises if it cannot be admitted."""
@@ -156,7 +178,8 @@ class CreditBudget:
         t = self._get(task)
         if min_window <= t.min_window:
             return True
-        if self.reserved - t.min_window + min_window > self.total:
+        grown = max(min_window, self.slot_reserve) - self._own(t)
+        if self.reserved + grown > self.total:
             return False
         t.min_window = min_window
         self._rebalance()
@@ -208,6 +231,7 @@ class CreditBudget:
         """Credit to send now, as ``(task, bytes)``; the books already count it as granted."""
         out: list[tuple[str, int]] = []
         free = self.free
+        pool_left = self.pool - sum(self._borrowed(t) for t in self._tasks.values())
         # Tasks furthest below their window first, so a starving task is served before
         # a busy one takes the last free bytes.
         order = sorted(self._tasks.items(), key=lambda kv: kv[1].outstanding - kv[1].window)
@@ -215,7 +239,9 @@ class CreditBudget:
             room = t.window - t.outstanding
             if room <= 0 or t.ungranted <= 0:
                 continue
-            amount = min(room, t.ungranted, free)
+            # Up to its own share freely; beyond it only what the pool still has.
+            limit = self._own(t) + self._borrowed(t) + max(0, pool_left) - t.outstanding
+            amount = min(room, t.ungranted, free, limit)
             # Re-grant at about half a window (never wait for zero), or the whole tail.
             # With nothing in flight the hub is idle for this task, and the held bytes
             # may be a partial chunk the uploader cannot release: then any room is
@@ -223,8 +249,10 @@ class CreditBudget:
             threshold = 1 if t.in_flight == 0 else min(max(1, t.window // 2), t.ungranted)
             if amount < threshold:
                 continue
+            before = self._borrowed(t)
             t.granted += amount
             free -= amount
+            pool_left -= self._borrowed(t) - before
             out.append((task, amount))
         return out
 
@@ -253,17 +281,28 @@ class CreditBudget:
         except KeyError:
             raise CreditError(f"unknown task {task}") from None
 
-    def _rebalance(self) -> None:
-        """Water-fill windows: minimums first, the rest evenly, none beyond what a task needs.
+    def _own(self, t: _TaskCredit) -> int:
+        return max(t.min_window, self.slot_reserve)
 
-        The windows sum to at most ``total``, so when every task is within its window
-        the budget holds; tasks above a shrunken window just get no credit until they
-        drain.
-        """
+    def _borrowed(self, t: _TaskCredit) -> int:
+        return max(0, t.outstanding - self._own(t))
+
+    def _slot_share(self) -> int:
+        """What one more open task takes out of the unused-slot reserve."""
+        return self.slot_reserve if self.slots is not None and len(self._tasks) < self.slots else 0
+
+    def _unused_reserve(self) -> int:
+        if self.slots is None:
+            return 0
+        return max(0, self.slots - len(self._tasks)) * self.slot_reserve
+
+    def _rebalance(self) -> None:
+        """Windows: each task's own share (no more than it needs) plus an even split of the
+        pool among the tasks that need more. They sum to at most ``total``."""
         tasks = list(self._tasks.values())
         for t in tasks:
-            t.window = t.min_window
-        spare = self.total - sum(t.window for t in tasks)
+            t.window = max(1, min(self._own(t), t.need))
+        spare = self.pool
         hungry = [t for t in tasks if t.need > t.window]
         while spare > 0 and hungry:
             share = max(1, spare // len(hungry))

@@ -336,6 +336,11 @@ def _validate(*, prefix: str, keys: Mapping[str, str], **v: Any) -> AgentSetting
         raise ConfigError(f"{name('buffer_size_mb')}: must be at least 1")
     if v["chunk_size_mb"] < 1:
         raise ConfigError(f"{name('chunk_size_mb')}: must be at least 1")
+    if v["buffer_size_mb"] < v["chunk_size_mb"]:
+        raise ConfigError(
+            f"{name('buffer_size_mb')}: {v['buffer_size_mb']} MB cannot hold one upload chunk "
+            f"of {v['chunk_size_mb']} MB"
+        )
     if v["bandwidth_mbps"] < 0:
         raise ConfigError(f"{name('bandwidth_mbps')}: must not be negative")
     if v["max_memory_mb"] is not None and v["buffer_size_mb"] >= v["max_memory_mb"]:

@@ -120,7 +120,13 @@ class Agent:
         self.log = logging.LoggerAdapter(
             logging.getLogger("bupmesh.agent"), {"agent": settings.agent_id}
         )
-        self.budget = CreditBudget(settings.buffer_bytes)
+        # One chunk's worth per upload slot is always kept for the task in that slot,
+        # so a stuck upload never starves the others; the rest is shared.
+        self.budget = CreditBudget(
+            settings.buffer_bytes,
+            slots=settings.max_concurrent,
+            slot_reserve=min(settings.chunk_size, settings.buffer_bytes // settings.max_concurrent),
+        )
         self.runners: dict[str, TaskRunner] = {}
         self.backoff = backoff or Backoff(1.0, 60.0, rng)
         self.clock = clock

@@ -122,6 +122,7 @@ def test_multi_agent_file(tmp_path: Path) -> None:
         (SEED, {}, {"agent.source_ip": "not-an-ip"}, "agent.source_ip"),
         (SEED, {}, {"server.url": "host:99999"}, "server.url"),
         (SEED, {}, {"resources.max_memory_mb": 100}, "agent.buffer_size_mb"),
+        (SEED, {}, {"agent.buffer_size_mb": 8}, "agent.buffer_size_mb"),
         (SEED, {}, {"server.cert_file": "/nonexistent/ca.pem"}, "server.cert_file"),
         (SEED.replace("token: file-psk", "token: ''"), {}, {}, "agent.token"),
         (MULTI.replace("buffer_size_mb: 150", "buffer_size_mb: x"), {}, {}, "agents.1.buffer_size_mb"),

@@ -618,3 +618,56 @@ async def test_sigterm_while_the_hub_is_unreachable_exits_promptly(tmp_path: Pat
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
+
+
+class _NoClient:
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        pass
+
+    async def __aenter__(self) -> _NoClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        pass
+
+
+class _ReadingUploader:
+    """Reads and releases every chunk; a file named slow* stops after its first chunk."""
+
+    def __init__(self, client: Any, **kw: Any) -> None:
+        pass
+
+    async def upload(self, source: Any, name: str, *, session: Any = None) -> Any:
+        for offset in range(0, source.size, MiB):
+            data = await source.read(offset, MiB)
+            if name.startswith("slow"):
+                await anyio.sleep_forever()  # holds its chunk, never reads on
+            source.release(offset, len(data))
+
+        class Done:
+            filename, biz_id = "n" + name, 1
+
+        return Done()
+
+
+@pytest.mark.anyio
+async def test_a_slow_task_never_stalls_a_fast_one(hub: tuple[FakeHub, str]) -> None:
+    servicer, address = hub
+    agent = Agent(settings(address), client_factory=_NoClient, uploader_factory=_ReadingUploader)
+    slow, fast = bytes(20 * MiB), random.Random(9).randbytes(20 * MiB)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(agent.run)
+        session = await asyncio.wait_for(servicer.sessions.get(), 10)
+        streamer = Streamer(session, budget=4 * MiB)
+        streamer.offer(offer("slow", slow, None), slow)
+        streamer.offer(offer("fast", fast, None), fast)
+        await streamer.run_until(lambda: "fast" in streamer.results)
+        # the slow one is stuck holding no more than its window; the fast one went through
+        assert "slow" not in streamer.results
+        assert agent.budget.task_outstanding("slow") <= agent.budget.window("slow")
+        assert streamer.ledgers["slow"].granted < len(slow)
+        agent.stop()  # the stuck one is handed back after the drain grace (2 s here)
+        await streamer.run_until(lambda: "slow" in streamer.results, limit=10)
+    assert streamer.results["fast"].success
+    assert streamer.results["fast"].md5 == hashlib.md5(fast).hexdigest()
+    assert streamer.results["slow"].error_message == "draining"
