@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import os
 import re
 import time
 import uuid
@@ -109,6 +110,7 @@ class HubService:
         self._tg: anyio.abc.TaskGroup | None = None
         self._queries: dict[str, tuple[anyio.Event, list[pb.StatusReply]]] = {}
         self._lease_session: dict[str, str] = {}  # task id -> session id carrying its lease
+        self._hashing: set[int] = set()  # parts with an MD5 pass running
 
     # ======================================================================== lifecycle
 
@@ -141,8 +143,6 @@ class HubService:
         async with anyio.create_task_group() as tg:
             self._tg = tg
             tg.start_soon(self._schedule_loop)
-            for part in await self.store.parts_to_hash():  # interrupted by a restart
-                tg.start_soon(self._hash_part, part["id"])
             tg.start_soon(self._clock_loop)
             task_status.started()
 
@@ -423,6 +423,10 @@ class HubService:
             await self._save(task, session.agent_id, "start",
                              f"attempt {task.attempt} accepted, streaming from byte {offset}",
                              ip=session.ip_address, part_state="uploading")
+        if offset > 0 and not task.file_md5 and task.part_id not in self._hashing:
+            # A resumed stream sees only the tail: the whole file's MD5 needs its own pass.
+            self._hashing.add(task.part_id)
+            self._spawn(self._hash_part, task.part_id)
         session.transfer.start(task.task_id, task.attempt, task.file_path, task.file_size, offset,
                                known_md5=task.file_md5, fingerprint=task.file_fingerprint)
 
@@ -453,9 +457,15 @@ class HubService:
         md5_ok = False
         if stream is not None and stream.md5 is not None and msg.md5:
             md5_ok = hmac.compare_digest(stream.md5, msg.md5.lower())
-            if stream.source_changed or (stream.start == 0 and stream.md5 != task.file_md5):
+            if stream.source_changed or (
+                stream.start == 0 and task.file_md5 and stream.md5 != task.file_md5
+            ):
                 md5_ok = False  # the source changed since the part was created
         async with self._lock:
+            learned = (
+                md5_ok and msg.success and stream is not None and stream.start == 0
+                and not task.file_md5 and task.holds(session.agent_id, msg.attempt)
+            )
             outcome = self.lifecycle.result(
                 task, session.agent_id, msg.attempt, success=msg.success,
                 filename=msg.filename, biz_id=int(msg.biz_id),
@@ -465,6 +475,13 @@ class HubService:
             if outcome is Outcome.IGNORED:
                 return
             session.transfer.stop(task.task_id)
+            if learned and outcome is Outcome.COMPLETED and stream is not None:
+                # Hashed while streaming the whole file, and the agent got the same bytes:
+                # that is the part's MD5, without a separate pass over the file.
+                task.file_md5 = stream.md5 or ""
+                await self.store.set_part_hash(task.part_id, md5=task.file_md5,
+                                               fingerprint=task.file_fingerprint,
+                                               state="uploaded")
             await self._finish(task, outcome, session.agent_id, session.ip_address)
 
     async def _finish(self, task: TaskRecord, outcome: Outcome, agent_id: str, ip: str) -> None:
@@ -518,8 +535,7 @@ class HubService:
 
     async def _dispatch_pending(self) -> None:
         async with self._lock:
-            pending = [t for t in self.tasks.values()
-                       if t.status is Status.PENDING and t.file_md5]  # MD5 known
+            pending = [t for t in self.tasks.values() if t.status is Status.PENDING]
             if not pending:
                 return
             agents = self.registry.schedulable()
@@ -683,7 +699,7 @@ class HubService:
         if not isinstance(file_path, str) or not file_path.strip():
             raise BadRequest("file_path is required")
         try:
-            path, size = await anyio.to_thread.run_sync(_stat_file, file_path)
+            path, size, fingerprint = await anyio.to_thread.run_sync(_stat_file, file_path)
         except FileNotFoundError:
             raise NotFound(f"no such file: {file_path}") from None
         except IsADirectoryError:
@@ -697,22 +713,29 @@ class HubService:
             await self.accounts.credentials(account)
         except Exception as exc:
             raise NotFound(f"account: {exc}") from None
-        # The MD5 of a 50 GB recording takes a minute: answer now, hash in the background;
-        # the task is offered once its MD5 (which goes in the Offer) is known.
+        # No MD5 pass here: on a 50 GB recording it takes a minute (and outlasts any HTTP
+        # timeout). The first attempt hashes the bytes as it streams them from byte 0, and
+        # that becomes the part's MD5 once the agent confirms it got the same bytes; the
+        # file's stat identity, taken now, catches a file that changes meanwhile.
         part_id = await self.store.insert_part(
             file_path=str(path), size=size, md5="", account=account, title=title,
+            fingerprint=fingerprint,
         )
-        await self.store.set_part_hash(part_id, md5="", fingerprint="", state="hashing")
         task_id = None
         if auto_upload:
             task = await self._new_task(part_id)
             task_id = task.task_id
-        self._spawn(self._hash_part, part_id)
         log.info("part %d created for %s (%d bytes)", part_id, path.name, size)
         return {"part_id": part_id, "task_id": task_id}
 
     async def _hash_part(self, part_id: int) -> None:
-        """Hash a part's file (worker thread), then release its tasks to the scheduler."""
+        """Hash a part's file in a worker thread (needed when no attempt streamed it whole)."""
+        try:
+            await self._hash_part_once(part_id)
+        finally:
+            self._hashing.discard(part_id)
+
+    async def _hash_part_once(self, part_id: int) -> None:
         part = await self.store.get_part(part_id)
         if part is None or part["md5"]:
             return
@@ -939,12 +962,25 @@ class _StillChanging(Exception):
     pass
 
 
-def _stat_file(file_path: str) -> tuple[Path, int]:
-    """Resolve and check a part's file (blocking: runs in a worker thread)."""
+def _stat_file(file_path: str) -> tuple[Path, int, str]:
+    """Resolve and check a part's file; its size and stat identity (worker thread)."""
     path = Path(file_path).expanduser().resolve(strict=True)
     if not path.is_file():
         raise IsADirectoryError(str(path))
-    return path, path.stat().st_size
+    st = path.stat()
+    return path, st.st_size, _quiet_fingerprint(st)
+
+
+def _quiet_fingerprint(st: os.stat_result) -> str:
+    """The stat identity, or "" for a file written to in the last seconds.
+
+    File timestamps tick coarsely (a few ms): a write within the same tick as the last
+    one would leave the identity unchanged, so only a file quiet for a while gets one
+    (any later write then moves its mtime); a fresh file is always hashed when streamed.
+    """
+    if time.time() - st.st_mtime < FINGERPRINT_MIN_AGE:
+        return ""
+    return fingerprint_of(st)
 
 
 def _hash_file(file_path: str, expected_size: int) -> tuple[str, str]:
@@ -963,9 +999,4 @@ def _hash_file(file_path: str, expected_size: int) -> tuple[str, str]:
     st = path.stat()
     if fingerprint_of(st) != before or size != expected_size:
         raise _StillChanging(str(path))
-    # File timestamps tick coarsely (a few ms): a write within the same tick as the last one
-    # would leave the identity unchanged, so only a file quiet for a while gets a fingerprint
-    # (any later write then moves its mtime); a fresh one is always hashed while streamed.
-    if time.time() - st.st_mtime < FINGERPRINT_MIN_AGE:
-        before = ""
-    return h.hexdigest(), before
+    return h.hexdigest(), _quiet_fingerprint(st)

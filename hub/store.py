@@ -275,11 +275,6 @@ class Store:
 
         await self._run(q)
 
-    async def parts_to_hash(self) -> list[dict[str, Any]]:
-        return await self._run(lambda c: [
-            dict(r) for r in c.execute("SELECT * FROM parts WHERE md5='' AND state!='failed'")
-        ])
-
     async def get_part(self, part_id: int) -> dict[str, Any] | None:
         def q(c: sqlite3.Connection) -> dict[str, Any] | None:
             row = c.execute("SELECT * FROM parts WHERE id=?", (part_id,)).fetchone()

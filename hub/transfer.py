@@ -115,8 +115,10 @@ class Transfer:
         self.stop(task_id)
         ts = TaskStream(task_id, attempt, path, size, start=offset, offset=offset,
                         read_offset=offset)
-        if offset == 0 and known_md5 and fingerprint and size > 0:
-            ts.known_md5, ts.fingerprint, ts.hasher = known_md5, fingerprint, None
+        if offset == 0 and fingerprint and size > 0:
+            ts.fingerprint = fingerprint  # checked at the first and the last read
+            if known_md5:
+                ts.known_md5, ts.hasher = known_md5, None
         self.tasks[task_id] = ts
         self._order.append(task_id)
         self._fill(ts)
@@ -312,15 +314,18 @@ def _read_block(ts: TaskStream, offset: int, length: int) -> bytes:
     """Read one block and account it in the attempt's MD5 (off the event loop)."""
     fd = os.open(ts.path, os.O_RDONLY)
     try:
-        if ts.hasher is None and offset == 0 and fingerprint_of(os.fstat(fd)) != ts.fingerprint:
-            ts.hasher = hashlib.md5()  # changed since the part's MD5: hash what we send
+        if ts.fingerprint and offset == 0 and fingerprint_of(os.fstat(fd)) != ts.fingerprint:
+            if ts.hasher is None:
+                ts.hasher = hashlib.md5()  # changed since the part's MD5: hash what we send
+            else:
+                ts.source_changed = True  # changed since the part was created
         data = os.pread(fd, length, offset)
         while len(data) < length:
             more = os.pread(fd, length - len(data), offset + len(data))
             if not more:
                 break
             data += more
-        if ts.hasher is None and offset + length >= ts.size:
+        if ts.fingerprint and offset + length >= ts.size:
             if fingerprint_of(os.fstat(fd)) != ts.fingerprint:
                 ts.source_changed = True
     finally:

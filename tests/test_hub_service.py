@@ -139,25 +139,28 @@ async def test_create_part_refuses_bad_input(tmp_path: Path) -> None:
 
 
 @pytest.mark.anyio
-async def test_hashing_interrupted_by_restart_resumes_and_unreadable_part_fails(
-    tmp_path: Path,
-) -> None:
-    async with make_hub(tmp_path) as hub:
-        path, md5 = hub.file("r.bin", 3000)
-        store = hub.service.store
-        # As if the hub stopped right after accepting the part, before hashing it.
-        part_id = await store.insert_part(file_path=path, size=3000, md5="", account=None,
-                                          title=None)
-        lost = await store.insert_part(file_path=str(tmp_path / "gone.bin"), size=10, md5="",
-                                       account=None, title=None)
+async def test_unreadable_source_fails_with_kind_file(tmp_path: Path) -> None:
     async with make_hub(tmp_path) as hub:
         agent = await hub.agent("a1")
-        task_id = await hub.service.assign_task(part_id, "a1")
+        path, _ = hub.file("gone.bin", 3 * MiB)
+        created = await hub.service.create_part(path, account=None, title=None)
         offer = await agent.recv("offer")
-        assert (offer.task_id, offer.file_md5) == (task_id, md5)
-        await wait_for(lambda: _part_state(hub, lost, "failed"))
+        Path(path).unlink()  # noqa: ASYNC240 - the recording vanished before streaming
+        await agent.send(accept=pb.Accept(task_id=offer.task_id, attempt=1))
+        cancel = await agent.recv("cancel")
+        assert cancel.task_id == offer.task_id and "read" in cancel.reason
+        task = await hub.service.get_task(created["task_id"])
+        assert task["status"] == "failed" and task["error_kind"] == "file"
+        # A resumed attempt needs an MD5 pass; an unreadable file fails the part too.
+        path2, _ = hub.file("gone2.bin", 3 * MiB)
+        created2 = await hub.service.create_part(path2, account=None, title=None)
+        offer2 = await agent.recv("offer")
+        Path(path2).unlink()  # noqa: ASYNC240
+        await agent.send(accept=pb.Accept(task_id=offer2.task_id, attempt=1,
+                                          resume_offset=MiB))
+        await wait_for(lambda: _part_state(hub, created2["part_id"], "failed"))
         with pytest.raises(Conflict):
-            await hub.service.assign_task(lost, "a1")
+            await hub.service.assign_task(created2["part_id"], "a1")
 
 
 async def _part_state(hub, part_id: int, state: str) -> bool:
