@@ -42,7 +42,7 @@ from protocol.credit import MAX_FRAME, CreditLedger
 log = logging.getLogger("bupmesh.hub.transfer")
 
 BLOCK_SIZE = 4 << 20  # one disk read; cut into 1 MiB frames
-PREFETCH_BLOCKS = 2
+PREFETCH_BLOCKS = 3  # per task: read (and hash) ahead while frames go out
 
 
 @dataclass(eq=False)

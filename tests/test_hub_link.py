@@ -553,7 +553,8 @@ async def test_token_refresh_before_expiry(tmp_path: Path) -> None:
 @pytest.mark.parametrize("when", ["before", "during"])
 async def test_source_changed_fails_with_kind_file(hub: Hub, when: str) -> None:
     agent = await hub.agent("a1")
-    path, md5 = hub.file("chg.bin", 9 * MiB)
+    # Large enough that the last block is read only after more credit arrives.
+    path, md5 = hub.file("chg.bin", 20 * MiB)
     old = time.time() - 60
     os.utime(path, (old, old))  # a finished recording: the hub may reuse its MD5
     await hub.service.create_part(path, account=None, title=None)
@@ -572,7 +573,7 @@ async def test_source_changed_fails_with_kind_file(hub: Hub, when: str) -> None:
     await agent.recv("chunk")
     if when == "during":
         rewrite()  # before the read of the last block
-    await agent.send(credit=pb.Credit(task_id=offer.task_id, attempt=1, bytes=8 * MiB))
+    await agent.send(credit=pb.Credit(task_id=offer.task_id, attempt=1, bytes=19 * MiB))
     received = hashlib.md5()
     while True:
         msg = await agent.recv()
