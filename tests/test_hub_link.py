@@ -585,3 +585,53 @@ async def test_source_changed_fails_with_kind_file(hub: Hub, when: str) -> None:
                                       filename="n", md5=msg.end_of_data.md5))
     await wait_for(lambda: _is(_status(hub, offer.task_id), "failed"))
     assert (await hub.service.get_task(offer.task_id))["error_kind"] == "file"
+
+
+async def _relay_bytes(target_port: int, counter: list[int], task_status: Any) -> None:
+    """A loopback TCP relay counting the bytes the server sends (what is on the wire)."""
+
+    async def pump(src: Any, dst: Any, count: bool) -> None:
+        try:
+            async for data in src:
+                if count:
+                    counter[0] += len(data)
+                await dst.send(data)
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+            pass
+        finally:
+            await dst.aclose()
+
+    async def handle(client: Any) -> None:
+        async with client, await anyio.connect_tcp("127.0.0.1", target_port) as server:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(pump, client, server, False)
+                tg.start_soon(pump, server, client, True)
+
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
+    task_status.started(listener.extra(anyio.abc.SocketAttribute.local_port))
+    await listener.serve(handle)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("compression", ["none", "gzip"])
+async def test_gzip_compression_option(tmp_path: Path, compression: str) -> None:
+    cfg = make_config(tmp_path, compression=compression)
+    async with make_hub(tmp_path, cfg) as hub, anyio.create_task_group() as tg:
+        counter = [0]
+        port = await tg.start(_relay_bytes, int(hub.target.rsplit(":", 1)[1]), counter)
+        hub.channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+        hub.stub = mesh_pb2_grpc.AgentLinkStub(hub.channel)
+        agent = await hub.agent("a1")
+        path = tmp_path / "zeros.bin"
+        path.write_bytes(bytes(4 * MiB))  # noqa: ASYNC240 - compresses a thousandfold
+        await hub.service.create_part(str(path), account=None, title=None)
+        offer = await agent.recv("offer")
+        data, _ = await stream_all(agent, offer)
+        assert data == bytes(4 * MiB)
+        if compression == "gzip":
+            assert counter[0] < MiB, counter
+        else:
+            assert counter[0] > 4 * MiB, counter
+        agent.drop()
+        await hub.channel.close()
+        tg.cancel_scope.cancel()
