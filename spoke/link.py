@@ -90,6 +90,22 @@ def memory_mb() -> int:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
 
 
+def _load_malloc_trim() -> Callable[[], None]:
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        trim = libc.malloc_trim
+        return lambda: trim(0) and None
+    except (OSError, AttributeError):
+        return lambda: None
+
+
+trim_heap = _load_malloc_trim()
+"""Hand freed heap pages back to the OS (glibc keeps them otherwise): the agent's RSS
+should follow its credit budget down as well as up."""
+
+
 class _Session:
     """State of one connected stream."""
 
@@ -412,6 +428,8 @@ class Agent:
     async def _progress_ticker(self) -> None:
         while True:
             await anyio.sleep(1.0)
+            if self.runners:
+                trim_heap()
             for runner in list(self.runners.values()):
                 runner.report_progress()
 

@@ -15,6 +15,7 @@ first, so corrupted bytes never reach the upos completion request.
 from __future__ import annotations
 
 import hashlib
+import mmap
 from collections import deque
 from collections.abc import Callable
 
@@ -164,15 +165,17 @@ class StreamSource:
         self._discard()
         # Move frames into the chunk as they arrive, each freed once copied: the chunk
         # and its frames never coexist in full (joining at the end would double the
-        # chunk's memory for a moment) and the copying is spread over the arrival.
-        data = bytearray()
+        # chunk's memory for a moment) and the copying is spread over the arrival. The
+        # chunk is an exact-size anonymous mapping: its pages exist only once written
+        # and go back to the OS the moment the uploader drops it.
+        length = want_end - offset
+        data = _chunk_buffer(length)
+        filled = 0
         while True:
             self._raise_failure()
-            if self._pos == offset + len(data):
-                self._take_into(data, want_end)
-            if len(data) == want_end - offset and (
-                want_end < self.size or self._hub_md5 is not None
-            ):
+            if self._pos == offset + filled:
+                filled = self._take_into(data, filled, want_end)
+            if filled == length and (want_end < self.size or self._hub_md5 is not None):
                 break
             await self._changed.wait()
         self._handed[offset] = len(data)
@@ -245,17 +248,21 @@ class StreamSource:
         while self._to_hash:
             self._md5.update(self._to_hash.popleft())
 
-    def _take_into(self, buf: bytearray, end: int) -> None:
-        """Append queued bytes up to ``end`` to ``buf``, dropping each frame once copied."""
+    def _take_into(self, buf: mmap.mmap | bytearray, filled: int, end: int) -> int:
+        """Copy queued bytes up to ``end`` into ``buf`` from ``filled`` on, dropping each
+        frame once copied; returns the new fill level."""
         while self._frames and self._pos < end:
             frame = self._frames[0]
             n = min(len(frame), end - self._pos)
             if n == len(frame):
-                buf += self._frames.popleft()
+                self._frames.popleft()
             else:
-                buf += frame[:n]
                 self._frames[0] = frame[n:]
+                frame = frame[:n]
+            buf[filled : filled + n] = frame
+            filled += n
             self._pos += n
+        return filled
 
     @property
     def held_by_uploader(self) -> int:
@@ -266,3 +273,10 @@ class StreamSource:
     def held_bytes(self) -> int:
         """Bytes queued here or held by the uploader (for status replies)."""
         return (self._end - self._pos) + sum(self._handed.values())
+
+
+def _chunk_buffer(length: int) -> mmap.mmap | bytearray:
+    """A writable buffer of exactly ``length`` bytes whose pages appear only when written."""
+    if length >= mmap.PAGESIZE:
+        return mmap.mmap(-1, length)
+    return bytearray(length)
