@@ -71,6 +71,7 @@ class TaskRecord:
     excluded: dict[str, float] = field(default_factory=dict)  # agent -> excluded until
     not_before: float = 0.0  # backoff: do not offer before this time
     committed_offset: int = 0
+    committed_attempt: int = 0  # the attempt whose Committed set the resume point
     resume_session: bytes | None = None  # uploader session JSON (secret; encrypted at rest)
     uploaded_bytes: int = 0
     upload_speed: float = 0.0
@@ -181,8 +182,14 @@ class Lifecycle:
     ) -> Outcome:
         if not task.holds(agent_id, attempt):
             return Outcome.IGNORED
-        if offset < task.committed_offset or offset > task.file_size:
-            return Outcome.IGNORED  # never move the resume point backwards
+        if offset > task.file_size:
+            return Outcome.IGNORED
+        if attempt == task.committed_attempt and offset < task.committed_offset:
+            return Outcome.IGNORED  # within one attempt the resume point only moves forward
+        # A new attempt's first Committed replaces the old point even if lower: it may have
+        # had to start a fresh upos session (the old one expired), and that is the one
+        # a further attempt must resume.
+        task.committed_attempt = attempt
         task.committed_offset = offset
         task.resume_session = session or task.resume_session
         task.uploaded_bytes = max(task.uploaded_bytes, offset)

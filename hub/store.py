@@ -86,6 +86,7 @@ CREATE TABLE IF NOT EXISTS agent_tasks (
     excluded TEXT NOT NULL DEFAULT '{}',
     not_before REAL NOT NULL DEFAULT 0,
     committed_offset INTEGER NOT NULL DEFAULT 0,
+    committed_attempt INTEGER NOT NULL DEFAULT 0,
     resume_session BLOB,
     uploaded_bytes INTEGER NOT NULL DEFAULT 0,
     eta_seconds REAL NOT NULL DEFAULT 0,
@@ -115,6 +116,7 @@ CREATE INDEX IF NOT EXISTS agent_upload_logs_task ON agent_upload_logs(task_id);
 _ADDED_COLUMNS = [
     ("parts", "fingerprint", "TEXT NOT NULL DEFAULT ''"),
     ("agent_tasks", "file_fingerprint", "TEXT NOT NULL DEFAULT ''"),
+    ("agent_tasks", "committed_attempt", "INTEGER NOT NULL DEFAULT 0"),
 ]
 
 # TaskRecord field -> column; every field is a column of the same name except these.

@@ -59,6 +59,12 @@ def test_committed_never_moves_backwards() -> None:
     assert m.committed(t, "a", 1, 40, b"s0") is Outcome.IGNORED
     assert m.committed(t, "a", 1, 101, b"x") is Outcome.IGNORED
     assert t.committed_offset == 60 and t.resume_session == b"s1"
+    # A later attempt that had to start a fresh upos session resets the point.
+    m.agent_lost(t, "a")
+    m.offer(t, "b")
+    assert m.committed(t, "b", 2, 10, b"fresh") is Outcome.UPDATED
+    assert (t.committed_offset, t.resume_session) == (10, b"fresh")
+    assert m.committed(t, "b", 2, 5, b"x") is Outcome.IGNORED
 
 
 def test_network_retries_with_backoff_then_fail() -> None:
