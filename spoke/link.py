@@ -578,6 +578,15 @@ class Agent:
 
     async def _drain_and_close(self, session: _Session, grace: float) -> None:
         """Finish running tasks up to ``grace`` s, hand back the rest, close the stream."""
+
+        async def deadline() -> None:
+            # Whatever hangs below (a half-dead transport under done_writing), the
+            # session ends in bounded time: cancelling the group reaches every gRPC await.
+            await anyio.sleep(grace + 15)
+            self.log.warning("drain did not finish in time; closing the stream")
+            session.tg.cancel_scope.cancel()
+
+        session.tg.start_soon(deadline)
         with anyio.move_on_after(grace):
             while self.runners:
                 await next(iter(self.runners.values())).finished.wait()
