@@ -123,16 +123,27 @@ async def run_hub(config: HubConfig) -> None:
         hub = await start_grpc(service, config)
         app, serve_http = _http_app(service, config)
         host, port = config.http_address
-        async with anyio.create_task_group() as tg:
-            await tg.start(service.run)
-            tg.start_soon(lambda: serve_http(app, host, port, certfile=config.tls.cert_file,
-                                             keyfile=config.tls.key_file))
-            with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-                async for signum in signals:
-                    log.info("received %s: shutting down", signal.Signals(signum).name)
-                    break
-            await hub.grpc_server.stop(2.0)
-            tg.cancel_scope.cancel()
+        try:
+            async with anyio.create_task_group() as tg:
+                await tg.start(service.run)
+                tg.start_soon(lambda: serve_http(app, host, port, certfile=config.tls.cert_file,
+                                                 keyfile=config.tls.key_file))
+                with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                    async for signum in signals:
+                        log.info("received %s: shutting down", signal.Signals(signum).name)
+                        break
+                await hub.grpc_server.stop(2.0)
+                tg.cancel_scope.cancel()
+        except BaseExceptionGroup as group:
+            # A bad setting found by a child (busy HTTP port, unreadable TLS key) is one
+            # clear line from the CLI, not a traceback of the task group.
+            config_errors = group.subgroup(ConfigError)
+            if config_errors is None:
+                raise
+            first: BaseException = config_errors
+            while isinstance(first, BaseExceptionGroup):
+                first = first.exceptions[0]
+            raise first from None
     finally:
         if hub is not None:
             with anyio.CancelScope(shield=True):

@@ -108,3 +108,25 @@ async def test_tls_link_with_trustme(tmp_path: Path) -> None:
                 await stub.Register(pb.RegisterRequest(psk="psk-1", agent_id="a1"), timeout=3)
     finally:
         stop_process(h.proc)
+
+
+@pytest.mark.parametrize("which", ["http", "grpc"])
+def test_busy_port_is_one_clear_line(tmp_path: Path, which: str) -> None:
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        taken = busy.getsockname()[1]
+        other = free_port()
+        http, grpc_port = (taken, other) if which == "http" else (other, taken)
+        proc = subprocess.run(
+            bupmesh_command("hub", "--psk", "p", "--admin-token", "a", "--insecure",
+                            "--http-listen", f"127.0.0.1:{http}",
+                            "--grpc-listen", f"127.0.0.1:{grpc_port}",
+                            "--data-dir", str(tmp_path / "d")),
+            capture_output=True, text=True, timeout=60, cwd=tmp_path,
+        )
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith(f"bupmesh hub: {which}_listen:")
