@@ -272,13 +272,12 @@ class HubService:
         if self._needs_refresh(session):
             welcome.token.CopyFrom(self._refresh_token(session))
         session.send(pb.HubMessage(welcome=welcome))
-        # Tasks the agent still holds from a lost stream: their leases ended when that
-        # stream did (they were re-queued with their resume point), so tell it to stop.
+        # Tasks the agent still holds from a lost stream: a lease lives and dies with the
+        # stream that carried it (re-queued with its resume point, or about to be by the
+        # lost session's clean-up), so the agent is told to stop every one of them.
         for held in hello.held_tasks:
-            task = self.tasks.get(held.task_id)
-            if task is None or not task.holds(session.agent_id, held.attempt):
-                session.send(pb.HubMessage(cancel=pb.Cancel(
-                    task_id=held.task_id, attempt=held.attempt, reason="lease ended")))
+            session.send(pb.HubMessage(cancel=pb.Cancel(
+                task_id=held.task_id, attempt=held.attempt, reason="lease ended")))
         log.info("agent %s connected (session %s, ip %s)", session.agent_id,
                  session.session_id[:8], info.ip_address)
         self.poke()
