@@ -84,6 +84,7 @@ class LocalMesh:
     sim_url: str = ""
     hub_url: str = ""
     grpc_address: str = ""
+    hub_args: tuple[tuple[str, ...], tuple[str, str] | None] = ((), None)  # for restart_hub
 
     def __enter__(self) -> LocalMesh:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -139,11 +140,25 @@ class LocalMesh:
             argv += ["--bili-member-url", self.sim_url]
         argv += ["--tls-cert", tls[0], "--tls-key", tls[1]] if tls else ["--insecure"]
         process = self.spawn("hub", bupmesh_argv(*argv, *extra))
+        self.hub_args = (tuple(extra), tls)
         scheme = "https" if tls else "http"
         self.hub_url = f"{scheme}://127.0.0.1:{http_port}"
         self.grpc_address = f"127.0.0.1:{grpc_port}"
         self._wait_http(f"{self.hub_url}/healthz", process, verify=not tls)
         return process
+
+    def restart_hub(self) -> Process:
+        """Start the hub again on the same ports, data dir and arguments (after a crash).
+
+        The previous hub process must be gone (``Process.kill``/``stop``); what it
+        wrote to ``hub-data`` is all the new one gets, as after a real restart.
+        """
+        if not self.hub_url:
+            raise MeshError("restart_hub: no hub was started")
+        extra, tls = self.hub_args
+        http_port = int(self.hub_url.rsplit(":", 1)[1])
+        grpc_port = int(self.grpc_address.rsplit(":", 1)[1])
+        return self.start_hub(*extra, http_port=http_port, grpc_port=grpc_port, tls=tls)
 
     def start_agent(self, index: int, *extra: str, ca_file: str | None = None,
                     agent_id: str | None = None, token: str | None = None,

@@ -258,7 +258,12 @@ class FaultProxy:
 
         reading = asyncio.create_task(read_side())
         try:
-            while (item := await queue.get()) is not None:
+            while True:
+                item = await queue.get()
+                if item is None:
+                    # An EOF (or reset) is news too: a blackhole carries no FIN either.
+                    await flowing.wait()
+                    break
                 due, data = item
                 delay = due - time.monotonic()
                 if delay > 0:

@@ -138,6 +138,22 @@ def test_blackhole_stalls_without_closing_and_heal_delivers(proxy: FaultProxy) -
         late.close()
 
 
+def test_blackhole_hides_a_close_until_heal(proxy: FaultProxy) -> None:
+    with connect(proxy) as sock:
+        sock.sendall(b"x")
+        assert recv_exactly(sock, 1) == b"x"
+        proxy.blackhole()
+        # Our FIN reaches the proxy (its reader was waiting in read()); it must not
+        # end the connection, and so close the far side, while the route is dead.
+        sock.shutdown(socket.SHUT_WR)
+        sock.settimeout(0.7)
+        with pytest.raises(TimeoutError):
+            sock.recv(16)
+        proxy.heal()
+        sock.settimeout(5)
+        assert sock.recv(16) == b""  # now the close goes through
+
+
 def test_latency_delays_each_direction(proxy: FaultProxy) -> None:
     proxy.set_latency(0.2)
     with connect(proxy) as sock:
