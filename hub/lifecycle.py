@@ -21,6 +21,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from hub.retry_policy import Action, Decision, RetryRules, RetryState, TaskRetryPolicy
+
 
 class Status(enum.StrEnum):
     PENDING = "pending"
@@ -66,6 +68,15 @@ class TaskRecord:
     attempt: int = 0
     agent_id: str | None = None  # lease holder while assigned/uploading, last one after
     pinned_agent: str | None = None  # set by assign-task: only this agent may take it
+    force: bool = False  # assign-task with force: the pinned agent's IP may be cooling/resting
+    # network retry: the next attempt goes to this agent (same upos session), see
+    # hub.retry_policy; cleared when it is not connected at dispatch time
+    retry_agent: str | None = None
+    retry_state: dict = field(default_factory=dict)  # hub.retry_policy.RetryState.snapshot()
+    excluded_ips: dict[str, float] = field(default_factory=dict)  # IP -> excluded until
+    # the attempt the hub let complete (Proceed, after Finishing): a re-offer after it
+    # resumes the same session, whose completion Bilibili answers idempotently
+    proceed_attempt: int = 0
     retry_count: int = 0  # attempts that ended in a retryable failure
     network_failures: int = 0
     excluded: dict[str, float] = field(default_factory=dict)  # agent -> excluded until
@@ -112,9 +123,17 @@ class Policy:
 class Lifecycle:
     """Applies events to :class:`TaskRecord` objects under a :class:`Policy`."""
 
-    def __init__(self, policy: Policy | None = None, *, clock: Callable[[], float] = time.time):
+    def __init__(self, policy: Policy | None = None, *, clock: Callable[[], float] = time.time,
+                 retry: TaskRetryPolicy | None = None):
         self.policy = policy or Policy()
         self.clock = clock
+        self.retry = retry or TaskRetryPolicy(RetryRules(
+            network_retries=self.policy.network_retries,
+            backoff_initial_seconds=self.policy.backoff_initial,
+            backoff_max_seconds=self.policy.backoff_max,
+            max_attempts=self.policy.max_attempts,
+        ))
+        self.last_decision: Decision | None = None
 
     # -- hub decisions --------------------------------------------------------------------
 
@@ -123,6 +142,8 @@ class Lifecycle:
         if task.status is not Status.PENDING or task.not_before > now:
             return False
         if task.pinned_agent is not None and task.pinned_agent != agent_id:
+            return False
+        if task.retry_agent is not None and task.retry_agent != agent_id:
             return False
         return task.excluded.get(agent_id, 0.0) <= now
 
@@ -174,8 +195,7 @@ class Lifecycle:
         if not task.holds(agent_id, attempt):
             return Outcome.IGNORED
         # A refusal is not the task's fault: try another agent for a short while.
-        task.excluded[agent_id] = self.clock() + min(60.0, self.policy.exclude_seconds)
-        return self._requeue(task, AGENT, f"rejected by {agent_id}: {reason}", backoff=0.0)
+        return self.failed(task, agent_id, AGENT, f"rejected by {agent_id}: {reason}")
 
     def committed(
         self, task: TaskRecord, agent_id: str, attempt: int, offset: int, session: bytes
@@ -217,6 +237,7 @@ class Lifecycle:
         error_kind: str = "",
         error_message: str = "",
         md5_ok: bool = True,
+        ip: str = "",
     ) -> Outcome:
         """The attempt's final word. ``md5_ok``: agent's MD5 matched the bytes streamed."""
         if not task.holds(agent_id, attempt):
@@ -235,36 +256,53 @@ class Lifecycle:
             task.error_kind = task.error_message = None
             task.eta_seconds = 0.0
             return Outcome.COMPLETED
-        kind = error_kind or NETWORK
-        message = error_message or kind
+        return self.failed(task, agent_id, error_kind or NETWORK, error_message, ip=ip)
+
+    def failed(self, task: TaskRecord, agent_id: str, kind: str, message: str, *,
+               ip: str = "") -> Outcome:
+        """Apply :class:`hub.retry_policy.TaskRetryPolicy`'s decision for a failed attempt.
+
+        The caller has checked the lease. The decision is kept in ``last_decision``
+        so the service can act on what is not the task's own state (a risk event for
+        the ledger).
+        """
+        message = message or kind
+        d = self.retry.decide(kind, RetryState.restore(task.retry_state), agent_id=agent_id,
+                              ip=ip, message=message)
+        self.last_decision = d
+        task.retry_state = d.state.snapshot()
+        now = self.clock()
         if kind == NETWORK:
             task.network_failures += 1
-            if task.network_failures > self.policy.network_retries:
-                return self._fail(task, kind, f"{message} (after {task.network_failures} tries)")
-            backoff = min(
-                self.policy.backoff_max,
-                self.policy.backoff_initial * 2 ** (task.network_failures - 1),
-            )
-            return self._requeue(task, kind, message, backoff=backoff)
-        if kind == RISK_CONTROL:
-            task.excluded[agent_id] = self.clock() + self.policy.exclude_seconds
-            return self._requeue(task, kind, message, backoff=0.0)
-        if kind in (AGENT, CANCELLED):
-            # Handed back (draining) or stopped without being asked: someone else takes it.
-            return self._requeue(task, kind, message, backoff=0.0)
-        return self._fail(task, kind, message)  # auth, bad_request, file, unknown
+        if d.action is Action.FAIL:
+            reason = d.reason.removeprefix(f"{kind}: ") if d.reason != kind else message
+            return self._fail(task, kind, reason)
+        if d.exclude_ip:
+            task.excluded_ips[d.exclude_ip] = now + self.policy.exclude_seconds
+        if d.exclude_agent and kind != LOST:
+            # A lost agent is offline anyway and may take the task again once it is back
+            # (a cut link): only refusals, hand-backs and failures keep an agent away.
+            hold = self.policy.exclude_seconds if kind == RISK_CONTROL else min(
+                60.0, self.policy.exclude_seconds)
+            task.excluded[d.exclude_agent] = now + hold
+        retry_agent = d.agent_id if d.action is Action.RETRY_SAME else None
+        outcome = self._requeue(task, kind, message, backoff=d.delay)
+        task.retry_agent = retry_agent if outcome is Outcome.REQUEUED else None
+        return outcome
 
     def agent_lost(self, task: TaskRecord, agent_id: str, reason: str = "agent lost") -> Outcome:
         """The lease holder's stream dropped or went silent: re-offer, keep the resume point."""
         if not task.status.leased or task.agent_id != agent_id:
             return Outcome.IGNORED
-        return self._requeue(task, LOST, reason, backoff=0.0)
+        return self.failed(task, agent_id, LOST, reason)
 
     # -- internals ------------------------------------------------------------------------
 
     def _requeue(self, task: TaskRecord, kind: str, message: str, *, backoff: float) -> Outcome:
         task.retry_count += 1
         task.pinned_agent = None  # a manual assignment covers one attempt, never a wait forever
+        task.force = False
+        task.retry_agent = None
         if task.attempt >= self.policy.max_attempts:
             return self._fail(task, kind, f"{message} (gave up after {task.attempt} attempts)")
         task.status = Status.PENDING

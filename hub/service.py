@@ -21,6 +21,7 @@ import re
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,8 +34,10 @@ from hub import lifecycle as lc
 from hub.config import HubConfig
 from hub.lifecycle import Lifecycle, Outcome, Policy, Status, TaskRecord
 from hub.registry import AgentInfo, Registry
-from hub.scheduler import Candidate, Scheduler, make_scheduler
+from hub.retry_policy import RetryRules, TaskRetryPolicy
+from hub.risk import RiskLedger, RiskRules
 from hub.store import Store
+from hub.strategies import AgentView, PartView, Strategy, make_strategy, why_not
 from hub.transfer import fingerprint_of
 from protocol import mesh_pb2 as pb
 from protocol.credit import CreditError
@@ -81,7 +84,7 @@ class HubService:
         accounts: Any,
         tokens: TokenIssuer,
         clock: Callable[[], float] = time.time,
-        scheduler: Scheduler | None = None,
+        strategy: Strategy | None = None,
     ) -> None:
         self.config = config
         self.store = store
@@ -101,8 +104,12 @@ class HubService:
                 exclude_seconds=config.risk.cooldown_seconds,
             ),
             clock=clock,
+            retry=TaskRetryPolicy(RetryRules.from_settings(config.retry)),
         )
-        self.scheduler = scheduler or make_scheduler(config.scheduler.strategy)
+        # One strategy instance for the hub's life: round robin and friends keep state.
+        self.strategy = strategy or make_strategy(config.scheduler.strategy)
+        # Per egress IP: what Bilibili has seen from it (persisted after every event).
+        self.ledger = RiskLedger(RiskRules.from_settings(config.risk))
         self.tasks: dict[str, TaskRecord] = {}  # active (non-terminal) tasks
         self.assigned_total: dict[str, int] = {}
         self._lock = anyio.Lock()
@@ -130,6 +137,18 @@ class HubService:
             info.last_heartbeat = row["last_heartbeat"]
             info.tasks_completed = row["tasks_completed"] or 0
         await self.store.mark_all_agents_offline()
+        saved = await self.store.load_ledger()
+        if saved:
+            try:
+                self.ledger.restore(saved)
+            except (ValueError, KeyError, TypeError) as exc:
+                log.error("risk ledger in the database is unreadable (%s): starting afresh", exc)
+        for info in self.registry.agents.values():
+            if info.ip_address:
+                self.ledger.note_agent(info.ip_address, info.agent_id)
+        # An agent abandons every attempt when its stream ends (spoke/link.py), so no lease
+        # outlives the hub process that granted it: each is re-offered with its resume point
+        # (an attempt the hub had let complete resumes that session, idempotently).
         for task in await self.store.load_tasks(active_only=True):
             self.tasks[task.task_id] = task
             if task.status.leased:
@@ -248,7 +267,11 @@ class HubService:
             },
             dict(hello.tags),
         )
+        info.finish_handshake = bool(caps.finish_handshake)
         async with self._lock:
+            if info.ip_address:
+                self.ledger.note_agent(info.ip_address, session.agent_id)
+                await self._save_ledger()
             old = self.registry.attach(session.agent_id, session, session.session_id)
             if old is not None and old is not session:
                 old.close("replaced by a new session")
@@ -337,9 +360,11 @@ class HubService:
             if task is None:
                 return
             outcome = self.lifecycle.result(task, session.agent_id, attempt, success=False,
-                                            error_kind=lc.FILE, error_message=message)
+                                            error_kind=lc.FILE, error_message=message,
+                                            ip=session.ip_address)
             if outcome is Outcome.IGNORED:
                 return
+            await self._note_outcome(session.agent_id, session.ip_address, success=False)
             await self._finish(task, outcome, session.agent_id, session.ip_address)
         session.send(pb.HubMessage(cancel=pb.Cancel(task_id=task_id, attempt=attempt,
                                                     reason=message)))
@@ -374,9 +399,10 @@ class HubService:
                 raise _stream_error(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from None
             return
         if not current:
-            if kind == "accept":
-                # The agent wants to start an attempt whose lease is gone (re-queued while
-                # the Offer was in flight): tell it to drop the attempt instead of waiting.
+            if kind in ("accept", "finishing"):
+                # The agent wants to start (or complete) an attempt whose lease is gone
+                # (re-queued while the Offer was in flight, or after its link went silent):
+                # tell it to drop the attempt, without completing the upload.
                 session.send(pb.HubMessage(cancel=pb.Cancel(
                     task_id=msg.task_id, attempt=msg.attempt, reason="lease ended")))
             log.debug("agent %s: ignoring %s for %s attempt %s (not its lease)",
@@ -393,6 +419,8 @@ class HubService:
                                     msg.speed_bps, msg.eta_seconds)
         elif kind == "result":
             await self._on_result(session, task, msg)
+        elif kind == "finishing":
+            await self._on_finishing(session, task, msg)
         else:  # pragma: no cover - every oneof member is handled above
             raise _stream_error(grpc.StatusCode.INVALID_ARGUMENT, f"unexpected {kind}")
 
@@ -451,6 +479,39 @@ class HubService:
             if outcome is not Outcome.IGNORED:
                 await self.store.save_task(task)
 
+    async def _on_finishing(self, session: AgentSession, task: TaskRecord,
+                            msg: pb.Finishing) -> None:
+        """Every part is up; the agent asks to complete. Proceed only for the lease holder.
+
+        The grant is written before Proceed is sent: if the hub then loses the agent
+        (or restarts), the re-offer resumes this very session, whose parts are all done,
+        so the next attempt only repeats the completion, which Bilibili answers with
+        the same object. An attempt that lost its lease first is told to Cancel instead
+        (see ``handle_message``) and never completes behind the hub's back.
+        """
+        if msg.offset < 0 or msg.offset > task.file_size:
+            raise _stream_error(grpc.StatusCode.INVALID_ARGUMENT,
+                                f"Finishing.offset {msg.offset} outside 0..{task.file_size}")
+        async with self._lock:
+            if not task.holds(session.agent_id, msg.attempt) \
+                    or task.status is not Status.UPLOADING:
+                granted = False
+            else:
+                if msg.session:
+                    self.lifecycle.committed(task, session.agent_id, msg.attempt,
+                                             int(msg.offset), bytes(msg.session))
+                task.proceed_attempt = msg.attempt
+                await self._save(task, session.agent_id, "finishing",
+                                 f"attempt {msg.attempt} uploaded every part: proceed to "
+                                 "complete", ip=session.ip_address)
+                granted = True
+        if granted:
+            session.send(pb.HubMessage(proceed=pb.Proceed(task_id=task.task_id,
+                                                          attempt=msg.attempt)))
+        else:
+            session.send(pb.HubMessage(cancel=pb.Cancel(
+                task_id=task.task_id, attempt=msg.attempt, reason="lease ended")))
+
     async def _on_result(self, session: AgentSession, task: TaskRecord, msg: pb.Result) -> None:
         stream = session.transfer.get(task.task_id)
         md5_ok = False
@@ -465,14 +526,18 @@ class HubService:
                 md5_ok and msg.success and stream is not None and stream.start == 0
                 and not task.file_md5 and task.holds(session.agent_id, msg.attempt)
             )
+            self.lifecycle.last_decision = None
             outcome = self.lifecycle.result(
                 task, session.agent_id, msg.attempt, success=msg.success,
                 filename=msg.filename, biz_id=int(msg.biz_id),
                 error_kind=msg.error_kind, error_message=msg.error_message[:1000],
-                md5_ok=md5_ok,
+                md5_ok=md5_ok, ip=session.ip_address,
             )
             if outcome is Outcome.IGNORED:
                 return
+            await self._note_outcome(session.agent_id, session.ip_address,
+                                     success=outcome is Outcome.COMPLETED,
+                                     message=msg.error_message)
             session.transfer.stop(task.task_id)
             if learned and outcome is Outcome.COMPLETED and stream is not None:
                 # Hashed while streaming the whole file, and the agent got the same bytes:
@@ -482,6 +547,21 @@ class HubService:
                                                fingerprint=task.file_fingerprint,
                                                state="uploaded")
             await self._finish(task, outcome, session.agent_id, session.ip_address)
+
+    async def _note_outcome(self, agent_id: str, ip: str, *, success: bool,
+                            message: str = "") -> None:
+        """The end of an attempt, for the risk ledger (caller holds ``_lock``)."""
+        ip = ip or "unknown"
+        now = self.clock()
+        self.ledger.upload_finished(ip, agent_id, now, ok=success)
+        decision = self.lifecycle.last_decision
+        if not success and decision is not None and decision.record_risk_event:
+            kind = "601" if "601" in (message or "") else "406"
+            self.ledger.risk_event(ip, agent_id, kind, now)
+            log.warning("IP %s: risk event %s (agent %s): now %s", ip, kind, agent_id,
+                        self.ledger.state(ip, now))
+        self.lifecycle.last_decision = None
+        await self._save_ledger()
 
     async def _finish(self, task: TaskRecord, outcome: Outcome, agent_id: str, ip: str) -> None:
         """Persist the end of an attempt (caller holds ``_lock``)."""
@@ -532,37 +612,82 @@ class HubService:
     def _active_count(self, agent_id: str) -> int:
         return sum(1 for t in self.tasks.values() if t.status.leased and t.agent_id == agent_id)
 
+    def _agent_view(self, info: AgentInfo) -> AgentView:
+        """What the strategy may know of an agent; capacity counts the hub's own leases."""
+        status = info.status
+        if status == "busy" and self._active_count(info.agent_id) < info.max_concurrent:
+            # "busy" from a heartbeat that predates a finished task: capacity decides.
+            status = "online"
+        return AgentView(
+            info.agent_id, info.ip_address or "unknown", status, max(1, info.max_concurrent),
+            self._active_count(info.agent_id), float(info.bandwidth_mbps or 0), dict(info.tags),
+            info.storage_type or "network",
+        )
+
+    def _part_view(self, task: TaskRecord, now: float) -> PartView:
+        return PartView(
+            task.part_id, task.file_size, {}, task.file_path,
+            excluded_agents=frozenset(a for a, t in task.excluded.items() if t > now),
+            excluded_ips=frozenset(ip for ip, t in task.excluded_ips.items() if t > now),
+            pinned_agent=task.pinned_agent or task.retry_agent,
+            force=task.force and task.pinned_agent is not None,
+            # A network retry on the same agent continues the same upos session (no new
+            # preupload), and so does a re-offer after the hub let an attempt complete.
+            resuming=task.retry_agent is not None and task.pinned_agent is None,
+        )
+
     async def _dispatch_pending(self) -> None:
         async with self._lock:
             pending = [t for t in self.tasks.values() if t.status is Status.PENDING]
             if not pending:
                 return
-            agents = self.registry.schedulable()
+            now = self.clock()
+            for task in pending:
+                # A retry pinned to an agent that is gone would wait forever: let it go.
+                if task.retry_agent is not None:
+                    info = self.registry.get(task.retry_agent)
+                    if info is None or not info.schedulable:
+                        task.retry_agent = None
+            views = [self._agent_view(a) for a in self.registry.schedulable()]
+            if not views:
+                return
             for task in sorted(pending, key=lambda t: t.created_at):
-                allowed = [a for a in agents if self.lifecycle.can_offer(task, a.agent_id)]
-                if not allowed:
+                if task.not_before > now or task.status is not Status.PENDING:
                     continue
-                pinned = task.pinned_agent is not None
-                candidates = [
-                    Candidate(
-                        agent_id=a.agent_id,
-                        ip_address=a.ip_address,
-                        active_tasks=0 if pinned else self._active_count(a.agent_id),
-                        max_concurrent=max(1, a.max_concurrent),
-                        total_assigned=self.assigned_total.get(a.agent_id, 0),
-                    )
-                    for a in allowed
-                ]
-                agent_id = self.scheduler.choose(task.task_id, candidates)
-                if agent_id is None:
+                part = self._part_view(task, now)
+                chosen = self.strategy.choose(part, views, self.ledger, now)
+                if chosen is None:
                     continue
-                await self._offer(task, self.registry.agents[agent_id])
+                info = self.registry.agents[chosen.agent_id]
+                if not await self._offer(task, info):
+                    continue
+                if not part.resuming and task.status.leased:
+                    # Before choosing for the next task: the IP now rests (min interval).
+                    self.ledger.upload_started(chosen.ip, chosen.agent_id, now)
+                    await self._save_ledger()
+                views = [replace(v, active_tasks=v.active_tasks + 1)
+                         if v.agent_id == chosen.agent_id else v for v in views]
 
-    async def _offer(self, task: TaskRecord, agent: AgentInfo) -> None:
-        """Lease ``task`` to ``agent`` and send the Offer (caller holds ``_lock``)."""
+    async def _save_ledger(self) -> None:
+        await self.store.save_ledger(self.ledger.snapshot())
+
+    def why_waiting(self, task: TaskRecord) -> dict[str, str]:
+        """Why each connected agent cannot take a pending task now (admin UI, logs)."""
+        now = self.clock()
+        views = [self._agent_view(a) for a in self.registry.agents.values()
+                 if a.session is not None]
+        return why_not(self._part_view(task, now), views, self.ledger, now,
+                       adaptive=self.strategy.adaptive)
+
+    async def _offer(self, task: TaskRecord, agent: AgentInfo) -> bool:
+        """Lease ``task`` to ``agent`` and send the Offer (caller holds ``_lock``).
+
+        True if an Offer went out (False: the agent left, or the task failed for want
+        of credentials).
+        """
         session = agent.session
         if session is None:
-            return
+            return False
         try:
             creds = await self.accounts.credentials(task.account)
         except Exception as exc:  # no such account, undecryptable, several and none chosen
@@ -571,9 +696,9 @@ class HubService:
                                             error_kind=lc.AUTH,
                                             error_message=f"no credentials: {exc}")
             await self._finish(task, outcome, agent.agent_id, agent.ip_address)
-            return
+            return False
         if session.closed:  # the stream ended while we looked up credentials
-            return
+            return False
         attempt = self.lifecycle.offer(task, agent.agent_id)
         self._lease_session[task.task_id] = session.session_id
         self.assigned_total[agent.agent_id] = self.assigned_total.get(agent.agent_id, 0) + 1
@@ -597,9 +722,11 @@ class HubService:
             resume_session=task.resume_session or b"",
             resume_offset=task.committed_offset,
             file_path=task.file_path,
+            await_proceed=agent.finish_handshake,
         )
         session.send(pb.HubMessage(offer=offer))  # a no-op if it closed meanwhile: re-queued
         log.info("task %s attempt %d offered to %s", task.task_id, attempt, agent.agent_id)
+        return True
 
     async def _clock_loop(self) -> None:
         """Liveness, offer timeouts and token refresh: everything driven by time."""
@@ -681,11 +808,16 @@ class HubService:
         async with self._lock:
             self.lifecycle.progress(task, agent_id, task.attempt, uploaded, speed, eta)
             if status == "failed":
+                info = self.registry.get(agent_id)
+                message = str(body.get("error_message") or "reported failed")[:1000]
+                self.lifecycle.last_decision = None
                 outcome = self.lifecycle.result(
                     task, agent_id, task.attempt, success=False,
                     error_kind=str(body.get("error_kind") or lc.NETWORK),
-                    error_message=str(body.get("error_message") or "reported failed")[:1000])
-                info = self.registry.get(agent_id)
+                    error_message=message, ip=info.ip_address if info else "")
+                if outcome is not Outcome.IGNORED:
+                    await self._note_outcome(agent_id, info.ip_address if info else "",
+                                             success=False, message=message)
                 if info is not None and info.session is not None:
                     info.session.transfer.stop(task.task_id)
                 await self._finish(task, outcome, agent_id, info.ip_address if info else "")
@@ -930,31 +1062,35 @@ class HubService:
         return await self.store.logs(task_id)
 
     async def list_ips(self) -> list[dict[str, Any]]:
-        since = self.clock() - 3600
-        recent = await self.store.recent_logs(since=since)
-        ips: dict[str, dict[str, Any]] = {}
+        """The risk ledger's rows (``ip``, ``state``, ``events``, ``cooldown_until`` ...)
+        with what the registry adds: agents now on the IP, uploads running, online."""
+        now = self.clock()
+        rows = {row["ip"]: row for row in self.ledger.describe(now)}
         for info in self.registry.agents.values():
             ip = info.ip_address or "unknown"
-            entry = ips.setdefault(ip, {
-                "ip_address": ip, "agents": [], "status": "offline", "active_tasks": 0,
-                "uploads_last_hour": 0, "risk_events_last_hour": 0, "last_upload_at": None,
-            })
-            entry["agents"].append(info.agent_id)
-            entry["active_tasks"] += self._active_count(info.agent_id)
-            if info.session is not None:
-                entry["status"] = "online"
-        for row in recent:
-            entry = ips.get(row["ip_address"] or "unknown")
-            if entry is None:
+            row = rows.get(ip)
+            if row is None:
                 continue
-            if row["event_type"] == "success":
-                entry["uploads_last_hour"] += 1
-                entry["last_upload_at"] = row["created_at"]
-            elif row["event_type"] in ("retry", "error") and "risk_control" in (
-                row["message"] or ""
-            ):
-                entry["risk_events_last_hour"] += 1
-        return sorted(ips.values(), key=lambda e: e["ip_address"])
+            if info.agent_id not in row["agents"]:
+                row["agents"] = sorted([*row["agents"], info.agent_id])
+            row["active_tasks"] = row.get("active_tasks", 0) + self._active_count(info.agent_id)
+            row["online"] = row.get("online", False) or info.session is not None
+        for row in rows.values():
+            row.setdefault("active_tasks", 0)
+            row.setdefault("online", False)
+            row["ip_address"] = row["ip"]
+        return [rows[ip] for ip in sorted(rows)]
+
+    async def reenable_ip(self, ip: str) -> dict[str, Any]:
+        """Admin: lift an IP's disable and cooldown (its history stays, and fades)."""
+        if not isinstance(ip, str) or ip not in self.ledger.known_ips():
+            raise NotFound(f"no IP {ip} in the risk ledger")
+        async with self._lock:
+            self.ledger.admin_reenable(ip, self.clock())
+            await self._save_ledger()
+        log.info("IP %s re-enabled by admin", ip)
+        self.poke()
+        return next(r for r in await self.list_ips() if r["ip"] == ip)
 
 
 class _StillChanging(Exception):

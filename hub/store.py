@@ -94,6 +94,11 @@ CREATE TABLE IF NOT EXISTS agent_tasks (
     filename TEXT,
     biz_id INTEGER,
     assigned_at REAL,
+    force INTEGER NOT NULL DEFAULT 0,
+    retry_agent TEXT,
+    retry_state TEXT NOT NULL DEFAULT '{}',
+    excluded_ips TEXT NOT NULL DEFAULT '{}',
+    proceed_attempt INTEGER NOT NULL DEFAULT 0,
     FOREIGN KEY (part_id) REFERENCES parts(id)
 );
 CREATE INDEX IF NOT EXISTS agent_tasks_status ON agent_tasks(status);
@@ -110,6 +115,11 @@ CREATE TABLE IF NOT EXISTS agent_upload_logs (
     FOREIGN KEY (task_id) REFERENCES agent_tasks(task_id)
 );
 CREATE INDEX IF NOT EXISTS agent_upload_logs_task ON agent_upload_logs(task_id);
+CREATE TABLE IF NOT EXISTS risk_ledger (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    snapshot TEXT NOT NULL,
+    updated_at REAL NOT NULL
+);
 """
 
 # Columns added after the first schema: a database from an older hub gains them on open.
@@ -117,6 +127,11 @@ _ADDED_COLUMNS = [
     ("parts", "fingerprint", "TEXT NOT NULL DEFAULT ''"),
     ("agent_tasks", "file_fingerprint", "TEXT NOT NULL DEFAULT ''"),
     ("agent_tasks", "committed_attempt", "INTEGER NOT NULL DEFAULT 0"),
+    ("agent_tasks", "force", "INTEGER NOT NULL DEFAULT 0"),
+    ("agent_tasks", "retry_agent", "TEXT"),
+    ("agent_tasks", "retry_state", "TEXT NOT NULL DEFAULT '{}'"),
+    ("agent_tasks", "excluded_ips", "TEXT NOT NULL DEFAULT '{}'"),
+    ("agent_tasks", "proceed_attempt", "INTEGER NOT NULL DEFAULT 0"),
 ]
 
 # TaskRecord field -> column; every field is a column of the same name except these.
@@ -391,6 +406,31 @@ class Store:
 
         return await self._run(q)
 
+    # -- risk ledger ----------------------------------------------------------------------
+
+    async def save_ledger(self, snapshot: dict[str, Any]) -> None:
+        """The risk ledger's :meth:`~hub.risk.RiskLedger.snapshot` (one row, replaced)."""
+        text = json.dumps(snapshot)
+        now = self._clock()
+
+        def q(c: sqlite3.Connection) -> None:
+            c.execute(
+                """INSERT INTO risk_ledger (id, snapshot, updated_at) VALUES (1, ?, ?)
+                   ON CONFLICT(id) DO UPDATE SET snapshot=excluded.snapshot,
+                   updated_at=excluded.updated_at""",
+                (text, now),
+            )
+
+        await self._run(q)
+
+    async def load_ledger(self) -> dict[str, Any] | None:
+        def q(c: sqlite3.Connection) -> str | None:
+            row = c.execute("SELECT snapshot FROM risk_ledger WHERE id=1").fetchone()
+            return row[0] if row else None
+
+        text = await self._run(q)
+        return _loads(text, None) if text else None
+
     # -- row mapping ----------------------------------------------------------------------
 
     def _task_row(self, t: TaskRecord) -> dict[str, Any]:
@@ -398,6 +438,9 @@ class Store:
         row["status"] = t.status.value
         row["agent_id"] = t.agent_id or ""
         row["excluded"] = json.dumps(t.excluded)
+        row["excluded_ips"] = json.dumps(t.excluded_ips)
+        row["retry_state"] = json.dumps(t.retry_state)
+        row["force"] = int(t.force)
         row["resume_session"] = (
             self._cipher.encrypt(t.resume_session) if t.resume_session else None
         )
@@ -410,6 +453,10 @@ class Store:
         kwargs["status"] = Status(d["status"])
         kwargs["agent_id"] = d["agent_id"] or None
         kwargs["excluded"] = _loads(d["excluded"], {})
+        kwargs["excluded_ips"] = _loads(d.get("excluded_ips"), {})
+        kwargs["retry_state"] = _loads(d.get("retry_state"), {})
+        kwargs["force"] = bool(d.get("force"))
+        kwargs["proceed_attempt"] = int(d.get("proceed_attempt") or 0)
         blob = d["resume_session"]
         try:
             kwargs["resume_session"] = self._cipher.decrypt(blob) if blob else None

@@ -40,19 +40,21 @@ class RegisterResponse(_message.Message):
     def __init__(self, agent_id: _Optional[str] = ..., token: _Optional[str] = ..., expires_at: _Optional[int] = ...) -> None: ...
 
 class Capabilities(_message.Message):
-    __slots__ = ("max_concurrent_uploads", "bandwidth_mbps", "storage_type", "buffer_bytes")
+    __slots__ = ("max_concurrent_uploads", "bandwidth_mbps", "storage_type", "buffer_bytes", "finish_handshake")
     MAX_CONCURRENT_UPLOADS_FIELD_NUMBER: _ClassVar[int]
     BANDWIDTH_MBPS_FIELD_NUMBER: _ClassVar[int]
     STORAGE_TYPE_FIELD_NUMBER: _ClassVar[int]
     BUFFER_BYTES_FIELD_NUMBER: _ClassVar[int]
+    FINISH_HANDSHAKE_FIELD_NUMBER: _ClassVar[int]
     max_concurrent_uploads: int
     bandwidth_mbps: int
     storage_type: str
     buffer_bytes: int
-    def __init__(self, max_concurrent_uploads: _Optional[int] = ..., bandwidth_mbps: _Optional[int] = ..., storage_type: _Optional[str] = ..., buffer_bytes: _Optional[int] = ...) -> None: ...
+    finish_handshake: bool
+    def __init__(self, max_concurrent_uploads: _Optional[int] = ..., bandwidth_mbps: _Optional[int] = ..., storage_type: _Optional[str] = ..., buffer_bytes: _Optional[int] = ..., finish_handshake: _Optional[bool] = ...) -> None: ...
 
 class AgentMessage(_message.Message):
-    __slots__ = ("hello", "heartbeat", "accept", "reject", "credit", "committed", "progress", "result", "status_reply")
+    __slots__ = ("hello", "heartbeat", "accept", "reject", "credit", "committed", "progress", "result", "status_reply", "finishing")
     HELLO_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
     ACCEPT_FIELD_NUMBER: _ClassVar[int]
@@ -62,6 +64,7 @@ class AgentMessage(_message.Message):
     PROGRESS_FIELD_NUMBER: _ClassVar[int]
     RESULT_FIELD_NUMBER: _ClassVar[int]
     STATUS_REPLY_FIELD_NUMBER: _ClassVar[int]
+    FINISHING_FIELD_NUMBER: _ClassVar[int]
     hello: Hello
     heartbeat: Heartbeat
     accept: Accept
@@ -71,7 +74,8 @@ class AgentMessage(_message.Message):
     progress: Progress
     result: Result
     status_reply: StatusReply
-    def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., accept: _Optional[_Union[Accept, _Mapping]] = ..., reject: _Optional[_Union[Reject, _Mapping]] = ..., credit: _Optional[_Union[Credit, _Mapping]] = ..., committed: _Optional[_Union[Committed, _Mapping]] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., result: _Optional[_Union[Result, _Mapping]] = ..., status_reply: _Optional[_Union[StatusReply, _Mapping]] = ...) -> None: ...
+    finishing: Finishing
+    def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., accept: _Optional[_Union[Accept, _Mapping]] = ..., reject: _Optional[_Union[Reject, _Mapping]] = ..., credit: _Optional[_Union[Credit, _Mapping]] = ..., committed: _Optional[_Union[Committed, _Mapping]] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., result: _Optional[_Union[Result, _Mapping]] = ..., status_reply: _Optional[_Union[StatusReply, _Mapping]] = ..., finishing: _Optional[_Union[Finishing, _Mapping]] = ...) -> None: ...
 
 class Hello(_message.Message):
     __slots__ = ("agent_id", "agent_name", "ip_address", "capabilities", "tags", "held_tasks", "version")
@@ -200,6 +204,18 @@ class Result(_message.Message):
     md5: str
     def __init__(self, task_id: _Optional[str] = ..., attempt: _Optional[int] = ..., success: _Optional[bool] = ..., filename: _Optional[str] = ..., biz_id: _Optional[int] = ..., error_kind: _Optional[str] = ..., error_message: _Optional[str] = ..., md5: _Optional[str] = ...) -> None: ...
 
+class Finishing(_message.Message):
+    __slots__ = ("task_id", "attempt", "offset", "session")
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    SESSION_FIELD_NUMBER: _ClassVar[int]
+    task_id: str
+    attempt: int
+    offset: int
+    session: bytes
+    def __init__(self, task_id: _Optional[str] = ..., attempt: _Optional[int] = ..., offset: _Optional[int] = ..., session: _Optional[bytes] = ...) -> None: ...
+
 class StatusReply(_message.Message):
     __slots__ = ("query_id", "status", "tasks", "memory_mb", "buffered_bytes")
     QUERY_ID_FIELD_NUMBER: _ClassVar[int]
@@ -215,7 +231,7 @@ class StatusReply(_message.Message):
     def __init__(self, query_id: _Optional[str] = ..., status: _Optional[str] = ..., tasks: _Optional[_Iterable[_Union[Progress, _Mapping]]] = ..., memory_mb: _Optional[int] = ..., buffered_bytes: _Optional[int] = ...) -> None: ...
 
 class HubMessage(_message.Message):
-    __slots__ = ("welcome", "offer", "chunk", "end_of_data", "cancel", "status_query", "drain", "token_refresh")
+    __slots__ = ("welcome", "offer", "chunk", "end_of_data", "cancel", "status_query", "drain", "token_refresh", "proceed")
     WELCOME_FIELD_NUMBER: _ClassVar[int]
     OFFER_FIELD_NUMBER: _ClassVar[int]
     CHUNK_FIELD_NUMBER: _ClassVar[int]
@@ -224,6 +240,7 @@ class HubMessage(_message.Message):
     STATUS_QUERY_FIELD_NUMBER: _ClassVar[int]
     DRAIN_FIELD_NUMBER: _ClassVar[int]
     TOKEN_REFRESH_FIELD_NUMBER: _ClassVar[int]
+    PROCEED_FIELD_NUMBER: _ClassVar[int]
     welcome: Welcome
     offer: Offer
     chunk: Chunk
@@ -232,7 +249,8 @@ class HubMessage(_message.Message):
     status_query: StatusQuery
     drain: Drain
     token_refresh: TokenRefresh
-    def __init__(self, welcome: _Optional[_Union[Welcome, _Mapping]] = ..., offer: _Optional[_Union[Offer, _Mapping]] = ..., chunk: _Optional[_Union[Chunk, _Mapping]] = ..., end_of_data: _Optional[_Union[EndOfData, _Mapping]] = ..., cancel: _Optional[_Union[Cancel, _Mapping]] = ..., status_query: _Optional[_Union[StatusQuery, _Mapping]] = ..., drain: _Optional[_Union[Drain, _Mapping]] = ..., token_refresh: _Optional[_Union[TokenRefresh, _Mapping]] = ...) -> None: ...
+    proceed: Proceed
+    def __init__(self, welcome: _Optional[_Union[Welcome, _Mapping]] = ..., offer: _Optional[_Union[Offer, _Mapping]] = ..., chunk: _Optional[_Union[Chunk, _Mapping]] = ..., end_of_data: _Optional[_Union[EndOfData, _Mapping]] = ..., cancel: _Optional[_Union[Cancel, _Mapping]] = ..., status_query: _Optional[_Union[StatusQuery, _Mapping]] = ..., drain: _Optional[_Union[Drain, _Mapping]] = ..., token_refresh: _Optional[_Union[TokenRefresh, _Mapping]] = ..., proceed: _Optional[_Union[Proceed, _Mapping]] = ...) -> None: ...
 
 class Welcome(_message.Message):
     __slots__ = ("heartbeat_interval_seconds", "session_id", "token")
@@ -263,7 +281,7 @@ class BiliCredentials(_message.Message):
     def __init__(self, cookies: _Optional[str] = ..., access_key: _Optional[str] = ..., mid: _Optional[int] = ...) -> None: ...
 
 class Offer(_message.Message):
-    __slots__ = ("task_id", "attempt", "part_id", "file_name", "file_size", "file_md5", "credentials", "line", "member_url", "resume_session", "resume_offset", "file_path")
+    __slots__ = ("task_id", "attempt", "part_id", "file_name", "file_size", "file_md5", "credentials", "line", "member_url", "resume_session", "resume_offset", "file_path", "await_proceed")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     PART_ID_FIELD_NUMBER: _ClassVar[int]
@@ -276,6 +294,7 @@ class Offer(_message.Message):
     RESUME_SESSION_FIELD_NUMBER: _ClassVar[int]
     RESUME_OFFSET_FIELD_NUMBER: _ClassVar[int]
     FILE_PATH_FIELD_NUMBER: _ClassVar[int]
+    AWAIT_PROCEED_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     attempt: int
     part_id: int
@@ -288,7 +307,8 @@ class Offer(_message.Message):
     resume_session: bytes
     resume_offset: int
     file_path: str
-    def __init__(self, task_id: _Optional[str] = ..., attempt: _Optional[int] = ..., part_id: _Optional[int] = ..., file_name: _Optional[str] = ..., file_size: _Optional[int] = ..., file_md5: _Optional[str] = ..., credentials: _Optional[_Union[BiliCredentials, _Mapping]] = ..., line: _Optional[str] = ..., member_url: _Optional[str] = ..., resume_session: _Optional[bytes] = ..., resume_offset: _Optional[int] = ..., file_path: _Optional[str] = ...) -> None: ...
+    await_proceed: bool
+    def __init__(self, task_id: _Optional[str] = ..., attempt: _Optional[int] = ..., part_id: _Optional[int] = ..., file_name: _Optional[str] = ..., file_size: _Optional[int] = ..., file_md5: _Optional[str] = ..., credentials: _Optional[_Union[BiliCredentials, _Mapping]] = ..., line: _Optional[str] = ..., member_url: _Optional[str] = ..., resume_session: _Optional[bytes] = ..., resume_offset: _Optional[int] = ..., file_path: _Optional[str] = ..., await_proceed: _Optional[bool] = ...) -> None: ...
 
 class Chunk(_message.Message):
     __slots__ = ("task_id", "attempt", "offset", "data")
@@ -311,6 +331,14 @@ class EndOfData(_message.Message):
     attempt: int
     md5: str
     def __init__(self, task_id: _Optional[str] = ..., attempt: _Optional[int] = ..., md5: _Optional[str] = ...) -> None: ...
+
+class Proceed(_message.Message):
+    __slots__ = ("task_id", "attempt")
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    task_id: str
+    attempt: int
+    def __init__(self, task_id: _Optional[str] = ..., attempt: _Optional[int] = ...) -> None: ...
 
 class Cancel(_message.Message):
     __slots__ = ("task_id", "attempt", "reason")

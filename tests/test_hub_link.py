@@ -23,7 +23,7 @@ import pytest
 
 from hub.accounts import load_or_create_key
 from hub.app import start_grpc
-from hub.config import HubConfig, validate
+from hub.config import HubConfig, RiskSettings, validate
 from hub.service import HubService, NotFound
 from hub.store import Store
 from protocol import mesh_pb2 as pb
@@ -67,16 +67,17 @@ class Hub:
         return resp.token
 
     async def agent(self, agent_id: str, *, token: str | None = None, hello: bool = True,
-                    held: list[pb.HeldTask] | None = None, max_concurrent: int = 2
-                    ) -> FakeAgent:
+                    held: list[pb.HeldTask] | None = None, max_concurrent: int = 2,
+                    ip: str = "127.0.0.9", finish_handshake: bool = False) -> FakeAgent:
         token = token if token is not None else await self.register(agent_id)
         agent = FakeAgent(self, agent_id, token)
         await agent.open()
         if hello:
             await agent.send(hello=pb.Hello(
-                agent_id=agent_id, agent_name=agent_id, ip_address="127.0.0.9",
+                agent_id=agent_id, agent_name=agent_id, ip_address=ip,
                 capabilities=pb.Capabilities(max_concurrent_uploads=max_concurrent,
-                                             buffer_bytes=64 * MiB),
+                                             buffer_bytes=64 * MiB,
+                                             finish_handshake=finish_handshake),
                 held_tasks=held or []))
             welcome = await agent.recv("welcome")
             assert welcome.session_id
@@ -145,6 +146,9 @@ class FakeAgent:
 
 
 def make_config(tmp: Path, **over: Any) -> HubConfig:
+    """A hub for link tests: the risk ledger's pacing opened wide (tests that are about it
+    pass their own ``risk``), so every fake agent on 127.0.0.9 gets work at once."""
+    over.setdefault("risk", RiskSettings(min_interval_seconds=0, max_uploads_per_hour=100000))
     cfg = HubConfig(psk=PSK, admin_token="admin", insecure=True, data_dir=str(tmp),
                     grpc_listen=f"127.0.0.1:{free_port()}", token_ttl_seconds=3600,
                     **over)
@@ -491,36 +495,50 @@ async def test_agent_lost_reoffers_with_resume_point_and_fences_old_attempt(hub:
 
 
 @pytest.mark.anyio
-async def test_network_failure_retries_then_fails(tmp_path: Path) -> None:
+async def test_network_failure_retries_on_same_agent_then_moves_on(tmp_path: Path) -> None:
+    """Issue 4: a network error retries on the same agent (its session, no new preupload)
+    with backoff, up to retry.network_retries; then another agent gets the task."""
     cfg = make_config(tmp_path)
     cfg.retry.network_retries = 1
     cfg.retry.backoff_initial_seconds = 0.05
     async with make_hub(tmp_path, cfg) as hub:
-        agent = await hub.agent("a1")
+        a1 = await hub.agent("a1")
         path, _ = hub.file("n.bin", 1000)
         await hub.service.create_part(path, account=None, title=None)
+        a2 = await hub.agent("a2", ip="127.0.0.10")
         for attempt in (1, 2):
-            offer = await agent.recv("offer")
+            offer = await a1.recv("offer")
             assert offer.attempt == attempt
-            await agent.send(result=pb.Result(task_id=offer.task_id, attempt=attempt,
-                                              success=False, error_kind="network",
-                                              error_message="reset"))
-        await wait_for(lambda: _is(_status(hub, offer.task_id), "failed"))
+            await a1.send(result=pb.Result(task_id=offer.task_id, attempt=attempt,
+                                           success=False, error_kind="network",
+                                           error_message="reset"))
+        offer3 = await a2.recv("offer")
+        assert (offer3.task_id, offer3.attempt) == (offer.task_id, 3)
         task = await hub.service.get_task(offer.task_id)
-        assert task["error_kind"] == "network" and task["retry_count"] == 1
+        assert task["retry_count"] == 2 and task["status"] == "assigned"
+        events = [e["event_type"] for e in await hub.service.task_logs(offer.task_id)]
+        assert events.count("offer") == 3 and events.count("retry") == 2
 
 
 @pytest.mark.anyio
-async def test_risk_control_moves_to_another_agent(hub: Hub) -> None:
-    a = await hub.agent("a")
+async def test_risk_control_moves_to_another_ip_and_cools_the_ip(hub: Hub) -> None:
+    a = await hub.agent("a", ip="127.0.0.20")
     path, _ = hub.file("rk.bin", 1000)
     await hub.service.create_part(path, account=None, title=None)
     offer = await a.recv("offer")
-    b = await hub.agent("b")
+    same_ip = await hub.agent("a-twin", ip="127.0.0.20")
+    b = await hub.agent("b", ip="127.0.0.21")
     await a.send(result=pb.Result(task_id=offer.task_id, attempt=1, success=False,
                                   error_kind="risk_control", error_message="HTTP 406"))
     offer2 = await b.recv("offer")
     assert offer2.task_id == offer.task_id and offer2.attempt == 2
+    ips = {r["ip"]: r for r in await hub.service.list_ips()}
+    assert ips["127.0.0.20"]["state"] == "cooling"
+    assert ips["127.0.0.20"]["events"][0]["agent_id"] == "a"
+    assert sorted(ips["127.0.0.20"]["agents"]) == ["a", "a-twin"]
+    assert ips["127.0.0.21"]["state"] == "ok" and ips["127.0.0.21"]["active_tasks"] == 1
+    with pytest.raises(TimeoutError):
+        await same_ip.recv("offer", wait=0.3)  # the twin shares the cooled IP
 
 
 @pytest.mark.anyio

@@ -67,18 +67,33 @@ def test_committed_never_moves_backwards() -> None:
     assert m.committed(t, "b", 2, 5, b"x") is Outcome.IGNORED
 
 
-def test_network_retries_with_backoff_then_fail() -> None:
+def test_network_retries_on_the_same_agent_with_backoff_then_another_agent() -> None:
+    """Issue 4: same agent (same session) up to network_retries, 1 s, 2 s ... capped; then
+    another agent (the line of the first may be bad), never straight to failed."""
     m, clock, t = make(network_retries=2, backoff_initial=1, backoff_max=1.5)
     for attempt, delay in ((1, 1.0), (2, 1.5)):
         m.offer(t, "a")
         out = m.result(t, "a", attempt, success=False, error_kind="network", error_message="x")
         assert out is Outcome.REQUEUED and t.status is Status.PENDING
-        assert not m.can_offer(t, "a")  # backing off
+        assert t.retry_agent == "a"
+        assert not m.can_offer(t, "a") and not m.can_offer(t, "b")  # backing off, pinned
         clock.now += delay
-        assert m.can_offer(t, "a")
+        assert m.can_offer(t, "a") and not m.can_offer(t, "b")
     m.offer(t, "a")
-    assert m.result(t, "a", 3, success=False, error_kind="network") is Outcome.FAILED
-    assert t.error_kind == "network" and "3 tries" in (t.error_message or "")
+    assert m.result(t, "a", 3, success=False, error_kind="network") is Outcome.REQUEUED
+    assert t.retry_agent is None and not m.can_offer(t, "a") and m.can_offer(t, "b")
+    assert t.network_failures == 3
+
+
+def test_network_retries_are_bounded_by_max_attempts() -> None:
+    m, clock, t = make(network_retries=1, backoff_initial=0, backoff_max=0, max_attempts=4)
+    outcomes = []
+    for attempt, agent in enumerate("abcd", start=1):
+        clock.now += 100
+        m.offer(t, agent)
+        outcomes.append(m.result(t, agent, attempt, success=False, error_kind="network"))
+    assert outcomes[-1] is Outcome.FAILED and t.error_kind == "network"
+    assert "gave up" in (t.error_message or "")
 
 
 def test_risk_control_excludes_that_agent_for_cooldown() -> None:
@@ -150,3 +165,21 @@ def test_max_attempts_bounds_flapping() -> None:
         assert m.agent_lost(t, "a") is Outcome.REQUEUED
     m.offer(t, "a")
     assert m.agent_lost(t, "a") is Outcome.FAILED and t.status is Status.FAILED
+
+
+def test_risk_control_excludes_the_whole_ip_and_says_so() -> None:
+    m, clock, t = make(exclude_seconds=100)
+    m.offer(t, "a")
+    out = m.result(t, "a", 1, success=False, error_kind="risk_control",
+                   error_message="HTTP 406 on preupload", ip="10.0.0.1")
+    assert out is Outcome.REQUEUED
+    assert m.last_decision is not None and m.last_decision.record_risk_event
+    assert t.excluded_ips == {"10.0.0.1": clock.now + 100}
+    assert t.retry_state["risk_events"] == 1
+
+
+def test_lost_agent_is_not_excluded_and_may_take_its_task_back() -> None:
+    m, _, t = make()
+    m.offer(t, "a")
+    assert m.agent_lost(t, "a", "stream ended") is Outcome.REQUEUED
+    assert m.can_offer(t, "a") and t.excluded == {}
