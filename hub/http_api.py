@@ -33,12 +33,14 @@ from starlette.routing import BaseRoute, Route
 from hub.accounts import AccountError, AccountNotFound, DuplicateAccount
 from hub.http_bodies import (
     AccountBody,
+    AgentActionBody,
     AssignBody,
     BodyError,
     CancelBody,
     HeartbeatBody,
     PartBody,
     RegisterBody,
+    RetryBody,
     TaskStatusBody,
     decode_body,
 )
@@ -162,9 +164,43 @@ def build_app(
     async def assign_task(request: Request) -> Response:
         require_admin(request)
         body = await _body(request, AssignBody)
-        task_id = await service.assign_task(body.part_id, body.agent_id)
-        log.info("part %s assigned to agent %s as task %s", body.part_id, body.agent_id, task_id)
+        task_id = await service.assign_task(body.part_id, body.agent_id, force=body.force)
+        log.info("part %s assigned to agent %s as task %s%s", body.part_id, body.agent_id,
+                 task_id, " (forced)" if body.force else "")
         return _ok({"task_id": task_id})
+
+    async def retry_task(request: Request) -> Response:
+        """``POST /api/manage/retry-task {task_id}``: a failed or cancelled task is queued
+        again (same task id, resume point kept) -> the task (DESIGN §5 shape)."""
+        require_admin(request)
+        body = await _body(request, RetryBody)
+        task = await service.retry_task(body.task_id)
+        return _ok(_redact(task), message="Task queued again")
+
+    async def agent_action(request: Request) -> Response:
+        """``POST /api/manage/agents/{agent_id}/drain|disable|enable`` -> the agent row.
+
+        drain: no new work, running tasks finish (optional body
+        ``{"reconnect_after_seconds": n}``: the agent also closes and dials again in
+        n s); disable: refused at connect, stream closed, tasks re-offered elsewhere;
+        enable: undoes either.
+        """
+        require_admin(request)
+        action = request.path_params["action"]
+        seconds = 0
+        raw = await _read_limited(request, MAX_JSON_BODY)
+        if action == "drain" and raw.strip():
+            seconds = decode_body(raw, AgentActionBody).reconnect_after_seconds
+        agent = await service.set_agent_state(request.path_params["agent_id"], action,
+                                              reconnect_after_seconds=seconds)
+        return _ok(_redact(agent))
+
+    async def enable_ip(request: Request) -> Response:
+        """``POST /api/manage/ips/{ip}/enable`` (no body): lift the risk ledger's disable
+        and cooldown of that egress IP; its history stays -> the IP's row."""
+        require_admin(request)
+        row = await service.reenable_ip(request.path_params["ip"])
+        return _ok(_redact(row), message="IP re-enabled")
 
     async def cancel_task(request: Request) -> Response:
         require_admin(request)
@@ -236,6 +272,10 @@ def build_app(
         Route("/api/manage/tasks/{task_id}", _guard(get_task), methods=["GET"]),
         Route("/api/manage/tasks/{task_id}/logs", _guard(task_logs), methods=["GET"]),
         Route("/api/manage/ips", _guard(list_ips), methods=["GET"]),
+        Route("/api/manage/ips/{ip}/enable", _guard(enable_ip), methods=["POST"]),
+        Route("/api/manage/retry-task", _guard(retry_task), methods=["POST"]),
+        Route("/api/manage/agents/{agent_id}/{action:str}", _guard(agent_action),
+              methods=["POST"]),
         *extra_routes,
     ]
     return Starlette(routes=routes, exception_handlers={HTTPException: _http_exception})

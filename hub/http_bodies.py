@@ -68,8 +68,21 @@ class TaskStatusBody(Struct, forbid_unknown_fields=True):
 
 
 class AssignBody(Struct, forbid_unknown_fields=True):
+    """``force``: start even if the agent's IP is cooling, resting or capped (never disabled)."""
+
     part_id: int
     agent_id: Id
+    force: bool = False
+
+
+class RetryBody(Struct, forbid_unknown_fields=True):
+    task_id: Id
+
+
+class AgentActionBody(Struct, forbid_unknown_fields=True):
+    """Optional body of ``POST /api/manage/agents/{id}/drain``."""
+
+    reconnect_after_seconds: Annotated[int, Meta(ge=0, le=86400)] = 0
 
 
 class CancelBody(Struct, forbid_unknown_fields=True):

@@ -175,6 +175,24 @@ class Lifecycle:
             return Outcome.IGNORED
         return self._fail(task, kind, message)
 
+    def revive(self, task: TaskRecord) -> Outcome:
+        """Admin retry of a failed (or cancelled) task: pending again, keeping its resume
+        point and its attempt counter (fencing needs attempts to only grow)."""
+        if task.status not in (Status.FAILED, Status.CANCELLED):
+            return Outcome.IGNORED
+        task.status = Status.PENDING
+        task.retry_state = {}
+        task.network_failures = 0
+        task.excluded.clear()
+        task.excluded_ips.clear()
+        task.retry_agent = task.pinned_agent = None
+        task.force = False
+        task.not_before = 0.0
+        task.error_kind = task.error_message = None
+        task.completed_at = None
+        task.uploaded_bytes = task.committed_offset
+        return Outcome.REQUEUED
+
     def offer_expired(self, task: TaskRecord) -> bool:
         return (
             task.status is Status.ASSIGNED
@@ -303,8 +321,9 @@ class Lifecycle:
         task.pinned_agent = None  # a manual assignment covers one attempt, never a wait forever
         task.force = False
         task.retry_agent = None
-        if task.attempt >= self.policy.max_attempts:
-            return self._fail(task, kind, f"{message} (gave up after {task.attempt} attempts)")
+        # No cap on task.attempt here: the retry policy counts the attempts that are the
+        # task's or the agent's doing (max_attempts) and lets risk-control re-offers wait
+        # out Bilibili; an admin retry starts that count afresh (``revive``).
         task.status = Status.PENDING
         task.error_kind, task.error_message = kind, message
         task.not_before = self.clock() + backoff

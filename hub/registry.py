@@ -35,6 +35,7 @@ class AgentInfo:
     session: Any = None
     session_id: str | None = None
     draining: bool = False
+    drained_by_admin: bool = False  # until an admin enables it again (heartbeats cannot undo it)
     last_heartbeat: float | None = None
     reported_status: str = ""
     free_slots: int = 0
@@ -52,7 +53,7 @@ class AgentInfo:
             return DISABLED
         if self.session is None:
             return OFFLINE
-        if self.draining:
+        if self.draining or self.drained_by_admin:
             return DRAINING
         if self.reported_status == BUSY or (self.current_tasks and self.free_slots <= 0):
             return BUSY
@@ -60,7 +61,8 @@ class AgentInfo:
 
     @property
     def schedulable(self) -> bool:
-        return self.session is not None and not self.disabled and not self.draining
+        return (self.session is not None and not self.disabled and not self.draining
+                and not self.drained_by_admin)
 
 
 class Registry:

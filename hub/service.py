@@ -895,7 +895,8 @@ class HubService:
         log.info("part %d hashed: md5 %s", part_id, md5)
         self.poke()
 
-    async def _new_task(self, part_id: int, pinned: str | None = None) -> TaskRecord:
+    async def _new_task(self, part_id: int, pinned: str | None = None,
+                        force: bool = False) -> TaskRecord:
         async with self._lock:
             # Read the part under the lock: its MD5 may have just been filled in.
             part = await self.store.get_part(part_id)
@@ -904,7 +905,7 @@ class HubService:
             task = TaskRecord(
                 task_id=f"task-{uuid.uuid4().hex[:16]}", part_id=part_id,
                 file_path=part["file_path"], file_size=part["size"], file_md5=part["md5"],
-                account=part["account"], pinned_agent=pinned,
+                account=part["account"], pinned_agent=pinned, force=bool(force and pinned),
                 file_fingerprint=part.get("fingerprint") or "", created_at=self.clock(),
             )
             await self.store.insert_task(task)
@@ -914,7 +915,14 @@ class HubService:
         self.poke()
         return task
 
-    async def assign_task(self, part_id: int, agent_id: str) -> str:
+    async def assign_task(self, part_id: int, agent_id: str, *, force: bool = False) -> str:
+        """Pin a part to one agent (the seed's assign-task). Returns the task id.
+
+        The pin still honours the agent's IP in the risk ledger: the task waits while
+        that IP is cooling, resting or capped, unless ``force``. A disabled IP (or agent)
+        is refused at once: an admin re-enables it first. The pin covers one attempt;
+        if that fails the task goes back to normal scheduling.
+        """
         part = await self.store.get_part(int(part_id))
         if part is None:
             raise NotFound(f"no part {part_id}")
@@ -923,23 +931,82 @@ class HubService:
             raise NotFound(f"no agent {agent_id}")
         if not info.schedulable:
             raise Conflict(f"agent {agent_id} is {info.status}")
+        ip = info.ip_address or "unknown"
+        if self.ledger.state(ip, self.clock()) == "disabled":
+            raise Conflict(f"IP {ip} of agent {agent_id} is disabled by the risk ledger; "
+                           f"re-enable it first (POST /api/manage/ips/{ip}/enable)")
         for task in self.tasks.values():
             if task.part_id == part["id"]:
                 if task.status is not Status.PENDING:
                     raise Conflict(f"part {part_id} is already {task.status} as {task.task_id}")
                 async with self._lock:
                     task.pinned_agent = agent_id
+                    task.force = bool(force)
+                    task.retry_agent = None
                     task.excluded.pop(agent_id, None)
+                    task.excluded_ips.pop(ip, None)
                     task.not_before = 0.0
-                    await self._save(task, agent_id, "assign", f"assigned to {agent_id}")
+                    await self._save(task, agent_id, "assign",
+                                     f"assigned to {agent_id}{' (forced)' if force else ''}")
                 self.poke()
                 return task.task_id
         if part["state"] == "uploaded":
             raise Conflict(f"part {part_id} is already uploaded")
         if part["state"] == "failed" and not part["md5"]:
             raise Conflict(f"part {part_id} cannot be read: {part['file_path']}")
-        task = await self._new_task(part["id"], pinned=agent_id)
+        task = await self._new_task(part["id"], pinned=agent_id, force=force)
         return task.task_id
+
+    async def retry_task(self, task_id: str) -> dict[str, Any]:
+        """Admin: a failed (or cancelled) task goes back to pending, resume point kept."""
+        async with self._lock:
+            if task_id in self.tasks:
+                raise Conflict(f"task {task_id} is {self.tasks[task_id].status}, not failed")
+            task = await self.store.get_task(task_id)
+            if task is None:
+                raise NotFound(f"no task {task_id}")
+            if any(t.part_id == task.part_id for t in self.tasks.values()):
+                raise Conflict(f"part {task.part_id} already has a live task")
+            part = await self.store.get_part(task.part_id)
+            if part is not None and part["state"] == "uploaded":
+                raise Conflict(f"part {task.part_id} is already uploaded")
+            if self.lifecycle.revive(task) is Outcome.IGNORED:
+                raise Conflict(f"task {task_id} is {task.status}, not failed")
+            self.tasks[task_id] = task
+            await self._save(task, "", "retry", "retried by admin", part_state="queued")
+        log.info("task %s retried by admin", task_id)
+        self.poke()
+        return self._task_dict(task)
+
+    async def set_agent_state(self, agent_id: str, action: str,
+                              reconnect_after_seconds: int = 0) -> dict[str, Any]:
+        """Admin: ``drain`` (no new work; running tasks finish), ``disable`` (refused at
+        connect, its stream closed, its tasks re-offered elsewhere) or ``enable``."""
+        info = self.registry.get(agent_id)
+        if info is None:
+            raise NotFound(f"no agent {agent_id}")
+        if action == "drain":
+            # The hub stops offering it work; running tasks finish. Told nothing, the agent
+            # stays as it is, so ``enable`` simply resumes offers. With
+            # ``reconnect_after_seconds`` it is also sent Drain: it finishes or hands back
+            # its tasks, closes and dials again later (still drained until enabled).
+            info.drained_by_admin = True
+            if info.session is not None and reconnect_after_seconds > 0:
+                await self.drain_agent(agent_id, reconnect_after_seconds, "drained by admin")
+        elif action == "disable":
+            await self.set_agent_access(agent_id, disabled=True)
+        elif action == "enable":
+            await self.set_agent_access(agent_id, disabled=False)
+            # An admin drain is undone by enable; an agent that drains itself (SIGTERM)
+            # keeps saying so in its heartbeats.
+            info.drained_by_admin = False
+        else:
+            raise BadRequest(f"unknown agent action {action!r} (drain | disable | enable)")
+        async with self._lock:
+            await self.store.set_agent_status(agent_id, info.status)
+        log.info("agent %s: %s by admin", agent_id, action)
+        self.poke()
+        return self._agent_dict(info)
 
     async def cancel_task(self, task_id: str) -> None:
         async with self._lock:

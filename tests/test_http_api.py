@@ -74,7 +74,8 @@ class FakeService:
         self.calls.append(("create_part", (file_path, account, title, auto_upload)))
         return {"part_id": 7, "task_id": "task-7"}
 
-    async def assign_task(self, part_id: int, agent_id: str) -> str:
+    async def assign_task(self, part_id: int, agent_id: str, *, force: bool = False) -> str:
+        self.calls.append(("assign", (part_id, agent_id, force)))
         if agent_id == "offline":
             raise Conflict("agent offline is not connected")
         if part_id != 7:
@@ -464,6 +465,10 @@ async def test_assign_and_cancel(client: httpx.AsyncClient, service: FakeService
     assert ok_data(await client.post("/api/manage/assign-task", json=assign, headers=admin())) == {
         "task_id": "task-8"
     }
+    forced = {**assign, "force": True}
+    assert ok_data(await client.post("/api/manage/assign-task", json=forced, headers=admin()))
+    assert [c[1] for c in service.calls if c[0] == "assign"] == [
+        (7, "agent-a", False), (7, "agent-a", True)]
     offline = {"part_id": 7, "agent_id": "offline"}
     response = await client.post("/api/manage/assign-task", json=offline, headers=admin())
     assert_error(response, 409, "not connected")

@@ -1,0 +1,258 @@
+"""Issue 4 in the hub, in process: risk-aware scheduling, manual control, the completion
+handshake and what survives a restart. A real grpc.aio server, fake agents that speak
+the conversation message by message, and the admin HTTP API over the real service.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pytest
+
+from hub.config import RiskSettings
+from hub.http_api import build_app
+from hub.service import Conflict
+from protocol import mesh_pb2 as pb
+from tests.test_hub_link import (
+    FakeAgent,
+    Hub,
+    MiB,
+    _is,
+    _status,
+    anyio_backend,
+    make_config,
+    make_hub,
+    stream_all,
+    wait_for,
+)
+
+__all__ = ["anyio_backend"]  # asyncio only: grpc.aio
+
+ADMIN = {"Authorization": "Bearer admin"}
+PACED = RiskSettings(min_interval_seconds=300, max_uploads_per_hour=6, cooldown_seconds=3600,
+                     disable_after_events=2)
+
+
+def http(hub: Hub) -> httpx.AsyncClient:
+    app = build_app(hub.service, admin_token="admin")
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://hub")
+
+
+def ok(response: httpx.Response) -> dict:
+    assert response.status_code == 200, response.text
+    return response.json()["data"]
+
+
+async def no_offer(agent: FakeAgent, wait: float = 0.4) -> None:
+    with pytest.raises(TimeoutError):
+        await agent.recv("offer", wait=wait)
+
+
+@pytest.mark.anyio
+async def test_min_interval_paces_one_ip_and_other_ips_take_the_work(tmp_path: Path) -> None:
+    async with make_hub(tmp_path, make_config(tmp_path, risk=PACED)) as hub:
+        a = await hub.agent("a", ip="127.0.0.20")
+        twin = await hub.agent("a-twin", ip="127.0.0.20")  # same egress IP: same fate
+        first = hub.file("one.bin", 1000)[0]
+        await hub.service.create_part(first, account=None, title=None)
+        offer = await a.recv("offer")
+        await hub.service.create_part(hub.file("two.bin", 1000)[0], account=None, title=None)
+        await no_offer(twin)  # 127.0.0.20 rests for min_interval after a start
+        task = next(t for t in hub.service.tasks.values() if t.task_id != offer.task_id)
+        reasons = hub.service.why_waiting(task)
+        assert "min interval" in reasons["a-twin"], reasons
+        b = await hub.agent("b", ip="127.0.0.21")
+        offer2 = await b.recv("offer")
+        assert offer2.task_id == task.task_id
+        rows = {r["ip"]: r for r in await hub.service.list_ips()}
+        assert rows["127.0.0.20"]["state"] == "resting"
+        assert rows["127.0.0.20"]["uploads_last_hour"] == 1
+        assert rows["127.0.0.21"]["active_tasks"] == 1
+
+
+@pytest.mark.anyio
+async def test_assign_task_honours_the_ip_unless_forced(tmp_path: Path) -> None:
+    async with make_hub(tmp_path, make_config(tmp_path, risk=PACED)) as hub, http(hub) as client:
+        a = await hub.agent("a", ip="127.0.0.20")
+        await hub.service.create_part(hub.file("one.bin", 1000)[0], account=None, title=None)
+        await a.recv("offer")
+        part = await hub.service.create_part(hub.file("two.bin", 1000)[0], account=None,
+                                             title=None, auto_upload=False)
+        body = {"part_id": part["part_id"], "agent_id": "a"}
+        task_id = ok(await client.post("/api/manage/assign-task", json=body,
+                                       headers=ADMIN))["task_id"]
+        await no_offer(a)  # pinned, but the IP rests: the pin waits
+        assert (await hub.service.get_task(task_id))["status"] == "pending"
+        forced = {**body, "force": True}
+        assert ok(await client.post("/api/manage/assign-task", json=forced,
+                                    headers=ADMIN))["task_id"] == task_id
+        offer = await a.recv("offer")
+        assert offer.task_id == task_id
+        logs = [e["message"] for e in await hub.service.task_logs(task_id)]
+        assert "assigned to a (forced)" in logs
+
+
+@pytest.mark.anyio
+async def test_disabled_ip_refuses_assignment_until_an_admin_reenables_it(
+    tmp_path: Path,
+) -> None:
+    # A short cooldown so the second strike comes after the first episode (an event while
+    # cooling is the same episode, not a new strike).
+    quick = RiskSettings(min_interval_seconds=0, max_uploads_per_hour=100, cooldown_seconds=0.2,
+                         disable_after_events=2)
+    async with make_hub(tmp_path, make_config(tmp_path, risk=quick)) as hub, http(hub) as client:
+        a = await hub.agent("a", ip="127.0.0.20")
+        await hub.service.create_part(hub.file("r1.bin", 1000)[0], account=None, title=None)
+        states = []
+        for _ in range(2):
+            offer = await a.recv("offer", wait=5)
+            await a.send(result=pb.Result(task_id=offer.task_id, attempt=offer.attempt,
+                                          success=False, error_kind="risk_control",
+                                          error_message="HTTP 406 on preupload"))
+            await wait_for(lambda o=offer: hub.service.tasks[o.task_id].status.value == "pending")
+            rows = ok(await client.get("/api/manage/ips", headers=ADMIN))["ips"]
+            row = next(r for r in rows if r["ip"] == "127.0.0.20")
+            states.append(row["state"])
+        assert states == ["cooling", "disabled"] and len(row["events"]) == 2
+        await no_offer(a, wait=0.5)  # a disabled IP gets nothing, however long the wait
+        part = await hub.service.create_part(hub.file("r3.bin", 1000)[0], account=None,
+                                             title=None, auto_upload=False)
+        with pytest.raises(Conflict, match="re-enable"):
+            await hub.service.assign_task(part["part_id"], "a", force=True)
+        response = await client.post("/api/manage/ips/127.0.0.20/enable", headers=ADMIN)
+        assert ok(response)["state"] in ("ok", "resting", "capped")
+        response = await client.post("/api/manage/ips/10.9.9.9/enable", headers=ADMIN)
+        assert response.status_code == 404
+        await hub.service.assign_task(part["part_id"], "a", force=True)
+        # The waiting part and the assigned one both go out now.
+        offers = {(await a.recv("offer")).part_id for _ in range(2)}
+        assert offers == {1, part["part_id"]}
+
+
+@pytest.mark.anyio
+async def test_ledger_survives_a_hub_restart(tmp_path: Path) -> None:
+    async with make_hub(tmp_path, make_config(tmp_path, risk=PACED)) as hub:
+        a = await hub.agent("a", ip="127.0.0.20")
+        await hub.service.create_part(hub.file("one.bin", 1000)[0], account=None, title=None)
+        offer = await a.recv("offer")
+        await a.send(result=pb.Result(task_id=offer.task_id, attempt=1, success=False,
+                                      error_kind="risk_control", error_message="code 601"))
+        await wait_for(lambda: hub.service.tasks[offer.task_id].status.value == "pending")
+    async with make_hub(tmp_path, make_config(tmp_path, risk=PACED)) as hub:
+        rows = {r["ip"]: r for r in await hub.service.list_ips()}
+        row = rows["127.0.0.20"]
+        assert row["state"] == "cooling" and row["events"][0]["kind"] == "601"
+        assert row["agents"] == ["a"] and row["uploads_last_hour"] == 1
+        a = await hub.agent("a", ip="127.0.0.20")
+        await no_offer(a)  # still cooling after the restart
+
+
+@pytest.mark.anyio
+async def test_retry_a_failed_task_keeps_its_id_and_resume_point(tmp_path: Path) -> None:
+    async with make_hub(tmp_path) as hub, http(hub) as client:
+        a = await hub.agent("a")
+        path, _ = hub.file("f.bin", 2 * MiB)
+        await hub.service.create_part(path, account=None, title=None)
+        offer = await a.recv("offer")
+        await a.send(accept=pb.Accept(task_id=offer.task_id, attempt=1))
+        await a.send(committed=pb.Committed(task_id=offer.task_id, attempt=1, offset=MiB,
+                                            session=b'{"s": 1}'))
+        await a.send(result=pb.Result(task_id=offer.task_id, attempt=1, success=False,
+                                      error_kind="auth", error_message="cookie expired"))
+        await wait_for(lambda: _is(_status(hub, offer.task_id), "failed"))
+        response = await client.post("/api/manage/retry-task", json={"task_id": "nope"},
+                                      headers=ADMIN)
+        assert response.status_code == 404
+        task = ok(await client.post("/api/manage/retry-task", json={"task_id": offer.task_id},
+                                    headers=ADMIN))
+        assert task["status"] == "pending" and task["task_id"] == offer.task_id
+        again = await a.recv("offer")
+        assert (again.attempt, again.resume_offset, again.resume_session) == (
+            2, MiB, b'{"s": 1}')
+        response = await client.post("/api/manage/retry-task", json={"task_id": offer.task_id},
+                                     headers=ADMIN)
+        assert response.status_code == 409  # live again: nothing to retry
+
+
+@pytest.mark.anyio
+async def test_drain_disable_enable_an_agent(tmp_path: Path) -> None:
+    async with make_hub(tmp_path) as hub, http(hub) as client:
+        a = await hub.agent("a")
+        row = ok(await client.post("/api/manage/agents/a/drain", headers=ADMIN))
+        assert row["status"] == "draining"
+        await hub.service.create_part(hub.file("d.bin", 1000)[0], account=None, title=None)
+        await no_offer(a)
+        assert ok(await client.post("/api/manage/agents/a/enable", headers=ADMIN))[
+            "status"] == "online"
+        offer = await a.recv("offer")
+        # disable: the stream is closed, the lease re-queued, and the agent refused.
+        assert ok(await client.post("/api/manage/agents/a/disable", headers=ADMIN))[
+            "status"] == "disabled"
+        await a.wait_end()
+        await wait_for(lambda: _is(_status(hub, offer.task_id), "pending"))
+        with pytest.raises(Exception, match="disabled"):
+            await hub.register("a")
+        response = await client.post("/api/manage/agents/a/bogus", headers=ADMIN)
+        assert response.status_code == 400
+        response = await client.post("/api/manage/agents/nobody/drain", headers=ADMIN)
+        assert response.status_code == 404
+        ok(await client.post("/api/manage/agents/a/enable", headers=ADMIN))
+        a2 = await hub.agent("a")
+        assert (await a2.recv("offer")).task_id == offer.task_id
+
+
+@pytest.mark.anyio
+async def test_finishing_gets_proceed_only_while_the_lease_holds(tmp_path: Path) -> None:
+    async with make_hub(tmp_path) as hub:
+        old = await hub.agent("old")  # no finish_handshake: completes on its own, as before
+        path, _ = hub.file("x.bin", 1000)
+        await hub.service.create_part(path, account=None, title=None)
+        assert not (await old.recv("offer")).await_proceed
+        old.drop()
+        a = await hub.agent("a", finish_handshake=True)
+        offer = await a.recv("offer")
+        assert offer.await_proceed and offer.attempt == 2
+        data, md5 = await stream_all(a, offer)
+        session = b'{"parts_done": [1]}'
+        await a.send(finishing=pb.Finishing(task_id=offer.task_id, attempt=offer.attempt,
+                                            offset=len(data), session=session))
+        proceed = await a.recv("proceed")
+        assert (proceed.task_id, proceed.attempt) == (offer.task_id, offer.attempt)
+        task = hub.service.tasks[offer.task_id]
+        assert task.proceed_attempt == 2 and task.committed_offset == 1000
+        # A Finishing for an attempt that no longer holds the lease is told to Cancel.
+        await a.send(finishing=pb.Finishing(task_id=offer.task_id, attempt=1, offset=1000))
+        cancel = await a.recv("cancel")
+        assert cancel.attempt == 1
+        await a.send(result=pb.Result(task_id=offer.task_id, attempt=2, success=True,
+                                      filename="f", biz_id=3, md5=md5))
+        await wait_for(lambda: _is(_status(hub, offer.task_id), "completed"))
+
+
+@pytest.mark.anyio
+async def test_lost_after_proceed_resumes_the_finished_session(tmp_path: Path) -> None:
+    """The hub let attempt 1 complete, then lost the agent: the re-offer resumes that
+    session with every part done, so the next agent only repeats the (idempotent)
+    completion and nothing is streamed again."""
+    async with make_hub(tmp_path) as hub:
+        a = await hub.agent("a", finish_handshake=True)
+        path, md5 = hub.file("y.bin", 3000)
+        await hub.service.create_part(path, account=None, title=None)
+        offer = await a.recv("offer")
+        await stream_all(a, offer)
+        final = b'{"parts_done": [1, 2, 3]}'
+        await a.send(finishing=pb.Finishing(task_id=offer.task_id, attempt=1, offset=3000,
+                                            session=final))
+        await a.recv("proceed")
+        a.drop()
+        b = await hub.agent("b", ip="127.0.0.30", finish_handshake=True)
+        again = await b.recv("offer")
+        assert (again.attempt, again.resume_offset, again.resume_session) == (2, 3000, final)
+        data, streamed = await stream_all(b, again, resume=3000)
+        assert data == b""
+        await b.send(result=pb.Result(task_id=offer.task_id, attempt=2, success=True,
+                                      filename="y", biz_id=9, md5=streamed))
+        await wait_for(lambda: _is(_status(hub, offer.task_id), "completed"))
+        await wait_for(lambda: hub.service.tasks.get(offer.task_id) is None)
+        assert (await hub.service.get_task(offer.task_id))["file_md5"] == md5
