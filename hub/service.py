@@ -887,8 +887,10 @@ class HubService:
                     await self._save(task, "", "error", failure, part_state="failed")
                 log.warning("part %d: %s", part_id, failure)
                 return
+            # No live task: the part may have been uploaded meanwhile (a resumed attempt
+            # finishes before a 50 GB hash does); keep whatever state it has.
             await self.store.set_part_hash(part_id, md5=md5, fingerprint=fingerprint,
-                                           state="queued" if tasks else "new")
+                                           state="queued" if tasks else None)
             for task in tasks:
                 task.file_md5, task.file_fingerprint = md5, fingerprint
                 await self.store.save_task(task)

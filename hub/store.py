@@ -285,9 +285,10 @@ class Store:
         return await self._run(q)
 
     async def set_part_hash(self, part_id: int, *, md5: str, fingerprint: str,
-                            state: str) -> None:
+                            state: str | None) -> None:
+        """``state=None`` keeps the part's state (e.g. uploaded before the hash finished)."""
         def q(c: sqlite3.Connection) -> None:
-            c.execute("UPDATE parts SET md5=?, fingerprint=?, state=? WHERE id=?",
+            c.execute("UPDATE parts SET md5=?, fingerprint=?, state=COALESCE(?, state) WHERE id=?",
                       (md5, fingerprint, state, part_id))
 
         await self._run(q)

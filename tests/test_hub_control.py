@@ -259,3 +259,4 @@ async def test_lost_after_proceed_resumes_the_finished_session(tmp_path: Path) -
             return (await hub.service.store.get_part(again.part_id))["md5"]
 
         await wait_for(lambda: _is(part_md5(), md5))
+        assert (await hub.service.store.get_part(again.part_id))["state"] == "uploaded"
