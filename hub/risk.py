@@ -99,6 +99,7 @@ class IPRecord:
     agents: set[str] = field(default_factory=set)
     last_start: float | None = None
     last_finish: float | None = None
+    last_ok: float | None = None  # last upload Bilibili accepted from this IP
     starts: list[float] = field(default_factory=list)  # sorted start times, about the last hour
     uploads_ok: int = 0
     uploads_failed: int = 0
@@ -136,6 +137,7 @@ class RiskLedger:
         rec.last_finish = now if rec.last_finish is None else max(rec.last_finish, now)
         if ok:
             rec.uploads_ok += 1
+            rec.last_ok = now if rec.last_ok is None else max(rec.last_ok, now)
         else:
             rec.uploads_failed += 1
 
@@ -154,8 +156,16 @@ class RiskLedger:
             self._add_event(rec, RiskEvent(now, agent_id, str(kind), False, started))
             return
         # Only a clean IP's first strike measures the rate limit: a later one may just
-        # be the same throttle outlasting our cooldown. One start says nothing of rate.
-        evidence = self._recent_strikes(rec, now) == 0 and started >= 2
+        # be the same throttle outlasting our cooldown. One start says nothing of rate,
+        # and neither do starts Bilibili never accepted: an IP whose uploads were refused
+        # from the first (a blocked IP, or two attempts refused together) shows no rate,
+        # and learning "1 per hour" from it would throttle every other IP for a week.
+        evidence = (
+            self._recent_strikes(rec, now) == 0
+            and started >= 2
+            and rec.last_ok is not None
+            and rec.last_ok > now - HOUR
+        )
         self._add_event(rec, RiskEvent(now, agent_id, str(kind), True, started, evidence))
         strikes = self._recent_strikes(rec, now)
         r = self.rules
@@ -348,6 +358,7 @@ class RiskLedger:
                     "agents": sorted(rec.agents),
                     "last_start": rec.last_start,
                     "last_finish": rec.last_finish,
+                    "last_ok": rec.last_ok,
                     "starts": list(rec.starts),
                     "uploads_ok": rec.uploads_ok,
                     "uploads_failed": rec.uploads_failed,
@@ -372,6 +383,7 @@ class RiskLedger:
                 agents=set(d.get("agents", ())),
                 last_start=d.get("last_start"),
                 last_finish=d.get("last_finish"),
+                last_ok=d.get("last_ok"),
                 starts=sorted(float(t) for t in d.get("starts", ())),
                 uploads_ok=int(d.get("uploads_ok", 0)),
                 uploads_failed=int(d.get("uploads_failed", 0)),

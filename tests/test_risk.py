@@ -177,6 +177,8 @@ def test_learned_hourly_cap_from_a_clean_ips_first_406() -> None:
     assert led.learned_hourly_cap(0.0) is None
     for t in (0.0, 600.0, 1200.0, 1800.0, 2400.0):
         led.upload_started(IP, "a1", t)
+        if t < 2400.0:
+            led.upload_finished(IP, "a1", t + 300.0)
     led.risk_event(IP, "a1", "406", 2400.0)  # the 5th start in an hour was refused
     assert led.learned_hourly_cap(2400.0) == 4
     # another IP with 4 starts this hour: fine by the config, capped when adaptive
@@ -207,6 +209,12 @@ def test_only_a_clean_first_strike_teaches_the_rate() -> None:
     led.risk_event(IP, "a1", "406", 150.0)  # second strike: the throttle outlasted us
     assert led.learned_hourly_cap(151.0) is None
     led.upload_started(OTHER, "a2", 0.0)
+    led.upload_started(OTHER, "a2", 10.0)
+    led.risk_event(OTHER, "a2", "406", 10.0)  # refused from the first: a blocked IP, no rate
+    assert led.learned_hourly_cap(10.5) is None
+    led = ledger(min_interval_seconds=0, cooldown_seconds=100, disable_after_events=5)
+    led.upload_started(OTHER, "a2", 0.0)
+    led.upload_finished(OTHER, "a2", 5.0)
     led.upload_started(OTHER, "a2", 10.0)
     led.risk_event(OTHER, "a2", "406", 10.0)
     led.upload_started(OTHER, "a2", 11.0)

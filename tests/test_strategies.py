@@ -207,6 +207,7 @@ def test_ip_diversity_paces_to_the_learned_rate_and_round_robin_does_not() -> No
     led = fresh_ledger(min_interval_seconds=0, max_uploads_per_hour=6)
     for t in (0.0, 100.0, 200.0):
         led.upload_started("10.0.0.1", "a1", t)
+    led.upload_finished("10.0.0.1", "a1", 150.0)  # Bilibili accepted uploads from it
     led.risk_event("10.0.0.1", "a1", "406", 200.0)  # 3rd start in an hour refused: learn 2/h
     led.upload_started("10.0.0.2", "a2", 300.0)
     led.upload_started("10.0.0.2", "a2", 400.0)  # a2's IP is at the learned rate
