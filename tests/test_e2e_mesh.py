@@ -24,11 +24,19 @@ pytestmark = pytest.mark.e2e
 MiB = 1024 * 1024
 
 
+# The hub's defaults pace each IP to one upload start per 5 minutes (DESIGN §5 ``risk``);
+# ten parts over three IPs would take half an hour, so these tests open the pacing wide.
+OPEN_RISK = "risk:\n  min_interval_seconds: 0\n  max_uploads_per_hour: 1000\n"
+
+
 @pytest.fixture(scope="module")
 def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalMesh]:
-    with LocalMesh(tmp_path_factory.mktemp("mesh")) as local:
+    workdir = tmp_path_factory.mktemp("mesh")
+    config = workdir / "hub.yml"
+    config.write_text(OPEN_RISK)
+    with LocalMesh(workdir) as local:
         local.start_sim()
-        local.start_hub()
+        local.start_hub("--config", str(config))
         for index in (1, 2, 3):
             local.start_agent(index)
         local.wait_agents_online(3)
