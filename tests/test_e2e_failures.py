@@ -128,7 +128,9 @@ def scenario(tmp_path: Path) -> Iterator[Scenario]:
     config.write_text(HUB_CONFIG)
     with LocalMesh(tmp_path / "mesh") as mesh:
         mesh.start_sim()
-        mesh.sim("POST", "/_sim/config", json={"chunk_size": CHUNK})
+        # One PUT at a time per upload: "parts done" is then a prefix, so the
+        # hub's uploaded_bytes is its commit point and resume checks are exact.
+        mesh.sim("POST", "/_sim/config", json={"chunk_size": CHUNK, "threads": 1})
         mesh.start_hub("--config", str(config))
         mesh.add_account("main")
         case = Scenario(mesh=mesh, tmp=tmp_path)
@@ -202,6 +204,26 @@ def holder_of(case: Scenario, task_id: str, min_parts: int, timeout: float = 60)
         pytest.fail(f"upload never got going: {case.mesh.task(task_id)}\n{case.logs()}")
 
 
+def committed_parts(case: Scenario) -> dict[str, int]:
+    """Per task, how many parts the hub knows are committed (threads=1: a prefix)."""
+    return {t: case.mesh.task(t)["uploaded_bytes"] // CHUNK for t in case.expected}
+
+
+def assert_resumed(case: Scenario, final: dict, known: int, fault_at: float) -> None:
+    """The task's object is the upos session opened before the fault, continued:
+    the ``known`` parts committed before it were not sent again."""
+    (upload,) = [u for u in case.mesh.sim_uploads() if u["filename"] == final["result"]["filename"]]
+    puts = case.requests(op="put", upload_id=upload["upload_id"])
+    before = {r["part"] for r in puts if r["status"] == 200 and r["time"] < fault_at}
+    assert before, f"a fresh upos session after the fault, not a resume: {upload}"
+    assert set(range(1, known + 1)) <= before, (known, sorted(before))
+    resent = sorted(r["part"] for r in puts if r["time"] > fault_at and r["part"] <= known)
+    assert not resent, f"parts committed before the fault were sent again: {resent}"
+    parts_total = -(-upload["size"] // CHUNK)
+    done = {r["part"] for r in puts if r["status"] == 200}
+    assert done == set(range(1, parts_total + 1)), sorted(done)
+
+
 def index_of(agent_id: str) -> int:
     return int(agent_id.rsplit("-", 1)[1])
 
@@ -244,19 +266,13 @@ def test_agent_killed_mid_upload_is_resumed_elsewhere_from_the_last_committed_pa
     scenario: Scenario,
 ) -> None:
     case = scenario
-    # One PUT at a time, so "parts done" is a prefix and the commit point is exact.
-    case.sim_config(threads=1, faults={"bandwidth_bps": 2 * MiB})
+    case.sim_config(faults={"bandwidth_bps": 2 * MiB})
     case.start_agents([1, 2, 3])
     case.mesh.wait_agents_online(3)
     task_id = case.add_file("killed.flv", 12 * MiB + 12345, seed=21)
     holder = holder_of(case, task_id, min_parts=2)
-    known = case.mesh.task(task_id)["uploaded_bytes"] // CHUNK  # parts the hub knows committed
-    victim = case.mesh.processes[[p.name for p in case.mesh.processes].index(holder)]
-    victim_ip = AGENT_IPS[index_of(holder)]
-    upload_ids = {r["upload_id"] for r in case.requests(op="put", ip=victim_ip)
-                  if r["status"] == 200}
-    assert len(upload_ids) == 1, upload_ids
-    (upload_id,) = upload_ids
+    known = committed_parts(case)[task_id]
+    victim = next(p for p in case.mesh.processes if p.name == holder)
     killed_at = time.time()
     victim.kill()
 
@@ -270,27 +286,23 @@ def test_agent_killed_mid_upload_is_resumed_elsewhere_from_the_last_committed_pa
     assert_exactly_once(case, [final])
     assert final["agent_id"] != holder
     (upload,) = case.mesh.sim_uploads()
-    assert upload["complete_ip"] != victim_ip  # source_ip stays the IP that opened it
-    assert upload["upload_id"] == upload_id, "a fresh upload session instead of a resume"
-
-    puts = case.requests(op="put", upload_id=upload_id)
-    ok_before = {r["part"] for r in puts if r["status"] == 200 and r["time"] < killed_at}
-    assert set(range(1, known + 1)) <= ok_before, (known, sorted(ok_before))
-    resent = sorted(r["part"] for r in puts if r["time"] > killed_at and r["part"] <= known)
-    assert not resent, f"parts committed before the kill were sent again: {resent}"
-    parts_total = -(-upload["size"] // CHUNK)
-    done = {r["part"] for r in puts if r["status"] == 200}
-    assert done == set(range(1, parts_total + 1))
+    # source_ip stays the IP that opened the session; another one completed it
+    assert upload["source_ip"] == AGENT_IPS[index_of(holder)]
+    assert upload["complete_ip"] != AGENT_IPS[index_of(holder)]
+    assert_resumed(case, final, known, killed_at)
 
 
 def test_hub_killed_mid_upload_and_restarted_finishes_every_task(scenario: Scenario) -> None:
     case = scenario
     case.sim_config(faults={"bandwidth_bps": 2 * MiB})
-    case.start_agents([1, 2, 3])
+    # Agents that cannot finish alone: the tail case has its own test below.
+    case.start_agents([1, 2, 3], small_buffer=True)
     case.mesh.wait_agents_online(3)
     tasks = [case.add_file(f"hubkill{i}.flv", 10 * MiB + i, seed=30 + i) for i in range(3)]
     holder_of(case, tasks[0], min_parts=1)
+    known = committed_parts(case)
     hub = next(p for p in reversed(case.mesh.processes) if p.name == "hub")
+    killed_at = time.time()
     hub.kill()
     assert hub.popen.returncode == -9
     case.mesh.restart_hub()
@@ -298,6 +310,9 @@ def test_hub_killed_mid_upload_and_restarted_finishes_every_task(scenario: Scena
     case.mesh.wait_agents_online(3, timeout=45)
     final = wait_all_terminal(case, 120)
     assert_exactly_once(case, final)
+    for task in final:  # everything on SQLite: each continues its own upos session
+        if known[task["task_id"]]:
+            assert_resumed(case, task, known[task["task_id"]], killed_at)
 
 
 def test_link_reset_by_the_network_recovers_and_the_task_completes(scenario: Scenario) -> None:
@@ -307,13 +322,16 @@ def test_link_reset_by_the_network_recovers_and_the_task_completes(scenario: Sce
     case.mesh.wait_agents_online(3)
     task_id = case.add_file("cut.flv", 12 * MiB + 7, seed=41)
     holder = holder_of(case, task_id, min_parts=1)
+    known = committed_parts(case)[task_id]
     proxy = case.proxies[index_of(holder)]
     accepted = proxy.accepted
+    cut_at = time.time()
     assert proxy.cut() >= 1
     # The RST ends the stream: the hub sees it go at once, the agent dials again.
     wait_for(lambda: proxy.accepted > accepted, 15, f"{holder} to dial again after the reset")
     (final,) = wait_all_terminal(case, 90)
     assert_exactly_once(case, [final])
+    assert_resumed(case, final, known, cut_at)
     wait_for(lambda: case.agent_status(holder) in ("online", "busy"), 20, f"{holder} back online")
     hub_log = next(p for p in case.mesh.processes if p.name == "hub").log_text()
     assert f"agent {holder} offline" in hub_log
@@ -326,8 +344,10 @@ def test_blackholed_link_is_detected_by_keepalive_and_recovers(scenario: Scenari
     case.mesh.wait_agents_online(3)
     task_id = case.add_file("blackhole.flv", 12 * MiB + 99, seed=51)
     holder = holder_of(case, task_id, min_parts=1)
+    known = committed_parts(case)[task_id]
     proxy = case.proxies[index_of(holder)]
     accepted = proxy.accepted
+    blackholed_at = time.time()
     proxy.blackhole()
     # No error reaches either end. The hub notices the silence (heartbeat timeout)...
     wait_for(lambda: case.agent_status(holder) == "offline", OFFLINE_AFTER + 10,
@@ -336,6 +356,7 @@ def test_blackholed_link_is_detected_by_keepalive_and_recovers(scenario: Scenari
     (final,) = wait_all_terminal(case, 90)
     assert_exactly_once(case, [final])
     assert final["agent_id"] != holder
+    assert_resumed(case, final, known, blackholed_at)
     # The agent's own keepalive (20 s ping, 10 s timeout) gives up on the dead link
     # and it dials again: the new connection stalls in the blackhole until healed.
     wait_for(lambda: proxy.accepted > accepted, 45, f"{holder}'s keepalive to drop the dead link")
