@@ -118,6 +118,8 @@ class HubService:
         self._queries: dict[str, tuple[anyio.Event, list[pb.StatusReply]]] = {}
         self._lease_session: dict[str, str] = {}  # task id -> session id carrying its lease
         self._hashing: set[int] = set()  # parts with an MD5 pass running
+        self._awaited: set[str] = set()  # after a restart: agents expected to dial back
+        self._awaited_until = 0.0
 
     # ======================================================================== lifecycle
 
@@ -136,6 +138,15 @@ class HubService:
             info.tokens_valid_after = row["tokens_valid_after"] or 0.0
             info.last_heartbeat = row["last_heartbeat"]
             info.tasks_completed = row["tasks_completed"] or 0
+        # Agents connected when the hub stopped: give them a moment to dial back before
+        # re-offering their work, so it spreads by strategy instead of going to whoever
+        # reconnects first (their reconnects are jittered).
+        self._awaited = {
+            row["agent_id"] for row in await self.store.load_agents()
+            if row["status"] != "offline" and not row["disabled"]
+        }
+        self._awaited_until = self.clock() + min(
+            15.0, self.config.heartbeat.offline_after_seconds)
         await self.store.mark_all_agents_offline()
         saved = await self.store.load_ledger()
         if saved:
@@ -636,12 +647,28 @@ class HubService:
             resuming=task.retry_agent is not None and task.pinned_agent is None,
         )
 
+    def _restart_grace(self, now: float) -> bool:
+        """True while agents that were connected before a restart may still dial back."""
+        if not self._awaited:
+            return False
+        back = {a for a in self._awaited if (i := self.registry.get(a)) and i.session}
+        if back == self._awaited or now >= self._awaited_until:
+            missing = sorted(self._awaited - back)
+            if missing:
+                log.info("not back after the restart: %s; scheduling without them",
+                         ", ".join(missing))
+            self._awaited = set()
+            return False
+        return True
+
     async def _dispatch_pending(self) -> None:
         async with self._lock:
             pending = [t for t in self.tasks.values() if t.status is Status.PENDING]
             if not pending:
                 return
             now = self.clock()
+            if self._restart_grace(now):
+                return
             for task in pending:
                 # A retry pinned to an agent that is gone would wait forever: let it go.
                 if task.retry_agent is not None:

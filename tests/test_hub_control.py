@@ -260,3 +260,25 @@ async def test_lost_after_proceed_resumes_the_finished_session(tmp_path: Path) -
 
         await wait_for(lambda: _is(part_md5(), md5))
         assert (await hub.service.store.get_part(again.part_id))["state"] == "uploaded"
+
+
+@pytest.mark.anyio
+async def test_after_a_restart_work_waits_for_the_agents_that_were_connected(
+    tmp_path: Path,
+) -> None:
+    """Re-offers spread over every agent that comes back, not all to the first one."""
+    async with make_hub(tmp_path) as hub:
+        a = await hub.agent("a", ip="127.0.0.20")
+        await hub.agent("b", ip="127.0.0.21")
+        for name in ("p1.bin", "p2.bin"):
+            await hub.service.create_part(hub.file(name, 1000)[0], account=None, title=None)
+        await wait_for(lambda: len([t for t in hub.service.tasks.values()
+                                    if t.status.value == "assigned"]) == 2)
+        del a
+    async with make_hub(tmp_path) as hub:
+        a = await hub.agent("a", ip="127.0.0.20")
+        await no_offer(a, wait=0.5)  # b was connected too: wait for it (bounded)
+        b = await hub.agent("b", ip="127.0.0.21")
+        offers = [await a.recv("offer"), await b.recv("offer")]
+        assert {o.attempt for o in offers} == {2}
+        assert len({o.task_id for o in offers}) == 2
