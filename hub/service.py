@@ -571,11 +571,17 @@ class HubService:
             self.ledger.risk_event(ip, agent_id, kind, now)
             log.warning("IP %s: risk event %s (agent %s): now %s", ip, kind, agent_id,
                         self.ledger.state(ip, now))
-        self.lifecycle.last_decision = None
         await self._save_ledger()
 
     async def _finish(self, task: TaskRecord, outcome: Outcome, agent_id: str, ip: str) -> None:
         """Persist the end of an attempt (caller holds ``_lock``)."""
+        try:
+            await self._finish_inner(task, outcome, agent_id, ip)
+        finally:
+            self.lifecycle.last_decision = None
+
+    async def _finish_inner(self, task: TaskRecord, outcome: Outcome, agent_id: str,
+                            ip: str) -> None:
         if outcome is Outcome.COMPLETED:
             await self._save(task, agent_id, "success",
                              f"uploaded as {task.filename} (biz_id {task.biz_id})", ip=ip,
@@ -591,8 +597,12 @@ class HubService:
             log.warning("task %s failed: %s: %s", task.task_id, task.error_kind,
                         task.error_message)
         elif outcome is Outcome.REQUEUED:
-            await self._save(task, agent_id, "retry",
-                             f"{task.error_kind}: {task.error_message}", ip=ip)
+            decision = self.lifecycle.last_decision
+            # The policy's reason says what happens next ("retry 1/3 on a1 in 1 s",
+            # "moving to another IP"), which the log of the attempt should show.
+            why = decision.reason if decision is not None else (
+                f"{task.error_kind}: {task.error_message}")
+            await self._save(task, agent_id, "retry", why, ip=ip)
             log.info("task %s re-queued after %s: %s", task.task_id, task.error_kind,
                      task.error_message)
         self.poke()

@@ -37,7 +37,9 @@ async def test_hub_restart_keeps_resume_point_and_reoffers(tmp_path: Path) -> No
         assert (again.attempt, again.resume_offset, again.resume_session) == (
             2, MiB, b'{"auth": "s"}')
         messages = [e["message"] for e in await hub.service.task_logs(offer.task_id)]
-        assert "hub restarted" in messages
+        # Either the old hub saw the stream end while shutting down, or the new one voided
+        # the lease on start: the lease ended once, with its resume point kept.
+        assert "hub restarted" in messages or "agent lost: agent closed the stream" in messages
 
 
 @pytest.mark.anyio
