@@ -24,7 +24,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from procstat import median, peak_rss_bytes, written_bytes  # noqa: E402
 
-from bupmesh.localmesh import SIM_COOKIES, LocalMesh, bupmesh_argv, write_random_file  # noqa: E402
+from bupmesh.localmesh import (  # noqa: E402
+    OPEN_RISK_YAML,
+    SIM_COOKIES,
+    LocalMesh,
+    bupmesh_argv,
+    write_random_file,
+)
 
 MB = 1_000_000
 
@@ -70,7 +76,7 @@ def main() -> int:
             write_random_file(path, size, seed=index)
             files.append(path)
         mesh.start_sim()
-        mesh.start_hub()
+        mesh.start_hub(config_yaml=OPEN_RISK_YAML)
 
         # 1) throughput: one agent, one task at a time, alternating with direct uploads
         agent = mesh.start_agent(

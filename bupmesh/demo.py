@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 from rich.table import Table
 
-from bupmesh.localmesh import LocalMesh, MeshError, wait_for, write_random_file
+from bupmesh.localmesh import OPEN_RISK_YAML, LocalMesh, MeshError, wait_for, write_random_file
 
 AGENTS = 3
 
@@ -53,7 +53,7 @@ def _demo(console: Console, workdir: Path, args: argparse.Namespace) -> int:
         mesh.start_sim()
         per_ip = int(args.bandwidth_mbps * 1_000_000 / 8)
         mesh.sim("POST", "/_sim/config", json={"faults": {"bandwidth_bps": per_ip}})
-        mesh.start_hub()
+        mesh.start_hub(config_yaml=OPEN_RISK_YAML)
         for index in range(1, AGENTS + 1):
             mesh.start_agent(index)
         agents = mesh.wait_agents_online(AGENTS)
