@@ -29,6 +29,7 @@ class AgentInfo:
     buffer_bytes: int = 0
     tags: dict[str, str] = field(default_factory=dict)
     finish_handshake: bool = False  # asks (Finishing) before completing; from Hello
+    local_paths: tuple[str, ...] = ()  # local/hybrid: hub path prefixes it reads itself
     disabled: bool = False
     tokens_valid_after: float = 0.0  # tokens issued before this are revoked
     # live state (not persisted beyond last_heartbeat/status)

@@ -118,6 +118,7 @@ class HubService:
         self._queries: dict[str, tuple[anyio.Event, list[pb.StatusReply]]] = {}
         self._lease_session: dict[str, str] = {}  # task id -> session id carrying its lease
         self._hashing: set[int] = set()  # parts with an MD5 pass running
+        self._local_reads: dict[str, int] = {}  # task id -> attempt reading the file itself
         self._awaited: set[str] = set()  # after a restart: agents expected to dial back
         self._awaited_until = 0.0
 
@@ -279,6 +280,8 @@ class HubService:
             dict(hello.tags),
         )
         info.finish_handshake = bool(caps.finish_handshake)
+        info.local_paths = tuple(str(p)[:1024] for p in caps.local_paths[:64]) \
+            if info.storage_type in ("local", "hybrid") else ()
         async with self._lock:
             if info.ip_address:
                 self.ledger.note_agent(info.ip_address, session.agent_id)
@@ -455,6 +458,9 @@ class HubService:
         if not 0 <= offset <= task.file_size:
             raise _stream_error(grpc.StatusCode.INVALID_ARGUMENT,
                                 f"Accept.resume_offset {offset} outside 0..{task.file_size}")
+        if msg.local_read:
+            await self._on_local_accept(session, task, msg)
+            return
         async with self._lock:
             if self.lifecycle.accepted(task, session.agent_id, msg.attempt) is Outcome.IGNORED:
                 return
@@ -467,6 +473,28 @@ class HubService:
             self._spawn(self._hash_part, task.part_id)
         session.transfer.start(task.task_id, task.attempt, task.file_path, task.file_size, offset,
                                known_md5=task.file_md5, fingerprint=task.file_fingerprint)
+
+    async def _on_local_accept(self, session: AgentSession, task: TaskRecord,
+                               msg: pb.Accept) -> None:
+        """Item 6: a local/hybrid agent reads the part's file itself; nothing is streamed.
+
+        Only against a known MD5 (the Offer carried it and the agent matched its copy
+        by size and MD5 first); the Result must carry that MD5, so a file that differs
+        on the agent's side cannot complete the task.
+        """
+        info = self.registry.get(session.agent_id)
+        if not task.file_md5 or info is None or info.storage_type not in ("local", "hybrid"):
+            raise _stream_error(grpc.StatusCode.FAILED_PRECONDITION,
+                                "Accept.local_read needs a local/hybrid agent and an Offer "
+                                "with file_md5")
+        async with self._lock:
+            if self.lifecycle.accepted(task, session.agent_id, msg.attempt) is Outcome.IGNORED:
+                return
+            self._local_reads[task.task_id] = msg.attempt
+            await self._save(task, session.agent_id, "start",
+                             f"attempt {task.attempt} accepted, read by the agent from "
+                             f"{task.file_path} (no stream)",
+                             ip=session.ip_address, part_state="uploading")
 
     async def _on_reject(self, session: AgentSession, task: TaskRecord, msg: pb.Reject) -> None:
         async with self._lock:
@@ -526,7 +554,11 @@ class HubService:
     async def _on_result(self, session: AgentSession, task: TaskRecord, msg: pb.Result) -> None:
         stream = session.transfer.get(task.task_id)
         md5_ok = False
-        if stream is not None and stream.md5 is not None and msg.md5:
+        if self._local_reads.get(task.task_id) == msg.attempt:
+            # Read by the agent itself: what it uploaded must hash to the part's MD5.
+            stream = None
+            md5_ok = bool(msg.md5) and hmac.compare_digest(task.file_md5, msg.md5.lower())
+        elif stream is not None and stream.md5 is not None and msg.md5:
             md5_ok = hmac.compare_digest(stream.md5, msg.md5.lower())
             if stream.source_changed or (
                 stream.start == 0 and task.file_md5 and stream.md5 != task.file_md5
@@ -617,6 +649,7 @@ class HubService:
         if task.status.terminal:
             self.tasks.pop(task.task_id, None)
             self._lease_session.pop(task.task_id, None)
+            self._local_reads.pop(task.task_id, None)
 
     # ======================================================================== scheduling
 
@@ -642,7 +675,7 @@ class HubService:
         return AgentView(
             info.agent_id, info.ip_address or "unknown", status, max(1, info.max_concurrent),
             self._active_count(info.agent_id), float(info.bandwidth_mbps or 0), dict(info.tags),
-            info.storage_type or "network",
+            info.storage_type or "network", info.local_paths,
         )
 
     def _part_view(self, task: TaskRecord, now: float) -> PartView:

@@ -40,18 +40,20 @@ class RegisterResponse(_message.Message):
     def __init__(self, agent_id: _Optional[str] = ..., token: _Optional[str] = ..., expires_at: _Optional[int] = ...) -> None: ...
 
 class Capabilities(_message.Message):
-    __slots__ = ("max_concurrent_uploads", "bandwidth_mbps", "storage_type", "buffer_bytes", "finish_handshake")
+    __slots__ = ("max_concurrent_uploads", "bandwidth_mbps", "storage_type", "buffer_bytes", "finish_handshake", "local_paths")
     MAX_CONCURRENT_UPLOADS_FIELD_NUMBER: _ClassVar[int]
     BANDWIDTH_MBPS_FIELD_NUMBER: _ClassVar[int]
     STORAGE_TYPE_FIELD_NUMBER: _ClassVar[int]
     BUFFER_BYTES_FIELD_NUMBER: _ClassVar[int]
     FINISH_HANDSHAKE_FIELD_NUMBER: _ClassVar[int]
+    LOCAL_PATHS_FIELD_NUMBER: _ClassVar[int]
     max_concurrent_uploads: int
     bandwidth_mbps: int
     storage_type: str
     buffer_bytes: int
     finish_handshake: bool
-    def __init__(self, max_concurrent_uploads: _Optional[int] = ..., bandwidth_mbps: _Optional[int] = ..., storage_type: _Optional[str] = ..., buffer_bytes: _Optional[int] = ..., finish_handshake: _Optional[bool] = ...) -> None: ...
+    local_paths: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, max_concurrent_uploads: _Optional[int] = ..., bandwidth_mbps: _Optional[int] = ..., storage_type: _Optional[str] = ..., buffer_bytes: _Optional[int] = ..., finish_handshake: _Optional[bool] = ..., local_paths: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class AgentMessage(_message.Message):
     __slots__ = ("hello", "heartbeat", "accept", "reject", "credit", "committed", "progress", "result", "status_reply", "finishing")
@@ -127,14 +129,16 @@ class Heartbeat(_message.Message):
     def __init__(self, status: _Optional[str] = ..., current_tasks: _Optional[int] = ..., free_slots: _Optional[int] = ..., memory_mb: _Optional[int] = ..., tasks_completed: _Optional[int] = ...) -> None: ...
 
 class Accept(_message.Message):
-    __slots__ = ("task_id", "attempt", "resume_offset")
+    __slots__ = ("task_id", "attempt", "resume_offset", "local_read")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     RESUME_OFFSET_FIELD_NUMBER: _ClassVar[int]
+    LOCAL_READ_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     attempt: int
     resume_offset: int
-    def __init__(self, task_id: _Optional[str] = ..., attempt: _Optional[int] = ..., resume_offset: _Optional[int] = ...) -> None: ...
+    local_read: bool
+    def __init__(self, task_id: _Optional[str] = ..., attempt: _Optional[int] = ..., resume_offset: _Optional[int] = ..., local_read: _Optional[bool] = ...) -> None: ...
 
 class Reject(_message.Message):
     __slots__ = ("task_id", "attempt", "reason")

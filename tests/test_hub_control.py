@@ -282,3 +282,52 @@ async def test_after_a_restart_work_waits_for_the_agents_that_were_connected(
         offers = [await a.recv("offer"), await b.recv("offer")]
         assert {o.attempt for o in offers} == {2}
         assert len({o.task_id for o in offers}) == 2
+
+
+@pytest.mark.anyio
+async def test_locality_offers_to_an_agent_that_reads_the_file_itself(tmp_path: Path) -> None:
+    """Item 6: a hybrid agent that can read the part's path gets it (locality strategy),
+    accepts with local_read, is streamed nothing, and must report the part's MD5."""
+    cfg = make_config(tmp_path)
+    cfg.scheduler.strategy = "locality"
+    async with make_hub(tmp_path, cfg) as hub:
+        net = await hub.agent("net", ip="127.0.0.20")
+        local = await hub.agent("local", ip="127.0.0.21", storage_type="hybrid",
+                                local_paths=(str(tmp_path),))
+        results = []
+        for name, reported in (("good.bin", None), ("bad.bin", "0" * 32)):
+            path, md5 = hub.file(name, 3000)
+            created = await hub.service.create_part(path, account=None, title=None,
+                                                    auto_upload=False)
+            await hub.service._hash_part_once(created["part_id"])  # MD5 known up front
+            await hub.service._new_task(created["part_id"])
+            offer = await local.recv("offer")
+            assert offer.file_md5 == md5 and offer.file_path == path
+            await local.send(accept=pb.Accept(task_id=offer.task_id, attempt=offer.attempt,
+                                              local_read=True))
+            await wait_for(lambda o=offer: _is(_status(hub, o.task_id), "uploading"))
+            await local.send(credit=pb.Credit(task_id=offer.task_id, attempt=offer.attempt,
+                                              bytes=MiB))
+            with pytest.raises(TimeoutError):
+                await local.recv(wait=0.3)  # no Chunk, no EndOfData
+            await local.send(result=pb.Result(task_id=offer.task_id, attempt=offer.attempt,
+                                              success=True, filename="f", biz_id=1,
+                                              md5=reported or md5))
+            want = "completed" if reported is None else "failed"
+            await wait_for(lambda o=offer, w=want: _is(_status(hub, o.task_id), w))
+            results.append(await hub.service.get_task(offer.task_id))
+        assert results[0]["status"] == "completed"
+        assert results[1]["status"] == "failed" and results[1]["error_kind"] == "file"
+        await no_offer(net, wait=0.1)
+
+
+@pytest.mark.anyio
+async def test_local_read_without_a_known_md5_is_a_protocol_error(tmp_path: Path) -> None:
+    async with make_hub(tmp_path) as hub:
+        a = await hub.agent("a", storage_type="local", local_paths=(str(tmp_path),))
+        await hub.service.create_part(hub.file("n.bin", 100)[0], account=None, title=None)
+        offer = await a.recv("offer")
+        assert offer.file_md5 == ""  # first attempt: the hub hashes while streaming
+        await a.send(accept=pb.Accept(task_id=offer.task_id, attempt=1, local_read=True))
+        assert await a.wait_end() is not None
+        assert "local_read" in a.details

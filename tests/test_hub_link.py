@@ -68,7 +68,8 @@ class Hub:
 
     async def agent(self, agent_id: str, *, token: str | None = None, hello: bool = True,
                     held: list[pb.HeldTask] | None = None, max_concurrent: int = 2,
-                    ip: str = "127.0.0.9", finish_handshake: bool = False) -> FakeAgent:
+                    ip: str = "127.0.0.9", finish_handshake: bool = False,
+                    storage_type: str = "", local_paths: tuple[str, ...] = ()) -> FakeAgent:
         token = token if token is not None else await self.register(agent_id)
         agent = FakeAgent(self, agent_id, token)
         await agent.open()
@@ -77,7 +78,9 @@ class Hub:
                 agent_id=agent_id, agent_name=agent_id, ip_address=ip,
                 capabilities=pb.Capabilities(max_concurrent_uploads=max_concurrent,
                                              buffer_bytes=64 * MiB,
-                                             finish_handshake=finish_handshake),
+                                             finish_handshake=finish_handshake,
+                                             storage_type=storage_type,
+                                             local_paths=list(local_paths)),
                 held_tasks=held or []))
             welcome = await agent.recv("welcome")
             assert welcome.session_id
