@@ -30,9 +30,9 @@ from spoke.task_state import InvalidTransition, State, TaskState
 from spoke.wire import WireChunk
 from uploader.client import BiliClient
 from uploader.credentials import Credentials, CredentialsError
-from uploader.errors import ErrorKind, UploadError
+from uploader.errors import ErrorKind, StaleSessionError, UploadError
 from uploader.session import SessionError, UposSession
-from uploader.upos import Progress, UposUploader
+from uploader.upos import Progress, UploadResult, UposUploader, server_filename
 
 log = logging.getLogger("bupmesh.agent")
 
@@ -220,7 +220,18 @@ class TaskRunner:
             with anyio.CancelScope() as self._scope:
                 if self._stop is not None:
                     self._scope.cancel()
-                outcome = await self._upload()
+                resumed = self.session
+                try:
+                    outcome = await self._upload()
+                except StaleSessionError as exc:
+                    outcome = _completed_elsewhere(resumed, exc)
+                    if outcome is None:
+                        raise
+                    log.info(
+                        "task %s: the resumed upload was already completed (by an earlier "
+                        "attempt whose link died); reporting it",
+                        self.task_id,
+                    )
                 assert self.source is not None
                 with anyio.fail_after(END_TIMEOUT):
                     await self.source.wait_end()
@@ -357,3 +368,17 @@ def _first_leaf(exc: BaseException) -> BaseException:
     while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
         exc = exc.exceptions[0]
     return exc
+
+
+def _completed_elsewhere(session: UposSession | None, exc: StaleSessionError) -> UploadResult | None:
+    """The resume session was refused because its upload is already complete.
+
+    That happens when an earlier attempt lost its link to the hub after the last byte
+    and finished the upos upload on its own (it had verified the hub's MD5 first).
+    The object exists exactly once, so this attempt reports it instead of failing.
+    """
+    if session is None or "already completed" not in exc.message:
+        return None
+    return UploadResult(
+        filename=server_filename(session.upos_uri), biz_id=session.biz_id, session=session
+    )

@@ -138,7 +138,17 @@ class StreamSource:
         self._wake()
 
     async def wait_end(self) -> None:
-        """Until ``EndOfData`` arrives (bytes after the uploader finished are discarded)."""
+        """Until ``EndOfData`` arrives (bytes after the uploader finished are discarded).
+
+        Called once the uploader is done: whatever it still held (a chunk whose PUT it
+        abandoned) is released too, or the credit it pins could keep the rest of the
+        stream, and so ``EndOfData``, from ever arriving.
+        """
+        leftover = sum(self._handed.values())
+        self._handed.clear()
+        if leftover:
+            self._budget_release(leftover)
+            self._on_space()
         self._discard_until = max(self._discard_until, self.size)
         self._discard()
         while self._hub_md5 is None:

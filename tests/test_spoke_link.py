@@ -399,6 +399,38 @@ async def test_resume_continues_the_same_upos_upload_from_the_committed_part(
 
 
 @pytest.mark.anyio
+async def test_a_resume_of_an_upload_already_completed_reports_it_once(
+    hub: tuple[FakeHub, str], sim: SimServer
+) -> None:
+    """Attempt 1 finished the upos upload but the hub never heard (its link died); the
+    re-offer resumes an older session and must report that object, not fail."""
+    servicer, address = hub
+    sim.config(chunk_size=1 * MiB)
+    data = random.Random(10).randbytes(3 * MiB + 7)
+    agent = Agent(settings(address))
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(agent.run)
+        session = await asyncio.wait_for(servicer.sessions.get(), 10)
+        first = Streamer(session, budget=4 * MiB)
+        first.offer(offer("done", data, sim, attempt=1), data)
+        await first.run_until(lambda: "done" in first.results)
+        assert first.results["done"].success
+        early = next(m.committed for m in first.messages
+                     if m.WhichOneof("kind") == "committed" and m.committed.offset == MiB)
+        second = Streamer(session, budget=4 * MiB)
+        second.offer(offer("done", data, sim, attempt=2, resume_session=early.session,
+                           resume_offset=early.offset), data)
+        await second.run_until(lambda: "done" in second.results)
+        agent.stop()
+    result = second.results["done"]
+    assert result.success, result
+    assert result.filename == first.results["done"].filename
+    assert result.md5 == hashlib.md5(data[MiB:]).hexdigest()
+    (upload,) = sim.uploads()  # exactly one object
+    assert upload["md5"] == hashlib.md5(data).hexdigest()
+
+
+@pytest.mark.anyio
 async def test_offers_beyond_slots_or_with_bad_credentials_or_while_draining(
     hub: tuple[FakeHub, str], sim: SimServer
 ) -> None:
