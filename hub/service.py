@@ -1168,7 +1168,11 @@ class HubService:
         task = self.tasks.get(task_id) or await self.store.get_task(task_id)
         if task is None:
             raise NotFound(f"no task {task_id}")
-        return self._task_dict(task)
+        row = self._task_dict(task)
+        if task.status is Status.PENDING:
+            # For the admin: why no connected agent takes it now ("" = it can).
+            row["waiting_for"] = self.why_waiting(task)
+        return row
 
     def _task_dict(self, t: TaskRecord) -> dict[str, Any]:
         uploaded = t.file_size if t.status is Status.COMPLETED else t.uploaded_bytes

@@ -60,7 +60,7 @@ async def test_min_interval_paces_one_ip_and_other_ips_take_the_work(tmp_path: P
         await hub.service.create_part(hub.file("two.bin", 1000)[0], account=None, title=None)
         await no_offer(twin)  # 127.0.0.20 rests for min_interval after a start
         task = next(t for t in hub.service.tasks.values() if t.task_id != offer.task_id)
-        reasons = hub.service.why_waiting(task)
+        reasons = (await hub.service.get_task(task.task_id))["waiting_for"]
         assert "min interval" in reasons["a-twin"], reasons
         b = await hub.agent("b", ip="127.0.0.21")
         offer2 = await b.recv("offer")
