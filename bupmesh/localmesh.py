@@ -81,8 +81,9 @@ class LocalMesh:
     """Owns every process it starts; use as a context manager."""
 
     workdir: Path
-    psk: str = field(default_factory=lambda: secrets.token_urlsafe(16))
-    admin_token: str = field(default_factory=lambda: secrets.token_urlsafe(16))
+    # hex, not urlsafe: a value starting with "-" would read as a flag to argparse
+    psk: str = field(default_factory=lambda: secrets.token_hex(16))
+    admin_token: str = field(default_factory=lambda: secrets.token_hex(16))
     extra_env: dict[str, str] = field(default_factory=dict)
     processes: list[Process] = field(default_factory=list)
     sim_url: str = ""
