@@ -1,8 +1,9 @@
 """HubService: the one object the HTTP layer and the gRPC link talk to.
 
 It glues the pure pieces together: the registry (who is connected), the task
-lifecycle (what each event means), the scheduler (who gets a pending task) and
-the store (what survives a restart). The order is always the same: apply the
+lifecycle (what each event means) with the retry policy (what a failure leads
+to), the strategy and the per-IP risk ledger (who gets a pending task, and when
+an IP may upload again) and the store (what survives a restart). The order is always the same: apply the
 event to the in-memory record under ``_lock``, write it to SQLite, and only then
 act on it (send an Offer/Cancel, start or stop streaming), so nothing the hub
 did is unknown to the database after a crash.
