@@ -39,6 +39,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add("--compression", choices=["none", "gzip"], help="gRPC message compression (default none)")
     add("--bandwidth-mbps", type=int, metavar="N", help="advertised upload bandwidth")
     add("--storage-type", choices=["network", "local", "hybrid"], help="advertised storage type")
+    add(
+        "--local-root",
+        action="append",
+        metavar="DIR",
+        help="local/hybrid: a directory of the hub's files readable here at the same path "
+        "(repeatable); parts found there are uploaded from disk, not streamed",
+    )
     add("--log-level", default="INFO", help="logging level (default INFO)")
 
 
@@ -59,6 +66,7 @@ def settings_from_args(args: argparse.Namespace) -> list[AgentSettings]:
         "agent.compression": args.compression,
         "agent.bandwidth_mbps": args.bandwidth_mbps,
         "agent.storage_type": args.storage_type,
+        "agent.local_roots": args.local_root,
     }
     if args.ca_file:
         flags["server.tls"] = True

@@ -10,6 +10,13 @@ Two file shapes are accepted (DESIGN.md §5):
       resources: {max_memory_mb: 2048}
       tags: {region: tokyo}
 
+  ``agent.storage_type: local | hybrid`` with ``agent.local_roots: [/srv/rec, ..]``
+  (``--local-root DIR``, repeatable): directories of the hub's files this agent
+  can read at the same paths (same host or shared mount). It announces them to
+  the hub and uploads a part found there from disk, after checking its size and
+  MD5 against the offer, instead of having the hub stream it (spoke/local.py).
+  ``network`` agents (the default) always stream; roots need local or hybrid.
+
 * the multi-agent file (one process runs every agent listed)::
 
       agents:
@@ -41,6 +48,7 @@ from bupmesh.config import (
     parse_host_port,
     read_yaml,
 )
+from spoke.local import normalise_roots
 
 DEFAULT_PORT = 12382
 
@@ -70,6 +78,7 @@ class AgentSection(_S):
     compression: Literal["none", "gzip"] = "none"
     bandwidth_mbps: int = 0
     storage_type: Literal["network", "local", "hybrid"] = "network"
+    local_roots: list[str] = []  # local/hybrid: hub directories readable here
     chunk_size_mb: int = 10  # assumed upos chunk size before preupload says otherwise
 
 
@@ -107,6 +116,7 @@ class AgentEntry(_S):
     compression: Literal["none", "gzip"] = "none"
     bandwidth_mbps: int = 0
     storage_type: Literal["network", "local", "hybrid"] = "network"
+    local_roots: list[str] = []
     chunk_size_mb: int = 10
     max_memory_mb: int | None = None
 
@@ -132,6 +142,7 @@ class AgentSettings:
     compression: str = "none"
     bandwidth_mbps: int = 0
     storage_type: str = "network"
+    local_roots: tuple[str, ...] = ()  # absolute, normalised (spoke.local.normalise_roots)
     chunk_size: int = 10 << 20
     max_memory_mb: int | None = None
 
@@ -168,6 +179,7 @@ _FLAT = {
     "agent.compression": "compression",
     "agent.bandwidth_mbps": "bandwidth_mbps",
     "agent.storage_type": "storage_type",
+    "agent.local_roots": "local_roots",
     "resources.max_memory_mb": "max_memory_mb",
     "tags": "tags",
 }
@@ -243,6 +255,7 @@ def load_agents(
             compression=agent.compression,
             bandwidth_mbps=agent.bandwidth_mbps,
             storage_type=agent.storage_type,
+            local_roots=agent.local_roots,
             chunk_size_mb=agent.chunk_size_mb,
             max_memory_mb=parsed.resources.max_memory_mb,
         )
@@ -367,6 +380,15 @@ def _validate(*, prefix: str, keys: Mapping[str, str], **v: Any) -> AgentSetting
     if heartbeat <= 0:
         raise ConfigError(f"{name('heartbeat_interval')}: must be positive")
     grace = parse_duration(v["drain_grace"], key=name("drain_grace"))
+    roots = v["local_roots"] or []
+    if roots and v["storage_type"] not in ("local", "hybrid"):
+        raise ConfigError(
+            f"{name('local_roots')}: needs storage_type local or hybrid "
+            f"(a {v['storage_type']} agent always streams)"
+        )
+    for root in roots:
+        if not str(root).strip():
+            raise ConfigError(f"{name('local_roots')}: empty directory name")
     return AgentSettings(
         server_url=target,
         agent_id=v["agent_id"],
@@ -385,6 +407,7 @@ def _validate(*, prefix: str, keys: Mapping[str, str], **v: Any) -> AgentSetting
         compression=v["compression"],
         bandwidth_mbps=v["bandwidth_mbps"],
         storage_type=v["storage_type"],
+        local_roots=normalise_roots(roots),
         chunk_size=v["chunk_size_mb"] << 20,
         max_memory_mb=v["max_memory_mb"],
     )

@@ -36,6 +36,7 @@ from protocol import mesh_pb2_grpc as pb_grpc
 from protocol.credit import CreditBudget
 from spoke.backoff import Backoff
 from spoke.config import AgentSettings
+from spoke.local import Md5Cache
 from spoke.runner import AGENT, TaskFailure, TaskRunner
 from spoke.wire import WireChunk, parse_hub_message
 
@@ -147,6 +148,7 @@ class Agent:
             slot_reserve=min(settings.chunk_size, settings.buffer_bytes // settings.max_concurrent),
         )
         self.runners: dict[str, TaskRunner] = {}
+        self.md5_cache = Md5Cache()  # local reads: MD5 per file version, across tasks
         self.backoff = backoff or Backoff(1.0, 60.0, rng)
         self.clock = clock
         self.wall_clock = wall_clock
@@ -332,6 +334,8 @@ class Agent:
             bandwidth_mbps=s.bandwidth_mbps,
             storage_type=s.storage_type,
             buffer_bytes=s.buffer_bytes,
+            finish_handshake=True,
+            local_paths=list(s.local_roots) if s.storage_type in ("local", "hybrid") else [],
         )
 
     def _hello(self) -> pb.Hello:
@@ -456,6 +460,10 @@ class Agent:
                 runner.on_end_of_data(eod)
         elif kind == "offer":
             self._on_offer(session, message.offer)
+        elif kind == "proceed":
+            runner = self._runner_for(message.proceed.task_id, message.proceed.attempt)
+            if runner is not None:
+                runner.on_proceed()
         elif kind == "cancel":
             runner = self._runner_for(message.cancel.task_id, message.cancel.attempt)
             if runner is not None:
@@ -541,6 +549,10 @@ class Agent:
 
     def _start(self, session: _Session, runner: TaskRunner) -> None:
         self.runners[runner.task_id] = runner
+        if runner.wants_local:
+            # The file may be here: check it (bounded) before answering, in the task.
+            session.tg.start_soon(self._run_task, runner, True)
+            return
         runner.accept()
         self.log.info(
             "task %s attempt %d: accepted %s (%d bytes from %d)",
@@ -553,8 +565,30 @@ class Agent:
         self._wake_credit()
         session.tg.start_soon(self._run_task, runner)
 
-    async def _run_task(self, runner: TaskRunner) -> None:
+    async def _run_task(self, runner: TaskRunner, check_local: bool = False) -> None:
         try:
+            if check_local:
+                local = await runner.check_local(self.md5_cache)
+                if local is None and not self.budget.can_admit(runner.min_window):
+                    # Others took the buffer while we looked at the disk: as if at once.
+                    runner.state.reject()
+                    runner.finished.set()
+                    self._reject(
+                        pb.Offer(task_id=runner.task_id, attempt=runner.attempt),
+                        "buffer budget full",
+                    )
+                    return
+                runner.accept(local)
+                self.log.info(
+                    "task %s attempt %d: accepted %s (%d bytes from %d, %s)",
+                    runner.task_id,
+                    runner.attempt,
+                    runner.file_name,
+                    runner.size,
+                    runner.resume_offset,
+                    "local read" if local is not None else "streamed",
+                )
+                self._wake_credit()
             await runner.run()
         finally:
             if self.runners.get(runner.task_id) is runner:

@@ -24,6 +24,7 @@ import anyio
 from protocol import mesh_pb2 as pb
 from protocol.credit import CreditBudget, CreditError
 from spoke.config import AgentSettings
+from spoke.local import LocalSource, Md5Cache, check_local
 from spoke.progress import ProgressGate
 from spoke.source import BufferTooSmall, StreamError, StreamSource
 from spoke.task_state import InvalidTransition, State, TaskState
@@ -39,6 +40,7 @@ log = logging.getLogger("bupmesh.agent")
 CANCELLED = "cancelled"
 AGENT = "agent"
 END_TIMEOUT = 60.0  # after the upload, how long to wait for EndOfData before giving up
+PROCEED_TIMEOUT = 30.0  # after Finishing, how long to wait for Proceed before abandoning
 
 
 class TaskFailure(Exception):
@@ -80,6 +82,12 @@ class TaskRunner:
         self.member_url = offer.member_url or "https://member.bilibili.com"
         self._offer_credentials = offer.credentials
         self._resume_blob = bytes(offer.resume_session)
+        # Completion handshake (docs/internals.md "Issue 4 additions"): ask with Finishing,
+        # complete only on Proceed.
+        self.await_proceed = bool(offer.await_proceed)
+        self.file_path = offer.file_path
+        self.file_md5 = offer.file_md5.lower()
+        self.local_read = False  # reading file_path from disk instead of the hub's stream
         self.settings = settings
         self.budget = budget
         self._send = send
@@ -91,13 +99,15 @@ class TaskRunner:
         self.credentials: Credentials | None = None
         self.session: UposSession | None = None
         self.resume_offset = 0
-        self.source: StreamSource | None = None
+        self.source: StreamSource | LocalSource | None = None
         self.uploaded = 0
         self.speed = 0.0
         self.eta = 0.0
         self._gate: ProgressGate | None = None
         self._scope: anyio.CancelScope | None = None
         self._stop: TaskFailure | None = None
+        self._proceed = anyio.Event()
+        self._awaiting_proceed = False
         self.finished = anyio.Event()
 
     # -- admission ---------------------------------------------------------------------------
@@ -135,27 +145,73 @@ class TaskRunner:
                 self.resume_offset = 0
         self._resume_blob = b""
 
-    def accept(self) -> None:
-        """Open the task's credit window and answer ``Accept``; call after :meth:`prepare`."""
+    def accept(self, local: LocalSource | None = None) -> None:
+        """Answer ``Accept``; call after :meth:`prepare`.
+
+        With ``local`` (a verified copy of the part on this host) the hub streams
+        nothing: no credit window is opened and the uploader reads the file itself.
+        Otherwise the task's credit window opens and the bytes come from the stream.
+        """
         self.state.accept()
-        self.budget.open(
-            self.task_id, need=self.size - self.resume_offset, min_window=self.min_window
-        )
-        self.source = StreamSource(
-            size=self.size,
-            start=self.resume_offset,
-            budget=self.budget,
-            key=self.task_id,
-            on_space=self._on_space,
-        )
+        if local is not None:
+            self.source = local
+            self.local_read = True
+        else:
+            self.budget.open(
+                self.task_id, need=self.size - self.resume_offset, min_window=self.min_window
+            )
+            self.source = StreamSource(
+                size=self.size,
+                start=self.resume_offset,
+                budget=self.budget,
+                key=self.task_id,
+                on_space=self._on_space,
+            )
         self.uploaded = self.resume_offset
         self._send(
             pb.AgentMessage(
                 accept=pb.Accept(
-                    task_id=self.task_id, attempt=self.attempt, resume_offset=self.resume_offset
+                    task_id=self.task_id,
+                    attempt=self.attempt,
+                    resume_offset=self.resume_offset,
+                    local_read=self.local_read,
                 )
             )
         )
+
+    @property
+    def wants_local(self) -> bool:
+        """A local/hybrid agent offered a path it may be able to read itself."""
+        s = self.settings
+        return s.storage_type in ("local", "hybrid") and bool(s.local_roots) and bool(
+            self.file_path
+        )
+
+    async def check_local(self, cache: Md5Cache) -> LocalSource | None:
+        """The verified local copy to upload from, or None to stream (reason logged)."""
+        # A Cancel during the check ends it at once (stop() cancels this scope).
+        outcome: LocalSource | str = "cancelled"
+        with anyio.CancelScope() as self._scope:
+            if self._stop is not None:
+                self._scope.cancel()
+            outcome = await check_local(
+                self.file_path,
+                size=self.size,
+                md5=self.file_md5,
+                roots=self.settings.local_roots,
+                cache=cache,
+            )
+        self._scope = None
+        if isinstance(outcome, str):
+            log.info("task %s: streaming from the hub (no local read: %s)", self.task_id, outcome)
+            return None
+        log.info(
+            "task %s attempt %d: local read of %s (size and MD5 match): nothing streamed",
+            self.task_id,
+            self.attempt,
+            outcome.path,
+        )
+        return outcome
 
     # -- messages from the hub (called by the link; never block) -----------------------------
 
@@ -163,6 +219,8 @@ class TaskRunner:
         try:
             if not self.state.on_chunk():
                 return  # late frame for an ended attempt
+            if self.local_read:
+                raise StreamError("Chunk for an attempt read locally")
             assert self.source is not None
             self.source.feed(chunk.offset, chunk.data)
         except (InvalidTransition, StreamError, CreditError) as exc:
@@ -170,12 +228,21 @@ class TaskRunner:
 
     def on_end_of_data(self, eod: pb.EndOfData) -> None:
         try:
+            if self.local_read:
+                raise StreamError("EndOfData for an attempt read locally")
             if not self.state.on_end_of_data():
                 return
             assert self.source is not None
             self.source.end_of_data(eod.md5)
         except (InvalidTransition, StreamError) as exc:
             self.stop(TaskFailure(AGENT, f"protocol violation: {exc}"))
+
+    def on_proceed(self) -> None:
+        """``Proceed``: the hub granted the completion this attempt asked for."""
+        if not self._awaiting_proceed:
+            log.warning("task %s: Proceed without a Finishing in flight ignored", self.task_id)
+            return
+        self._proceed.set()
 
     def cancel(self, reason: str = "cancelled by hub") -> None:
         self.stop(TaskFailure(CANCELLED, reason or "cancelled by hub"))
@@ -198,6 +265,8 @@ class TaskRunner:
             await self._run()
         finally:
             self.budget.close(self.task_id)
+            if isinstance(self.source, LocalSource):
+                self.source.close()
             self.credentials = None  # secrets leave memory with the task
             self.session = None
             self._on_space()
@@ -232,10 +301,7 @@ class TaskRunner:
                         "attempt whose link died); reporting it",
                         self.task_id,
                     )
-                assert self.source is not None
-                with anyio.fail_after(END_TIMEOUT):
-                    await self.source.wait_end()
-                self.source.verify()
+                await self._end_of_data()
                 self.state.succeed()
                 result = pb.Result(success=True, filename=outcome.filename, biz_id=outcome.biz_id)
             if self._scope.cancelled_caught:
@@ -256,6 +322,10 @@ class TaskRunner:
         if isinstance(exc, UploadError):
             return self._fail(exc.kind.value, exc.message)
         if isinstance(exc, TimeoutError):
+            if self._awaiting_proceed:
+                return self._fail(
+                    AGENT, f"no Proceed from the hub within {PROCEED_TIMEOUT:g}s: not completed"
+                )
             return self._fail(AGENT, "no EndOfData from the hub after the upload")
         if isinstance(exc, BufferTooSmall):
             return self._fail(AGENT, str(exc))
@@ -312,8 +382,57 @@ class TaskRunner:
                 threads=threads_for(share, chunk),
                 on_progress=self._on_progress,
                 on_commit=self._on_commit,
+                before_complete=self._before_complete,
             )
             return await uploader.upload(self.source, self.file_name, session=self.session)
+
+    async def _end_of_data(self) -> None:
+        """Every byte of the attempt is here and matches what the hub says it sent.
+
+        For a stream: wait for ``EndOfData`` and check its MD5. For a local read: the
+        file is still the one whose MD5 was checked before ``Accept``.
+        """
+        assert self.source is not None
+        if self.local_read and self.state.state is State.ACCEPTED:
+            self.state.on_end_of_data()  # the whole file was here from the start
+        with anyio.fail_after(END_TIMEOUT):
+            await self.source.wait_end()
+        self.source.verify()
+
+    async def _before_complete(self, session: UposSession) -> None:
+        """Between the last part and the upos completion request (the uploader's hook).
+
+        Nothing unverified is ever completed: the stream's MD5 (or the local file) is
+        checked first. With ``await_proceed`` the hub is then asked (``Finishing``) and
+        the completion goes out only on its ``Proceed``: a ``Cancel`` ends the attempt
+        through :meth:`stop` (the scope around the upload is cancelled), and silence for
+        ``PROCEED_TIMEOUT`` (a half-open link, say) abandons it, so an attempt the hub
+        gave up on never completes behind its back. A stream that ends meanwhile
+        cancels the whole session, this wait included.
+        """
+        await self._end_of_data()
+        if not self.await_proceed:
+            return
+        self._awaiting_proceed = True
+        log.info(
+            "task %s attempt %d: every part uploaded; asking the hub to complete",
+            self.task_id,
+            self.attempt,
+        )
+        self._send(
+            pb.AgentMessage(
+                finishing=pb.Finishing(
+                    task_id=self.task_id,
+                    attempt=self.attempt,
+                    offset=session.size,
+                    session=session.to_json(),
+                )
+            )
+        )
+        with anyio.fail_after(PROCEED_TIMEOUT):
+            await self._proceed.wait()
+        self._awaiting_proceed = False
+        log.info("task %s attempt %d: proceed: completing", self.task_id, self.attempt)
 
     # -- uploader callbacks ------------------------------------------------------------------
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import functools
 import random
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -75,6 +75,7 @@ class UposUploader:
         rng: Rng | None = None,
         clock: Callable[[], float] = time.monotonic,
         progress_interval: float = 0.5,
+        before_complete: Callable[[UposSession], Awaitable[None]] | None = None,
     ) -> None:
         if threads is not None and threads < 1:
             raise ValueError("threads must be at least 1")
@@ -87,6 +88,9 @@ class UposUploader:
         self.rng: Rng = rng or random.Random()
         self.clock = clock
         self.progress_interval = progress_interval
+        # Awaited once every part is done and before the completion request; raising
+        # abandons the upload uncompleted (the mesh agent asks the hub first: Finishing).
+        self.before_complete = before_complete
         self._line_choice: Line | None | bool = False  # False: not chosen yet
 
     # -- public -----------------------------------------------------------
@@ -204,6 +208,8 @@ class UposUploader:
         if missing:
             await self._transfer(source, state, missing, resuming=resuming)
         # Completion: reached only when every part is done.
+        if self.before_complete is not None:
+            await self.before_complete(state.session)
         await self._complete(state, resuming=resuming)
         return UploadResult(
             filename=server_filename(state.session.upos_uri),
