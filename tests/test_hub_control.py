@@ -10,9 +10,11 @@ from pathlib import Path
 import httpx
 import pytest
 
+from hub.accounts import load_or_create_key
 from hub.config import RiskSettings
 from hub.http_api import build_app
 from hub.service import Conflict
+from hub.store import Store
 from protocol import mesh_pb2 as pb
 from tests.test_hub_link import (
     FakeAgent,
@@ -275,6 +277,12 @@ async def test_after_a_restart_work_waits_for_the_agents_that_were_connected(
         await wait_for(lambda: len([t for t in hub.service.tasks.values()
                                     if t.status.value == "assigned"]) == 2)
         del a
+    # As after a crash (SIGKILL): the old hub never got to write its agents offline.
+    store = Store(tmp_path / "bupmesh.db", load_or_create_key(tmp_path))
+    await store.open()
+    for agent_id in ("a", "b"):
+        await store.set_agent_status(agent_id, "online")
+    store.close()
     async with make_hub(tmp_path) as hub:
         a = await hub.agent("a", ip="127.0.0.20")
         await no_offer(a, wait=0.5)  # b was connected too: wait for it (bounded)
