@@ -361,8 +361,9 @@ class TaskRunner:
         self._gate = ProgressGate(self.size, now=self._clock())
         # Threads from the window this task has now: alone it may use the whole budget;
         # the budget, not the thread count, is what bounds memory when others arrive.
+        # A local read has no window (nothing streamed): its fair share bounds its threads.
         share = max(
-            self.budget.window(self.task_id),
+            0 if self.local_read else self.budget.window(self.task_id),
             self.settings.buffer_bytes // self.settings.max_concurrent,
         )
         chunk = self.session.chunk_size if self.session else self.settings.chunk_size

@@ -34,6 +34,7 @@ from spoke.backoff import Backoff
 from spoke.config import AgentSettings
 from spoke.link import Agent
 from tests.conftest import SIM_ACCESS_KEY, SIM_COOKIES, SimServer, bupmesh_command
+from uploader.session import UposSession
 
 MiB = 1 << 20
 PSK = "test-psk"
@@ -189,6 +190,10 @@ class Streamer:
         self.max_credit_open = 0
         self.ended: set[str] = set()
         self.stop_at: dict[str, int] = {}  # task -> stream no further than this offset
+        # Completion handshake: the answer to Finishing per task (proceed | cancel | silent).
+        self.finish: dict[str, str] = {}
+        self.finishings: list[pb.Finishing] = []
+        self.local: set[str] = set()  # tasks the agent accepted with local_read
 
     def offer(self, o: pb.Offer, data: bytes) -> None:
         self.files[o.task_id] = data
@@ -224,7 +229,9 @@ class Streamer:
     def handle(self, msg: pb.AgentMessage) -> None:
         self.messages.append(msg)
         kind = msg.WhichOneof("kind")
-        if kind == "accept":
+        if kind == "accept" and msg.accept.local_read:
+            self.local.add(msg.accept.task_id)  # the hub streams nothing for this attempt
+        elif kind == "accept":
             self.ledgers[msg.accept.task_id] = CreditLedger()
             self.pos[msg.accept.task_id] = msg.accept.resume_offset
             self.md5[msg.accept.task_id] = hashlib.md5()
@@ -237,6 +244,15 @@ class Streamer:
             assert ledger.granted <= len(self.files[msg.credit.task_id])
         elif kind == "reject":
             raise AssertionError(f"unexpected reject: {msg.reject}")
+        elif kind == "finishing":
+            fin = msg.finishing
+            self.finishings.append(fin)
+            answer = self.finish.get(fin.task_id, "proceed")
+            if answer == "proceed":
+                self.session.send(proceed=pb.Proceed(task_id=fin.task_id, attempt=fin.attempt))
+            elif answer == "cancel":
+                self.session.send(cancel=pb.Cancel(task_id=fin.task_id, attempt=fin.attempt,
+                                                   reason="lease ended"))
         elif kind == "result":
             self.results[msg.result.task_id] = msg.result
             self.ledgers.pop(msg.result.task_id, None)
@@ -703,3 +719,244 @@ async def test_a_slow_task_never_stalls_a_fast_one(hub: tuple[FakeHub, str]) -> 
     assert streamer.results["fast"].success
     assert streamer.results["fast"].md5 == hashlib.md5(fast).hexdigest()
     assert streamer.results["slow"].error_message == "draining"
+
+
+# -- completion handshake (Finishing -> Proceed | Cancel) -----------------------------------------
+
+
+def completes(sim: SimServer) -> list[dict]:
+    return [r for r in sim.requests() if r["op"] == "complete"]
+
+
+@pytest.mark.anyio
+async def test_finishing_asks_before_completing_and_proceed_completes(
+    hub: tuple[FakeHub, str], sim: SimServer
+) -> None:
+    servicer, address = hub
+    sim.config(chunk_size=1 * MiB)
+    data = random.Random(11).randbytes(3 * MiB + 99)
+    agent = Agent(settings(address))
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(agent.run)
+        session = await asyncio.wait_for(servicer.sessions.get(), 10)
+        assert session.hello.capabilities.finish_handshake
+        streamer = Streamer(session, budget=4 * MiB)
+        streamer.finish["p"] = "silent"  # answer by hand below
+        streamer.offer(offer("p", data, sim, await_proceed=True), data)
+        await streamer.run_until(lambda: bool(streamer.finishings))
+        (fin,) = streamer.finishings
+        assert (fin.task_id, fin.attempt, fin.offset) == ("p", 1, len(data))
+        final = UposSession.from_json(fin.session)
+        assert final.committed_offset() == len(data)  # every part done
+        # every part is at the simulator, and no completion request was made
+        puts = [r for r in sim.requests() if r["op"] == "put" and r["status"] == 200]
+        assert len(puts) == 4 and not completes(sim) and not sim.uploads()
+        session.send(proceed=pb.Proceed(task_id="p", attempt=1))
+        await streamer.run_until(lambda: "p" in streamer.results)
+        agent.stop()
+    result = streamer.results["p"]
+    assert result.success, result
+    assert result.md5 == hashlib.md5(data).hexdigest()
+    kinds = streamer.kinds("p")
+    assert kinds.index("finishing") < kinds.index("result")
+    (upload,) = sim.uploads()
+    assert upload["md5"] == hashlib.md5(data).hexdigest() and upload["upload_id"] == final.upload_id
+    assert len(completes(sim)) == 1
+
+
+@pytest.mark.anyio
+async def test_cancel_after_finishing_abandons_without_a_completion_request(
+    hub: tuple[FakeHub, str], sim: SimServer
+) -> None:
+    servicer, address = hub
+    sim.config(chunk_size=1 * MiB)
+    data = random.Random(12).randbytes(2 * MiB + 1)
+    agent = Agent(settings(address))
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(agent.run)
+        session = await asyncio.wait_for(servicer.sessions.get(), 10)
+        streamer = Streamer(session, budget=4 * MiB)
+        streamer.finish["x"] = "cancel"  # the hub ended the lease meanwhile
+        streamer.offer(offer("x", data, sim, await_proceed=True), data)
+        await streamer.run_until(lambda: "x" in streamer.results)
+        assert not agent.runners
+        agent.stop()
+    result = streamer.results["x"]
+    assert not result.success and result.error_kind == "cancelled", result
+    assert len(streamer.finishings) == 1
+    assert not completes(sim) and not sim.uploads()
+
+
+@pytest.mark.anyio
+async def test_no_answer_to_finishing_abandons_after_the_bound(
+    hub: tuple[FakeHub, str], sim: SimServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import spoke.runner
+
+    monkeypatch.setattr(spoke.runner, "PROCEED_TIMEOUT", 1.0)  # 30 s in production
+    servicer, address = hub
+    sim.config(chunk_size=1 * MiB)
+    data = random.Random(13).randbytes(MiB + 3)
+    agent = Agent(settings(address))
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(agent.run)
+        session = await asyncio.wait_for(servicer.sessions.get(), 10)
+        streamer = Streamer(session, budget=4 * MiB)
+        streamer.finish["q"] = "silent"  # a half-open link: the hub never hears Finishing
+        streamer.offer(offer("q", data, sim, await_proceed=True), data)
+        await streamer.run_until(lambda: bool(streamer.finishings))
+        waited = time.monotonic()
+        await streamer.run_until(lambda: "q" in streamer.results, limit=10)
+        assert 0.9 <= time.monotonic() - waited < 5
+        # a Proceed that arrives too late finds no attempt to complete
+        session.send(proceed=pb.Proceed(task_id="q", attempt=1))
+        session.send(status_query=pb.StatusQuery(query_id="after"))
+        await session.expect("status_reply")
+        agent.stop()
+    result = streamer.results["q"]
+    assert not result.success and result.error_kind == "agent", result
+    assert "Proceed" in result.error_message
+    assert not completes(sim) and not sim.uploads()
+
+
+@pytest.mark.anyio
+async def test_stream_lost_while_waiting_for_proceed_never_completes(
+    hub: tuple[FakeHub, str], sim: SimServer
+) -> None:
+    servicer, address = hub
+    sim.config(chunk_size=1 * MiB)
+    data = random.Random(14).randbytes(MiB + 5)
+    agent = Agent(settings(address), backoff=Backoff(0.05, 0.2, random.Random(2)))
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(agent.run)
+        first = await asyncio.wait_for(servicer.sessions.get(), 10)
+        streamer = Streamer(first, budget=4 * MiB)
+        streamer.finish["w"] = "silent"
+        streamer.offer(offer("w", data, sim, await_proceed=True), data)
+        await streamer.run_until(lambda: bool(streamer.finishings))
+        first.end()  # the hub goes away while the agent waits for its word
+        second = await asyncio.wait_for(servicer.sessions.get(), 10)
+        assert not agent.runners  # the attempt died with its stream
+        second.send(proceed=pb.Proceed(task_id="w", attempt=1))  # no such attempt any more
+        second.send(status_query=pb.StatusQuery(query_id="after"))
+        await second.expect("status_reply")
+        agent.stop()
+    assert not completes(sim) and not sim.uploads()
+
+
+@pytest.mark.anyio
+async def test_reoffer_after_a_granted_proceed_only_repeats_the_completion(
+    hub: tuple[FakeHub, str], sim: SimServer
+) -> None:
+    """The hub granted Proceed and then lost the Result: the next attempt resumes the final
+    session (every part done), asks again, and completion answers with the same object."""
+    servicer, address = hub
+    sim.config(chunk_size=1 * MiB)
+    data = random.Random(15).randbytes(2 * MiB + 50)
+    agent = Agent(settings(address))
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(agent.run)
+        session = await asyncio.wait_for(servicer.sessions.get(), 10)
+        first = Streamer(session, budget=4 * MiB)
+        first.offer(offer("g", data, sim, await_proceed=True), data)
+        await first.run_until(lambda: "g" in first.results)
+        final = first.finishings[0].session
+        second = Streamer(session, budget=4 * MiB)
+        second.offer(offer("g", data, sim, attempt=2, await_proceed=True, resume_session=final,
+                           resume_offset=len(data)), data)
+        await second.run_until(lambda: "g" in second.results)
+        agent.stop()
+    assert first.results["g"].success and second.results["g"].success, second.results
+    assert second.results["g"].filename == first.results["g"].filename
+    accept = next(m.accept for m in second.messages if m.WhichOneof("kind") == "accept")
+    assert accept.resume_offset == len(data)
+    assert len(second.finishings) == 1
+    (upload,) = sim.uploads()
+    assert upload["md5"] == hashlib.md5(data).hexdigest()
+    puts = [r for r in sim.requests() if r["op"] == "put" and r["status"] == 200]
+    assert len(puts) == 3  # nothing sent again
+
+
+@pytest.mark.anyio
+async def test_without_await_proceed_the_agent_completes_on_its_own(
+    hub: tuple[FakeHub, str], sim: SimServer
+) -> None:
+    servicer, address = hub
+    sim.config(chunk_size=1 * MiB)
+    data = random.Random(16).randbytes(MiB + 9)
+    agent = Agent(settings(address))
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(agent.run)
+        session = await asyncio.wait_for(servicer.sessions.get(), 10)
+        streamer = Streamer(session, budget=4 * MiB)
+        streamer.offer(offer("o", data, sim), data)  # an older hub: no await_proceed
+        await streamer.run_until(lambda: "o" in streamer.results)
+        agent.stop()
+    assert streamer.results["o"].success and not streamer.finishings
+
+
+# -- local reads (storage_type local | hybrid) ------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_local_agent_reads_a_verified_copy_and_nothing_is_streamed(
+    hub: tuple[FakeHub, str], sim: SimServer, tmp_path: Path
+) -> None:
+    servicer, address = hub
+    sim.config(chunk_size=1 * MiB)
+    data = random.Random(17).randbytes(3 * MiB + 11)
+    (tmp_path / "rec").mkdir()
+    path = tmp_path / "rec" / "part.flv"
+    path.write_bytes(data)
+    agent = Agent(settings(address, storage_type="local", local_roots=(str(tmp_path / "rec"),)))
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(agent.run)
+        session = await asyncio.wait_for(servicer.sessions.get(), 10)
+        caps = session.hello.capabilities
+        assert caps.storage_type == "local" and list(caps.local_paths) == [str(tmp_path / "rec")]
+        streamer = Streamer(session, budget=4 * MiB)
+        streamer.offer(offer("l", data, sim, file_path=str(path), await_proceed=True), data)
+        await streamer.run_until(lambda: "l" in streamer.results)
+        agent.stop()
+    result = streamer.results["l"]
+    assert result.success, result
+    assert "l" in streamer.local
+    assert result.md5 == hashlib.md5(data).hexdigest()  # the whole file's, as the hub requires
+    kinds = streamer.kinds("l")
+    assert "credit" not in kinds and "finishing" in kinds
+    (upload,) = sim.uploads()
+    assert upload["md5"] == hashlib.md5(data).hexdigest() and upload["size"] == len(data)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("case", ["other-bytes", "no-md5", "outside-roots", "missing"])
+async def test_local_agent_streams_when_its_copy_is_not_the_part(
+    hub: tuple[FakeHub, str], sim: SimServer, tmp_path: Path, case: str
+) -> None:
+    servicer, address = hub
+    sim.config(chunk_size=1 * MiB)
+    data = random.Random(18).randbytes(MiB + 77)
+    root = tmp_path / "rec"
+    root.mkdir()
+    path = root / "part.flv"
+    path.write_bytes(bytes(len(data)) if case == "other-bytes" else data)
+    if case == "outside-roots":
+        (tmp_path / "elsewhere.flv").write_bytes(data)
+        path = root / ".." / "elsewhere.flv"
+    if case == "missing":
+        path = root / "gone.flv"
+    agent = Agent(settings(address, storage_type="hybrid", local_roots=(str(root),)))
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(agent.run)
+        session = await asyncio.wait_for(servicer.sessions.get(), 10)
+        streamer = Streamer(session, budget=4 * MiB)
+        o = offer("s", data, sim, file_path=str(path))
+        if case == "no-md5":
+            o.file_md5 = ""  # a first attempt: the hub does not know the MD5 yet
+        streamer.offer(o, data)
+        await streamer.run_until(lambda: "s" in streamer.results)
+        agent.stop()
+    assert streamer.results["s"].success, streamer.results["s"]
+    assert "s" not in streamer.local and "credit" in streamer.kinds("s")
+    (upload,) = sim.uploads()
+    assert upload["md5"] == hashlib.md5(data).hexdigest()
