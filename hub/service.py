@@ -725,6 +725,8 @@ class HubService:
             for task in sorted(pending, key=lambda t: t.created_at):
                 if task.not_before > now or task.status is not Status.PENDING:
                     continue
+                if self._wait_for_local_hash(task, views):
+                    continue
                 part = self._part_view(task, now)
                 chosen = self.strategy.choose(part, views, self.ledger, now)
                 if chosen is None:
@@ -738,6 +740,20 @@ class HubService:
                     await self._save_ledger()
                 views = [replace(v, active_tasks=v.active_tasks + 1)
                          if v.agent_id == chosen.agent_id else v for v in views]
+
+    def _wait_for_local_hash(self, task: TaskRecord, views: list[AgentView]) -> bool:
+        """Hold a part a connected local/hybrid agent could read until its MD5 is known.
+
+        Such an agent reads the file itself only against a known MD5 (Accept.local_read);
+        hashing on the hub takes a fraction of the time streaming the file would, so the
+        first attempt waits for it instead of streaming a file the agent has on disk.
+        """
+        if task.file_md5 or not any(v.can_read(task.file_path) for v in views):
+            return False
+        if task.part_id not in self._hashing:
+            self._hashing.add(task.part_id)
+            self._spawn(self._hash_part, task.part_id)
+        return True
 
     async def _save_ledger(self) -> None:
         await self.store.save_ledger(self.ledger.snapshot())

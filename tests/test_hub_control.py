@@ -339,3 +339,33 @@ async def test_local_read_without_a_known_md5_is_a_protocol_error(tmp_path: Path
         await a.send(accept=pb.Accept(task_id=offer.task_id, attempt=1, local_read=True))
         assert await a.wait_end() is not None
         assert "local_read" in a.details
+
+
+@pytest.mark.anyio
+async def test_a_part_a_local_agent_can_read_is_hashed_before_its_first_offer(
+    tmp_path: Path,
+) -> None:
+    cfg = make_config(tmp_path)
+    cfg.scheduler.strategy = "locality"
+    async with make_hub(tmp_path, cfg) as hub:
+        local = await hub.agent("local", storage_type="local", local_paths=(str(tmp_path),))
+        path, md5 = hub.file("l.bin", 5000)
+        await hub.service.create_part(path, account=None, title=None)
+        offer = await local.recv("offer")
+        assert offer.file_md5 == md5  # so the agent may read it itself
+        # An agent that cannot read the path is offered the part at once, MD5 unknown.
+        other = tmp_path / "elsewhere"
+        other.mkdir()
+        net = await hub.agent("net", ip="127.0.0.30")
+        path2 = other / "n.bin"
+        path2.write_bytes(b"x" * 10)
+        cfg_local = hub.service.registry.get("local")
+        cfg_local.local_paths = (str(tmp_path / "nowhere"),)
+        await hub.service.create_part(str(path2), account=None, title=None)
+        offers = []
+        for agent in (local, net):
+            try:
+                offers.append(await agent.recv("offer", wait=1))
+            except TimeoutError:
+                pass
+        assert [o.file_md5 for o in offers] == [""]
