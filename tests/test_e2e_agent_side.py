@@ -1,0 +1,113 @@
+"""End to end, with real processes: the agent's side of issue 4.
+
+* A ``--storage-type local --local-root DIR`` agent uploads a part that lies in
+  ``DIR`` from disk: the hub streams none of it (the agent's link carries only
+  control messages, measured at a TCP proxy in front of the hub), the hub's
+  task log says the agent read it itself, and the simulator holds the exact
+  bytes. A ``network`` agent next to it, given a part from the same directory,
+  still has it streamed.
+* Both ask before completing (Finishing -> Proceed): the hub's task log shows
+  the grant before the attempt's result.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bupmesh.localmesh import LocalMesh, write_random_file
+from tests.faultproxy import FaultProxy
+
+pytestmark = pytest.mark.e2e
+
+MiB = 1024 * 1024
+
+HUB_CONFIG = """\
+heartbeat:
+  interval_seconds: 1
+  offline_after_seconds: 5
+scheduler:
+  strategy: locality
+risk:
+  min_interval_seconds: 0
+  max_uploads_per_hour: 1000
+"""
+
+
+@pytest.fixture
+def mesh(tmp_path: Path) -> Iterator[LocalMesh]:
+    config = tmp_path / "hub.yml"
+    config.write_text(HUB_CONFIG)
+    with LocalMesh(tmp_path / "mesh") as local:
+        local.start_sim()
+        local.sim("POST", "/_sim/config", json={"chunk_size": 2 * MiB})
+        local.start_hub("--config", str(config))
+        local.add_account("main")
+        yield local
+
+
+def messages(mesh: LocalMesh, task_id: str) -> str:
+    logs = mesh.admin("GET", f"/api/manage/tasks/{task_id}/logs")
+    rows = logs["logs"] if isinstance(logs, dict) else logs
+    return "\n".join(str(row.get("message", row)) for row in rows)
+
+
+def test_local_agent_reads_from_disk_while_a_network_agent_streams(
+    mesh: LocalMesh, tmp_path: Path
+) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    size = 8 * MiB + 321
+    md5_local = write_random_file(shared / "local.flv", size, seed=1)
+    md5_net = write_random_file(shared / "net.flv", size, seed=2)
+    proxies = {i: FaultProxy(mesh.grpc_address, lifetime=300).start() for i in (1, 2)}
+    try:
+        mesh.start_agent(1, "--server-url", proxies[1].address, "--storage-type", "local",
+                         "--local-root", str(shared))
+        mesh.start_agent(2, "--server-url", proxies[2].address)
+        mesh.wait_agents_online(2)
+        parts = {
+            name: mesh.add_part(shared / f"{name}.flv", title=name, auto_upload=False)
+            for name in ("local", "net")
+        }
+        tasks = {
+            name: mesh.admin("POST", "/api/manage/assign-task",
+                             json={"part_id": parts[name]["part_id"], "agent_id": agent})["task_id"]
+            for name, agent in (("local", "agent-1"), ("net", "agent-2"))
+        }
+        final = {t["task_id"]: t for t in mesh.wait_tasks(list(tasks.values()), timeout=90)}
+        logs = "\n".join(p.log_text()[-3000:] for p in mesh.processes)
+        local_task, net_task = final[tasks["local"]], final[tasks["net"]]
+        assert local_task["status"] == "completed", f"{local_task}\n{logs}"
+        assert net_task["status"] == "completed", f"{net_task}\n{logs}"
+        assert local_task["agent_id"] == "agent-1" and net_task["agent_id"] == "agent-2"
+
+        # Exact bytes at the simulator, from each agent's own IP.
+        uploads = {u["filename"]: u for u in mesh.sim_uploads()}
+        assert len(uploads) == 2
+        up_local = uploads[local_task["result"]["filename"]]
+        up_net = uploads[net_task["result"]["filename"]]
+        assert (up_local["md5"], up_local["size"], up_local["source_ip"]) == (
+            md5_local, size, "127.0.0.2")
+        assert (up_net["md5"], up_net["size"], up_net["source_ip"]) == (md5_net, size, "127.0.0.3")
+
+        # The local agent's link carried control messages only; the network agent's the file.
+        assert proxies[1].bytes_down < MiB, proxies[1].bytes_down
+        assert proxies[2].bytes_down >= size, proxies[2].bytes_down
+
+        local_log, net_log = messages(mesh, tasks["local"]), messages(mesh, tasks["net"])
+        assert "read by the agent" in local_log and "streaming from byte" not in local_log, local_log
+        assert "streaming from byte 0" in net_log and "read by the agent" not in net_log, net_log
+        agent_1 = next(p for p in mesh.processes if p.name == "agent-1").log_text()
+        assert "local read of" in agent_1 and str(shared / "local.flv") in agent_1
+
+        # Completion handshake on both: the hub granted each completion before it happened.
+        for text in (local_log, net_log):
+            assert "proceed to complete" in text, text
+        completes = mesh.sim("GET", "/_sim/requests", params={"op": "complete"})["requests"]
+        assert len([r for r in completes if r["status"] == 200]) == 2
+    finally:
+        for proxy in proxies.values():
+            proxy.stop()
