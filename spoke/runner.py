@@ -194,13 +194,17 @@ class TaskRunner:
         with anyio.CancelScope() as self._scope:
             if self._stop is not None:
                 self._scope.cancel()
-            outcome = await check_local(
-                self.file_path,
-                size=self.size,
-                md5=self.file_md5,
-                roots=self.settings.local_roots,
-                cache=cache,
-            )
+            try:
+                outcome = await check_local(
+                    self.file_path,
+                    size=self.size,
+                    md5=self.file_md5,
+                    roots=self.settings.local_roots,
+                    cache=cache,
+                )
+            except Exception as exc:  # a bug here must cost the local read, not the agent
+                log.error("task %s: local check failed", self.task_id, exc_info=exc)
+                outcome = f"check failed: {type(exc).__name__}"
         self._scope = None
         if isinstance(outcome, str):
             log.info("task %s: streaming from the hub (no local read: %s)", self.task_id, outcome)
