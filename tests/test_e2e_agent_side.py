@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from bupmesh.localmesh import LocalMesh, write_random_file
+from bupmesh.localmesh import LocalMesh, wait_for, write_random_file
 from tests.faultproxy import FaultProxy
 
 pytestmark = pytest.mark.e2e
@@ -108,6 +108,59 @@ def test_local_agent_reads_from_disk_while_a_network_agent_streams(
             assert "proceed to complete" in text, text
         completes = mesh.sim("GET", "/_sim/requests", params={"op": "complete"})["requests"]
         assert len([r for r in completes if r["status"] == 200]) == 2
+    finally:
+        for proxy in proxies.values():
+            proxy.stop()
+
+
+def test_blackholed_link_after_the_last_part_never_completes_behind_the_hubs_back(
+    mesh: LocalMesh, tmp_path: Path
+) -> None:
+    """The agent has every byte and uploads every part, but its link to the hub is dead
+    (blackholed: no error anywhere). It asks (Finishing) into the void and must give up
+    without a completion request; the hub ends the lease, the task completes on another
+    agent, and the simulator sees one completion only, from the new agent's IP."""
+    mesh.sim("POST", "/_sim/config", json={"faults": {"bandwidth_bps": 2 * MiB}})
+    size = 8 * MiB + 5
+    md5 = write_random_file(tmp_path / "tail.flv", size, seed=7)
+    proxies = {i: FaultProxy(mesh.grpc_address, lifetime=300).start() for i in (1, 2, 3)}
+    try:
+        for index, proxy in proxies.items():
+            mesh.start_agent(index, "--server-url", proxy.address)
+        mesh.wait_agents_online(3)
+        task_id = mesh.add_part(tmp_path / "tail.flv", title="tail")["task_id"]
+
+        def holder() -> str | None:
+            task = mesh.task(task_id)
+            return task["agent_id"] if task["status"] == "uploading" else None
+
+        agent_id = wait_for(holder, 30, "the upload to start")
+        index = int(agent_id.rsplit("-", 1)[1])
+        proxy = proxies[index]
+        process = next(p for p in mesh.processes if p.name == agent_id)
+        wait_for(lambda: proxy.bytes_down >= size, 15, "the whole file to reach the agent")
+        proxy.blackhole()
+        ends_before = process.log_text().count("reconnecting in")
+        # The simulator is not behind the proxy: the agent uploads every part and asks.
+        wait_for(lambda: "asking the hub to complete" in process.log_text(), 30,
+                 f"{agent_id} to upload every part and send Finishing")
+        (final,) = mesh.wait_tasks([task_id], timeout=90)
+        assert final["status"] == "completed" and final["agent_id"] != agent_id, final
+        # The old attempt ends without completing: no Proceed in 30 s, or keepalive drops it.
+        wait_for(
+            lambda: "no Proceed from the hub" in (text := process.log_text())
+            or text.count("reconnecting in") > ends_before,
+            60, f"{agent_id} to abandon the attempt",
+        )
+        proxy.heal()
+        completes = mesh.sim("GET", "/_sim/requests", params={"op": "complete"})["requests"]
+        old_ip = f"127.0.0.{index + 1}"
+        assert completes and not [r for r in completes if r["ip"] == old_ip], completes
+        (upload,) = mesh.sim_uploads()
+        assert upload["md5"] == md5 and upload["size"] == size
+        assert upload["filename"] == final["result"]["filename"]
+        # (Resumed or fresh depends on whether a Committed got out before the blackhole;
+        # the old agent's own session, if abandoned, never becomes an object.)
     finally:
         for proxy in proxies.values():
             proxy.stop()
