@@ -141,9 +141,17 @@ def test_blackholed_link_after_the_last_part_never_completes_behind_the_hubs_bac
         wait_for(lambda: proxy.bytes_down >= size, 15, "the whole file to reach the agent")
         proxy.blackhole()
         ends_before = process.log_text().count("reconnecting in")
+        old_ip = f"127.0.0.{index + 1}"
+        parts = -(-size // (2 * MiB))
+
+        def parts_put() -> int:
+            puts = mesh.sim("GET", "/_sim/requests", params={"op": "put", "ip": old_ip})
+            return len({r["part"] for r in puts["requests"] if r["status"] == 200})
+
         # The simulator is not behind the proxy: the agent uploads every part and asks.
-        wait_for(lambda: "asking the hub to complete" in process.log_text(), 30,
-                 f"{agent_id} to upload every part and send Finishing")
+        wait_for(lambda: parts_put() == parts, 30, f"{agent_id} to upload every part")
+        wait_for(lambda: "asking the hub to complete" in process.log_text(), 10,
+                 f"{agent_id} to send Finishing")
         (final,) = mesh.wait_tasks([task_id], timeout=90)
         assert final["status"] == "completed" and final["agent_id"] != agent_id, final
         # The old attempt ends without completing: no Proceed in 30 s, or keepalive drops it.
@@ -154,7 +162,6 @@ def test_blackholed_link_after_the_last_part_never_completes_behind_the_hubs_bac
         )
         proxy.heal()
         completes = mesh.sim("GET", "/_sim/requests", params={"op": "complete"})["requests"]
-        old_ip = f"127.0.0.{index + 1}"
         assert completes and not [r for r in completes if r["ip"] == old_ip], completes
         (upload,) = mesh.sim_uploads()
         assert upload["md5"] == md5 and upload["size"] == size
