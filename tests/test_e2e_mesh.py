@@ -16,7 +16,14 @@ import grpc
 import httpx
 import pytest
 
-from bupmesh.localmesh import LocalMesh, MeshError, bupmesh_argv, wait_for, write_random_file
+from bupmesh.localmesh import (
+    OPEN_RISK_YAML,
+    LocalMesh,
+    MeshError,
+    bupmesh_argv,
+    wait_for,
+    write_random_file,
+)
 from protocol import mesh_pb2, mesh_pb2_grpc
 
 pytestmark = pytest.mark.e2e
@@ -24,19 +31,13 @@ pytestmark = pytest.mark.e2e
 MiB = 1024 * 1024
 
 
-# The hub's defaults pace each IP to one upload start per 5 minutes (DESIGN §5 ``risk``);
-# ten parts over three IPs would take half an hour, so these tests open the pacing wide.
-OPEN_RISK = "risk:\n  min_interval_seconds: 0\n  max_uploads_per_hour: 1000\n"
-
-
 @pytest.fixture(scope="module")
 def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalMesh]:
-    workdir = tmp_path_factory.mktemp("mesh")
-    config = workdir / "hub.yml"
-    config.write_text(OPEN_RISK)
-    with LocalMesh(workdir) as local:
+    # The hub paces each IP to one upload start per 5 minutes by default; ten parts
+    # over three IPs would take half an hour, so these tests open the pacing wide.
+    with LocalMesh(tmp_path_factory.mktemp("mesh")) as local:
         local.start_sim()
-        local.start_hub("--config", str(config))
+        local.start_hub(config_yaml=OPEN_RISK_YAML)
         for index in (1, 2, 3):
             local.start_agent(index)
         local.wait_agents_online(3)
