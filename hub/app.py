@@ -113,7 +113,10 @@ def _http_app(service: HubService, config: HubConfig) -> tuple[Any, Callable[...
             await server.serve()
 
         return app, serve_http
-    return build_app(service, admin_token=config.admin_token), serve_http
+    from hub.metrics import metrics_route
+
+    routes = [metrics_route(service, admin_token=config.admin_token)]
+    return build_app(service, admin_token=config.admin_token, extra_routes=routes), serve_http
 
 
 async def run_hub(config: HubConfig) -> None:

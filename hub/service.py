@@ -34,6 +34,7 @@ import grpc
 from hub import lifecycle as lc
 from hub.config import HubConfig
 from hub.lifecycle import Lifecycle, Outcome, Policy, Status, TaskRecord
+from hub.metrics import HubMetrics
 from hub.registry import AgentInfo, Registry
 from hub.retry_policy import RetryRules, TaskRetryPolicy
 from hub.risk import RiskLedger, RiskRules
@@ -122,6 +123,7 @@ class HubService:
         self._local_reads: dict[str, int] = {}  # task id -> attempt reading the file itself
         self._awaited: set[str] = set()  # after a restart: agents expected to dial back
         self._awaited_until = 0.0
+        self.metrics = HubMetrics(self)
 
     # ======================================================================== lifecycle
 
@@ -316,6 +318,7 @@ class HubService:
         for held in hello.held_tasks:
             session.send(pb.HubMessage(cancel=pb.Cancel(
                 task_id=held.task_id, attempt=held.attempt, reason="lease ended")))
+        self.metrics.stream_connected(session)
         log.info("agent %s connected (session %s, ip %s)", session.agent_id,
                  session.session_id[:8], info.ip_address)
         self.poke()
@@ -430,8 +433,10 @@ class HubService:
         elif kind == "committed":
             await self._on_committed(session, task, msg)
         elif kind == "progress":
+            before = task.uploaded_bytes
             self.lifecycle.progress(task, session.agent_id, msg.attempt, msg.uploaded_bytes,
                                     msg.speed_bps, msg.eta_seconds)
+            self.metrics.uploaded(task, session.agent_id, session.ip_address, msg.attempt, before)
         elif kind == "result":
             await self._on_result(session, task, msg)
         elif kind == "finishing":
@@ -571,6 +576,7 @@ class HubService:
                 and not task.file_md5 and task.holds(session.agent_id, msg.attempt)
             )
             self.lifecycle.last_decision = None
+            before = task.uploaded_bytes
             outcome = self.lifecycle.result(
                 task, session.agent_id, msg.attempt, success=msg.success,
                 filename=msg.filename, biz_id=int(msg.biz_id),
@@ -579,6 +585,9 @@ class HubService:
             )
             if outcome is Outcome.IGNORED:
                 return
+            if outcome is Outcome.COMPLETED:
+                self.metrics.uploaded(task, session.agent_id, session.ip_address, msg.attempt,
+                                      before)
             await self._note_outcome(session.agent_id, session.ip_address,
                                      success=outcome is Outcome.COMPLETED,
                                      message=msg.error_message)
@@ -602,6 +611,7 @@ class HubService:
         if not success and decision is not None and decision.record_risk_event:
             kind = "601" if "601" in (message or "") else "406"
             self.ledger.risk_event(ip, agent_id, kind, now)
+            self.metrics.risk_event(ip, kind)
             log.warning("IP %s: risk event %s (agent %s): now %s", ip, kind, agent_id,
                         self.ledger.state(ip, now))
         await self._save_ledger()
@@ -647,6 +657,8 @@ class HubService:
             ip = info.ip_address if info else ""
         await self.store.save_task(task, log=(agent_id or "", ip or "", event, message),
                                    part_state=part_state)
+        if event == "retry":
+            self.metrics.retry(task.error_kind)
         if task.status.terminal:
             self.tasks.pop(task.task_id, None)
             self._lease_session.pop(task.task_id, None)
@@ -729,6 +741,7 @@ class HubService:
                     continue
                 part = self._part_view(task, now)
                 chosen = self.strategy.choose(part, views, self.ledger, now)
+                self.metrics.decision(chosen is not None)
                 if chosen is None:
                     continue
                 info = self.registry.agents[chosen.agent_id]

@@ -105,6 +105,7 @@ class Transfer:
         self._order: deque[str] = deque()
         self.wake = anyio.Event()
         self.bytes_sent = 0
+        self.on_credit_stall: Callable[[], Any] | None = None  # hub.metrics counts stalls
 
     # -- events from the service ----------------------------------------------------------
 
@@ -202,6 +203,8 @@ class Transfer:
             return None
         n = ts.ledger.sendable(self.max_frame)
         if n <= 0:
+            if ts._stall is None and self.on_credit_stall is not None:
+                self.on_credit_stall()
             self._stall_on(ts, "credit")
             return None
         block = ts.blocks[0]

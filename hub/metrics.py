@@ -1,0 +1,172 @@
+"""Prometheus metrics of one hub (``GET /metrics``), in a registry of its own.
+
+Two kinds of figure:
+
+* read at scrape time from state the hub already keeps (no hook): agents by
+  status (the registry), tasks by status (the database, the record of truth),
+  current upload speed per agent (the live tasks);
+* counted as things happen, through small calls from ``hub/service.py`` and
+  ``hub/transfer.py``: bytes uploaded per agent and IP (from Progress and the
+  final Result), risk-control events per IP, retries, stream connects and
+  reconnects, scheduler decisions, and hub->agent credit stalls (a task's
+  stream had bytes ready but the agent had granted no credit).
+
+A registry per hub (never the global one) keeps hubs in one process, as tests
+run them, from counting into each other.
+"""
+
+from __future__ import annotations
+
+import hmac
+import sqlite3
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, Counter
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.registry import Collector
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+if TYPE_CHECKING:
+    from hub.lifecycle import TaskRecord
+    from hub.link import AgentSession
+    from hub.service import HubService
+
+AGENT_STATUSES = ("online", "busy", "offline", "draining", "disabled")
+TASK_STATUSES = ("pending", "assigned", "uploading", "completed", "failed", "cancelled")
+
+
+class HubMetrics:
+    def __init__(self, service: HubService) -> None:
+        self.service = service
+        self.registry = CollectorRegistry(auto_describe=True)
+        self._task_counts: dict[str, int] = {}
+        self._seen_bytes: dict[str, tuple[int, int]] = {}  # task id -> (attempt, bytes counted)
+        self._connected: set[str] = set()
+        r = self.registry
+        self.uploaded_bytes = Counter(
+            "bupmesh_uploaded_bytes", "Bytes agents reported uploaded to Bilibili",
+            ["agent", "ip"], registry=r)
+        self.risk_events = Counter(
+            "bupmesh_risk_events", "Risk-control events (HTTP 406, code 601) per egress IP",
+            ["ip", "kind"], registry=r)
+        self.retries = Counter(
+            "bupmesh_task_retries", "Task attempts that ended in a re-queue, by error kind",
+            ["kind"], registry=r)
+        self.stream_connects = Counter(
+            "bupmesh_stream_connects", "Agent streams opened (Hello accepted)",
+            ["agent"], registry=r)
+        self.stream_reconnects = Counter(
+            "bupmesh_stream_reconnects",
+            "Agent streams opened by an agent that had a stream before in this hub's life",
+            ["agent"], registry=r)
+        self.scheduler_decisions = Counter(
+            "bupmesh_scheduler_decisions",
+            "Scheduler choices for a pending task: an agent chosen, or none eligible",
+            ["strategy", "result"], registry=r)
+        self.credit_stalls = Counter(
+            "bupmesh_credit_stalls",
+            "Times a task's hub->agent stream had data ready but no credit from the agent",
+            ["agent"], registry=r)
+        r.register(_StateCollector(self))
+
+    # -- hooks (called by the hub; cheap, never raise into it) ---------------------------
+
+    def uploaded(self, task: TaskRecord, agent_id: str, ip: str, attempt: int,
+                 before: int) -> None:
+        """After Progress or Result moved ``task.uploaded_bytes`` (``before`` = its old value)."""
+        seen = self._seen_bytes.get(task.task_id)
+        last = seen[1] if seen is not None and seen[0] == attempt else before
+        delta = task.uploaded_bytes - last
+        if delta > 0:
+            self.uploaded_bytes.labels(agent_id, ip or "unknown").inc(delta)
+        if task.status.terminal:
+            self._seen_bytes.pop(task.task_id, None)
+        else:
+            self._seen_bytes[task.task_id] = (attempt, max(last, task.uploaded_bytes))
+
+    def risk_event(self, ip: str, kind: str) -> None:
+        self.risk_events.labels(ip or "unknown", kind).inc()
+
+    def retry(self, kind: str) -> None:
+        self.retries.labels(kind or "unknown").inc()
+
+    def stream_connected(self, session: AgentSession) -> None:
+        agent_id = session.agent_id
+        self.stream_connects.labels(agent_id).inc()
+        if agent_id in self._connected:
+            self.stream_reconnects.labels(agent_id).inc()
+        self._connected.add(agent_id)
+        session.transfer.on_credit_stall = self.credit_stalls.labels(agent_id).inc
+
+    def decision(self, chosen: bool) -> None:
+        strategy = self.service.config.scheduler.strategy
+        self.scheduler_decisions.labels(strategy, "chosen" if chosen else "none").inc()
+
+    # -- scrape ---------------------------------------------------------------------------
+
+    async def render(self) -> bytes:
+        """The text exposition, with task counts fresh from the database."""
+
+        def count(c: sqlite3.Connection) -> dict[str, int]:
+            rows = c.execute("SELECT status, COUNT(*) FROM agent_tasks GROUP BY status")
+            return {str(status): int(n) for status, n in rows}
+
+        self._task_counts = await self.service.store._run(count)
+        return generate_latest(self.registry)
+
+
+class _StateCollector(Collector):
+    def __init__(self, metrics: HubMetrics) -> None:
+        self.metrics = metrics
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        service = self.metrics.service
+        agents = GaugeMetricFamily("bupmesh_agents", "Known agents by status", labels=["status"])
+        by_status = dict.fromkeys(AGENT_STATUSES, 0)
+        speed: dict[str, float] = {}
+        for info in service.registry.agents.values():
+            by_status[info.status] = by_status.get(info.status, 0) + 1
+            speed[info.agent_id] = 0.0
+        for status, n in by_status.items():
+            agents.add_metric([status], n)
+        yield agents
+
+        tasks = GaugeMetricFamily("bupmesh_tasks", "Tasks by status", labels=["status"])
+        counts = {**dict.fromkeys(TASK_STATUSES, 0), **self.metrics._task_counts}
+        for status, n in counts.items():
+            tasks.add_metric([status], n)
+        yield tasks
+
+        for task in service.tasks.values():
+            if task.status.leased and task.agent_id:
+                speed[task.agent_id] = speed.get(task.agent_id, 0.0) + task.upload_speed
+        gauge = GaugeMetricFamily("bupmesh_upload_speed_bytes_per_second",
+                                  "Current upload speed to Bilibili per agent (sum of its tasks)",
+                                  labels=["agent"])
+        for agent_id, bps in sorted(speed.items()):
+            gauge.add_metric([agent_id], bps)
+        yield gauge
+
+
+def metrics_route(service: HubService, *, admin_token: str) -> Route:
+    """``GET /metrics``, Prometheus text format; needs the admin token as a bearer token
+    (agent ids and IPs are not for everyone; Prometheus sends it with ``authorization``)."""
+    secret = admin_token.encode()
+
+    async def metrics(request: Request) -> Response:
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        if not secret or scheme.lower() != "bearer" or not hmac.compare_digest(
+            token.strip().encode(), secret
+        ):
+            return JSONResponse({"code": 401, "message": "invalid admin token", "data": None},
+                                status_code=401)
+        body = await service.metrics.render()
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
+
+    return Route("/metrics", metrics, methods=["GET"])
+
