@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 import grpc
+from google.protobuf.message import DecodeError
 
 from hub.transfer import Transfer
 from protocol import mesh_pb2 as pb
@@ -152,6 +153,9 @@ class AgentSession:
                 if msg is grpc.aio.EOF:
                     self.close("agent closed the stream")
                     return
+                if msg is None:  # see _parse: bytes that are not an AgentMessage
+                    raise StreamError(grpc.StatusCode.INVALID_ARGUMENT,
+                                      "not a valid AgentMessage (protobuf decode failed)")
                 await self._dispatch(msg)
         except StreamError as exc:
             log.warning("agent %s: closing stream: %s", self.agent_id, exc.details)
@@ -202,6 +206,20 @@ class AgentSession:
         self.service.transfer_failed(self, task_id, attempt, message)
 
 
+def _parse(message_type: Any) -> Any:
+    """A request deserializer that yields None for bytes that are not ``message_type``
+    (bad wire format, invalid UTF-8 in a string): the handler then refuses them with
+    INVALID_ARGUMENT. A raising deserializer would end the call with UNKNOWN instead."""
+
+    def parse(data: bytes) -> Any:
+        try:
+            return message_type.FromString(data)
+        except DecodeError:
+            return None
+
+    return parse
+
+
 def _serialize_hub_message(msg: pb.HubMessage | bytes) -> bytes:
     """File frames arrive already encoded (see ``hub.transfer.encode_chunk``)."""
     return msg if isinstance(msg, bytes) else msg.SerializeToString()
@@ -213,12 +231,12 @@ def add_servicer(servicer: AgentLinkServicer, server: grpc.aio.Server) -> None:
     handlers = {
         "Register": grpc.unary_unary_rpc_method_handler(
             servicer.Register,
-            request_deserializer=pb.RegisterRequest.FromString,
+            request_deserializer=_parse(pb.RegisterRequest),
             response_serializer=pb.RegisterResponse.SerializeToString,
         ),
         "Connect": grpc.stream_stream_rpc_method_handler(
             servicer.Connect,
-            request_deserializer=pb.AgentMessage.FromString,
+            request_deserializer=_parse(pb.AgentMessage),
             response_serializer=_serialize_hub_message,
         ),
     }
@@ -236,6 +254,9 @@ class AgentLinkServicer(mesh_pb2_grpc.AgentLinkServicer):
     ) -> pb.RegisterResponse:
         from hub.service import AuthError, BadRequest
 
+        if request is None:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                "not a valid RegisterRequest (protobuf decode failed)")
         caps = request.capabilities
         try:
             token, exp = await self.service.register_agent(
