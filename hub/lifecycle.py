@@ -112,6 +112,8 @@ class Outcome(enum.Enum):
 
 @dataclass(frozen=True)
 class Policy:
+    # The four retry fields only build the default TaskRetryPolicy (tests); the hub
+    # passes its own TaskRetryPolicy built from the ``retry`` config.
     network_retries: int = 3
     backoff_initial: float = 1.0
     backoff_max: float = 60.0

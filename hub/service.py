@@ -99,12 +99,8 @@ class HubService:
             clock=clock,
         )
         self.lifecycle = Lifecycle(
-            Policy(
-                network_retries=config.retry.network_retries,
-                backoff_initial=config.retry.backoff_initial_seconds,
-                backoff_max=config.retry.backoff_max_seconds,
-                exclude_seconds=config.risk.cooldown_seconds,
-            ),
+            # Retry timing lives in the TaskRetryPolicy alone; Policy keeps what is lifecycle's.
+            Policy(exclude_seconds=config.risk.cooldown_seconds),
             clock=clock,
             retry=TaskRetryPolicy(RetryRules.from_settings(config.retry)),
         )
@@ -186,6 +182,20 @@ class HubService:
 
     # ======================================================================== agents (auth)
 
+    async def _persist_agent(self, info: AgentInfo) -> None:
+        """Write an agent's registry entry to the store (before acting on it)."""
+        await self.store.upsert_agent(
+            info.agent_id,
+            agent_name=info.agent_name,
+            ip_address=info.ip_address,
+            status=info.status,
+            max_concurrent=info.max_concurrent,
+            bandwidth_mbps=info.bandwidth_mbps,
+            storage_type=info.storage_type,
+            buffer_bytes=info.buffer_bytes,
+            tags=info.tags,
+        )
+
     async def register_agent(
         self,
         psk: str,
@@ -205,17 +215,7 @@ class HubService:
         if info.disabled:
             raise AuthError("agent is disabled")
         self._apply_capabilities(info, agent_name, ip_address, capabilities, tags)
-        await self.store.upsert_agent(
-            agent_id,
-            agent_name=info.agent_name,
-            ip_address=info.ip_address,
-            status=info.status,
-            max_concurrent=info.max_concurrent,
-            bandwidth_mbps=info.bandwidth_mbps,
-            storage_type=info.storage_type,
-            buffer_bytes=info.buffer_bytes,
-            tags=info.tags,
-        )
+        await self._persist_agent(info)
         token, exp = self.tokens.issue(agent_id)
         log.info("agent %s registered from %s", agent_id, ip_address or "?")
         return token, exp
@@ -294,17 +294,7 @@ class HubService:
                 old.close("replaced by a new session")
                 await self._requeue_agent_tasks(session.agent_id, old.session_id,
                                                 "replaced by a new session")
-            await self.store.upsert_agent(
-                session.agent_id,
-                agent_name=info.agent_name,
-                ip_address=info.ip_address,
-                status=info.status,
-                max_concurrent=info.max_concurrent,
-                bandwidth_mbps=info.bandwidth_mbps,
-                storage_type=info.storage_type,
-                buffer_bytes=info.buffer_bytes,
-                tags=info.tags,
-            )
+            await self._persist_agent(info)
         welcome = pb.Welcome(
             heartbeat_interval_seconds=max(1, round(self.config.heartbeat.interval_seconds)),
             session_id=session.session_id,

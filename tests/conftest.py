@@ -7,9 +7,7 @@ stopped when its fixture ends, so nothing outlives the test run.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,6 +15,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+
+from bupmesh.localmesh import SIM_COOKIES, bupmesh_argv, free_port  # noqa: F401 - re-exported
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -27,14 +27,8 @@ def anyio_backend(request: pytest.FixtureRequest) -> str:
     return request.param
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
-
-
-def bupmesh_command(*args: str) -> list[str]:
-    return [sys.executable, "-m", "bupmesh", *args]
+# One definition for tests and the local-mesh harness (demo, benchmarks).
+bupmesh_command = bupmesh_argv
 
 
 def wait_http(url: str, proc: subprocess.Popen, timeout: float = 20.0) -> None:
@@ -115,5 +109,4 @@ def sim(sim_session: SimServer) -> SimServer:
     return sim_session
 
 
-SIM_COOKIES = "SESSDATA=sim-sessdata; bili_jct=sim-csrf; DedeUserID=10001"
 SIM_ACCESS_KEY = "sim-access-key"
