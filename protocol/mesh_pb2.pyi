@@ -40,23 +40,27 @@ class RegisterResponse(_message.Message):
     def __init__(self, agent_id: _Optional[str] = ..., token: _Optional[str] = ..., expires_at: _Optional[int] = ...) -> None: ...
 
 class Capabilities(_message.Message):
-    __slots__ = ("max_concurrent_uploads", "bandwidth_mbps", "storage_type", "buffer_bytes", "finish_handshake", "local_paths")
+    __slots__ = ("max_concurrent_uploads", "bandwidth_mbps", "storage_type", "buffer_bytes", "finish_handshake", "local_paths", "crc32_integrity", "submit")
     MAX_CONCURRENT_UPLOADS_FIELD_NUMBER: _ClassVar[int]
     BANDWIDTH_MBPS_FIELD_NUMBER: _ClassVar[int]
     STORAGE_TYPE_FIELD_NUMBER: _ClassVar[int]
     BUFFER_BYTES_FIELD_NUMBER: _ClassVar[int]
     FINISH_HANDSHAKE_FIELD_NUMBER: _ClassVar[int]
     LOCAL_PATHS_FIELD_NUMBER: _ClassVar[int]
+    CRC32_INTEGRITY_FIELD_NUMBER: _ClassVar[int]
+    SUBMIT_FIELD_NUMBER: _ClassVar[int]
     max_concurrent_uploads: int
     bandwidth_mbps: int
     storage_type: str
     buffer_bytes: int
     finish_handshake: bool
     local_paths: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, max_concurrent_uploads: _Optional[int] = ..., bandwidth_mbps: _Optional[int] = ..., storage_type: _Optional[str] = ..., buffer_bytes: _Optional[int] = ..., finish_handshake: _Optional[bool] = ..., local_paths: _Optional[_Iterable[str]] = ...) -> None: ...
+    crc32_integrity: bool
+    submit: bool
+    def __init__(self, max_concurrent_uploads: _Optional[int] = ..., bandwidth_mbps: _Optional[int] = ..., storage_type: _Optional[str] = ..., buffer_bytes: _Optional[int] = ..., finish_handshake: _Optional[bool] = ..., local_paths: _Optional[_Iterable[str]] = ..., crc32_integrity: _Optional[bool] = ..., submit: _Optional[bool] = ...) -> None: ...
 
 class AgentMessage(_message.Message):
-    __slots__ = ("hello", "heartbeat", "accept", "reject", "credit", "committed", "progress", "result", "status_reply", "finishing")
+    __slots__ = ("hello", "heartbeat", "accept", "reject", "credit", "committed", "progress", "result", "status_reply", "finishing", "submit_result")
     HELLO_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
     ACCEPT_FIELD_NUMBER: _ClassVar[int]
@@ -67,6 +71,7 @@ class AgentMessage(_message.Message):
     RESULT_FIELD_NUMBER: _ClassVar[int]
     STATUS_REPLY_FIELD_NUMBER: _ClassVar[int]
     FINISHING_FIELD_NUMBER: _ClassVar[int]
+    SUBMIT_RESULT_FIELD_NUMBER: _ClassVar[int]
     hello: Hello
     heartbeat: Heartbeat
     accept: Accept
@@ -77,7 +82,8 @@ class AgentMessage(_message.Message):
     result: Result
     status_reply: StatusReply
     finishing: Finishing
-    def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., accept: _Optional[_Union[Accept, _Mapping]] = ..., reject: _Optional[_Union[Reject, _Mapping]] = ..., credit: _Optional[_Union[Credit, _Mapping]] = ..., committed: _Optional[_Union[Committed, _Mapping]] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., result: _Optional[_Union[Result, _Mapping]] = ..., status_reply: _Optional[_Union[StatusReply, _Mapping]] = ..., finishing: _Optional[_Union[Finishing, _Mapping]] = ...) -> None: ...
+    submit_result: SubmitResult
+    def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., accept: _Optional[_Union[Accept, _Mapping]] = ..., reject: _Optional[_Union[Reject, _Mapping]] = ..., credit: _Optional[_Union[Credit, _Mapping]] = ..., committed: _Optional[_Union[Committed, _Mapping]] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., result: _Optional[_Union[Result, _Mapping]] = ..., status_reply: _Optional[_Union[StatusReply, _Mapping]] = ..., finishing: _Optional[_Union[Finishing, _Mapping]] = ..., submit_result: _Optional[_Union[SubmitResult, _Mapping]] = ...) -> None: ...
 
 class Hello(_message.Message):
     __slots__ = ("agent_id", "agent_name", "ip_address", "capabilities", "tags", "held_tasks", "version")
@@ -189,7 +195,7 @@ class Progress(_message.Message):
     def __init__(self, task_id: _Optional[str] = ..., attempt: _Optional[int] = ..., uploaded_bytes: _Optional[int] = ..., total_bytes: _Optional[int] = ..., speed_bps: _Optional[float] = ..., eta_seconds: _Optional[float] = ...) -> None: ...
 
 class Result(_message.Message):
-    __slots__ = ("task_id", "attempt", "success", "filename", "biz_id", "error_kind", "error_message", "md5")
+    __slots__ = ("task_id", "attempt", "success", "filename", "biz_id", "error_kind", "error_message", "md5", "crc32")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     SUCCESS_FIELD_NUMBER: _ClassVar[int]
@@ -198,6 +204,7 @@ class Result(_message.Message):
     ERROR_KIND_FIELD_NUMBER: _ClassVar[int]
     ERROR_MESSAGE_FIELD_NUMBER: _ClassVar[int]
     MD5_FIELD_NUMBER: _ClassVar[int]
+    CRC32_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     attempt: int
     success: bool
@@ -206,7 +213,8 @@ class Result(_message.Message):
     error_kind: str
     error_message: str
     md5: str
-    def __init__(self, task_id: _Optional[str] = ..., attempt: _Optional[int] = ..., success: _Optional[bool] = ..., filename: _Optional[str] = ..., biz_id: _Optional[int] = ..., error_kind: _Optional[str] = ..., error_message: _Optional[str] = ..., md5: _Optional[str] = ...) -> None: ...
+    crc32: int
+    def __init__(self, task_id: _Optional[str] = ..., attempt: _Optional[int] = ..., success: _Optional[bool] = ..., filename: _Optional[str] = ..., biz_id: _Optional[int] = ..., error_kind: _Optional[str] = ..., error_message: _Optional[str] = ..., md5: _Optional[str] = ..., crc32: _Optional[int] = ...) -> None: ...
 
 class Finishing(_message.Message):
     __slots__ = ("task_id", "attempt", "offset", "session")
@@ -235,7 +243,7 @@ class StatusReply(_message.Message):
     def __init__(self, query_id: _Optional[str] = ..., status: _Optional[str] = ..., tasks: _Optional[_Iterable[_Union[Progress, _Mapping]]] = ..., memory_mb: _Optional[int] = ..., buffered_bytes: _Optional[int] = ...) -> None: ...
 
 class HubMessage(_message.Message):
-    __slots__ = ("welcome", "offer", "chunk", "end_of_data", "cancel", "status_query", "drain", "token_refresh", "proceed")
+    __slots__ = ("welcome", "offer", "chunk", "end_of_data", "cancel", "status_query", "drain", "token_refresh", "proceed", "submit")
     WELCOME_FIELD_NUMBER: _ClassVar[int]
     OFFER_FIELD_NUMBER: _ClassVar[int]
     CHUNK_FIELD_NUMBER: _ClassVar[int]
@@ -245,6 +253,7 @@ class HubMessage(_message.Message):
     DRAIN_FIELD_NUMBER: _ClassVar[int]
     TOKEN_REFRESH_FIELD_NUMBER: _ClassVar[int]
     PROCEED_FIELD_NUMBER: _ClassVar[int]
+    SUBMIT_FIELD_NUMBER: _ClassVar[int]
     welcome: Welcome
     offer: Offer
     chunk: Chunk
@@ -254,7 +263,8 @@ class HubMessage(_message.Message):
     drain: Drain
     token_refresh: TokenRefresh
     proceed: Proceed
-    def __init__(self, welcome: _Optional[_Union[Welcome, _Mapping]] = ..., offer: _Optional[_Union[Offer, _Mapping]] = ..., chunk: _Optional[_Union[Chunk, _Mapping]] = ..., end_of_data: _Optional[_Union[EndOfData, _Mapping]] = ..., cancel: _Optional[_Union[Cancel, _Mapping]] = ..., status_query: _Optional[_Union[StatusQuery, _Mapping]] = ..., drain: _Optional[_Union[Drain, _Mapping]] = ..., token_refresh: _Optional[_Union[TokenRefresh, _Mapping]] = ..., proceed: _Optional[_Union[Proceed, _Mapping]] = ...) -> None: ...
+    submit: Submit
+    def __init__(self, welcome: _Optional[_Union[Welcome, _Mapping]] = ..., offer: _Optional[_Union[Offer, _Mapping]] = ..., chunk: _Optional[_Union[Chunk, _Mapping]] = ..., end_of_data: _Optional[_Union[EndOfData, _Mapping]] = ..., cancel: _Optional[_Union[Cancel, _Mapping]] = ..., status_query: _Optional[_Union[StatusQuery, _Mapping]] = ..., drain: _Optional[_Union[Drain, _Mapping]] = ..., token_refresh: _Optional[_Union[TokenRefresh, _Mapping]] = ..., proceed: _Optional[_Union[Proceed, _Mapping]] = ..., submit: _Optional[_Union[Submit, _Mapping]] = ...) -> None: ...
 
 class Welcome(_message.Message):
     __slots__ = ("heartbeat_interval_seconds", "session_id", "token")
@@ -285,7 +295,7 @@ class BiliCredentials(_message.Message):
     def __init__(self, cookies: _Optional[str] = ..., access_key: _Optional[str] = ..., mid: _Optional[int] = ...) -> None: ...
 
 class Offer(_message.Message):
-    __slots__ = ("task_id", "attempt", "part_id", "file_name", "file_size", "file_md5", "credentials", "line", "member_url", "resume_session", "resume_offset", "file_path", "await_proceed")
+    __slots__ = ("task_id", "attempt", "part_id", "file_name", "file_size", "file_md5", "credentials", "line", "member_url", "resume_session", "resume_offset", "file_path", "await_proceed", "crc32_integrity")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     PART_ID_FIELD_NUMBER: _ClassVar[int]
@@ -299,6 +309,7 @@ class Offer(_message.Message):
     RESUME_OFFSET_FIELD_NUMBER: _ClassVar[int]
     FILE_PATH_FIELD_NUMBER: _ClassVar[int]
     AWAIT_PROCEED_FIELD_NUMBER: _ClassVar[int]
+    CRC32_INTEGRITY_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     attempt: int
     part_id: int
@@ -312,7 +323,8 @@ class Offer(_message.Message):
     resume_offset: int
     file_path: str
     await_proceed: bool
-    def __init__(self, task_id: _Optional[str] = ..., attempt: _Optional[int] = ..., part_id: _Optional[int] = ..., file_name: _Optional[str] = ..., file_size: _Optional[int] = ..., file_md5: _Optional[str] = ..., credentials: _Optional[_Union[BiliCredentials, _Mapping]] = ..., line: _Optional[str] = ..., member_url: _Optional[str] = ..., resume_session: _Optional[bytes] = ..., resume_offset: _Optional[int] = ..., file_path: _Optional[str] = ..., await_proceed: _Optional[bool] = ...) -> None: ...
+    crc32_integrity: bool
+    def __init__(self, task_id: _Optional[str] = ..., attempt: _Optional[int] = ..., part_id: _Optional[int] = ..., file_name: _Optional[str] = ..., file_size: _Optional[int] = ..., file_md5: _Optional[str] = ..., credentials: _Optional[_Union[BiliCredentials, _Mapping]] = ..., line: _Optional[str] = ..., member_url: _Optional[str] = ..., resume_session: _Optional[bytes] = ..., resume_offset: _Optional[int] = ..., file_path: _Optional[str] = ..., await_proceed: _Optional[bool] = ..., crc32_integrity: _Optional[bool] = ...) -> None: ...
 
 class Chunk(_message.Message):
     __slots__ = ("task_id", "attempt", "offset", "data")
@@ -327,14 +339,16 @@ class Chunk(_message.Message):
     def __init__(self, task_id: _Optional[str] = ..., attempt: _Optional[int] = ..., offset: _Optional[int] = ..., data: _Optional[bytes] = ...) -> None: ...
 
 class EndOfData(_message.Message):
-    __slots__ = ("task_id", "attempt", "md5")
+    __slots__ = ("task_id", "attempt", "md5", "crc32")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     MD5_FIELD_NUMBER: _ClassVar[int]
+    CRC32_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     attempt: int
     md5: str
-    def __init__(self, task_id: _Optional[str] = ..., attempt: _Optional[int] = ..., md5: _Optional[str] = ...) -> None: ...
+    crc32: int
+    def __init__(self, task_id: _Optional[str] = ..., attempt: _Optional[int] = ..., md5: _Optional[str] = ..., crc32: _Optional[int] = ...) -> None: ...
 
 class Proceed(_message.Message):
     __slots__ = ("task_id", "attempt")
@@ -367,3 +381,37 @@ class Drain(_message.Message):
     reason: str
     reconnect_after_seconds: int
     def __init__(self, reason: _Optional[str] = ..., reconnect_after_seconds: _Optional[int] = ...) -> None: ...
+
+class Submit(_message.Message):
+    __slots__ = ("submit_id", "attempt", "credentials", "member_url", "api", "submission")
+    SUBMIT_ID_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    CREDENTIALS_FIELD_NUMBER: _ClassVar[int]
+    MEMBER_URL_FIELD_NUMBER: _ClassVar[int]
+    API_FIELD_NUMBER: _ClassVar[int]
+    SUBMISSION_FIELD_NUMBER: _ClassVar[int]
+    submit_id: str
+    attempt: int
+    credentials: BiliCredentials
+    member_url: str
+    api: str
+    submission: bytes
+    def __init__(self, submit_id: _Optional[str] = ..., attempt: _Optional[int] = ..., credentials: _Optional[_Union[BiliCredentials, _Mapping]] = ..., member_url: _Optional[str] = ..., api: _Optional[str] = ..., submission: _Optional[bytes] = ...) -> None: ...
+
+class SubmitResult(_message.Message):
+    __slots__ = ("submit_id", "attempt", "success", "aid", "bvid", "error_kind", "error_message")
+    SUBMIT_ID_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    SUCCESS_FIELD_NUMBER: _ClassVar[int]
+    AID_FIELD_NUMBER: _ClassVar[int]
+    BVID_FIELD_NUMBER: _ClassVar[int]
+    ERROR_KIND_FIELD_NUMBER: _ClassVar[int]
+    ERROR_MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    submit_id: str
+    attempt: int
+    success: bool
+    aid: int
+    bvid: str
+    error_kind: str
+    error_message: str
+    def __init__(self, submit_id: _Optional[str] = ..., attempt: _Optional[int] = ..., success: _Optional[bool] = ..., aid: _Optional[int] = ..., bvid: _Optional[str] = ..., error_kind: _Optional[str] = ..., error_message: _Optional[str] = ...) -> None: ...
