@@ -1013,6 +1013,7 @@ class HubService:
             await self.store.add_log(task.task_id, pinned or "", "", "created",
                                      f"part {part_id}", 0)
             self.tasks[task.task_id] = task
+        self.events.touch_task(task.task_id)
         self.poke()
         return task
 

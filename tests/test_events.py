@@ -14,7 +14,7 @@ import msgspec
 import pytest
 from anyio import wait_all_tasks_blocked
 
-from bupmesh.localmesh import LocalMesh, wait_for
+from bupmesh.localmesh import LocalMesh, wait_for, write_random_file
 from hub.events import AGENT, IPS, IPS_KEY, TASK, Batch, EventBus, Subscription
 from hub.sse import encode_comment, encode_event, event_stream, trim_tasks
 
@@ -213,6 +213,10 @@ class EventReader:
         except BaseException as exc:  # noqa: BLE001 - reported by the test
             self.error = exc
 
+    def task_rows(self, task_id: str) -> list[dict[str, Any]]:
+        return [data for name, data in self.events if name == "task"
+                and data["task_id"] == task_id]
+
     def agent_rows(self, agent_id: str) -> list[dict[str, Any]]:
         return [data for name, data in self.events if name == "agent"
                 and data["agent_id"] == agent_id]
@@ -257,6 +261,17 @@ def test_event_stream_of_a_real_hub(hub: LocalMesh) -> None:
     hub.admin("POST", "/api/manage/agents/web-agent/disable")
     wait_for(lambda: reader.agent_rows("web-agent")[-1]["status"] == "disabled", 10,
              "the disabled agent")
+
+    # A new task shows while it waits (no agent can take it), and so does its cancel.
+    hub.add_account("main")
+    source = hub.workdir / "part.flv"
+    write_random_file(source, 4096)
+    task_id = hub.add_part(source)["task_id"]
+    wait_for(lambda: reader.task_rows(task_id), 10, "the new task")
+    assert reader.task_rows(task_id)[0]["status"] == "pending"
+    hub.admin("POST", "/api/manage/cancel-task", json={"task_id": task_id})
+    wait_for(lambda: reader.task_rows(task_id)[-1]["status"] == "cancelled", 10,
+             "the cancelled task")
 
     # SIGTERM: the stream says so and ends cleanly (no reset, no error in the reader).
     assert [p for p in hub.processes if p.name == "hub"][0].stop() == 0
