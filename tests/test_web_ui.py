@@ -5,7 +5,8 @@ upload bandwidth so one 8 MiB part takes a few seconds, in 1 MiB upos chunks. Th
 page logs in with the admin token, shows the three agents online, follows one
 task's progress bar through several values to completion without a reload (and
 without polling the API: the values arrive over the event stream), and disables
-an agent, which the page and the admin API then both show.
+an agent, which the page and the admin API then both show. The page's three files
+are checked first: no outside assets (it works offline) and a strict CSP.
 
 The browser is never downloaded: ``make test`` installs Debian's ``chromium``
 (see the Makefile) and Playwright launches that binary with a fresh profile.
@@ -92,6 +93,7 @@ def test_login_live_progress_and_disable_an_agent(mesh: LocalMesh, browser_page:
                                                   tmp_path: Path) -> None:
     from playwright.sync_api import Page, expect
 
+    check_static_files(mesh)
     page: Page = browser_page  # type: ignore[assignment]
     api_calls: list[str] = []
     page.on("request", lambda request: api_calls.append(request.url))
@@ -163,14 +165,8 @@ def test_login_live_progress_and_disable_an_agent(mesh: LocalMesh, browser_page:
     expect(page.locator("#recordings-empty")).to_be_visible()
 
 
-def test_page_is_self_contained_and_locked_down(tmp_path: Path) -> None:
+def check_static_files(mesh: LocalMesh) -> None:
     """Served at / with no outside assets (works offline) and a strict CSP."""
-    with LocalMesh(tmp_path / "hub") as mesh:
-        mesh.start_hub()
-        _check_static_files(mesh)
-
-
-def _check_static_files(mesh: LocalMesh) -> None:
     page = httpx.get(mesh.hub_url + "/", timeout=10)
     assert page.status_code == 200
     assert page.headers["content-type"].startswith("text/html")

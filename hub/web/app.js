@@ -324,7 +324,10 @@ function updateTaskRow(tr, t) {
   c.agent.textContent = t.agent_id || "—";
   badge(c.status, t.status);
   tr.dataset.status = t.status;
-  if (t.error_message && t.status !== "completed") c.status.title = `${t.error_kind || "error"}: ${t.error_message}`;
+  // Hover the status: why it failed, or why no agent takes it yet.
+  const waiting = Object.entries(t.waiting_for || {}).map(([agent, why]) => `${agent}: ${why}`);
+  c.status.title = t.error_message && t.status !== "completed" ? `${t.error_kind || "error"}: ${t.error_message}`
+    : waiting.length ? `waiting for: ${waiting.join("; ")}` : "";
   const pct = t.total_bytes ? Math.min(100, (100 * t.uploaded_bytes) / t.total_bytes) : 0;
   tr.bar_.value = pct;
   tr.bar_.dataset.progress = pct.toFixed(2);
