@@ -55,6 +55,23 @@ WATCH_PROGRESS_JS = """
 }
 """
 
+PARSER_JS = """
+async () => {
+  const bytes = new TextEncoder().encode(
+    'event: task\\ndata: {"a":1}\\n\\n: keep-alive\\n\\n' +
+    'event: agent\\r\\ndata: {"t":"直播"}\\r\\n\\r\\nevent: ips\\ndata: {"c":3}\\n\\n');
+  const cuts = [5, 20, 44, 60, 68, bytes.length];  // 68 falls inside "直" (bytes 67-69)
+  const body = new ReadableStream({start(controller) {
+    let from = 0;
+    for (const to of cuts) { controller.enqueue(bytes.slice(from, to)); from = to; }
+    controller.close();
+  }});
+  const got = [];
+  await readEvents(body, (name, data) => got.push([name, data]));
+  return got;
+}
+"""
+
 
 @pytest.fixture
 def mesh(tmp_path: Path) -> Iterator[LocalMesh]:
@@ -110,6 +127,11 @@ def test_login_live_progress_and_disable_an_agent(mesh: LocalMesh, browser_page:
     expect(page.locator("#live")).to_have_attribute("data-state", "live")
     assert mesh.admin_token not in page.url
     assert page.evaluate("sessionStorage.getItem('bupmesh.adminToken')") == mesh.admin_token
+
+    # The page's stream parser, fed events cut at awkward places (mid-JSON, mid-UTF-8
+    # character, CRLF line ends, a keep-alive comment between events).
+    parsed = page.evaluate(PARSER_JS)
+    assert parsed == [["task", {"a": 1}], ["agent", {"t": "直播"}], ["ips", {"c": 3}]]
 
     # Three agents online, each with its own IP.
     online = page.locator("#agents-body tr[data-status=online]")

@@ -11,6 +11,7 @@
 const TOKEN_KEY = "bupmesh.adminToken";
 const MAX_RETRY_MS = 15000;
 const ACTIVE = new Set(["pending", "assigned", "uploading"]);
+const MAX_ENDED_TASKS = 200; // as hub/sse.py SNAPSHOT_ENDED_TASKS
 
 const state = {
   agents: new Map(),
@@ -163,10 +164,10 @@ async function readEvents(body, handle) {
     const { value, done } = await reader.read();
     if (done) return;
     buffer += value;
-    let end;
-    while ((end = buffer.search(/\r?\n\r?\n/)) >= 0) {
-      const block = buffer.slice(0, end);
-      buffer = buffer.slice(buffer[end] === "\r" ? end + 4 : end + 2);
+    let gap;
+    while ((gap = /\r?\n\r?\n/.exec(buffer)) !== null) {
+      const block = buffer.slice(0, gap.index);
+      buffer = buffer.slice(gap.index + gap[0].length);
       let name = "message";
       const data = [];
       for (const line of block.split(/\r?\n/)) {
@@ -293,7 +294,12 @@ function updateAgentRow(tr, a) {
 }
 
 function renderTasks() {
-  const tasks = [...state.tasks.values()].sort((a, b) => (b.created_at || 0) - (a.created_at || 0));
+  let tasks = [...state.tasks.values()].sort((a, b) => (b.created_at || 0) - (a.created_at || 0));
+  // A page left open for weeks keeps what the hub's snapshot keeps: every unfinished
+  // task and the latest ended ones.
+  let ended = 0;
+  tasks = tasks.filter((t) => ACTIVE.has(t.status) || ++ended <= MAX_ENDED_TASKS);
+  if (tasks.length < state.tasks.size) state.tasks = new Map(tasks.map((t) => [t.task_id, t]));
   const running = tasks.filter((t) => ACTIVE.has(t.status)).length;
   $("tasks-summary").textContent = `${running} running or waiting, ${tasks.length} shown`;
   syncRows($("tasks-body"), tasks, (t) => t.task_id, makeTaskRow, updateTaskRow, "tasks-empty");
