@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint chaos clean
+.PHONY: demo test lint chaos clean browser
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,7 +25,17 @@ demo: $(VENV)/.installed
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check .
 
-test: $(VENV)/.installed-test
+# The web UI's browser test drives Debian's Chromium (never a downloaded browser).
+# Installed from the distribution when missing; CI runs as root on a clean Debian.
+CHROMIUM := /usr/bin/chromium
+
+browser: $(CHROMIUM)
+
+$(CHROMIUM):
+	apt-get update
+	DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium
+
+test: $(VENV)/.installed-test $(CHROMIUM)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 

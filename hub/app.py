@@ -136,6 +136,7 @@ async def run_hub(config: HubConfig) -> None:
                         log.info("received %s: shutting down", signal.Signals(signum).name)
                         break
                 await hub.grpc_server.stop(2.0)
+                service.events.close()  # live-view streams end now, not at HTTP's grace limit
                 tg.cancel_scope.cancel()
         except BaseExceptionGroup as group:
             # A bad setting found by a child (busy HTTP port, unreadable TLS key) is one

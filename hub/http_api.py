@@ -46,6 +46,8 @@ from hub.http_bodies import (
 )
 from hub.http_server import serve_http
 from hub.service import AuthError, BadRequest, Conflict, HubService, NotFound
+from hub.sse import event_stream_response
+from hub.web import web_routes
 
 __all__ = ["MAX_JSON_BODY", "build_app", "serve_http"]
 
@@ -254,6 +256,11 @@ def build_app(
         require_admin(request)
         return _ok({"ips": _redact(await service.list_ips())})
 
+    async def events(request: Request) -> Response:
+        """``GET /api/manage/events``: live state as Server-Sent Events (hub/sse.py)."""
+        require_admin(request)
+        return event_stream_response(service, _redact)
+
     async def healthz(request: Request) -> Response:
         return _ok({"status": "ok"})
 
@@ -276,6 +283,8 @@ def build_app(
         Route("/api/manage/retry-task", _guard(retry_task), methods=["POST"]),
         Route("/api/manage/agents/{agent_id}/{action:str}", _guard(agent_action),
               methods=["POST"]),
+        Route("/api/manage/events", _guard(events), methods=["GET"]),
+        *web_routes(),
         *extra_routes,
     ]
     return Starlette(routes=routes, exception_handlers={HTTPException: _http_exception})

@@ -33,6 +33,7 @@ import grpc
 
 from hub import lifecycle as lc
 from hub.config import HubConfig
+from hub.events import EventBus
 from hub.lifecycle import Lifecycle, Outcome, Policy, Status, TaskRecord
 from hub.metrics import HubMetrics
 from hub.registry import AgentInfo, Registry
@@ -120,6 +121,7 @@ class HubService:
         self._awaited: set[str] = set()  # after a restart: agents expected to dial back
         self._awaited_until = 0.0
         self.metrics = HubMetrics(self)
+        self.events = EventBus()  # what changed, for the web UI's live view (hub/sse.py)
 
     # ======================================================================== lifecycle
 
@@ -195,6 +197,7 @@ class HubService:
             buffer_bytes=info.buffer_bytes,
             tags=info.tags,
         )
+        self.events.touch_agent(info.agent_id)
 
     async def register_agent(
         self,
@@ -318,6 +321,7 @@ class HubService:
         if not self.registry.detach(session.agent_id, session):
             return
         log.info("agent %s offline: %s", session.agent_id, session.close_reason or "stream ended")
+        self.events.touch_agent(session.agent_id)
         for query in self._queries.values():
             query[0].set()
         self._spawn(self._agent_offline, session.agent_id, session.session_id,
@@ -427,6 +431,7 @@ class HubService:
             self.lifecycle.progress(task, session.agent_id, msg.attempt, msg.uploaded_bytes,
                                     msg.speed_bps, msg.eta_seconds)
             self.metrics.uploaded(task, session.agent_id, session.ip_address, msg.attempt, before)
+            self.events.touch_task(task.task_id)
         elif kind == "result":
             await self._on_result(session, task, msg)
         elif kind == "finishing":
@@ -443,6 +448,7 @@ class HubService:
         info = self.registry.ensure(agent_id)
         await self.store.set_agent_status(agent_id, info.status, last_heartbeat=info.last_heartbeat,
                                           tasks_completed=info.tasks_completed)
+        self.events.touch_agent(agent_id)
         if was != info.status:
             self.poke()
 
@@ -649,6 +655,7 @@ class HubService:
                                    part_state=part_state)
         if event == "retry":
             self.metrics.retry(task.error_kind)
+        self.events.touch_task(task.task_id, agent_id)
         if task.status.terminal:
             self.tasks.pop(task.task_id, None)
             self._lease_session.pop(task.task_id, None)
@@ -760,6 +767,7 @@ class HubService:
 
     async def _save_ledger(self) -> None:
         await self.store.save_ledger(self.ledger.snapshot())
+        self.events.touch_ips()
 
     def why_waiting(self, task: TaskRecord) -> dict[str, str]:
         """Why each connected agent cannot take a pending task now (admin UI, logs)."""
@@ -897,6 +905,7 @@ class HubService:
         status = body.get("status")
         async with self._lock:
             self.lifecycle.progress(task, agent_id, task.attempt, uploaded, speed, eta)
+            self.events.touch_task(task.task_id)
             if status == "failed":
                 info = self.registry.get(agent_id)
                 message = str(body.get("error_message") or "reported failed")[:1000]
@@ -1004,6 +1013,7 @@ class HubService:
             await self.store.add_log(task.task_id, pinned or "", "", "created",
                                      f"part {part_id}", 0)
             self.tasks[task.task_id] = task
+        self.events.touch_task(task.task_id)
         self.poke()
         return task
 
@@ -1097,6 +1107,7 @@ class HubService:
         async with self._lock:
             await self.store.set_agent_status(agent_id, info.status)
         log.info("agent %s: %s by admin", agent_id, action)
+        self.events.touch_agent(agent_id)
         self.poke()
         return self._agent_dict(info)
 
