@@ -27,6 +27,8 @@ class TLSSettings(_S):
 
 class BilibiliSettings(_S):
     member_url: str = "https://member.bilibili.com"
+    passport_url: str = "https://passport.bilibili.com"  # TV QR login
+    api_url: str = "https://api.bilibili.com"  # x/web-interface/nav: account validity
 
 
 class HeartbeatSettings(_S):
@@ -127,6 +129,8 @@ ENV_KEYS = {
     "BUPMESH_ADMIN_TOKEN": "admin_token",
     "BUPMESH_DATA_DIR": "data_dir",
     "BUPMESH_BILI_MEMBER_URL": "bilibili.member_url",
+    "BUPMESH_BILI_PASSPORT_URL": "bilibili.passport_url",
+    "BUPMESH_BILI_API_URL": "bilibili.api_url",
 }
 
 
@@ -152,8 +156,9 @@ def validate(config: HubConfig) -> HubConfig:
     for name, path in (("tls.cert_file", cert), ("tls.key_file", key)):
         if path and not Path(path).is_file():
             raise ConfigError(f"{name}: no such file: {path}")
-    if not config.bilibili.member_url.startswith(("http://", "https://")):
-        raise ConfigError("bilibili.member_url: expected an http(s) URL")
+    for key in ("member_url", "passport_url", "api_url"):
+        if not getattr(config.bilibili, key).startswith(("http://", "https://")):
+            raise ConfigError(f"bilibili.{key}: expected an http(s) URL")
     hb = config.heartbeat
     if hb.interval_seconds <= 0:
         raise ConfigError("heartbeat.interval_seconds: must be positive")

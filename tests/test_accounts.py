@@ -99,6 +99,9 @@ async def test_list_has_no_secrets(tmp_path: Path) -> None:
         "created_at",
         "has_access_key",
         "has_refresh_token",
+        "uname",
+        "valid",
+        "checked_at",
     }
     text = repr(rows).encode()
     for secret in SECRETS:
