@@ -9,7 +9,8 @@ and ``docs/login/login_info.md``):
 
 Control routes play the user's phone:
 - ``POST /_sim/qr/{auth_code}/scan``, ``/confirm`` (optional body ``{mid, uname}``),
-  ``/expire``; ``GET /_sim/qr`` lists the codes and their states.
+  ``/expire``; ``GET /_sim/qr`` lists the codes, their states and what each
+  login handed out (so a test can look for those secrets where they must not be).
 
 A confirmed login creates a simulator account (fresh ``SESSDATA``, ``bili_jct``
 and access key), so what the login hands out really uploads and submits.
@@ -50,6 +51,7 @@ class QrSession:
     state: str = WAITING
     mid: int | None = None
     uname: str | None = None
+    issued: dict[str, str] | None = None  # what the login handed out, for GET /_sim/qr
 
 
 def verify_sign(params: dict[str, str]) -> bool:
@@ -132,6 +134,12 @@ class Passport:
             mid=session.mid,
         )
         self.unames[session.mid] = session.uname or f"sim-user-{session.mid}"
+        session.issued = {
+            "SESSDATA": sessdata,
+            "bili_jct": bili_jct,
+            "access_token": access_token,
+            "refresh_token": refresh_token,
+        }
         expires = int(self._clock()) + TOKEN_EXPIRES_IN
         token_info = {
             "mid": session.mid,
@@ -230,7 +238,14 @@ class Passport:
         for code in list(self.sessions):
             session = self.current(code)
             assert session is not None
-            rows.append({"auth_code": code, "state": session.state, "mid": session.mid})
+            rows.append(
+                {
+                    "auth_code": code,
+                    "state": session.state,
+                    "mid": session.mid,
+                    "issued": session.issued,
+                }
+            )
         return JSONResponse({"sessions": rows})
 
     async def _signed_params(
