@@ -129,8 +129,6 @@ ENV_KEYS = {
     "BUPMESH_ADMIN_TOKEN": "admin_token",
     "BUPMESH_DATA_DIR": "data_dir",
     "BUPMESH_BILI_MEMBER_URL": "bilibili.member_url",
-    "BUPMESH_BILI_PASSPORT_URL": "bilibili.passport_url",
-    "BUPMESH_BILI_API_URL": "bilibili.api_url",
 }
 
 
