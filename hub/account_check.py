@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 
-from hub.accounts import AccountStore
+from hub.accounts import AccountError, AccountStore
 from uploader.nav import check_login
 
 
@@ -31,6 +31,9 @@ async def check_account(
     """
     row = await store.resolve(account)
     credentials = await store.credentials(row["account_id"])
+    if not credentials.cookies:
+        # nav is a web endpoint; an app-token-only account has nothing it can check.
+        raise AccountError(f"account {row['name']!r} has no cookies; only cookies can be checked")
     result = await check_login(credentials, api_url=api_url, transport=transport)
     same_user = row["mid"] is None or result.mid is None or result.mid == row["mid"]
     valid = result.logged_in and same_user
