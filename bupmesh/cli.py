@@ -22,6 +22,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "sim-bili": ("uploader.sim.command", "run the Bilibili simulator (member + upos)"),
     "upload": ("hub.upload_command", "ask a hub to upload a file"),
     "upload-direct": ("uploader.command", "upload a file straight from this machine, no mesh"),
+    "account": ("hub.account_command", "add, list, check or delete the hub's Bilibili accounts"),
     "demo": ("bupmesh.demo", "simulator + hub + three agents uploading a recording"),
 }
 

@@ -37,9 +37,17 @@ CREATE TABLE IF NOT EXISTS accounts (
     name TEXT UNIQUE NOT NULL,
     secrets BLOB NOT NULL,      -- Fernet token of {"cookies", "access_key", "refresh_token"}
     mid INTEGER,                -- the public user id, not a secret
-    created_at REAL NOT NULL
+    created_at REAL NOT NULL,
+    uname TEXT,                 -- the Bilibili user name the last check saw
+    valid INTEGER,              -- last validity check: 1 logged in, 0 not, NULL never checked
+    checked_at REAL
 )
 """
+
+# Columns added after the first release: a database made before them gains them
+# on open (ALTER TABLE ... ADD COLUMN keeps every row).
+_ADDED_COLUMNS = {"uname": "TEXT", "valid": "INTEGER", "checked_at": "REAL"}
+_COLUMNS = "SELECT id, name, mid, created_at, secrets, uname, valid, checked_at FROM accounts"
 
 _NAME = re.compile(r"[^\x00-\x1f\x7f]{1,64}")
 
@@ -54,6 +62,13 @@ class AccountNotFound(LookupError):
 
 class DuplicateAccount(Exception):
     """An account with this name already exists."""
+
+
+def check_name(name: Any) -> str:
+    """An account name, stripped; printable, 1-64 characters (it shows in logs and the UI)."""
+    if not isinstance(name, str) or not _NAME.fullmatch(name.strip()):
+        raise AccountError("name: must be 1-64 printable characters")
+    return name.strip()
 
 
 def load_or_create_key(data_dir: str | os.PathLike[str]) -> Fernet:
@@ -118,9 +133,73 @@ class AccountStore:
 
         Explicit ``access_key``/``mid`` win over what the cookies carry.
         """
-        if not isinstance(name, str) or not _NAME.fullmatch(name.strip()):
-            raise AccountError("name: must be 1-64 printable characters")
-        name = name.strip()
+        name = check_name(name)
+        token, mid = self._seal(cookies, cookies_json, access_key, mid)
+
+        def insert(conn: sqlite3.Connection) -> int:
+            try:
+                cur = conn.execute(
+                    "INSERT INTO accounts (name, secrets, mid, created_at) VALUES (?, ?, ?, ?)",
+                    (name, token, mid, time.time()),
+                )
+            except sqlite3.IntegrityError:
+                raise DuplicateAccount(f"account {name!r} already exists") from None
+            return int(cur.lastrowid or 0)
+
+        return await self._run(insert)
+
+    async def save_login(self, name: str, cookies_json: dict[str, Any]) -> tuple[int, bool]:
+        """Store a fresh login (QR): a new account, or new secrets for the same user.
+
+        A name already taken by the same ``mid`` is a re-login (the old cookies
+        expired), so its secrets are replaced and its check verdict forgotten;
+        taken by another user it is ``DuplicateAccount``. Returns (id, created).
+        """
+        name = check_name(name)
+        token, mid = self._seal(None, cookies_json, None, None)
+
+        def upsert(conn: sqlite3.Connection) -> tuple[int, bool]:
+            row = conn.execute("SELECT id, mid FROM accounts WHERE name = ?", (name,)).fetchone()
+            if row is None:
+                cur = conn.execute(
+                    "INSERT INTO accounts (name, secrets, mid, created_at) VALUES (?, ?, ?, ?)",
+                    (name, token, mid, time.time()),
+                )
+                return int(cur.lastrowid or 0), True
+            if row[1] != mid:
+                raise DuplicateAccount(f"account {name!r} already exists for another user")
+            conn.execute(
+                "UPDATE accounts SET secrets = ?, valid = NULL, checked_at = NULL WHERE id = ?",
+                (token, row[0]),
+            )
+            return int(row[0]), False
+
+        return await self._run(upsert)
+
+    async def record_check(self, account_id: int, *, valid: bool, uname: str | None) -> None:
+        """Remember a validity check; a check that saw no name keeps the last known one."""
+        await self._run(
+            lambda conn: conn.execute(
+                "UPDATE accounts SET valid = ?, uname = COALESCE(?, uname), checked_at = ?"
+                " WHERE id = ?",
+                (int(valid), uname, time.time(), account_id),
+            )
+        )
+
+    async def delete(self, account: int | str) -> dict[str, Any]:
+        """Remove an account and its secrets; returns its public row as it was."""
+        row = await self._find(account)
+        await self._run(lambda conn: conn.execute("DELETE FROM accounts WHERE id = ?", (row[0],)))
+        return self._public(row)
+
+    def _seal(
+        self,
+        cookies: str | None,
+        cookies_json: dict[str, Any] | None,
+        access_key: str | None,
+        mid: int | None,
+    ) -> tuple[bytes, int | None]:
+        """Validate the input and encrypt the secrets -> (Fernet token, mid)."""
         if (cookies is None) == (cookies_json is None):
             raise AccountError("give exactly one of cookies or cookies_json")
         refresh_token: str | None = None
@@ -158,27 +237,11 @@ class AccountStore:
             "refresh_token": refresh_token,
         }
         token = self._fernet.encrypt(json.dumps(secrets).encode())
-        mid = mid if mid is not None else creds.mid
-
-        def insert(conn: sqlite3.Connection) -> int:
-            try:
-                cur = conn.execute(
-                    "INSERT INTO accounts (name, secrets, mid, created_at) VALUES (?, ?, ?, ?)",
-                    (name, token, mid, time.time()),
-                )
-            except sqlite3.IntegrityError:
-                raise DuplicateAccount(f"account {name!r} already exists") from None
-            return int(cur.lastrowid or 0)
-
-        return await self._run(insert)
+        return token, (mid if mid is not None else creds.mid)
 
     async def list(self) -> list[dict[str, Any]]:
-        """Every account without its secrets: id, name, mid, what kinds of secret it has."""
-        rows = await self._run(
-            lambda conn: conn.execute(
-                "SELECT id, name, mid, created_at, secrets FROM accounts ORDER BY id"
-            ).fetchall()
-        )
+        """Every account without its secrets: id, name, mid, kinds of secret, last check."""
+        rows = await self._run(lambda conn: conn.execute(f"{_COLUMNS} ORDER BY id").fetchall())
         return [self._public(row) for row in rows]
 
     async def resolve(self, account: int | str | None) -> dict[str, Any]:
@@ -195,7 +258,7 @@ class AccountStore:
 
     async def _find(self, account: int | str | None) -> tuple[Any, ...]:
         def query(conn: sqlite3.Connection) -> tuple[Any, ...]:
-            cols = "SELECT id, name, mid, created_at, secrets FROM accounts"
+            cols = _COLUMNS
             if account is None:
                 rows = conn.execute(f"{cols} ORDER BY id LIMIT 2").fetchall()
                 if not rows:
@@ -229,6 +292,9 @@ class AccountStore:
             "created_at": row[3],
             "has_access_key": None if secrets is None else bool(secrets.get("access_key")),
             "has_refresh_token": None if secrets is None else bool(secrets.get("refresh_token")),
+            "uname": row[5],
+            "valid": None if row[6] is None else bool(row[6]),
+            "checked_at": row[7],
         }
 
     def _decrypt(self, token: bytes) -> dict[str, Any]:
@@ -246,6 +312,10 @@ class AccountStore:
                 if not self._schema_ready:
                     conn.execute("PRAGMA journal_mode=WAL")
                     conn.execute(_SCHEMA)
+                    have = {r[1] for r in conn.execute("PRAGMA table_info(accounts)")}
+                    for column, kind in _ADDED_COLUMNS.items():
+                        if column not in have:
+                            conn.execute(f"ALTER TABLE accounts ADD COLUMN {column} {kind}")
                     conn.commit()
                     self._schema_ready = True
                 with conn:

@@ -27,6 +27,8 @@ class TLSSettings(_S):
 
 class BilibiliSettings(_S):
     member_url: str = "https://member.bilibili.com"
+    passport_url: str = "https://passport.bilibili.com"  # TV QR login
+    api_url: str = "https://api.bilibili.com"  # x/web-interface/nav: account validity
 
 
 class HeartbeatSettings(_S):
@@ -152,8 +154,9 @@ def validate(config: HubConfig) -> HubConfig:
     for name, path in (("tls.cert_file", cert), ("tls.key_file", key)):
         if path and not Path(path).is_file():
             raise ConfigError(f"{name}: no such file: {path}")
-    if not config.bilibili.member_url.startswith(("http://", "https://")):
-        raise ConfigError("bilibili.member_url: expected an http(s) URL")
+    for key in ("member_url", "passport_url", "api_url"):
+        if not getattr(config.bilibili, key).startswith(("http://", "https://")):
+            raise ConfigError(f"bilibili.{key}: expected an http(s) URL")
     hb = config.heartbeat
     if hb.interval_seconds <= 0:
         raise ConfigError("heartbeat.interval_seconds: must be positive")

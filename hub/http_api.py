@@ -30,9 +30,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from hub.account_check import check_account
 from hub.accounts import AccountError, AccountNotFound, DuplicateAccount
+from hub.config import BilibiliSettings
 from hub.http_bodies import (
     AccountBody,
+    AccountLoginBody,
     AgentActionBody,
     AssignBody,
     BodyError,
@@ -45,9 +48,12 @@ from hub.http_bodies import (
     decode_body,
 )
 from hub.http_server import serve_http
+from hub.qr_login import LoginNotFound, QrLogins, TooManyLogins
 from hub.service import AuthError, BadRequest, Conflict, HubService, NotFound
 from hub.sse import event_stream_response
 from hub.web import web_routes
+from uploader.nav import NavError
+from uploader.tv_login import TvLoginClient, TvLoginError
 
 __all__ = ["MAX_JSON_BODY", "build_app", "serve_http"]
 
@@ -228,6 +234,51 @@ def build_app(
         require_admin(request)
         return _ok({"accounts": _redact(await service.accounts.list())})
 
+    # Where Bilibili's passport (QR login) and api (nav check) are; tests point them
+    # at the simulator. A service without a config (test fakes) gets the real hosts.
+    bili = getattr(getattr(service, "config", None), "bilibili", None) or BilibiliSettings()
+
+    async def check(account: int | str) -> dict[str, Any]:
+        try:
+            return await check_account(service.accounts, account, api_url=bili.api_url)
+        except NavError as exc:
+            raise ApiError(502, f"validity check failed: {exc}") from None
+
+    qr_logins = QrLogins(service.accounts, TvLoginClient(bili.passport_url), after_login=check)
+
+    async def check_account_route(request: Request) -> Response:
+        """``POST /api/manage/accounts/{account}/check`` -> the account with valid/uname/checked_at."""
+        require_admin(request)
+        row = await check(request.path_params["account"])
+        log.info("account %r checked: %s", row["name"], "valid" if row["valid"] else "invalid")
+        return _ok(_redact(row))
+
+    async def delete_account(request: Request) -> Response:
+        require_admin(request)
+        row = await service.accounts.delete(request.path_params["account"])
+        log.info("account %r deleted (id %s)", row["name"], row["account_id"])
+        return _ok({"account_id": row["account_id"]}, message="Account deleted")
+
+    async def start_qr_login(request: Request) -> Response:
+        """``POST /api/manage/accounts/qr-login {name?}`` -> ``{login_id, url, expires_in}``."""
+        require_admin(request)
+        raw = await _read_limited(request, MAX_JSON_BODY)
+        name = decode_body(raw, AccountLoginBody).name if raw.strip() else None
+        try:
+            return _ok(_redact(await qr_logins.start(name)))
+        except TooManyLogins as exc:
+            raise ApiError(429, str(exc)) from None
+        except TvLoginError as exc:
+            raise ApiError(502, f"QR login: {exc}") from None
+
+    async def qr_login_status(request: Request) -> Response:
+        """``GET /api/manage/accounts/qr-login/{login_id}`` -> state waiting|scanned|expired|done|failed."""
+        require_admin(request)
+        try:
+            return _ok(_redact(await qr_logins.status(request.path_params["login_id"])))
+        except LoginNotFound as exc:
+            raise ApiError(404, str(exc)) from None
+
     async def create_part(request: Request) -> Response:
         require_admin(request)
         body = await _body(request, PartBody)
@@ -274,6 +325,12 @@ def build_app(
         Route("/api/manage/cancel-task", _guard(cancel_task), methods=["POST"]),
         Route("/api/manage/accounts", _guard(add_account), methods=["POST"]),
         Route("/api/manage/accounts", _guard(list_accounts), methods=["GET"]),
+        Route("/api/manage/accounts/qr-login", _guard(start_qr_login), methods=["POST"]),
+        Route("/api/manage/accounts/qr-login/{login_id}", _guard(qr_login_status),
+              methods=["GET"]),
+        Route("/api/manage/accounts/{account}/check", _guard(check_account_route),
+              methods=["POST"]),
+        Route("/api/manage/accounts/{account}", _guard(delete_account), methods=["DELETE"]),
         Route("/api/manage/parts", _guard(create_part), methods=["POST"]),
         Route("/api/manage/tasks", _guard(list_tasks), methods=["GET"]),
         Route("/api/manage/tasks/{task_id}", _guard(get_task), methods=["GET"]),

@@ -99,6 +99,12 @@ class AccountBody(Struct, forbid_unknown_fields=True):
     mid: int | None = None
 
 
+class AccountLoginBody(Struct, forbid_unknown_fields=True):
+    """Optional body of ``POST /api/manage/accounts/qr-login``; no name: ``bili-{mid}``."""
+
+    name: str | None = None
+
+
 class PartBody(Struct, forbid_unknown_fields=True):
     file_path: Annotated[str, Meta(min_length=1, max_length=4096)]
     account: str | int | None = None

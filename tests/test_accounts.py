@@ -99,6 +99,9 @@ async def test_list_has_no_secrets(tmp_path: Path) -> None:
         "created_at",
         "has_access_key",
         "has_refresh_token",
+        "uname",
+        "valid",
+        "checked_at",
     }
     text = repr(rows).encode()
     for secret in SECRETS:
@@ -210,3 +213,35 @@ def test_corrupt_key_file_is_refused(tmp_path: Path) -> None:
     (tmp_path / "secret.key").write_bytes(b"not a key")
     with pytest.raises(AccountError, match="not a valid key"):
         load_or_create_key(tmp_path)
+
+
+async def test_check_verdicts_and_delete(tmp_path: Path) -> None:
+    store = make_store(tmp_path)
+    account_id = await store.add("a", cookies=COOKIES)
+    assert (await store.resolve("a"))["valid"] is None  # never checked
+    await store.record_check(account_id, valid=True, uname="up-name")
+    row = await store.resolve("a")
+    assert (row["valid"], row["uname"]) == (True, "up-name") and row["checked_at"] > 0
+    await store.record_check(account_id, valid=False, uname=None)  # keeps the last known name
+    row = await store.resolve("a")
+    assert (row["valid"], row["uname"]) == (False, "up-name")
+    assert (await store.delete(str(account_id)))["name"] == "a"
+    with pytest.raises(AccountNotFound):
+        await store.delete("a")
+    assert await store.list() == []
+
+
+async def test_database_from_before_the_check_columns_gains_them(tmp_path: Path) -> None:
+    old = make_store(tmp_path)
+    await old.add("kept", cookies=COOKIES)
+    conn = sqlite3.connect(tmp_path / "bupmesh.db")
+    for column in ("uname", "valid", "checked_at"):
+        conn.execute(f"ALTER TABLE accounts DROP COLUMN {column}")
+    conn.commit()
+    conn.close()
+    store = make_store(tmp_path)  # a new process opening the old file
+    (row,) = await store.list()
+    assert row["name"] == "kept" and row["valid"] is None
+    await store.record_check(row["account_id"], valid=True, uname="n")
+    assert (await store.resolve("kept"))["valid"] is True
+    assert (await store.credentials("kept")).csrf == "csrf-SECRET-def456"

@@ -47,6 +47,7 @@ from uploader.sim.facts import (
     TOO_FAST,
     message_for,
 )
+from uploader.sim.passport import passport_routes
 from uploader.sim.state import PartError, SimState, Upload
 
 STALL_FOREVER = 3600.0
@@ -809,6 +810,7 @@ def build_app(config: SimConfig | None = None) -> Starlette:
         Route("/x/vu/web/cover/up", sim.cover, methods=["POST"]),
         Route("/x/vu/web/add/v3", sim.submit_web, methods=["POST"]),
         Route("/x/vu/app/add", sim.submit_app, methods=["POST"]),
+        *passport_routes(sim),
         Route("/{bucket}/{key}", sim.upos_post, methods=["POST"]),
         Route("/{bucket}/{key}", sim.put, methods=["PUT"]),
     ]
