@@ -139,7 +139,7 @@ def test_bililive_recorder_session_becomes_one_archive_and_replays_change_nothin
     fresh = [hook(mesh, "bililive-recorder", {**e, "EventId": str(uuid.uuid4())})
              .json()["data"]["result"] for e in events if e["EventType"] == "FileClosed"]
     assert fresh == ["duplicate"] * 3
-    time.sleep(1.5)  # a few submission ticks: nothing may follow
+    time.sleep(1.0)  # a submission tick or two: nothing may follow
     assert len(submissions_for(mesh, [p["filename"] for p in rec["parts"]])) == 1
     assert len(recording(mesh, rec["recording_id"])["parts"]) == 3
 
@@ -229,9 +229,15 @@ def test_manual_submit_and_hub_restart_between_upload_and_submission(
                          for p in recording(mesh, rec_id)["parts"]), 60, "uploads")
     time.sleep(1.0)
     assert recording(mesh, rec_id)["state"] == "waiting"  # auto_submit is off for this room
+    # The agents go too, and come back after the hub: their reconnect backoff would
+    # otherwise decide this test's duration. Only the hub's database carries over.
+    for process in mesh.processes:
+        if process.name.startswith("agent"):
+            process.stop()
     hub_process(mesh).kill()
     mesh.restart_hub()
-    mesh.wait_agents_online(2)
+    mesh.start_agent(1)
+    mesh.start_agent(2)
     data = mesh.admin("POST", f"/api/manage/recordings/{rec_id}/submit")
     assert data["state"] in ("waiting", "queued", "submitting")
     rec = wait_submitted(mesh, rec_id)
@@ -268,3 +274,45 @@ def test_hub_killed_while_submit_in_flight_submits_once(mesh: LocalMesh) -> None
     rec = wait_submitted(mesh, rec_id)
     assert rec["submit_attempt"] >= 2  # the restart made the outcome unknown
     check_one_archive(mesh, rec, md5s)
+
+
+def test_risk_control_on_submit_moves_it_to_another_ip(mesh: LocalMesh) -> None:
+    """21540 ("投稿过快") on the first Submit: the recording is submitted from the other
+    agent's IP, once. Last in the module: it leaves one IP cooling in the hub's ledger."""
+    root = mesh.dirs / "brec"  # type: ignore[attr-defined]
+    session, room = str(uuid.uuid4()), 6006
+    mesh.sim("POST", "/_sim/config", json={"faults": {"fail_next": [
+        {"op": "submit", "action": "code", "code": 21540, "count": 1}]}})
+    md5s = []
+    events = [brec_event("SessionStarted", session, room)]
+    for n in range(3):
+        rel = f"risk-{n}.flv"
+        md5s.append(write_random_file(root / rel, 100 * KiB + n, seed=50 + n))
+        events.append(brec_event("FileClosed", session, room, RelativePath=rel,
+                                 FileSize=100 * KiB + n,
+                                 FileOpenTime=f"2026-11-29T23:3{n}:00+08:00"))
+    events.append(brec_event("SessionEnded", session, room))
+    rec_id = [hook(mesh, "bililive-recorder", e).json()["data"] for e in events][0]["recording_id"]
+    rec = wait_submitted(mesh, rec_id)
+    sub = check_one_archive(mesh, rec, md5s)
+    refused = [r for r in mesh.sim("GET", "/_sim/requests?op=submit")["requests"]
+               if r.get("code") == 21540]
+    assert len(refused) == 1
+    assert sub["source_ip"] != refused[0]["ip"]
+    assert rec["submit_attempt"] == 2
+
+
+def test_no_secret_in_database_logs_or_recordings_api(mesh: LocalMesh) -> None:
+    """After all of the above (uploads, submissions with credentials over the stream)."""
+    secrets = [b"sim-sessdata", b"sim-csrf", SECRET.encode()]
+    data_dir = mesh.workdir / "hub-data"
+    for path in data_dir.glob("bupmesh.db*"):
+        blob = path.read_bytes()
+        assert not [s for s in secrets if s in blob], path
+    for process in mesh.processes:
+        text = process.log_path.read_bytes()  # also of processes already stopped
+        assert not [s for s in secrets if s in text], process.name
+    api = httpx.get(f"{mesh.hub_url}/api/manage/recordings", timeout=10,
+                    headers={"Authorization": f"Bearer {mesh.admin_token}"})
+    assert api.status_code == 200 and api.json()["data"]["recordings"]
+    assert not [s for s in secrets if s in api.content]
