@@ -60,6 +60,10 @@ class IngestSettings(_S):
     blrec_work_dir: str | None = None
     watch_dirs: list[str] = []
     webhook_secret: str | None = None
+    # Which blrec event brings a finished file: with blrec's remuxing (flv -> mp4, source
+    # deleted) the file to upload is the post-processed one.
+    blrec_file_event: Literal["VideoFileCompletedEvent", "VideoPostprocessingCompletedEvent"] = \
+        "VideoFileCompletedEvent"
     # Folder watcher (hub/ingest/watcher.py): poll period, how long a file must hold
     # still to count as finished, and the pause that separates two live sessions.
     watch_interval_seconds: float = 5

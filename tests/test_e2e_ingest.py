@@ -9,6 +9,8 @@ submission still end in exactly one archive.
 
 from __future__ import annotations
 
+import os
+import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -16,7 +18,13 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from bupmesh.localmesh import OPEN_RISK_YAML, LocalMesh, wait_for, write_random_file
+from bupmesh.localmesh import (
+    OPEN_RISK_YAML,
+    LocalMesh,
+    bupmesh_argv,
+    wait_for,
+    write_random_file,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -316,3 +324,13 @@ def test_no_secret_in_database_logs_or_recordings_api(mesh: LocalMesh) -> None:
                     headers={"Authorization": f"Bearer {mesh.admin_token}"})
     assert api.status_code == 200 and api.json()["data"]["recordings"]
     assert not [s for s in secrets if s in api.content]
+    # The CLI lists the same recordings through the admin API.
+    cli = subprocess.run(bupmesh_argv("recordings", "--hub", mesh.hub_url), capture_output=True,
+                         text=True, timeout=60,
+                         env={**os.environ, "BUPMESH_ADMIN_TOKEN": mesh.admin_token})
+    assert cli.returncode == 0, cli.stderr
+    submitted = [r for r in api.json()["data"]["recordings"] if r["state"] == "submitted"]
+    for r in submitted:
+        assert f"#{r['recording_id']} room {r['room_id']}" in cli.stdout
+        assert r["bvid"] in cli.stdout
+    assert cli.stdout.count(" uploaded ") >= 3 * len(submitted)

@@ -132,3 +132,13 @@ def test_same_session_grouping() -> None:
     assert same_session(1000.0, 900.0, gap=60)  # started earlier (long segment) still joins
     assert not same_session(1000.0, 1061.0, gap=60)  # a pause longer than the gap
     assert not same_session(None, 1000.0, gap=60)  # nothing open
+
+
+def test_blrec_file_event_is_configurable() -> None:
+    body = {"id": "p1", "date": "2023-01-01T00:10:00Z",
+            "type": "VideoPostprocessingCompletedEvent", "data": {"room_id": 1, "path": "/r/a.mp4"}}
+    assert parse_blrec(body).kind == "ignored"
+    remuxed = parse_blrec(body, "VideoPostprocessingCompletedEvent")
+    assert (remuxed.kind, remuxed.path) == ("file_closed", "/r/a.mp4")
+    raw = {**body, "type": "VideoFileCompletedEvent"}
+    assert parse_blrec(raw, "VideoPostprocessingCompletedEvent").kind == "ignored"

@@ -75,6 +75,7 @@ def test_build_submission_orders_parts_and_renders() -> None:
     sub = build_submission(room_settings(config_with_rooms(), "7"), rec, parts)
     assert sub.title == "【主播】今晚" and sub.tid == 27 and sub.tag == "录播,主播"
     assert sub.desc == "room 7"
+    assert sub.copyright == 2 and sub.source == "https://live.bilibili.com/7"  # reposts name one
     assert [(v.filename, v.cid, v.title) for v in sub.videos] == [
         ("n1", 11, "2005 P1"), ("n2", 12, "2105 P2")]
     long = build_submission(room_settings(config_with_rooms(), "7"),
@@ -223,3 +224,25 @@ async def test_executor_reports_risk_control_and_bad_input(anyio_backend: str) -
     result = await execute(bad, client_factory=fake_member([], []))
     assert (result.success, result.error_kind) == (False, "bad_request")
     assert "unreadable" in result.error_message
+
+
+def test_recordings_cli_table_and_settings() -> None:
+    import argparse
+
+    from hub.recordings_command import configure, format_table, settings_from_args
+
+    parser = argparse.ArgumentParser()
+    configure(parser)
+    with pytest.raises(ConfigError, match="admin-token"):
+        settings_from_args(parser.parse_args([]), env={})
+    with pytest.raises(ConfigError, match="--hub"):
+        settings_from_args(parser.parse_args(["--hub", "ftp://x"]), env={"BUPMESH_ADMIN_TOKEN": "t"})
+    assert settings_from_args(parser.parse_args(["--submit", "3"]),
+                              env={"BUPMESH_ADMIN_TOKEN": "t"}).submit == 3
+    assert format_table([]) == "no recordings\n"
+    table = format_table([{"recording_id": 1, "room_id": "7", "streamer": "u", "started_at": 0,
+                           "title": "t", "state": "waiting", "waiting_for": "settling",
+                           "parts": [{"index": 1, "upload_state": "uploaded", "filename": "n1",
+                                      "size": 5, "path": "/r/a.flv"}]}])
+    assert "#1 room 7 u" in table and "waiting (settling)" in table
+    assert "P1 uploaded n1 5 B  /r/a.flv" in table

@@ -11,8 +11,8 @@ blrec (its webapp's event model): ``{id, date, type, data}``; ``LiveBeganEvent``
 / ``LiveEndedEvent`` carry ``data.user_info.name`` and ``data.room_info{room_id,
 title, area_name, parent_area_name, live_start_time}``;
 ``RecordingStartedEvent`` / ``RecordingFinishedEvent`` carry ``data.room_info``;
-``VideoFileCreatedEvent`` / ``VideoFileCompletedEvent`` carry ``data{room_id,
-path}``. blrec has no session id, so its files are grouped by room (see
+``VideoFileCreatedEvent`` / ``VideoFileCompletedEvent`` /
+``VideoPostprocessingCompletedEvent`` carry ``data{room_id, path}``. blrec has no session id, so its files are grouped by room (see
 ``hub/ingest/service.py``). Other types are accepted and ignored, as both tools
 ask receivers to expect new types.
 
@@ -152,12 +152,16 @@ _BLREC_KINDS: dict[str, Kind] = {
 }
 
 
-def parse_blrec(body: Any) -> IngestEvent:
+def parse_blrec(body: Any, file_event: str = "VideoFileCompletedEvent") -> IngestEvent:
+    """``file_event``: the event type whose ``data.path`` is the finished file (with
+    blrec's remuxing on, ``VideoPostprocessingCompletedEvent``; the other is then ignored)."""
     body = _obj(body, "body")
     event_type = _text(body, "type", "type", required=True)
     event_id = _text(body, "id", "id", required=True)
     when = parse_time(body.get("date"), "date")
-    kind = _BLREC_KINDS.get(event_type, "ignored")
+    kinds = {k: v for k, v in _BLREC_KINDS.items() if v != "file_closed"}
+    kinds[file_event] = "file_closed"
+    kind = kinds.get(event_type, "ignored")
     if kind == "ignored":
         return IngestEvent("ignored", BLREC, event_id, "", when)
     data = _obj(body.get("data"), "data")

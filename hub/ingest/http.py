@@ -78,6 +78,9 @@ def routes(ingest: IngestService, submissions: Any, *, admin_token: str,
 
         return handler
 
+    def blrec(body: Any) -> IngestEvent:
+        return parse_blrec(body, ingest.config.ingest.blrec_file_event)
+
     async def list_recordings(request: Request) -> Response:
         require_admin(request)
         return _ok({"recordings": _redact(await submissions.list())})
@@ -94,7 +97,7 @@ def routes(ingest: IngestService, submissions: Any, *, admin_token: str,
     return [
         Route("/api/webhook/bililive-recorder", _guard(webhook(parse_bililive_recorder)),
               methods=["POST"]),
-        Route("/api/webhook/blrec", _guard(webhook(parse_blrec)), methods=["POST"]),
+        Route("/api/webhook/blrec", _guard(webhook(blrec)), methods=["POST"]),
         Route("/api/manage/recordings", _guard(list_recordings), methods=["GET"]),
         Route("/api/manage/recordings/{recording_id}/submit", _guard(submit), methods=["POST"]),
     ]

@@ -18,6 +18,7 @@ from hub.submission import templates
 from uploader.submit import Submission, VideoPart
 
 TITLE_LIMIT = 80  # Bilibili refuses longer titles
+LIVE_ROOM_URL = "https://live.bilibili.com/"
 TEMPLATE_KEYS = ("title_template", "part_title_template", "desc_template", "source_template")
 
 
@@ -81,8 +82,11 @@ def build_submission(settings: SubmissionSettings, recording: dict[str, Any],
             filename=part["filename"], cid=int(part.get("biz_id") or 0),
             title=templates.render(settings.part_title_template, part_ctx)[:TITLE_LIMIT]))
     tags = [templates.render(t, ctx) for t in _tags(settings.tags)]
+    source = templates.render(settings.source_template, ctx)
+    if settings.copyright == 2 and not source and ctx.room_id:
+        source = LIVE_ROOM_URL + ctx.room_id  # a repost (转载) must name its source
     return Submission(
         title=title[:TITLE_LIMIT], tid=settings.tid, copyright=settings.copyright,
         tag=",".join(t for t in tags if t), desc=templates.render(settings.desc_template, ctx),
-        source=templates.render(settings.source_template, ctx), videos=videos,
+        source=source, videos=videos,
     )
