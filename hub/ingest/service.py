@@ -142,6 +142,11 @@ class IngestService:
             started_at=event.file_started, ended_at=event.file_ended or st.st_mtime)
         log.info("recording %d (room %s): part %d is %s (%d bytes, part id %s)", rec["id"],
                  rec["room_id"], index, path.name, size, created["part_id"])
+        if rec["submit_state"] not in ("waiting", "failed"):
+            # Submitted (or being submitted) already: the file uploads, but the archive
+            # will not list it; an admin can add it on Bilibili by hand.
+            log.warning("recording %d is already %s: %s uploads but is not in its archive",
+                        rec["id"], rec["submit_state"], path.name)
         return {"result": "imported", "recording_id": rec["id"], "part_id": created["part_id"],
                 "task_id": created["task_id"], "index": index}
 
