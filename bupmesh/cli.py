@@ -21,6 +21,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "agent": ("spoke.command", "run one or more agents that dial the hub and upload"),
     "sim-bili": ("uploader.sim.command", "run the Bilibili simulator (member + upos)"),
     "upload": ("hub.upload_command", "ask a hub to upload a file"),
+    "recordings": ("hub.recordings_command", "list a hub's recordings (and submit one)"),
     "upload-direct": ("uploader.command", "upload a file straight from this machine, no mesh"),
     "account": ("hub.account_command", "add, list, check or delete the hub's Bilibili accounts"),
     "demo": ("bupmesh.demo", "simulator + hub + three agents uploading a recording"),

@@ -91,7 +91,8 @@ def _read_pem(path: str | None) -> bytes:
     return Path(path or "").read_bytes()  # startup only; tiny file
 
 
-def _http_app(service: HubService, config: HubConfig) -> tuple[Any, Callable[..., Awaitable[None]]]:
+def _http_app(service: HubService, config: HubConfig, extra: list[Any] | None = None,
+              ) -> tuple[Any, Callable[..., Awaitable[None]]]:
     try:
         from hub.http_api import build_app
         from hub.http_server import serve_http
@@ -115,20 +116,24 @@ def _http_app(service: HubService, config: HubConfig) -> tuple[Any, Callable[...
         return app, serve_http
     from hub.metrics import metrics_route
 
-    routes = [metrics_route(service, admin_token=config.admin_token)]
+    routes = [metrics_route(service, admin_token=config.admin_token), *(extra or [])]
     return build_app(service, admin_token=config.admin_token, extra_routes=routes), serve_http
 
 
 async def run_hub(config: HubConfig) -> None:
     service = await build_service(config)
+    from hub.pipeline import RecordingPipeline
+
+    pipeline = await RecordingPipeline.attach(service)  # before agents: Hello hooks it
     hub = None
     try:
         hub = await start_grpc(service, config)
-        app, serve_http = _http_app(service, config)
+        app, serve_http = _http_app(service, config, pipeline.routes())
         host, port = config.http_address
         try:
             async with anyio.create_task_group() as tg:
                 await tg.start(service.run)
+                tg.start_soon(pipeline.run)
                 tg.start_soon(lambda: serve_http(app, host, port, certfile=config.tls.cert_file,
                                                  keyfile=config.tls.key_file))
                 with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
@@ -152,5 +157,6 @@ async def run_hub(config: HubConfig) -> None:
         if hub is not None:
             with anyio.CancelScope(shield=True):
                 await hub.grpc_server.stop(0)
+        pipeline.close()
         service.store.close()
         log.info("hub stopped")

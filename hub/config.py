@@ -60,18 +60,38 @@ class IngestSettings(_S):
     blrec_work_dir: str | None = None
     watch_dirs: list[str] = []
     webhook_secret: str | None = None
+    # Which blrec event brings a finished file: with blrec's remuxing (flv -> mp4, source
+    # deleted) the file to upload is the post-processed one.
+    blrec_file_event: Literal["VideoFileCompletedEvent", "VideoPostprocessingCompletedEvent"] = \
+        "VideoFileCompletedEvent"
+    # Folder watcher (hub/ingest/watcher.py): poll period, how long a file must hold
+    # still to count as finished, and the pause that separates two live sessions.
+    watch_interval_seconds: float = 5
+    watch_stable_seconds: float = 30
+    watch_session_gap_seconds: float = 1800
 
 
 class SubmissionSettings(_S):
     auto_submit: bool = False
     account: str | None = None
-    title_template: str = "{title}"
-    part_title_template: str = "P{index}"
+    # Placeholders: hub/submission/templates.py (${title}, ${uname}, ${yyyy}, ...).
+    title_template: str = "${title}"
+    part_title_template: str = "P${index}"
     desc_template: str = ""
     tags: str | list[str] = ""
     tid: int = 171
     copyright: int = 2
     source_template: str = ""
+    # web (add/v3, cookies) | app (app/add, access key) | auto (web if cookies have bili_jct)
+    api: Literal["auto", "web", "app"] = "auto"
+    # A recording is submitted once it has been unchanged this long after its session
+    # ended (a recorder may deliver the last FileClosed after SessionEnded).
+    settle_seconds: float = 10
+    # After a Submit whose outcome is unknown (agent lost, hub restart), wait this long
+    # before looking for the archive and maybe submitting again.
+    unknown_wait_seconds: float = 30
+    # Delay before another try after a risk-control answer or a network failure.
+    retry_seconds: float = 60
 
 
 class RoomSettings(_S):
@@ -166,6 +186,9 @@ def validate(config: HubConfig) -> HubConfig:
         raise ConfigError("token_ttl_seconds: must be at least 10")
     if config.retry.network_retries < 0:
         raise ConfigError("retry.network_retries: must not be negative")
+    from hub.submission.settings import check_templates
+
+    check_templates(config)
     return config
 
 

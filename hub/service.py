@@ -122,6 +122,8 @@ class HubService:
         self._awaited_until = 0.0
         self.metrics = HubMetrics(self)
         self.events = EventBus()  # what changed, for the web UI's live view (hub/sse.py)
+        # hub/submission/manager.py (set by hub/app.py): Submit/SubmitResult over the stream.
+        self.submissions: Any = None
 
     # ======================================================================== lifecycle
 
@@ -288,6 +290,8 @@ class HubService:
         info.finish_handshake = bool(caps.finish_handshake)
         info.local_paths = tuple(str(p)[:1024] for p in caps.local_paths[:64]) \
             if info.storage_type in ("local", "hybrid") else ()
+        if self.submissions is not None:
+            self.submissions.on_hello(session, hello)
         async with self._lock:
             if info.ip_address:
                 self.ledger.note_agent(info.ip_address, session.agent_id)
@@ -386,6 +390,10 @@ class HubService:
         if kind == "heartbeat":
             await self._on_heartbeat(session.agent_id, msg.status, msg.current_tasks,
                                      msg.free_slots, msg.memory_mb, msg.tasks_completed)
+            return
+        if kind == "submit_result":
+            if self.submissions is not None:
+                await self.submissions.on_result(session, msg)
             return
         if kind == "status_reply":
             query = self._queries.get(msg.query_id)
@@ -618,6 +626,8 @@ class HubService:
             await self._finish_inner(task, outcome, agent_id, ip)
         finally:
             self.lifecycle.last_decision = None
+        if outcome is Outcome.COMPLETED and self.submissions is not None:
+            self.submissions.poke()  # the recording of this part may be complete now
 
     async def _finish_inner(self, task: TaskRecord, outcome: Outcome, agent_id: str,
                             ip: str) -> None:

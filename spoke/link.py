@@ -47,6 +47,7 @@ MAX_MESSAGE = 4 << 20  # frames are <= 1 MiB; headroom for the envelope
 REGISTER_TIMEOUT = 15.0
 WELCOME_TIMEOUT = 15.0
 TOKEN_MARGIN = 60.0  # re-register when the JWT expires sooner than this
+SUBMIT_LIMIT = 90.0  # one Submit (archive lookup + submission), whatever the stream does
 
 
 def channel_options() -> list[tuple[str, Any]]:
@@ -148,6 +149,7 @@ class Agent:
             slot_reserve=min(settings.chunk_size, settings.buffer_bytes // settings.max_concurrent),
         )
         self.runners: dict[str, TaskRunner] = {}
+        self._submits: set[tuple[str, int]] = set()  # Submit attempts run (never twice)
         self.md5_cache = Md5Cache()  # local reads: MD5 per file version, across tasks
         self.backoff = backoff or Backoff(1.0, 60.0, rng)
         self.clock = clock
@@ -335,6 +337,7 @@ class Agent:
             storage_type=s.storage_type,
             buffer_bytes=s.buffer_bytes,
             finish_handshake=True,
+            submit=True,  # spoke/submitter.py
             local_paths=list(s.local_roots) if s.storage_type in ("local", "hybrid") else [],
         )
 
@@ -473,6 +476,8 @@ class Agent:
             self._send(pb.AgentMessage(status_reply=self._status_reply(message.status_query)))
         elif kind == "drain":
             self._on_drain(session, message.drain)
+        elif kind == "submit":
+            session.tg.start_soon(self._submit, message.submit)
         elif kind == "token_refresh":
             self._set_token(message.token_refresh)
         elif kind == "welcome":
@@ -595,6 +600,25 @@ class Agent:
                 del self.runners[runner.task_id]
             if runner.state_name.value == "done":
                 self.tasks_completed += 1
+
+    async def _submit(self, msg: pb.Submit) -> None:
+        """Archive submission from this agent's IP; one SubmitResult per Submit."""
+        from spoke.submitter import execute
+
+        key = (msg.submit_id, msg.attempt)
+        if key in self._submits:
+            return  # a repeated Submit: that attempt has run or is running
+        self._submits.add(key)
+        factory = {"client_factory": self._factories["client_factory"]} \
+            if "client_factory" in self._factories else {}
+        # Shielded (bounded): once sent, a submission is seen through to Bilibili's answer
+        # even if the stream drops meanwhile; abandoning the request halfway would leave
+        # its outcome to chance, and the hub reconciles a lost answer by looking for the
+        # archive. No gRPC await is inside this scope.
+        with anyio.CancelScope(shield=True), anyio.move_on_after(SUBMIT_LIMIT):
+            result = await execute(msg, source_ip=self.settings.source_ip,
+                                   proxy=self.settings.proxy, **factory)
+            self._send(pb.AgentMessage(submit_result=result))
 
     def _status_reply(self, query: pb.StatusQuery) -> pb.StatusReply:
         return pb.StatusReply(

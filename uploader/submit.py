@@ -126,3 +126,41 @@ async def submit_app(
         "submit", "POST", url, json=body, headers={"User-Agent": APP_USER_AGENT}
     )
     return _result(payload)
+
+
+ARCHIVE_PAGE_SIZE = 20
+ARCHIVE_PAGES = 5  # the newest 100 archives: a lost submission is minutes old
+
+
+async def find_archive(client: BiliClient, filenames: list[str]) -> SubmitResult | None:
+    """The account's archive whose videos are exactly ``filenames``, if one exists.
+
+    ``GET {member}/x/web/archives?status=is_pubing,pubed,not_pubed&pn=&ps=`` with the
+    cookies -> ``{"code":0,"data":{"arc_audits":[{"Archive":{"aid","bvid",...},
+    "Videos":[{"filename","cid",...}]}],"page":{"pn","ps","count"}}}`` (the creative
+    centre's list, newest first). Used to learn whether a submission whose answer was
+    lost went through, before submitting again.
+    """
+    wanted = set(filenames)
+    url = client.member("x/web/archives")
+    for page in range(1, ARCHIVE_PAGES + 1):
+        payload = await client.call(
+            "archives", "GET", url, with_cookies=True,
+            params={"status": "is_pubing,pubed,not_pubed", "pn": page,
+                    "ps": ARCHIVE_PAGE_SIZE, "coop": 1, "interactive": 1},
+        )
+        data = payload.get("data") if isinstance(payload, dict) else None
+        audits = (data or {}).get("arc_audits") or []
+        if not isinstance(audits, list):
+            raise UploadError(ErrorKind.BAD_REQUEST, "malformed reply on archives")
+        for item in audits:
+            archive = item.get("Archive") if isinstance(item, dict) else None
+            videos = item.get("Videos") if isinstance(item, dict) else None
+            if not isinstance(archive, dict) or not isinstance(videos, list):
+                continue
+            names = {v.get("filename") for v in videos if isinstance(v, dict)}
+            if names == wanted:
+                return msgspec.convert(archive, SubmitResult, strict=False)
+        if len(audits) < ARCHIVE_PAGE_SIZE:
+            return None
+    return None

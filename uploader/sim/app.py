@@ -33,6 +33,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from bupmesh.config import ConfigError
+from uploader.sim import archives
 from uploader.sim.config import FailRule, SimConfig, merge_config, to_builtins
 from uploader.sim.facts import (
     APP_KEYS,
@@ -811,6 +812,7 @@ def build_app(config: SimConfig | None = None) -> Starlette:
         Route("/x/vu/web/add/v3", sim.submit_web, methods=["POST"]),
         Route("/x/vu/app/add", sim.submit_app, methods=["POST"]),
         *passport_routes(sim),
+        Route("/x/web/archives", archives.endpoint(sim), methods=["GET"]),
         Route("/{bucket}/{key}", sim.upos_post, methods=["POST"]),
         Route("/{bucket}/{key}", sim.put, methods=["PUT"]),
     ]

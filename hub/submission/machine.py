@@ -1,0 +1,124 @@
+"""When to submit a recording, and what each outcome leads to (pure, fake-clock tested).
+
+States (``recordings.submit_state``)::
+
+    waiting --(all parts uploaded, session ended, settled; auto_submit or asked)--> queued
+    queued --(an agent with the submit capability; write first)--> submitting (attempt n)
+    submitting --SubmitResult ok--> submitted (aid, bvid)
+    submitting --risk control--> queued (that IP excluded; retry later)
+    submitting --auth / bad request--> failed (an admin's submit request re-queues it)
+    submitting --network / agent lost / hub restart / no answer--> unknown
+    unknown --(after unknown_wait)--> queued
+
+Never twice: ``submitting`` is written before Submit is sent, so a crash leaves
+it on disk; every attempt after the first (``attempt > 1``) makes the agent look
+for an archive with these parts before it submits (``spoke/submitter.py``), and
+``unknown`` waits long enough for a lost in-flight request to have landed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+WAITING, QUEUED, SUBMITTING, SUBMITTED, UNKNOWN, FAILED = (
+    "waiting", "queued", "submitting", "submitted", "unknown", "failed")
+
+SUBMIT_TIMEOUT = 300.0  # no SubmitResult this long after sending: outcome unknown
+
+RISK_CONTROL = "risk_control"
+RETRYABLE = frozenset({"agent", "cancelled"})  # the agent never sent it: plain retry
+FATAL = frozenset({"auth", "bad_request", "file"})
+
+
+@dataclass(frozen=True)
+class Timing:
+    settle_seconds: float
+    unknown_wait_seconds: float
+    retry_seconds: float
+    exclude_seconds: float  # a risk-control IP is not used for this recording this long
+    submit_timeout: float = SUBMIT_TIMEOUT
+
+
+def readiness(recording: dict[str, Any], parts: list[dict[str, Any]], now: float,
+              timing: Timing) -> str:
+    """``""`` when the recording may be submitted now, else why not (for the API)."""
+    if not parts:
+        return "no parts yet"
+    if recording.get("ended_at") is None:
+        return "live session not ended"
+    bad = [p for p in parts if p.get("upload_state") in ("failed", "cancelled")]
+    if bad:
+        return f"{len(bad)} part(s) failed to upload"
+    waiting = [p for p in parts if p.get("upload_state") != "uploaded" or not p.get("filename")]
+    if waiting:
+        return f"{len(waiting)} of {len(parts)} part(s) still uploading"
+    settle_from = max(float(recording.get("updated_at") or 0),
+                      float(recording.get("ended_at") or 0))
+    if now < settle_from + timing.settle_seconds:
+        return "settling"
+    return ""
+
+
+def decide(recording: dict[str, Any], ready: bool, auto_submit: bool, now: float,
+           timing: Timing) -> dict[str, Any] | None:
+    """The update a tick makes without an agent's answer (None: nothing to do).
+
+    ``queued`` with ``submit_not_before`` passed is left alone here: sending is the
+    manager's job (it needs an agent); see :func:`sending`.
+    """
+    state = recording["submit_state"]
+    if state == WAITING and ready and (auto_submit or recording.get("submit_requested")):
+        return {"submit_state": QUEUED, "submit_not_before": now, "submit_error": ""}
+    if state == SUBMITTING:
+        sent = float(recording.get("submit_sent_at") or 0)
+        if now - sent > timing.submit_timeout:
+            return lost("no answer to Submit", now, timing)
+    if state == UNKNOWN and now >= float(recording.get("submit_not_before") or 0):
+        return {"submit_state": QUEUED, "submit_not_before": now}
+    return None
+
+
+def sending(recording: dict[str, Any], submit_id: str, agent_id: str, ip: str,
+            now: float) -> dict[str, Any]:
+    """Written before Submit goes out: attempt n is in flight with this agent."""
+    return {"submit_state": SUBMITTING, "submit_attempt": int(recording["submit_attempt"]) + 1,
+            "submit_id": submit_id, "submit_agent": agent_id, "submit_ip": ip,
+            "submit_sent_at": now, "submit_error": ""}
+
+
+def lost(reason: str, now: float, timing: Timing) -> dict[str, Any]:
+    """The in-flight attempt's outcome is unknown (agent lost, hub restarted)."""
+    return {"submit_state": UNKNOWN, "submit_not_before": now + timing.unknown_wait_seconds,
+            "submit_error": f"outcome unknown: {reason}"}
+
+
+def result(recording: dict[str, Any], success: bool, aid: int, bvid: str, error_kind: str,
+           error_message: str, now: float, timing: Timing) -> dict[str, Any]:
+    """What a SubmitResult for the current attempt means."""
+    if success:
+        return {"submit_state": SUBMITTED, "aid": int(aid), "bvid": bvid, "submit_error": ""}
+    message = f"{error_kind}: {error_message}"[:1000]
+    if error_kind == RISK_CONTROL:
+        excluded = dict(recording.get("submit_excluded_ips") or {})
+        ip = recording.get("submit_ip") or ""
+        if ip:
+            excluded[ip] = now + timing.exclude_seconds
+        return {"submit_state": QUEUED, "submit_not_before": now + timing.retry_seconds,
+                "submit_excluded_ips": excluded, "submit_error": message}
+    if error_kind in FATAL:
+        return {"submit_state": FAILED, "submit_requested": 0, "submit_error": message}
+    if error_kind in RETRYABLE:
+        return {"submit_state": QUEUED, "submit_not_before": now + timing.retry_seconds,
+                "submit_error": message}
+    # network and anything else: the request may have reached Bilibili
+    return {"submit_state": UNKNOWN, "submit_not_before": now + timing.unknown_wait_seconds,
+            "submit_error": message}
+
+
+def requested(recording: dict[str, Any]) -> dict[str, Any]:
+    """An admin asked to submit: a failed recording is re-queued, others just flagged."""
+    update: dict[str, Any] = {"submit_requested": 1}
+    if recording["submit_state"] == FAILED:
+        update.update(submit_state=WAITING, submit_error="")
+    return update

@@ -1,0 +1,92 @@
+"""A room's effective submission settings, and the Submission built from them (pure).
+
+``rooms: {"<room id>": {...}}`` overrides ``submission: {...}`` key by key; a
+key a room leaves unset falls back to ``submission``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any
+
+import msgspec
+
+from bupmesh.config import ConfigError
+from hub.config import HubConfig, SubmissionSettings
+from hub.submission import templates
+from uploader.submit import Submission, VideoPart
+
+TITLE_LIMIT = 80  # Bilibili refuses longer titles
+LIVE_ROOM_URL = "https://live.bilibili.com/"
+TEMPLATE_KEYS = ("title_template", "part_title_template", "desc_template", "source_template")
+
+
+def room_settings(config: HubConfig, room_id: str) -> SubmissionSettings:
+    base = config.submission
+    room = config.rooms.get(str(room_id))
+    if room is None:
+        return base
+    overrides = {k: v for k, v in msgspec.structs.asdict(room).items() if v is not None}
+    return msgspec.structs.replace(base, **overrides)
+
+
+def _tags(tags: str | list[str]) -> list[str]:
+    items = tags.split(",") if isinstance(tags, str) else list(tags)
+    return [t.strip() for t in items if t and t.strip()]
+
+
+def check_templates(config: HubConfig) -> None:
+    """Every template of ``submission`` and each room is valid (ConfigError otherwise)."""
+    scopes: list[tuple[str, Any]] = [("submission", config.submission)]
+    scopes += [(f"rooms.{room}", s) for room, s in config.rooms.items()]
+    for prefix, settings in scopes:
+        for key in TEMPLATE_KEYS:
+            value = getattr(settings, key)
+            if value is not None:
+                try:
+                    templates.check(value, f"{prefix}.{key}")
+                except templates.TemplateError as exc:
+                    raise ConfigError(str(exc)) from None
+        tags = settings.tags
+        if tags is not None:
+            for tag in _tags(tags):
+                try:
+                    templates.check(tag, f"{prefix}.tags")
+                except templates.TemplateError as exc:
+                    raise ConfigError(str(exc)) from None
+    for room in config.rooms:
+        if not str(room).isdigit():
+            raise ConfigError(f"rooms.{room}: room ids are numbers")
+
+
+def build_submission(settings: SubmissionSettings, recording: dict[str, Any],
+                     parts: list[dict[str, Any]]) -> Submission:
+    """The archive for a recording whose ``parts`` (in order) are all uploaded."""
+    ctx = templates.Context(
+        uname=recording.get("streamer") or "", title=recording.get("title") or "",
+        room_id=str(recording.get("room_id") or ""),
+        area_parent=recording.get("area_parent") or "",
+        area_child=recording.get("area_child") or "",
+        started_at=float(recording.get("started_at") or 0),
+    )
+    title = templates.render(settings.title_template, ctx).strip()
+    if not title:  # an empty live title must not make an unsubmittable archive
+        title = f"{ctx.uname or ctx.room_id} {templates.render('${date} ${time}', ctx)}".strip()
+    videos = []
+    for number, part in enumerate(parts, start=1):
+        part_ctx = dataclasses.replace(
+            ctx, index=number, started_at=float(part.get("started_at") or ctx.started_at),
+            file_name=os.path.splitext(os.path.basename(part["path"]))[0])
+        videos.append(VideoPart(
+            filename=part["filename"], cid=int(part.get("biz_id") or 0),
+            title=templates.render(settings.part_title_template, part_ctx)[:TITLE_LIMIT]))
+    tags = [templates.render(t, ctx) for t in _tags(settings.tags)]
+    source = templates.render(settings.source_template, ctx)
+    if settings.copyright == 2 and not source and ctx.room_id:
+        source = LIVE_ROOM_URL + ctx.room_id  # a repost (转载) must name its source
+    return Submission(
+        title=title[:TITLE_LIMIT], tid=settings.tid, copyright=settings.copyright,
+        tag=",".join(t for t in tags if t), desc=templates.render(settings.desc_template, ctx),
+        source=source, videos=videos,
+    )

@@ -1,0 +1,81 @@
+"""The agent's side of Submit: submit an archive from this agent's egress IP.
+
+One ``Submit`` -> exactly one ``SubmitResult``. The credentials live only in
+this coroutine and are gone when it returns. For ``attempt > 1`` the hub does
+not know whether an earlier attempt reached Bilibili (its answer was lost with
+a stream or a hub restart), so the agent first looks for an archive holding
+exactly these server file names (:func:`uploader.submit.find_archive`) and
+answers with it instead of submitting a second time.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+
+from protocol import mesh_pb2 as pb
+from uploader.client import BiliClient
+from uploader.credentials import Credentials, CredentialsError
+from uploader.errors import ErrorKind, UploadError
+from uploader.submit import Submission, find_archive, submit_app, submit_web
+
+log = logging.getLogger("bupmesh.agent")
+
+AGENT_ERROR = "agent"
+
+
+async def execute(
+    msg: pb.Submit,
+    *,
+    source_ip: str | None = None,
+    proxy: str | None = None,
+    client_factory: Callable[..., Any] = BiliClient,
+) -> pb.SubmitResult:
+    """Run one Submit; never raises (every failure is a SubmitResult)."""
+
+    def failure(kind: str, message: str) -> pb.SubmitResult:
+        return pb.SubmitResult(submit_id=msg.submit_id, attempt=msg.attempt, success=False,
+                               error_kind=kind, error_message=message[:1000])
+
+    try:
+        creds = msg.credentials
+        credentials = Credentials.from_cookie_string(
+            creds.cookies, access_key=creds.access_key or None, mid=creds.mid or None)
+    except CredentialsError as exc:
+        return failure(ErrorKind.AUTH.value, f"credentials unusable: {exc}")
+    try:
+        submission = msgspec.json.decode(msg.submission, type=Submission)
+    except msgspec.DecodeError as exc:
+        return failure(ErrorKind.BAD_REQUEST.value, f"submission unreadable: {exc}")
+    api = msg.api or "web"
+    if api not in ("web", "app"):
+        return failure(ErrorKind.BAD_REQUEST.value, f"unknown submit api {api!r}")
+    try:
+        client_cm = client_factory(credentials, member_url=msg.member_url, source_ip=source_ip,
+                                   proxy=proxy)
+    except ValueError as exc:
+        return failure(ErrorKind.BAD_REQUEST.value, f"submit unusable: {exc}")
+    try:
+        async with client_cm as client:
+            if msg.attempt > 1:
+                found = await find_archive(client, [v.filename for v in submission.videos])
+                if found is not None:
+                    log.info("submit %s attempt %d: already submitted as %s", msg.submit_id,
+                             msg.attempt, found.bvid)
+                    return pb.SubmitResult(submit_id=msg.submit_id, attempt=msg.attempt,
+                                           success=True, aid=found.aid, bvid=found.bvid)
+            submit = submit_web if api == "web" else submit_app
+            result = await submit(client, submission)
+    except UploadError as exc:
+        return failure(exc.kind.value, exc.message)
+    except Exception as exc:  # a bug here must still answer the hub exactly once
+        log.exception("submit %s failed unexpectedly", msg.submit_id)
+        return failure(AGENT_ERROR, f"{type(exc).__name__}: {exc}")
+    finally:
+        del credentials
+    log.info("submit %s attempt %d: archive %s", msg.submit_id, msg.attempt, result.bvid)
+    return pb.SubmitResult(submit_id=msg.submit_id, attempt=msg.attempt, success=True,
+                           aid=result.aid, bvid=result.bvid)

@@ -1,0 +1,135 @@
+"""IngestService over real SQLite tables, with a stand-in for the hub's create_part:
+idempotency (event ids, path + size), grouping per source, and refusals."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+from cryptography.fernet import Fernet
+
+from hub.config import HubConfig
+from hub.ingest.events import BLREC, BREC, WATCHER, IngestEvent
+from hub.ingest.service import IngestRefused, IngestService
+from hub.recordings import RecordingStore
+from hub.store import Store
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+class FakeHub:
+    """create_part as the hub does it, minus tasks: one row in ``parts``."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.created: list[str] = []
+
+    async def create_part(self, path: str, *, account: Any, title: Any) -> dict[str, Any]:
+        self.created.append(path)
+        part_id = await self.store.insert_part(file_path=path, size=Path(path).stat().st_size,  # noqa: ASYNC240 - test
+                                               md5="", account=account, title=title)
+        return {"part_id": part_id, "task_id": None}
+
+
+class Clock:
+    now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+async def env(tmp_path: Path) -> AsyncIterator[tuple[IngestService, FakeHub, Path]]:
+    for name in ("brec", "blrec"):
+        (tmp_path / name).mkdir()
+    config = msgspec.convert({
+        "ingest": {"bililive_recorder_work_dir": str(tmp_path / "brec"),
+                   "blrec_work_dir": str(tmp_path / "blrec"), "watch_session_gap_seconds": 60},
+        "submission": {"account": "main"}, "rooms": {"9": {"account": "other"}},
+    }, HubConfig)
+    store = Store(tmp_path / "db.sqlite", Fernet(Fernet.generate_key()))
+    await store.open()
+    recordings = RecordingStore(tmp_path / "db.sqlite")
+    await recordings.open()
+    hub = FakeHub(store)
+    yield IngestService(config, hub, recordings, clock=Clock()), hub, tmp_path
+    recordings.close()
+    store.close()
+
+
+def file_event(source: str, event_id: str, room: str, path: str, *, key: str | None = None,
+               started: float = 0.0, ended: float = 0.0, size: int | None = None) -> IngestEvent:
+    return IngestEvent("file_closed", source, event_id, room, ended or started, session_key=key,
+                       path=path, size=size, file_started=started or None, file_ended=ended or None)
+
+
+async def test_duplicates_by_event_id_and_by_file(env: Any) -> None:
+    ingest, hub, root = env
+    (root / "brec" / "a.flv").write_bytes(b"x" * 10)
+    first = file_event(BREC, "e1", "9", "a.flv", key="bililive-recorder:s1", size=10)
+    assert (await ingest.handle(first))["result"] == "imported"
+    assert (await ingest.handle(first))["result"] == "duplicate"  # same delivery again
+    fresh = file_event(BREC, "e2", "9", "a.flv", key="bililive-recorder:s1", size=10)
+    assert (await ingest.handle(fresh))["result"] == "duplicate"  # same file, new id
+    assert len(hub.created) == 1
+    (rec,) = await ingest.recordings.list()
+    assert rec["account"] == "other"  # the room's account
+
+
+async def test_refusals_leave_the_event_retryable(env: Any) -> None:
+    ingest, hub, root = env
+    with pytest.raises(IngestRefused, match="outside"):
+        await ingest.handle(file_event(BREC, "e1", "1", "../blrec/x.flv", key="k"))
+    missing = file_event(BREC, "e2", "1", "later.flv", key="bililive-recorder:s2")
+    with pytest.raises(FileNotFoundError):
+        await ingest.handle(missing)
+    (root / "brec" / "later.flv").write_bytes(b"y")
+    assert (await ingest.handle(missing))["result"] == "imported"  # the retry works
+
+
+async def test_blrec_live_began_starts_a_new_recording(env: Any) -> None:
+    ingest, hub, root = env
+    for name in ("1.flv", "2.flv"):
+        (root / "blrec" / name).write_bytes(b"z")
+    began = IngestEvent("session_start", BLREC, "b1", "5", 100.0, file_started=100.0,
+                        info={"streamer": "u"})
+    r1 = (await ingest.handle(began))["recording_id"]
+    a = await ingest.handle(file_event(BLREC, "f1", "5", str(root / "blrec" / "1.flv"),
+                                       ended=150.0))
+    assert a["recording_id"] == r1
+    again = IngestEvent("session_start", BLREC, "b2", "5", 200.0, file_started=200.0)
+    r2 = (await ingest.handle(again))["recording_id"]
+    b = await ingest.handle(file_event(BLREC, "f2", "5", str(root / "blrec" / "2.flv"),
+                                       ended=250.0))
+    assert r2 != r1 and b["recording_id"] == r2
+    first = await ingest.recordings.get(r1)
+    assert first["ended_at"] == 200.0 and first["streamer"] == "u"
+
+
+async def test_watcher_splits_sessions_on_a_gap_and_ends_quiet_rooms(env: Any) -> None:
+    ingest, hub, root = env
+    paths = []
+    for n in range(3):
+        path = root / f"w{n}.flv"
+        path.write_bytes(b"w" * (n + 1))
+        paths.append(str(path))
+    one = await ingest.handle(file_event(WATCHER, "w0", "7", paths[0], started=1000, ended=1500))
+    two = await ingest.handle(file_event(WATCHER, "w1", "7", paths[1], started=1501, ended=2000))
+    three = await ingest.handle(file_event(WATCHER, "w2", "7", paths[2], started=2100,
+                                           ended=2200))  # 100 s after: a new session
+    assert one["recording_id"] == two["recording_id"] != three["recording_id"]
+    assert (await ingest.recordings.get(one["recording_id"]))["ended_at"] == 2000
+    await ingest.end_quiet_rooms(now=2250)
+    assert (await ingest.recordings.get(three["recording_id"]))["ended_at"] is None
+    await ingest.end_quiet_rooms(now=2261)
+    assert (await ingest.recordings.get(three["recording_id"]))["ended_at"] == 2200
+    parts = await ingest.recordings.parts(one["recording_id"])
+    assert [p["path"] for p in parts] == paths[:2]
