@@ -32,6 +32,7 @@ from starlette.routing import BaseRoute, Route
 
 from hub.account_check import check_account
 from hub.accounts import AccountError, AccountNotFound, DuplicateAccount
+from hub.audit import note_targets
 from hub.config import BilibiliSettings
 from hub.http_bodies import (
     AccountBody,
@@ -425,7 +426,9 @@ def _auth_failure(request: Request, kind: str) -> None:
 
 
 async def _body(request: Request, struct_type: type[T]) -> T:
-    return decode_body(await _read_limited(request, MAX_JSON_BODY), struct_type)
+    body = decode_body(await _read_limited(request, MAX_JSON_BODY), struct_type)
+    note_targets(request.scope, body)  # ids the action was about, for the audit log
+    return body
 
 
 async def _read_limited(request: Request, limit: int) -> bytes:
