@@ -55,7 +55,7 @@ class Api:
 async def _api(service: HubService, tmp: Path, hub: Hub | None = None) -> Api:
     audit = AuditLog(service.store)
     await audit.open()
-    app, _ = _http_app(service, service.config, audit)
+    app, _ = _http_app(service, service.config, audit=audit)
     return Api(service, app, audit, tmp, hub)
 
 
