@@ -21,6 +21,8 @@ import anyio
 import grpc
 
 from bupmesh.config import ConfigError
+from hub.alert_loop import run_alerts
+from hub.audit import AuditLog
 from hub.config import HubConfig
 from hub.link import AgentLinkServicer, add_servicer, server_options
 from hub.service import HubService
@@ -83,7 +85,7 @@ async def start_grpc(service: HubService, config: HubConfig) -> Hub:
         raise ConfigError(f"grpc_listen: cannot listen on {address}")
     await server.start()
     log.info("gRPC agent link listening on %s (%s)", address,
-             "TLS" if config.tls_enabled else "plaintext, --insecure")
+             "TLS" if config.tls_enabled else "plaintext")
     return Hub(service=service, grpc_server=server, grpc_port=bound)
 
 
@@ -92,7 +94,7 @@ def _read_pem(path: str | None) -> bytes:
 
 
 def _http_app(service: HubService, config: HubConfig, extra: list[Any] | None = None,
-              ) -> tuple[Any, Callable[..., Awaitable[None]]]:
+              audit: Any = None) -> tuple[Any, Callable[..., Awaitable[None]]]:
     try:
         from hub.http_api import build_app
         from hub.http_server import serve_http
@@ -114,10 +116,17 @@ def _http_app(service: HubService, config: HubConfig, extra: list[Any] | None = 
             await server.serve()
 
         return app, serve_http
+    from hub.audit import AuditMiddleware, audit_route
     from hub.metrics import metrics_route
 
     routes = [metrics_route(service, admin_token=config.admin_token), *(extra or [])]
-    return build_app(service, admin_token=config.admin_token, extra_routes=routes), serve_http
+    if audit is not None:
+        routes.append(audit_route(audit, admin_token=config.admin_token))
+    app = build_app(service, admin_token=config.admin_token, extra_routes=routes)
+    if audit is not None:
+        app = AuditMiddleware(app, audit=audit, admin_token=config.admin_token,
+                              identify_agent=service.verify_agent_token)
+    return app, serve_http
 
 
 async def run_hub(config: HubConfig) -> None:
@@ -128,12 +137,15 @@ async def run_hub(config: HubConfig) -> None:
     hub = None
     try:
         hub = await start_grpc(service, config)
-        app, serve_http = _http_app(service, config, pipeline.routes())
+        audit = AuditLog(service.store)
+        await audit.open()
+        app, serve_http = _http_app(service, config, pipeline.routes(), audit)
         host, port = config.http_address
         try:
             async with anyio.create_task_group() as tg:
                 await tg.start(service.run)
                 tg.start_soon(pipeline.run)
+                await tg.start(run_alerts, service, config.alerts)
                 tg.start_soon(lambda: serve_http(app, host, port, certfile=config.tls.cert_file,
                                                  keyfile=config.tls.key_file))
                 with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import logging
 
 import anyio
 
+from bupmesh.logs import register_secret_url, setup_logging
 from hub.config import load_hub_config
 
 
@@ -34,11 +34,24 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--offline-after", metavar="SECONDS", type=float,
                         help="mark an agent offline after this long without a heartbeat "
                         "(default 90)")
-    parser.add_argument("--log-level", default="INFO",
-                        choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    from bupmesh.logs import add_arguments as add_log_arguments
+
+    add_log_arguments(parser)
+    # `bupmesh hub gen-cert`: the one hub subcommand; plain `bupmesh hub` runs the hub.
+    commands = parser.add_subparsers(dest="hub_command", metavar="{gen-cert}")
+    from hub import certs
+
+    certs.configure(commands.add_parser(
+        "gen-cert", help="create a CA and a TLS server certificate for the hub",
+        description="Create a private CA (ca.pem, ca.key) and a hub server certificate "
+        "(hub.crt, hub.key) signed by it; agents get ca.pem as --ca-file."))
 
 
 def run(args: argparse.Namespace) -> int:
+    if getattr(args, "hub_command", None) == "gen-cert":
+        from hub import certs
+
+        return certs.run(args)
     config = load_hub_config(
         file=args.config,
         flags={
@@ -56,13 +69,11 @@ def run(args: argparse.Namespace) -> int:
             "heartbeat.offline_after_seconds": args.offline_after,
         },
     )
-    logging.basicConfig(
-        level=getattr(logging, args.log_level),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    # httpx/uvicorn/grpc chatter at INFO may carry URLs; keep them to warnings.
-    for noisy in ("httpx", "httpcore", "uvicorn", "uvicorn.error", "grpc"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    # Every secret the hub knows from its settings is scrubbed from every log line
+    # (bupmesh.logs); noisy library loggers are kept to warnings there too.
+    setup_logging(args.log_level, args.log_format,
+                  secrets=[config.psk, config.admin_token, config.ingest.webhook_secret])
+    register_secret_url(config.alerts.webhook_url)
     from hub.app import run_hub
 
     anyio.run(run_hub, config, backend="asyncio")

@@ -8,6 +8,7 @@ cannot express: required secrets, TLS-or-insecure, HOST:PORT shapes.
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Any, Literal
 
@@ -108,6 +109,22 @@ class RoomSettings(_S):
     source_template: str | None = None
 
 
+class AlertSettings(_S):
+    """When the hub raises an alert (hub/alerts.py) and where it goes (the log, and a
+    JSON POST to ``webhook_url`` when set; the URL may carry a token: never logged)."""
+
+    webhook_url: str | None = None
+    agent_offline_seconds: float = 300
+    failure_rate: float = 0.1
+    failure_window_seconds: float = 3600
+    min_failures: int = 3
+    low_speed_bps: float = 100 * 1024  # 0 turns the low-speed alert off
+    low_speed_seconds: float = 300
+    evaluate_interval_seconds: float = 15
+    webhook_timeout_seconds: float = 10
+    webhook_retries: int = 3
+
+
 class HubConfig(_S):
     http_listen: str = "0.0.0.0:12380"
     grpc_listen: str = "0.0.0.0:12382"
@@ -126,6 +143,7 @@ class HubConfig(_S):
     ingest: IngestSettings = msgspec.field(default_factory=IngestSettings)
     submission: SubmissionSettings = msgspec.field(default_factory=SubmissionSettings)
     rooms: dict[str, RoomSettings] = {}
+    alerts: AlertSettings = msgspec.field(default_factory=AlertSettings)
 
     @property
     def data_path(self) -> Path:
@@ -149,6 +167,7 @@ ENV_KEYS = {
     "BUPMESH_ADMIN_TOKEN": "admin_token",
     "BUPMESH_DATA_DIR": "data_dir",
     "BUPMESH_BILI_MEMBER_URL": "bilibili.member_url",
+    "BUPMESH_ALERT_WEBHOOK_URL": "alerts.webhook_url",
 }
 
 
@@ -168,9 +187,17 @@ def validate(config: HubConfig) -> HubConfig:
     if cert and config.insecure:
         raise ConfigError("insecure: cannot be combined with tls.cert_file/key_file")
     if not cert and not config.insecure:
-        raise ConfigError(
-            "tls: no certificate given; pass --tls-cert/--tls-key, or --insecure for plaintext"
-        )
+        # Plaintext is fine where nobody else can listen (loopback: local use, tests);
+        # anywhere else the PSK, JWTs and cookies would cross the network in clear.
+        exposed = [f"{key} {host}" for key, (host, _) in
+                   (("http_listen", config.http_address), ("grpc_listen", config.grpc_address))
+                   if not is_loopback(host)]
+        if exposed:
+            raise ConfigError(
+                f"tls: refusing plaintext on a non-loopback address ({', '.join(exposed)}); "
+                "pass --tls-cert/--tls-key (bupmesh hub gen-cert makes them), "
+                "or --insecure to serve plaintext anyway"
+            )
     for name, path in (("tls.cert_file", cert), ("tls.key_file", key)):
         if path and not Path(path).is_file():
             raise ConfigError(f"{name}: no such file: {path}")
@@ -189,7 +216,37 @@ def validate(config: HubConfig) -> HubConfig:
     from hub.submission.settings import check_templates
 
     check_templates(config)
+    _validate_alerts(config.alerts)
     return config
+
+
+def is_loopback(host: str) -> bool:
+    """``127.0.0.0/8``, ``::1`` or ``localhost``; a wildcard (0.0.0.0, ::) is not loopback."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name: may resolve anywhere
+
+
+def _validate_alerts(alerts: AlertSettings) -> None:
+    url = alerts.webhook_url
+    if url is not None and not url.startswith(("http://", "https://")):
+        # The URL may hold a token: the message never quotes it.
+        raise ConfigError("alerts.webhook_url: expected an http(s) URL")
+    for name in ("agent_offline_seconds", "failure_window_seconds", "low_speed_seconds",
+                 "evaluate_interval_seconds", "webhook_timeout_seconds"):
+        if getattr(alerts, name) <= 0:
+            raise ConfigError(f"alerts.{name}: must be positive")
+    if not 0 < alerts.failure_rate <= 1:
+        raise ConfigError("alerts.failure_rate: must be in (0, 1]")
+    if alerts.min_failures < 1:
+        raise ConfigError("alerts.min_failures: must be at least 1")
+    if alerts.low_speed_bps < 0:
+        raise ConfigError("alerts.low_speed_bps: must not be negative (0 turns it off)")
+    if not 0 <= alerts.webhook_retries <= 10:
+        raise ConfigError("alerts.webhook_retries: must be between 0 and 10")
 
 
 def load_hub_config(

@@ -30,8 +30,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from bupmesh.logs import register_secret
 from hub.account_check import check_account
 from hub.accounts import AccountError, AccountNotFound, DuplicateAccount
+from hub.audit import note_targets
 from hub.config import BilibiliSettings
 from hub.http_bodies import (
     AccountBody,
@@ -220,6 +222,7 @@ def build_app(
     async def add_account(request: Request) -> Response:
         require_admin(request)
         body = await _body(request, AccountBody)
+        _register_account_secrets(body)
         account_id = await service.accounts.add(
             body.name,
             cookies=body.cookies,
@@ -425,7 +428,9 @@ def _auth_failure(request: Request, kind: str) -> None:
 
 
 async def _body(request: Request, struct_type: type[T]) -> T:
-    return decode_body(await _read_limited(request, MAX_JSON_BODY), struct_type)
+    body = decode_body(await _read_limited(request, MAX_JSON_BODY), struct_type)
+    note_targets(request.scope, body)  # ids the action was about, for the audit log
+    return body
 
 
 async def _read_limited(request: Request, limit: int) -> bytes:
@@ -447,6 +452,26 @@ async def _read_limited(request: Request, limit: int) -> bytes:
             raise too_large
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def _register_account_secrets(body: AccountBody) -> None:
+    """From now on this process's logs scrub the account's cookie values and keys
+    (bupmesh.logs), even where they appear bare, without their ``NAME=``."""
+    public = {"DedeUserID"}  # the account's user id (mid): public, and scrubbing it would
+    # blank every log number that happens to equal it
+    pairs = [piece.partition("=") for piece in (body.cookies or "").split(";")]
+    values = [v.strip() for k, _, v in pairs if k.strip() not in public]
+    if body.cookies_json:
+        info = body.cookies_json.get("cookie_info")
+        for cookie in (info or {}).get("cookies", []) if isinstance(info, dict) else []:
+            if (isinstance(cookie, dict) and isinstance(cookie.get("value"), str)
+                    and cookie.get("name") not in public):
+                values.append(cookie["value"])
+        token = body.cookies_json.get("token_info")
+        if isinstance(token, dict):
+            values += [v for k, v in token.items() if "token" in k and isinstance(v, str)]
+    for value in [*values, body.access_key]:
+        register_secret(value)
 
 
 def _redact(value: Any) -> Any:

@@ -192,6 +192,11 @@ class Store:
 
         return await anyio.to_thread.run_sync(work)
 
+    async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """``fn(connection)`` in one transaction, for modules that keep a table of their
+        own in this database (hub/audit.py)."""
+        return await self._run(fn)
+
     # -- agents ---------------------------------------------------------------------------
 
     async def upsert_agent(
@@ -404,6 +409,17 @@ class Store:
                 (since,),
             ).fetchall()
             return [dict(r) for r in rows]
+
+        return await self._run(q)
+
+    async def count_ended_since(self, since: float) -> dict[str, int]:
+        """Tasks that ended at or after ``since``, by status (the failure-rate alert)."""
+        def q(c: sqlite3.Connection) -> dict[str, int]:
+            rows = c.execute(
+                "SELECT status, COUNT(*) FROM agent_tasks WHERE completed_at>=? GROUP BY status",
+                (since,),
+            ).fetchall()
+            return {row[0]: row[1] for row in rows}
 
         return await self._run(q)
 

@@ -8,13 +8,13 @@ rest are handed back, the stream is closed, exit 0.
 from __future__ import annotations
 
 import argparse
-import logging
 import signal
 import sys
 
 import anyio
 
-from bupmesh.config import ConfigError
+from bupmesh.logs import add_arguments as log_arguments
+from bupmesh.logs import setup_logging
 from spoke.config import AgentSettings, load_agents, parse_tags
 
 
@@ -46,7 +46,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="local/hybrid: a directory of the hub's files readable here at the same path "
         "(repeatable); parts found there are uploaded from disk, not streamed",
     )
-    add("--log-level", default="INFO", help="logging level (default INFO)")
+    log_arguments(parser)
 
 
 def settings_from_args(args: argparse.Namespace) -> list[AgentSettings]:
@@ -98,16 +98,9 @@ def _return_big_buffers_to_the_os() -> None:
 def run(args: argparse.Namespace) -> int:
     agents = settings_from_args(args)
     _return_big_buffers_to_the_os()
-    level = getattr(logging, str(args.log_level).upper(), None)
-    if not isinstance(level, int):
-        raise ConfigError(f"--log-level: unknown level {args.log_level!r}")
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(
-        logging.Formatter(
-            "%(asctime)s %(levelname)s [%(agent)s] %(message)s", defaults={"agent": "-"}
-        )
-    )
-    logging.basicConfig(level=level, handlers=[handler])
+    # The PSK of every agent in this process is scrubbed from every log line; JWTs
+    # and cookie-shaped values are recognised by shape (bupmesh.logs).
+    setup_logging(args.log_level, args.log_format, secrets=[s.token for s in agents])
     anyio.run(_main, agents, backend="asyncio")
     return 0
 

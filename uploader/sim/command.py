@@ -20,6 +20,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--threads", type=int, metavar="N", help="threads preupload hands out")
     parser.add_argument("--seed", type=int, metavar="N", help="seed for fault rates and ids")
+    from bupmesh.logs import add_arguments as log_arguments
+
+    log_arguments(parser)
 
 
 def settings(args: argparse.Namespace) -> tuple[str, int, SimConfig]:
@@ -41,6 +44,10 @@ def settings(args: argparse.Namespace) -> tuple[str, int, SimConfig]:
 
 def run(args: argparse.Namespace) -> int:
     host, port, config = settings(args)
+    from bupmesh.logs import setup_logging
+
+    # The simulator's built-in account is fake, but its log is scrubbed the same way.
+    setup_logging(getattr(args, "log_level", "WARNING"), getattr(args, "log_format", "human"))
     import uvicorn  # imported here so `bupmesh --help` stays fast
 
     from uploader.sim.app import build_app
@@ -54,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
             loop="asyncio",
             lifespan="off",
             log_level="warning",
+            log_config=None,  # keep bupmesh.logs' handler (scrubbing, --log-format)
             access_log=False,
             # Source IPs matter (risk model): never take them from X-Forwarded-For.
             proxy_headers=False,

@@ -1,0 +1,262 @@
+"""Alert rules of the seed (§7.2), as a pure evaluator over snapshots of hub state.
+
+The hub samples its state every ``evaluate_interval_seconds`` into a
+``Snapshot`` (hub/alert_loop.py) and asks ``AlertEvaluator.evaluate`` what
+changed. The evaluator keeps which conditions are firing, so each condition
+yields exactly one ``firing`` alert when it starts and one ``resolved`` alert
+when it clears, however many evaluations it spans (de-duplication). It does no
+IO and reads no clock: time comes in with each call, so tests drive it with a
+fake clock. Delivery (log, webhook) is hub/alert_delivery.py.
+
+Rules (each condition has a stable ``key``):
+
+- ``agent_offline:<agent id>``: an agent that was seen (it has a last
+  heartbeat), is not disabled by an admin, and is offline, whose last
+  heartbeat is ``agent_offline_seconds`` old or older. Resolved when the agent
+  is back (any status but offline) or an admin disables it.
+- ``failure_rate``: among tasks that ended in the last
+  ``failure_window_seconds`` as completed or failed (cancelled ones are an
+  admin's choice, not a failure), at least ``min_failures`` failed and the
+  failed share exceeds ``failure_rate``. ``min_failures`` keeps one failure of
+  two tasks from paging anyone.
+- ``ip_risk:<ip>``: an IP the risk ledger holds in cooldown or disabled, i.e.
+  Bilibili answered it with risk control (406 / 601). Resolved when the
+  cooldown is over or an admin re-enables it.
+- ``low_speed:<task id>``: "abnormally low upload speed" is defined as a task
+  in ``uploading`` whose reported speed stays below ``low_speed_bps`` for
+  ``low_speed_seconds`` in a row (every sample in between is slow). A fixed
+  floor, not a comparison with the agent's median: a slow home line that is
+  always slow is still worth knowing about, and a floor needs no history to be
+  right after a restart. Resolved when the speed recovers or the task stops
+  uploading. ``low_speed_bps = 0`` turns the rule off.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+FIRING = "firing"
+RESOLVED = "resolved"
+
+AGENT_OFFLINE = "agent_offline"
+FAILURE_RATE = "failure_rate"
+IP_RISK = "ip_risk"
+LOW_SPEED = "low_speed"
+
+
+@dataclass(frozen=True)
+class AlertRules:
+    agent_offline_seconds: float = 300
+    failure_rate: float = 0.1
+    failure_window_seconds: float = 3600
+    min_failures: int = 3
+    low_speed_bps: float = 100 * 1024
+    low_speed_seconds: float = 300
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> AlertRules:
+        """From ``hub.config.AlertSettings`` (or anything with the same attributes)."""
+        return cls(**{name: getattr(settings, name) for name in cls.__dataclass_fields__})
+
+
+@dataclass(frozen=True)
+class AgentSample:
+    agent_id: str
+    status: str  # online | busy | offline | draining | disabled
+    last_heartbeat: float | None
+    disabled: bool = False
+    ip_address: str = ""
+
+
+@dataclass(frozen=True)
+class TaskSample:
+    task_id: str
+    status: str
+    agent_id: str | None = None
+    speed_bps: float = 0.0
+
+
+@dataclass(frozen=True)
+class IpSample:
+    ip: str
+    state: str  # hub.risk: ok | resting | capped | cooling | disabled
+    reason: str = ""
+    cooldown_until: float | None = None
+    disabled: bool = False
+    agents: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    agents: tuple[AgentSample, ...] = ()
+    tasks: tuple[TaskSample, ...] = ()  # tasks that are not terminal
+    ips: tuple[IpSample, ...] = ()
+    # Tasks that ended within the failure window, by outcome.
+    window_completed: int = 0
+    window_failed: int = 0
+
+
+@dataclass(frozen=True)
+class Alert:
+    """One transition of one condition: what the log line and the webhook carry."""
+
+    key: str
+    kind: str
+    state: Literal["firing", "resolved"]
+    severity: Literal["warning", "critical"]
+    subject: str  # agent id, IP, task id or "hub"
+    summary: str  # one line for a person
+    since: float  # when the condition started firing
+    at: float  # when this transition was noticed
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        """The webhook payload. ``text`` repeats the summary for chat webhooks that
+        show only that field (Slack-style)."""
+        return {
+            "source": "bupmesh",
+            "key": self.key,
+            "alert": self.kind,
+            "state": self.state,
+            "severity": self.severity,
+            "subject": self.subject,
+            "summary": self.summary,
+            "text": f"[{self.state.upper()}] {self.summary}",
+            "since": self.since,
+            "at": self.at,
+            "details": self.details,
+        }
+
+
+@dataclass(frozen=True)
+class _Condition:
+    key: str
+    kind: str
+    severity: Literal["warning", "critical"]
+    subject: str
+    summary: str
+    details: dict[str, Any]
+
+
+class AlertEvaluator:
+    """Turns a stream of snapshots into firing/resolved transitions, one per condition."""
+
+    def __init__(self, rules: AlertRules) -> None:
+        self.rules = rules
+        self.active: dict[str, Alert] = {}  # key -> its firing alert
+        self._slow_since: dict[str, float] = {}  # task id -> first slow sample in a row
+
+    def evaluate(self, snapshot: Snapshot, now: float) -> list[Alert]:
+        """The alerts that started or cleared since the previous call (firing first)."""
+        conditions = {c.key: c for c in self._conditions(snapshot, now)}
+        out: list[Alert] = []
+        for key, cond in conditions.items():
+            if key in self.active:
+                continue
+            alert = Alert(key=key, kind=cond.kind, state=FIRING, severity=cond.severity,
+                          subject=cond.subject, summary=cond.summary, since=now, at=now,
+                          details=cond.details)
+            self.active[key] = alert
+            out.append(alert)
+        for key in [k for k in self.active if k not in conditions]:
+            fired = self.active.pop(key)
+            out.append(Alert(
+                key=key, kind=fired.kind, state=RESOLVED, severity=fired.severity,
+                subject=fired.subject, since=fired.since, at=now,
+                summary=f"resolved after {_duration(now - fired.since)}: {fired.summary}",
+                details=fired.details,
+            ))
+        return out
+
+    # -- rules ---------------------------------------------------------------------------
+
+    def _conditions(self, snap: Snapshot, now: float) -> Iterable[_Condition]:
+        yield from self._offline_agents(snap.agents, now)
+        yield from self._failure_rate(snap)
+        yield from self._risky_ips(snap.ips, now)
+        yield from self._slow_tasks(snap.tasks, now)
+
+    def _offline_agents(self, agents: Iterable[AgentSample], now: float) -> Iterable[_Condition]:
+        limit = self.rules.agent_offline_seconds
+        for agent in agents:
+            if agent.disabled or agent.status != "offline" or agent.last_heartbeat is None:
+                continue
+            silent = now - agent.last_heartbeat
+            if silent >= limit:
+                yield _Condition(
+                    key=f"{AGENT_OFFLINE}:{agent.agent_id}", kind=AGENT_OFFLINE,
+                    severity="critical", subject=agent.agent_id,
+                    summary=(f"agent {agent.agent_id} offline for {_duration(silent)} "
+                             f"(limit {_duration(limit)})"),
+                    details={"agent_id": agent.agent_id, "ip_address": agent.ip_address,
+                             "last_heartbeat": agent.last_heartbeat},
+                )
+
+    def _failure_rate(self, snap: Snapshot) -> Iterable[_Condition]:
+        ended = snap.window_completed + snap.window_failed
+        if not ended or snap.window_failed < self.rules.min_failures:
+            return
+        rate = snap.window_failed / ended
+        if rate > self.rules.failure_rate:
+            window = _duration(self.rules.failure_window_seconds)
+            yield _Condition(
+                key=FAILURE_RATE, kind=FAILURE_RATE, severity="critical", subject="hub",
+                summary=(f"{snap.window_failed} of {ended} tasks failed in the last {window} "
+                         f"({rate:.0%} > {self.rules.failure_rate:.0%})"),
+                details={"failed": snap.window_failed, "completed": snap.window_completed,
+                         "rate": round(rate, 4),
+                         "window_seconds": self.rules.failure_window_seconds},
+            )
+
+    def _risky_ips(self, ips: Iterable[IpSample], now: float) -> Iterable[_Condition]:
+        for ip in ips:
+            if not (ip.disabled or ip.state in ("cooling", "disabled")):
+                continue
+            if ip.disabled or ip.state == "disabled":
+                what = "disabled until an admin re-enables it"
+            elif ip.cooldown_until is not None:
+                what = f"cooling down for {_duration(max(0.0, ip.cooldown_until - now))}"
+            else:
+                what = "cooling down"
+            yield _Condition(
+                key=f"{IP_RISK}:{ip.ip}", kind=IP_RISK, severity="warning", subject=ip.ip,
+                summary=f"IP {ip.ip} hit Bilibili risk control: {what}",
+                details={"ip": ip.ip, "state": ip.state, "reason": ip.reason,
+                         "cooldown_until": ip.cooldown_until, "agents": list(ip.agents)},
+            )
+
+    def _slow_tasks(self, tasks: Iterable[TaskSample], now: float) -> Iterable[_Condition]:
+        floor, hold = self.rules.low_speed_bps, self.rules.low_speed_seconds
+        slow_now: dict[str, float] = {}
+        for task in tasks:
+            if floor <= 0 or task.status != "uploading" or task.speed_bps >= floor:
+                continue
+            since = self._slow_since.get(task.task_id, now)
+            slow_now[task.task_id] = since
+            if now - since >= hold:
+                yield _Condition(
+                    key=f"{LOW_SPEED}:{task.task_id}", kind=LOW_SPEED, severity="warning",
+                    subject=task.task_id,
+                    summary=(f"task {task.task_id} on agent {task.agent_id or '?'} uploading at "
+                             f"{_rate(task.speed_bps)} for {_duration(now - since)} "
+                             f"(floor {_rate(floor)})"),
+                    details={"task_id": task.task_id, "agent_id": task.agent_id,
+                             "speed_bps": task.speed_bps, "low_speed_bps": floor},
+                )
+        # A fast sample (or the task ending) restarts the count.
+        self._slow_since = slow_now
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(0.0, seconds)
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _rate(bps: float) -> str:
+    return f"{bps / 1024:.0f} KiB/s"
