@@ -336,7 +336,9 @@ async def test_bad_requests_are_final(sim: SimServer, rule: dict) -> None:
     with pytest.raises(UploadError) as info:
         await upload_bytes(sim, b"abc")
     assert info.value.kind is ErrorKind.BAD_REQUEST
-    assert len(ops(sim, rule["op"])) == 1
+    # One answered request, never retried; an attempt the client dropped (status 0,
+    # seen on a loaded machine) is a network error and legitimately retried.
+    assert len([r for r in ops(sim, rule["op"]) if r["status"] != 0]) == 1
     assert not sim.uploads()
 
 
