@@ -91,6 +91,10 @@ class SubmissionSettings(_S):
     # After a Submit whose outcome is unknown (agent lost, hub restart), wait this long
     # before looking for the archive and maybe submitting again.
     unknown_wait_seconds: float = 30
+    # An agent abandons a Submit this long after receiving it. A lost answer is retried
+    # only after sent + this + unknown_wait_seconds: by then the first attempt has
+    # either reached Bilibili (and the retry finds its archive) or never will.
+    agent_deadline_seconds: float = 90
     # Delay before another try after a risk-control answer or a network failure.
     retry_seconds: float = 60
 

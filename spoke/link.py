@@ -48,6 +48,7 @@ REGISTER_TIMEOUT = 15.0
 WELCOME_TIMEOUT = 15.0
 TOKEN_MARGIN = 60.0  # re-register when the JWT expires sooner than this
 SUBMIT_LIMIT = 90.0  # one Submit (archive lookup + submission), whatever the stream does
+SUBMIT_LIMIT_MAX = 600.0  # the most a hub's Submit.deadline_seconds may ask for
 
 
 def channel_options() -> list[tuple[str, Any]]:
@@ -615,7 +616,11 @@ class Agent:
         # even if the stream drops meanwhile; abandoning the request halfway would leave
         # its outcome to chance, and the hub reconciles a lost answer by looking for the
         # archive. No gRPC await is inside this scope.
-        with anyio.CancelScope(shield=True), anyio.move_on_after(SUBMIT_LIMIT):
+        # The hub's deadline when it set one: it waits past it before retrying a lost
+        # answer, so running longer could race that retry.
+        limit = min(msg.deadline_seconds, SUBMIT_LIMIT_MAX) if msg.deadline_seconds > 0 \
+            else SUBMIT_LIMIT
+        with anyio.CancelScope(shield=True), anyio.move_on_after(limit):
             result = await execute(msg, source_ip=self.settings.source_ip,
                                    proxy=self.settings.proxy, **factory)
             self._send(pb.AgentMessage(submit_result=result))

@@ -53,6 +53,7 @@ submission:
   tags: "直播录像,${{uname}}"
   settle_seconds: 0.3
   unknown_wait_seconds: 1
+  agent_deadline_seconds: 6
   retry_seconds: 1
 rooms:
   "4242":

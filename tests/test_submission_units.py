@@ -150,6 +150,18 @@ def test_lost_answers_wait_then_requeue_and_timeouts_count_as_lost() -> None:
     assert r["submit_state"] == m.UNKNOWN  # a network failure may have reached Bilibili
 
 
+def test_a_lost_submit_is_not_retried_before_the_agents_deadline_has_passed() -> None:
+    """The agent sees a Submit through whatever its stream does, up to the deadline the
+    hub gave it: a retry before then could look for the archive, find none while the
+    first attempt is still in flight, and submit a second time."""
+    r = rec(submit_state=m.QUEUED)
+    r.update(m.sending(r, "sub-1", "a1", "ip", now=100))
+    r.update(m.lost("agent a1 lost", 101, TIMING, sent_at=r["submit_sent_at"]))
+    assert r["submit_not_before"] == 100 + TIMING.agent_deadline + TIMING.unknown_wait_seconds
+    late = m.lost("hub restarted", 500, TIMING, sent_at=100)  # long after the deadline
+    assert late["submit_not_before"] == 500 + TIMING.unknown_wait_seconds
+
+
 def test_fatal_errors_fail_until_an_admin_asks_again() -> None:
     r = rec(submit_state=m.SUBMITTING, submit_attempt=1)
     r.update(m.result(r, False, 0, "", "auth", "-101", now=5, timing=TIMING))

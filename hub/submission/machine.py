@@ -38,6 +38,7 @@ class Timing:
     retry_seconds: float
     exclude_seconds: float  # a risk-control IP is not used for this recording this long
     submit_timeout: float = SUBMIT_TIMEOUT
+    agent_deadline: float = 90.0  # the agent abandons a Submit this long after receiving it
 
 
 def readiness(recording: dict[str, Any], parts: list[dict[str, Any]], now: float,
@@ -73,7 +74,7 @@ def decide(recording: dict[str, Any], ready: bool, auto_submit: bool, now: float
     if state == SUBMITTING:
         sent = float(recording.get("submit_sent_at") or 0)
         if now - sent > timing.submit_timeout:
-            return lost("no answer to Submit", now, timing)
+            return lost("no answer to Submit", now, timing, sent)
     if state == UNKNOWN and now >= float(recording.get("submit_not_before") or 0):
         return {"submit_state": QUEUED, "submit_not_before": now}
     return None
@@ -87,9 +88,15 @@ def sending(recording: dict[str, Any], submit_id: str, agent_id: str, ip: str,
             "submit_sent_at": now, "submit_error": ""}
 
 
-def lost(reason: str, now: float, timing: Timing) -> dict[str, Any]:
-    """The in-flight attempt's outcome is unknown (agent lost, hub restarted)."""
-    return {"submit_state": UNKNOWN, "submit_not_before": now + timing.unknown_wait_seconds,
+def lost(reason: str, now: float, timing: Timing, sent_at: float = 0.0) -> dict[str, Any]:
+    """The in-flight attempt's outcome is unknown (agent lost, hub restarted).
+
+    The agent may still be running it (it sees a Submit through whatever its stream
+    does, up to its deadline), so the next attempt, whose archive lookup decides
+    whether to submit again, waits until that deadline has passed, plus the margin.
+    """
+    settled = max(now, sent_at + timing.agent_deadline)
+    return {"submit_state": UNKNOWN, "submit_not_before": settled + timing.unknown_wait_seconds,
             "submit_error": f"outcome unknown: {reason}"}
 
 

@@ -46,6 +46,7 @@ class SubmissionManager:
             unknown_wait_seconds=cfg.submission.unknown_wait_seconds,
             retry_seconds=cfg.submission.retry_seconds,
             exclude_seconds=cfg.risk.cooldown_seconds,
+            agent_deadline=cfg.submission.agent_deadline_seconds,
         )
         self.capable: dict[str, str] = {}  # agent id -> session id that announced submit
         self._inflight: dict[int, Any] = {}  # recording id -> session carrying its Submit
@@ -147,7 +148,8 @@ class SubmissionManager:
         for rec in await self.recordings.list():
             if rec["submit_state"] == m.SUBMITTING:
                 await self.recordings.update_submission(
-                    rec["id"], **m.lost("hub restarted", now, self.timing))
+                    rec["id"], **m.lost("hub restarted", now, self.timing,
+                                   float(rec.get("submit_sent_at") or 0)))
                 log.warning("recording %d: submit attempt %d outcome unknown after a restart; "
                             "will check for the archive before submitting again", rec["id"],
                             rec["submit_attempt"])
@@ -176,7 +178,8 @@ class SubmissionManager:
             session = self._inflight.get(rec["id"])
             info = self.hub.registry.get(rec["submit_agent"])
             if session is None or info is None or info.session is not session:
-                update = m.lost(f"agent {rec['submit_agent']} lost", now, self.timing)
+                update = m.lost(f"agent {rec['submit_agent']} lost", now, self.timing,
+                                float(rec.get("submit_sent_at") or 0))
                 await self.recordings.update_submission(rec["id"], **update)
                 self._inflight.pop(rec["id"], None)
                 log.warning("recording %d: agent %s lost with Submit attempt %d in flight",
@@ -249,7 +252,8 @@ class SubmissionManager:
                                            access_key=creds.access_key or "",
                                            mid=int(creds.mid or 0)),
             member_url=self.hub.config.bilibili.member_url, api=api,
-            submission=msgspec.json.encode(submission))))
+            submission=msgspec.json.encode(submission),
+            deadline_seconds=self.timing.agent_deadline)))
         log.info("recording %d: Submit attempt %d (%s) sent to %s: %r with %d part(s)",
                  rec["id"], update["submit_attempt"], submit_id, info.agent_id,
                  submission.title, len(submission.videos))
