@@ -8,6 +8,12 @@ streamed this attempt, since reads and sends are both strictly sequential), and
 cut into ``Chunk`` frames of at most 1 MiB that never exceed the credit the agent
 granted (:class:`protocol.credit.CreditLedger`).
 
+The agent checks what it received against ``EndOfData``: a CRC32 of this
+attempt's bytes for agents that announced ``crc32_integrity`` (cheap for both
+ends, see :mod:`protocol.integrity`), otherwise their MD5. The part's MD5 is
+still wanted (the parts table, local reads, Offers), but is computed only once
+per part: while the first whole-file attempt streams, unless it is known already.
+
 Hashing 1 GiB costs about a CPU-second, on a machine that may also run agents.
 When an attempt streams the whole file and the file still has the stat identity
 (device, inode, size, mtime, ctime) it had when its MD5 was taken at part
@@ -16,7 +22,7 @@ the file changes its ctime, and the identity is checked at the first and at the
 last read, so a change before or during streaming is caught (the first check
 falls back to hashing, the last marks the attempt's bytes as untrustworthy). ``next_message()`` serves tasks
 round-robin, one frame each, so a task waiting for credit or disk never stalls
-another. After the last byte comes ``EndOfData(md5)``.
+another. After the last byte comes ``EndOfData(md5, crc32)``.
 
 The session's writer owns the stream: it asks ``next_message()`` for the next
 frame and sleeps on ``wake`` when there is none. Nothing here touches gRPC.
@@ -25,6 +31,7 @@ frame and sleeps on ``wake`` when there is none. Nothing here touches gRPC.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import logging
 import os
 import time
@@ -38,6 +45,7 @@ import anyio.to_thread
 
 from protocol import mesh_pb2 as pb
 from protocol.credit import MAX_FRAME, CreditLedger
+from protocol.integrity import Crc32
 
 log = logging.getLogger("bupmesh.hub.transfer")
 
@@ -55,10 +63,12 @@ class TaskStream:
     offset: int = 0  # next byte to send
     read_offset: int = 0  # next byte to read
     ledger: CreditLedger = field(default_factory=CreditLedger)
-    blocks: deque[bytes] = field(default_factory=deque)
+    blocks: deque[bytearray] = field(default_factory=deque)
+    spare: list[bytearray] = field(default_factory=list)  # sent blocks, reused for reads
     head: int = 0  # bytes of blocks[0] already sent
     reading: bool = False
-    hasher: Any = field(default_factory=hashlib.md5)
+    hasher: Any = field(default_factory=hashlib.md5)  # None: the part's MD5 is reused
+    crc: Crc32 | None = None  # the stream check, for agents that announced crc32_integrity
     md5: str | None = None  # set once EndOfData is queued
     known_md5: str | None = None  # whole-file MD5 to reuse while the fingerprint holds
     fingerprint: str = ""
@@ -78,6 +88,20 @@ class TaskStream:
     @property
     def sent_bytes(self) -> int:
         return self.offset - self.start
+
+    def agent_got_it(self, md5: str, crc32: int | None, part_md5: str) -> bool:
+        """Does a ``Result``'s checksum match what this attempt streamed (all of it)?
+
+        False too when the file changed under the attempt: then even matching bytes
+        are not the part's bytes.
+        """
+        if not self.done or self.source_changed:
+            return False
+        if self.start == 0 and part_md5 and self.md5 and self.md5 != part_md5:
+            return False  # the file changed since the part was created
+        if self.crc is not None:
+            return crc32 is not None and crc32 == self.crc.value
+        return bool(self.md5) and bool(md5) and hmac.compare_digest(self.md5, md5.lower())
 
 
 class Transfer:
@@ -110,12 +134,17 @@ class Transfer:
     # -- events from the service ----------------------------------------------------------
 
     def start(self, task_id: str, attempt: int, path: str, size: int, offset: int, *,
-              known_md5: str | None = None, fingerprint: str = "") -> None:
+              known_md5: str | None = None, fingerprint: str = "", crc32: bool = False) -> None:
+        """Stream ``[offset, size)`` of ``path``; ``crc32``: check it with CRC32, not MD5."""
         if not 0 <= offset <= size:
             raise ValueError(f"resume offset {offset} outside 0..{size}")
         self.stop(task_id)
         ts = TaskStream(task_id, attempt, path, size, start=offset, offset=offset,
                         read_offset=offset)
+        if crc32:
+            ts.crc = Crc32()
+            if offset > 0:
+                ts.hasher = None  # an MD5 of the tail would prove nothing the CRC does not
         if offset == 0 and fingerprint and size > 0:
             ts.fingerprint = fingerprint  # checked at the first and the last read
             if known_md5:
@@ -141,6 +170,7 @@ class Transfer:
         if ts is not None:
             ts.stopped = True
             ts.blocks.clear()
+            ts.spare.clear()
             try:
                 self._order.remove(task_id)
             except ValueError:
@@ -189,14 +219,16 @@ class Transfer:
             if ts.reading:  # the hash is final only once the last read has returned
                 return None
             ts.md5 = ts.hasher.hexdigest() if ts.hasher is not None else ts.known_md5
+            ts.spare.clear()
             ts.done = True
             took = time.monotonic() - ts.started
             log.info("task %s attempt %d: streamed %d bytes in %.2fs (%.0f MB/s); waited "
                      "%.2fs for credit, %.2fs for disk", ts.task_id, ts.attempt, ts.sent_bytes,
                      took, ts.sent_bytes / max(took, 1e-6) / 1e6, ts.credit_wait, ts.disk_wait)
-            return pb.HubMessage(
-                end_of_data=pb.EndOfData(task_id=ts.task_id, attempt=ts.attempt, md5=ts.md5)
-            )
+            eod = pb.EndOfData(task_id=ts.task_id, attempt=ts.attempt, md5=ts.md5 or "")
+            if ts.crc is not None:
+                eod.crc32 = ts.crc.value
+            return pb.HubMessage(end_of_data=eod)
         if not ts.blocks:
             if ts.ledger.available > 0:
                 self._stall_on(ts, "disk")
@@ -216,7 +248,7 @@ class Transfer:
         ts.head += n
         self.bytes_sent += n
         if ts.head >= len(block):
-            ts.blocks.popleft()
+            ts.spare.append(ts.blocks.popleft())  # encode_chunk copied it: reuse for a read
             ts.head = 0
             self._fill(ts)
         return msg
@@ -234,8 +266,10 @@ class Transfer:
 
     async def _read(self, ts: TaskStream) -> None:
         length = min(self.block_size, ts.size - ts.read_offset)
+        buffer = ts.spare.pop() if ts.spare else bytearray(self.block_size)
         try:
-            data = await anyio.to_thread.run_sync(_read_block, ts, ts.read_offset, length)
+            data = await anyio.to_thread.run_sync(_read_block, ts, ts.read_offset, length,
+                                                  buffer)
         except OSError as exc:
             ts.reading = False
             if not ts.stopped:
@@ -313,8 +347,16 @@ def fingerprint_of(st: os.stat_result) -> str:
     return f"{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}"
 
 
-def _read_block(ts: TaskStream, offset: int, length: int) -> bytes:
-    """Read one block and account it in the attempt's MD5 (off the event loop)."""
+def _read_block(ts: TaskStream, offset: int, length: int, buffer: bytearray) -> bytearray:
+    """Read one block into ``buffer`` (a reused one: no fresh pages per block) and
+    account it in the attempt's checksums, off the event loop; returns the bytes read
+    (``buffer`` itself, trimmed to them)."""
+    if len(buffer) != length:
+        del buffer[length:]  # the last block of a file is shorter
+        if len(buffer) < length:
+            buffer.extend(bytes(length - len(buffer)))
+    view = memoryview(buffer)
+    got = 0
     fd = os.open(ts.path, os.O_RDONLY)
     try:
         if ts.fingerprint and offset == 0 and fingerprint_of(os.fstat(fd)) != ts.fingerprint:
@@ -322,17 +364,21 @@ def _read_block(ts: TaskStream, offset: int, length: int) -> bytes:
                 ts.hasher = hashlib.md5()  # changed since the part's MD5: hash what we send
             else:
                 ts.source_changed = True  # changed since the part was created
-        data = os.pread(fd, length, offset)
-        while len(data) < length:
-            more = os.pread(fd, length - len(data), offset + len(data))
-            if not more:
+        while got < length:
+            n = os.preadv(fd, [view[got:]], offset + got)
+            if n == 0:
                 break
-            data += more
+            got += n
         if ts.fingerprint and offset + length >= ts.size:
             if fingerprint_of(os.fstat(fd)) != ts.fingerprint:
                 ts.source_changed = True
     finally:
+        view.release()
         os.close(fd)
+    if got < length:
+        del buffer[got:]
     if ts.hasher is not None:
-        ts.hasher.update(data)
-    return data
+        ts.hasher.update(buffer)
+    if ts.crc is not None:
+        ts.crc.update(buffer)
+    return buffer
