@@ -13,7 +13,12 @@ three busy processes where a direct upload runs two), so the ratio measures
 CPU overhead. ``--bandwidth-mbps`` caps each source IP at the simulator, as a
 real uplink would, which measures whether the mesh keeps the pipe full.
 
-    .venv/bin/python bench/mesh.py [--size-mb 1024] [--runs 3] [--bandwidth-mbps 400]
+    .venv/bin/python bench/mesh.py [--size-mb 1024] [--runs 3] [--bandwidth-mbps 400] \
+        [--json FILE]
+
+``--json FILE`` also writes the per-run figures for a plot script:
+``{"file_bytes", "runs": [{"direct_MBps", "mesh_MBps"}], "ratio_median",
+"agent_peak_rss_mib", "agent_bytes_written", ...}``.
 """
 
 from __future__ import annotations
@@ -72,6 +77,8 @@ def main() -> int:
     parser.add_argument("--buffer-size-mb", type=int, default=64)
     parser.add_argument("--bandwidth-mbps", type=float, default=0,
                         help="cap each source IP at the simulator (0 = uncapped)")
+    parser.add_argument("--json", metavar="FILE", type=Path,
+                        help="also write the per-run figures to FILE as JSON")
     args = parser.parse_args()
     size = args.size_mb * 1024 * 1024
 
@@ -117,6 +124,22 @@ def main() -> int:
         print(f"3 concurrent uploads via 1 agent  {3 * size / concurrent / MB:8.1f} MB/s aggregate")
         print(f"agent peak RSS (VmHWM)            {peak / 2**20:8.1f} MiB (target <= 150, --buffer-size-mb {args.buffer_size_mb})")
         print(f"agent bytes written to disk       {written:8d}   (target 0)")
+    if args.json:
+        figures = {
+            "file_bytes": size,
+            "bandwidth_mbps": args.bandwidth_mbps,
+            "buffer_size_mb": args.buffer_size_mb,
+            "runs": [{"direct_MBps": round(d, 2), "mesh_MBps": round(m, 2)}
+                     for d, m in zip(direct_rates, mesh_rates, strict=True)],
+            "direct_MBps_median": round(d_med, 2),
+            "mesh_MBps_median": round(m_med, 2),
+            "ratio_median": round(m_med / d_med, 4),
+            "concurrent3_MBps": round(3 * size / concurrent / MB, 2),
+            "agent_peak_rss_mib": round(peak / 2**20, 1),
+            "agent_bytes_written": written,
+        }
+        args.json.write_text(json.dumps(figures, indent=2) + "\n")
+        print(f"figures written to {args.json}")
     return 0
 
 
