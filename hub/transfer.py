@@ -3,9 +3,9 @@
 One :class:`Transfer` per agent session. Each accepted task gets a
 :class:`TaskStream`: the file is read sequentially from the agent's resume
 offset in large blocks in a worker thread (prefetching a couple of blocks so
-disk and network overlap), hashed in that same thread (MD5 of exactly the bytes
-streamed this attempt, since reads and sends are both strictly sequential), and
-cut into ``Chunk`` frames of at most 1 MiB that never exceed the credit the agent
+disk and network overlap), checksummed (CRC32 in the read thread, MD5 in a
+thread of its own so it uses another core; both of exactly the bytes streamed
+this attempt, since reads and sends are both strictly sequential), and cut into ``Chunk`` frames of at most 1 MiB that never exceed the credit the agent
 granted (:class:`protocol.credit.CreditLedger`).
 
 The agent checks what it received against ``EndOfData``: a CRC32 of this
@@ -20,8 +20,8 @@ When an attempt streams the whole file and the file still has the stat identity
 creation, the bytes read are that file, so the hub reuses that MD5; any write to
 the file changes its ctime, and the identity is checked at the first and at the
 last read, so a change before or during streaming is caught (the first check
-falls back to hashing, the last marks the attempt's bytes as untrustworthy). ``next_message()`` serves tasks
-round-robin, one frame each, so a task waiting for credit or disk never stalls
+falls back to hashing, the last marks the attempt's bytes as untrustworthy).
+``next_message()`` serves tasks round-robin, one frame each, so a task waiting for credit or disk never stalls
 another. After the last byte comes ``EndOfData(md5, crc32)``.
 
 The session's writer owns the stream: it asks ``next_message()`` for the next
@@ -65,6 +65,10 @@ class TaskStream:
     ledger: CreditLedger = field(default_factory=CreditLedger)
     blocks: deque[bytearray] = field(default_factory=deque)
     spare: list[bytearray] = field(default_factory=list)  # sent blocks, reused for reads
+    # A block is reused only once it is both sent and MD5-hashed: id -> uses left
+    pins: dict[int, int] = field(default_factory=dict)
+    to_md5: deque[bytearray] = field(default_factory=deque)  # read, not yet MD5-hashed
+    md5_running: bool = False
     head: int = 0  # bytes of blocks[0] already sent
     reading: bool = False
     hasher: Any = field(default_factory=hashlib.md5)  # None: the part's MD5 is reused
@@ -171,6 +175,8 @@ class Transfer:
             ts.stopped = True
             ts.blocks.clear()
             ts.spare.clear()
+            ts.to_md5.clear()
+            ts.pins.clear()
             try:
                 self._order.remove(task_id)
             except ValueError:
@@ -216,8 +222,8 @@ class Transfer:
         if ts.done or ts.stopped:
             return None
         if ts.offset >= ts.size:
-            if ts.reading:  # the hash is final only once the last read has returned
-                return None
+            if ts.reading or ts.to_md5 or ts.md5_running:
+                return None  # the checksums are final only once the last block is in them
             ts.md5 = ts.hasher.hexdigest() if ts.hasher is not None else ts.known_md5
             ts.spare.clear()
             ts.done = True
@@ -248,7 +254,7 @@ class Transfer:
         ts.head += n
         self.bytes_sent += n
         if ts.head >= len(block):
-            ts.spare.append(ts.blocks.popleft())  # encode_chunk copied it: reuse for a read
+            self._unpin(ts, ts.blocks.popleft())  # encode_chunk copied it
             ts.head = 0
             self._fill(ts)
         return msg
@@ -259,6 +265,7 @@ class Transfer:
             or ts.stopped
             or ts.read_offset >= ts.size
             or ts.buffered >= PREFETCH_BLOCKS * self.block_size
+            or len(ts.to_md5) >= PREFETCH_BLOCKS  # MD5 fell behind: do not outrun it
         ):
             return
         ts.reading = True
@@ -284,10 +291,47 @@ class Transfer:
             self._on_error(ts.task_id, ts.attempt, "source file shrank while streaming")
             return
         ts.blocks.append(data)
+        ts.pins[id(data)] = 1
+        if ts.hasher is not None:
+            ts.pins[id(data)] = 2
+            ts.to_md5.append(data)
+            if not ts.md5_running:
+                ts.md5_running = True
+                self._spawn(lambda: self._hash_md5(ts))
         ts.read_offset += length
         self._unstall(ts)
         self._fill(ts)
         self._poke()
+
+    async def _hash_md5(self, ts: TaskStream) -> None:
+        """Feed read blocks to the attempt's MD5 in a worker thread of its own, in order.
+
+        MD5 runs at ~0.7 GB/s a core, slower than everything else on the hub's path;
+        hashed in the read thread it held back the reads (and so the stream) whenever
+        the machine was busy. Beside it, it uses another core and only EndOfData waits
+        for it. Blocks stay pinned (not reused) until hashed.
+        """
+        try:
+            while ts.to_md5 and not ts.stopped:
+                block = ts.to_md5[0]
+                await anyio.to_thread.run_sync(ts.hasher.update, block)
+                if ts.stopped:
+                    return
+                ts.to_md5.popleft()
+                self._unpin(ts, block)
+                self._fill(ts)
+        finally:
+            ts.md5_running = False
+            self._poke()
+
+    @staticmethod
+    def _unpin(ts: TaskStream, block: bytearray) -> None:
+        left = ts.pins.get(id(block), 1) - 1
+        if left > 0:
+            ts.pins[id(block)] = left
+        else:
+            ts.pins.pop(id(block), None)
+            ts.spare.append(block)
 
     @staticmethod
     def _stall_on(ts: TaskStream, reason: str) -> None:
@@ -349,7 +393,7 @@ def fingerprint_of(st: os.stat_result) -> str:
 
 def _read_block(ts: TaskStream, offset: int, length: int, buffer: bytearray) -> bytearray:
     """Read one block into ``buffer`` (a reused one: no fresh pages per block) and
-    account it in the attempt's checksums, off the event loop; returns the bytes read
+    account it in the attempt's CRC32, off the event loop; returns the bytes read
     (``buffer`` itself, trimmed to them)."""
     if len(buffer) != length:
         del buffer[length:]  # the last block of a file is shorter
@@ -377,8 +421,6 @@ def _read_block(ts: TaskStream, offset: int, length: int, buffer: bytearray) -> 
         os.close(fd)
     if got < length:
         del buffer[got:]
-    if ts.hasher is not None:
-        ts.hasher.update(buffer)
-    if ts.crc is not None:
+    if ts.crc is not None:  # MD5 (ts.hasher) has a thread of its own: Transfer._hash_md5
         ts.crc.update(buffer)
     return buffer
