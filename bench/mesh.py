@@ -13,13 +13,19 @@ three busy processes where a direct upload runs two), so the ratio measures
 CPU overhead. ``--bandwidth-mbps`` caps each source IP at the simulator, as a
 real uplink would, which measures whether the mesh keeps the pipe full.
 
-    .venv/bin/python bench/mesh.py [--size-mb 1024] [--runs 3] [--bandwidth-mbps 400]
+    .venv/bin/python bench/mesh.py [--size-mb 1024] [--runs 3] [--bandwidth-mbps 400] \
+        [--json FILE]
+
+``--json FILE`` also writes the per-run figures for a plot script:
+``{"file_bytes", "runs": [{"direct_MBps", "mesh_MBps"}], "ratio_median",
+"agent_peak_rss_mib", "agent_bytes_written", ...}``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import resource
 import subprocess
 import sys
 import tempfile
@@ -27,7 +33,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from procstat import median, peak_rss_bytes, written_bytes  # noqa: E402
+from procstat import cpu_seconds, median, peak_rss_bytes, written_bytes  # noqa: E402
 
 from bupmesh.localmesh import (  # noqa: E402
     OPEN_RISK_YAML,
@@ -38,6 +44,11 @@ from bupmesh.localmesh import (  # noqa: E402
 )
 
 MB = 1_000_000
+
+
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def direct_upload(mesh: LocalMesh, path: Path) -> float:
@@ -72,6 +83,8 @@ def main() -> int:
     parser.add_argument("--buffer-size-mb", type=int, default=64)
     parser.add_argument("--bandwidth-mbps", type=float, default=0,
                         help="cap each source IP at the simulator (0 = uncapped)")
+    parser.add_argument("--json", metavar="FILE", type=Path,
+                        help="also write the per-run figures to FILE as JSON")
     args = parser.parse_args()
     size = args.size_mb * 1024 * 1024
 
@@ -82,11 +95,11 @@ def main() -> int:
             path = work / f"file{index}.flv"
             write_random_file(path, size, seed=index)
             files.append(path)
-        mesh.start_sim()
+        sim = mesh.start_sim()
         if args.bandwidth_mbps:
             cap = int(args.bandwidth_mbps * 1_000_000 / 8)
             mesh.sim("POST", "/_sim/config", json={"faults": {"bandwidth_bps": cap}})
-        mesh.start_hub(config_yaml=OPEN_RISK_YAML)
+        hub = mesh.start_hub(config_yaml=OPEN_RISK_YAML)
 
         # 1) throughput: one agent, one task at a time, alternating with direct uploads
         agent = mesh.start_agent(
@@ -95,12 +108,30 @@ def main() -> int:
         mesh.wait_agents_online(1)
         mesh.add_account("bench")
         direct_rates, mesh_rates = [], []
+        # CPU seconds per GiB of each process, per run: on a shared 2-core machine the
+        # speeds swing with the neighbours' load, the CPU a pipeline costs much less.
+        sim_pid, hub_pid, agent_pid = sim.popen.pid, hub.popen.pid, agent.popen.pid
+        cpu_runs: list[dict[str, float]] = []
+        gib = size / 2**30
         for run in range(args.runs):
+            sim0, client0 = cpu_seconds(sim_pid), children_cpu()
             d = direct_upload(mesh, files[run % 3])
+            sim1, client1 = cpu_seconds(sim_pid), children_cpu()
+            hub1, agent1 = cpu_seconds(hub_pid), cpu_seconds(agent_pid)
             m = mesh_upload(mesh, [files[run % 3]])
+            sim2, hub2, agent2 = cpu_seconds(sim_pid), cpu_seconds(hub_pid), cpu_seconds(agent_pid)
             direct_rates.append(size / d / MB)
             mesh_rates.append(size / m / MB)
-            print(f"run {run + 1}: direct {direct_rates[-1]:.1f} MB/s, mesh {mesh_rates[-1]:.1f} MB/s", flush=True)
+            cpu_runs.append({
+                "direct_client": (client1 - client0) / gib, "direct_sim": (sim1 - sim0) / gib,
+                "mesh_hub": (hub2 - hub1) / gib, "mesh_agent": (agent2 - agent1) / gib,
+                "mesh_sim": (sim2 - sim1) / gib,
+            })
+            c = cpu_runs[-1]
+            print(f"run {run + 1}: direct {direct_rates[-1]:.1f} MB/s, mesh {mesh_rates[-1]:.1f} MB/s;"
+                  f" CPU s/GiB direct client {c['direct_client']:.2f} + sim {c['direct_sim']:.2f},"
+                  f" mesh hub {c['mesh_hub']:.2f} + agent {c['mesh_agent']:.2f}"
+                  f" + sim {c['mesh_sim']:.2f}", flush=True)
 
         # 2) memory and disk: three concurrent uploads through the same agent
         concurrent = mesh_upload(mesh, files)
@@ -114,9 +145,33 @@ def main() -> int:
         print(f"direct upload (upload-direct)     {d_med:8.1f} MB/s (median)")
         print(f"mesh upload (hub->agent->sim)     {m_med:8.1f} MB/s (median)")
         print(f"ratio mesh/direct                 {m_med / d_med:8.2f}   (target >= 0.8)")
+        cpu = {k: median([c[k] for c in cpu_runs]) for k in cpu_runs[0]}
+        direct_cpu = cpu["direct_client"] + cpu["direct_sim"]
+        mesh_cpu = cpu["mesh_hub"] + cpu["mesh_agent"] + cpu["mesh_sim"]
+        print(f"CPU s/GiB direct (client + sim)   {direct_cpu:8.2f}   "
+              f"({cpu['direct_client']:.2f} + {cpu['direct_sim']:.2f})")
+        print(f"CPU s/GiB mesh (hub+agent+sim)    {mesh_cpu:8.2f}   "
+              f"({cpu['mesh_hub']:.2f} + {cpu['mesh_agent']:.2f} + {cpu['mesh_sim']:.2f})")
         print(f"3 concurrent uploads via 1 agent  {3 * size / concurrent / MB:8.1f} MB/s aggregate")
         print(f"agent peak RSS (VmHWM)            {peak / 2**20:8.1f} MiB (target <= 150, --buffer-size-mb {args.buffer_size_mb})")
         print(f"agent bytes written to disk       {written:8d}   (target 0)")
+    if args.json:
+        figures = {
+            "file_bytes": size,
+            "bandwidth_mbps": args.bandwidth_mbps,
+            "buffer_size_mb": args.buffer_size_mb,
+            "runs": [{"direct_MBps": round(d, 2), "mesh_MBps": round(m, 2)}
+                     for d, m in zip(direct_rates, mesh_rates, strict=True)],
+            "direct_MBps_median": round(d_med, 2),
+            "mesh_MBps_median": round(m_med, 2),
+            "ratio_median": round(m_med / d_med, 4),
+            "cpu_seconds_per_gib": [{k: round(v, 3) for k, v in c.items()} for c in cpu_runs],
+            "concurrent3_MBps": round(3 * size / concurrent / MB, 2),
+            "agent_peak_rss_mib": round(peak / 2**20, 1),
+            "agent_bytes_written": written,
+        }
+        args.json.write_text(json.dumps(figures, indent=2) + "\n")
+        print(f"figures written to {args.json}")
     return 0
 
 

@@ -3,10 +3,13 @@
 ``VmHWM`` in /proc/PID/status is the resident-set high-water mark, so one read
 just before a process exits gives its true peak, with no sampling gaps;
 ``write_bytes`` in /proc/PID/io counts bytes the process caused to be written
-to storage.
+to storage; ``utime + stime`` in /proc/PID/stat the CPU it used, which on a
+shared machine says more about a pipeline's cost than its wall-clock speed.
 """
 
 from __future__ import annotations
+
+import os
 
 
 def peak_rss_bytes(pid: int) -> int:
@@ -29,3 +32,11 @@ def median(values: list[float]) -> float:
     ordered = sorted(values)
     middle = len(ordered) // 2
     return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a live process has used so far (/proc/PID/stat)."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / ticks

@@ -102,6 +102,11 @@ class AgentSession:
         self.transfer = Transfer(self._spawn, self._transfer_error)
         self.refreshing = False
 
+    @property
+    def crc32_integrity(self) -> bool:
+        """The agent checks streams with CRC32 (its Hello said so): Offers ask for it."""
+        return self.hello is not None and self.hello.capabilities.crc32_integrity
+
     # -- used by the service --------------------------------------------------------------
 
     def send(self, msg: pb.HubMessage) -> None:

@@ -482,7 +482,8 @@ class HubService:
             self._hashing.add(task.part_id)
             self._spawn(self._hash_part, task.part_id)
         session.transfer.start(task.task_id, task.attempt, task.file_path, task.file_size, offset,
-                               known_md5=task.file_md5, fingerprint=task.file_fingerprint)
+                               known_md5=task.file_md5, fingerprint=task.file_fingerprint,
+                               crc32=session.crc32_integrity)
 
     async def _on_local_accept(self, session: AgentSession, task: TaskRecord,
                                msg: pb.Accept) -> None:
@@ -568,12 +569,9 @@ class HubService:
             # Read by the agent itself: what it uploaded must hash to the part's MD5.
             stream = None
             md5_ok = bool(msg.md5) and hmac.compare_digest(task.file_md5, msg.md5.lower())
-        elif stream is not None and stream.md5 is not None and msg.md5:
-            md5_ok = hmac.compare_digest(stream.md5, msg.md5.lower())
-            if stream.source_changed or (
-                stream.start == 0 and task.file_md5 and stream.md5 != task.file_md5
-            ):
-                md5_ok = False  # the source changed since the part was created
+        elif stream is not None:  # CRC32 or MD5 of the attempt's bytes, per the Offer
+            md5_ok = stream.agent_got_it(msg.md5, msg.crc32 if msg.HasField("crc32") else None,
+                                         task.file_md5)
         async with self._lock:
             learned = (
                 md5_ok and msg.success and stream is not None and stream.start == 0
@@ -831,6 +829,7 @@ class HubService:
             resume_offset=task.committed_offset,
             file_path=task.file_path,
             await_proceed=agent.finish_handshake,
+            crc32_integrity=session.crc32_integrity,
         )
         session.send(pb.HubMessage(offer=offer))  # a no-op if it closed meanwhile: re-queued
         log.info("task %s attempt %d offered to %s", task.task_id, attempt, agent.agent_id)

@@ -3,10 +3,16 @@
 One :class:`Transfer` per agent session. Each accepted task gets a
 :class:`TaskStream`: the file is read sequentially from the agent's resume
 offset in large blocks in a worker thread (prefetching a couple of blocks so
-disk and network overlap), hashed in that same thread (MD5 of exactly the bytes
-streamed this attempt, since reads and sends are both strictly sequential), and
-cut into ``Chunk`` frames of at most 1 MiB that never exceed the credit the agent
+disk and network overlap), checksummed (CRC32 in the read thread, MD5 in a
+thread of its own so it uses another core; both of exactly the bytes streamed
+this attempt, since reads and sends are both strictly sequential), and cut into ``Chunk`` frames of at most 1 MiB that never exceed the credit the agent
 granted (:class:`protocol.credit.CreditLedger`).
+
+The agent checks what it received against ``EndOfData``: a CRC32 of this
+attempt's bytes for agents that announced ``crc32_integrity`` (cheap for both
+ends, see :mod:`protocol.integrity`), otherwise their MD5. The part's MD5 is
+still wanted (the parts table, local reads, Offers), but is computed only once
+per part: while the first whole-file attempt streams, unless it is known already.
 
 Hashing 1 GiB costs about a CPU-second, on a machine that may also run agents.
 When an attempt streams the whole file and the file still has the stat identity
@@ -14,9 +20,9 @@ When an attempt streams the whole file and the file still has the stat identity
 creation, the bytes read are that file, so the hub reuses that MD5; any write to
 the file changes its ctime, and the identity is checked at the first and at the
 last read, so a change before or during streaming is caught (the first check
-falls back to hashing, the last marks the attempt's bytes as untrustworthy). ``next_message()`` serves tasks
-round-robin, one frame each, so a task waiting for credit or disk never stalls
-another. After the last byte comes ``EndOfData(md5)``.
+falls back to hashing, the last marks the attempt's bytes as untrustworthy).
+``next_message()`` serves tasks round-robin, one frame each, so a task waiting for credit or disk never stalls
+another. After the last byte comes ``EndOfData(md5, crc32)``.
 
 The session's writer owns the stream: it asks ``next_message()`` for the next
 frame and sleeps on ``wake`` when there is none. Nothing here touches gRPC.
@@ -25,6 +31,7 @@ frame and sleeps on ``wake`` when there is none. Nothing here touches gRPC.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import logging
 import os
 import time
@@ -38,6 +45,7 @@ import anyio.to_thread
 
 from protocol import mesh_pb2 as pb
 from protocol.credit import MAX_FRAME, CreditLedger
+from protocol.integrity import Crc32
 
 log = logging.getLogger("bupmesh.hub.transfer")
 
@@ -55,10 +63,16 @@ class TaskStream:
     offset: int = 0  # next byte to send
     read_offset: int = 0  # next byte to read
     ledger: CreditLedger = field(default_factory=CreditLedger)
-    blocks: deque[bytes] = field(default_factory=deque)
+    blocks: deque[bytearray] = field(default_factory=deque)
+    spare: list[bytearray] = field(default_factory=list)  # sent blocks, reused for reads
+    # A block is reused only once it is both sent and MD5-hashed: id -> uses left
+    pins: dict[int, int] = field(default_factory=dict)
+    to_md5: deque[bytearray] = field(default_factory=deque)  # read, not yet MD5-hashed
+    md5_running: bool = False
     head: int = 0  # bytes of blocks[0] already sent
     reading: bool = False
-    hasher: Any = field(default_factory=hashlib.md5)
+    hasher: Any = field(default_factory=hashlib.md5)  # None: the part's MD5 is reused
+    crc: Crc32 | None = None  # the stream check, for agents that announced crc32_integrity
     md5: str | None = None  # set once EndOfData is queued
     known_md5: str | None = None  # whole-file MD5 to reuse while the fingerprint holds
     fingerprint: str = ""
@@ -78,6 +92,20 @@ class TaskStream:
     @property
     def sent_bytes(self) -> int:
         return self.offset - self.start
+
+    def agent_got_it(self, md5: str, crc32: int | None, part_md5: str) -> bool:
+        """Does a ``Result``'s checksum match what this attempt streamed (all of it)?
+
+        False too when the file changed under the attempt: then even matching bytes
+        are not the part's bytes.
+        """
+        if not self.done or self.source_changed:
+            return False
+        if self.start == 0 and part_md5 and self.md5 and self.md5 != part_md5:
+            return False  # the file changed since the part was created
+        if self.crc is not None:
+            return crc32 is not None and crc32 == self.crc.value
+        return bool(self.md5) and bool(md5) and hmac.compare_digest(self.md5, md5.lower())
 
 
 class Transfer:
@@ -110,12 +138,17 @@ class Transfer:
     # -- events from the service ----------------------------------------------------------
 
     def start(self, task_id: str, attempt: int, path: str, size: int, offset: int, *,
-              known_md5: str | None = None, fingerprint: str = "") -> None:
+              known_md5: str | None = None, fingerprint: str = "", crc32: bool = False) -> None:
+        """Stream ``[offset, size)`` of ``path``; ``crc32``: check it with CRC32, not MD5."""
         if not 0 <= offset <= size:
             raise ValueError(f"resume offset {offset} outside 0..{size}")
         self.stop(task_id)
         ts = TaskStream(task_id, attempt, path, size, start=offset, offset=offset,
                         read_offset=offset)
+        if crc32:
+            ts.crc = Crc32()
+            if offset > 0:
+                ts.hasher = None  # an MD5 of the tail would prove nothing the CRC does not
         if offset == 0 and fingerprint and size > 0:
             ts.fingerprint = fingerprint  # checked at the first and the last read
             if known_md5:
@@ -141,6 +174,9 @@ class Transfer:
         if ts is not None:
             ts.stopped = True
             ts.blocks.clear()
+            ts.spare.clear()
+            ts.to_md5.clear()
+            ts.pins.clear()
             try:
                 self._order.remove(task_id)
             except ValueError:
@@ -186,17 +222,19 @@ class Transfer:
         if ts.done or ts.stopped:
             return None
         if ts.offset >= ts.size:
-            if ts.reading:  # the hash is final only once the last read has returned
-                return None
+            if ts.reading or ts.to_md5 or ts.md5_running:
+                return None  # the checksums are final only once the last block is in them
             ts.md5 = ts.hasher.hexdigest() if ts.hasher is not None else ts.known_md5
+            ts.spare.clear()
             ts.done = True
             took = time.monotonic() - ts.started
             log.info("task %s attempt %d: streamed %d bytes in %.2fs (%.0f MB/s); waited "
                      "%.2fs for credit, %.2fs for disk", ts.task_id, ts.attempt, ts.sent_bytes,
                      took, ts.sent_bytes / max(took, 1e-6) / 1e6, ts.credit_wait, ts.disk_wait)
-            return pb.HubMessage(
-                end_of_data=pb.EndOfData(task_id=ts.task_id, attempt=ts.attempt, md5=ts.md5)
-            )
+            eod = pb.EndOfData(task_id=ts.task_id, attempt=ts.attempt, md5=ts.md5 or "")
+            if ts.crc is not None:
+                eod.crc32 = ts.crc.value
+            return pb.HubMessage(end_of_data=eod)
         if not ts.blocks:
             if ts.ledger.available > 0:
                 self._stall_on(ts, "disk")
@@ -216,7 +254,7 @@ class Transfer:
         ts.head += n
         self.bytes_sent += n
         if ts.head >= len(block):
-            ts.blocks.popleft()
+            self._unpin(ts, ts.blocks.popleft())  # encode_chunk copied it
             ts.head = 0
             self._fill(ts)
         return msg
@@ -227,6 +265,7 @@ class Transfer:
             or ts.stopped
             or ts.read_offset >= ts.size
             or ts.buffered >= PREFETCH_BLOCKS * self.block_size
+            or len(ts.to_md5) >= PREFETCH_BLOCKS  # MD5 fell behind: do not outrun it
         ):
             return
         ts.reading = True
@@ -234,8 +273,10 @@ class Transfer:
 
     async def _read(self, ts: TaskStream) -> None:
         length = min(self.block_size, ts.size - ts.read_offset)
+        buffer = ts.spare.pop() if ts.spare else bytearray(self.block_size)
         try:
-            data = await anyio.to_thread.run_sync(_read_block, ts, ts.read_offset, length)
+            data = await anyio.to_thread.run_sync(_read_block, ts, ts.read_offset, length,
+                                                  buffer)
         except OSError as exc:
             ts.reading = False
             if not ts.stopped:
@@ -250,10 +291,47 @@ class Transfer:
             self._on_error(ts.task_id, ts.attempt, "source file shrank while streaming")
             return
         ts.blocks.append(data)
+        ts.pins[id(data)] = 1
+        if ts.hasher is not None:
+            ts.pins[id(data)] = 2
+            ts.to_md5.append(data)
+            if not ts.md5_running:
+                ts.md5_running = True
+                self._spawn(lambda: self._hash_md5(ts))
         ts.read_offset += length
         self._unstall(ts)
         self._fill(ts)
         self._poke()
+
+    async def _hash_md5(self, ts: TaskStream) -> None:
+        """Feed read blocks to the attempt's MD5 in a worker thread of its own, in order.
+
+        MD5 runs at ~0.7 GB/s a core, slower than everything else on the hub's path;
+        hashed in the read thread it held back the reads (and so the stream) whenever
+        the machine was busy. Beside it, it uses another core and only EndOfData waits
+        for it. Blocks stay pinned (not reused) until hashed.
+        """
+        try:
+            while ts.to_md5 and not ts.stopped:
+                block = ts.to_md5[0]
+                await anyio.to_thread.run_sync(ts.hasher.update, block)
+                if ts.stopped:
+                    return
+                ts.to_md5.popleft()
+                self._unpin(ts, block)
+                self._fill(ts)
+        finally:
+            ts.md5_running = False
+            self._poke()
+
+    @staticmethod
+    def _unpin(ts: TaskStream, block: bytearray) -> None:
+        left = ts.pins.get(id(block), 1) - 1
+        if left > 0:
+            ts.pins[id(block)] = left
+        else:
+            ts.pins.pop(id(block), None)
+            ts.spare.append(block)
 
     @staticmethod
     def _stall_on(ts: TaskStream, reason: str) -> None:
@@ -313,8 +391,16 @@ def fingerprint_of(st: os.stat_result) -> str:
     return f"{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}"
 
 
-def _read_block(ts: TaskStream, offset: int, length: int) -> bytes:
-    """Read one block and account it in the attempt's MD5 (off the event loop)."""
+def _read_block(ts: TaskStream, offset: int, length: int, buffer: bytearray) -> bytearray:
+    """Read one block into ``buffer`` (a reused one: no fresh pages per block) and
+    account it in the attempt's CRC32, off the event loop; returns the bytes read
+    (``buffer`` itself, trimmed to them)."""
+    if len(buffer) != length:
+        del buffer[length:]  # the last block of a file is shorter
+        if len(buffer) < length:
+            buffer.extend(bytes(length - len(buffer)))
+    view = memoryview(buffer)
+    got = 0
     fd = os.open(ts.path, os.O_RDONLY)
     try:
         if ts.fingerprint and offset == 0 and fingerprint_of(os.fstat(fd)) != ts.fingerprint:
@@ -322,17 +408,19 @@ def _read_block(ts: TaskStream, offset: int, length: int) -> bytes:
                 ts.hasher = hashlib.md5()  # changed since the part's MD5: hash what we send
             else:
                 ts.source_changed = True  # changed since the part was created
-        data = os.pread(fd, length, offset)
-        while len(data) < length:
-            more = os.pread(fd, length - len(data), offset + len(data))
-            if not more:
+        while got < length:
+            n = os.preadv(fd, [view[got:]], offset + got)
+            if n == 0:
                 break
-            data += more
+            got += n
         if ts.fingerprint and offset + length >= ts.size:
             if fingerprint_of(os.fstat(fd)) != ts.fingerprint:
                 ts.source_changed = True
     finally:
+        view.release()
         os.close(fd)
-    if ts.hasher is not None:
-        ts.hasher.update(data)
-    return data
+    if got < length:
+        del buffer[got:]
+    if ts.crc is not None:  # MD5 (ts.hasher) has a thread of its own: Transfer._hash_md5
+        ts.crc.update(buffer)
+    return buffer

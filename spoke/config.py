@@ -145,6 +145,9 @@ class AgentSettings:
     local_roots: tuple[str, ...] = ()  # absolute, normalised (spoke.local.normalise_roots)
     chunk_size: int = 10 << 20
     max_memory_mb: int | None = None
+    # Announce Capabilities.crc32_integrity (check streams with CRC32, not MD5). Always
+    # on in real agents; tests turn it off to play an agent from before the capability.
+    crc32_integrity: bool = True
 
     @property
     def reported_ip(self) -> str:

@@ -37,6 +37,7 @@ from protocol.credit import CreditBudget
 from spoke.backoff import Backoff
 from spoke.config import AgentSettings
 from spoke.local import Md5Cache
+from spoke.memory import release_free_heap
 from spoke.runner import AGENT, TaskFailure, TaskRunner
 from spoke.wire import WireChunk, parse_hub_message
 
@@ -339,6 +340,7 @@ class Agent:
             buffer_bytes=s.buffer_bytes,
             finish_handshake=True,
             submit=True,  # spoke/submitter.py
+            crc32_integrity=s.crc32_integrity,
             local_paths=list(s.local_roots) if s.storage_type in ("local", "hybrid") else [],
         )
 
@@ -599,6 +601,7 @@ class Agent:
         finally:
             if self.runners.get(runner.task_id) is runner:
                 del self.runners[runner.task_id]
+            release_free_heap()  # what the task's buffers fragmented goes back to the OS
             if runner.state_name.value == "done":
                 self.tasks_completed += 1
 

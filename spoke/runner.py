@@ -82,6 +82,7 @@ class TaskRunner:
         self.member_url = offer.member_url or "https://member.bilibili.com"
         self._offer_credentials = offer.credentials
         self._resume_blob = bytes(offer.resume_session)
+        self.crc32 = offer.crc32_integrity  # check the stream with CRC32 instead of MD5
         # Completion handshake (docs/internals.md "Issue 4 additions"): ask with Finishing,
         # complete only on Proceed.
         self.await_proceed = bool(offer.await_proceed)
@@ -166,6 +167,7 @@ class TaskRunner:
                 budget=self.budget,
                 key=self.task_id,
                 on_space=self._on_space,
+                crc32=self.crc32,
             )
         self.uploaded = self.resume_offset
         self._send(
@@ -237,7 +239,7 @@ class TaskRunner:
             if not self.state.on_end_of_data():
                 return
             assert self.source is not None
-            self.source.end_of_data(eod.md5)
+            self.source.end_of_data(eod.md5, eod.crc32 if eod.HasField("crc32") else None)
         except (InvalidTransition, StreamError) as exc:
             self.stop(TaskFailure(AGENT, f"protocol violation: {exc}"))
 
@@ -341,6 +343,8 @@ class TaskRunner:
     async def _report(self, result: pb.Result) -> None:
         result.task_id, result.attempt = self.task_id, self.attempt
         result.md5 = self.source.md5() if self.source else ""
+        if isinstance(self.source, StreamSource) and self.source.crc32_mode:
+            result.crc32 = self.source.crc32() or 0
         if result.success:
             log.info("task %s attempt %d: uploaded %s", self.task_id, self.attempt, result.filename)
         else:

@@ -6,24 +6,29 @@ credit budget already bounds what can arrive), the uploader calls
 :class:`~protocol.credit.CreditBudget` from grant until ``release``; releasing
 wakes the link so it can grant more.
 
-Frames are kept as received (no copy) and joined once per chunk when the
-uploader reads it. The MD5 of every byte received is kept, and the read that
-ends at the file's last byte waits for ``EndOfData`` and checks the hub's MD5
-first, so corrupted bytes never reach the upos completion request.
+Frames are kept as received (no copy) and handed to the uploader as they are,
+a chunk being the list of its frames (:class:`uploader.pieces.Pieces`), so no
+byte is copied between gRPC and the PUT body. A checksum of every byte received
+is kept (CRC32 when the Offer asked for it, else MD5: see
+:mod:`protocol.integrity`), and the read that ends at the file's last byte waits
+for ``EndOfData`` and checks the hub's checksum first, so corrupted bytes never
+reach the upos completion request.
 """
 
 from __future__ import annotations
 
 import hashlib
-import mmap
 from collections import deque
 from collections.abc import Callable
+from typing import Any
 
 import anyio
 import anyio.to_thread
 
 from protocol.credit import CreditBudget
+from protocol.integrity import Crc32
 from uploader.errors import ErrorKind, UploadError
+from uploader.pieces import Pieces
 
 
 class StreamError(Exception):
@@ -47,6 +52,7 @@ class StreamSource:
         budget: CreditBudget,
         key: str,
         on_space: Callable[[], None] = lambda: None,
+        crc32: bool = False,
     ) -> None:
         if not 0 <= start <= size:
             raise ValueError(f"start {start} outside 0..{size}")
@@ -61,13 +67,16 @@ class StreamSource:
         self._discard_until = start  # bytes below this are dropped on arrival
         self._skips: list[tuple[int, int]] = []  # released-but-unread ranges ahead of _pos
         self._handed: dict[int, int] = {}  # offset -> length held by the uploader
-        # MD5 is fed as bytes leave the queue (read or discarded), in stream order; the
-        # reads hash in a worker thread (hashlib drops the GIL), so the event loop keeps
-        # moving frames meanwhile. _to_hash holds what left the queue but is not hashed yet.
-        self._md5 = hashlib.md5()
+        # The checksum is fed as bytes leave the queue (read or discarded), in stream
+        # order. MD5 of a read is computed in a worker thread (hashlib drops the GIL), so
+        # the event loop keeps moving frames meanwhile; CRC32 is cheap enough (several
+        # GB/s) to run inline. _to_hash holds what left the queue but is not hashed yet.
+        self.crc32_mode = crc32
+        self._digest: Any = Crc32() if crc32 else hashlib.md5()
         self._to_hash: deque[bytes | memoryview] = deque()
         self._hashing = False
         self._hub_md5: str | None = None
+        self._hub_crc32: int | None = None
         self._failure: BaseException | None = None
         self._changed = anyio.Event()
 
@@ -82,14 +91,21 @@ class StreamSource:
     def ended(self) -> bool:
         return self._hub_md5 is not None
 
-    def md5(self) -> str:
-        """MD5 of every byte received so far (what Result reports)."""
+    def _digest_so_far(self) -> Any:
         if not self._hashing:
             self._hash_pending()
-        digest = self._md5.copy()
+        digest = self._digest.copy()
         for frame in self._frames:  # still queued: received but not yet read
             digest.update(frame)
-        return digest.hexdigest()
+        return digest
+
+    def md5(self) -> str:
+        """MD5 of every byte received so far (what Result reports); "" in CRC32 mode."""
+        return "" if self.crc32_mode else self._digest_so_far().hexdigest()
+
+    def crc32(self) -> int | None:
+        """CRC32 of every byte received so far, in CRC32 mode (else None)."""
+        return self._digest_so_far().value if self.crc32_mode else None
 
     def feed(self, offset: int, data: bytes) -> None:
         """One ``Chunk``; raises :class:`StreamError` or ``CreditError`` on a violation."""
@@ -112,20 +128,30 @@ class StreamSource:
             self._on_space()
         self._wake()
 
-    def end_of_data(self, md5: str) -> None:
-        """``EndOfData``: the hub sent its last byte; ``md5`` covers this attempt's bytes."""
+    def end_of_data(self, md5: str, crc32: int | None = None) -> None:
+        """``EndOfData``: the hub sent its last byte; ``md5``/``crc32`` cover this
+        attempt's bytes (``crc32`` is what counts in CRC32 mode)."""
         if self._hub_md5 is not None:
             raise StreamError("second EndOfData")
         if self._end != self.size:
             raise StreamError(f"EndOfData at {self._end} but the file has {self.size} bytes")
         self._hub_md5 = (md5 or "").lower()
+        self._hub_crc32 = crc32
         self._wake()
 
     def verify(self) -> None:
-        """Raise ``UploadError(FILE)`` if the hub's MD5 differs from the bytes received."""
+        """Raise ``UploadError(FILE)`` if the hub's checksum differs from the bytes received."""
         if self._hub_md5 is None:
             raise StreamError("no EndOfData yet")
-        if self._hub_md5 != self.md5():
+        if self.crc32_mode:
+            got = self.crc32()
+            if self._hub_crc32 is None or self._hub_crc32 != got:
+                raise UploadError(
+                    ErrorKind.FILE,
+                    f"crc32 mismatch: hub streamed {_hex(self._hub_crc32)}, agent received "
+                    f"{_hex(got)}",
+                )
+        elif self._hub_md5 != self.md5():
             raise UploadError(
                 ErrorKind.FILE,
                 f"md5 mismatch: hub streamed {self._hub_md5}, agent received {self.md5()}",
@@ -157,7 +183,7 @@ class StreamSource:
 
     # -- uploader side (ByteSource) ----------------------------------------------------------
 
-    async def read(self, offset: int, length: int) -> bytes:  # a bytearray, in fact
+    async def read(self, offset: int, length: int) -> Pieces:
         if offset < self._pos:
             raise StreamError(f"read at {offset} but bytes up to {self._pos} are gone")
         self._raise_failure()
@@ -173,29 +199,30 @@ class StreamSource:
         # Skip forward: whatever lies before `offset` is not wanted.
         self._discard_until = max(self._discard_until, offset)
         self._discard()
-        # Move frames into the chunk as they arrive, each freed once copied: the chunk
-        # and its frames never coexist in full (joining at the end would double the
-        # chunk's memory for a moment) and the copying is spread over the arrival. The
-        # chunk is an exact-size anonymous mapping: its pages exist only once written
-        # and go back to the OS the moment the uploader drops it.
+        # The chunk is the frames themselves (views into what gRPC received), taken off
+        # the queue as they arrive: no copy, and no moment where a chunk exists twice.
         length = want_end - offset
-        data = _chunk_buffer(length)
+        views: list[memoryview] = []
         filled = 0
         while True:
             self._raise_failure()
             if self._pos == offset + filled:
-                filled = self._take_into(data, filled, want_end)
+                filled = self._take(views, filled, want_end)
             if filled == length and (want_end < self.size or self._hub_md5 is not None):
                 break
             await self._changed.wait()
+        data = Pieces(views)
         self._handed[offset] = len(data)
-        self._to_hash.append(data)
-        self._hashing = True
-        try:
-            await anyio.to_thread.run_sync(self._hash_pending)
-        finally:
-            self._hashing = False
-            self._hash_pending()  # whatever was discarded meanwhile
+        self._to_hash.extend(views)
+        if self.crc32_mode:
+            self._hash_pending()
+        else:
+            self._hashing = True
+            try:
+                await anyio.to_thread.run_sync(self._hash_pending)
+            finally:
+                self._hashing = False
+                self._hash_pending()  # whatever was discarded meanwhile
         if want_end == self.size:
             self.verify()  # before the last bytes go out, so nothing corrupt is completed
         return data
@@ -256,11 +283,11 @@ class StreamSource:
 
     def _hash_pending(self) -> None:
         while self._to_hash:
-            self._md5.update(self._to_hash.popleft())
+            self._digest.update(self._to_hash.popleft())
 
-    def _take_into(self, buf: mmap.mmap | bytearray, filled: int, end: int) -> int:
-        """Copy queued bytes up to ``end`` into ``buf`` from ``filled`` on, dropping each
-        frame once copied; returns the new fill level."""
+    def _take(self, views: list[memoryview], filled: int, end: int) -> int:
+        """Move queued frames (or the front of one) up to ``end`` into ``views``;
+        returns the new fill level."""
         while self._frames and self._pos < end:
             frame = self._frames[0]
             n = min(len(frame), end - self._pos)
@@ -269,7 +296,7 @@ class StreamSource:
             else:
                 self._frames[0] = frame[n:]
                 frame = frame[:n]
-            buf[filled : filled + n] = frame
+            views.append(frame)
             filled += n
             self._pos += n
         return filled
@@ -285,8 +312,5 @@ class StreamSource:
         return (self._end - self._pos) + sum(self._handed.values())
 
 
-def _chunk_buffer(length: int) -> mmap.mmap | bytearray:
-    """A writable buffer of exactly ``length`` bytes whose pages appear only when written."""
-    if length >= mmap.PAGESIZE:
-        return mmap.mmap(-1, length)
-    return bytearray(length)
+def _hex(crc: int | None) -> str:
+    return "none" if crc is None else f"{crc:08x}"

@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import time
+import zlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,7 +70,8 @@ class Hub:
     async def agent(self, agent_id: str, *, token: str | None = None, hello: bool = True,
                     held: list[pb.HeldTask] | None = None, max_concurrent: int = 2,
                     ip: str = "127.0.0.9", finish_handshake: bool = False,
-                    storage_type: str = "", local_paths: tuple[str, ...] = ()) -> FakeAgent:
+                    storage_type: str = "", local_paths: tuple[str, ...] = (),
+                    crc32: bool = False) -> FakeAgent:
         token = token if token is not None else await self.register(agent_id)
         agent = FakeAgent(self, agent_id, token)
         await agent.open()
@@ -80,7 +82,8 @@ class Hub:
                                              buffer_bytes=64 * MiB,
                                              finish_handshake=finish_handshake,
                                              storage_type=storage_type,
-                                             local_paths=list(local_paths)),
+                                             local_paths=list(local_paths),
+                                             crc32_integrity=crc32),
                 held_tasks=held or []))
             welcome = await agent.recv("welcome")
             assert welcome.session_id
@@ -102,6 +105,7 @@ class FakeAgent:
         self.ended = anyio.Event()
         self.status: grpc.StatusCode | None = None
         self.details = ""
+        self.last_eod: pb.EndOfData | None = None  # the last EndOfData stream_all saw
 
     async def open(self) -> None:
         # gRPC awaits live in their own asyncio task (cancel scopes around grpc.aio awaits
@@ -243,6 +247,7 @@ async def stream_all(agent: FakeAgent, offer: pb.Offer, *, resume: int = 0,
             data += chunk.data
         elif kind == "end_of_data":
             assert received == need
+            agent.last_eod = msg.end_of_data
             return bytes(data), msg.end_of_data.md5
         else:
             raise AssertionError(f"unexpected {kind}")
@@ -370,7 +375,9 @@ async def test_offer_accept_credit_chunks_end_result(hub: Hub) -> None:
     # No MD5 pass before the first attempt: it is learned from the stream itself.
     assert offer.file_size == size and offer.file_md5 == "" and offer.file_name == "rec.flv"
     assert offer.credentials.cookies.startswith("SESSDATA=") and offer.resume_offset == 0
+    assert not offer.crc32_integrity  # an agent without the capability keeps MD5
     data, streamed = await stream_all(agent, offer, grant=700_000)  # odd credit sizes
+    assert agent.last_eod is not None and not agent.last_eod.HasField("crc32")
     assert streamed == md5 and hashlib.md5(data).hexdigest() == md5
     assert (await hub.service.get_task(offer.task_id))["status"] == "uploading"
     await agent.send(committed=pb.Committed(task_id=offer.task_id, attempt=1, offset=size,
@@ -409,6 +416,33 @@ async def test_md5_mismatch_fails_with_kind_file(hub: Hub) -> None:
     await wait_for(lambda: _is(_status(hub, offer.task_id), "failed"))
     task = await hub.service.get_task(offer.task_id)
     assert task["error_kind"] == "file" and "MD5" in task["error_message"]
+
+
+@pytest.mark.anyio
+async def test_crc32_agent_is_checked_by_crc32_and_the_part_md5_still_learned(hub: Hub) -> None:
+    agent = await hub.agent("a1", crc32=True)
+    path, md5 = hub.file("c.flv", 2 * MiB + 777)
+    created = await hub.service.create_part(path, account=None, title=None)
+    offer = await agent.recv("offer")
+    assert offer.crc32_integrity
+    data, eod_md5 = await stream_all(agent, offer, grant=900_000)
+    assert agent.last_eod is not None and agent.last_eod.crc32 == zlib.crc32(data)
+    assert eod_md5 == md5  # the first whole-file attempt still yields the part's MD5
+    await agent.send(result=pb.Result(task_id=offer.task_id, attempt=1, success=True,
+                                      filename="n1", biz_id=1, crc32=zlib.crc32(data)))
+    await wait_for(lambda: _is(_status(hub, offer.task_id), "completed"))
+    assert (await hub.service.store.get_part(created["part_id"]))["md5"] == md5
+
+    # A resumed attempt: the CRC covers the tail only, and a wrong one is a file error.
+    path2, _ = hub.file("d.flv", 2 * MiB)
+    await hub.service.create_part(path2, account=None, title=None)
+    offer = await agent.recv("offer")
+    tail, _ = await stream_all(agent, offer, resume=MiB + 5)
+    assert agent.last_eod.crc32 == zlib.crc32(tail)
+    await agent.send(result=pb.Result(task_id=offer.task_id, attempt=1, success=True,
+                                      filename="n2", crc32=zlib.crc32(tail) ^ 1))
+    await wait_for(lambda: _is(_status(hub, offer.task_id), "failed"))
+    assert (await hub.service.get_task(offer.task_id))["error_kind"] == "file"
 
 
 @pytest.mark.anyio

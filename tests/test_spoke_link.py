@@ -16,6 +16,7 @@ import signal
 import socket
 import subprocess
 import time
+import zlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -184,6 +185,8 @@ class Streamer:
         self.ledgers: dict[str, CreditLedger] = {}
         self.pos: dict[str, int] = {}
         self.md5: dict[str, Any] = {}
+        self.crc: dict[str, int] = {}  # CRC32 of what was sent, for crc32_integrity offers
+        self.crc_tasks: set[str] = set()
         self.results: dict[str, pb.Result] = {}
         self.messages: list[pb.AgentMessage] = []
         self.corrupt = corrupt
@@ -198,6 +201,8 @@ class Streamer:
     def offer(self, o: pb.Offer, data: bytes) -> None:
         self.files[o.task_id] = data
         self.attempts[o.task_id] = o.attempt
+        if o.crc32_integrity:
+            self.crc_tasks.add(o.task_id)
         self.session.send(offer=o)
 
     def _pump(self) -> None:
@@ -215,16 +220,21 @@ class Streamer:
                         piece = b"\xff" + piece[1:]
                     ledger.on_sent(length)  # raises beyond credit
                     self.md5[task_id].update(piece)
+                    self.crc[task_id] = zlib.crc32(piece, self.crc.get(task_id, 0))
                     self.session.send(chunk=pb.Chunk(task_id=task_id, attempt=self.attempts[task_id],
                                                      offset=offset, data=piece))
                 self.pos[task_id] = start + n
             if self.pos[task_id] == len(data) and task_id not in self.ended:
                 self.ended.add(task_id)
                 md5 = self.md5[task_id].hexdigest()
-                if task_id in self.corrupt:  # the hub's md5 is of the real file
+                crc = self.crc.get(task_id, 0)
+                if task_id in self.corrupt:  # the hub's checksums are of the real file
                     md5 = hashlib.md5(data).hexdigest()
-                self.session.send(end_of_data=pb.EndOfData(
-                    task_id=task_id, attempt=self.attempts[task_id], md5=md5))
+                    crc = zlib.crc32(data)
+                eod = pb.EndOfData(task_id=task_id, attempt=self.attempts[task_id], md5=md5)
+                if task_id in self.crc_tasks:
+                    eod.crc32 = crc
+                self.session.send(end_of_data=eod)
 
     def handle(self, msg: pb.AgentMessage) -> None:
         self.messages.append(msg)
@@ -296,9 +306,11 @@ async def test_four_tasks_interleave_within_credit_to_the_simulator(
         assert session.hello.capabilities.buffer_bytes == 4 * MiB
         (reg,) = servicer.registrations
         assert reg.psk == PSK and reg.capabilities.max_concurrent_uploads == 4
+        assert session.hello.capabilities.crc32_integrity
         streamer = Streamer(session, budget=4 * MiB)
-        for task_id, data in files.items():
-            streamer.offer(offer(task_id, data, sim), data)
+        for task_id, data in files.items():  # both stream checks side by side on one stream
+            crc = task_id in ("t0", "t2")
+            streamer.offer(offer(task_id, data, sim, crc32_integrity=crc), data)
         await streamer.run_until(lambda: len(streamer.results) == len(files))
         # status query while idle
         session.send(status_query=pb.StatusQuery(query_id="q1"))
@@ -309,7 +321,10 @@ async def test_four_tasks_interleave_within_credit_to_the_simulator(
     for task_id, data in files.items():
         result = streamer.results[task_id]
         assert result.success, result
-        assert result.md5 == hashlib.md5(data).hexdigest()
+        if task_id in ("t0", "t2"):
+            assert result.crc32 == zlib.crc32(data) and result.md5 == ""
+        else:
+            assert result.md5 == hashlib.md5(data).hexdigest() and not result.HasField("crc32")
         kinds = streamer.kinds(task_id)
         assert kinds[0] == "accept" and kinds[-1] == "result" and "progress" in kinds
     assert 0 < streamer.max_credit_open <= 4 * MiB
@@ -354,22 +369,24 @@ async def test_cancel_answers_within_a_second_and_never_completes(
 
 
 @pytest.mark.anyio
+@pytest.mark.parametrize("check", ["md5", "crc32"])
 async def test_md5_mismatch_is_a_file_error_and_nothing_completes(
-    hub: tuple[FakeHub, str], sim: SimServer
+    hub: tuple[FakeHub, str], sim: SimServer, check: str
 ) -> None:
     servicer, address = hub
     sim.config(chunk_size=1 * MiB)
     data = random.Random(5).randbytes(MiB + 5)
-    agent = Agent(settings(address))
+    agent = Agent(settings(address, crc32_integrity=check == "crc32"))
     async with anyio.create_task_group() as tg:
         tg.start_soon(agent.run)
         session = await asyncio.wait_for(servicer.sessions.get(), 10)
+        assert session.hello.capabilities.crc32_integrity == (check == "crc32")
         streamer = Streamer(session, budget=4 * MiB, corrupt={"bad"})
-        streamer.offer(offer("bad", data, sim), data)
+        streamer.offer(offer("bad", data, sim, crc32_integrity=check == "crc32"), data)
         await streamer.run_until(lambda: "bad" in streamer.results)
         agent.stop()
     result = streamer.results["bad"]
-    assert not result.success and result.error_kind == "file" and "md5" in result.error_message
+    assert not result.success and result.error_kind == "file" and check in result.error_message
     assert not sim.uploads()
 
 

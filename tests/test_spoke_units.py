@@ -239,7 +239,7 @@ class FakeUploader:
         got = bytearray()
         for offset in range(0, source.size, chunk):
             data = await source.read(offset, chunk)
-            got += data
+            got += bytes(data)  # a streamed chunk is its frames (uploader.pieces.Pieces)
             source.release(offset, len(data))
         self.completed = True
         self.data = bytes(got)

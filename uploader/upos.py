@@ -28,6 +28,7 @@ import msgspec
 from uploader.client import BiliClient
 from uploader.errors import ErrorKind, StaleSessionError, UploadError
 from uploader.lines import Line, select_line
+from uploader.pieces import Pieces
 from uploader.progress import Progress, ProgressMeter
 from uploader.retry import RetryPolicy, Rng
 from uploader.session import UposSession
@@ -372,13 +373,15 @@ class UposUploader:
                 await anyio.sleep(self.retry.delay(retry, self.rng))
 
 
-async def _pieces(data: bytes) -> AsyncIterator[memoryview]:
+async def _pieces(data: bytes | Pieces) -> AsyncIterator[memoryview]:
     """The chunk as zero-copy slices: HTTP/1.1 libraries otherwise copy the whole body
     (h11 joins it, the event loop buffers what the socket did not take), which
-    would triple the memory of every in-flight chunk."""
-    view = memoryview(data)
-    for start in range(0, len(view), BODY_PIECE):
-        yield view[start : start + BODY_PIECE]
+    would triple the memory of every in-flight chunk. A streamed chunk arrives as
+    :class:`~uploader.pieces.Pieces` (the frames it came in) and goes out as them."""
+    views = data if isinstance(data, Pieces) else (memoryview(data),)
+    for view in views:
+        for start in range(0, len(view), BODY_PIECE):
+            yield view[start : start + BODY_PIECE]
 
 
 @dataclass
