@@ -116,6 +116,10 @@ class RiskLedger:
     def __init__(self, rules: RiskRules | None = None) -> None:
         self.rules = rules or RiskRules()
         self._ips: dict[str, IPRecord] = {}
+        # (time, cap) of every evidence event, rebuilt only when events change: the cap
+        # is asked for every IP of every scheduling decision, and scanning every IP's
+        # events each time made one decision O(IPs^2) (bench/scale.py, 1,000 agents).
+        self._evidence: list[tuple[float, int]] | None = None
 
     # -- events ---------------------------------------------------------------------------
 
@@ -233,12 +237,14 @@ class RiskLedger:
         older evidence expires so a one-off cannot pin the mesh down forever.
         """
         horizon = now - self.rules.rate_evidence_seconds
-        caps = [
-            max(1, e.starts_last_hour - 1)
-            for rec in self._ips.values()
-            for e in rec.events
-            if e.evidence and e.time > horizon
-        ]
+        if self._evidence is None:
+            self._evidence = [
+                (e.time, max(1, e.starts_last_hour - 1))
+                for rec in self._ips.values()
+                for e in rec.events
+                if e.evidence
+            ]
+        caps = [cap for t, cap in self._evidence if t > horizon]
         return min(caps) if caps else None
 
     def forget_learned_cap(self) -> None:
@@ -249,6 +255,7 @@ class RiskLedger:
         for rec in self._ips.values():
             for e in rec.events:
                 e.evidence = False
+        self._evidence = None
 
     def hourly_cap(self, now: float, *, adaptive: bool = False) -> int:
         """The cap in force: the configured one, or the learned one when lower (``adaptive``)."""
@@ -404,6 +411,7 @@ class RiskLedger:
                 reenabled_at=d.get("reenabled_at"),
             )
         self._ips = ips
+        self._evidence = None
 
     @classmethod
     def from_snapshot(cls, data: dict[str, Any], rules: RiskRules | None = None) -> RiskLedger:
@@ -443,11 +451,11 @@ class RiskLedger:
             since = max(since, rec.reenabled_at)
         return sum(1 for e in rec.events if e.strike and e.time > since)
 
-    @staticmethod
-    def _add_event(rec: IPRecord, event: RiskEvent) -> None:
+    def _add_event(self, rec: IPRecord, event: RiskEvent) -> None:
         rec.events.append(event)
         if len(rec.events) > _MAX_EVENTS_KEPT:
             del rec.events[: len(rec.events) - _MAX_EVENTS_KEPT]
+        self._evidence = None
 
     def _state(self, ip: str, now: float, *, adaptive: bool = False) -> tuple[str, str]:
         rec = self._ips.get(ip)
