@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import bisect
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -120,6 +121,9 @@ class RiskLedger:
         # is asked for every IP of every scheduling decision, and scanning every IP's
         # events each time made one decision O(IPs^2) (bench/scale.py, 1,000 agents).
         self._evidence: list[tuple[float, int]] | None = None
+        # IPs changed since the last take_changes(): the hub persists only those rows
+        # (a whole snapshot per upload start was O(IPs) of JSON and SQLite per event).
+        self._changed: set[str] = set()
 
     # -- events ---------------------------------------------------------------------------
 
@@ -256,6 +260,7 @@ class RiskLedger:
             for e in rec.events:
                 e.evidence = False
         self._evidence = None
+        self._changed.update(self._ips)
 
     def hourly_cap(self, now: float, *, adaptive: bool = False) -> int:
         """The cap in force: the configured one, or the learned one when lower (``adaptive``)."""
@@ -358,26 +363,18 @@ class RiskLedger:
 
     def snapshot(self) -> dict[str, Any]:
         """Plain, JSON-safe state; :meth:`restore` of it gives an equivalent ledger."""
-        return {
-            "version": 1,
-            "ips": {
-                ip: {
-                    "agents": sorted(rec.agents),
-                    "last_start": rec.last_start,
-                    "last_finish": rec.last_finish,
-                    "last_ok": rec.last_ok,
-                    "starts": list(rec.starts),
-                    "uploads_ok": rec.uploads_ok,
-                    "uploads_failed": rec.uploads_failed,
-                    "events": [_event_dict(e) for e in rec.events],
-                    "cooldown_until": rec.cooldown_until,
-                    "disabled": rec.disabled,
-                    "disabled_at": rec.disabled_at,
-                    "reenabled_at": rec.reenabled_at,
-                }
-                for ip, rec in self._ips.items()
-            },
-        }
+        return {"version": 1, "ips": {ip: _ip_dict(rec) for ip, rec in self._ips.items()}}
+
+    def take_changes(self) -> dict[str, dict[str, Any]]:
+        """The snapshot entries (``snapshot()["ips"][ip]``) of the IPs changed since the
+        last call, and forget them: what must be written to keep the store current."""
+        changes = {ip: _ip_dict(self._ips[ip]) for ip in self._changed if ip in self._ips}
+        self._changed.clear()
+        return changes
+
+    def mark_changed(self, ips: Iterable[str]) -> None:
+        """Writing :meth:`take_changes` failed: offer these IPs again next time."""
+        self._changed.update(ips)
 
     def restore(self, data: dict[str, Any]) -> None:
         """Replace the state with a :meth:`snapshot` (rules stay those of this ledger)."""
@@ -412,6 +409,7 @@ class RiskLedger:
             )
         self._ips = ips
         self._evidence = None
+        self._changed.clear()  # the state is what the store holds
 
     @classmethod
     def from_snapshot(cls, data: dict[str, Any], rules: RiskRules | None = None) -> RiskLedger:
@@ -422,9 +420,11 @@ class RiskLedger:
     # -- internals ------------------------------------------------------------------------
 
     def _record(self, ip: str) -> IPRecord:
+        """The record of ``ip`` for an event (only events call this: it marks ``ip`` changed)."""
         rec = self._ips.get(ip)
         if rec is None:
             rec = self._ips[ip] = IPRecord(ip)
+        self._changed.add(ip)
         return rec
 
     @staticmethod
@@ -484,6 +484,23 @@ class RiskLedger:
                 f"(< {r.min_interval_seconds:.0f} s)"
             )
         return OK, "ok"
+
+
+def _ip_dict(rec: IPRecord) -> dict[str, Any]:
+    return {
+        "agents": sorted(rec.agents),
+        "last_start": rec.last_start,
+        "last_finish": rec.last_finish,
+        "last_ok": rec.last_ok,
+        "starts": list(rec.starts),
+        "uploads_ok": rec.uploads_ok,
+        "uploads_failed": rec.uploads_failed,
+        "events": [_event_dict(e) for e in rec.events],
+        "cooldown_until": rec.cooldown_until,
+        "disabled": rec.disabled,
+        "disabled_at": rec.disabled_at,
+        "reenabled_at": rec.reenabled_at,
+    }
 
 
 def _event_dict(e: RiskEvent) -> dict[str, Any]:

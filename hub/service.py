@@ -786,7 +786,13 @@ class HubService:
         return True
 
     async def _save_ledger(self) -> None:
-        await self.store.save_ledger(self.ledger.snapshot())
+        """Persist the IPs the last events changed (not the whole ledger: O(IPs) each)."""
+        changes = self.ledger.take_changes()
+        try:
+            await self.store.save_ledger_ips(changes)
+        except BaseException:
+            self.ledger.mark_changed(changes)
+            raise
         self.events.touch_ips()
 
     def why_waiting(self, task: TaskRecord) -> dict[str, str]:
