@@ -100,7 +100,11 @@ class SimAgent:
     async def run(self, first_delay: float) -> None:
         await asyncio.sleep(first_delay)
         while True:
-            welcomed = await self._session()
+            try:
+                welcomed = await self._session()
+            except Exception as exc:  # anything unexpected: report it, back off, dial again
+                self.emit("error", a=self.index, error=f"{type(exc).__name__}: {exc}"[:300])
+                welcomed = False
             if welcomed:
                 self.backoff.reset()
             delay = self.reconnect_after or self.backoff.next_delay()
