@@ -263,8 +263,9 @@ def measure_storm(mesh: LocalMesh, hub: Any, gen: LoadGen, n: int,
     new_hub = mesh.restart_hub()
     up = time.time()
     deadline = time.monotonic() + args.storm_timeout
-    while len(gen.back_since(killed)) < n and time.monotonic() < deadline:
-        time.sleep(0.5)
+    with profiled(args.profile, new_hub.popen.pid, mesh.workdir / f"hub-n{n}-storm.txt"):
+        while len(gen.back_since(killed)) < n and time.monotonic() < deadline:
+            time.sleep(0.5)
     back = gen.back_since(killed)  # an agent not back by the deadline is reported, not fatal
     times = list(back.values())
     summary = storm_summary(times, killed)
@@ -321,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", type=Path, default=None,
                         help="keep logs and data here (default: a temporary directory)")
     parser.add_argument("--profile", action="store_true",
-                        help="sample the hub with py-spy during the steady and dispatch phases")
+                        help="sample the hub with py-spy in the steady, dispatch and storm phases")
     parser.add_argument("--json", type=Path, default=None, help="write all figures here")
     args = parser.parse_args(argv)
     # Inherited by the hub and the generators: one descriptor per agent stream.
