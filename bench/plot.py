@@ -38,29 +38,41 @@ def _field(obj: Any, key: str, where: str) -> Any:
 
 
 def reconnect_figure(report: dict[str, Any]) -> Figure:
-    """Reconnects per second since the kill, per N; a marker where the new hub answered."""
+    """Reconnects per second since the kill, per N: as the hub accepted them (its log) and
+    as the agents saw their Welcome; a dotted marker where the restarted hub answered."""
     runs = _field(report, "runs", "scale JSON")
     if not runs:
         raise PlotInputError("scale JSON: no runs")
-    fig, ax = plt.subplots(figsize=(9, 4.8), dpi=110)
+    fig, (hub_ax, agent_ax) = plt.subplots(2, 1, figsize=(9, 7), dpi=110, sharex=True)
     for i, run in enumerate(runs):
         where = f"runs[{i}]"
         n = _field(run, "agents", where)
         storm = _field(run, "storm", where)
         curve = _field(storm, "reconnects_per_s", f"{where}.storm")
         ratio = _field(storm, "ratio", f"{where}.storm")
-        line, = ax.step(range(len(curve)), curve, where="post",
-                        label=f"{n:,} agents (max/mean {ratio:.2f})")
+        line, = agent_ax.step(range(len(curve)), curve, where="post",
+                              label=f"{n:,} agents (max/mean {ratio:.2f})")
+        color = line.get_color()
+        hub_curve = storm.get("hub_sessions_per_s")
+        hub_side = storm.get("hub_side")
+        if hub_curve and hub_side:
+            hub_ax.step(range(len(hub_curve)), hub_curve, where="post", color=color,
+                        label=f"{n:,} agents (max/mean {hub_side['ratio']:.2f})")
         up = storm.get("hub_answering_after_s")
         if up is not None:
-            ax.axvline(up, color=line.get_color(), linestyle=":", linewidth=1)
+            for ax in (hub_ax, agent_ax):
+                ax.axvline(up, color=color, linestyle=":", linewidth=1)
     restart = runs[0].get("storm", {}).get("restart", "kill")
-    ax.set_xlabel(f"seconds since the hub was stopped ({'SIGKILL' if restart == 'kill' else 'SIGTERM'}); "
-                  "dotted: restarted hub answers")
-    ax.set_ylabel("agents reconnected per second")
-    ax.set_title("Reconnect storm after a hub restart (full-jitter backoff 1-60 s)")
-    ax.grid(alpha=0.3)
-    ax.legend()
+    how = "SIGKILL" if restart == "kill" else "SIGTERM"
+    hub_ax.set_title(f"Reconnect storm after a hub restart ({how}; agents' full-jitter "
+                     "backoff 1-60 s)")
+    hub_ax.set_ylabel("sessions the hub\naccepted per second")
+    agent_ax.set_ylabel("agents welcomed\nper second")
+    agent_ax.set_xlabel("seconds since the hub was stopped; dotted: the restarted hub answers")
+    for ax in (hub_ax, agent_ax):
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend()
     fig.tight_layout()
     return fig
 
