@@ -298,6 +298,7 @@ class HubService:
                 # Not saved here: start() notes every agent's persisted IP again, and a
                 # full ledger snapshot per Hello made a reconnect storm O(agents^2).
                 self.ledger.note_agent(info.ip_address, session.agent_id)
+                self.events.touch_ips()  # the IP table lists this agent now
             old = self.registry.attach(session.agent_id, session, session.session_id)
             if old is not None and old is not session:
                 old.close("replaced by a new session")
