@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import bisect
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -116,6 +117,13 @@ class RiskLedger:
     def __init__(self, rules: RiskRules | None = None) -> None:
         self.rules = rules or RiskRules()
         self._ips: dict[str, IPRecord] = {}
+        # (time, cap) of every evidence event, rebuilt only when events change: the cap
+        # is asked for every IP of every scheduling decision, and scanning every IP's
+        # events each time made one decision O(IPs^2) (bench/scale.py, 1,000 agents).
+        self._evidence: list[tuple[float, int]] | None = None
+        # IPs changed since the last take_changes(): the hub persists only those rows
+        # (a whole snapshot per upload start was O(IPs) of JSON and SQLite per event).
+        self._changed: set[str] = set()
 
     # -- events ---------------------------------------------------------------------------
 
@@ -233,12 +241,14 @@ class RiskLedger:
         older evidence expires so a one-off cannot pin the mesh down forever.
         """
         horizon = now - self.rules.rate_evidence_seconds
-        caps = [
-            max(1, e.starts_last_hour - 1)
-            for rec in self._ips.values()
-            for e in rec.events
-            if e.evidence and e.time > horizon
-        ]
+        if self._evidence is None:
+            self._evidence = [
+                (e.time, max(1, e.starts_last_hour - 1))
+                for rec in self._ips.values()
+                for e in rec.events
+                if e.evidence
+            ]
+        caps = [cap for t, cap in self._evidence if t > horizon]
         return min(caps) if caps else None
 
     def forget_learned_cap(self) -> None:
@@ -249,6 +259,8 @@ class RiskLedger:
         for rec in self._ips.values():
             for e in rec.events:
                 e.evidence = False
+        self._evidence = None
+        self._changed.update(self._ips)
 
     def hourly_cap(self, now: float, *, adaptive: bool = False) -> int:
         """The cap in force: the configured one, or the learned one when lower (``adaptive``)."""
@@ -351,26 +363,18 @@ class RiskLedger:
 
     def snapshot(self) -> dict[str, Any]:
         """Plain, JSON-safe state; :meth:`restore` of it gives an equivalent ledger."""
-        return {
-            "version": 1,
-            "ips": {
-                ip: {
-                    "agents": sorted(rec.agents),
-                    "last_start": rec.last_start,
-                    "last_finish": rec.last_finish,
-                    "last_ok": rec.last_ok,
-                    "starts": list(rec.starts),
-                    "uploads_ok": rec.uploads_ok,
-                    "uploads_failed": rec.uploads_failed,
-                    "events": [_event_dict(e) for e in rec.events],
-                    "cooldown_until": rec.cooldown_until,
-                    "disabled": rec.disabled,
-                    "disabled_at": rec.disabled_at,
-                    "reenabled_at": rec.reenabled_at,
-                }
-                for ip, rec in self._ips.items()
-            },
-        }
+        return {"version": 1, "ips": {ip: _ip_dict(rec) for ip, rec in self._ips.items()}}
+
+    def take_changes(self) -> dict[str, dict[str, Any]]:
+        """The snapshot entries (``snapshot()["ips"][ip]``) of the IPs changed since the
+        last call, and forget them: what must be written to keep the store current."""
+        changes = {ip: _ip_dict(self._ips[ip]) for ip in self._changed if ip in self._ips}
+        self._changed.clear()
+        return changes
+
+    def mark_changed(self, ips: Iterable[str]) -> None:
+        """Writing :meth:`take_changes` failed: offer these IPs again next time."""
+        self._changed.update(ips)
 
     def restore(self, data: dict[str, Any]) -> None:
         """Replace the state with a :meth:`snapshot` (rules stay those of this ledger)."""
@@ -404,6 +408,8 @@ class RiskLedger:
                 reenabled_at=d.get("reenabled_at"),
             )
         self._ips = ips
+        self._evidence = None
+        self._changed.clear()  # the state is what the store holds
 
     @classmethod
     def from_snapshot(cls, data: dict[str, Any], rules: RiskRules | None = None) -> RiskLedger:
@@ -414,9 +420,11 @@ class RiskLedger:
     # -- internals ------------------------------------------------------------------------
 
     def _record(self, ip: str) -> IPRecord:
+        """The record of ``ip`` for an event (only events call this: it marks ``ip`` changed)."""
         rec = self._ips.get(ip)
         if rec is None:
             rec = self._ips[ip] = IPRecord(ip)
+        self._changed.add(ip)
         return rec
 
     @staticmethod
@@ -443,11 +451,11 @@ class RiskLedger:
             since = max(since, rec.reenabled_at)
         return sum(1 for e in rec.events if e.strike and e.time > since)
 
-    @staticmethod
-    def _add_event(rec: IPRecord, event: RiskEvent) -> None:
+    def _add_event(self, rec: IPRecord, event: RiskEvent) -> None:
         rec.events.append(event)
         if len(rec.events) > _MAX_EVENTS_KEPT:
             del rec.events[: len(rec.events) - _MAX_EVENTS_KEPT]
+        self._evidence = None
 
     def _state(self, ip: str, now: float, *, adaptive: bool = False) -> tuple[str, str]:
         rec = self._ips.get(ip)
@@ -476,6 +484,23 @@ class RiskLedger:
                 f"(< {r.min_interval_seconds:.0f} s)"
             )
         return OK, "ok"
+
+
+def _ip_dict(rec: IPRecord) -> dict[str, Any]:
+    return {
+        "agents": sorted(rec.agents),
+        "last_start": rec.last_start,
+        "last_finish": rec.last_finish,
+        "last_ok": rec.last_ok,
+        "starts": list(rec.starts),
+        "uploads_ok": rec.uploads_ok,
+        "uploads_failed": rec.uploads_failed,
+        "events": [_event_dict(e) for e in rec.events],
+        "cooldown_until": rec.cooldown_until,
+        "disabled": rec.disabled,
+        "disabled_at": rec.disabled_at,
+        "reenabled_at": rec.reenabled_at,
+    }
 
 
 def _event_dict(e: RiskEvent) -> dict[str, Any]:

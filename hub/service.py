@@ -14,6 +14,7 @@ the store on demand.
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import hmac
 import logging
@@ -294,8 +295,10 @@ class HubService:
             self.submissions.on_hello(session, hello)
         async with self._lock:
             if info.ip_address:
+                # Not saved here: start() notes every agent's persisted IP again, and a
+                # full ledger snapshot per Hello made a reconnect storm O(agents^2).
                 self.ledger.note_agent(info.ip_address, session.agent_id)
-                await self._save_ledger()
+                self.events.touch_ips()  # the IP table lists this agent now
             old = self.registry.attach(session.agent_id, session, session.session_id)
             if old is not None and old is not session:
                 old.close("replaced by a new session")
@@ -684,15 +687,22 @@ class HubService:
     def _active_count(self, agent_id: str) -> int:
         return sum(1 for t in self.tasks.values() if t.status.leased and t.agent_id == agent_id)
 
-    def _agent_view(self, info: AgentInfo) -> AgentView:
+    def _active_counts(self) -> collections.Counter[str]:
+        """Leases per agent, counted once per pass (not once per agent: O(agents x tasks))."""
+        return collections.Counter(t.agent_id for t in self.tasks.values()
+                                   if t.status.leased and t.agent_id)
+
+    def _agent_view(self, info: AgentInfo, active: int | None = None) -> AgentView:
         """What the strategy may know of an agent; capacity counts the hub's own leases."""
+        if active is None:
+            active = self._active_count(info.agent_id)
         status = info.status
-        if status == "busy" and self._active_count(info.agent_id) < info.max_concurrent:
+        if status == "busy" and active < info.max_concurrent:
             # "busy" from a heartbeat that predates a finished task: capacity decides.
             status = "online"
         return AgentView(
             info.agent_id, info.ip_address or "unknown", status, max(1, info.max_concurrent),
-            self._active_count(info.agent_id), float(info.bandwidth_mbps or 0), dict(info.tags),
+            active, float(info.bandwidth_mbps or 0), dict(info.tags),
             info.storage_type or "network", info.local_paths,
         )
 
@@ -736,7 +746,8 @@ class HubService:
                     info = self.registry.get(task.retry_agent)
                     if info is None or not info.schedulable:
                         task.retry_agent = None
-            views = [self._agent_view(a) for a in self.registry.schedulable()]
+            active = self._active_counts()
+            views = [self._agent_view(a, active[a.agent_id]) for a in self.registry.schedulable()]
             if not views:
                 return
             for task in sorted(pending, key=lambda t: t.created_at):
@@ -774,7 +785,13 @@ class HubService:
         return True
 
     async def _save_ledger(self) -> None:
-        await self.store.save_ledger(self.ledger.snapshot())
+        """Persist the IPs the last events changed (not the whole ledger: O(IPs) each)."""
+        changes = self.ledger.take_changes()
+        try:
+            await self.store.save_ledger_ips(changes)
+        except BaseException:
+            self.ledger.mark_changed(changes)
+            raise
         self.events.touch_ips()
 
     def why_waiting(self, task: TaskRecord) -> dict[str, str]:

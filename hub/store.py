@@ -120,6 +120,12 @@ CREATE TABLE IF NOT EXISTS risk_ledger (
     snapshot TEXT NOT NULL,
     updated_at REAL NOT NULL
 );
+-- One row per egress IP, written as IPs change; overrides risk_ledger's snapshot.
+CREATE TABLE IF NOT EXISTS risk_ledger_ips (
+    ip TEXT PRIMARY KEY,
+    state TEXT NOT NULL,
+    updated_at REAL NOT NULL
+);
 """
 
 # Columns added after the first schema: a database from an older hub gains them on open.
@@ -440,13 +446,37 @@ class Store:
 
         await self._run(q)
 
-    async def load_ledger(self) -> dict[str, Any] | None:
-        def q(c: sqlite3.Connection) -> str | None:
-            row = c.execute("SELECT snapshot FROM risk_ledger WHERE id=1").fetchone()
-            return row[0] if row else None
+    async def save_ledger_ips(self, changes: dict[str, dict[str, Any]]) -> None:
+        """Entries of changed IPs (:meth:`~hub.risk.RiskLedger.take_changes`), one row each:
+        the cost of a write follows what changed, not how many IPs the mesh has."""
+        now = self._clock()
+        rows = [(ip, json.dumps(entry), now) for ip, entry in changes.items()]
 
-        text = await self._run(q)
-        return _loads(text, None) if text else None
+        def q(c: sqlite3.Connection) -> None:
+            c.executemany(
+                """INSERT INTO risk_ledger_ips (ip, state, updated_at) VALUES (?, ?, ?)
+                   ON CONFLICT(ip) DO UPDATE SET state=excluded.state,
+                   updated_at=excluded.updated_at""",
+                rows,
+            )
+
+        if rows:
+            await self._run(q)
+
+    async def load_ledger(self) -> dict[str, Any] | None:
+        """The ledger snapshot: the whole-ledger row with the per-IP rows over it."""
+        def q(c: sqlite3.Connection) -> tuple[str | None, list[tuple[str, str]]]:
+            row = c.execute("SELECT snapshot FROM risk_ledger WHERE id=1").fetchone()
+            ips = c.execute("SELECT ip, state FROM risk_ledger_ips").fetchall()
+            return (row[0] if row else None), [(r[0], r[1]) for r in ips]
+
+        text, ips = await self._run(q)
+        snapshot = _loads(text, None) if text else None
+        if ips:
+            if not isinstance(snapshot, dict):
+                snapshot = {"version": 1, "ips": {}}
+            snapshot.setdefault("ips", {}).update((ip, _loads(state, {})) for ip, state in ips)
+        return snapshot
 
     # -- row mapping ----------------------------------------------------------------------
 

@@ -82,3 +82,24 @@ def test_config_defaults_and_layers(tmp_path: Path) -> None:
 def test_config_errors_name_the_setting(flags: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message.replace("-", r"\-")):
         load_hub_config(flags=flags, env={})
+
+
+@pytest.mark.anyio
+async def test_risk_ledger_rows_per_ip_over_the_snapshot(tmp_path: Path) -> None:
+    """Per-IP rows (written as IPs change) win over the older whole-ledger snapshot."""
+    store = Store(tmp_path / "bupmesh.db", Fernet(Fernet.generate_key()))
+    await store.open()
+    assert await store.load_ledger() is None
+    await store.save_ledger({"version": 1, "ips": {"10.0.0.1": {"uploads_ok": 1},
+                                                   "10.0.0.2": {"uploads_ok": 2}}})
+    await store.save_ledger_ips({"10.0.0.2": {"uploads_ok": 7}, "10.0.0.3": {"uploads_ok": 3}})
+    await store.save_ledger_ips({"10.0.0.3": {"uploads_ok": 4}})
+    await store.save_ledger_ips({})
+    store.close()
+    again = Store(tmp_path / "bupmesh.db", Fernet(Fernet.generate_key()))
+    await again.open()
+    loaded = await again.load_ledger()
+    assert loaded == {"version": 1, "ips": {"10.0.0.1": {"uploads_ok": 1},
+                                            "10.0.0.2": {"uploads_ok": 7},
+                                            "10.0.0.3": {"uploads_ok": 4}}}
+    again.close()

@@ -267,3 +267,41 @@ def test_queries_do_not_forget_and_late_events_are_ordered() -> None:
     assert led.next_fit_at(IP, 200.0) == 3650.0  # the earlier start leaves first
     led.describe(10_000.0)  # a query far ahead must not drop what an earlier query needs
     assert led.uploads_last_hour(IP, 200.0) == 2 and not led.is_fit(IP, 200.0)[0]
+
+
+def test_take_changes_names_only_ips_that_events_touched() -> None:
+    """The hub writes only changed IPs; replaying those over an old snapshot is current."""
+    led = ledger(cooldown_seconds=100, min_interval_seconds=0)
+    for i in range(50):
+        led.note_agent(f"10.0.0.{i}", f"a{i}")
+    base = json.loads(json.dumps(led.snapshot()))
+    assert len(led.take_changes()) == 50
+    assert led.take_changes() == {}  # queries and repeated takes change nothing
+    led.is_fit(IP, 5.0, adaptive=True)
+    led.describe(5.0)
+    assert led.take_changes() == {}
+    led.upload_started("10.0.0.3", "a3", 10.0)
+    led.risk_event("10.0.0.7", "a7", "406", 11.0)
+    changes = led.take_changes()
+    assert set(changes) == {"10.0.0.3", "10.0.0.7"}
+    led.upload_finished(OTHER, "b", 12.0)
+    led.mark_changed(changes)  # a failed write: offered again with the next changes
+    changes = {**led.take_changes()}
+    assert set(changes) == {"10.0.0.3", "10.0.0.7", OTHER}
+    base["ips"].update(json.loads(json.dumps(changes)))
+    again = RiskLedger.from_snapshot(base, led.rules)
+    assert again.describe(20.0) == led.describe(20.0)
+    assert again.take_changes() == {}  # restored state is what the store holds
+    led.forget_learned_cap()
+    assert len(led.take_changes()) == 51  # every known IP (IP itself was only asked about)
+
+
+def test_learned_cap_follows_new_evidence_after_being_asked() -> None:
+    led = ledger(min_interval_seconds=0, max_uploads_per_hour=6, cooldown_seconds=100)
+    assert led.learned_hourly_cap(0.0) is None  # asked (and remembered) before any event
+    led.upload_started(IP, "a", 1.0)
+    led.upload_finished(IP, "a", 2.0)
+    for t in (3.0, 4.0, 5.0):
+        led.upload_started(IP, "a", t)
+    led.risk_event(IP, "a", "406", 6.0)
+    assert led.learned_hourly_cap(7.0) == 3
