@@ -383,7 +383,7 @@ class Drain(_message.Message):
     def __init__(self, reason: _Optional[str] = ..., reconnect_after_seconds: _Optional[int] = ...) -> None: ...
 
 class Submit(_message.Message):
-    __slots__ = ("submit_id", "attempt", "credentials", "member_url", "api", "submission", "deadline_seconds")
+    __slots__ = ("submit_id", "attempt", "credentials", "member_url", "api", "submission", "deadline_seconds", "sent_at_unix")
     SUBMIT_ID_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     CREDENTIALS_FIELD_NUMBER: _ClassVar[int]
@@ -391,6 +391,7 @@ class Submit(_message.Message):
     API_FIELD_NUMBER: _ClassVar[int]
     SUBMISSION_FIELD_NUMBER: _ClassVar[int]
     DEADLINE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    SENT_AT_UNIX_FIELD_NUMBER: _ClassVar[int]
     submit_id: str
     attempt: int
     credentials: BiliCredentials
@@ -398,7 +399,8 @@ class Submit(_message.Message):
     api: str
     submission: bytes
     deadline_seconds: float
-    def __init__(self, submit_id: _Optional[str] = ..., attempt: _Optional[int] = ..., credentials: _Optional[_Union[BiliCredentials, _Mapping]] = ..., member_url: _Optional[str] = ..., api: _Optional[str] = ..., submission: _Optional[bytes] = ..., deadline_seconds: _Optional[float] = ...) -> None: ...
+    sent_at_unix: float
+    def __init__(self, submit_id: _Optional[str] = ..., attempt: _Optional[int] = ..., credentials: _Optional[_Union[BiliCredentials, _Mapping]] = ..., member_url: _Optional[str] = ..., api: _Optional[str] = ..., submission: _Optional[bytes] = ..., deadline_seconds: _Optional[float] = ..., sent_at_unix: _Optional[float] = ...) -> None: ...
 
 class SubmitResult(_message.Message):
     __slots__ = ("submit_id", "attempt", "success", "aid", "bvid", "error_kind", "error_message")

@@ -52,6 +52,22 @@ SUBMIT_LIMIT = 90.0  # one Submit (archive lookup + submission), whatever the st
 SUBMIT_LIMIT_MAX = 600.0  # the most a hub's Submit.deadline_seconds may ask for
 
 
+def submit_time_left(msg: pb.Submit, now: float) -> float:
+    """How long this agent may spend on a Submit (<= 0: do not start it).
+
+    The hub's deadline when it set one: it waits past it before retrying a lost
+    answer, so running longer could race that retry. Counted from when the hub sent
+    it (its wall clock; the hub's wait adds a margin for skew): a Submit delivered
+    late, through a half-open link that healed, gets only what is left.
+    """
+    if msg.deadline_seconds <= 0:
+        return SUBMIT_LIMIT
+    limit = min(msg.deadline_seconds, SUBMIT_LIMIT_MAX)
+    if msg.sent_at_unix > 0:
+        limit = min(limit, msg.sent_at_unix + msg.deadline_seconds - now)
+    return limit
+
+
 def channel_options() -> list[tuple[str, Any]]:
     """Keepalive pings every 20 s (the hub permits them) so a half-open link is noticed."""
     return [
@@ -619,10 +635,14 @@ class Agent:
         # even if the stream drops meanwhile; abandoning the request halfway would leave
         # its outcome to chance, and the hub reconciles a lost answer by looking for the
         # archive. No gRPC await is inside this scope.
-        # The hub's deadline when it set one: it waits past it before retrying a lost
-        # answer, so running longer could race that retry.
-        limit = min(msg.deadline_seconds, SUBMIT_LIMIT_MAX) if msg.deadline_seconds > 0 \
-            else SUBMIT_LIMIT
+        limit = submit_time_left(msg, time.time())
+        if limit <= 0:
+            self.log.warning("submit %s attempt %d arrived after its deadline; not submitting",
+                             msg.submit_id, msg.attempt)
+            self._send(pb.AgentMessage(submit_result=pb.SubmitResult(
+                submit_id=msg.submit_id, attempt=msg.attempt, success=False,
+                error_kind="agent", error_message="Submit arrived after its deadline")))
+            return
         with anyio.CancelScope(shield=True), anyio.move_on_after(limit):
             result = await execute(msg, source_ip=self.settings.source_ip,
                                    proxy=self.settings.proxy, **factory)

@@ -258,3 +258,15 @@ def test_recordings_cli_table_and_settings() -> None:
                                       "size": 5, "path": "/r/a.flv"}]}])
     assert "#1 room 7 u" in table and "waiting (settling)" in table
     assert "P1 uploaded n1 5 B  /r/a.flv" in table
+
+
+def test_an_agent_spends_on_a_submit_only_what_is_left_of_the_hubs_deadline() -> None:
+    """A Submit that sat in a half-open link until after its deadline is not run: the hub
+    may have sent a later attempt by then (chaos seed 144621 found that race)."""
+    from spoke.link import SUBMIT_LIMIT, SUBMIT_LIMIT_MAX, submit_time_left
+
+    assert submit_time_left(pb.Submit(), now=1000) == SUBMIT_LIMIT  # an older hub: own bound
+    fresh = pb.Submit(deadline_seconds=90, sent_at_unix=1000)
+    assert submit_time_left(fresh, now=1000.5) == 89.5
+    assert submit_time_left(fresh, now=1090) <= 0  # arrived too late: do not start
+    assert submit_time_left(pb.Submit(deadline_seconds=10_000), now=0) == SUBMIT_LIMIT_MAX

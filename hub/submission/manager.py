@@ -253,7 +253,7 @@ class SubmissionManager:
                                            mid=int(creds.mid or 0)),
             member_url=self.hub.config.bilibili.member_url, api=api,
             submission=msgspec.json.encode(submission),
-            deadline_seconds=self.timing.agent_deadline)))
+            deadline_seconds=self.timing.agent_deadline, sent_at_unix=now)))
         log.info("recording %d: Submit attempt %d (%s) sent to %s: %r with %d part(s)",
                  rec["id"], update["submit_attempt"], submit_id, info.agent_id,
                  submission.title, len(submission.videos))
