@@ -26,7 +26,7 @@ from urllib.parse import quote, urlsplit
 import msgspec
 
 from bupmesh.config import ConfigError, load_config
-from hub.upload_command import DEFAULT_HUB, HubError, _client, _request
+from hub.admin_client import DEFAULT_HUB, HubError, connect, request
 from uploader.credentials import Credentials, CredentialsError
 
 QR_GRACE_SECONDS = 10.0  # poll a little past the code's lifetime: the hub has the last word
@@ -123,21 +123,21 @@ def run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     # Read and check local input before talking to the hub: bad input is exit 2.
     body = _add_body(settings) if settings.action == "add" and not settings.qr else None
-    with _client(settings) as client:  # type: ignore[arg-type]  # same fields it reads
+    with connect(settings.hub, settings.admin_token, settings.ca_file) as client:
         try:
             if settings.action == "list":
-                return _list(_request(client, "GET", "/api/manage/accounts"), settings.json)
+                return _list(request(client, "GET", "/api/manage/accounts"), settings.json)
             if settings.action == "check":
-                row = _request(client, "POST", f"/api/manage/accounts/{_path(settings)}/check")
+                row = request(client, "POST", f"/api/manage/accounts/{_path(settings)}/check")
                 _print_row(row, settings.json)
                 return 0 if row.get("valid") else 1
             if settings.action == "delete":
-                data = _request(client, "DELETE", f"/api/manage/accounts/{_path(settings)}")
+                data = request(client, "DELETE", f"/api/manage/accounts/{_path(settings)}")
                 _out(data, settings.json, f"deleted account {data.get('account_id')}")
                 return 0
             if settings.qr:
                 return _qr_login(client, settings)
-            data = _request(client, "POST", "/api/manage/accounts", json=body)
+            data = request(client, "POST", "/api/manage/accounts", json=body)
             _out({**data, "name": body["name"] if body else None}, settings.json,
                  f"account_id: {data.get('account_id')}\nname: {body['name'] if body else ''}")
             return 0
@@ -187,7 +187,7 @@ def _add_body(settings: AccountSettings) -> dict[str, Any]:
 
 
 def _qr_login(client: Any, settings: AccountSettings) -> int:
-    started = _request(
+    started = request(
         client, "POST", "/api/manage/accounts/qr-login",
         json={"name": settings.name} if settings.name else {},
     )
@@ -199,7 +199,7 @@ def _qr_login(client: Any, settings: AccountSettings) -> int:
     deadline = time.monotonic() + float(started.get("expires_in") or 180) + QR_GRACE_SECONDS
     last_state = "waiting"
     while True:
-        status = _request(client, "GET", f"/api/manage/accounts/qr-login/{login_id}")
+        status = request(client, "GET", f"/api/manage/accounts/qr-login/{login_id}")
         state = status.get("state")
         if state != last_state and state == "scanned":
             _say("scanned: confirm the login on the phone")

@@ -19,7 +19,8 @@ from urllib.parse import urlsplit
 import msgspec
 
 from bupmesh.config import ConfigError, load_config
-from hub.upload_command import DEFAULT_HUB, ENV_KEYS, HubError, _client, _request
+from hub.admin_client import DEFAULT_HUB, HubError, connect, request
+from hub.upload_command import ENV_KEYS
 
 
 class RecordingsSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -59,11 +60,11 @@ def settings_from_args(args: argparse.Namespace,
 
 def run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
-    with _client(settings) as client:  # type: ignore[arg-type]
+    with connect(settings.hub, settings.admin_token, settings.ca_file) as client:
         try:
             if settings.submit is not None:
-                _request(client, "POST", f"/api/manage/recordings/{settings.submit}/submit")
-            data = _request(client, "GET", "/api/manage/recordings")
+                request(client, "POST", f"/api/manage/recordings/{settings.submit}/submit")
+            data = request(client, "GET", "/api/manage/recordings")
         except HubError as exc:
             print(f"bupmesh recordings: {exc}", file=sys.stderr)
             return 1

@@ -19,7 +19,6 @@ import argparse
 import ipaddress
 import json
 import os
-import ssl
 import sys
 import time
 from typing import Any
@@ -29,8 +28,8 @@ import httpx
 import msgspec
 
 from bupmesh.config import ConfigError, load_config
+from hub.admin_client import DEFAULT_HUB, HubError, Unreachable, connect, request
 
-DEFAULT_HUB = "http://127.0.0.1:12380"
 TERMINAL = ("completed", "failed", "cancelled")
 # Keep polling through a hub restart this long before giving up.
 UNREACHABLE_GRACE_SECONDS = 60.0
@@ -54,14 +53,6 @@ ENV_KEYS = {
     # Preferred over --admin-token: a flag shows up in `ps` to every local user.
     "BUPMESH_ADMIN_TOKEN": "admin_token",
 }
-
-
-class HubError(Exception):
-    """The hub could not be asked or refused; the message is the one line to print."""
-
-
-class _Unreachable(HubError):
-    """The hub did not answer at all (worth retrying while waiting)."""
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -124,9 +115,9 @@ def run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     path = os.path.abspath(settings.file)
     _check_file(path, settings.hub)
-    with _client(settings) as client:
+    with connect(settings.hub, settings.admin_token, settings.ca_file) as client:
         try:
-            created = _request(client, "POST", "/api/manage/parts", json=_part_body(settings, path))
+            created = request(client, "POST", "/api/manage/parts", json=_part_body(settings, path))
             task_id = created.get("task_id") if isinstance(created, dict) else None
             part_id = created.get("part_id") if isinstance(created, dict) else None
             if not settings.wait:
@@ -176,66 +167,15 @@ def _part_body(settings: UploadSettings, path: str) -> dict[str, Any]:
     return body
 
 
-def _client(settings: UploadSettings) -> httpx.Client:
-    verify: ssl.SSLContext | bool = True
-    if settings.ca_file:
-        try:
-            verify = ssl.create_default_context(cafile=settings.ca_file)
-        except (OSError, ssl.SSLError) as exc:
-            detail = getattr(exc, "strerror", None) or exc
-            raise ConfigError(f"--ca-file: cannot load {settings.ca_file}: {detail}") from None
-    return httpx.Client(
-        base_url=settings.hub.rstrip("/"),
-        headers={"Authorization": f"Bearer {settings.admin_token}"},
-        verify=verify,
-        timeout=30.0,
-    )
-
-
-def _request(client: httpx.Client, method: str, path: str, **kwargs: Any) -> Any:
-    """One admin API call; the envelope's ``data`` or a one-line ``HubError``."""
-    where = str(client.base_url)
-    try:
-        response = client.request(method, path, **kwargs)
-    except httpx.ConnectError as exc:
-        if "CERTIFICATE_VERIFY_FAILED" in str(exc):
-            raise HubError(
-                f"TLS: the hub's certificate at {where} is not trusted (use --ca-file)"
-            ) from None
-        reason = (
-            "connection refused" if "refused" in str(exc).lower() else str(exc) or "cannot connect"
-        )
-        raise _Unreachable(f"cannot reach the hub at {where}: {reason}") from None
-    except httpx.TimeoutException:
-        raise _Unreachable(f"the hub at {where} did not answer in time") from None
-    except httpx.HTTPError as exc:
-        raise _Unreachable(f"talking to the hub at {where} failed: {exc}") from None
-    try:
-        body = response.json()
-    except ValueError:
-        body = None
-    message = body.get("message") if isinstance(body, dict) else None
-    if response.status_code == 401:
-        raise HubError(
-            "the hub refused the admin token (401); check --admin-token or BUPMESH_ADMIN_TOKEN"
-        )
-    if response.status_code >= 400 or not isinstance(body, dict):
-        detail = message or response.reason_phrase or "unexpected response"
-        raise HubError(f"hub answered {response.status_code} to {method} {path}: {detail}")
-    if body.get("code", 0) != 0:
-        raise HubError(f"hub refused {method} {path}: {message or body.get('code')}")
-    return body.get("data")
-
-
 def _wait(client: httpx.Client, settings: UploadSettings, task_id: str, name: str) -> dict:
     deadline = None if settings.timeout is None else time.monotonic() + settings.timeout
     unreachable_since: float | None = None
     with _Progress(name, tty=sys.stderr.isatty() and not settings.json) as progress:
         while True:
             try:
-                task = _request(client, "GET", f"/api/manage/tasks/{task_id}")
+                task = request(client, "GET", f"/api/manage/tasks/{task_id}")
                 unreachable_since = None
-            except _Unreachable:
+            except Unreachable:
                 now = time.monotonic()
                 unreachable_since = unreachable_since or now
                 if now - unreachable_since > UNREACHABLE_GRACE_SECONDS:
