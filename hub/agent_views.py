@@ -4,10 +4,11 @@ Every scheduling pass hands the strategy one :class:`AgentView` per schedulable
 agent. Building them afresh each pass cost a quarter of the hub's time when
 dispatching to 5,000 agents (bench/scale.py), though between two passes only
 the agents that heartbeat, took a lease or came and went differ. The cache
-keeps last pass's view of each agent and reuses it while every input it was
-built from is unchanged, so a pass yields exactly what a fresh build would.
-It is checked against its inputs rather than told of changes, so a new place
-that changes an agent cannot leave a view stale.
+keeps last pass's view of each agent and reuses it while nothing it was built
+from changed, so a pass yields exactly what a fresh build would. It notices
+changes by itself (``AgentInfo.version`` counts assignments to the agent's
+attributes) rather than being told of them, so a new place that changes an
+agent cannot leave a view stale.
 """
 
 from __future__ import annotations
@@ -45,23 +46,30 @@ class AgentViewCache:
     """Last pass's views by agent id, reused while their inputs are unchanged."""
 
     def __init__(self) -> None:
-        self._views: dict[str, tuple[_Inputs, AgentView]] = {}
+        # agent id -> (AgentInfo.version, leases, view) when the view was built
+        self._views: dict[str, tuple[int, int, AgentView]] = {}
 
     def views(self, infos: Iterable[AgentInfo], active: Mapping[str, int]) -> list[AgentView]:
         """One view per agent of ``infos`` (in order), ``active`` = leases per agent id.
 
-        Agents not in ``infos`` are forgotten: the cache holds one pass's agents.
+        A view is reused when the agent was not assigned to since it was built
+        (``AgentInfo.version``), holds as many leases and has equal tags (a dict
+        could change in place). Agents not in ``infos`` are forgotten: the cache
+        holds one pass's agents.
         """
-        old, new = self._views, {}
+        old: dict[str, tuple[int, int, AgentView]] = self._views
+        new: dict[str, tuple[int, int, AgentView]] = {}
         out = []
         for info in infos:
-            inputs = _inputs(info, active.get(info.agent_id, 0))
-            hit = old.get(info.agent_id)
-            if hit is not None and hit[0] == inputs and hit[1].tags == info.tags:
-                view = hit[1]
+            agent_id, version = info.agent_id, info.version
+            leases = active.get(agent_id, 0)
+            hit = old.get(agent_id)
+            if (hit is not None and hit[0] == version and hit[1] == leases
+                    and hit[2].tags == info.tags):
+                view = hit[2]
             else:
-                view = _build(info, inputs)
-            new[info.agent_id] = (inputs, view)
+                view = agent_view(info, leases)
+            new[agent_id] = (version, leases, view)
             out.append(view)
         self._views = new
         return out

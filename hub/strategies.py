@@ -194,7 +194,8 @@ def _ip_load(agents: Sequence[AgentView]) -> dict[str, int]:
     """Uploads running per IP (agents sharing an IP share Bilibili's view of it)."""
     load: dict[str, int] = {}
     for a in agents:
-        load[a.ip] = load.get(a.ip, 0) + a.active_tasks
+        if a.active_tasks:  # most agents of a large mesh are idle: absent means 0
+            load[a.ip] = load.get(a.ip, 0) + a.active_tasks
     return load
 
 

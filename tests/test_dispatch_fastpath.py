@@ -176,6 +176,9 @@ def test_cached_views_are_what_a_fresh_build_gives() -> None:
     assert now_views[1].tags == {"region": "bj"}
     assert now_views[0].active_tasks == 2 and now_views[2].status == "busy"
 
+    infos[0].ip_address = "10.0.0.9"  # any assignment to an agent is noticed
+    assert cache.views(infos, active)[0].ip == "10.0.0.9"
+
     assert cache.views(infos[:1], active) == [agent_view(infos[0], 2)]  # others forgotten
     assert cache.views(infos, active)[2] is not now_views[2]
 
