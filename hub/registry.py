@@ -44,6 +44,15 @@ class AgentInfo:
     memory_mb: int = 0
     tasks_completed: int = 0
 
+    # Bumped by every attribute assignment (not a dataclass field): lets the scheduler's
+    # view cache (hub/agent_views.py) tell an unchanged agent in O(1), without each
+    # place that changes an agent having to report it.
+    version = 0
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        object.__setattr__(self, name, value)
+        object.__setattr__(self, "version", self.version + 1)
+
     @property
     def connected(self) -> bool:
         return self.session is not None

@@ -327,6 +327,21 @@ class RiskLedger:
             - self.record_penalty(ip, now) * r.cooldown_seconds
         )
 
+    def score_ceiling(self) -> float:
+        """No IP's :meth:`score` is above this (an idle, clean IP's score is exactly this).
+
+        Lets a strategy skip agents that could not win even with the best score
+        before it asks the ledger about them (``strategies.best_diverse``).
+        ``inf`` when odd rules (a negative or non-finite term) void the bound.
+        """
+        r = self.rules
+        terms = (r.idle_cap_seconds, r.min_interval_seconds, r.cooldown_seconds)
+        if not all(math.isfinite(t) for t in terms):
+            return math.inf
+        if r.min_interval_seconds < 0 or r.cooldown_seconds < 0:
+            return math.inf
+        return r.idle_cap_seconds
+
     def known_ips(self) -> list[str]:
         return sorted(self._ips)
 

@@ -33,6 +33,7 @@ import anyio.to_thread
 import grpc
 
 from hub import lifecycle as lc
+from hub.agent_views import AgentViewCache, agent_view
 from hub.config import HubConfig
 from hub.events import EventBus
 from hub.lifecycle import Lifecycle, Outcome, Policy, Status, TaskRecord
@@ -41,7 +42,14 @@ from hub.registry import AgentInfo, Registry
 from hub.retry_policy import RetryRules, TaskRetryPolicy
 from hub.risk import RiskLedger, RiskRules
 from hub.store import Store
-from hub.strategies import AgentView, PartView, Strategy, make_strategy, why_not
+from hub.strategies import (
+    LOCAL_STORAGE,
+    AgentView,
+    PartView,
+    Strategy,
+    make_strategy,
+    why_not,
+)
 from hub.transfer import fingerprint_of
 from protocol import mesh_pb2 as pb
 from protocol.credit import CreditError
@@ -118,6 +126,7 @@ class HubService:
         self._queries: dict[str, tuple[anyio.Event, list[pb.StatusReply]]] = {}
         self._lease_session: dict[str, str] = {}  # task id -> session id carrying its lease
         self._hashing: set[int] = set()  # parts with an MD5 pass running
+        self._views = AgentViewCache()  # the scheduler's agent views, reused across passes
         self._local_reads: dict[str, int] = {}  # task id -> attempt reading the file itself
         self._awaited: set[str] = set()  # after a restart: agents expected to dial back
         self._awaited_until = 0.0
@@ -696,15 +705,7 @@ class HubService:
         """What the strategy may know of an agent; capacity counts the hub's own leases."""
         if active is None:
             active = self._active_count(info.agent_id)
-        status = info.status
-        if status == "busy" and active < info.max_concurrent:
-            # "busy" from a heartbeat that predates a finished task: capacity decides.
-            status = "online"
-        return AgentView(
-            info.agent_id, info.ip_address or "unknown", status, max(1, info.max_concurrent),
-            active, float(info.bandwidth_mbps or 0), dict(info.tags),
-            info.storage_type or "network", info.local_paths,
-        )
+        return agent_view(info, active)
 
     def _part_view(self, task: TaskRecord, now: float) -> PartView:
         return PartView(
@@ -747,13 +748,16 @@ class HubService:
                     if info is None or not info.schedulable:
                         task.retry_agent = None
             active = self._active_counts()
-            views = [self._agent_view(a, active[a.agent_id]) for a in self.registry.schedulable()]
+            views = self._views.views(self.registry.schedulable(), active)
             if not views:
                 return
+            position = {v.agent_id: i for i, v in enumerate(views)}
+            # Only these can read a file themselves (_wait_for_local_hash asks per part).
+            local_views = [v for v in views if v.storage_type in LOCAL_STORAGE]
             for task in sorted(pending, key=lambda t: t.created_at):
                 if task.not_before > now or task.status is not Status.PENDING:
                     continue
-                if self._wait_for_local_hash(task, views):
+                if self._wait_for_local_hash(task, local_views):
                     continue
                 part = self._part_view(task, now)
                 chosen = self.strategy.choose(part, views, self.ledger, now)
@@ -767,8 +771,10 @@ class HubService:
                     # Before choosing for the next task: the IP now rests (min interval).
                     self.ledger.upload_started(chosen.ip, chosen.agent_id, now)
                     await self._save_ledger()
-                views = [replace(v, active_tasks=v.active_tasks + 1)
-                         if v.agent_id == chosen.agent_id else v for v in views]
+                # Only the chosen agent's view changed: not a rebuild of all N.
+                i = position.get(chosen.agent_id)
+                if i is not None:
+                    views[i] = replace(views[i], active_tasks=views[i].active_tasks + 1)
 
     def _wait_for_local_hash(self, task: TaskRecord, views: list[AgentView]) -> bool:
         """Hold a part a connected local/hybrid agent could read until its MD5 is known.
