@@ -21,6 +21,7 @@ import anyio
 import grpc
 
 from bupmesh.config import ConfigError
+from hub import gc_watch
 from hub.alert_loop import run_alerts
 from hub.audit import AuditLog
 from hub.config import HubConfig
@@ -130,6 +131,7 @@ def _http_app(service: HubService, config: HubConfig, extra: list[Any] | None = 
 
 
 async def run_hub(config: HubConfig) -> None:
+    gc_watch.install()
     service = await build_service(config)
     from hub.pipeline import RecordingPipeline
 
@@ -145,6 +147,7 @@ async def run_hub(config: HubConfig) -> None:
             async with anyio.create_task_group() as tg:
                 await tg.start(service.run)
                 tg.start_soon(pipeline.run)
+                tg.start_soon(gc_watch.thaw_periodically)
                 await tg.start(run_alerts, service, config.alerts)
                 tg.start_soon(lambda: serve_http(app, host, port, certfile=config.tls.cert_file,
                                                  keyfile=config.tls.key_file))
