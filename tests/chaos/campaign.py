@@ -190,6 +190,9 @@ class Nemesis:
             start, undo = (lambda: self.kill_agent(i)), (lambda: self.start_agent(i))
         elif k == S.CUT_LINK:
             start = lambda: self.note(f"  cut {proxy.cut()} connections")  # noqa: E731
+        elif k == S.CUT_ALL_LINKS:
+            start = lambda: self.note(  # noqa: E731
+                f"  cut {sum(p.cut() for p in self.proxies.values())} connections")
         elif k == S.BLACKHOLE_LINK:
             start, undo = proxy.blackhole, proxy.heal
         elif k == S.LINK_LATENCY:
@@ -406,7 +409,7 @@ class Campaign:
         def all_terminal() -> bool:
             try:
                 tasks = self._tasks(mesh)
-            except (httpx.HTTPError, MeshError):
+            except (httpx.HTTPError, MeshError, ValueError):  # ValueError: a garbled body
                 return False
             return len(tasks) >= len(self.sources) and all(t["status"] in TERMINAL for t in tasks)
 

@@ -21,6 +21,7 @@ MiB = 1024 * 1024
 # Fault kinds. Windowed ones are undone at ``at + duration``; the rest are instant.
 KILL_AGENT = "kill_agent"  # SIGKILL agent i, start it again after `duration`
 CUT_LINK = "cut_link"  # RST every connection of agent i's link (instant)
+CUT_ALL_LINKS = "cut_all_links"  # RST every agent's link at once: the hub's network flaps
 BLACKHOLE_LINK = "blackhole_link"  # agent i's link carries nothing, sockets stay open
 LINK_LATENCY = "link_latency"  # agent i's link delays each direction by `value` s
 LINK_BANDWIDTH = "link_bandwidth"  # agent i's link capped at `value` bytes/s
@@ -34,7 +35,7 @@ SIM_DROP_PUT = "sim_drop_put"  # the next `value` PUTs from agent i's IP are res
 SIM_STALL = "sim_stall"  # the next PUT from agent i's IP stalls `duration` s mid-body
 
 ALL_KINDS = (
-    KILL_AGENT, CUT_LINK, BLACKHOLE_LINK, LINK_LATENCY, LINK_BANDWIDTH, KILL_HUB,
+    KILL_AGENT, CUT_LINK, CUT_ALL_LINKS, BLACKHOLE_LINK, LINK_LATENCY, LINK_BANDWIDTH, KILL_HUB,
     SIM_5XX_RATE, SIM_DELAY, SIM_406, SIM_IP_BANDWIDTH, SIM_FAIL_5XX, SIM_DROP_PUT, SIM_STALL,
 )
 # Windowed kinds hold a resource (a process, a link setting, an IP's treatment) for their
@@ -45,7 +46,7 @@ WINDOWED = frozenset({
 })
 # Kinds that share a resource: an agent's link is either blackholed or cut, not both at once.
 _RESOURCE = {CUT_LINK: BLACKHOLE_LINK}
-_GLOBAL = frozenset({KILL_HUB, SIM_5XX_RATE, SIM_DELAY})  # no target agent
+_GLOBAL = frozenset({KILL_HUB, SIM_5XX_RATE, SIM_DELAY, CUT_ALL_LINKS})  # no target agent
 
 # The hub's scheduler strategy is part of the plan too. Not ``ip_diversity`` or
 # ``locality``: they hold every IP to the hourly rate *learned* from a 406 (by design,
@@ -64,7 +65,7 @@ class Profile:
     part_min: int = MiB // 2
     part_max: int = 6 * MiB
     nemesis_seconds: float = 60.0
-    faults: int = 36  # at least one of every kind, the rest drawn at random
+    faults: int = 44  # at least one of every kind, the rest drawn at random
     parts_until: float = 0.7  # parts appear during the first 70 % of the nemesis
 
     def __post_init__(self) -> None:
@@ -179,16 +180,17 @@ def _shape(rng: random.Random, kind: str) -> tuple[float, float, str]:
     """(duration, value, op) for one fault: sizes chosen to hurt without making the run slow."""
     r = lambda lo, hi: round(rng.uniform(lo, hi), 2)  # noqa: E731 - local shorthand
     if kind == KILL_AGENT:
-        return r(0.5, 4.0), 0.0, ""
+        return r(0.5, 6.0), 0.0, ""
     if kind == BLACKHOLE_LINK:
         # Short ones heal before the hub's heartbeat timeout (5 s), long ones outlast it.
-        return r(1.0, 8.0), 0.0, ""
+        return r(1.0, 12.0), 0.0, ""
     if kind == LINK_LATENCY:
         return r(2.0, 8.0), r(0.05, 0.4), ""
     if kind == LINK_BANDWIDTH:
         return r(2.0, 8.0), float(rng.choice((256, 512, 1024)) * 1024), ""
     if kind == KILL_HUB:
-        return r(0.5, 3.0), 0.0, ""
+        # Long enough outages for the agents' reconnect backoff to grow past a few seconds.
+        return r(0.5, 5.0), 0.0, ""
     if kind == SIM_5XX_RATE:
         return r(2.0, 6.0), r(0.1, 0.4), ""
     if kind == SIM_DELAY:
@@ -203,6 +205,6 @@ def _shape(rng: random.Random, kind: str) -> tuple[float, float, str]:
         return 0.0, float(rng.randint(1, 3)), ""
     if kind == SIM_STALL:
         return r(1.0, 6.0), 0.0, ""
-    if kind == CUT_LINK:
+    if kind in (CUT_LINK, CUT_ALL_LINKS):
         return 0.0, 0.0, ""
     raise ValueError(f"unknown fault kind {kind!r}")

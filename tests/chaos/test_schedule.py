@@ -39,7 +39,7 @@ def test_faults_fit_the_nemesis_window_and_never_overlap_on_one_resource(
             assert 0 < f.at <= profile.nemesis_seconds
             end = f.at + (f.duration if f.kind in S.WINDOWED else 0)
             assert end <= profile.nemesis_seconds + 1e-9, f
-            assert (f.agent is None) == (f.kind in {S.KILL_HUB, S.SIM_5XX_RATE, S.SIM_DELAY}), f
+            assert (f.agent is None) == (f.kind in {S.KILL_HUB, S.SIM_5XX_RATE, S.SIM_DELAY, S.CUT_ALL_LINKS}), f
             if f.agent is not None:
                 assert 1 <= f.agent <= profile.agents
             resource = S.BLACKHOLE_LINK if f.kind == S.CUT_LINK else f.kind
