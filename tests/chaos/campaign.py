@@ -24,6 +24,7 @@ import heapq
 import itertools
 import sqlite3
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,6 +58,21 @@ retry:
   backoff_initial_seconds: 0.2
   backoff_max_seconds: 2
 """
+
+WEBHOOK_SECRET = "chaos-hook-secret"
+
+# Recordings arrive as BililiveRecorder webhooks and are submitted on their own.
+INGEST_YAML = """\
+ingest:
+  bililive_recorder_work_dir: {files}
+  webhook_secret: {secret}
+submission:
+  auto_submit: true
+  settle_seconds: 0.3
+  unknown_wait_seconds: 1
+  retry_seconds: 1
+"""
+SUBMIT_DONE = frozenset({"submitted", "failed"})
 
 # Three chunks of credit for two concurrent tasks: an agent cannot finish a part
 # without its link, so link faults land in the middle of transfers.
@@ -104,6 +120,31 @@ class _PendingPart:
     path: Path
     ambiguous: bool = False  # a request may have reached the hub: look before re-sending
     tries: int = 0
+
+
+@dataclass
+class _PendingRecording:
+    """One live session's webhook events, sent strictly in order (each retried until the
+    hub takes it: the hub de-duplicates by EventId, so a blind retry is safe)."""
+
+    number: int
+    events: list[tuple[float, dict[str, Any]]]  # (due, event) in order
+    sent: int = 0
+
+    @property
+    def due(self) -> float:
+        return self.events[self.sent][0]
+
+
+def brec_event(kind: str, session: str, room: int, **data: Any) -> dict[str, Any]:
+    """A BililiveRecorder webhook v2 body (the fields the hub reads)."""
+    return {
+        "EventType": kind, "EventTimestamp": "2026-11-29T20:00:00.0000000+08:00",
+        "EventId": str(uuid.uuid4()),
+        "EventData": {"SessionId": session, "RoomId": room, "ShortId": 0, "Name": "chaos",
+                      "Title": f"chaos room {room}", "AreaNameParent": "网游",
+                      "AreaNameChild": "英雄联盟", "Recording": True, "Streaming": True, **data},
+    }
 
 
 @dataclass
@@ -247,6 +288,7 @@ class Campaign:
         self.plan = plan
         self.workdir = workdir
         self.sources: dict[str, Source] = {}
+        self.recordings: dict[int, list[str]] = {}  # number -> source paths
         self.http = httpx.Client(timeout=5)
 
     # -- admin calls that survive a dead hub ----------------------------------------------------
@@ -286,6 +328,23 @@ class Campaign:
             nemesis.note(f"part {item.plan.name}: {exc!r:.120}; will look before re-sending")
             return False
 
+    def _try_event(self, mesh: LocalMesh, item: _PendingRecording, nemesis: Nemesis) -> bool:
+        """Send the recording's next event; True once the hub has taken it."""
+        _, event = item.events[item.sent]
+        try:
+            response = self.http.post(f"{mesh.hub_url}/api/webhook/bililive-recorder",
+                                      json=event, params={"secret": WEBHOOK_SECRET})
+        except httpx.HTTPError:
+            return False
+        if response.status_code != 200:
+            nemesis.note(f"recording {item.number}: webhook HTTP {response.status_code}; again")
+            return False
+        data = response.json().get("data") or {}
+        nemesis.note(f"recording {item.number}: {event['EventType']} "
+                     f"{event['EventData'].get('RelativePath', '')} -> {data.get('result')}")
+        item.sent += 1
+        return True
+
     # -- the run --------------------------------------------------------------------------------
 
     def run(self) -> RunResult:
@@ -307,7 +366,10 @@ class Campaign:
             "chunk_size": SIM_CHUNK, "threads": SIM_THREADS, "seed": plan.seed,
             "faults": {"bandwidth_bps": BASE_BANDWIDTH},
         })
-        mesh.start_hub(config_yaml=HUB_YAML + f"scheduler:\n  strategy: {plan.strategy}\n")
+        files = (self.workdir / "files").resolve()
+        files.mkdir(parents=True, exist_ok=True)
+        mesh.start_hub(config_yaml=HUB_YAML + f"scheduler:\n  strategy: {plan.strategy}\n"
+                       + INGEST_YAML.format(files=files, secret=WEBHOOK_SECRET))
         mesh.add_account("main")
         agent_yml = self.workdir / "agent.yml"
         agent_yml.write_text(AGENT_YAML)
@@ -319,14 +381,26 @@ class Campaign:
             mesh.start_agent(index, *agent_args[index])
         mesh.wait_agents_online(profile.agents, timeout=60)
 
-        files = self.workdir / "files"
-        files.mkdir(exist_ok=True)
-        pending: list[_PendingPart] = []
-        for part in plan.parts:
-            path = (files / part.name).resolve()
+        pending: list[_PendingPart | _PendingRecording] = []
+        sessions: dict[int, list[tuple[float, dict[str, Any]]]] = {}
+        for part in plan.parts:  # in hand-over order
+            path = files / part.name
             md5 = write_random_file(path, part.size, seed=part.content_seed)
             self.sources[str(path)] = Source(str(path), part.size, md5)
-            pending.append(_PendingPart(part, path))
+            if part.recording is None:
+                pending.append(_PendingPart(part, path))
+                continue
+            n = part.recording
+            session = str(uuid.uuid5(uuid.NAMESPACE_URL, f"bupmesh-chaos/{plan.seed}/{n}"))
+            events = sessions.setdefault(n, [(part.at, brec_event("SessionStarted", session, 7000 + n))])
+            events.append((part.at, brec_event(
+                "FileClosed", session, 7000 + n, RelativePath=part.name, FileSize=part.size,
+                FileOpenTime="2026-11-29T20:00:00+08:00", FileCloseTime="2026-11-29T20:59:00+08:00")))
+            self.recordings.setdefault(n, []).append(str(path))
+        for n, events in sorted(sessions.items()):
+            session = events[0][1]["EventData"]["SessionId"]
+            events.append((events[-1][0], brec_event("SessionEnded", session, 7000 + n)))
+            pending.append(_PendingRecording(n, events))
 
         nemesis = Nemesis(mesh, proxies, agent_args)
         self._play(nemesis, pending)
@@ -345,14 +419,16 @@ class Campaign:
             result.logs = self._logs(mesh)
         return result
 
-    def _play(self, nemesis: Nemesis, pending: list[_PendingPart]) -> None:
+    def _play(self, nemesis: Nemesis, pending: list[_PendingPart | _PendingRecording]) -> None:
         """Run every planned action and part hand-over at its time (late if the one before ran long)."""
         seq = itertools.count()
         queue: list[tuple[float, int, str, Callable[[], None]]] = []
         for fault in self.plan.faults:
             for at, what, action in nemesis.actions(fault):
                 heapq.heappush(queue, (at, next(seq), what, action))
-        parts: list[tuple[float, int, _PendingPart]] = [(p.plan.at, next(seq), p) for p in pending]
+        parts: list[tuple[float, int, _PendingPart | _PendingRecording]] = [
+            (p.due if isinstance(p, _PendingRecording) else p.plan.at, next(seq), p)
+            for p in pending]
         heapq.heapify(parts)
         nemesis.t0 = time.monotonic()
         deadline = nemesis.t0 + self.plan.profile.nemesis_seconds + 120  # parts wait for a hub
@@ -364,10 +440,15 @@ class Campaign:
                 continue
             if parts and parts[0][0] <= now:
                 at, n, item = heapq.heappop(parts)
-                if not nemesis.hub_down and self._try_add(nemesis.mesh, item, nemesis):
+                if isinstance(item, _PendingRecording):
+                    if not nemesis.hub_down and self._try_event(nemesis.mesh, item, nemesis):
+                        if item.sent < len(item.events):  # the next event in its own time
+                            heapq.heappush(parts, (item.due, n, item))
+                        continue
+                elif not nemesis.hub_down and self._try_add(nemesis.mesh, item, nemesis):
                     continue
                 if time.monotonic() > deadline:
-                    nemesis.errors.append(f"part {item.plan.name} could not be added")
+                    nemesis.errors.append(f"hand-over {item!r:.80} could not be made")
                     continue
                 heapq.heappush(parts, (now + 0.5, n, item))
                 continue
@@ -409,16 +490,18 @@ class Campaign:
         def all_terminal() -> bool:
             try:
                 tasks = self._tasks(mesh)
-            except (httpx.HTTPError, MeshError, ValueError):  # ValueError: a garbled body
+            except (httpx.HTTPError, MeshError, ValueError, sqlite3.Error):  # garbled, busy
                 return False
-            return len(tasks) >= len(self.sources) and all(t["status"] in TERMINAL for t in tasks)
+            if len(tasks) < len(self.sources) or any(t["status"] not in TERMINAL for t in tasks):
+                return False
+            return all(state in SUBMIT_DONE for state in self._submit_states(mesh))
 
         try:
             wait_for(all_terminal, timeout, "every task terminal", interval=0.5)
         except TimeoutError:
-            nemesis.note(f"tasks not terminal after {timeout}s")
+            nemesis.note(f"tasks or submissions not done after {timeout}s")
             return False
-        nemesis.note("every task terminal")
+        nemesis.note("every task terminal, every recording submitted or failed")
         last, still_since = -1, time.monotonic()
         while time.monotonic() < deadline + 30:
             seen = len(mesh.sim("GET", "/_sim/requests")["requests"])
@@ -431,6 +514,16 @@ class Campaign:
         nemesis.note("simulator never went quiet")
         return False
 
+    def _submit_states(self, mesh: LocalMesh) -> list[str]:
+        db = mesh.workdir / "hub-data" / "bupmesh.db"
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
+        try:
+            states = [r[0] for r in conn.execute("SELECT submit_state FROM recordings")]
+        finally:
+            conn.close()
+        # Until every recording exists its absence is "not done" too.
+        return states if len(states) >= len(self.recordings) else [*states, "missing"]
+
     def _check(self, mesh: LocalMesh) -> Findings:
         db = mesh.workdir / "hub-data" / "bupmesh.db"
         with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10) as conn:
@@ -440,6 +533,8 @@ class Campaign:
             tasks = [dict(r) for r in conn.execute(
                 "SELECT task_id, part_id, status, error_message, attempt, retry_count "
                 "FROM agent_tasks")]
+            self._recording_rows = [dict(r) for r in conn.execute(
+                "SELECT id, submit_state, submit_attempt, submit_error, aid FROM recordings")]
         conn.close()
         self._tasks_rows = tasks
         return check(
@@ -450,6 +545,7 @@ class Campaign:
             submissions=mesh.sim("GET", "/_sim/submissions")["submissions"],
             complete_requests=mesh.sim("GET", "/_sim/requests", params={"op": "complete"})["requests"],
             sessions=mesh.sim("GET", "/_sim/sessions")["sessions"],
+            recordings=[paths for _, paths in sorted(self.recordings.items())],
         )
 
     def _stats(self, mesh: LocalMesh, proxies: dict[int, FaultProxy], nemesis: Nemesis) -> dict:
@@ -464,6 +560,8 @@ class Campaign:
             "sim_errors": sum(1 for r in requests if r["status"] >= 400 or r["status"] == 0),
             "max_attempt": attempts[-1] if attempts else 0,
             "attempts_total": sum(attempts),
+            "archives": sum(1 for r in self._recording_rows if r["submit_state"] == "submitted"),
+            "submit_attempts": sum(int(r["submit_attempt"] or 0) for r in self._recording_rows),
         }
 
     def _logs(self, mesh: LocalMesh) -> str:

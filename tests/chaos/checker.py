@@ -11,7 +11,10 @@ breach of DESIGN.md §6, in the spirit of Jepsen's lost/duplicated checkers:
   recorded object is missing from the ledger (the hub believes a lie);
 * ``duplicate_completions``: a source with more than one completed object
   (two upos sessions finished for one part), or a part row given twice;
-* ``duplicate_submissions``: an object that appears in more than one archive;
+* ``duplicate_submissions``: an object that appears in more than one archive,
+  or a recording submitted as more than one archive;
+* ``lost_submissions``: a recording with no archive, or whose archive does not
+  list exactly its parts' objects;
 * ``byte_mismatches``: an object whose size or MD5 is not its source's, an
   object that matches no source, or an upos session the simulator flagged
   corrupt (a part sent twice with different bytes);
@@ -30,7 +33,7 @@ No IO here, so the checker is tested on synthetic histories (tests/chaos/test_ch
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,6 +55,7 @@ class Findings:
     lost: list[str] = field(default_factory=list)
     duplicate_completions: list[str] = field(default_factory=list)
     duplicate_submissions: list[str] = field(default_factory=list)
+    lost_submissions: list[str] = field(default_factory=list)
     byte_mismatches: list[str] = field(default_factory=list)
     non_terminal: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
@@ -60,7 +64,7 @@ class Findings:
     repeated_completion_requests: int = 0
 
     CATEGORIES = ("lost", "duplicate_completions", "duplicate_submissions",
-                  "byte_mismatches", "non_terminal", "failed")
+                  "lost_submissions", "byte_mismatches", "non_terminal", "failed")
 
     @property
     def ok(self) -> bool:
@@ -85,13 +89,16 @@ def check(
     submissions: Iterable[Mapping[str, Any]] = (),
     complete_requests: Iterable[Mapping[str, Any]] = (),
     sessions: Iterable[Mapping[str, Any]] = (),
+    recordings: Iterable[Sequence[str]] = (),
 ) -> Findings:
     """Compare the campaign's sources with the hub's rows and the simulator's records.
 
     ``parts``: hub ``parts`` rows (``id, file_path, size, state, filename``);
     ``tasks``: hub ``agent_tasks`` rows (``task_id, part_id, status, error_message``);
     ``uploads``: ``GET /_sim/uploads``; ``submissions``: ``GET /_sim/submissions``;
-    ``complete_requests``: ``GET /_sim/requests?op=complete``; ``sessions``: ``GET /_sim/sessions``.
+    ``complete_requests``: ``GET /_sim/requests?op=complete``; ``sessions``: ``GET /_sim/sessions``;
+    ``recordings``: the source paths of each live session handed over by webhook, whose
+    archive must be submitted exactly once, listing exactly those parts' objects.
     """
     sources = list(sources)
     parts = list(parts)
@@ -163,6 +170,24 @@ def check(
         f"object {name} submitted in {count} archives"
         for name, count in sorted(in_archives.items()) if count > 1
     ]
+
+    for number, paths in enumerate(recordings):
+        names = {r.get("filename") for p in paths for r in parts_by_path.get(p, [])}
+        names.discard(None)
+        archives = [sub for sub in submissions
+                    if names & {v["filename"] for v in sub.get("videos", [])}]
+        if not archives:
+            found.lost_submissions.append(f"recording {number} ({len(paths)} parts): no archive")
+        elif len(archives) > 1:
+            found.duplicate_submissions.append(
+                f"recording {number}: {len(archives)} archives "
+                f"(aids {[a.get('aid') for a in archives]})")
+        for archive in archives:
+            listed = {v["filename"] for v in archive.get("videos", [])}
+            if listed != names or len(names) != len(paths):
+                found.lost_submissions.append(
+                    f"recording {number}: archive {archive.get('aid')} lists {sorted(listed)}, "
+                    f"its parts are {sorted(names)} ({len(paths)} handed over)")
 
     for task in tasks:
         status = task.get("status")

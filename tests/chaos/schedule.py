@@ -108,6 +108,21 @@ class PartPlan:
     size: int
     content_seed: int
     at: float  # seconds after the nemesis starts
+    # Handed over by a BililiveRecorder webhook as part of live session `recording`
+    # (whose archive the hub submits once every part is up); None: POST /api/manage/parts.
+    recording: int | None = None
+
+
+RECORDING_PARTS = 5  # every other part goes to a recording of five
+
+
+def recording_of(index: int) -> int | None:
+    """Even-numbered parts form recordings of five (0,2,..,8 -> 0; 10,..,18 -> 1; ...).
+
+    Derived from the index, not drawn, so adding recordings left every seed's faults
+    and parts as they were.
+    """
+    return index // (2 * RECORDING_PARTS) if index % 2 == 0 else None
 
 
 @dataclass(frozen=True)
@@ -125,7 +140,9 @@ class Plan:
             f"{p.part_min}-{p.part_max} B, nemesis {p.nemesis_seconds:g}s, "
             f"{len(self.faults)} faults, scheduler {self.strategy})",
             *("  " + f.describe() for f in self.faults),
-            "  parts: " + ", ".join(f"{x.name}@{x.at:.1f}s" for x in self.parts),
+            "  parts: " + ", ".join(
+                f"{x.name}@{x.at:.1f}s" + (f"(rec {x.recording})" if x.recording is not None else "")
+                for x in self.parts),
         ]
         return "\n".join(lines)
 
@@ -149,6 +166,7 @@ def generate(seed: int, profile: Profile) -> Plan:
             size=rng.randint(profile.part_min, profile.part_max),
             content_seed=rng.getrandbits(32),
             at=round(rng.uniform(0, profile.nemesis_seconds * profile.parts_until), 2),
+            recording=recording_of(index),
         )
         for index in range(profile.parts)
     )

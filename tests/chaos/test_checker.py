@@ -38,6 +38,7 @@ def clean() -> dict[str, Any]:
             {"upload_id": f"u{i}", "status": 200} for i in range(len(SOURCES))
         ],
         "sessions": [{"upload_id": f"u{i}", "corrupt": None} for i in range(len(SOURCES))],
+        "recordings": [[SOURCES[0].path, SOURCES[1].path]],  # archive 1 lists obj0, obj1
     }
 
 
@@ -88,10 +89,9 @@ def test_a_source_the_hub_never_recorded_is_lost() -> None:
 
 def test_the_hub_claiming_an_object_the_simulator_lacks_is_lost() -> None:
     h = clean()
-    h["uploads"].pop(0)
-    h["submissions"] = []
+    h["uploads"].pop(2)
     (item,) = only(run(h), "lost")
-    assert "obj0" in item and "no such object" in item
+    assert "obj2" in item and "no such object" in item
 
 
 def test_a_second_object_with_the_same_bytes_is_a_duplicate_completion() -> None:
@@ -119,12 +119,36 @@ def test_a_part_handed_to_the_hub_twice_is_a_duplicate() -> None:
 def test_an_object_in_two_archives_is_a_duplicate_submission() -> None:
     h = clean()
     h["submissions"].append({"aid": 2, "videos": [{"filename": "obj1"}]})
-    (item,) = only(run(h), "duplicate_submissions")
-    assert "obj1" in item and "2 archives" in item
+    found = run(h)
+    items = found.duplicate_submissions
+    assert any("obj1" in i and "2 archives" in i for i in items), found.render()
+    assert any("recording 0: 2 archives" in i for i in items), found.render()
+
+
+def test_a_recording_submitted_twice_is_a_duplicate_submission() -> None:
+    h = clean()
+    h["submissions"].append({"aid": 2, "videos": [{"filename": "obj0"}, {"filename": "obj1"}]})
+    items = only(run(h), "duplicate_submissions")
+    assert any("recording 0: 2 archives (aids [1, 2])" in i for i in items), items
+
+
+def test_a_recording_never_submitted_is_a_lost_submission() -> None:
+    h = clean()
+    h["submissions"] = []
+    (item,) = only(run(h), "lost_submissions")
+    assert "recording 0" in item and "no archive" in item
+
+
+def test_an_archive_missing_one_of_its_recordings_parts_is_a_lost_submission() -> None:
+    h = clean()
+    h["submissions"] = [{"aid": 1, "videos": [{"filename": "obj0"}]}]
+    (item,) = only(run(h), "lost_submissions")
+    assert "recording 0" in item and "obj1" in item
 
 
 def test_one_archive_naming_an_object_twice_is_not_a_duplicate_submission() -> None:
     h = clean()
+    h["recordings"] = []
     h["submissions"] = [{"aid": 1, "videos": [{"filename": "obj0"}, {"filename": "obj0"}]}]
     assert run(h).ok
 
