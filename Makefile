@@ -40,7 +40,7 @@ test: $(VENV)/.installed-test $(CHROMIUM)
 	$(BIN)/python -m pytest
 
 # The long chaos campaign (tests/chaos, docs/internals.md): 20 fresh random seeds,
-# or replay given ones with SEEDS="3 17". Each seed is a ~2 minute run with real processes.
+# or replay given ones with SEEDS="3 17". Each seed is a 1-2 minute run with real processes.
 # Its own --basetemp: a failing seed's logs and files stay there, and other pytest runs
 # (which prune the shared /tmp/pytest-of-$USER) cannot delete them mid-campaign.
 SEEDS ?=
