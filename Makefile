@@ -39,5 +39,16 @@ test: $(VENV)/.installed-test $(CHROMIUM)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 
+# The long chaos campaign (tests/chaos, docs/internals.md): 20 fresh random seeds,
+# or replay given ones with SEEDS="3 17". Each seed is a 1-2 minute run with real processes.
+# Its own --basetemp: a failing seed's logs and files stay there, and other pytest runs
+# (which prune the shared /tmp/pytest-of-$USER) cannot delete them mid-campaign.
+SEEDS ?=
+CHAOS_COUNT ?= 20
+CHAOS_TMP ?= /tmp/bupmesh-chaos
+chaos: $(VENV)/.installed-test
+	CHAOS_LONG=1 CHAOS_SEEDS="$(SEEDS)" CHAOS_COUNT=$(CHAOS_COUNT) \
+		$(BIN)/python -m pytest tests/chaos -m chaos -s -p no:cacheprovider --basetemp=$(CHAOS_TMP)
+
 clean:
 	rm -rf $(VENV) build *.egg-info
