@@ -268,9 +268,14 @@ class Agent:
             self._session = None
             self._connect_scope = None
             self.connected = anyio.Event()
-            self._detach_runners()
+            stopped = self._detach_runners()
             with anyio.CancelScope(shield=True):
                 await channel.close(grace=None)
+                # As when they ran in the session's group: an attempt that is not held
+                # is over before the agent dials again (bounded: stop() is prompt).
+                with anyio.move_on_after(5):
+                    for runner in stopped:
+                        await runner.finished.wait()
         return welcomed
 
     async def _serve(self, channel: grpc.aio.Channel, tg: anyio.abc.TaskGroup) -> bool:
@@ -397,9 +402,10 @@ class Agent:
 
     # -- attempts across a lost stream (spoke/held.py) -----------------------------------------
 
-    def _detach_runners(self) -> None:
-        """The stream is gone: keep the attempts that may be held, stop the others."""
+    def _detach_runners(self) -> list[TaskRunner]:
+        """The stream is gone: keep the attempts that may be held, stop (and return) the others."""
         keep: list[str] = []
+        stopped: list[TaskRunner] = []
         for runner in list(self.runners.values()):
             if runner.task_id in self._held:
                 continue  # detached earlier (this was a failed reconnect): deadline stands
@@ -410,9 +416,11 @@ class Agent:
                 keep.append(runner.task_id)
             else:
                 runner.stop(TaskFailure(AGENT, "stream lost"))
+                stopped.append(runner)
         if keep:
             self.log.info("stream lost: holding %d task(s) for %gs", len(keep), self._held.grace)
             self._held.detach(keep)
+        return stopped
 
     def _held_tasks(self) -> list[pb.HeldTask]:
         """What the next Hello offers back: each held attempt and the first byte it lacks."""
