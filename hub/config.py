@@ -35,6 +35,9 @@ class BilibiliSettings(_S):
 class HeartbeatSettings(_S):
     interval_seconds: float = 30
     offline_after_seconds: float = 90
+    # After an agent's stream ends, its streaming leases wait this long for the agent
+    # to dial back and hold them (Hello.held_tasks) before they are re-queued; 0: at once.
+    held_grace_seconds: float = 0
 
 
 class SchedulerSettings(_S):
@@ -213,6 +216,8 @@ def validate(config: HubConfig) -> HubConfig:
         raise ConfigError("heartbeat.interval_seconds: must be positive")
     if hb.offline_after_seconds <= hb.interval_seconds:
         raise ConfigError("heartbeat.offline_after_seconds: must exceed interval_seconds")
+    if not 0 <= hb.held_grace_seconds <= 3600:
+        raise ConfigError("heartbeat.held_grace_seconds: must be within 0..3600")
     if config.token_ttl_seconds < 10:
         raise ConfigError("token_ttl_seconds: must be at least 10")
     if config.retry.network_retries < 0:

@@ -36,6 +36,7 @@ from hub import lifecycle as lc
 from hub.agent_views import AgentViewCache, agent_view
 from hub.config import HubConfig
 from hub.events import EventBus
+from hub.held import HeldLease, HeldLeases, reattach_offset
 from hub.lifecycle import Lifecycle, Outcome, Policy, Status, TaskRecord
 from hub.metrics import HubMetrics
 from hub.registry import AgentInfo, Registry
@@ -125,6 +126,8 @@ class HubService:
         self._tg: anyio.abc.TaskGroup | None = None
         self._queries: dict[str, tuple[anyio.Event, list[pb.StatusReply]]] = {}
         self._lease_session: dict[str, str] = {}  # task id -> session id carrying its lease
+        # Leases of ended streams waiting for their agent to hold them again (hub/held.py).
+        self.held = HeldLeases(config.heartbeat.held_grace_seconds, clock)
         self._hashing: set[int] = set()  # parts with an MD5 pass running
         self._views = AgentViewCache()  # the scheduler's agent views, reused across passes
         self._local_reads: dict[str, int] = {}  # task id -> attempt reading the file itself
@@ -303,6 +306,9 @@ class HubService:
         if self.submissions is not None:
             self.submissions.on_hello(session, hello)
         async with self._lock:
+            # First, before the replaced session's leases are ended below: the attempts
+            # the agent still holds go on over this stream (hub/held.py).
+            resumed = await self._reattach_held(session, hello.held_tasks)
             if info.ip_address:
                 # Not saved here: start() notes every agent's persisted IP again, and a
                 # full ledger snapshot per Hello made a reconnect storm O(agents^2).
@@ -321,16 +327,64 @@ class HubService:
         if self._needs_refresh(session):
             welcome.token.CopyFrom(self._refresh_token(session))
         session.send(pb.HubMessage(welcome=welcome))
-        # Tasks the agent still holds from a lost stream: a lease lives and dies with the
-        # stream that carried it (re-queued with its resume point, or about to be by the
-        # lost session's clean-up), so the agent is told to stop every one of them.
+        # Held tasks whose lease is gone (re-queued, cancelled, offered again) are told
+        # to stop; the others stream on from where the agent's bytes end.
         for held in hello.held_tasks:
-            session.send(pb.HubMessage(cancel=pb.Cancel(
-                task_id=held.task_id, attempt=held.attempt, reason="lease ended")))
+            if held.task_id not in resumed:
+                session.send(pb.HubMessage(cancel=pb.Cancel(
+                    task_id=held.task_id, attempt=held.attempt, reason="lease ended")))
+        for task, offset in resumed.values():
+            self._start_stream(session, task, offset)
         self.metrics.stream_connected(session)
         log.info("agent %s connected (session %s, ip %s)", session.agent_id,
                  session.session_id[:8], info.ip_address)
         self.poke()
+
+    async def _reattach_held(self, session: AgentSession,
+                             held_tasks: Any) -> dict[str, tuple[TaskRecord, int]]:
+        """Move the leases the agent still holds to ``session`` (caller holds ``_lock``).
+
+        Returns task id -> (task, offset to stream from). Leases kept for this agent
+        that it no longer holds end now, as they would have without a grace period.
+        """
+        agent_id = session.agent_id
+        resumed: dict[str, tuple[TaskRecord, int]] = {}
+        for held in held_tasks:
+            task = self.tasks.get(held.task_id)
+            offset = reattach_offset(task, agent_id, held,
+                                     local_read=held.task_id in self._local_reads)
+            if task is None or offset is None or held.task_id in resumed:
+                continue
+            self.held.pop(task.task_id)
+            self._lease_session[task.task_id] = session.session_id
+            resumed[task.task_id] = (task, offset)
+            await self._save(task, agent_id, "resume",
+                             f"attempt {task.attempt} held across a reconnect: streaming "
+                             f"on from byte {offset}", ip=session.ip_address)
+        for lease in self.held.of_agent(agent_id):
+            await self._end_held_lease(lease, "agent came back without it")
+        return resumed
+
+    async def _end_held_lease(self, lease: HeldLease, why: str) -> None:
+        """A kept lease nobody re-attached: re-queue it as a lost stream always was."""
+        task = self.tasks.get(lease.task_id)
+        if (
+            task is not None and task.status.leased and task.agent_id == lease.agent_id
+            and self._lease_session.get(task.task_id) == lease.session_id
+        ):
+            reason = f"agent lost: {why}"
+            self.lifecycle.agent_lost(task, lease.agent_id, reason)
+            await self._save(task, lease.agent_id, "retry", reason)
+
+    def _start_stream(self, session: AgentSession, task: TaskRecord, offset: int) -> None:
+        """Stream ``task`` from ``offset`` on ``session`` (an accepted or re-attached attempt)."""
+        if offset > 0 and not task.file_md5 and task.part_id not in self._hashing:
+            # A resumed stream sees only the tail: the whole file's MD5 needs its own pass.
+            self._hashing.add(task.part_id)
+            self._spawn(self._hash_part, task.part_id)
+        session.transfer.start(task.task_id, task.attempt, task.file_path, task.file_size, offset,
+                               known_md5=task.file_md5, fingerprint=task.file_fingerprint,
+                               crc32=session.crc32_integrity)
 
     def session_closed(self, session: AgentSession) -> None:
         """The stream ended (any reason). Synchronous: the handler may be being cancelled."""
@@ -357,17 +411,21 @@ class HubService:
 
     async def _agent_offline(self, agent_id: str, session_id: str, reason: str) -> None:
         async with self._lock:
-            await self._requeue_agent_tasks(agent_id, session_id, f"agent lost: {reason}")
+            await self._requeue_agent_tasks(agent_id, session_id, f"agent lost: {reason}",
+                                            hold=True)
             info = self.registry.get(agent_id)
             if info is not None and info.session is None:
                 await self.store.set_agent_status(agent_id, info.status)
         self.poke()
 
-    async def _requeue_agent_tasks(self, agent_id: str, session_id: str, reason: str) -> None:
+    async def _requeue_agent_tasks(self, agent_id: str, session_id: str, reason: str, *,
+                                   hold: bool = False) -> None:
         """Re-queue the leases carried by one (ended) session of ``agent_id``.
 
         Only that session's: by the time this runs the agent may have dialled again and
-        been offered new work on its new stream, which must not be taken away.
+        been offered new work on its new stream, which must not be taken away. With
+        ``hold`` (the stream was lost, not replaced) streaming leases wait for the agent
+        to dial back for ``heartbeat.held_grace_seconds`` first (hub/held.py).
         """
         for task in list(self.tasks.values()):
             if (
@@ -375,6 +433,12 @@ class HubService:
                 and task.agent_id == agent_id
                 and self._lease_session.get(task.task_id, session_id) == session_id
             ):
+                if hold and self.held.may_keep(task,
+                                               local_read=task.task_id in self._local_reads):
+                    self.held.keep(task.task_id, agent_id, session_id)
+                    log.info("task %s attempt %d: lease kept %.0fs for %s to dial back",
+                             task.task_id, task.attempt, self.held.grace, agent_id)
+                    continue
                 self.lifecycle.agent_lost(task, agent_id, reason)
                 await self._save(task, agent_id, "retry", reason)
 
@@ -489,13 +553,7 @@ class HubService:
             await self._save(task, session.agent_id, "start",
                              f"attempt {task.attempt} accepted, streaming from byte {offset}",
                              ip=session.ip_address, part_state="uploading")
-        if offset > 0 and not task.file_md5 and task.part_id not in self._hashing:
-            # A resumed stream sees only the tail: the whole file's MD5 needs its own pass.
-            self._hashing.add(task.part_id)
-            self._spawn(self._hash_part, task.part_id)
-        session.transfer.start(task.task_id, task.attempt, task.file_path, task.file_size, offset,
-                               known_md5=task.file_md5, fingerprint=task.file_fingerprint,
-                               crc32=session.crc32_integrity)
+        self._start_stream(session, task, offset)
 
     async def _on_local_accept(self, session: AgentSession, task: TaskRecord,
                                msg: pb.Accept) -> None:
@@ -877,6 +935,12 @@ class HubService:
             session = info.session
             if session is not None and session.hello is not None and self._needs_refresh(session):
                 session.send(pb.HubMessage(token_refresh=self._refresh_token(session)))
+        if len(self.held):
+            async with self._lock:
+                for lease in self.held.expired():
+                    await self._end_held_lease(lease, "no reconnect within "
+                                               f"{self.held.grace:g}s")
+            self.poke()
         expired = [t for t in self.tasks.values() if self.lifecycle.offer_expired(t)]
         if expired:
             async with self._lock:

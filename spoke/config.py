@@ -72,6 +72,7 @@ class AgentSection(_S):
     buffer_size_mb: int = 64
     heartbeat_interval: str | float = "30s"  # the hub's Welcome overrides it
     drain_grace: str | float = "60s"
+    held_grace: str | float = 0  # keep running tasks this long after the stream drops
     source_ip: str | None = None
     ip_address: str | None = None
     proxy: str | None = None
@@ -106,6 +107,7 @@ class AgentEntry(_S):
     buffer_size_mb: int = 64
     heartbeat_interval: str | float = "30s"
     drain_grace: str | float = "60s"
+    held_grace: str | float = 0
     source_ip: str | None = None
     ip_address: str | None = None
     proxy: str | None = None
@@ -133,6 +135,9 @@ class AgentSettings:
     buffer_bytes: int = 64 << 20
     heartbeat_interval: float = 30.0
     drain_grace: float = 60.0
+    # After the stream drops, running tasks are kept (their uploads go on with the bytes
+    # already here) this long for the next Hello to offer back; 0: abandon them at once.
+    held_grace: float = 0.0
     source_ip: str | None = None
     ip_address: str | None = None
     proxy: str | None = None
@@ -248,6 +253,7 @@ def load_agents(
             buffer_size_mb=agent.buffer_size_mb,
             heartbeat_interval=agent.heartbeat_interval,
             drain_grace=agent.drain_grace,
+            held_grace=agent.held_grace,
             source_ip=agent.source_ip,
             ip_address=agent.ip_address,
             proxy=agent.proxy,
@@ -270,6 +276,7 @@ def _single_keys() -> dict[str, str]:
     flat_to_dotted.update(
         heartbeat_interval="agent.heartbeat_interval",
         drain_grace="agent.drain_grace",
+        held_grace="agent.held_grace",
         chunk_size_mb="agent.chunk_size_mb",
     )
     return flat_to_dotted
@@ -383,6 +390,9 @@ def _validate(*, prefix: str, keys: Mapping[str, str], **v: Any) -> AgentSetting
     if heartbeat <= 0:
         raise ConfigError(f"{name('heartbeat_interval')}: must be positive")
     grace = parse_duration(v["drain_grace"], key=name("drain_grace"))
+    held_grace = parse_duration(v["held_grace"], key=name("held_grace"))
+    if held_grace < 0:
+        raise ConfigError(f"{name('held_grace')}: must not be negative")
     roots = v["local_roots"] or []
     if roots and v["storage_type"] not in ("local", "hybrid"):
         raise ConfigError(
@@ -401,6 +411,7 @@ def _validate(*, prefix: str, keys: Mapping[str, str], **v: Any) -> AgentSetting
         buffer_bytes=v["buffer_size_mb"] << 20,
         heartbeat_interval=heartbeat,
         drain_grace=grace,
+        held_grace=held_grace,
         source_ip=v["source_ip"] or None,
         ip_address=v["ip_address"] or None,
         proxy=v["proxy"] or None,

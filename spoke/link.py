@@ -9,11 +9,14 @@ Everything on one stream runs as children of one task group: a reader that
 dispatches hub messages without ever blocking (each task has its own queue in
 its :class:`~spoke.source.StreamSource`; credit bounds their size), a writer
 draining one outgoing queue, the heartbeat, the credit pump and the task
-runners. gRPC awaits live only in those children, and the session ends by
+credit pump. gRPC awaits live only in those children, and the session ends by
 cancelling the group (an anyio scope around a ``grpc.aio`` await does not
-work). When the stream is lost every running attempt is abandoned without
-completing its upload (the hub re-offers it with the resume point it holds),
-then the agent reconnects after an exponential, fully jittered delay.
+work). Task runners live in the agent's own group, so an attempt can outlive
+its stream: with ``held_grace`` > 0 an attempt still receiving bytes is kept
+that long (spoke/held.py), listed in the next ``Hello.held_tasks`` and streamed
+on by the hub from the first byte it lacks; every other attempt is abandoned
+without completing its upload (the hub re-offers it with the resume point it
+holds). The agent reconnects after an exponential, fully jittered delay.
 """
 
 from __future__ import annotations
@@ -36,9 +39,11 @@ from protocol import mesh_pb2_grpc as pb_grpc
 from protocol.credit import CreditBudget
 from spoke.backoff import Backoff
 from spoke.config import AgentSettings
+from spoke.held import HeldTasks
 from spoke.local import Md5Cache
 from spoke.memory import release_free_heap
 from spoke.runner import AGENT, TaskFailure, TaskRunner
+from spoke.source import StreamSource
 from spoke.wire import WireChunk, parse_hub_message
 
 VERSION = "bupmesh-agent/0.1"
@@ -167,6 +172,9 @@ class Agent:
             slot_reserve=min(settings.chunk_size, settings.buffer_bytes // settings.max_concurrent),
         )
         self.runners: dict[str, TaskRunner] = {}
+        self._held = HeldTasks(settings.held_grace, clock)  # runners outliving their stream
+        self._late_commits: dict[str, pb.AgentMessage] = {}  # Committed while detached
+        self._tasks_tg: anyio.abc.TaskGroup | None = None  # where runners run
         self._submits: set[tuple[str, int]] = set()  # Submit attempts run (never twice)
         self.md5_cache = Md5Cache()  # local reads: MD5 per file version, across tasks
         self.backoff = backoff or Backoff(1.0, 60.0, rng)
@@ -194,17 +202,29 @@ class Agent:
 
     async def run(self) -> None:
         """Connect, serve, reconnect, until :meth:`stop` and the drain are done."""
-        while not self._stopping:
-            welcomed = await self._one_session()
-            if self._stopping:
-                break
-            if welcomed:
-                self.backoff.reset()
-            delay = self._reconnect_after or self.backoff.next_delay()
-            self._reconnect_after = 0.0
-            self.log.info("reconnecting in %.1fs", delay)
-            with anyio.move_on_after(delay):
-                await self._stop_event.wait()
+        async with anyio.create_task_group() as tasks:
+            self._tasks_tg = tasks
+            if self._held.grace > 0:
+                tasks.start_soon(self._reap_held)
+            while not self._stopping:
+                welcomed = await self._one_session()
+                if self._stopping:
+                    break
+                if welcomed:
+                    self.backoff.reset()
+                delay = self._reconnect_after or self.backoff.next_delay()
+                self._reconnect_after = 0.0
+                self.log.info("reconnecting in %.1fs", delay)
+                with anyio.move_on_after(delay):
+                    await self._stop_event.wait()
+            # Held attempts with no stream left to finish on (the drain took the others).
+            for runner in list(self.runners.values()):
+                runner.stop(TaskFailure(AGENT, "agent stopping"))
+            with anyio.move_on_after(5):
+                while self.runners:
+                    await next(iter(self.runners.values())).finished.wait()
+            tasks.cancel_scope.cancel()
+        self._tasks_tg = None
         self.log.info("agent stopped")
 
     def stop(self) -> None:
@@ -248,8 +268,14 @@ class Agent:
             self._session = None
             self._connect_scope = None
             self.connected = anyio.Event()
+            stopped = self._detach_runners()
             with anyio.CancelScope(shield=True):
                 await channel.close(grace=None)
+                # As when they ran in the session's group: an attempt that is not held
+                # is over before the agent dials again (bounded: stop() is prompt).
+                with anyio.move_on_after(5):
+                    for runner in stopped:
+                        await runner.finished.wait()
         return welcomed
 
     async def _serve(self, channel: grpc.aio.Channel, tg: anyio.abc.TaskGroup) -> bool:
@@ -282,8 +308,9 @@ class Agent:
             tg.cancel_scope.cancel()
 
         tg.start_soon(watchdog)
+        held = self._held_tasks()
         try:
-            await call.write(pb.AgentMessage(hello=self._hello()))
+            await call.write(pb.AgentMessage(hello=self._hello(held)))
             first = await call.read()
             welcomed.set()
         except grpc.aio.AioRpcError as exc:
@@ -314,6 +341,7 @@ class Agent:
         self._draining = self._stopping
         self.sessions += 1
         self.log.info("connected to %s (session %s)", self.settings.server_url, session.session_id)
+        self._reattach(held)
         self.connected.set()
         tg.start_soon(self._writer, session)
         tg.start_soon(self._reader, session)
@@ -360,7 +388,7 @@ class Agent:
             local_paths=list(s.local_roots) if s.storage_type in ("local", "hybrid") else [],
         )
 
-    def _hello(self) -> pb.Hello:
+    def _hello(self, held: list[pb.HeldTask] | None = None) -> pb.Hello:
         s = self.settings
         return pb.Hello(
             agent_id=s.agent_id,
@@ -368,9 +396,78 @@ class Agent:
             ip_address=s.reported_ip,
             capabilities=self._capabilities(),
             tags=s.tags,
-            held_tasks=[],  # attempts never survive a lost stream (see module docstring)
+            held_tasks=held or [],
             version=VERSION,
         )
+
+    # -- attempts across a lost stream (spoke/held.py) -----------------------------------------
+
+    def _detach_runners(self) -> list[TaskRunner]:
+        """The stream is gone: keep the attempts that may be held, stop (and return) the others."""
+        keep: list[str] = []
+        stopped: list[TaskRunner] = []
+        for runner in list(self.runners.values()):
+            if runner.task_id in self._held:
+                continue  # detached earlier (this was a failed reconnect): deadline stands
+            if self._held.grace > 0 and not self._stopping and runner.holdable:
+                if runner.task_id in self.budget:
+                    # Credit granted on the dead stream will never be used: grant it anew.
+                    self.budget.forget_in_flight(runner.task_id)
+                keep.append(runner.task_id)
+            else:
+                runner.stop(TaskFailure(AGENT, "stream lost"))
+                stopped.append(runner)
+        if keep:
+            self.log.info("stream lost: holding %d task(s) for %gs", len(keep), self._held.grace)
+            self._held.detach(keep)
+        return stopped
+
+    def _held_tasks(self) -> list[pb.HeldTask]:
+        """What the next Hello offers back: each held attempt and the first byte it lacks."""
+        held = []
+        for task_id in self._held.live():
+            runner = self.runners.get(task_id)
+            if runner is None or not runner.holdable:
+                continue
+            assert isinstance(runner.source, StreamSource)
+            held.append(pb.HeldTask(task_id=task_id, attempt=runner.attempt,
+                                    committed_bytes=runner.source.restart_check()))
+        return held
+
+    def _reattach(self, held: list[pb.HeldTask]) -> None:
+        """Welcomed after a Hello listing ``held``: those attempts go on over this stream.
+
+        The hub streams on from each one's offset once credit arrives (the pump grants
+        it), or answers ``Cancel`` for an attempt whose lease it ended.
+        """
+        self._held.reattach(t.task_id for t in held)
+        for t in held:
+            self.log.info("task %s attempt %d: held across the reconnect, bytes from %d",
+                          t.task_id, t.attempt, t.committed_bytes)
+            late = self._late_commits.pop(t.task_id, None)
+            if late is not None:
+                self._send(late)  # the resume point the hub missed while the link was down
+        self._wake_credit()
+
+    async def _reap_held(self) -> None:
+        """Stop held attempts whose grace period ran out before a Hello could list them."""
+        while True:
+            await anyio.sleep(0.25)
+            for task_id in self._held.expired():
+                runner = self.runners.get(task_id)
+                if runner is not None:
+                    self.log.info("task %s: not back on a stream within %gs; abandoning",
+                                  task_id, self._held.grace)
+                    runner.stop(TaskFailure(AGENT, "stream lost"))
+
+    def _task_send(self, message: pb.AgentMessage) -> None:
+        """A runner's message. With no stream it is dropped, but for the latest
+        ``Committed``, which is sent again if the attempt is held across the reconnect."""
+        if self._session is None:
+            if message.WhichOneof("kind") == "committed":
+                self._late_commits[message.committed.task_id] = message
+            return
+        self._send(message)
 
     def _heartbeat(self) -> pb.Heartbeat:
         running = len(self.runners)
@@ -534,7 +631,7 @@ class Agent:
             offer,
             settings=self.settings,
             budget=self.budget,
-            send=self._send,
+            send=self._task_send,
             on_space=self._wake_credit,
             clock=self.clock,
             **self._factories,
@@ -573,9 +670,12 @@ class Agent:
 
     def _start(self, session: _Session, runner: TaskRunner) -> None:
         self.runners[runner.task_id] = runner
+        # Runners live in the agent's group (when run() drives it), not the session's:
+        # a held attempt outlives its stream.
+        group = self._tasks_tg or session.tg
         if runner.wants_local:
             # The file may be here: check it (bounded) before answering, in the task.
-            session.tg.start_soon(self._run_task, runner, True)
+            group.start_soon(self._run_task, runner, True)
             return
         runner.accept()
         self.log.info(
@@ -587,12 +687,16 @@ class Agent:
             runner.resume_offset,
         )
         self._wake_credit()
-        session.tg.start_soon(self._run_task, runner)
+        group.start_soon(self._run_task, runner)
 
     async def _run_task(self, runner: TaskRunner, check_local: bool = False) -> None:
         try:
             if check_local:
                 local = await runner.check_local(self.md5_cache)
+                if self._session is None:  # the stream went while we looked at the disk
+                    runner.state.reject()
+                    runner.finished.set()
+                    return
                 if local is None and not self.budget.can_admit(runner.min_window):
                     # Others took the buffer while we looked at the disk: as if at once.
                     runner.state.reject()
@@ -614,9 +718,13 @@ class Agent:
                 )
                 self._wake_credit()
             await runner.run()
+        except Exception as exc:  # a bug must cost one task, never the agent's task group
+            self.log.error("task %s: runner failed", runner.task_id, exc_info=exc)
         finally:
             if self.runners.get(runner.task_id) is runner:
                 del self.runners[runner.task_id]
+                self._held.forget(runner.task_id)
+                self._late_commits.pop(runner.task_id, None)
             release_free_heap()  # what the task's buffers fragmented goes back to the OS
             if runner.state_name.value == "done":
                 self.tasks_completed += 1

@@ -488,6 +488,21 @@ class TaskRunner:
         return not self.state.terminal
 
     @property
+    def holdable(self) -> bool:
+        """May this attempt outlive its stream (spoke/held.py)?
+
+        Only while it still receives bytes: accepted, streamed (not a local read), no
+        ``EndOfData`` yet, so no ``Finishing`` either (the completion handshake stays
+        on the stream that carried it), and not being stopped.
+        """
+        return (
+            self._stop is None
+            and self.state.state in (State.ACCEPTED, State.STREAMING)
+            and isinstance(self.source, StreamSource)
+            and not self.source.ended
+        )
+
+    @property
     def state_name(self) -> State:
         return self.state.state
 

@@ -75,6 +75,8 @@ class StreamSource:
         self._digest: Any = Crc32() if crc32 else hashlib.md5()
         self._to_hash: deque[bytes | memoryview] = deque()
         self._hashing = False
+        self._hashed = start  # offset just past the last byte fed to the checksum
+        self._check_from: int | None = None  # restart the checksum here (see restart_check)
         self._hub_md5: str | None = None
         self._hub_crc32: int | None = None
         self._failure: BaseException | None = None
@@ -91,13 +93,34 @@ class StreamSource:
     def ended(self) -> bool:
         return self._hub_md5 is not None
 
+    def _fresh_digest(self) -> Any:
+        return Crc32() if self.crc32_mode else hashlib.md5()
+
     def _digest_so_far(self) -> Any:
         if not self._hashing:
             self._hash_pending()
-        digest = self._digest.copy()
+        digest, at, check_from = self._digest.copy(), self._hashed, self._check_from
         for frame in self._frames:  # still queued: received but not yet read
+            if check_from is not None and at >= check_from:
+                digest, check_from = self._fresh_digest(), None
             digest.update(frame)
+            at += len(frame)
+        if check_from is not None and at >= check_from:
+            digest = self._fresh_digest()
         return digest
+
+    def restart_check(self) -> int:
+        """The attempt goes on over a new stream, from the first byte not received.
+
+        That stream's ``EndOfData`` covers only the bytes it sends (the hub cannot
+        vouch for what an earlier stream delivered; the same rule as an attempt that
+        resumes from a committed part), so from here on the checksum (and ``Result``'s)
+        covers bytes from this offset on. Returns the offset the hub must resume at.
+        """
+        if self._hub_md5 is not None:
+            raise StreamError("the stream already ended: nothing to resume")
+        self._check_from = self._end
+        return self._end
 
     def md5(self) -> str:
         """MD5 of every byte received so far (what Result reports); "" in CRC32 mode."""
@@ -282,8 +305,18 @@ class StreamSource:
             self._on_space()
 
     def _hash_pending(self) -> None:
+        # No queued piece straddles _check_from: frames of the earlier stream end at or
+        # before it, those of the next begin there, and pieces only subdivide frames.
         while self._to_hash:
-            self._digest.update(self._to_hash.popleft())
+            piece = self._to_hash.popleft()
+            self._restart_if_due()
+            self._digest.update(piece)
+            self._hashed += len(piece)
+        self._restart_if_due()
+
+    def _restart_if_due(self) -> None:
+        if self._check_from is not None and self._hashed >= self._check_from:
+            self._digest, self._check_from = self._fresh_digest(), None
 
     def _take(self, views: list[memoryview], filled: int, end: int) -> int:
         """Move queued frames (or the front of one) up to ``end`` into ``views``;

@@ -692,3 +692,71 @@ async def test_gzip_compression_option(tmp_path: Path, compression: str) -> None
         agent.drop()
         await hub.channel.close()
         tg.cancel_scope.cancel()
+
+
+@pytest.mark.anyio
+async def test_held_task_resumes_on_the_new_stream_and_others_are_fenced(tmp_path: Path) -> None:
+    """Issue 3: a lost stream's leases wait ``held_grace_seconds``; the Hello of the next
+    stream re-attaches the attempts it still holds (same attempt, streaming on from its
+    offset within fresh credit) and ends the rest: a wrong attempt gets Cancel, a lease
+    it does not list is re-queued as a new attempt."""
+    cfg = make_config(tmp_path)
+    cfg.heartbeat.held_grace_seconds = 30
+    async with make_hub(tmp_path, cfg) as hub:
+        agent = await hub.agent("a1")
+        path, _ = hub.file("held.bin", 2 * MiB + 5)
+        data = Path(path).read_bytes()  # noqa: ASYNC240
+        other_path, _ = hub.file("other.bin", 1000)
+        await hub.service.create_part(path, account=None, title=None)
+        first = await agent.recv("offer")
+        await hub.service.create_part(other_path, account=None, title=None)
+        second = await agent.recv("offer")
+        for offer in (first, second):
+            await agent.send(accept=pb.Accept(task_id=offer.task_id, attempt=1))
+        await agent.send(credit=pb.Credit(task_id=first.task_id, attempt=1, bytes=MiB + 7))
+        received = bytearray()
+        while len(received) < MiB + 7:
+            chunk = await agent.recv("chunk")
+            if chunk.task_id == first.task_id:
+                received += chunk.data
+        agent.drop()
+        await wait_for(lambda: first.task_id in hub.service.held
+                       and second.task_id in hub.service.held)
+        assert await _status(hub, first.task_id) == "uploading"  # kept, not re-queued
+        offset = len(received)
+        again = await hub.agent("a1", held=[
+            pb.HeldTask(task_id=first.task_id, attempt=1, committed_bytes=offset),
+            pb.HeldTask(task_id=second.task_id, attempt=7, committed_bytes=0),
+        ])
+        cancel = await again.recv("cancel")
+        assert (cancel.task_id, cancel.attempt) == (second.task_id, 7)
+        reoffer = await again.recv("offer")  # held by nobody: a new attempt, as before
+        assert (reoffer.task_id, reoffer.attempt) == (second.task_id, 2)
+        # The held attempt streams on from the agent's offset, within the new credit only.
+        await again.send(credit=pb.Credit(task_id=first.task_id, attempt=1, bytes=300_000))
+        tail = bytearray()
+        while len(tail) < 300_000:
+            chunk = await again.recv("chunk")
+            assert (chunk.task_id, chunk.attempt) == (first.task_id, 1)
+            assert chunk.offset == offset + len(tail)
+            tail += chunk.data
+        with pytest.raises(TimeoutError):
+            await again.recv(wait=0.2)  # nothing beyond credit
+        await again.send(credit=pb.Credit(task_id=first.task_id, attempt=1, bytes=MiB))
+        while True:
+            msg = await again.recv()
+            if msg.WhichOneof("kind") == "end_of_data":
+                eod = msg.end_of_data
+                break
+            if msg.chunk.task_id == first.task_id:
+                tail += msg.chunk.data
+        assert bytes(received + tail) == data
+        # The new stream vouches for what it sent: the tail's MD5.
+        assert eod.md5 == hashlib.md5(data[offset:]).hexdigest()
+        await again.send(result=pb.Result(task_id=first.task_id, attempt=1, success=True,
+                                          filename="held", biz_id=1, md5=eod.md5))
+        await wait_for(lambda: _is(_status(hub, first.task_id), "completed"))
+        task = await hub.service.get_task(first.task_id)
+        assert task["attempt"] == 1 and task["result"]["filename"] == "held"
+        events = [e["event_type"] for e in await hub.service.task_logs(first.task_id)]
+        assert events[-4:] == ["offer", "start", "resume", "success"]

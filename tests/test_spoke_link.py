@@ -977,3 +977,62 @@ async def test_local_agent_streams_when_its_copy_is_not_the_part(
     assert "s" not in streamer.local and "credit" in streamer.kinds("s")
     (upload,) = sim.uploads()
     assert upload["md5"] == hashlib.md5(data).hexdigest()
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("crc32", [False, True], ids=["md5", "crc32"])
+async def test_a_held_attempt_survives_a_lost_stream_and_finishes_on_the_next(
+    hub: tuple[FakeHub, str], sim: SimServer, crc32: bool
+) -> None:
+    """Issue 3: with ``held_grace`` the attempt outlives its stream; the next Hello lists it
+    with the first byte it lacks, the new stream carries the rest (checked by its own
+    checksum, of the tail) and the same attempt completes once. A held task the hub no
+    longer leases is stopped by its Cancel."""
+    servicer, address = hub
+    sim.config(chunk_size=1 * MiB)
+    data = random.Random(21).randbytes(3 * MiB + 77)
+    other = random.Random(22).randbytes(3 * MiB)
+    agent = Agent(settings(address, held_grace=10.0, crc32_integrity=crc32),
+                  backoff=Backoff(0.05, 0.2, random.Random(5)))
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(agent.run)
+        session = await asyncio.wait_for(servicer.sessions.get(), 10)
+        first = Streamer(session, budget=4 * MiB)
+        first.stop_at["h"] = MiB + 4321  # the link dies mid-file
+        first.stop_at["x"] = 1000
+        first.offer(offer("h", data, sim, await_proceed=True, crc32_integrity=crc32), data)
+        first.offer(offer("x", other, sim, await_proceed=True, crc32_integrity=crc32), other)
+        await first.run_until(lambda: first.pos.get("h") == MiB + 4321
+                              and first.pos.get("x") == 1000)
+        session.end()
+        second = await asyncio.wait_for(servicer.sessions.get(), 10)
+        held = {t.task_id: t for t in second.hello.held_tasks}
+        assert set(held) == {"h", "x"}
+        assert (held["h"].attempt, held["h"].committed_bytes) == (1, MiB + 4321)
+        second.send(cancel=pb.Cancel(task_id="x", attempt=1, reason="lease ended"))
+        streamer = Streamer(second, budget=4 * MiB)
+        streamer.files["h"] = data
+        streamer.attempts["h"] = 1
+        if crc32:
+            streamer.crc_tasks.add("h")
+        # The hub's side of a re-attach: stream from the agent's offset, as after an Accept.
+        streamer.handle(pb.AgentMessage(accept=pb.Accept(task_id="h", attempt=1,
+                                                         resume_offset=MiB + 4321)))
+        # "x" may grant credit before it reads the Cancel (a real hub ignores it): none sent.
+        streamer.files["x"], streamer.attempts["x"], streamer.stop_at["x"] = other, 1, 1000
+        streamer.handle(pb.AgentMessage(accept=pb.Accept(task_id="x", attempt=1,
+                                                         resume_offset=1000)))
+        await streamer.run_until(lambda: {"h", "x"} <= set(streamer.results))
+        agent.stop()
+    assert streamer.results["x"].error_kind == "cancelled"
+    result = streamer.results["h"]
+    assert result.success, result
+    tail = data[MiB + 4321 :]
+    if crc32:
+        assert result.crc32 == zlib.crc32(tail)
+    else:
+        assert result.md5 == hashlib.md5(tail).hexdigest()  # what the new stream vouched for
+    assert [f.attempt for f in streamer.finishings] == [1]  # the handshake on the new stream
+    (upload,) = sim.uploads()
+    assert upload["md5"] == hashlib.md5(data).hexdigest() and upload["size"] == len(data)
+    assert len(completes(sim)) == 1
