@@ -259,12 +259,12 @@ class Lifecycle:
         md5_ok: bool = True,
         ip: str = "",
     ) -> Outcome:
-        """The attempt's final word. ``md5_ok``: agent's MD5 matched the bytes streamed."""
+        """The attempt's final word. ``md5_ok``: the agent's checksum (MD5 or CRC32) matched."""
         if not task.holds(agent_id, attempt):
             return Outcome.IGNORED
         if success and not md5_ok:
             success, error_kind = False, FILE
-            error_message = "MD5 of bytes the agent received differs from what the hub sent"
+            error_message = "checksum of the bytes the agent received differs from what the hub sent"
         if success and not filename:
             success, error_kind = False, BAD_REQUEST
             error_message = "agent reported success without a file name"

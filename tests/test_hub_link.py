@@ -415,7 +415,7 @@ async def test_md5_mismatch_fails_with_kind_file(hub: Hub) -> None:
                                       filename="n1", md5="0" * 32))
     await wait_for(lambda: _is(_status(hub, offer.task_id), "failed"))
     task = await hub.service.get_task(offer.task_id)
-    assert task["error_kind"] == "file" and "MD5" in task["error_message"]
+    assert task["error_kind"] == "file" and "checksum" in task["error_message"]
 
 
 @pytest.mark.anyio
