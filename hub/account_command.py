@@ -21,12 +21,20 @@ import json
 import sys
 import time
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 import msgspec
 
 from bupmesh.config import ConfigError, load_config
-from hub.admin_client import DEFAULT_HUB, HubError, connect, request
+from hub.admin_client import (
+    DEFAULT_HUB,
+    HubError,
+    add_hub_arguments,
+    check_hub_url,
+    connect,
+    request,
+)
+from hub.admin_client import ENV_KEYS as HUB_ENV_KEYS
 from uploader.credentials import Credentials, CredentialsError
 
 QR_GRACE_SECONDS = 10.0  # poll a little past the code's lifetime: the hub has the last word
@@ -47,8 +55,7 @@ class AccountSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 
 ENV_KEYS = {
-    "BUPMESH_HUB_URL": "hub",
-    "BUPMESH_ADMIN_TOKEN": "admin_token",
+    **HUB_ENV_KEYS,
     # Preferred over --cookies: a flag shows up in `ps` to every local user.
     "BUPMESH_BILI_COOKIES": "cookies",
 }
@@ -76,13 +83,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     delete = actions.add_parser("delete", help="delete an account and its secrets")
     delete.add_argument("account", metavar="ACCOUNT", help="account name or id")
     for sub in (add, listing, check, delete):
-        sub.add_argument(
-            "--hub", metavar="URL", help=f"hub HTTP API (default {DEFAULT_HUB}; env BUPMESH_HUB_URL)"
-        )
-        sub.add_argument(
-            "--admin-token", metavar="S", help="admin token (env BUPMESH_ADMIN_TOKEN is safer)"
-        )
-        sub.add_argument("--ca-file", metavar="F", help="trust this CA for an https:// hub")
+        add_hub_arguments(sub)
         sub.add_argument("--json", action="store_true", default=None, help="print JSON")
 
 
@@ -103,9 +104,7 @@ def settings_from_args(
         "poll_interval": getattr(args, "poll_interval", None),
     }
     settings = load_config(AccountSettings, env=env, env_keys=ENV_KEYS, flags=flags)
-    url = urlsplit(settings.hub)
-    if url.scheme not in ("http", "https") or not url.hostname:
-        raise ConfigError(f"--hub: expected http(s)://HOST:PORT, got {settings.hub!r}")
+    check_hub_url(settings.hub)
     if not settings.admin_token:
         raise ConfigError("--admin-token: required (or set BUPMESH_ADMIN_TOKEN)")
     if not 0 < settings.poll_interval <= 60:

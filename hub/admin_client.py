@@ -9,14 +9,41 @@ out a hub restart.
 
 from __future__ import annotations
 
+import argparse
 import ssl
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
 from bupmesh.config import ConfigError
 
 DEFAULT_HUB = "http://127.0.0.1:12380"
+
+# Where the commands that drive a hub find it without flags.
+ENV_KEYS = {
+    "BUPMESH_HUB_URL": "hub",
+    # Preferred over --admin-token: a flag shows up in `ps` to every local user.
+    "BUPMESH_ADMIN_TOKEN": "admin_token",
+}
+
+
+def add_hub_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--hub``, ``--admin-token``, ``--ca-file``: how a command reaches the hub."""
+    parser.add_argument(
+        "--hub", metavar="URL", help=f"hub HTTP API (default {DEFAULT_HUB}; env BUPMESH_HUB_URL)"
+    )
+    parser.add_argument(
+        "--admin-token", metavar="S", help="admin token (env BUPMESH_ADMIN_TOKEN is safer)"
+    )
+    parser.add_argument("--ca-file", metavar="F", help="trust this CA for an https:// hub")
+
+
+def check_hub_url(hub: str) -> None:
+    """Refuse a ``--hub`` that is not ``http(s)://HOST[:PORT]``, in one line."""
+    url = urlsplit(hub)
+    if url.scheme not in ("http", "https") or not url.hostname:
+        raise ConfigError(f"--hub: expected http(s)://HOST:PORT, got {hub!r}")
 
 
 class HubError(Exception):

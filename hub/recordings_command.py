@@ -14,13 +14,19 @@ import json
 import sys
 import time
 from typing import Any
-from urllib.parse import urlsplit
 
 import msgspec
 
 from bupmesh.config import ConfigError, load_config
-from hub.admin_client import DEFAULT_HUB, HubError, connect, request
-from hub.upload_command import ENV_KEYS
+from hub.admin_client import (
+    DEFAULT_HUB,
+    ENV_KEYS,
+    HubError,
+    add_hub_arguments,
+    check_hub_url,
+    connect,
+    request,
+)
 
 
 class RecordingsSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -32,13 +38,7 @@ class RecordingsSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=Tru
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--hub", metavar="URL", help=f"hub HTTP API (default {DEFAULT_HUB}; env BUPMESH_HUB_URL)"
-    )
-    parser.add_argument(
-        "--admin-token", metavar="S", help="admin token (env BUPMESH_ADMIN_TOKEN is safer)"
-    )
-    parser.add_argument("--ca-file", metavar="F", help="trust this CA for an https:// hub")
+    add_hub_arguments(parser)
     parser.add_argument("--json", action="store_true", default=None,
                         help="print the hub's answer as JSON")
     parser.add_argument("--submit", type=int, metavar="ID",
@@ -50,9 +50,7 @@ def settings_from_args(args: argparse.Namespace,
     flags = {"hub": args.hub, "admin_token": args.admin_token, "ca_file": args.ca_file,
              "json": args.json, "submit": args.submit}
     settings = load_config(RecordingsSettings, env=env, env_keys=ENV_KEYS, flags=flags)
-    url = urlsplit(settings.hub)
-    if url.scheme not in ("http", "https") or not url.hostname:
-        raise ConfigError(f"--hub: expected http(s)://HOST:PORT, got {settings.hub!r}")
+    check_hub_url(settings.hub)
     if not settings.admin_token:
         raise ConfigError("--admin-token: required (or set BUPMESH_ADMIN_TOKEN)")
     return settings

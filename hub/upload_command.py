@@ -28,7 +28,16 @@ import httpx
 import msgspec
 
 from bupmesh.config import ConfigError, load_config
-from hub.admin_client import DEFAULT_HUB, HubError, Unreachable, connect, request
+from hub.admin_client import (
+    DEFAULT_HUB,
+    ENV_KEYS,
+    HubError,
+    Unreachable,
+    add_hub_arguments,
+    check_hub_url,
+    connect,
+    request,
+)
 
 TERMINAL = ("completed", "failed", "cancelled")
 # Keep polling through a hub restart this long before giving up.
@@ -48,24 +57,11 @@ class UploadSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     poll_interval: float = 0.5
 
 
-ENV_KEYS = {
-    "BUPMESH_HUB_URL": "hub",
-    # Preferred over --admin-token: a flag shows up in `ps` to every local user.
-    "BUPMESH_ADMIN_TOKEN": "admin_token",
-}
-
-
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "file", metavar="FILE", help="the recording to upload (a path the hub can read)"
     )
-    parser.add_argument(
-        "--hub", metavar="URL", help=f"hub HTTP API (default {DEFAULT_HUB}; env BUPMESH_HUB_URL)"
-    )
-    parser.add_argument(
-        "--admin-token", metavar="S", help="admin token (env BUPMESH_ADMIN_TOKEN is safer)"
-    )
-    parser.add_argument("--ca-file", metavar="F", help="trust this CA for an https:// hub")
+    add_hub_arguments(parser)
     parser.add_argument("--account", metavar="NAME", help="Bilibili account to upload as")
     parser.add_argument("--title", metavar="T", help="title of the part")
     parser.add_argument(
@@ -99,9 +95,7 @@ def settings_from_args(
         "poll_interval": args.poll_interval,
     }
     settings = load_config(UploadSettings, env=env, env_keys=ENV_KEYS, flags=flags)
-    url = urlsplit(settings.hub)
-    if url.scheme not in ("http", "https") or not url.hostname:
-        raise ConfigError(f"--hub: expected http(s)://HOST:PORT, got {settings.hub!r}")
+    check_hub_url(settings.hub)
     if not settings.admin_token:
         raise ConfigError("--admin-token: required (or set BUPMESH_ADMIN_TOKEN)")
     if settings.timeout is not None and settings.timeout <= 0:
