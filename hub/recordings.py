@@ -19,13 +19,12 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-import anyio.to_thread
+from hub.database import Database
 
 T = TypeVar("T")
 
@@ -84,41 +83,12 @@ SUBMIT_FIELDS = frozenset({
 })
 
 
-class RecordingStore:
+class RecordingStore(Database):
+    SCHEMA = SCHEMA
+
     def __init__(self, db_path: str | Path, *, clock: Callable[[], float] = time.time) -> None:
-        self.db_path = Path(db_path)
+        super().__init__(db_path)
         self._clock = clock
-        self._lock = threading.Lock()
-        self._conn: sqlite3.Connection | None = None
-
-    def open_sync(self) -> None:
-        self.db_path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(self.db_path, timeout=30, check_same_thread=False)
-        conn.row_factory = sqlite3.Row
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")
-        conn.executescript(SCHEMA)
-        conn.commit()
-        self._conn = conn
-
-    async def open(self) -> None:
-        await anyio.to_thread.run_sync(self.open_sync)
-
-    def close(self) -> None:
-        with self._lock:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
-
-    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        def work() -> T:
-            with self._lock:
-                if self._conn is None:
-                    raise RuntimeError("recording store is closed")
-                with self._conn:
-                    return fn(self._conn)
-
-        return await anyio.to_thread.run_sync(work)
 
     # -- events ---------------------------------------------------------------------------
 

@@ -16,16 +16,15 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import fields
 from pathlib import Path
 from typing import Any, TypeVar
 
-import anyio.to_thread
 from cryptography.fernet import Fernet, InvalidToken
 
+from hub.database import Database
 from hub.lifecycle import Status, TaskRecord
 
 T = TypeVar("T")
@@ -145,58 +144,17 @@ _TASK_FIELDS = [f.name for f in fields(TaskRecord)]
 _ACTIVE = tuple(s.value for s in Status if not s.terminal)
 
 
-class StoreError(Exception):
-    """The database is unusable (locked for too long, unreadable, key mismatch)."""
+class Store(Database):
+    SCHEMA = SCHEMA
+    ADDED_COLUMNS = _ADDED_COLUMNS
+    FOREIGN_KEYS = True
 
-
-class Store:
     def __init__(
         self, db_path: str | Path, cipher: Fernet, *, clock: Callable[[], float] = time.time
     ) -> None:
-        self.db_path = Path(db_path)
+        super().__init__(db_path)
         self._cipher = cipher
         self._clock = clock
-        self._lock = threading.Lock()
-        self._conn: sqlite3.Connection | None = None
-
-    # -- plumbing -------------------------------------------------------------------------
-
-    def open_sync(self) -> None:
-        self.db_path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(self.db_path, timeout=30, check_same_thread=False)
-        conn.row_factory = sqlite3.Row
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")
-        conn.execute("PRAGMA foreign_keys=ON")
-        conn.executescript(SCHEMA)
-        for table, column, ddl in _ADDED_COLUMNS:
-            have = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
-            if column not in have:
-                conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {ddl}")
-        conn.commit()
-        self._conn = conn
-
-    async def open(self) -> None:
-        await anyio.to_thread.run_sync(self.open_sync)
-
-    def close(self) -> None:
-        with self._lock:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
-
-    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        def work() -> T:
-            with self._lock:
-                if self._conn is None:
-                    raise StoreError("database is closed")
-                try:
-                    with self._conn:  # one transaction: commit or roll back
-                        return fn(self._conn)
-                except sqlite3.Error as exc:
-                    raise StoreError(f"database error: {exc}") from exc
-
-        return await anyio.to_thread.run_sync(work)
 
     async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """``fn(connection)`` in one transaction, for modules that keep a table of their
