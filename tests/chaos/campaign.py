@@ -2,7 +2,7 @@
 
 The mesh is the real thing (``bupmesh sim-bili``, ``bupmesh hub``, five
 ``bupmesh agent`` processes bound to 127.0.0.2-6), except that each agent
-dials the hub through its own :class:`tests.faultproxy.FaultProxy`, so the
+dials the hub through its own :class:`tests.support.faultproxy.FaultProxy`, so the
 nemesis can break that agent's path without touching the others. A
 :class:`tests.chaos.schedule.Plan` says what to break and when; this module
 only carries it out (:class:`Nemesis`), adds the planned parts as they fall
@@ -35,7 +35,7 @@ import httpx
 from bupmesh.localmesh import TERMINAL, LocalMesh, MeshError, Process, wait_for, write_random_file
 from tests.chaos import schedule as S
 from tests.chaos.checker import Findings, Source, check
-from tests.faultproxy import FaultProxy
+from tests.support.faultproxy import FaultProxy
 
 MiB = 1024 * 1024
 SIM_CHUNK = MiB  # several upos parts per file, so resumes and mid-part faults happen

@@ -15,7 +15,7 @@ import anyio
 import httpx
 import pytest
 
-from tests.test_uploader_fake import COOKIES, MEMBER, UPOS_HOST, FakeBili
+from tests.support.fake_bilibili import COOKIES, MEMBER, UPOS_HOST, FakeBili
 from uploader.client import BiliClient
 from uploader.credentials import Credentials
 from uploader.errors import ErrorKind, StaleSessionError, UploadError

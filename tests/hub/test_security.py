@@ -27,7 +27,7 @@ from hub.config import HubConfig, is_loopback, load_hub_config
 from hub.http_api import MAX_JSON_BODY
 from hub.service import HubService
 from protocol import mesh_pb2 as pb
-from tests.test_hub_link import PSK, Hub, _status, make_hub, wait_for
+from tests.hub.test_link import PSK, Hub, _status, make_hub, wait_for
 
 pytestmark = [pytest.mark.anyio, pytest.mark.parametrize("anyio_backend", ["asyncio"])]
 

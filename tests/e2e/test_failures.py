@@ -3,7 +3,7 @@
 Each scenario starts ``bupmesh sim-bili``, ``bupmesh hub`` and agents bound to
 127.0.0.2-4, breaks something in the middle of an upload (the simulator's risk
 control or 5xx storm, a SIGKILLed agent or hub, a link reset or blackholed by
-:class:`tests.faultproxy.FaultProxy`) and then checks the invariants of
+:class:`tests.support.faultproxy.FaultProxy`) and then checks the invariants of
 DESIGN.md §6 at the simulator, which is the only witness that counts:
 
 * every task ends ``completed`` or ``failed`` with a reason; none is left pending;
@@ -29,7 +29,7 @@ from typing import Any
 import pytest
 
 from bupmesh.localmesh import TERMINAL, LocalMesh, wait_for, write_random_file
-from tests.faultproxy import FaultProxy
+from tests.support.faultproxy import FaultProxy
 
 pytestmark = pytest.mark.e2e
 

@@ -51,7 +51,7 @@ from hub.config import HubConfig
 from hub.http_api import build_app
 from hub.link import MAX_MESSAGE
 from protocol import mesh_pb2 as pb
-from tests.test_hub_link import PSK, FakeAgent, Hub, make_hub, wait_for
+from tests.hub.test_link import PSK, FakeAgent, Hub, make_hub, wait_for
 
 MiB = 1 << 20
 CONNECT = "/bupmesh.mesh.v1.AgentLink/Connect"

@@ -16,7 +16,7 @@ from hub.http_api import build_app
 from hub.service import Conflict
 from hub.store import Store
 from protocol import mesh_pb2 as pb
-from tests.test_hub_link import (
+from tests.hub.test_link import (
     FakeAgent,
     Hub,
     MiB,

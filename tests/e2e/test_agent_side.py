@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from bupmesh.localmesh import LocalMesh, wait_for, write_random_file
-from tests.faultproxy import FaultProxy
+from tests.support.faultproxy import FaultProxy
 
 pytestmark = pytest.mark.e2e
 

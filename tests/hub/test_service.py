@@ -8,7 +8,7 @@ import pytest
 
 from hub.service import BadRequest, Conflict, NotFound
 from protocol import mesh_pb2 as pb
-from tests.test_hub_link import MiB, _is, _status, anyio_backend, make_hub, wait_for
+from tests.hub.test_link import MiB, _is, _status, anyio_backend, make_hub, wait_for
 
 __all__ = ["anyio_backend"]  # asyncio only: grpc.aio
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parent.parent / "bench"
+BENCH = Path(__file__).resolve().parents[2] / "bench"
 sys.path.insert(0, str(BENCH))
 from plot import PlotInputError, reconnect_figure, throughput_figure  # noqa: E402
 from plot import main as plot_main  # noqa: E402

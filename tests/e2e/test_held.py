@@ -1,6 +1,6 @@
 """End to end, real processes: an attempt held across a reconnect (issue 3).
 
-A link reset (``tests.faultproxy.FaultProxy.cut``) in the middle of an upload.
+A link reset (``tests.support.faultproxy.FaultProxy.cut``) in the middle of an upload.
 With a grace period on both ends, the agent keeps the attempt running, lists it
 in its next Hello, and the hub streams on from the first byte the agent lacks:
 the SAME attempt completes, once, with the source's bytes at the simulator.
@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from bupmesh.localmesh import LocalMesh, wait_for
-from tests.faultproxy import FaultProxy
-from tests.test_e2e_failures import (
+from tests.support.faultproxy import FaultProxy
+from tests.e2e.test_failures import (
     CHUNK,
     HUB_CONFIG,
     MiB,

@@ -17,7 +17,7 @@ from hub.config import load_hub_config
 from spoke.config import ENV_KEYS as AGENT_ENV_KEYS
 from spoke.config import load_agents
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 SEED_AGENT_ENV = {"SERVER_URL", "AGENT_ID", "AGENT_NAME", "AGENT_TOKEN", "MAX_CONCURRENT",
                   "MEMORY_LIMIT"}

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import pytest
 
 from bupmesh.localmesh import wait_for
-from tests.faultproxy import FaultProxy
+from tests.support.faultproxy import FaultProxy
 
 
 @pytest.fixture
