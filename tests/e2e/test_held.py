@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 
 from bupmesh.localmesh import LocalMesh, wait_for
-from tests.support.faultproxy import FaultProxy
 from tests.e2e.test_failures import (
     CHUNK,
     HUB_CONFIG,
@@ -26,6 +25,7 @@ from tests.e2e.test_failures import (
     holder_of,
     wait_all_terminal,
 )
+from tests.support.faultproxy import FaultProxy
 
 pytestmark = pytest.mark.e2e
 
