@@ -23,10 +23,10 @@ import statistics
 import time
 from collections.abc import Callable, Sequence
 
-from hub.agent_views import AgentViewCache, agent_view
-from hub.registry import AgentInfo
-from hub.risk import RiskLedger, RiskRules
-from hub.strategies import AgentView, IPDiversity, PartView, diversity_key, eligible
+from hub.core.agent_views import AgentViewCache, agent_view
+from hub.core.registry import AgentInfo
+from hub.core.risk import RiskLedger, RiskRules
+from hub.core.strategies import AgentView, IPDiversity, PartView, diversity_key, eligible
 
 Choose = Callable[[PartView, Sequence[AgentView], RiskLedger, float], AgentView | None]
 

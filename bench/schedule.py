@@ -1,8 +1,8 @@
 """A day of recordings through the mesh, in virtual time: which strategy trips risk control?
 
 A seeded discrete-event simulation (no sockets, no sleeps) of the hub's
-scheduling loop, driving the real ``hub.strategies``, ``hub.risk.RiskLedger``
-and ``hub.retry_policy`` with a fake clock:
+scheduling loop, driving the real ``hub.core.strategies``, ``hub.core.risk.RiskLedger``
+and ``hub.core.retry_policy`` with a fake clock:
 
 * **Work**: 200 parts of 1-8 GB from 25 streams. Recorders hand over a
   stream's parts when it ends, and streams end at similar times (lunch,
@@ -69,15 +69,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from hub.retry_policy import (  # noqa: E402
+from hub.core.retry_policy import (  # noqa: E402
     NETWORK,
     RISK_CONTROL,
     Action,
     RetryState,
     TaskRetryPolicy,
 )
-from hub.risk import RiskLedger, RiskRules  # noqa: E402
-from hub.strategies import AgentView, PartView, SingleIP, Strategy, make_strategy  # noqa: E402
+from hub.core.risk import RiskLedger, RiskRules  # noqa: E402
+from hub.core.strategies import AgentView, PartView, SingleIP, Strategy, make_strategy  # noqa: E402
 
 GB = 1_000_000_000
 HOUR = 3600.0

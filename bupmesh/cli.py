@@ -20,10 +20,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "hub": ("hub.command", "run the hub: files, database, schedule, admin HTTP API"),
     "agent": ("spoke.command", "run one or more agents that dial the hub and upload"),
     "sim-bili": ("uploader.sim.command", "run the Bilibili simulator (member + upos)"),
-    "upload": ("hub.upload_command", "ask a hub to upload a file"),
-    "recordings": ("hub.recordings_command", "list a hub's recordings (and submit one)"),
+    "upload": ("client.upload", "ask a hub to upload a file"),
+    "recordings": ("client.recordings", "list a hub's recordings (and submit one)"),
     "upload-direct": ("uploader.command", "upload a file straight from this machine, no mesh"),
-    "account": ("hub.account_command", "add, list, check or delete the hub's Bilibili accounts"),
+    "account": ("client.account", "add, list, check or delete the hub's Bilibili accounts"),
     "demo": ("bupmesh.demo", "simulator + hub + three agents uploading a recording"),
 }
 

@@ -22,12 +22,12 @@ import grpc
 
 from bupmesh.config import ConfigError
 from hub import gc_watch
-from hub.alert_loop import run_alerts
-from hub.audit import AuditLog
+from hub.agents.link import AgentLinkServicer, add_servicer, server_options
+from hub.alerts.loop import run_alerts
+from hub.api.audit import AuditLog
 from hub.config import HubConfig
-from hub.link import AgentLinkServicer, add_servicer, server_options
 from hub.service import HubService
-from hub.store import Store
+from hub.store.tasks import Store
 from protocol.tokens import TokenIssuer, load_or_create_secret
 
 log = logging.getLogger("bupmesh.hub")
@@ -52,7 +52,7 @@ async def build_service(config: HubConfig) -> HubService:
         os.chmod(data, 0o700)
     except OSError as exc:
         raise ConfigError(f"data_dir: cannot use {data}: {exc.strerror or exc}") from None
-    from hub.accounts import AccountStore, load_or_create_key
+    from hub.accounts.store import AccountStore, load_or_create_key
 
     cipher = load_or_create_key(data)
     store = Store(data / DB_FILE, cipher)
@@ -97,8 +97,8 @@ def _read_pem(path: str | None) -> bytes:
 def _http_app(service: HubService, config: HubConfig, extra: list[Any] | None = None,
               audit: Any = None) -> tuple[Any, Callable[..., Awaitable[None]]]:
     try:
-        from hub.http_api import build_app
-        from hub.http_server import serve_http
+        from hub.api.routes import build_app
+        from hub.api.server import serve_http
     except ImportError:  # the HTTP layer is optional for the core; serve /healthz only
         import uvicorn
         from starlette.applications import Starlette
@@ -117,7 +117,7 @@ def _http_app(service: HubService, config: HubConfig, extra: list[Any] | None = 
             await server.serve()
 
         return app, serve_http
-    from hub.audit import AuditMiddleware, audit_route
+    from hub.api.audit import AuditMiddleware, audit_route
     from hub.metrics import metrics_route
 
     routes = [metrics_route(service, admin_token=config.admin_token), *(extra or [])]

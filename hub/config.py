@@ -117,7 +117,7 @@ class RoomSettings(_S):
 
 
 class AlertSettings(_S):
-    """When the hub raises an alert (hub/alerts.py) and where it goes (the log, and a
+    """When the hub raises an alert (hub/alerts/rules.py) and where it goes (the log, and a
     JSON POST to ``webhook_url`` when set; the URL may carry a token: never logged)."""
 
     webhook_url: str | None = None

@@ -6,7 +6,7 @@ Two kinds of figure:
   status (the registry), tasks by status (the database, the record of truth),
   current upload speed per agent (the live tasks);
 * counted as things happen, through small calls from ``hub/service.py`` and
-  ``hub/transfer.py``: bytes uploaded per agent and IP (from Progress and the
+  ``hub/agents/transfer.py``: bytes uploaded per agent and IP (from Progress and the
   final Result), risk-control events per IP, retries, stream connects and
   reconnects, scheduler decisions, and hub->agent credit stalls (a task's
   stream had bytes ready but the agent had granted no credit).
@@ -31,8 +31,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 if TYPE_CHECKING:
-    from hub.lifecycle import TaskRecord
-    from hub.link import AgentSession
+    from hub.agents.link import AgentSession
+    from hub.core.lifecycle import TaskRecord
     from hub.service import HubService
 
 AGENT_STATUSES = ("online", "busy", "offline", "draining", "disabled")

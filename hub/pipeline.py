@@ -16,7 +16,7 @@ from starlette.routing import BaseRoute
 
 from hub.ingest.service import IngestService
 from hub.ingest.watcher import FolderWatcher
-from hub.recordings import RecordingStore
+from hub.store.recordings import RecordingStore
 from hub.submission.manager import SubmissionManager
 
 

@@ -32,18 +32,17 @@ import anyio.abc
 import anyio.to_thread
 import grpc
 
-from hub import lifecycle as lc
-from hub.agent_views import AgentViewCache, agent_view
+from hub.agents.transfer import fingerprint_of
 from hub.config import HubConfig
-from hub.events import EventBus
-from hub.held import HeldLease, HeldLeases, reattach_offset
-from hub.lifecycle import Lifecycle, Outcome, Policy, Status, TaskRecord
-from hub.metrics import HubMetrics
-from hub.registry import AgentInfo, Registry
-from hub.retry_policy import RetryRules, TaskRetryPolicy
-from hub.risk import RiskLedger, RiskRules
-from hub.store import Store
-from hub.strategies import (
+from hub.core import lifecycle as lc
+from hub.core.agent_views import AgentViewCache, agent_view
+from hub.core.events import EventBus
+from hub.core.held import HeldLease, HeldLeases, reattach_offset
+from hub.core.lifecycle import Lifecycle, Outcome, Policy, Status, TaskRecord
+from hub.core.registry import AgentInfo, Registry
+from hub.core.retry_policy import RetryRules, TaskRetryPolicy
+from hub.core.risk import RiskLedger, RiskRules
+from hub.core.strategies import (
     LOCAL_STORAGE,
     AgentView,
     PartView,
@@ -51,13 +50,14 @@ from hub.strategies import (
     make_strategy,
     why_not,
 )
-from hub.transfer import fingerprint_of
+from hub.metrics import HubMetrics
+from hub.store.tasks import Store
 from protocol import mesh_pb2 as pb
 from protocol.credit import CreditError
 from protocol.tokens import TokenError, TokenIssuer
 
 if TYPE_CHECKING:
-    from hub.link import AgentSession
+    from hub.agents.link import AgentSession
 
 log = logging.getLogger("bupmesh.hub")
 
@@ -83,7 +83,7 @@ class BadRequest(ValueError):
 
 
 def _stream_error(code: grpc.StatusCode, details: str) -> Exception:
-    from hub.link import StreamError
+    from hub.agents.link import StreamError
 
     return StreamError(code, details)
 
@@ -126,7 +126,7 @@ class HubService:
         self._tg: anyio.abc.TaskGroup | None = None
         self._queries: dict[str, tuple[anyio.Event, list[pb.StatusReply]]] = {}
         self._lease_session: dict[str, str] = {}  # task id -> session id carrying its lease
-        # Leases of ended streams waiting for their agent to hold them again (hub/held.py).
+        # Leases of ended streams waiting for their agent to hold them again (hub/core/held.py).
         self.held = HeldLeases(config.heartbeat.held_grace_seconds, clock)
         self._hashing: set[int] = set()  # parts with an MD5 pass running
         self._views = AgentViewCache()  # the scheduler's agent views, reused across passes
@@ -134,7 +134,7 @@ class HubService:
         self._awaited: set[str] = set()  # after a restart: agents expected to dial back
         self._awaited_until = 0.0
         self.metrics = HubMetrics(self)
-        self.events = EventBus()  # what changed, for the web UI's live view (hub/sse.py)
+        self.events = EventBus()  # what changed, for the web UI's live view (hub/api/sse.py)
         # hub/submission/manager.py (set by hub/app.py): Submit/SubmitResult over the stream.
         self.submissions: Any = None
 
@@ -307,7 +307,7 @@ class HubService:
             self.submissions.on_hello(session, hello)
         async with self._lock:
             # First, before the replaced session's leases are ended below: the attempts
-            # the agent still holds go on over this stream (hub/held.py).
+            # the agent still holds go on over this stream (hub/core/held.py).
             resumed = await self._reattach_held(session, hello.held_tasks)
             if info.ip_address:
                 # Not saved here: start() notes every agent's persisted IP again, and a
@@ -425,7 +425,7 @@ class HubService:
         Only that session's: by the time this runs the agent may have dialled again and
         been offered new work on its new stream, which must not be taken away. With
         ``hold`` (the stream was lost, not replaced) streaming leases wait for the agent
-        to dial back for ``heartbeat.held_grace_seconds`` first (hub/held.py).
+        to dial back for ``heartbeat.held_grace_seconds`` first (hub/core/held.py).
         """
         for task in list(self.tasks.values()):
             if (

@@ -1,4 +1,4 @@
-"""HTTP routes of ingestion and recordings (plugged into ``hub.http_api.build_app``).
+"""HTTP routes of ingestion and recordings (plugged into ``hub.api.routes.build_app``).
 
 - ``POST /api/webhook/bililive-recorder`` and ``POST /api/webhook/blrec``: the
   recorders' webhooks. With ``ingest.webhook_secret`` set, the caller must send
@@ -23,7 +23,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 # The envelope, the body limit and the secret filter are the admin API's own.
-from hub.http_api import (
+from hub.api.routes import (
     MAX_JSON_BODY,
     ApiError,
     _bearer,

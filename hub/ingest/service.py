@@ -30,7 +30,7 @@ import anyio.to_thread
 from hub.config import HubConfig
 from hub.ingest.events import BLREC, BREC, WATCHER, IngestEvent
 from hub.ingest.files import PathRefused, resolve_under, same_session
-from hub.recordings import RecordingStore
+from hub.store.recordings import RecordingStore
 from hub.submission.settings import room_settings
 
 log = logging.getLogger("bupmesh.hub.ingest")

@@ -23,7 +23,7 @@ from typing import Any
 import anyio
 import msgspec
 
-from hub.recordings import RecordingStore
+from hub.store.recordings import RecordingStore
 from hub.submission import machine as m
 from hub.submission.settings import build_submission, room_settings
 from protocol import mesh_pb2 as pb

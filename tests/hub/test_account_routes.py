@@ -10,9 +10,9 @@ import httpx
 import pytest
 
 from bupmesh.localmesh import free_port
-from hub.accounts import AccountStore
+from hub.accounts.store import AccountStore
+from hub.api.routes import build_app
 from hub.config import BilibiliSettings
-from hub.http_api import build_app
 
 pytestmark = pytest.mark.anyio
 

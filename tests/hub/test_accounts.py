@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from cryptography.fernet import Fernet
 
-from hub.accounts import (
+from hub.accounts.store import (
     AccountError,
     AccountNotFound,
     AccountStore,

@@ -1,4 +1,4 @@
-"""Alert rules (hub/alerts.py) on a fake clock, and delivery (hub/alert_delivery.py)
+"""Alert rules (hub/alerts/rules.py) on a fake clock, and delivery (hub/alerts/delivery.py)
 against an in-process webhook transport: firing, de-duplication, recovery, retries,
 a receiver that is down, and a webhook URL whose token never reaches the log."""
 
@@ -10,8 +10,8 @@ import logging
 import httpx
 import pytest
 
-from hub.alert_delivery import QUEUE_SIZE, AlertDelivery
-from hub.alerts import (
+from hub.alerts.delivery import QUEUE_SIZE, AlertDelivery
+from hub.alerts.rules import (
     FIRING,
     RESOLVED,
     AgentSample,

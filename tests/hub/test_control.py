@@ -10,11 +10,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from hub.accounts import load_or_create_key
+from hub.accounts.store import load_or_create_key
+from hub.api.routes import build_app
 from hub.config import RiskSettings
-from hub.http_api import build_app
 from hub.service import Conflict
-from hub.store import Store
+from hub.store.tasks import Store
 from protocol import mesh_pb2 as pb
 from tests.hub.test_link import (
     FakeAgent,

@@ -13,10 +13,10 @@ from collections.abc import Sequence
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hub.agent_views import AgentViewCache, agent_view
-from hub.registry import AgentInfo
-from hub.risk import RiskLedger, RiskRules
-from hub.strategies import (
+from hub.core.agent_views import AgentViewCache, agent_view
+from hub.core.registry import AgentInfo
+from hub.core.risk import RiskLedger, RiskRules
+from hub.core.strategies import (
     AgentView,
     IPDiversity,
     Locality,

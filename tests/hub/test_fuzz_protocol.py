@@ -46,10 +46,10 @@ from google.protobuf.message import DecodeError
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from hub.agents.link import MAX_MESSAGE
+from hub.api.routes import build_app
 from hub.app import build_service
 from hub.config import HubConfig
-from hub.http_api import build_app
-from hub.link import MAX_MESSAGE
 from protocol import mesh_pb2 as pb
 from tests.hub.test_link import PSK, FakeAgent, Hub, make_hub, wait_for
 
@@ -174,7 +174,7 @@ conversations = st.builds(
 
 
 def verdict(frame: tuple[str, Any], seen_hello: bool) -> grpc.StatusCode | None:
-    """The link's rules (hub/link.py, HubService.handle_message) as an oracle: the status
+    """The link's rules (hub/agents/link.py, HubService.handle_message) as an oracle: the status
     ``frame`` ends the stream with, or None if the stream carries on.
 
     The fuzzer's agent never holds a lease, so every task message is fenced (ignored)

@@ -1,6 +1,6 @@
 """Held tasks across a reconnect (issue 3): the pure parts, with fake clocks.
 
-spoke/held.py (which attempts outlive their stream, until when), hub/held.py
+spoke/held.py (which attempts outlive their stream, until when), hub/core/held.py
 (which leases wait for their agent, the fencing of a re-attach) and the stream
 check restarting at the re-attach point (spoke/source.py).
 """
@@ -12,8 +12,8 @@ import zlib
 
 import pytest
 
-from hub.held import HeldLeases, reattach_offset
-from hub.lifecycle import Status, TaskRecord
+from hub.core.held import HeldLeases, reattach_offset
+from hub.core.lifecycle import Status, TaskRecord
 from protocol import mesh_pb2 as pb
 from protocol.credit import CreditBudget
 from spoke.held import HeldTasks

@@ -11,8 +11,8 @@ import anyio
 import httpx
 import pytest
 
-from hub.accounts import AccountStore
-from hub.http_api import MAX_JSON_BODY, build_app
+from hub.accounts.store import AccountStore
+from hub.api.routes import MAX_JSON_BODY, build_app
 from hub.service import AuthError, BadRequest, Conflict, NotFound
 
 pytestmark = pytest.mark.anyio

@@ -15,9 +15,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from hub.api.routes import build_app
 from hub.app import build_service
 from hub.config import HubConfig
-from hub.http_api import build_app
 from hub.service import HubService
 
 pytestmark = [pytest.mark.anyio, pytest.mark.parametrize("anyio_backend", ["asyncio"])]

@@ -14,8 +14,8 @@ from cryptography.fernet import Fernet
 from hub.config import HubConfig
 from hub.ingest.events import BLREC, BREC, WATCHER, IngestEvent
 from hub.ingest.service import IngestRefused, IngestService
-from hub.recordings import RecordingStore
-from hub.store import Store
+from hub.store.recordings import RecordingStore
+from hub.store.tasks import Store
 
 pytestmark = pytest.mark.anyio
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from hub.lifecycle import Lifecycle, Outcome, Policy, Status, TaskRecord
+from hub.core.lifecycle import Lifecycle, Outcome, Policy, Status, TaskRecord
 
 
 class Clock:

@@ -22,11 +22,11 @@ import anyio
 import grpc
 import pytest
 
-from hub.accounts import load_or_create_key
+from hub.accounts.store import load_or_create_key
 from hub.app import start_grpc
 from hub.config import HubConfig, RiskSettings, validate
 from hub.service import HubService, NotFound
-from hub.store import Store
+from hub.store.tasks import Store
 from protocol import mesh_pb2 as pb
 from protocol import mesh_pb2_grpc
 from protocol.tokens import TokenIssuer

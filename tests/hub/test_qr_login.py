@@ -1,4 +1,4 @@
-"""The hub's QR login sessions (``hub.qr_login``) against the simulator, on a fake clock."""
+"""The hub's QR login sessions (``hub.accounts.qr_login``) against the simulator, on a fake clock."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import anyio
 import httpx
 import pytest
 
-from hub.account_check import check_account
-from hub.accounts import AccountStore
-from hub.qr_login import QR_LIFETIME_SECONDS, LoginNotFound, QrLogins
+from hub.accounts.check import check_account
+from hub.accounts.qr_login import QR_LIFETIME_SECONDS, LoginNotFound, QrLogins
+from hub.accounts.store import AccountStore
 from tests.conftest import SimServer
 from uploader.tv_login import TvLoginClient
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from hub.config import RetrySettings
-from hub.retry_policy import (
+from hub.core.retry_policy import (
     Action,
     RetryRules,
     RetryState,

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from hub.config import RiskSettings
-from hub.risk import CAPPED, COOLING, DISABLED, OK, RESTING, RiskLedger, RiskRules
+from hub.core.risk import CAPPED, COOLING, DISABLED, OK, RESTING, RiskLedger, RiskRules
 
 IP, OTHER = "203.0.113.10", "198.51.100.7"
 

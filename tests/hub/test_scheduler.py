@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hub.registry import Registry
+from hub.core.registry import Registry
 
 
 class Clock:

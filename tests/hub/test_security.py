@@ -21,10 +21,10 @@ import pytest
 from starlette.routing import Route
 
 from bupmesh.config import ConfigError
+from hub.api.audit import AuditLog
+from hub.api.routes import MAX_JSON_BODY
 from hub.app import _http_app, build_service
-from hub.audit import AuditLog
 from hub.config import HubConfig, is_loopback, load_hub_config
-from hub.http_api import MAX_JSON_BODY
 from hub.service import HubService
 from protocol import mesh_pb2 as pb
 from tests.hub.test_link import PSK, Hub, _status, make_hub, wait_for

@@ -9,8 +9,8 @@ from cryptography.fernet import Fernet
 
 from bupmesh.config import ConfigError
 from hub.config import load_hub_config
-from hub.lifecycle import Status, TaskRecord
-from hub.store import Store
+from hub.core.lifecycle import Status, TaskRecord
+from hub.store.tasks import Store
 
 BASE = {"psk": "p", "admin_token": "a", "insecure": True}
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from hub.config import SchedulerSettings
-from hub.risk import RiskLedger, RiskRules
-from hub.strategies import (
+from hub.core.risk import RiskLedger, RiskRules
+from hub.core.strategies import (
     STRATEGIES,
     AgentView,
     PartView,

@@ -241,7 +241,7 @@ async def test_executor_reports_risk_control_and_bad_input(anyio_backend: str) -
 def test_recordings_cli_table_and_settings() -> None:
     import argparse
 
-    from hub.recordings_command import configure, format_table, settings_from_args
+    from client.recordings import configure, format_table, settings_from_args
 
     parser = argparse.ArgumentParser()
     configure(parser)

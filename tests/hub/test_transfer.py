@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hub.transfer import Transfer, encode_chunk
+from hub.agents.transfer import Transfer, encode_chunk
 from protocol import mesh_pb2 as pb
 from uploader.pieces import Pieces
 

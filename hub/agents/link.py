@@ -5,7 +5,7 @@ reads a single message; a bad token ends the call with UNAUTHENTICATED and
 nothing else happens. Each accepted stream becomes an :class:`AgentSession`:
 a reader child task (``context.read()``) feeding messages to the service, a
 writer child task (``context.write()``) draining control messages first and
-then file frames from the session's :class:`hub.transfer.Transfer`. The gRPC
+then file frames from the session's :class:`hub.agents.transfer.Transfer`. The gRPC
 awaits live in task-group children so cancelling the group really stops them
 (anyio scopes placed directly around ``grpc.aio`` awaits do not).
 
@@ -24,7 +24,7 @@ import anyio
 import grpc
 from google.protobuf.message import DecodeError
 
-from hub.transfer import Transfer
+from hub.agents.transfer import Transfer
 from protocol import mesh_pb2 as pb
 from protocol import mesh_pb2_grpc
 
@@ -226,7 +226,7 @@ def _parse(message_type: Any) -> Any:
 
 
 def _serialize_hub_message(msg: pb.HubMessage | bytes) -> bytes:
-    """File frames arrive already encoded (see ``hub.transfer.encode_chunk``)."""
+    """File frames arrive already encoded (see ``hub.agents.transfer.encode_chunk``)."""
     return msg if isinstance(msg, bytes) else msg.SerializeToString()
 
 

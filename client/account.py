@@ -26,7 +26,7 @@ from urllib.parse import quote
 import msgspec
 
 from bupmesh.config import ConfigError, load_config
-from hub.admin_client import (
+from client.http import (
     DEFAULT_HUB,
     HubError,
     add_hub_arguments,
@@ -34,7 +34,7 @@ from hub.admin_client import (
     connect,
     request,
 )
-from hub.admin_client import ENV_KEYS as HUB_ENV_KEYS
+from client.http import ENV_KEYS as HUB_ENV_KEYS
 from uploader.credentials import Credentials, CredentialsError
 
 QR_GRACE_SECONDS = 10.0  # poll a little past the code's lifetime: the hub has the last word

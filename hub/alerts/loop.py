@@ -17,8 +17,8 @@ from typing import Any
 import anyio
 import anyio.abc
 
-from hub.alert_delivery import AlertDelivery
-from hub.alerts import AgentSample, AlertEvaluator, AlertRules, IpSample, Snapshot, TaskSample
+from hub.alerts.delivery import AlertDelivery
+from hub.alerts.rules import AgentSample, AlertEvaluator, AlertRules, IpSample, Snapshot, TaskSample
 
 log = logging.getLogger("bupmesh.alerts")
 

@@ -9,7 +9,7 @@ A page opens one stream and gets, in this order:
 - a comment line every ``heartbeat`` seconds so proxies keep the stream open (the IP
   table rides along: a cooldown ends with time, not with an event);
 - ``event: snapshot`` again if it fell so far behind that its changes were dropped
-  (``hub.events``), and ``event: shutdown`` when the hub stops, after which the
+  (``hub.core.events``), and ``event: shutdown`` when the hub stops, after which the
   stream ends cleanly.
 
 Sends are spaced at least ``min_gap`` seconds apart, so a burst of progress reports
@@ -27,7 +27,7 @@ import anyio
 import msgspec
 from starlette.responses import StreamingResponse
 
-from hub.events import AGENT, IPS, TASK, Batch, EventBus
+from hub.core.events import AGENT, IPS, TASK, Batch, EventBus
 
 if TYPE_CHECKING:
     from hub.service import HubService

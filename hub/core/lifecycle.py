@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from hub.retry_policy import Action, Decision, RetryRules, RetryState, TaskRetryPolicy
+from hub.core.retry_policy import Action, Decision, RetryRules, RetryState, TaskRetryPolicy
 
 
 class Status(enum.StrEnum):
@@ -70,9 +70,9 @@ class TaskRecord:
     pinned_agent: str | None = None  # set by assign-task: only this agent may take it
     force: bool = False  # assign-task with force: the pinned agent's IP may be cooling/resting
     # network retry: the next attempt goes to this agent (same upos session), see
-    # hub.retry_policy; cleared when it is not connected at dispatch time
+    # hub.core.retry_policy; cleared when it is not connected at dispatch time
     retry_agent: str | None = None
-    retry_state: dict = field(default_factory=dict)  # hub.retry_policy.RetryState.snapshot()
+    retry_state: dict = field(default_factory=dict)  # hub.core.retry_policy.RetryState.snapshot()
     excluded_ips: dict[str, float] = field(default_factory=dict)  # IP -> excluded until
     # the attempt the hub let complete (Proceed, after Finishing): a re-offer after it
     # resumes the same session, whose completion Bilibili answers idempotently
@@ -280,7 +280,7 @@ class Lifecycle:
 
     def failed(self, task: TaskRecord, agent_id: str, kind: str, message: str, *,
                ip: str = "") -> Outcome:
-        """Apply :class:`hub.retry_policy.TaskRetryPolicy`'s decision for a failed attempt.
+        """Apply :class:`hub.core.retry_policy.TaskRetryPolicy`'s decision for a failed attempt.
 
         The caller has checked the lease. The decision is kept in ``last_decision``
         so the service can act on what is not the task's own state (a risk event for

@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 
-from hub.accounts import AccountError, AccountStore
+from hub.accounts.store import AccountError, AccountStore
 from uploader.nav import check_login
 
 

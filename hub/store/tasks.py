@@ -4,7 +4,7 @@ Tables follow the seed (``agents``, ``agent_tasks``, ``agent_upload_logs``)
 with the columns the mesh adds: the lease (``agent_id`` + ``attempt``, the
 fencing token), the resume point (``committed_offset`` and the uploader session,
 which holds upos auth and is therefore Fernet-encrypted at rest with the key
-``hub/accounts.py`` manages), retry bookkeeping, and the result.
+``hub/accounts/store.py`` manages), retry bookkeeping, and the result.
 
 sqlite3 blocks, so every call runs in a worker thread; one connection guarded by
 a lock serialises them (SQLite has one writer anyway) and WAL lets the accounts
@@ -24,8 +24,8 @@ from typing import Any, TypeVar
 
 from cryptography.fernet import Fernet, InvalidToken
 
-from hub.database import Database
-from hub.lifecycle import Status, TaskRecord
+from hub.core.lifecycle import Status, TaskRecord
+from hub.store.database import Database
 
 T = TypeVar("T")
 
@@ -158,7 +158,7 @@ class Store(Database):
 
     async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """``fn(connection)`` in one transaction, for modules that keep a table of their
-        own in this database (hub/audit.py)."""
+        own in this database (hub/api/audit.py)."""
         return await self._run(fn)
 
     # -- agents ---------------------------------------------------------------------------
@@ -390,7 +390,7 @@ class Store(Database):
     # -- risk ledger ----------------------------------------------------------------------
 
     async def save_ledger(self, snapshot: dict[str, Any]) -> None:
-        """The risk ledger's :meth:`~hub.risk.RiskLedger.snapshot` (one row, replaced)."""
+        """The risk ledger's :meth:`~hub.core.risk.RiskLedger.snapshot` (one row, replaced)."""
         text = json.dumps(snapshot)
         now = self._clock()
 
@@ -405,7 +405,7 @@ class Store(Database):
         await self._run(q)
 
     async def save_ledger_ips(self, changes: dict[str, dict[str, Any]]) -> None:
-        """Entries of changed IPs (:meth:`~hub.risk.RiskLedger.take_changes`), one row each:
+        """Entries of changed IPs (:meth:`~hub.core.risk.RiskLedger.take_changes`), one row each:
         the cost of a write follows what changed, not how many IPs the mesh has."""
         now = self._clock()
         rows = [(ip, json.dumps(entry), now) for ip, entry in changes.items()]

@@ -1,12 +1,12 @@
 """Alert rules of the seed (§7.2), as a pure evaluator over snapshots of hub state.
 
 The hub samples its state every ``evaluate_interval_seconds`` into a
-``Snapshot`` (hub/alert_loop.py) and asks ``AlertEvaluator.evaluate`` what
+``Snapshot`` (hub/alerts/loop.py) and asks ``AlertEvaluator.evaluate`` what
 changed. The evaluator keeps which conditions are firing, so each condition
 yields exactly one ``firing`` alert when it starts and one ``resolved`` alert
 when it clears, however many evaluations it spans (de-duplication). It does no
 IO and reads no clock: time comes in with each call, so tests drive it with a
-fake clock. Delivery (log, webhook) is hub/alert_delivery.py.
+fake clock. Delivery (log, webhook) is hub/alerts/delivery.py.
 
 Rules (each condition has a stable ``key``):
 
@@ -81,7 +81,7 @@ class TaskSample:
 @dataclass(frozen=True)
 class IpSample:
     ip: str
-    state: str  # hub.risk: ok | resting | capped | cooling | disabled
+    state: str  # hub.core.risk: ok | resting | capped | cooling | disabled
     reason: str = ""
     cooldown_until: float | None = None
     disabled: bool = False

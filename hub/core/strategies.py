@@ -40,7 +40,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from hub.risk import RiskLedger
+from hub.core.risk import RiskLedger
 
 USABLE_STATUSES = frozenset({"online", "busy"})
 LOCAL_STORAGE = frozenset({"local", "hybrid"})

@@ -31,11 +31,11 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from bupmesh.logs import register_secret
-from hub.account_check import check_account
-from hub.accounts import AccountError, AccountNotFound, DuplicateAccount
-from hub.audit import note_targets
-from hub.config import BilibiliSettings
-from hub.http_bodies import (
+from hub.accounts.check import check_account
+from hub.accounts.qr_login import LoginNotFound, QrLogins, TooManyLogins
+from hub.accounts.store import AccountError, AccountNotFound, DuplicateAccount
+from hub.api.audit import note_targets
+from hub.api.bodies import (
     AccountBody,
     AccountLoginBody,
     AgentActionBody,
@@ -49,11 +49,11 @@ from hub.http_bodies import (
     TaskStatusBody,
     decode_body,
 )
-from hub.http_server import serve_http
-from hub.qr_login import LoginNotFound, QrLogins, TooManyLogins
+from hub.api.server import serve_http
+from hub.api.sse import event_stream_response
+from hub.api.web import web_routes
+from hub.config import BilibiliSettings
 from hub.service import AuthError, BadRequest, Conflict, HubService, NotFound
-from hub.sse import event_stream_response
-from hub.web import web_routes
 from uploader.nav import NavError
 from uploader.tv_login import TvLoginClient, TvLoginError
 
@@ -311,7 +311,7 @@ def build_app(
         return _ok({"ips": _redact(await service.list_ips())})
 
     async def events(request: Request) -> Response:
-        """``GET /api/manage/events``: live state as Server-Sent Events (hub/sse.py)."""
+        """``GET /api/manage/events``: live state as Server-Sent Events (hub/api/sse.py)."""
         require_admin(request)
         return event_stream_response(service, _redact)
 

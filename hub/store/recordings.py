@@ -12,7 +12,7 @@ The submission fields (``submit_state``, ``submit_attempt``, ...) are written
 ``submitting`` after a restart is a submission whose outcome is unknown.
 
 The class keeps its own connection to the same database file (as
-``hub.accounts.AccountStore`` does), so the core ``Store`` stays untouched.
+``hub.accounts.store.AccountStore`` does), so the core ``Store`` stays untouched.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from hub.database import Database
+from hub.store.database import Database
 
 T = TypeVar("T")
 

@@ -23,7 +23,7 @@ import anyio.abc
 import httpx
 
 from bupmesh.logs import Secret, register_secret_url
-from hub.alerts import FIRING, Alert
+from hub.alerts.rules import FIRING, Alert
 
 log = logging.getLogger("bupmesh.alerts")
 

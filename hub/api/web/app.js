@@ -11,7 +11,7 @@
 const TOKEN_KEY = "bupmesh.adminToken";
 const MAX_RETRY_MS = 15000;
 const ACTIVE = new Set(["pending", "assigned", "uploading"]);
-const MAX_ENDED_TASKS = 200; // as hub/sse.py SNAPSHOT_ENDED_TASKS
+const MAX_ENDED_TASKS = 200; // as hub/api/sse.py SNAPSHOT_ENDED_TASKS
 
 const state = {
   agents: new Map(),

@@ -25,7 +25,7 @@ from typing import Any
 
 import anyio
 
-from hub.accounts import AccountStore, DuplicateAccount, check_name
+from hub.accounts.store import AccountStore, DuplicateAccount, check_name
 from uploader.tv_login import PollState, QrCode, TvLoginClient, TvLoginError
 
 log = logging.getLogger("bupmesh.hub.qr_login")

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from hub.lifecycle import Status, TaskRecord
+from hub.core.lifecycle import Status, TaskRecord
 from protocol import mesh_pb2 as pb
 
 

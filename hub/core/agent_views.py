@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from hub.registry import BUSY, ONLINE, AgentInfo
-from hub.strategies import AgentView
+from hub.core.registry import BUSY, ONLINE, AgentInfo
+from hub.core.strategies import AgentView
 
 # Everything a view is built from except the tags (compared as a dict).
 _Inputs = tuple[str, str, int, int, float, str, tuple[str, ...]]

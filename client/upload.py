@@ -28,7 +28,7 @@ import httpx
 import msgspec
 
 from bupmesh.config import ConfigError, load_config
-from hub.admin_client import (
+from client.http import (
     DEFAULT_HUB,
     ENV_KEYS,
     HubError,

@@ -4,7 +4,7 @@
 module and are read once when the app is built. The page logs in with the admin
 token (kept in the tab's ``sessionStorage``, sent as ``Authorization: Bearer``,
 never in a URL), reads the admin API, and follows ``GET /api/manage/events``
-(Server-Sent Events, hub/sse.py) with ``fetch`` and a stream reader, because
+(Server-Sent Events, hub/api/sse.py) with ``fetch`` and a stream reader, because
 ``EventSource`` cannot send an ``Authorization`` header.
 
 Every response carries a strict Content-Security-Policy: scripts and styles only

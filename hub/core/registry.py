@@ -45,7 +45,7 @@ class AgentInfo:
     tasks_completed: int = 0
 
     # Bumped by every attribute assignment (not a dataclass field): lets the scheduler's
-    # view cache (hub/agent_views.py) tell an unchanged agent in O(1), without each
+    # view cache (hub/core/agent_views.py) tell an unchanged agent in O(1), without each
     # place that changes an agent having to report it.
     version = 0
 

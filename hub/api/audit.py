@@ -87,7 +87,7 @@ def note_targets(scope: Scope, body: Any) -> None:
 
 
 class AuditLog:
-    """The ``audit_log`` table in the hub's database (through ``hub.store.Store.run``)."""
+    """The ``audit_log`` table in the hub's database (through ``hub.store.tasks.Store.run``)."""
 
     def __init__(self, store: Any, *, keep_rows: int = KEEP_ROWS) -> None:
         self.store = store

@@ -1,0 +1,1 @@
+"""Bilibili accounts the hub uploads and submits as: stored encrypted, checked, logged in by QR."""
