@@ -39,7 +39,7 @@ def client(ip: str = "127.0.0.1", timeout: float = 30, cookies: dict | None = No
 
 @dataclass
 class Flow:
-    """One upload spoken by hand, the way DESIGN §4 describes it."""
+    """One upload spoken by hand, request by request, as a real client speaks it."""
 
     sim: SimServer
     size: int
