@@ -1,4 +1,4 @@
-"""The simulator's HTTP face: Bilibili's member, passport and upos routes and ``/_sim``, on one port.
+"""The simulator's HTTP face: Bilibili's member, passport and upos routes, and ``/_sim``.
 
 Each route group is a module with one concern; this module only composes them
 over one :class:`~uploader.sim.state.SimState`:

@@ -35,7 +35,7 @@ from uploader.sim.facts import (
 
 
 def api_reply(code: int, message: str | None = None, data: Any = None) -> JSONResponse:
-    """``{"code", "message", "ttl", "data"?}``: the message defaults to Bilibili's text for the code."""
+    """``{"code", "message", "ttl", "data"?}``; the message defaults to Bilibili's for the code."""
     body: dict[str, Any] = {"code": code, "message": message or message_for(code), "ttl": 1}
     if data is not None:
         body["data"] = data

@@ -341,7 +341,7 @@ class Upos:
 
 
 def _part_numbers(body: object) -> list[int]:
-    """The part numbers of a completion body; raises (ValueError, KeyError, TypeError) if malformed."""
+    """The part numbers of a completion body; ValueError, KeyError or TypeError if malformed."""
     parts = body["parts"]  # type: ignore[index]
     if not isinstance(parts, list):
         raise TypeError
