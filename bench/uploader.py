@@ -9,7 +9,7 @@ checks the simulator's ledger MD5. It prints medians and the ratios
 bupmesh / bilibili-api. The file is deleted at the end.
 
 bilibili-api-python is pointed at the simulator the way
-``tests/uploader/test_third_party_client.py`` does it (an httpx transport, installed
+``tests/uploader/sim/test_third_party_client.py`` does it (an httpx transport, installed
 with the library's own ``set_session`` hook, that sends Bilibili hosts to the
 simulator); the library code itself runs unchanged. Both clients use the
 same line (``cs_bda2`` / ``Lines.BDA2``) and the simulator's chunk size and
@@ -55,7 +55,7 @@ sys.path.insert(0, sys.argv[1])
 warnings.simplefilter("ignore")
 import httpx
 from bilibili_api import Credential, get_client, select_client, set_session, video_uploader
-from tests.uploader.test_third_party_client import RedirectToSimulator
+from tests.uploader.sim.test_third_party_client import RedirectToSimulator
 
 async def main(sim_url, video, cover):
     select_client("httpx")

@@ -106,7 +106,11 @@ class BiliClient:
         )
 
     def absolute(self, scheme_relative: str) -> str:
-        """``//host/path`` -> ``{member scheme}://host/path`` (DESIGN §4.2)."""
+        """``//host/path`` -> ``{member scheme}://host/path``.
+
+        Preupload hands out scheme-relative endpoints; following the member
+        URL's scheme keeps a plain-http simulator on http and Bilibili on https.
+        """
         if scheme_relative.startswith("//"):
             return f"{self.scheme}:{scheme_relative}"
         if "://" not in scheme_relative:  # a bare host, as some mirrors answer

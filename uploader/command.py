@@ -9,6 +9,7 @@ stdout carries only the result, so ``--json`` output can be piped.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import sys
@@ -111,6 +112,10 @@ def settings_from_args(
         raise ConfigError("--timeout: must be positive")
     if settings.retries < 0:
         raise ConfigError("--retries: must not be negative")
+    # The trio backend exists to prove the uploader backend-neutral; trio
+    # comes with the test extras only.
+    if settings.backend == "trio" and importlib.util.find_spec("trio") is None:
+        raise ConfigError("--backend: trio is not installed (pip install trio)")
     if settings.line.strip().lower() != "auto":
         try:
             parse_line(settings.line)

@@ -1,4 +1,4 @@
-"""The upos upload flow (DESIGN §4): preupload, init, concurrent chunk PUTs, completion.
+"""The upos upload flow: preupload, init, concurrent chunk PUTs, completion.
 
 Memory is the point of this module. One reader task fills chunks strictly in
 order and hands each to a worker over an unbuffered channel, so at most

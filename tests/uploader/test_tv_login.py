@@ -17,7 +17,7 @@ from uploader.client import BiliClient
 from uploader.credentials import Credentials
 from uploader.nav import NavError, check_login, read_nav
 from uploader.retry import RetryPolicy
-from uploader.sim.passport import QR_TTL_SECONDS, Passport, verify_sign
+from uploader.sim.passport import verify_sign
 from uploader.source import BytesSource
 from uploader.submit import Submission, VideoPart, submit_app
 from uploader.tv_login import (
@@ -93,20 +93,6 @@ def test_read_nav() -> None:
     assert not read_nav({"code": -101, "data": {"isLogin": False}}).logged_in
     with pytest.raises(NavError):
         read_nav({"code": -412, "message": "请求被拦截"})
-
-
-def test_simulated_phone_and_expiry_on_a_fake_clock() -> None:
-    now = [1000.0]
-    passport = Passport(sim=None, clock=lambda: now[0])
-    session = passport.new_session()
-    code = session.auth_code
-    assert passport.phone(code, "confirm", {})[0] == 409  # confirm needs a scan first
-    assert passport.phone(code, "scan", {}) == (200, "")
-    assert passport.phone(code, "scan", {})[0] == 409
-    now[0] += QR_TTL_SECONDS
-    assert passport.current(code).state == "expired"
-    assert passport.phone(code, "confirm", {})[0] == 409
-    assert passport.phone("nope", "scan", {})[0] == 404
 
 
 # --- against the simulator ----------------------------------------------------------

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
 import hashlib
+import importlib.util
 import json
 import os
 import signal
@@ -14,7 +16,9 @@ from pathlib import Path
 
 import pytest
 
+from bupmesh.config import ConfigError
 from tests.conftest import SIM_COOKIES, SimServer, bupmesh_command, free_port, stop_process
+from uploader.command import configure, settings_from_args
 
 MiB = 1024 * 1024
 SECRETS = ("sim-sessdata", "sim-csrf")
@@ -221,6 +225,20 @@ def test_bad_settings_exit_2_with_one_line(tmp_path: Path, args: list[str], mess
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], lines
     assert "secretvalue" not in result.stderr
+
+
+def test_trio_backend_without_trio_is_a_setting_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """trio comes with the test extras only: without it the hidden flag names itself."""
+    parser = argparse.ArgumentParser()
+    configure(parser)
+    args = parser.parse_args(["rec.flv", "--cookies", SIM_COOKIES, "--backend", "trio"])
+    assert settings_from_args(args, env={}).backend == "trio"  # installed here
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "trio" else find_spec(name, *a)
+    )
+    with pytest.raises(ConfigError, match="^--backend: trio is not installed"):
+        settings_from_args(args, env={})
 
 
 def test_missing_file_is_a_file_error(tmp_path: Path) -> None:

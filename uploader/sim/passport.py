@@ -12,8 +12,10 @@ Control routes play the user's phone:
   ``/expire``; ``GET /_sim/qr`` lists the codes, their states and what each
   login handed out (so a test can look for those secrets where they must not be).
 
-A confirmed login creates a simulator account (fresh ``SESSDATA``, ``bili_jct``
-and access key), so what the login hands out really uploads and submits.
+:class:`QrLogins` is the pure part (codes and their states on a given clock);
+:class:`Passport` is the HTTP face. A confirmed login creates a simulator
+account (fresh ``SESSDATA``, ``bili_jct`` and access key), so what the login
+hands out really uploads and submits.
 Parameters are accepted in the form body or the query (real clients send
 the form; API docs show the query) and the signature is checked over both.
 """
@@ -30,10 +32,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
-from uploader.sim.facts import APP_KEYS, BAD_REQUEST, BAD_SIGN, NOT_LOGGED_IN
+from uploader.sim import replies
+from uploader.sim.facts import APP_KEYS, BAD_SIGN
+from uploader.sim.inbound import client_ip, session_cookie
+from uploader.sim.state import SimState
 
 QR_TTL_SECONDS = 180.0  # 密钥超时为180秒
 TOKEN_EXPIRES_IN = 15_552_000  # 180 days, what the real poll answers
@@ -64,28 +69,36 @@ def verify_sign(params: dict[str, str]) -> bool:
     return secrets.compare_digest(params.get("sign", "").lower(), expected)
 
 
-class Passport:
-    """QR sessions plus the routes; accounts go into the simulator's ``SimState``."""
+@dataclass(frozen=True)
+class Login:
+    """What one confirmed QR login hands out."""
 
-    def __init__(self, sim: Any, *, clock: Callable[[], float] = time.time) -> None:
-        self._sim = sim  # SimApp; always reach accounts through sim.state (reset renews them)
-        self._clock = clock
+    mid: int
+    sessdata: str
+    bili_jct: str
+    access_token: str
+    refresh_token: str
+
+
+class QrLogins:
+    """QR codes, their states and the names confirmed with them; no HTTP, no accounts."""
+
+    def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
+        self.clock = clock
         self.sessions: dict[str, QrSession] = {}
         self.unames: dict[int, str] = {}
         self._next_mid = FIRST_QR_MID
 
-    # --- pure-ish state transitions (tested directly) -----------------------
-
     def new_session(self) -> QrSession:
         self._prune()
-        session = QrSession(auth_code=secrets.token_hex(16), created_at=self._clock())
+        session = QrSession(auth_code=secrets.token_hex(16), created_at=self.clock())
         self.sessions[session.auth_code] = session
         return session
 
     def current(self, auth_code: str) -> QrSession | None:
         session = self.sessions.get(auth_code)
         if session is not None and session.state in (WAITING, SCANNED, CONFIRMED):
-            if self._clock() - session.created_at >= QR_TTL_SECONDS:
+            if self.clock() - session.created_at >= QR_TTL_SECONDS:
                 session.state = EXPIRED
         return session
 
@@ -120,73 +133,63 @@ class Passport:
             return 200, ""
         return 404, f"unknown action {action!r}"
 
-    def take_login(self, session: QrSession) -> dict[str, Any]:
-        """Turn a confirmed session into a new simulator account; the code is used up."""
+    def take_login(self, session: QrSession) -> Login:
+        """Mint the secrets of a confirmed session; the code is used up."""
         assert session.state == CONFIRMED and session.mid is not None
         session.state = USED
-        sessdata = f"qr-sess-{secrets.token_hex(12)}"
-        bili_jct = secrets.token_hex(16)
-        access_token = f"qr-ak-{secrets.token_hex(12)}"
-        refresh_token = f"qr-rt-{secrets.token_hex(12)}"
-        self._sim.state.add_account(
-            cookies=f"SESSDATA={sessdata}; bili_jct={bili_jct}; DedeUserID={session.mid}",
-            access_key=access_token,
+        login = Login(
             mid=session.mid,
+            sessdata=f"qr-sess-{secrets.token_hex(12)}",
+            bili_jct=secrets.token_hex(16),
+            access_token=f"qr-ak-{secrets.token_hex(12)}",
+            refresh_token=f"qr-rt-{secrets.token_hex(12)}",
         )
         self.unames[session.mid] = session.uname or f"sim-user-{session.mid}"
         session.issued = {
-            "SESSDATA": sessdata,
-            "bili_jct": bili_jct,
-            "access_token": access_token,
-            "refresh_token": refresh_token,
+            "SESSDATA": login.sessdata,
+            "bili_jct": login.bili_jct,
+            "access_token": login.access_token,
+            "refresh_token": login.refresh_token,
         }
-        expires = int(self._clock()) + TOKEN_EXPIRES_IN
-        token_info = {
-            "mid": session.mid,
-            "access_token": access_token,
-            "refresh_token": refresh_token,
-            "expires_in": TOKEN_EXPIRES_IN,
-        }
-        cookies = [
-            ("SESSDATA", sessdata, 1),
-            ("bili_jct", bili_jct, 0),
-            ("DedeUserID", str(session.mid), 0),
-            ("DedeUserID__ckMd5", hashlib.md5(str(session.mid).encode()).hexdigest()[:16], 0),
-            ("sid", secrets.token_hex(4), 0),
-        ]
-        return {
-            "is_new": False,
-            **token_info,
-            "token_info": token_info,
-            "cookie_info": {
-                "cookies": [
-                    {"name": n, "value": v, "http_only": h, "expires": expires, "secure": 0}
-                    for n, v, h in cookies
-                ],
-                "domains": [".bilibili.com", ".biligame.com"],
-            },
-            "sso": ["https://passport.bilibili.com/api/v2/sso"],
-        }
+        return login
+
+    def uname(self, mid: int) -> str:
+        return self.unames.get(mid, f"sim-user-{mid}")
 
     def _prune(self) -> None:
         # Bounded memory: codes long past their TTL are forgotten.
-        horizon = self._clock() - 10 * QR_TTL_SECONDS
+        horizon = self.clock() - 10 * QR_TTL_SECONDS
         for code in [c for c, s in self.sessions.items() if s.created_at < horizon]:
             del self.sessions[code]
 
-    # --- HTTP -------------------------------------------------------------------
+
+class Passport:
+    """The passport's routes over :class:`QrLogins`; logins become accounts in ``SimState``.
+
+    QR codes outlive ``/_sim/reset`` (a reset renews the simulator's data, not
+    the phone in a tester's hand); the accounts they created do not.
+    """
+
+    def __init__(self, state: SimState, logins: QrLogins | None = None) -> None:
+        self.state = state
+        self.logins = logins or QrLogins()
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("/x/passport-tv-login/qrcode/auth_code", self.auth_code, methods=["POST"]),
+            Route("/x/passport-tv-login/qrcode/poll", self.poll, methods=["POST"]),
+            Route("/x/web-interface/nav", self.nav, methods=["GET"]),
+            Route("/_sim/qr", self.list_sessions, methods=["GET"]),
+            Route("/_sim/qr/{auth_code}/{action}", self.control, methods=["POST"]),
+        ]
 
     async def auth_code(self, request: Request) -> Response:
         params, problem = await self._signed_params(request, ("appkey", "local_id", "ts"))
         if problem is not None:
             return problem
-        session = self.new_session()
+        session = self.logins.new_session()
         self._record(request, "qr_auth_code", 0)
-        url = (
-            "https://passport.bilibili.com/x/passport-tv-login/h5/qrcode/auth?auth_code="
-            + session.auth_code
-        )
-        return _reply(0, "0", {"url": url, "auth_code": session.auth_code})
+        return replies.qr_code(session.auth_code)
 
     async def poll(self, request: Request) -> Response:
         params, problem = await self._signed_params(
@@ -194,49 +197,61 @@ class Passport:
         )
         if problem is not None:
             return problem
-        session = self.current(params["auth_code"])
+        session = self.logins.current(params["auth_code"])
         if session is None:
             self._record(request, "qr_poll", -404)
-            return _reply(-404, "啥都木有")
+            return replies.api_reply(-404, "啥都木有")
         if session.state == CONFIRMED:
-            data = self.take_login(session)
+            login = self.logins.take_login(session)
+            self.state.accounts.add(
+                cookies=f"SESSDATA={login.sessdata}; bili_jct={login.bili_jct}; "
+                f"DedeUserID={login.mid}",
+                access_key=login.access_token,
+                mid=login.mid,
+            )
             self._record(request, "qr_poll", 0)
-            return _reply(0, "0", data)
+            return replies.qr_login(
+                mid=login.mid,
+                sessdata=login.sessdata,
+                bili_jct=login.bili_jct,
+                access_token=login.access_token,
+                refresh_token=login.refresh_token,
+                sid=secrets.token_hex(4),
+                expires_in=TOKEN_EXPIRES_IN,
+                now=self.logins.clock(),
+            )
         code = POLL_CODES[session.state]
         self._record(request, "qr_poll", code)
-        return _reply(code, POLL_MESSAGES[code])
+        return replies.api_reply(code, POLL_MESSAGES[code])
 
     async def nav(self, request: Request) -> Response:
-        account = self._sim.state.account_by_cookie(request.cookies.get("SESSDATA"))
+        account = self.state.accounts.by_cookie(session_cookie(request))
         if account is None:
             self._record(request, "nav", -101)
-            return _reply(-101, NOT_LOGGED_IN, {"isLogin": False})
+            return replies.nav_logged_out()
         self._record(request, "nav", 0)
-        uname = self.unames.get(account.mid, f"sim-user-{account.mid}")
-        return _reply(
-            0, "0", {"isLogin": True, "mid": account.mid, "uname": uname, "email_verified": 1}
-        )
+        return replies.nav_logged_in(account.mid, self.logins.uname(account.mid))
 
     async def control(self, request: Request) -> Response:
+        """The phone: ``POST /_sim/qr/{auth_code}/{scan|confirm|expire}``."""
         raw = await request.body()
         try:
             body = json.loads(raw) if raw.strip() else {}
         except ValueError:
-            return JSONResponse({"error": "body is not valid JSON"}, status_code=400)
+            return replies.control_error("body is not valid JSON")
         if not isinstance(body, dict):
-            return JSONResponse({"error": "(top level): expected a JSON object"}, status_code=400)
-        status, error = self.phone(
-            request.path_params["auth_code"], request.path_params["action"], body
-        )
+            return replies.control_error("(top level): expected a JSON object")
+        auth_code = request.path_params["auth_code"]
+        status, error = self.logins.phone(auth_code, request.path_params["action"], body)
         if status != 200:
-            return JSONResponse({"error": error}, status_code=status)
-        session = self.sessions[request.path_params["auth_code"]]
-        return JSONResponse({"auth_code": session.auth_code, "state": session.state})
+            return replies.control_error(error, status)
+        session = self.logins.sessions[auth_code]
+        return replies.control_ok({"auth_code": session.auth_code, "state": session.state})
 
     async def list_sessions(self, request: Request) -> Response:
         rows = []
-        for code in list(self.sessions):
-            session = self.current(code)
+        for code in list(self.logins.sessions):
+            session = self.logins.current(code)
             assert session is not None
             rows.append(
                 {
@@ -246,7 +261,7 @@ class Passport:
                     "issued": session.issued,
                 }
             )
-        return JSONResponse({"sessions": rows})
+        return replies.control_ok({"sessions": rows})
 
     async def _signed_params(
         self, request: Request, required: tuple[str, ...]
@@ -258,32 +273,11 @@ class Passport:
         missing = [key for key in (*required, "sign") if not params.get(key)]
         if missing:
             self._record(request, op, -400)
-            return params, _reply(-400, f"{BAD_REQUEST}: {missing[0]} is required")
+            return params, replies.api_bad_request(f"{missing[0]} is required")
         if params["appkey"] not in APP_KEYS or not verify_sign(params):
             self._record(request, op, -3)
-            return params, _reply(-3, BAD_SIGN)
+            return params, replies.api_reply(-3, BAD_SIGN)
         return params, None
 
     def _record(self, request: Request, op: str, code: int) -> None:
-        ip = request.client.host if request.client else "unknown"
-        self._sim.state.record(op, ip, status=200, code=code)
-
-
-def _reply(code: int, message: str, data: Any = None) -> JSONResponse:
-    body: dict[str, Any] = {"code": code, "message": message, "ttl": 1}
-    if data is not None:
-        body["data"] = data
-    return JSONResponse(body)
-
-
-def passport_routes(sim: Any) -> list[Route]:
-    """The passport's routes, for ``uploader.sim.app.build_app`` to splice in."""
-    passport = Passport(sim)
-    sim.passport = passport
-    return [
-        Route("/x/passport-tv-login/qrcode/auth_code", passport.auth_code, methods=["POST"]),
-        Route("/x/passport-tv-login/qrcode/poll", passport.poll, methods=["POST"]),
-        Route("/x/web-interface/nav", passport.nav, methods=["GET"]),
-        Route("/_sim/qr", passport.list_sessions, methods=["GET"]),
-        Route("/_sim/qr/{auth_code}/{action}", passport.control, methods=["POST"]),
-    ]
+        self.state.record(op, client_ip(request), status=200, code=code)

@@ -20,6 +20,10 @@ which line a probe measures). A request to any other host fails the test, so
 nothing reaches the real Bilibili. Not URL-related but needed offline: the
 credential carries `buvid3`/`buvid4`, so the library does not fetch them from
 api.bilibili.com.
+
+asyncio only, not neutral: bilibili-api-python is an asyncio library (its
+clients and sessions are bound to the running asyncio loop), so the test
+drives it with ``asyncio.run``. The simulator side is a subprocess either way.
 """
 
 from __future__ import annotations
