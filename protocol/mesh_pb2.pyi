@@ -86,7 +86,7 @@ class AgentMessage(_message.Message):
     def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., accept: _Optional[_Union[Accept, _Mapping]] = ..., reject: _Optional[_Union[Reject, _Mapping]] = ..., credit: _Optional[_Union[Credit, _Mapping]] = ..., committed: _Optional[_Union[Committed, _Mapping]] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., result: _Optional[_Union[Result, _Mapping]] = ..., status_reply: _Optional[_Union[StatusReply, _Mapping]] = ..., finishing: _Optional[_Union[Finishing, _Mapping]] = ..., submit_result: _Optional[_Union[SubmitResult, _Mapping]] = ...) -> None: ...
 
 class Hello(_message.Message):
-    __slots__ = ("agent_id", "agent_name", "ip_address", "capabilities", "tags", "held_tasks", "version")
+    __slots__ = ("agent_id", "agent_name", "ip_address", "capabilities", "tags", "held_tasks", "version", "egress_ip", "line", "line_bps")
     class TagsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -101,6 +101,9 @@ class Hello(_message.Message):
     TAGS_FIELD_NUMBER: _ClassVar[int]
     HELD_TASKS_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
+    EGRESS_IP_FIELD_NUMBER: _ClassVar[int]
+    LINE_FIELD_NUMBER: _ClassVar[int]
+    LINE_BPS_FIELD_NUMBER: _ClassVar[int]
     agent_id: str
     agent_name: str
     ip_address: str
@@ -108,7 +111,10 @@ class Hello(_message.Message):
     tags: _containers.ScalarMap[str, str]
     held_tasks: _containers.RepeatedCompositeFieldContainer[HeldTask]
     version: str
-    def __init__(self, agent_id: _Optional[str] = ..., agent_name: _Optional[str] = ..., ip_address: _Optional[str] = ..., capabilities: _Optional[_Union[Capabilities, _Mapping]] = ..., tags: _Optional[_Mapping[str, str]] = ..., held_tasks: _Optional[_Iterable[_Union[HeldTask, _Mapping]]] = ..., version: _Optional[str] = ...) -> None: ...
+    egress_ip: str
+    line: str
+    line_bps: float
+    def __init__(self, agent_id: _Optional[str] = ..., agent_name: _Optional[str] = ..., ip_address: _Optional[str] = ..., capabilities: _Optional[_Union[Capabilities, _Mapping]] = ..., tags: _Optional[_Mapping[str, str]] = ..., held_tasks: _Optional[_Iterable[_Union[HeldTask, _Mapping]]] = ..., version: _Optional[str] = ..., egress_ip: _Optional[str] = ..., line: _Optional[str] = ..., line_bps: _Optional[float] = ...) -> None: ...
 
 class HeldTask(_message.Message):
     __slots__ = ("task_id", "attempt", "committed_bytes")
@@ -121,18 +127,24 @@ class HeldTask(_message.Message):
     def __init__(self, task_id: _Optional[str] = ..., attempt: _Optional[int] = ..., committed_bytes: _Optional[int] = ...) -> None: ...
 
 class Heartbeat(_message.Message):
-    __slots__ = ("status", "current_tasks", "free_slots", "memory_mb", "tasks_completed")
+    __slots__ = ("status", "current_tasks", "free_slots", "memory_mb", "tasks_completed", "egress_ip", "line", "line_bps")
     STATUS_FIELD_NUMBER: _ClassVar[int]
     CURRENT_TASKS_FIELD_NUMBER: _ClassVar[int]
     FREE_SLOTS_FIELD_NUMBER: _ClassVar[int]
     MEMORY_MB_FIELD_NUMBER: _ClassVar[int]
     TASKS_COMPLETED_FIELD_NUMBER: _ClassVar[int]
+    EGRESS_IP_FIELD_NUMBER: _ClassVar[int]
+    LINE_FIELD_NUMBER: _ClassVar[int]
+    LINE_BPS_FIELD_NUMBER: _ClassVar[int]
     status: str
     current_tasks: int
     free_slots: int
     memory_mb: int
     tasks_completed: int
-    def __init__(self, status: _Optional[str] = ..., current_tasks: _Optional[int] = ..., free_slots: _Optional[int] = ..., memory_mb: _Optional[int] = ..., tasks_completed: _Optional[int] = ...) -> None: ...
+    egress_ip: str
+    line: str
+    line_bps: float
+    def __init__(self, status: _Optional[str] = ..., current_tasks: _Optional[int] = ..., free_slots: _Optional[int] = ..., memory_mb: _Optional[int] = ..., tasks_completed: _Optional[int] = ..., egress_ip: _Optional[str] = ..., line: _Optional[str] = ..., line_bps: _Optional[float] = ...) -> None: ...
 
 class Accept(_message.Message):
     __slots__ = ("task_id", "attempt", "resume_offset", "local_read")
@@ -195,7 +207,7 @@ class Progress(_message.Message):
     def __init__(self, task_id: _Optional[str] = ..., attempt: _Optional[int] = ..., uploaded_bytes: _Optional[int] = ..., total_bytes: _Optional[int] = ..., speed_bps: _Optional[float] = ..., eta_seconds: _Optional[float] = ...) -> None: ...
 
 class Result(_message.Message):
-    __slots__ = ("task_id", "attempt", "success", "filename", "biz_id", "error_kind", "error_message", "md5", "crc32")
+    __slots__ = ("task_id", "attempt", "success", "filename", "biz_id", "error_kind", "error_message", "md5", "crc32", "voucher", "retry_after_seconds", "error_code")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     SUCCESS_FIELD_NUMBER: _ClassVar[int]
@@ -205,6 +217,9 @@ class Result(_message.Message):
     ERROR_MESSAGE_FIELD_NUMBER: _ClassVar[int]
     MD5_FIELD_NUMBER: _ClassVar[int]
     CRC32_FIELD_NUMBER: _ClassVar[int]
+    VOUCHER_FIELD_NUMBER: _ClassVar[int]
+    RETRY_AFTER_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_CODE_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     attempt: int
     success: bool
@@ -214,7 +229,10 @@ class Result(_message.Message):
     error_message: str
     md5: str
     crc32: int
-    def __init__(self, task_id: _Optional[str] = ..., attempt: _Optional[int] = ..., success: _Optional[bool] = ..., filename: _Optional[str] = ..., biz_id: _Optional[int] = ..., error_kind: _Optional[str] = ..., error_message: _Optional[str] = ..., md5: _Optional[str] = ..., crc32: _Optional[int] = ...) -> None: ...
+    voucher: str
+    retry_after_seconds: float
+    error_code: int
+    def __init__(self, task_id: _Optional[str] = ..., attempt: _Optional[int] = ..., success: _Optional[bool] = ..., filename: _Optional[str] = ..., biz_id: _Optional[int] = ..., error_kind: _Optional[str] = ..., error_message: _Optional[str] = ..., md5: _Optional[str] = ..., crc32: _Optional[int] = ..., voucher: _Optional[str] = ..., retry_after_seconds: _Optional[float] = ..., error_code: _Optional[int] = ...) -> None: ...
 
 class Finishing(_message.Message):
     __slots__ = ("task_id", "attempt", "offset", "session")
@@ -403,7 +421,7 @@ class Submit(_message.Message):
     def __init__(self, submit_id: _Optional[str] = ..., attempt: _Optional[int] = ..., credentials: _Optional[_Union[BiliCredentials, _Mapping]] = ..., member_url: _Optional[str] = ..., api: _Optional[str] = ..., submission: _Optional[bytes] = ..., deadline_seconds: _Optional[float] = ..., sent_at_unix: _Optional[float] = ...) -> None: ...
 
 class SubmitResult(_message.Message):
-    __slots__ = ("submit_id", "attempt", "success", "aid", "bvid", "error_kind", "error_message")
+    __slots__ = ("submit_id", "attempt", "success", "aid", "bvid", "error_kind", "error_message", "voucher", "retry_after_seconds", "error_code")
     SUBMIT_ID_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     SUCCESS_FIELD_NUMBER: _ClassVar[int]
@@ -411,6 +429,9 @@ class SubmitResult(_message.Message):
     BVID_FIELD_NUMBER: _ClassVar[int]
     ERROR_KIND_FIELD_NUMBER: _ClassVar[int]
     ERROR_MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    VOUCHER_FIELD_NUMBER: _ClassVar[int]
+    RETRY_AFTER_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_CODE_FIELD_NUMBER: _ClassVar[int]
     submit_id: str
     attempt: int
     success: bool
@@ -418,4 +439,7 @@ class SubmitResult(_message.Message):
     bvid: str
     error_kind: str
     error_message: str
-    def __init__(self, submit_id: _Optional[str] = ..., attempt: _Optional[int] = ..., success: _Optional[bool] = ..., aid: _Optional[int] = ..., bvid: _Optional[str] = ..., error_kind: _Optional[str] = ..., error_message: _Optional[str] = ...) -> None: ...
+    voucher: str
+    retry_after_seconds: float
+    error_code: int
+    def __init__(self, submit_id: _Optional[str] = ..., attempt: _Optional[int] = ..., success: _Optional[bool] = ..., aid: _Optional[int] = ..., bvid: _Optional[str] = ..., error_kind: _Optional[str] = ..., error_message: _Optional[str] = ..., voucher: _Optional[str] = ..., retry_after_seconds: _Optional[float] = ..., error_code: _Optional[int] = ...) -> None: ...
