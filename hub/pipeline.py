@@ -38,10 +38,10 @@ class RecordingPipeline:
         return cls(recordings, ingest, submissions, FolderWatcher(ingest, clock=service.clock))
 
     def routes(self) -> list[BaseRoute]:
-        from hub.ingest.http import routes
+        from hub.api.ingest_routes import ingest_routes
 
         config = self.ingest.config
-        return routes(self.ingest, self.submissions, admin_token=config.admin_token,
+        return ingest_routes(self.ingest, self.submissions, admin_token=config.admin_token,
                       webhook_secret=config.ingest.webhook_secret)
 
     async def run(self) -> None:

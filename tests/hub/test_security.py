@@ -21,9 +21,10 @@ import pytest
 from starlette.routing import Route
 
 from bupmesh.config import ConfigError
+from hub.api.app import build_http_app
 from hub.api.audit import AuditLog
-from hub.api.routes import MAX_JSON_BODY
-from hub.app import _http_app, build_service
+from hub.api.bodies import MAX_JSON_BODY
+from hub.app import build_service
 from hub.config import HubConfig, is_loopback, load_hub_config
 from hub.service import HubService
 from protocol import mesh_pb2 as pb
@@ -55,7 +56,7 @@ class Api:
 async def _api(service: HubService, tmp: Path, hub: Hub | None = None) -> Api:
     audit = AuditLog(service.store)
     await audit.open()
-    app, _ = _http_app(service, service.config, audit=audit)
+    app = build_http_app(service, service.config, audit=audit)
     return Api(service, app, audit, tmp, hub)
 
 
