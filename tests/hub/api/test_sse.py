@@ -173,7 +173,7 @@ def test_event_stream_of_a_real_hub(hub: LocalMesh) -> None:
     assert reader.events[0] == ("snapshot", {"agents": [], "tasks": [], "ips": [],
                                              "server_time": reader.events[0][1]["server_time"]})
 
-    # An agent registers over HTTP (the seed's route) and heartbeats: pushed as it happens.
+    # An agent registers over the HTTP agent API and heartbeats: pushed as it happens.
     registered = httpx.post(f"{hub.hub_url}/api/agent/register", timeout=10,
                             headers={"Authorization": f"Bearer {hub.psk}"},
                             json={"agent_id": "web-agent", "ip_address": "127.0.0.9",
