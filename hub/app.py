@@ -58,6 +58,7 @@ async def build_service(config: HubConfig) -> HubService:
     store = Store(data / DB_FILE, cipher)
     await store.open()
     accounts = AccountStore(data / DB_FILE, data / KEY_FILE)
+    await accounts.open()
     tokens = TokenIssuer(
         load_or_create_secret(data / TOKEN_SECRET_FILE), ttl_seconds=config.token_ttl_seconds
     )
@@ -137,5 +138,6 @@ async def run_hub(config: HubConfig) -> None:
             with anyio.CancelScope(shield=True):
                 await hub.grpc_server.stop(0)
         pipeline.close()
+        service.accounts.close()
         service.store.close()
         log.info("hub stopped")

@@ -12,6 +12,7 @@ The agent API's bodies end here as the hub's own report types
 from __future__ import annotations
 
 import re
+from contextlib import aclosing
 from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
@@ -138,11 +139,13 @@ async def read_limited(request: Request, limit: int = MAX_JSON_BODY) -> bytes:
             raise too_large
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise too_large
-        chunks.append(chunk)
+    # Closed at once when refused, rather than left to the garbage collector.
+    async with aclosing(request.stream()) as stream:
+        async for chunk in stream:
+            size += len(chunk)
+            if size > limit:
+                raise too_large
+            chunks.append(chunk)
     return b"".join(chunks)
 
 

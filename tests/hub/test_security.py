@@ -70,6 +70,7 @@ async def api(tmp_path: Path) -> AsyncIterator[Api]:
         async with api.client:
             yield api
     finally:
+        service.accounts.close()
         service.store.close()
 
 

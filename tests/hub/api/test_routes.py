@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -138,8 +138,11 @@ class Recorder:
 
 
 @pytest.fixture
-def service(tmp_path: Path) -> FakeService:
-    return FakeService(AccountStore(tmp_path / "bupmesh.db", tmp_path / "secret.key"))
+def service(tmp_path: Path) -> Iterator[FakeService]:
+    accounts = AccountStore(tmp_path / "bupmesh.db", tmp_path / "secret.key")
+    accounts.open_sync()
+    yield FakeService(accounts)
+    accounts.close()
 
 
 @pytest.fixture

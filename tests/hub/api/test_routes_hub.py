@@ -46,6 +46,7 @@ async def hub(tmp_path: Path) -> AsyncIterator[tuple[HubService, httpx.AsyncClie
         ) as client:
             yield service, client
     finally:
+        service.accounts.close()
         service.store.close()
     for body in bodies:
         for secret in SECRETS:
