@@ -1,5 +1,5 @@
 """Hardening of the hub's surfaces, over the real service and the app the hub serves
-(hub.app: API + /metrics + audit route + audit middleware):
+(hub.api.app: API + /metrics + audit route + audit middleware):
 
 - every admin route refuses no token, the PSK and an agent JWT (checked by walking
   the app's routes, so a route added later is covered without editing this file);
