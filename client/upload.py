@@ -28,6 +28,7 @@ import httpx
 import msgspec
 
 from bupmesh.config import ConfigError, load_config
+from bupmesh.progress_bar import ProgressBar
 from client.http import (
     DEFAULT_HUB,
     ENV_KEYS,
@@ -216,36 +217,19 @@ def _say(line: str) -> None:
 
 
 class _Progress:
-    """Task progress on stderr: a rich bar on a terminal, a line per change otherwise."""
+    """Task progress on stderr: a bar on a terminal, a line per change otherwise."""
 
     def __init__(self, name: str, *, tty: bool) -> None:
         self.name = name
-        self._bar: Any = None
+        self._bar = ProgressBar(name, enabled=tty, reported=True)
         self._last: tuple[Any, int] | None = None
-        if tty:
-            from rich.console import Console
-            from rich.progress import BarColumn, DownloadColumn, TextColumn
-            from rich.progress import Progress as Bar
-
-            self._bar = Bar(
-                TextColumn("[bold]{task.description}"),
-                TextColumn("{task.fields[status]}"),
-                BarColumn(),
-                DownloadColumn(),
-                TextColumn("{task.fields[speed]}"),
-                TextColumn("{task.fields[eta]}"),
-                console=Console(file=sys.stderr),
-            )
-            self._task = self._bar.add_task(name, total=None, status="", speed="", eta="")
 
     def __enter__(self) -> _Progress:
-        if self._bar is not None:
-            self._bar.start()
+        self._bar.__enter__()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._bar is not None:
-            self._bar.stop()
+        self._bar.__exit__(*exc)
 
     def update(self, task: dict) -> None:
         status = task.get("status")
@@ -255,15 +239,9 @@ class _Progress:
         eta = task.get("eta_seconds")
         eta_text = f"ETA {eta:.0f}s" if isinstance(eta, int | float) and eta >= 0 else ""
         speed_text = f"{speed / 1e6:.1f} MB/s" if speed else ""
-        if self._bar is not None:
-            self._bar.update(
-                self._task,
-                completed=uploaded,
-                total=total or None,
-                status=status,
-                speed=speed_text,
-                eta=eta_text,
-            )
+        if self._bar.enabled:
+            self._bar.update(uploaded, total=total or None, status=str(status),
+                             speed=speed_text, eta=eta_text)
             return
         percent = int(uploaded * 100 / total) if total else 0
         # A line when the status changes or another 10 % is done.

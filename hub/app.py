@@ -12,10 +12,8 @@ from __future__ import annotations
 import logging
 import os
 import signal
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import anyio
 import grpc
@@ -24,7 +22,9 @@ from bupmesh.config import ConfigError
 from hub import gc_watch
 from hub.agents.link import AgentLinkServicer, add_servicer, server_options
 from hub.alerts.loop import run_alerts
+from hub.api.app import build_http_app
 from hub.api.audit import AuditLog
+from hub.api.server import serve_http
 from hub.config import HubConfig
 from hub.service import HubService
 from hub.store.tasks import Store
@@ -58,6 +58,7 @@ async def build_service(config: HubConfig) -> HubService:
     store = Store(data / DB_FILE, cipher)
     await store.open()
     accounts = AccountStore(data / DB_FILE, data / KEY_FILE)
+    await accounts.open()
     tokens = TokenIssuer(
         load_or_create_secret(data / TOKEN_SECRET_FILE), ttl_seconds=config.token_ttl_seconds
     )
@@ -94,42 +95,6 @@ def _read_pem(path: str | None) -> bytes:
     return Path(path or "").read_bytes()  # startup only; tiny file
 
 
-def _http_app(service: HubService, config: HubConfig, extra: list[Any] | None = None,
-              audit: Any = None) -> tuple[Any, Callable[..., Awaitable[None]]]:
-    try:
-        from hub.api.routes import build_app
-        from hub.api.server import serve_http
-    except ImportError:  # the HTTP layer is optional for the core; serve /healthz only
-        import uvicorn
-        from starlette.applications import Starlette
-        from starlette.responses import JSONResponse
-        from starlette.routing import Route
-
-        async def healthz(request: Any) -> JSONResponse:
-            return JSONResponse({"code": 0, "message": "success", "data": {"status": "ok"}})
-
-        app = Starlette(routes=[Route("/healthz", healthz)])
-
-        async def serve_http(app: Any, host: str, port: int, *, certfile: str | None = None,
-                             keyfile: str | None = None) -> None:
-            server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_config=None,
-                                                   ssl_certfile=certfile, ssl_keyfile=keyfile))
-            await server.serve()
-
-        return app, serve_http
-    from hub.api.audit import AuditMiddleware, audit_route
-    from hub.metrics import metrics_route
-
-    routes = [metrics_route(service, admin_token=config.admin_token), *(extra or [])]
-    if audit is not None:
-        routes.append(audit_route(audit, admin_token=config.admin_token))
-    app = build_app(service, admin_token=config.admin_token, extra_routes=routes)
-    if audit is not None:
-        app = AuditMiddleware(app, audit=audit, admin_token=config.admin_token,
-                              identify_agent=service.verify_agent_token)
-    return app, serve_http
-
-
 async def run_hub(config: HubConfig) -> None:
     gc_watch.install()
     service = await build_service(config)
@@ -141,7 +106,7 @@ async def run_hub(config: HubConfig) -> None:
         hub = await start_grpc(service, config)
         audit = AuditLog(service.store)
         await audit.open()
-        app, serve_http = _http_app(service, config, pipeline.routes(), audit)
+        app = build_http_app(service, config, extra_routes=pipeline.routes(), audit=audit)
         host, port = config.http_address
         try:
             async with anyio.create_task_group() as tg:
@@ -173,5 +138,6 @@ async def run_hub(config: HubConfig) -> None:
             with anyio.CancelScope(shield=True):
                 await hub.grpc_server.stop(0)
         pipeline.close()
+        service.accounts.close()
         service.store.close()
         log.info("hub stopped")

@@ -1,4 +1,5 @@
-"""Prometheus metrics of one hub (``GET /metrics``), in a registry of its own.
+"""Prometheus metrics of one hub (served at ``GET /metrics``, ``hub.api.metrics``),
+in a registry of its own.
 
 Two kinds of figure:
 
@@ -17,18 +18,14 @@ run them, from counting into each other.
 
 from __future__ import annotations
 
-import hmac
 import sqlite3
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.core import GaugeMetricFamily
-from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
 
 if TYPE_CHECKING:
     from hub.agents.link import AgentSession
@@ -150,23 +147,3 @@ class _StateCollector(Collector):
         for agent_id, bps in sorted(speed.items()):
             gauge.add_metric([agent_id], bps)
         yield gauge
-
-
-def metrics_route(service: HubService, *, admin_token: str) -> Route:
-    """``GET /metrics``, Prometheus text format; needs the admin token as a bearer token
-    (agent ids and IPs are not for everyone; Prometheus sends it with ``authorization``)."""
-    secret = admin_token.encode()
-
-    async def metrics(request: Request) -> Response:
-        header = request.headers.get("authorization", "")
-        scheme, _, token = header.partition(" ")
-        if not secret or scheme.lower() != "bearer" or not hmac.compare_digest(
-            token.strip().encode(), secret
-        ):
-            return JSONResponse({"code": 401, "message": "invalid admin token", "data": None},
-                                status_code=401)
-        body = await service.metrics.render()
-        return Response(body, media_type=CONTENT_TYPE_LATEST)
-
-    return Route("/metrics", metrics, methods=["GET"])
-

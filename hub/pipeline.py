@@ -14,6 +14,7 @@ from typing import Any
 import anyio
 from starlette.routing import BaseRoute
 
+from hub.api.ingest_routes import ingest_routes
 from hub.ingest.service import IngestService
 from hub.ingest.watcher import FolderWatcher
 from hub.store.recordings import RecordingStore
@@ -38,11 +39,9 @@ class RecordingPipeline:
         return cls(recordings, ingest, submissions, FolderWatcher(ingest, clock=service.clock))
 
     def routes(self) -> list[BaseRoute]:
-        from hub.ingest.http import routes
-
         config = self.ingest.config
-        return routes(self.ingest, self.submissions, admin_token=config.admin_token,
-                      webhook_secret=config.ingest.webhook_secret)
+        return ingest_routes(self.ingest, self.submissions, admin_token=config.admin_token,
+                             webhook_secret=config.ingest.webhook_secret)
 
     async def run(self) -> None:
         async with anyio.create_task_group() as tg:

@@ -40,6 +40,7 @@ from hub.core.events import EventBus
 from hub.core.held import HeldLease, HeldLeases, reattach_offset
 from hub.core.lifecycle import Lifecycle, Outcome, Policy, Status, TaskRecord
 from hub.core.registry import AgentInfo, Registry
+from hub.core.reports import HeartbeatReport, ProgressReport
 from hub.core.retry_policy import RetryRules, TaskRetryPolicy
 from hub.core.risk import RiskLedger, RiskRules
 from hub.core.strategies import (
@@ -967,48 +968,29 @@ class HubService:
 
     # ======================================================================== admin API
 
-    async def agent_heartbeat(self, agent_id: str, body: dict[str, Any]) -> None:
-        if not isinstance(body, dict):
-            raise BadRequest("heartbeat body must be a JSON object")
-        if body.get("agent_id") not in (None, agent_id):
-            raise AuthError("heartbeat for another agent")
+    async def agent_heartbeat(self, agent_id: str, report: HeartbeatReport) -> None:
         if self.registry.get(agent_id) is None:
             raise NotFound(f"no agent {agent_id}")
-        try:
-            await self._on_heartbeat(
-                agent_id, str(body.get("status") or ""),
-                int(body.get("current_tasks") or 0),
-                int(body.get("available_slots", body.get("free_slots")) or 0),
-                int(body.get("memory_usage_mb", body.get("memory_mb")) or 0),
-                int(body.get("tasks_completed") or 0),
-            )
-        except (TypeError, ValueError):
-            raise BadRequest("heartbeat fields must be numbers") from None
+        await self._on_heartbeat(agent_id, report.status, report.current_tasks,
+                                 report.free_slots, report.memory_mb, report.tasks_completed)
 
-    async def agent_task_status(self, agent_id: str, body: dict[str, Any]) -> None:
-        """Seed's HTTP progress report: updates progress of the agent's own current task."""
-        if not isinstance(body, dict) or not isinstance(body.get("task_id"), str):
-            raise BadRequest("task_id is required")
-        task = self.tasks.get(body["task_id"])
+    async def agent_progress(self, agent_id: str, report: ProgressReport) -> None:
+        """Progress of the agent's own running task, reported over HTTP instead of the stream."""
+        task = self.tasks.get(report.task_id)
         if task is None or task.agent_id != agent_id or not task.status.leased:
-            raise NotFound(f"no running task {body['task_id']} for this agent")
-        try:
-            uploaded = int(body.get("uploaded_bytes") or 0)
-            speed = float(body.get("upload_speed") or 0)
-            eta = float(body.get("eta_seconds") or 0)
-        except (TypeError, ValueError):
-            raise BadRequest("uploaded_bytes/upload_speed must be numbers") from None
-        status = body.get("status")
+            raise NotFound(f"no running task {report.task_id} for this agent")
+        uploaded, speed, eta = report.uploaded_bytes, report.speed_bps, report.eta_seconds
+        status = report.status
         async with self._lock:
             self.lifecycle.progress(task, agent_id, task.attempt, uploaded, speed, eta)
             self.events.touch_task(task.task_id)
             if status == "failed":
                 info = self.registry.get(agent_id)
-                message = str(body.get("error_message") or "reported failed")[:1000]
+                message = (report.error_message or "reported failed")[:1000]
                 self.lifecycle.last_decision = None
                 outcome = self.lifecycle.result(
                     task, agent_id, task.attempt, success=False,
-                    error_kind=str(body.get("error_kind") or lc.NETWORK),
+                    error_kind=report.error_kind or lc.NETWORK,
                     error_message=message, ip=info.ip_address if info else "")
                 if outcome is not Outcome.IGNORED:
                     await self._note_outcome(agent_id, info.ip_address if info else "",

@@ -15,12 +15,12 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import anyio
 import msgspec
 
 from bupmesh.config import ConfigError, load_config
+from bupmesh.progress_bar import ProgressBar
 from uploader.client import DEFAULT_MEMBER_URL, BiliClient
 from uploader.credentials import Credentials, CredentialsError
 from uploader.errors import ErrorKind, UploadError
@@ -144,43 +144,18 @@ class _Reporter:
         self.tty = tty
         self._next_fraction = 0.1
         self._last_line = time.monotonic()
-        self._bar: Any = None
-        if tty:
-            from rich.console import Console
-            from rich.progress import (
-                BarColumn,
-                DownloadColumn,
-                TextColumn,
-                TimeRemainingColumn,
-                TransferSpeedColumn,
-            )
-            from rich.progress import (
-                Progress as Bar,
-            )
-
-            self._bar = Bar(
-                TextColumn("[bold]{task.description}"),
-                BarColumn(),
-                DownloadColumn(),
-                TransferSpeedColumn(),
-                TimeRemainingColumn(),
-                console=Console(file=sys.stderr),
-                transient=False,
-            )
-            self._task = self._bar.add_task(name, total=max(total, 1))
+        self._bar = ProgressBar(name, enabled=tty, total=max(total, 1))
 
     def __enter__(self) -> _Reporter:
-        if self._bar is not None:
-            self._bar.start()
+        self._bar.__enter__()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._bar is not None:
-            self._bar.stop()
+        self._bar.__exit__(*exc)
 
     def __call__(self, progress: Progress) -> None:
-        if self._bar is not None:
-            self._bar.update(self._task, completed=progress.uploaded if self.total else 1)
+        if self._bar.enabled:
+            self._bar.update(progress.uploaded if self.total else 1)
             return
         now = time.monotonic()
         if progress.fraction + 1e-9 < self._next_fraction and now - self._last_line < 10:

@@ -7,10 +7,10 @@ them hold no cookie in plain text; the key lives beside the database in
 ``secret.key`` (mode 0600). The hub core encrypts resume sessions with the
 same key (``load_or_create_key``).
 
-sqlite3 is blocking, so every query runs in a worker thread
-(``anyio.to_thread.run_sync``) on a short-lived connection: account calls are
-rare (an admin adding an account, the hub fetching credentials for an offer),
-and a connection per call keeps this store independent of the hub's own.
+The table lives in the hub's database file beside the hub's own tables, with
+the plumbing they share (``hub.store.database``): a connection of its own in WAL
+mode, the schema applied on ``open``, and every call one transaction in a worker
+thread, off the event loop.
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-import anyio.to_thread
 from cryptography.fernet import Fernet, InvalidToken
 
+from hub.store.database import Database
 from uploader.credentials import Credentials, CredentialsError
 
 KEY_FILE = "secret.key"
@@ -46,7 +46,11 @@ CREATE TABLE IF NOT EXISTS accounts (
 
 # Columns added after the first release: a database made before them gains them
 # on open (ALTER TABLE ... ADD COLUMN keeps every row).
-_ADDED_COLUMNS = {"uname": "TEXT", "valid": "INTEGER", "checked_at": "REAL"}
+_ADDED_COLUMNS = (
+    ("accounts", "uname", "TEXT"),
+    ("accounts", "valid", "INTEGER"),
+    ("accounts", "checked_at", "REAL"),
+)
 _COLUMNS = "SELECT id, name, mid, created_at, secrets, uname, valid, checked_at FROM accounts"
 
 _NAME = re.compile(r"[^\x00-\x1f\x7f]{1,64}")
@@ -112,13 +116,18 @@ def _read_key(key_path: Path) -> bytes:
     return key
 
 
-class AccountStore:
-    """The ``accounts`` table of the hub database; secrets go in and out only encrypted."""
+class AccountStore(Database):
+    """The ``accounts`` table of the hub database; secrets go in and out only encrypted.
+
+    ``open`` before use, ``close`` at the end, like the hub's other stores.
+    """
+
+    SCHEMA = _SCHEMA
+    ADDED_COLUMNS = _ADDED_COLUMNS
 
     def __init__(self, db_path: Path, key_path: Path) -> None:
-        self._db_path = Path(db_path)
+        super().__init__(db_path)
         self._fernet = Fernet(_load_or_create_key_bytes(Path(key_path)))
-        self._schema_ready = False
 
     async def add(
         self,
@@ -304,26 +313,6 @@ class AccountStore:
             raise AccountError(
                 "account secrets cannot be decrypted: secret.key does not match the database"
             ) from None
-
-    async def _run(self, fn: Any) -> Any:
-        def work() -> Any:
-            conn = sqlite3.connect(self._db_path, timeout=30)
-            try:
-                if not self._schema_ready:
-                    conn.execute("PRAGMA journal_mode=WAL")
-                    conn.execute(_SCHEMA)
-                    have = {r[1] for r in conn.execute("PRAGMA table_info(accounts)")}
-                    for column, kind in _ADDED_COLUMNS.items():
-                        if column not in have:
-                            conn.execute(f"ALTER TABLE accounts ADD COLUMN {column} {kind}")
-                    conn.commit()
-                    self._schema_ready = True
-                with conn:
-                    return fn(conn)
-            finally:
-                conn.close()
-
-        return await anyio.to_thread.run_sync(work)
 
 
 def _make_credentials(secrets: dict[str, Any], mid: int | None) -> Credentials:

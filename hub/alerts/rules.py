@@ -1,4 +1,5 @@
-"""Alert rules of the seed (§7.2), as a pure evaluator over snapshots of hub state.
+"""Alert rules (agent offline, failure rate, IP risk, low speed), as a pure evaluator
+over snapshots of hub state.
 
 The hub samples its state every ``evaluate_interval_seconds`` into a
 ``Snapshot`` (hub/alerts/loop.py) and asks ``AlertEvaluator.evaluate`` what

@@ -7,7 +7,7 @@ owner asks about later ("who cancelled this task?", "who is probing the
 admin API?"). Reads that succeed are not actions and are not recorded.
 
 Each entry holds
-- who: ``admin`` (the admin token), ``agent:<id>`` (an agent JWT presented on
+- who: ``admin`` (the role of the token sent, ``hub.api.auth``), ``agent:<id>`` (an agent JWT presented on
   an admin route, which is always refused), ``invalid-token`` or
   ``anonymous``, plus the remote address. Never the token itself.
 - what: method, the route's path template and its parameters, and the id-like
@@ -24,7 +24,6 @@ a flood of refused requests cannot fill the disk) and to the
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
 import sqlite3
@@ -34,9 +33,13 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from hub.api.auth import Auth
+from hub.api.envelope import ApiError, ok
+from hub.api.errors import guard
 
 log = logging.getLogger("bupmesh.audit")
 
@@ -132,13 +135,11 @@ class AuditLog:
 class AuditMiddleware:
     """Records admin actions and refused admin requests of the wrapped ASGI app."""
 
-    def __init__(self, app: ASGIApp, *, audit: AuditLog, admin_token: str,
-                 identify_agent: Callable[[str], str] | None = None,
+    def __init__(self, app: ASGIApp, *, audit: AuditLog, auth: Auth,
                  clock: Callable[[], float] = time.time) -> None:
         self.app = app
         self.audit = audit
-        self._admin = admin_token.encode()
-        self._identify_agent = identify_agent
+        self._auth = auth
         self._clock = clock
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -172,50 +173,26 @@ class AuditMiddleware:
         client = scope.get("client")
         outcome = "ok" if status < 400 else "refused" if status in (401, 403) else "error"
         return AuditEntry(
-            at=at, actor=self._actor(Request(scope)), remote_addr=client[0] if client else "?",
-            method=scope["method"], route=getattr(route, "path", scope["path"]),
+            at=at, actor=self._auth.actor(Request(scope)),
+            remote_addr=client[0] if client else "?", method=scope["method"], route=getattr(route, "path", scope["path"]),
             path=scope["path"], targets=targets, status=status, outcome=outcome,
         )
 
-    def _actor(self, request: Request) -> str:
-        scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        token = token.strip()
-        if scheme.lower() != "bearer" or not token:
-            return "anonymous"
-        if self._admin and hmac.compare_digest(token.encode(), self._admin):
-            return "admin"
-        if self._identify_agent is not None:
-            try:
-                return f"agent:{self._identify_agent(token)}"
-            except Exception:
-                pass
-        return "invalid-token"
 
-
-def audit_route(audit: AuditLog, *, admin_token: str) -> Route:
-    """``GET /api/manage/audit?limit=100&before_id=N`` (admin token) -> entries, newest first."""
-    secret = admin_token.encode()
+def audit_route(audit: AuditLog, auth: Auth) -> Route:
+    """``GET /api/manage/audit?limit=100&before_id=N`` (admin) -> entries, newest first."""
 
     async def endpoint(request: Request) -> Response:
-        scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        if not secret or scheme.lower() != "bearer" or not hmac.compare_digest(
-            token.strip().encode(), secret
-        ):
-            return _envelope(401, "invalid admin token", headers={"WWW-Authenticate": "Bearer"})
+        auth.require_admin(request)
         try:
             limit = int(request.query_params.get("limit", "100"))
             before = request.query_params.get("before_id")
             before_id = int(before) if before is not None else None
         except ValueError:
-            return _envelope(400, "limit, before_id: expected integers")
+            raise ApiError(400, "limit, before_id: expected integers") from None
         if not 1 <= limit <= 1000:
-            return _envelope(400, "limit: must be between 1 and 1000")
+            raise ApiError(400, "limit: must be between 1 and 1000")
         entries = await audit.list(limit=limit, before_id=before_id)
-        return JSONResponse({"code": 0, "message": "success", "data": {"entries": entries}})
+        return ok({"entries": entries})
 
-    return Route("/api/manage/audit", endpoint, methods=["GET"])
-
-
-def _envelope(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
-    return JSONResponse({"code": status, "message": message, "data": None}, status_code=status,
-                        headers=headers)
+    return Route("/api/manage/audit", guard(endpoint), methods=["GET"])

@@ -1,20 +1,31 @@
-"""Request bodies of the hub's HTTP API, as msgspec structs, and their strict decoding.
+"""Request bodies of the hub's HTTP API: read within a limit, decoded strictly, checked.
 
 Every body is a struct with ``forbid_unknown_fields`` so a typo in a field name
 is a 400 naming that field rather than a silently ignored setting. Decoding
 errors are rewritten to ``field: reason``; msgspec's messages never quote the
 offending value, so a cookie sent in the wrong place is not echoed back.
+
+The agent API's bodies end here as the hub's own report types
+(``hub.core.reports``): the hub acts on checked data, never on JSON.
 """
 
 from __future__ import annotations
 
 import re
+from contextlib import aclosing
 from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
 from msgspec import Meta, Struct, field
+from starlette.requests import Request
+
+from hub.api.audit import note_targets
+from hub.api.envelope import ApiError
+from hub.core.reports import HeartbeatReport, ProgressReport
 
 T = TypeVar("T")
+
+MAX_JSON_BODY = 1024 * 1024
 
 # Printable text without control characters: names end up in logs and the web UI.
 Text = Annotated[str, Meta(min_length=1, max_length=256, pattern=r"^[^\x00-\x1f\x7f]+$")]
@@ -23,12 +34,15 @@ Count = Annotated[int, Meta(ge=0)]
 Amount = Annotated[float, Meta(ge=0)]
 
 
-class BodyError(ValueError):
-    """The body is not the expected JSON; the message names the field."""
+class BodyError(ApiError, ValueError):
+    """The body is not the expected JSON (400); the message names the field."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(400, message)
 
 
 class RegisterBody(Struct, forbid_unknown_fields=True):
-    """Seed §5.2.1, plus free-form ``capabilities`` for what the seed did not name."""
+    """``POST /api/agent/register``; ``capabilities`` carries what the fixed fields do not."""
 
     agent_id: Id
     agent_name: str = ""
@@ -41,7 +55,7 @@ class RegisterBody(Struct, forbid_unknown_fields=True):
 
 
 class HeartbeatBody(Struct, forbid_unknown_fields=True):
-    """Seed §5.2.2; ``agent_id`` may be left out (the token names the agent)."""
+    """``POST /api/agent/heartbeat``; ``agent_id`` may be left out (the token names the agent)."""
 
     agent_id: Id | None = None
     status: Literal["online", "busy", "draining", "offline"] = "online"
@@ -52,7 +66,7 @@ class HeartbeatBody(Struct, forbid_unknown_fields=True):
 
 
 class TaskStatusBody(Struct, forbid_unknown_fields=True):
-    """Seed §5.2.3, plus what a final report needs (attempt, result, error kind)."""
+    """``POST /api/agent/task-status``: progress, or a failure with its error kind."""
 
     task_id: Id
     status: Literal["assigned", "uploading", "completed", "failed", "cancelled"]
@@ -110,6 +124,58 @@ class PartBody(Struct, forbid_unknown_fields=True):
     account: str | int | None = None
     title: Text | None = None
     auto_upload: bool = True
+
+
+async def read_limited(request: Request, limit: int = MAX_JSON_BODY) -> bytes:
+    """The request body, refused with 413 as soon as it is known to exceed ``limit``."""
+    too_large = ApiError(413, f"request body too large (limit {limit} bytes)")
+    length = request.headers.get("content-length")
+    if length is not None:
+        try:
+            declared = int(length)
+        except ValueError:
+            raise ApiError(400, "Content-Length: not a number") from None
+        if declared > limit:
+            raise too_large
+    chunks: list[bytes] = []
+    size = 0
+    # Closed at once when refused, rather than left to the garbage collector.
+    async with aclosing(request.stream()) as stream:
+        async for chunk in stream:
+            size += len(chunk)
+            if size > limit:
+                raise too_large
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def read_body(request: Request, struct_type: type[T]) -> T:
+    """The body decoded into ``struct_type``; its ids are kept for the audit log."""
+    body = decode_body(await read_limited(request), struct_type)
+    note_targets(request.scope, body)
+    return body
+
+
+def heartbeat_report(body: HeartbeatBody) -> HeartbeatReport:
+    return HeartbeatReport(
+        status=body.status,
+        current_tasks=body.current_tasks,
+        free_slots=body.available_slots,
+        memory_mb=int(body.memory_usage_mb),
+        tasks_completed=body.tasks_completed,
+    )
+
+
+def progress_report(body: TaskStatusBody) -> ProgressReport:
+    return ProgressReport(
+        task_id=body.task_id,
+        uploaded_bytes=body.uploaded_bytes,
+        speed_bps=float(body.upload_speed),
+        eta_seconds=float(body.eta_seconds or 0),
+        status=body.status,
+        error_kind=body.error_kind,
+        error_message=body.error_message,
+    )
 
 
 def decode_body(body: bytes, struct_type: type[T]) -> T:

@@ -4,7 +4,8 @@ A page opens one stream and gets, in this order:
 
 - ``event: snapshot``: ``{agents, tasks, ips, server_time}``: everything it shows;
 - then deltas, each the *current* row of what changed since the last send:
-  ``event: task`` (one task, DESIGN §5 shape), ``event: agent`` (one agent row),
+  ``event: task`` (one task, as ``GET /api/manage/tasks/{id}`` shows it),
+  ``event: agent`` (one agent row),
   ``event: ips`` (``{ips, server_time}``, the whole risk table: it is small);
 - a comment line every ``heartbeat`` seconds so proxies keep the stream open (the IP
   table rides along: a cooldown ends with time, not with an event);

@@ -611,6 +611,7 @@ def http_hub(tmp_path: Path) -> Iterator[tuple[BlockingPortal, httpx.AsyncClient
             yield portal, client, creds
             portal.call(client.aclose)
         finally:
+            service.accounts.close()
             service.store.close()
 
 

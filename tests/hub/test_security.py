@@ -1,5 +1,5 @@
 """Hardening of the hub's surfaces, over the real service and the app the hub serves
-(hub.app: API + /metrics + audit route + audit middleware):
+(hub.api.app: API + /metrics + audit route + audit middleware):
 
 - every admin route refuses no token, the PSK and an agent JWT (checked by walking
   the app's routes, so a route added later is covered without editing this file);
@@ -21,9 +21,10 @@ import pytest
 from starlette.routing import Route
 
 from bupmesh.config import ConfigError
+from hub.api.app import build_http_app
 from hub.api.audit import AuditLog
-from hub.api.routes import MAX_JSON_BODY
-from hub.app import _http_app, build_service
+from hub.api.bodies import MAX_JSON_BODY
+from hub.app import build_service
 from hub.config import HubConfig, is_loopback, load_hub_config
 from hub.service import HubService
 from protocol import mesh_pb2 as pb
@@ -55,7 +56,7 @@ class Api:
 async def _api(service: HubService, tmp: Path, hub: Hub | None = None) -> Api:
     audit = AuditLog(service.store)
     await audit.open()
-    app, _ = _http_app(service, service.config, audit=audit)
+    app = build_http_app(service, service.config, audit=audit)
     return Api(service, app, audit, tmp, hub)
 
 
@@ -69,6 +70,7 @@ async def api(tmp_path: Path) -> AsyncIterator[Api]:
         async with api.client:
             yield api
     finally:
+        service.accounts.close()
         service.store.close()
 
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from hub.core.reports import HeartbeatReport, ProgressReport
 from hub.service import BadRequest, Conflict, NotFound
 from protocol import mesh_pb2 as pb
 from tests.hub.test_link import MiB, _is, _status, anyio_backend, make_hub, wait_for
@@ -84,20 +85,15 @@ async def test_http_alternatives_only_touch_own_tasks(tmp_path: Path) -> None:
         offer = await a1.recv("offer")
         await a1.send(accept=pb.Accept(task_id=offer.task_id, attempt=1))
         await wait_for(lambda: _is(_status(hub, offer.task_id), "uploading"))
-        await hub.service.agent_heartbeat("a1", {"agent_id": "a1", "status": "online",
-                                                 "memory_usage_mb": 77})
+        await hub.service.agent_heartbeat("a1", HeartbeatReport(status="online", memory_mb=77))
         assert hub.service.registry.get("a1").memory_mb == 77
         with pytest.raises(NotFound):
-            await hub.service.agent_task_status("a2", {"task_id": offer.task_id,
-                                                       "uploaded_bytes": 1})
-        await hub.service.agent_task_status("a1", {"task_id": offer.task_id,
-                                                   "uploaded_bytes": 2500,
-                                                   "upload_speed": 100})
+            await hub.service.agent_progress("a2", ProgressReport(offer.task_id, uploaded_bytes=1))
+        await hub.service.agent_progress("a1", ProgressReport(offer.task_id, uploaded_bytes=2500,
+                                                              speed_bps=100))
         task = await hub.service.get_task(offer.task_id)
         assert task["uploaded_bytes"] == 2500 and task["progress"] == 50.0
-        with pytest.raises(BadRequest):
-            await hub.service.agent_task_status("a1", {"task_id": offer.task_id,
-                                                       "uploaded_bytes": "lots"})
+        # A field that is not a number never gets this far: tests/hub/api/test_bodies.py
         ips = {e["ip_address"]: e for e in await hub.service.list_ips()}
         assert ips["127.0.0.9"]["active_tasks"] == 1
         assert sorted(ips["127.0.0.9"]["agents"]) == ["a1", "a2"]

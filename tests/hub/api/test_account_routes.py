@@ -23,6 +23,7 @@ ADMIN = "admin-token-for-account-routes"
 async def client(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
     nobody = f"http://127.0.0.1:{free_port()}"  # a closed port: Bilibili unreachable
     store = AccountStore(tmp_path / "bupmesh.db", tmp_path / "secret.key")
+    await store.open()
     await store.add("web", cookies="SESSDATA=s; bili_jct=j; DedeUserID=1")
     await store.add("app", cookies_json={"token_info": {"access_token": "ak", "mid": 2}})
     service = SimpleNamespace(
@@ -35,6 +36,7 @@ async def client(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
         headers={"Authorization": f"Bearer {ADMIN}"},
     ) as http:
         yield http
+    store.close()
 
 
 async def test_refusals(client: httpx.AsyncClient) -> None:

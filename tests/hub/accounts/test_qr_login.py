@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
@@ -34,8 +35,20 @@ def polls(sim: SimServer) -> int:
     return sum(1 for r in sim.requests() if r["op"] == "qr_poll")
 
 
+OPENED: list[AccountStore] = []
+
+
+@pytest.fixture(autouse=True)
+def close_stores() -> Iterator[None]:
+    yield
+    while OPENED:
+        OPENED.pop().close()
+
+
 def make(tmp_path: Path, sim: SimServer, clock: Clock) -> tuple[AccountStore, QrLogins, list]:
     store = AccountStore(tmp_path / "bupmesh.db", tmp_path / "secret.key")
+    store.open_sync()
+    OPENED.append(store)
     checked: list[int] = []
 
     async def after_login(account_id: int) -> None:

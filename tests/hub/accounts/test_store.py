@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 import stat
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -49,8 +50,22 @@ SECRETS = [
 ]
 
 
-def make_store(tmp_path: Path) -> AccountStore:
-    return AccountStore(tmp_path / "bupmesh.db", tmp_path / "secret.key")
+OPENED: list[AccountStore] = []
+
+
+def make_store(tmp_path: Path, key_dir: Path | None = None) -> AccountStore:
+    """An opened store, closed when the test ends."""
+    store = AccountStore(tmp_path / "bupmesh.db", (key_dir or tmp_path) / "secret.key")
+    store.open_sync()
+    OPENED.append(store)
+    return store
+
+
+@pytest.fixture(autouse=True)
+def close_stores() -> Iterator[None]:
+    yield
+    while OPENED:
+        OPENED.pop().close()
 
 
 async def test_cookie_string_round_trip(tmp_path: Path) -> None:
@@ -146,7 +161,7 @@ async def test_no_plaintext_secret_on_disk(tmp_path: Path) -> None:
     store = make_store(tmp_path)
     await store.list()  # creates the database in WAL mode
     # A connection held open keeps SQLite from checkpointing and deleting the
-    # WAL when the store's connection closes, so the WAL bytes are checked too.
+    # WAL, so the WAL bytes are checked too; the last connection to close removes it.
     holder = sqlite3.connect(tmp_path / "bupmesh.db")
     holder.execute("SELECT count(*) FROM accounts").fetchone()
     await store.add("a", cookies=COOKIES, access_key=ACCESS_KEY)
@@ -155,6 +170,7 @@ async def test_no_plaintext_secret_on_disk(tmp_path: Path) -> None:
     assert (await store.credentials("a")).access_key == ACCESS_KEY
     names = assert_no_plaintext(tmp_path)
     assert "bupmesh.db-wal" in names, "WAL mode expected, so the WAL is checked too"
+    store.close()
     holder.close()
     assert assert_no_plaintext(tmp_path) == ["bupmesh.db"]  # after the final checkpoint
 
@@ -174,7 +190,7 @@ async def test_wrong_key_is_a_clear_error(tmp_path: Path) -> None:
     store = make_store(tmp_path)
     await store.add("a", cookies=COOKIES)
     (tmp_path / "other").mkdir()
-    other = AccountStore(tmp_path / "bupmesh.db", tmp_path / "other" / "secret.key")
+    other = make_store(tmp_path, tmp_path / "other")
     with pytest.raises(AccountError, match="secret.key"):
         await other.credentials("a")
     (row,) = await other.list()  # listing still works, without claiming anything

@@ -1,6 +1,6 @@
 """The HTTP layer over the real HubService (no agents connected, no background loops).
 
-test_http_api.py pins the layer's own behaviour with a fake; this file checks
+tests/hub/api/test_routes.py pins the layer's own behaviour with a fake; this file checks
 the seam: the real service's answers and exceptions come out as the contract
 says, and the database stays free of plaintext secrets.
 """
@@ -46,6 +46,7 @@ async def hub(tmp_path: Path) -> AsyncIterator[tuple[HubService, httpx.AsyncClie
         ) as client:
             yield service, client
     finally:
+        service.accounts.close()
         service.store.close()
     for body in bodies:
         for secret in SECRETS:

@@ -18,7 +18,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from bupmesh.config import ConfigError
-from hub.api.routes import serve_http
+from hub.api.server import serve_http
 from tests.conftest import free_port
 
 pytestmark = [pytest.mark.anyio, pytest.mark.parametrize("anyio_backend", ["asyncio"])]
