@@ -130,45 +130,45 @@ def parse(chunk: bytes) -> list[tuple[str, Any]]:
 async def test_stream_sends_a_snapshot_then_current_rows_then_ends_on_close() -> None:
     hub = FakeHub()
     hub.tasks["t1"] = {"task_id": "t1", "status": "uploading", "uploaded_bytes": 1}
-    stream = event_stream(hub, hub.core.events, lambda x: x, heartbeat=60, min_gap=0)  # type: ignore[arg-type]
+    stream = event_stream(hub, hub.events, lambda x: x, heartbeat=60, min_gap=0)  # type: ignore[arg-type]
     [(name, snap)] = parse(await stream.__anext__())
     assert name == "snapshot" and snap["server_time"] == 1000.0
     assert snap["tasks"] == [hub.tasks["t1"]] and snap["agents"] == [hub.agents["a1"]]
-    assert hub.core.events.subscriber_count == 1
+    assert hub.events.subscriber_count == 1
 
     for uploaded in (2, 3, 4):  # moves three times before the stream looks: sent once
         hub.tasks["t1"]["uploaded_bytes"] = uploaded
-        hub.core.events.touch_task("t1")
+        hub.events.touch_task("t1")
     hub.tasks["t2"] = {"task_id": "t2", "status": "pending"}
     hub.broken.add("t2")  # one row fails to render: the others still go out
-    hub.core.events.touch_task("t2", "a1")
+    hub.events.touch_task("t2", "a1")
     assert parse(await stream.__anext__()) == [
         ("agent", hub.agents["a1"]), ("task", {**hub.tasks["t1"], "uploaded_bytes": 4}),
         ("ips", {"ips": hub.ips, "server_time": 1000.0}),
     ]
-    hub.core.events.close()
+    hub.events.close()
     assert parse(await stream.__anext__()) == [("shutdown", {"reason": "hub stopping"})]
     with pytest.raises(StopAsyncIteration):
         await stream.__anext__()
-    assert hub.core.events.subscriber_count == 0
+    assert hub.events.subscriber_count == 0
 
 
 @pytest.mark.anyio
 async def test_stream_keeps_alive_resyncs_and_unsubscribes_when_the_page_leaves() -> None:
     hub = FakeHub()
-    hub.core.events.limit = 2
-    stream = event_stream(hub, hub.core.events, lambda x: x, heartbeat=0.01, min_gap=0)  # type: ignore[arg-type]
+    hub.events.limit = 2
+    stream = event_stream(hub, hub.events, lambda x: x, heartbeat=0.01, min_gap=0)  # type: ignore[arg-type]
     await stream.__anext__()
     # Quiet: a keep-alive comment, with the IP table (cooldowns end with time alone).
     assert await stream.__anext__() == encode_comment("keep-alive")
     assert parse(await stream.__anext__()) == [("ips", {"ips": hub.ips, "server_time": 1000.0})]
     for task_id in ("x", "y", "z"):  # more distinct changes than it may hold
         hub.tasks[task_id] = {"task_id": task_id, "status": "pending"}
-        hub.core.events.touch_task(task_id)
+        hub.events.touch_task(task_id)
     [(name, snap)] = parse(await stream.__anext__())
     assert name == "snapshot" and len(snap["tasks"]) == 3
     await stream.aclose()  # what Starlette does when the client disconnects
-    assert hub.core.events.subscriber_count == 0
+    assert hub.events.subscriber_count == 0
 
 
 def test_snapshot_keeps_every_live_task_and_the_latest_ended_ones() -> None:
