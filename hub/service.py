@@ -38,7 +38,7 @@ from hub.core import lifecycle as lc
 from hub.core.agent_views import AgentViewCache, agent_view
 from hub.core.events import EventBus
 from hub.core.held import HeldLease, HeldLeases, reattach_offset
-from hub.core.lifecycle import Lifecycle, Outcome, Policy, Status, TaskRecord
+from hub.core.lifecycle import Lifecycle, Outcome, Policy, Ruling, Status, TaskRecord
 from hub.core.registry import AgentInfo, Registry
 from hub.core.retry_policy import RetryRules, TaskRetryPolicy
 from hub.core.risk import RiskLedger, RiskRules
@@ -451,13 +451,13 @@ class HubService:
             task = self.tasks.get(task_id)
             if task is None:
                 return
-            outcome = self.lifecycle.result(task, session.agent_id, attempt, success=False,
-                                            error_kind=lc.FILE, error_message=message,
-                                            ip=session.ip_address)
-            if outcome is Outcome.IGNORED:
+            ruling = self.lifecycle.result(task, session.agent_id, attempt, success=False,
+                                           error_kind=lc.FILE, error_message=message,
+                                           ip=session.ip_address)
+            if ruling.outcome is Outcome.IGNORED:
                 return
-            await self._note_outcome(session.agent_id, session.ip_address, success=False)
-            await self._finish(task, outcome, session.agent_id, session.ip_address)
+            await self._note_outcome(session.agent_id, session.ip_address, ruling)
+            await self._finish(task, ruling, session.agent_id, session.ip_address)
         session.send(pb.HubMessage(cancel=pb.Cancel(task_id=task_id, attempt=attempt,
                                                     reason=message)))
 
@@ -647,21 +647,20 @@ class HubService:
                 md5_ok and msg.success and stream is not None and stream.start == 0
                 and not task.file_md5 and task.holds(session.agent_id, msg.attempt)
             )
-            self.lifecycle.last_decision = None
             before = task.uploaded_bytes
-            outcome = self.lifecycle.result(
+            ruling = self.lifecycle.result(
                 task, session.agent_id, msg.attempt, success=msg.success,
                 filename=msg.filename, biz_id=int(msg.biz_id),
                 error_kind=msg.error_kind, error_message=msg.error_message[:1000],
                 md5_ok=md5_ok, ip=session.ip_address,
             )
+            outcome = ruling.outcome
             if outcome is Outcome.IGNORED:
                 return
             if outcome is Outcome.COMPLETED:
                 self.metrics.uploaded(task, session.agent_id, session.ip_address, msg.attempt,
                                       before)
-            await self._note_outcome(session.agent_id, session.ip_address,
-                                     success=outcome is Outcome.COMPLETED,
+            await self._note_outcome(session.agent_id, session.ip_address, ruling,
                                      message=msg.error_message)
             session.transfer.stop(task.task_id)
             if learned and outcome is Outcome.COMPLETED and stream is not None:
@@ -671,15 +670,16 @@ class HubService:
                 await self.store.set_part_hash(task.part_id, md5=task.file_md5,
                                                fingerprint=task.file_fingerprint,
                                                state="uploaded")
-            await self._finish(task, outcome, session.agent_id, session.ip_address)
+            await self._finish(task, ruling, session.agent_id, session.ip_address)
 
-    async def _note_outcome(self, agent_id: str, ip: str, *, success: bool,
+    async def _note_outcome(self, agent_id: str, ip: str, ruling: Ruling,
                             message: str = "") -> None:
         """The end of an attempt, for the risk ledger (caller holds ``_lock``)."""
         ip = ip or "unknown"
         now = self.clock()
+        success = ruling.outcome is Outcome.COMPLETED
         self.ledger.upload_finished(ip, agent_id, now, ok=success)
-        decision = self.lifecycle.last_decision
+        decision = ruling.decision
         if not success and decision is not None and decision.record_risk_event:
             kind = "601" if "601" in (message or "") else "406"
             self.ledger.risk_event(ip, agent_id, kind, now)
@@ -688,17 +688,9 @@ class HubService:
                         self.ledger.state(ip, now))
         await self._save_ledger()
 
-    async def _finish(self, task: TaskRecord, outcome: Outcome, agent_id: str, ip: str) -> None:
+    async def _finish(self, task: TaskRecord, ruling: Ruling, agent_id: str, ip: str) -> None:
         """Persist the end of an attempt (caller holds ``_lock``)."""
-        try:
-            await self._finish_inner(task, outcome, agent_id, ip)
-        finally:
-            self.lifecycle.last_decision = None
-        if outcome is Outcome.COMPLETED and self.submissions is not None:
-            self.submissions.poke()  # the recording of this part may be complete now
-
-    async def _finish_inner(self, task: TaskRecord, outcome: Outcome, agent_id: str,
-                            ip: str) -> None:
+        outcome = ruling.outcome
         if outcome is Outcome.COMPLETED:
             await self._save(task, agent_id, "success",
                              f"uploaded as {task.filename} (biz_id {task.biz_id})", ip=ip,
@@ -714,7 +706,7 @@ class HubService:
             log.warning("task %s failed: %s: %s", task.task_id, task.error_kind,
                         task.error_message)
         elif outcome is Outcome.REQUEUED:
-            decision = self.lifecycle.last_decision
+            decision = ruling.decision
             # The policy's reason says what happens next ("retry 1/3 on a1 in 1 s",
             # "moving to another IP"), which the log of the attempt should show.
             why = decision.reason if decision is not None else (
@@ -723,6 +715,8 @@ class HubService:
             log.info("task %s re-queued after %s: %s", task.task_id, task.error_kind,
                      task.error_message)
         self.poke()
+        if outcome is Outcome.COMPLETED and self.submissions is not None:
+            self.submissions.poke()  # the recording of this part may be complete now
 
     async def _save(self, task: TaskRecord, agent_id: str, event: str, message: str, *,
                     ip: str | None = None, part_state: str | None = None) -> None:
@@ -879,10 +873,10 @@ class HubService:
             creds = await self.accounts.credentials(task.account)
         except Exception as exc:  # no such account, undecryptable, several and none chosen
             self.lifecycle.offer(task, agent.agent_id)
-            outcome = self.lifecycle.result(task, agent.agent_id, task.attempt, success=False,
-                                            error_kind=lc.AUTH,
-                                            error_message=f"no credentials: {exc}")
-            await self._finish(task, outcome, agent.agent_id, agent.ip_address)
+            ruling = self.lifecycle.result(task, agent.agent_id, task.attempt, success=False,
+                                           error_kind=lc.AUTH,
+                                           error_message=f"no credentials: {exc}")
+            await self._finish(task, ruling, agent.agent_id, agent.ip_address)
             return False
         if session.closed:  # the stream ended while we looked up credentials
             return False
@@ -1005,17 +999,16 @@ class HubService:
             if status == "failed":
                 info = self.registry.get(agent_id)
                 message = str(body.get("error_message") or "reported failed")[:1000]
-                self.lifecycle.last_decision = None
-                outcome = self.lifecycle.result(
+                ruling = self.lifecycle.result(
                     task, agent_id, task.attempt, success=False,
                     error_kind=str(body.get("error_kind") or lc.NETWORK),
                     error_message=message, ip=info.ip_address if info else "")
-                if outcome is not Outcome.IGNORED:
+                if ruling.outcome is not Outcome.IGNORED:
                     await self._note_outcome(agent_id, info.ip_address if info else "",
-                                             success=False, message=message)
+                                             ruling, message=message)
                 if info is not None and info.session is not None:
                     info.session.transfer.stop(task.task_id)
-                await self._finish(task, outcome, agent_id, info.ip_address if info else "")
+                await self._finish(task, ruling, agent_id, info.ip_address if info else "")
             elif status == "completed":
                 raise Conflict("completion is reported over the stream, with the MD5 check")
 
