@@ -124,7 +124,6 @@ class HubService:
         self._lock = anyio.Lock()
         self._wake = anyio.Event()
         self._tg: anyio.abc.TaskGroup | None = None
-        self._queries: dict[str, tuple[anyio.Event, list[pb.StatusReply]]] = {}
         self._lease_session: dict[str, str] = {}  # task id -> session id carrying its lease
         # Leases of ended streams waiting for their agent to hold them again (hub/core/held.py).
         self.held = HeldLeases(config.heartbeat.held_grace_seconds, clock)
@@ -392,8 +391,6 @@ class HubService:
             return
         log.info("agent %s offline: %s", session.agent_id, session.close_reason or "stream ended")
         self.events.touch_agent(session.agent_id)
-        for query in self._queries.values():
-            query[0].set()
         self._spawn(self._agent_offline, session.agent_id, session.session_id,
                     session.close_reason or "stream ended")
 
@@ -472,11 +469,7 @@ class HubService:
                 await self.submissions.on_result(session, msg)
             return
         if kind == "status_reply":
-            query = self._queries.get(msg.query_id)
-            if query is not None:
-                query[1].append(msg)
-                query[0].set()
-            return
+            return  # the hub asks no StatusQuery; an answer anyway changes nothing
         if not msg.task_id:
             raise _stream_error(grpc.StatusCode.INVALID_ARGUMENT, f"{kind} without task_id")
         task = self.tasks.get(msg.task_id)
@@ -1226,31 +1219,6 @@ class HubService:
         info.draining = True
         info.session.send(pb.HubMessage(drain=pb.Drain(
             reason=reason, reconnect_after_seconds=reconnect_after_seconds)))
-
-    async def query_status(self, agent_id: str, wait_seconds: float = 5.0) -> dict[str, Any]:
-        """Ask a connected agent for its status (what the seed's GetAgentStatus did)."""
-        info = self.registry.get(agent_id)
-        if info is None or info.session is None:
-            raise Conflict(f"agent {agent_id} is not connected")
-        query_id = uuid.uuid4().hex
-        event, replies = anyio.Event(), []
-        self._queries[query_id] = (event, replies)
-        try:
-            info.session.send(pb.HubMessage(status_query=pb.StatusQuery(query_id=query_id)))
-            with anyio.move_on_after(wait_seconds):
-                await event.wait()
-        finally:
-            self._queries.pop(query_id, None)
-        if not replies:
-            raise Conflict(f"agent {agent_id} did not answer")
-        r = replies[0]
-        return {
-            "status": r.status, "memory_mb": r.memory_mb, "buffered_bytes": r.buffered_bytes,
-            "tasks": [{"task_id": p.task_id, "attempt": p.attempt,
-                       "uploaded_bytes": p.uploaded_bytes, "total_bytes": p.total_bytes,
-                       "speed_bps": p.speed_bps, "eta_seconds": p.eta_seconds}
-                      for p in r.tasks],
-        }
 
     async def list_agents(self) -> list[dict[str, Any]]:
         out = []

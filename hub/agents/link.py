@@ -100,7 +100,6 @@ class AgentSession:
         self._tg: anyio.abc.TaskGroup | None = None
         self._error: StreamError | None = None
         self.transfer = Transfer(self._spawn, self._transfer_error)
-        self.refreshing = False
 
     @property
     def crc32_integrity(self) -> bool:

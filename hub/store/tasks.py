@@ -269,11 +269,6 @@ class Store(Database):
 
         return await self._run(q)
 
-    async def list_parts(self) -> list[dict[str, Any]]:
-        return await self._run(
-            lambda c: [dict(r) for r in c.execute("SELECT * FROM parts ORDER BY id")]
-        )
-
     # -- tasks ----------------------------------------------------------------------------
 
     async def insert_task(self, task: TaskRecord, *, part_state: str = "queued") -> None:
@@ -360,17 +355,6 @@ class Store(Database):
                 """SELECT task_id, agent_id, ip_address, event_type, message, created_at, attempt
                    FROM agent_upload_logs WHERE task_id=? ORDER BY id""",
                 (task_id,),
-            ).fetchall()
-            return [dict(r) for r in rows]
-
-        return await self._run(q)
-
-    async def recent_logs(self, *, since: float) -> list[dict[str, Any]]:
-        def q(c: sqlite3.Connection) -> list[dict[str, Any]]:
-            rows = c.execute(
-                """SELECT task_id, agent_id, ip_address, event_type, message, created_at, attempt
-                   FROM agent_upload_logs WHERE created_at>=? ORDER BY id""",
-                (since,),
             ).fetchall()
             return [dict(r) for r in rows]
 

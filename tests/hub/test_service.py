@@ -104,25 +104,6 @@ async def test_http_alternatives_only_touch_own_tasks(tmp_path: Path) -> None:
 
 
 @pytest.mark.anyio
-async def test_status_query_round_trip(tmp_path: Path) -> None:
-    async with make_hub(tmp_path) as hub:
-        agent = await hub.agent("a1")
-
-        async def answer() -> None:
-            query = await agent.recv("status_query")
-            await agent.send(status_reply=pb.StatusReply(
-                query_id=query.query_id, status="online", memory_mb=12,
-                tasks=[pb.Progress(task_id="t", attempt=1, uploaded_bytes=5)]))
-
-        import anyio
-
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(answer)
-            status = await hub.service.query_status("a1")
-        assert status["memory_mb"] == 12 and status["tasks"][0]["uploaded_bytes"] == 5
-
-
-@pytest.mark.anyio
 async def test_create_part_refuses_bad_input(tmp_path: Path) -> None:
     async with make_hub(tmp_path) as hub:
         with pytest.raises(NotFound):
