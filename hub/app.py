@@ -12,20 +12,26 @@ from __future__ import annotations
 import logging
 import os
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import anyio
 import grpc
+from starlette.routing import BaseRoute
+from starlette.types import ASGIApp
 
 from bupmesh.config import ConfigError
 from hub import gc_watch
+from hub.accounts.store import AccountStore, load_or_create_key
 from hub.agents.link import AgentLinkServicer, add_servicer, server_options
 from hub.alerts.loop import run_alerts
-from hub.api.audit import AuditLog
+from hub.api.audit import AuditLog, AuditMiddleware, audit_route
+from hub.api.routes import build_app
+from hub.api.server import serve_http
 from hub.config import HubConfig
+from hub.metrics import metrics_route
+from hub.pipeline import RecordingPipeline
 from hub.service import HubService
 from hub.store.tasks import Store
 from protocol.tokens import TokenIssuer, load_or_create_secret
@@ -52,8 +58,6 @@ async def build_service(config: HubConfig) -> HubService:
         os.chmod(data, 0o700)
     except OSError as exc:
         raise ConfigError(f"data_dir: cannot use {data}: {exc.strerror or exc}") from None
-    from hub.accounts.store import AccountStore, load_or_create_key
-
     cipher = load_or_create_key(data)
     store = Store(data / DB_FILE, cipher)
     await store.open()
@@ -69,7 +73,7 @@ async def build_service(config: HubConfig) -> HubService:
 async def start_grpc(service: HubService, config: HubConfig) -> Hub:
     compression = grpc.Compression.Gzip if config.compression == "gzip" else None
     server = grpc.aio.server(options=server_options(), compression=compression)
-    add_servicer(AgentLinkServicer(service), server)
+    add_servicer(AgentLinkServicer(service.auth, service.sessions), server)
     host, port = config.grpc_address
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     try:
@@ -94,54 +98,25 @@ def _read_pem(path: str | None) -> bytes:
     return Path(path or "").read_bytes()  # startup only; tiny file
 
 
-def _http_app(service: HubService, config: HubConfig, extra: list[Any] | None = None,
-              audit: Any = None) -> tuple[Any, Callable[..., Awaitable[None]]]:
-    try:
-        from hub.api.routes import build_app
-        from hub.api.server import serve_http
-    except ImportError:  # the HTTP layer is optional for the core; serve /healthz only
-        import uvicorn
-        from starlette.applications import Starlette
-        from starlette.responses import JSONResponse
-        from starlette.routing import Route
-
-        async def healthz(request: Any) -> JSONResponse:
-            return JSONResponse({"code": 0, "message": "success", "data": {"status": "ok"}})
-
-        app = Starlette(routes=[Route("/healthz", healthz)])
-
-        async def serve_http(app: Any, host: str, port: int, *, certfile: str | None = None,
-                             keyfile: str | None = None) -> None:
-            server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_config=None,
-                                                   ssl_certfile=certfile, ssl_keyfile=keyfile))
-            await server.serve()
-
-        return app, serve_http
-    from hub.api.audit import AuditMiddleware, audit_route
-    from hub.metrics import metrics_route
-
-    routes = [metrics_route(service, admin_token=config.admin_token), *(extra or [])]
-    if audit is not None:
-        routes.append(audit_route(audit, admin_token=config.admin_token))
+def _http_app(service: HubService, config: HubConfig, extra: Sequence[BaseRoute] = (), *,
+              audit: AuditLog) -> ASGIApp:
+    routes = [metrics_route(service.metrics, admin_token=config.admin_token), *extra,
+              audit_route(audit, admin_token=config.admin_token)]
     app = build_app(service, admin_token=config.admin_token, extra_routes=routes)
-    if audit is not None:
-        app = AuditMiddleware(app, audit=audit, admin_token=config.admin_token,
-                              identify_agent=service.verify_agent_token)
-    return app, serve_http
+    return AuditMiddleware(app, audit=audit, admin_token=config.admin_token,
+                           identify_agent=service.verify_agent_token)
 
 
 async def run_hub(config: HubConfig) -> None:
     gc_watch.install()
     service = await build_service(config)
-    from hub.pipeline import RecordingPipeline
-
     pipeline = await RecordingPipeline.attach(service)  # before agents: Hello hooks it
     hub = None
     try:
         hub = await start_grpc(service, config)
         audit = AuditLog(service.store)
         await audit.open()
-        app, serve_http = _http_app(service, config, pipeline.routes(), audit)
+        app = _http_app(service, config, pipeline.routes(), audit=audit)
         host, port = config.http_address
         try:
             async with anyio.create_task_group() as tg:

@@ -9,13 +9,14 @@ runs the watcher and the submission loop in the hub's task group.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import anyio
 from starlette.routing import BaseRoute
 
+from hub.ingest.http import routes as ingest_routes
 from hub.ingest.service import IngestService
 from hub.ingest.watcher import FolderWatcher
+from hub.service import HubService
 from hub.store.recordings import RecordingStore
 from hub.submission.manager import SubmissionManager
 
@@ -28,7 +29,7 @@ class RecordingPipeline:
     watcher: FolderWatcher
 
     @classmethod
-    async def attach(cls, service: Any) -> RecordingPipeline:
+    async def attach(cls, service: HubService) -> RecordingPipeline:
         recordings = RecordingStore(service.store.db_path, clock=service.clock)
         await recordings.open()
         ingest = IngestService(service.config, service, recordings, clock=service.clock)
@@ -38,11 +39,9 @@ class RecordingPipeline:
         return cls(recordings, ingest, submissions, FolderWatcher(ingest, clock=service.clock))
 
     def routes(self) -> list[BaseRoute]:
-        from hub.ingest.http import routes
-
         config = self.ingest.config
-        return routes(self.ingest, self.submissions, admin_token=config.admin_token,
-                      webhook_secret=config.ingest.webhook_secret)
+        return ingest_routes(self.ingest, self.submissions, admin_token=config.admin_token,
+                             webhook_secret=config.ingest.webhook_secret)
 
     async def run(self) -> None:
         async with anyio.create_task_group() as tg:

@@ -53,7 +53,9 @@ from hub.api.server import serve_http
 from hub.api.sse import event_stream_response
 from hub.api.web import web_routes
 from hub.config import BilibiliSettings
-from hub.service import AuthError, BadRequest, Conflict, HubService, NotFound
+from hub.core.errors import AuthError, BadRequest, Conflict, NotFound
+from hub.core.reports import HeartbeatReport, ProgressReport
+from hub.service import HubService
 from uploader.nav import NavError
 from uploader.tv_login import TvLoginClient, TvLoginError
 
@@ -153,16 +155,19 @@ def build_app(
         body = await _body(request, HeartbeatBody)
         if body.agent_id is not None and body.agent_id != agent_id:
             raise ApiError(403, "agent_id: does not match the token")
-        data = msgspec.structs.asdict(body)
-        data["agent_id"] = agent_id
-        await service.agent_heartbeat(agent_id, data)
+        await service.agent_heartbeat(agent_id, HeartbeatReport(
+            status=body.status, current_tasks=body.current_tasks, free_slots=body.available_slots,
+            memory_mb=int(body.memory_usage_mb), tasks_completed=body.tasks_completed))
         return _ok()
 
     async def task_status(request: Request) -> Response:
         agent_id = require_agent(request)
         body = await _body(request, TaskStatusBody)
         # The service refuses tasks not leased to this agent (NotFound/Conflict).
-        await service.agent_task_status(agent_id, msgspec.structs.asdict(body))
+        await service.agent_progress(agent_id, ProgressReport(
+            task_id=body.task_id, uploaded_bytes=body.uploaded_bytes,
+            speed_bps=float(body.upload_speed), eta_seconds=float(body.eta_seconds or 0),
+            status=body.status, error_kind=body.error_kind, error_message=body.error_message))
         return _ok()
 
     # -- admin routes --------------------------------------------------------

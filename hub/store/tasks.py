@@ -360,6 +360,14 @@ class Store(Database):
 
         return await self._run(q)
 
+    async def count_tasks_by_status(self) -> dict[str, int]:
+        """Every task (live or ended) by status (the metrics' task gauge)."""
+        def q(c: sqlite3.Connection) -> dict[str, int]:
+            rows = c.execute("SELECT status, COUNT(*) FROM agent_tasks GROUP BY status")
+            return {str(status): int(n) for status, n in rows}
+
+        return await self._run(q)
+
     async def count_ended_since(self, since: float) -> dict[str, int]:
         """Tasks that ended at or after ``since``, by status (the failure-rate alert)."""
         def q(c: sqlite3.Connection) -> dict[str, int]:

@@ -13,10 +13,10 @@ import pytest
 from hub.accounts.store import load_or_create_key
 from hub.api.routes import build_app
 from hub.config import RiskSettings
-from hub.service import Conflict
+from hub.core.errors import Conflict
 from hub.store.tasks import Store
 from protocol import mesh_pb2 as pb
-from tests.hub.test_link import (
+from tests.support.hub import (
     FakeAgent,
     Hub,
     MiB,
@@ -307,8 +307,8 @@ async def test_locality_offers_to_an_agent_that_reads_the_file_itself(tmp_path: 
             path, md5 = hub.file(name, 3000)
             created = await hub.service.create_part(path, account=None, title=None,
                                                     auto_upload=False)
-            await hub.service._hash_part_once(created["part_id"])  # MD5 known up front
-            await hub.service._new_task(created["part_id"])
+            await hub.service.parts.hash_part_once(created["part_id"])  # MD5 known up front
+            await hub.service.parts.new_task(created["part_id"])
             offer = await local.recv("offer")
             assert offer.file_md5 == md5 and offer.file_path == path
             await local.send(accept=pb.Accept(task_id=offer.task_id, attempt=offer.attempt,

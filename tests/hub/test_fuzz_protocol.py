@@ -51,7 +51,7 @@ from hub.api.routes import build_app
 from hub.app import build_service
 from hub.config import HubConfig
 from protocol import mesh_pb2 as pb
-from tests.hub.test_link import PSK, FakeAgent, Hub, make_hub, wait_for
+from tests.support.hub import PSK, FakeAgent, Hub, make_hub, wait_for
 
 MiB = 1 << 20
 CONNECT = "/bupmesh.mesh.v1.AgentLink/Connect"

@@ -13,7 +13,8 @@ import pytest
 
 from hub.accounts.store import AccountStore
 from hub.api.routes import MAX_JSON_BODY, build_app
-from hub.service import AuthError, BadRequest, Conflict, NotFound
+from hub.core.errors import AuthError, BadRequest, Conflict, NotFound
+from hub.core.reports import HeartbeatReport, ProgressReport
 
 pytestmark = pytest.mark.anyio
 
@@ -54,13 +55,13 @@ class FakeService:
             raise AuthError("invalid agent token")
         return token.removeprefix("jwt.")
 
-    async def agent_heartbeat(self, agent_id: str, body: dict[str, Any]) -> None:
-        self.calls.append(("heartbeat", (agent_id, body)))
+    async def agent_heartbeat(self, agent_id: str, report: HeartbeatReport) -> None:
+        self.calls.append(("heartbeat", (agent_id, report)))
 
-    async def agent_task_status(self, agent_id: str, body: dict[str, Any]) -> None:
-        if self.task_owner.get(body["task_id"]) != agent_id:
-            raise NotFound(f"no task {body['task_id']} leased to this agent")
-        self.calls.append(("task_status", (agent_id, body)))
+    async def agent_progress(self, agent_id: str, report: ProgressReport) -> None:
+        if self.task_owner.get(report.task_id) != agent_id:
+            raise NotFound(f"no task {report.task_id} leased to this agent")
+        self.calls.append(("task_status", (agent_id, report)))
 
     async def create_part(
         self, file_path: str, *, account: str | None, title: str | None, auto_upload: bool = True
@@ -314,9 +315,10 @@ async def test_heartbeat(client: httpx.AsyncClient, service: FakeService) -> Non
     }
     assert ok_data(await client.post("/api/agent/heartbeat", json=body, headers=agent())) is None
     ok_data(await client.post("/api/agent/heartbeat", json={"status": "busy"}, headers=agent()))
-    (_, (agent_id, first)), (_, (_, second)) = service.calls
-    assert agent_id == "agent-a" and first == {**body, "memory_usage_mb": 650.0}
-    assert second["agent_id"] == "agent-a" and second["status"] == "busy"
+    (_, (agent_id, first)), (_, (second_agent, second)) = service.calls
+    assert agent_id == "agent-a" and first == HeartbeatReport(
+        status="online", current_tasks=1, free_slots=1, memory_mb=650, tasks_completed=156)
+    assert second_agent == "agent-a" and second.status == "busy"
 
 
 async def test_heartbeat_cannot_speak_for_another_agent(
@@ -348,7 +350,7 @@ async def test_task_status_only_for_own_tasks(
     response = await client.post("/api/agent/task-status", json=body, headers=agent("agent-b"))
     assert_error(response, 404, "task-1")
     ((_, (agent_id, sent)),) = service.calls
-    assert agent_id == "agent-a" and sent["uploaded_bytes"] == 104857600
+    assert agent_id == "agent-a" and sent.uploaded_bytes == 104857600
     bad = {**body, "uploaded_bytes": -1}
     assert_error(
         await client.post("/api/agent/task-status", json=bad, headers=agent()),

@@ -27,7 +27,7 @@ from hub.app import _http_app, build_service
 from hub.config import HubConfig, is_loopback, load_hub_config
 from hub.service import HubService
 from protocol import mesh_pb2 as pb
-from tests.hub.test_link import PSK, Hub, _status, make_hub, wait_for
+from tests.support.hub import PSK, Hub, _status, make_hub, wait_for
 
 pytestmark = [pytest.mark.anyio, pytest.mark.parametrize("anyio_backend", ["asyncio"])]
 
@@ -55,7 +55,7 @@ class Api:
 async def _api(service: HubService, tmp: Path, hub: Hub | None = None) -> Api:
     audit = AuditLog(service.store)
     await audit.open()
-    app, _ = _http_app(service, service.config, audit=audit)
+    app = _http_app(service, service.config, audit=audit)
     return Api(service, app, audit, tmp, hub)
 
 

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import httpx
 import pytest
 
-from hub.service import BadRequest, Conflict, NotFound
+from hub.api.routes import build_app
+from hub.core.errors import BadRequest, Conflict, NotFound
+from hub.core.reports import HeartbeatReport, ProgressReport
 from protocol import mesh_pb2 as pb
-from tests.hub.test_link import MiB, _is, _status, anyio_backend, make_hub, wait_for
+from tests.support.hub import MiB, _is, _status, anyio_backend, make_hub, wait_for
 
 __all__ = ["anyio_backend"]  # asyncio only: grpc.aio
 
@@ -84,20 +87,25 @@ async def test_http_alternatives_only_touch_own_tasks(tmp_path: Path) -> None:
         offer = await a1.recv("offer")
         await a1.send(accept=pb.Accept(task_id=offer.task_id, attempt=1))
         await wait_for(lambda: _is(_status(hub, offer.task_id), "uploading"))
-        await hub.service.agent_heartbeat("a1", {"agent_id": "a1", "status": "online",
-                                                 "memory_usage_mb": 77})
+        await hub.service.agent_heartbeat("a1", HeartbeatReport(status="online", memory_mb=77))
         assert hub.service.registry.get("a1").memory_mb == 77
         with pytest.raises(NotFound):
-            await hub.service.agent_task_status("a2", {"task_id": offer.task_id,
-                                                       "uploaded_bytes": 1})
-        await hub.service.agent_task_status("a1", {"task_id": offer.task_id,
-                                                   "uploaded_bytes": 2500,
-                                                   "upload_speed": 100})
+            await hub.service.agent_progress("a2", ProgressReport(task_id=offer.task_id,
+                                                                  uploaded_bytes=1))
+        await hub.service.agent_progress("a1", ProgressReport(task_id=offer.task_id,
+                                                              uploaded_bytes=2500,
+                                                              speed_bps=100))
         task = await hub.service.get_task(offer.task_id)
         assert task["uploaded_bytes"] == 2500 and task["progress"] == 50.0
-        with pytest.raises(BadRequest):
-            await hub.service.agent_task_status("a1", {"task_id": offer.task_id,
-                                                       "uploaded_bytes": "lots"})
+        # Numbers are checked where the JSON is read: the HTTP layer answers 400.
+        app = build_app(hub.service, admin_token="admin")
+        token = hub.service.tokens.issue("a1")[0]
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                     base_url="http://hub") as client:
+            response = await client.post(
+                "/api/agent/task-status", headers={"Authorization": f"Bearer {token}"},
+                json={"task_id": offer.task_id, "status": "uploading", "uploaded_bytes": "lots"})
+        assert response.status_code == 400
         ips = {e["ip_address"]: e for e in await hub.service.list_ips()}
         assert ips["127.0.0.9"]["active_tasks"] == 1
         assert sorted(ips["127.0.0.9"]["agents"]) == ["a1", "a2"]
