@@ -257,7 +257,7 @@ def test_single_ip_baseline_ignores_the_ledger_but_not_capacity() -> None:
 
 
 def _bench():
-    path = Path(__file__).resolve().parents[2] / "bench" / "schedule.py"
+    path = Path(__file__).resolve().parents[3] / "bench" / "schedule.py"
     spec = importlib.util.spec_from_file_location("bench_schedule", path)
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
