@@ -1,4 +1,4 @@
-"""Hub settings (DESIGN.md §5), decoded by ``bupmesh.config.load_config``.
+"""Hub settings, decoded by ``bupmesh.config.load_config``.
 
 Every key of the public config is declared here with its default, and
 unknown keys are refused, so a typo in ``hub.yml`` is an error naming the key

@@ -9,7 +9,7 @@ names ``(task_id, attempt)`` and anything that is not the current lease of
 that agent changes nothing (fencing), so a late ``Result`` from an agent that
 lost its lease cannot complete or fail a task that moved on.
 
-The service applies an event here, writes the record to the database, and only
+The hub applies an event here, writes the record to the database, and only
 then acts (sends the Offer/Cancel, tells the transfer engine), so a hub restart
 never forgets a decision it already acted on.
 """

@@ -1,15 +1,16 @@
 """The hub's SQLite database: agents, parts, tasks and their upload logs.
 
-Tables follow the seed (``agents``, ``agent_tasks``, ``agent_upload_logs``)
-with the columns the mesh adds: the lease (``agent_id`` + ``attempt``, the
-fencing token), the resume point (``committed_offset`` and the uploader session,
-which holds upos auth and is therefore Fernet-encrypted at rest with the key
-``hub/accounts/store.py`` manages), retry bookkeeping, and the result.
+Tables ``agents``, ``agent_tasks`` and ``agent_upload_logs`` keep the columns
+the admin API has always shown, plus the ones the mesh needs: the lease
+(``agent_id`` + ``attempt``, the fencing token), the resume point
+(``committed_offset`` and the uploader session, which holds upos auth and is
+therefore Fernet-encrypted at rest with the key ``hub/accounts/store.py``
+manages), retry bookkeeping, and the result.
 
 sqlite3 blocks, so every call runs in a worker thread; one connection guarded by
 a lock serialises them (SQLite has one writer anyway) and WAL lets the accounts
 store read and write the same file beside us. Writes commit before the call
-returns: the service writes each decision here before acting on it.
+returns: the hub writes each decision here before acting on it.
 """
 
 from __future__ import annotations

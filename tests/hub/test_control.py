@@ -1,4 +1,4 @@
-"""Issue 4 in the hub, in process: risk-aware scheduling, manual control, the completion
+"""The hub's control, in process: risk-aware scheduling, manual control, the completion
 handshake and what survives a restart. A real grpc.aio server, fake agents that speak
 the conversation message by message, and the admin HTTP API over the real service.
 """
@@ -294,7 +294,7 @@ async def test_after_a_restart_work_waits_for_the_agents_that_were_connected(
 
 @pytest.mark.anyio
 async def test_locality_offers_to_an_agent_that_reads_the_file_itself(tmp_path: Path) -> None:
-    """Item 6: a hybrid agent that can read the part's path gets it (locality strategy),
+    """A hybrid agent that can read the part's path gets it (locality strategy),
     accepts with local_read, is streamed nothing, and must report the part's MD5."""
     cfg = make_config(tmp_path)
     cfg.scheduler.strategy = "locality"

@@ -314,7 +314,7 @@ async def test_agent_lost_reoffers_with_resume_point_and_fences_old_attempt(hub:
 
 @pytest.mark.anyio
 async def test_network_failure_retries_on_same_agent_then_moves_on(tmp_path: Path) -> None:
-    """Issue 4: a network error retries on the same agent (its session, no new preupload)
+    """A network error retries on the same agent (its session, no new preupload)
     with backoff, up to retry.network_retries; then another agent gets the task."""
     cfg = make_config(tmp_path)
     cfg.retry.network_retries = 1
@@ -474,7 +474,7 @@ async def test_gzip_compression_option(tmp_path: Path, compression: str) -> None
 
 @pytest.mark.anyio
 async def test_held_task_resumes_on_the_new_stream_and_others_are_fenced(tmp_path: Path) -> None:
-    """Issue 3: a lost stream's leases wait ``held_grace_seconds``; the Hello of the next
+    """A lost stream's leases wait ``held_grace_seconds``; the Hello of the next
     stream re-attaches the attempts it still holds (same attempt, streaming on from its
     offset within fresh credit) and ends the rest: a wrong attempt gets Cancel, a lease
     it does not list is re-queued as a new attempt."""

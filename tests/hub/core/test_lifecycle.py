@@ -68,7 +68,7 @@ def test_committed_never_moves_backwards() -> None:
 
 
 def test_network_retries_on_the_same_agent_with_backoff_then_another_agent() -> None:
-    """Issue 4: same agent (same session) up to network_retries, 1 s, 2 s ... capped; then
+    """Same agent (same session) up to network_retries, 1 s, 2 s ... capped; then
     another agent (the line of the first may be bad), never straight to failed."""
     m, clock, t = make(network_retries=2, backoff_initial=1, backoff_max=1.5)
     for attempt, delay in ((1, 1.0), (2, 1.5)):

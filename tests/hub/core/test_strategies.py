@@ -267,7 +267,7 @@ def _bench():
 
 
 def test_bench_ip_diversity_meets_the_target_on_seed_1() -> None:
-    """Issue 4's target: >= 5x fewer 406s than round robin, makespan no worse."""
+    """The point of spreading by IP: >= 5x fewer 406s than round robin, makespan no worse."""
     bench = _bench()
     rr = bench.simulate("round_robin", 1)
     ipd = bench.simulate("ip_diversity", 1)
