@@ -12,8 +12,9 @@ The parts, from the inside out:
   :class:`hub.agents.sessions.Sessions` and :class:`hub.agents.messages.Messages`
   (one stream's events and messages), :class:`hub.agents.timeouts.Timeouts`.
 
-The HTTP layer and the gRPC link call the public methods below; each passes
-straight to the part that owns the job.
+The HTTP layer calls the public methods below, each passing straight to the
+part that owns the job; the gRPC link is handed the agent side's parts
+(``auth`` and ``sessions``) directly.
 """
 
 from __future__ import annotations
