@@ -187,10 +187,6 @@ class Transfer:
         for task_id in list(self.tasks):
             self.stop(task_id)
 
-    def streamed_md5(self, task_id: str) -> str | None:
-        ts = self.tasks.get(task_id)
-        return ts.md5 if ts is not None else None
-
     def get(self, task_id: str) -> TaskStream | None:
         return self.tasks.get(task_id)
 
