@@ -36,6 +36,7 @@ import grpc.aio
 
 from protocol import mesh_pb2 as pb
 from protocol import mesh_pb2_grpc as pb_grpc
+from protocol.chunks import WireChunk, parse_hub_message
 from protocol.credit import CreditBudget
 from spoke.backoff import Backoff
 from spoke.config import AgentSettings
@@ -44,7 +45,6 @@ from spoke.local import Md5Cache
 from spoke.memory import release_free_heap
 from spoke.runner import AGENT, TaskFailure, TaskRunner
 from spoke.source import StreamSource
-from spoke.wire import WireChunk, parse_hub_message
 
 VERSION = "bupmesh-agent/0.1"
 CONNECT_METHOD = "/bupmesh.mesh.v1.AgentLink/Connect"

@@ -22,13 +22,13 @@ from typing import Any
 import anyio
 
 from protocol import mesh_pb2 as pb
+from protocol.chunks import WireChunk
 from protocol.credit import CreditBudget, CreditError
 from spoke.config import AgentSettings
 from spoke.local import LocalSource, Md5Cache, check_local
 from spoke.progress import ProgressGate
 from spoke.source import BufferTooSmall, StreamError, StreamSource
 from spoke.task_state import InvalidTransition, State, TaskState
-from spoke.wire import WireChunk
 from uploader.client import BiliClient
 from uploader.credentials import Credentials, CredentialsError
 from uploader.errors import ErrorKind, StaleSessionError, UploadError

@@ -226,7 +226,7 @@ def _parse(message_type: Any) -> Any:
 
 
 def _serialize_hub_message(msg: pb.HubMessage | bytes) -> bytes:
-    """File frames arrive already encoded (see ``hub.agents.transfer.encode_chunk``)."""
+    """File frames arrive already encoded (see ``protocol.chunks.encode_chunk``)."""
     return msg if isinstance(msg, bytes) else msg.SerializeToString()
 
 

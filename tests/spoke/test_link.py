@@ -29,8 +29,8 @@ import pytest
 
 from protocol import mesh_pb2 as pb
 from protocol import mesh_pb2_grpc as pb_grpc
+from protocol.chunks import frame_spans
 from protocol.credit import MAX_FRAME, CreditLedger
-from protocol.frames import frame_spans
 from spoke.backoff import Backoff
 from spoke.config import AgentSettings
 from spoke.link import Agent
