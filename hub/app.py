@@ -22,12 +22,13 @@ import grpc
 
 from bupmesh.config import ConfigError
 from hub import gc_watch
-from hub.agents.link import AgentLinkServicer, add_servicer, server_options
+from hub.agents.link import AgentLinkServicer, add_servicer
 from hub.alerts.loop import run_alerts
 from hub.api.audit import AuditLog
 from hub.config import HubConfig
 from hub.service import HubService
 from hub.store.tasks import Store
+from protocol.grpc_options import server_options
 from protocol.tokens import TokenIssuer, load_or_create_secret
 
 log = logging.getLogger("bupmesh.hub")

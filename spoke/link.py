@@ -38,6 +38,7 @@ from protocol import mesh_pb2 as pb
 from protocol import mesh_pb2_grpc as pb_grpc
 from protocol.chunks import WireChunk, parse_hub_message
 from protocol.credit import CreditBudget
+from protocol.grpc_options import channel_options
 from spoke.backoff import Backoff
 from spoke.config import AgentSettings
 from spoke.held import HeldTasks
@@ -48,8 +49,6 @@ from spoke.source import StreamSource
 
 VERSION = "bupmesh-agent/0.1"
 CONNECT_METHOD = "/bupmesh.mesh.v1.AgentLink/Connect"
-KEEPALIVE_SECONDS = 20
-MAX_MESSAGE = 4 << 20  # frames are <= 1 MiB; headroom for the envelope
 REGISTER_TIMEOUT = 15.0
 WELCOME_TIMEOUT = 15.0
 TOKEN_MARGIN = 60.0  # re-register when the JWT expires sooner than this
@@ -71,23 +70,6 @@ def submit_time_left(msg: pb.Submit, now: float) -> float:
     if msg.sent_at_unix > 0:
         limit = min(limit, msg.sent_at_unix + msg.deadline_seconds - now)
     return limit
-
-
-def channel_options() -> list[tuple[str, Any]]:
-    """Keepalive pings every 20 s (the hub permits them) so a half-open link is noticed."""
-    return [
-        ("grpc.keepalive_time_ms", KEEPALIVE_SECONDS * 1000),
-        ("grpc.keepalive_timeout_ms", 10_000),
-        ("grpc.keepalive_permit_without_calls", 1),
-        ("grpc.http2.max_pings_without_data", 0),
-        # Any unanswered ping (also the flow-control BDP probe, which otherwise keeps the
-        # keepalive ping from being sent) ends a dead link within 10 s, not the 60 s default.
-        ("grpc.http2.ping_timeout_ms", 10_000),
-        ("grpc.max_receive_message_length", MAX_MESSAGE),
-        ("grpc.max_send_message_length", MAX_MESSAGE),
-        # Our own backoff decides when to dial again.
-        ("grpc.enable_retries", 0),
-    ]
 
 
 def make_channel(settings: AgentSettings) -> grpc.aio.Channel:

@@ -34,7 +34,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("bupmesh.hub.link")
 
 HELLO_TIMEOUT = 30.0
-MAX_MESSAGE = 8 << 20  # frames are <= 1 MiB; leave ample room for headers and offers
 
 
 class StreamError(Exception):
@@ -44,21 +43,6 @@ class StreamError(Exception):
         super().__init__(details)
         self.code = code
         self.details = details
-
-
-def server_options(*, keepalive_seconds: float = 20.0) -> list[tuple[str, Any]]:
-    """Keepalive both ways (agents ping every 20 s) and message limits above 1 MiB frames."""
-    return [
-        ("grpc.keepalive_time_ms", int(keepalive_seconds * 1000)),
-        ("grpc.keepalive_timeout_ms", 10_000),
-        ("grpc.keepalive_permit_without_calls", 1),
-        ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
-        ("grpc.http2.min_recv_ping_interval_without_data_ms", 5_000),
-        ("grpc.http2.max_pings_without_data", 0),
-        ("grpc.http2.max_ping_strikes", 0),
-        ("grpc.max_receive_message_length", MAX_MESSAGE),
-        ("grpc.max_send_message_length", MAX_MESSAGE),
-    ]
 
 
 def bearer_token(context: grpc.aio.ServicerContext) -> str:
