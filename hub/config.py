@@ -15,6 +15,7 @@ from typing import Any, Literal
 import msgspec
 
 from bupmesh.config import ConfigError, load_config, parse_host_port
+from uploader.client import DEFAULT_MEMBER_URL
 
 
 class _S(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -27,7 +28,7 @@ class TLSSettings(_S):
 
 
 class BilibiliSettings(_S):
-    member_url: str = "https://member.bilibili.com"
+    member_url: str = DEFAULT_MEMBER_URL
     passport_url: str = "https://passport.bilibili.com"  # TV QR login
     api_url: str = "https://api.bilibili.com"  # x/web-interface/nav: account validity
 

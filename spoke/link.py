@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import random
 import time
 from collections.abc import Callable
@@ -43,7 +42,7 @@ from spoke.backoff import Backoff
 from spoke.config import AgentSettings
 from spoke.held import HeldTasks
 from spoke.local import Md5Cache
-from spoke.memory import release_free_heap
+from spoke.memory import memory_mb, release_free_heap
 from spoke.runner import AGENT, TaskFailure, TaskRunner
 from spoke.source import StreamSource
 
@@ -86,34 +85,6 @@ def make_channel(settings: AgentSettings) -> grpc.aio.Channel:
     return grpc.aio.secure_channel(
         settings.server_url, credentials, options=channel_options(), compression=compression
     )
-
-
-def memory_mb() -> int:
-    """Resident set size in MB (Linux /proc; elsewhere the peak from getrusage)."""
-    try:
-        with open("/proc/self/statm") as fh:
-            pages = int(fh.read().split()[1])
-        return pages * os.sysconf("SC_PAGE_SIZE") // (1 << 20)
-    except (OSError, ValueError, IndexError):
-        import resource
-
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
-
-
-def _load_malloc_trim() -> Callable[[], None]:
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6")
-        trim = libc.malloc_trim
-        return lambda: trim(0) and None
-    except (OSError, AttributeError):
-        return lambda: None
-
-
-trim_heap = _load_malloc_trim()
-"""Hand freed heap pages back to the OS (glibc keeps them otherwise): the agent's RSS
-should follow its credit budget down as well as up."""
 
 
 class _Session:
@@ -537,7 +508,7 @@ class Agent:
         while True:
             await anyio.sleep(1.0)
             if self.runners:
-                trim_heap()
+                release_free_heap()
             for runner in list(self.runners.values()):
                 runner.report_progress()
 

@@ -29,7 +29,7 @@ from spoke.local import LocalSource, Md5Cache, check_local
 from spoke.progress import ProgressGate
 from spoke.source import BufferTooSmall, StreamError, StreamSource
 from spoke.task_state import InvalidTransition, State, TaskState
-from uploader.client import BiliClient
+from uploader.client import DEFAULT_MEMBER_URL, BiliClient
 from uploader.credentials import Credentials, CredentialsError
 from uploader.errors import ErrorKind, StaleSessionError, UploadError
 from uploader.session import SessionError, UposSession
@@ -79,7 +79,7 @@ class TaskRunner:
         self.size = offer.file_size
         self.file_name = offer.file_name or offer.task_id
         self.line = offer.line or "auto"
-        self.member_url = offer.member_url or "https://member.bilibili.com"
+        self.member_url = offer.member_url or DEFAULT_MEMBER_URL
         self._offer_credentials = offer.credentials
         self._resume_blob = bytes(offer.resume_session)
         self.crc32 = offer.crc32_integrity  # check the stream with CRC32 instead of MD5
