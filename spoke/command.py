@@ -84,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _main(settings: list[AgentSettings]) -> None:
-    from spoke.link import Agent  # grpc import only once settings are valid
+    from spoke.agent import Agent  # grpc import only once settings are valid
 
     agents = [Agent(s) for s in settings]
     async with anyio.create_task_group() as tg:

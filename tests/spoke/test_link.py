@@ -31,9 +31,9 @@ from protocol import mesh_pb2 as pb
 from protocol import mesh_pb2_grpc as pb_grpc
 from protocol.chunks import frame_spans
 from protocol.credit import MAX_FRAME, CreditLedger
+from spoke.agent import Agent
 from spoke.backoff import Backoff
 from spoke.config import AgentSettings
-from spoke.link import Agent
 from tests.conftest import SIM_ACCESS_KEY, SIM_COOKIES, SimServer, bupmesh_command
 from uploader.session import UposSession
 
