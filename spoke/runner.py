@@ -83,8 +83,8 @@ class TaskRunner:
         self._offer_credentials = offer.credentials
         self._resume_blob = bytes(offer.resume_session)
         self.crc32 = offer.crc32_integrity  # check the stream with CRC32 instead of MD5
-        # Completion handshake (docs/internals.md "Issue 4 additions"): ask with Finishing,
-        # complete only on Proceed.
+        # Completion handshake (docs/protocol.md): ask with Finishing, complete only on
+        # Proceed, so an attempt the hub gave up on never completes behind its back.
         self.await_proceed = bool(offer.await_proceed)
         self.file_path = offer.file_path
         self.file_md5 = offer.file_md5.lower()

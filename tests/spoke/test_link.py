@@ -984,7 +984,7 @@ async def test_local_agent_streams_when_its_copy_is_not_the_part(
 async def test_a_held_attempt_survives_a_lost_stream_and_finishes_on_the_next(
     hub: tuple[FakeHub, str], sim: SimServer, crc32: bool
 ) -> None:
-    """Issue 3: with ``held_grace`` the attempt outlives its stream; the next Hello lists it
+    """With ``held_grace`` the attempt outlives its stream; the next Hello lists it
     with the first byte it lacks, the new stream carries the rest (checked by its own
     checksum, of the tail) and the same attempt completes once. A held task the hub no
     longer leases is stopped by its Cancel."""
