@@ -1,4 +1,5 @@
-"""The agent against an in-process fake hub (grpc.aio servicer on loopback), real simulator behind.
+"""The agent (spoke.agent over spoke.link and spoke.stream) against an in-process fake hub
+(grpc.aio servicer on loopback), real simulator behind.
 
 The fake hub is deliberately strict: it streams only within the credit the
 agent granted (a CreditLedger raises otherwise), checks the agent never has
