@@ -21,7 +21,7 @@ import grpc
 from bupmesh.config import ConfigError
 from hub import gc_watch
 from hub.accounts.store import AccountStore, load_or_create_key
-from hub.agents.link import AgentLinkServicer, add_servicer, server_options
+from hub.agents.link import AgentLinkServicer, add_servicer
 from hub.alerts.loop import run_alerts
 from hub.api.app import build_http_app
 from hub.api.audit import AuditLog
@@ -30,6 +30,7 @@ from hub.config import HubConfig
 from hub.pipeline import RecordingPipeline
 from hub.service import HubService
 from hub.store.tasks import Store
+from protocol.grpc_options import server_options
 from protocol.tokens import TokenIssuer, load_or_create_secret
 
 log = logging.getLogger("bupmesh.hub")

@@ -16,6 +16,7 @@ import msgspec
 
 from bupmesh.config import ConfigError, load_config, parse_host_port
 from hub.submission import templates
+from uploader.client import DEFAULT_MEMBER_URL
 
 
 class _S(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -28,7 +29,7 @@ class TLSSettings(_S):
 
 
 class BilibiliSettings(_S):
-    member_url: str = "https://member.bilibili.com"
+    member_url: str = DEFAULT_MEMBER_URL
     passport_url: str = "https://passport.bilibili.com"  # TV QR login
     api_url: str = "https://api.bilibili.com"  # x/web-interface/nav: account validity
 

@@ -36,7 +36,6 @@ from protocol import mesh_pb2_grpc
 log = logging.getLogger("bupmesh.hub.link")
 
 HELLO_TIMEOUT = 30.0
-MAX_MESSAGE = 8 << 20  # frames are <= 1 MiB; leave ample room for headers and offers
 
 # How each way of breaking the conversation ends the stream.
 STATUS = {
@@ -68,21 +67,6 @@ class Authenticator(Protocol):
                              ) -> tuple[str, int]: ...
 
     def authenticate_stream(self, token: str) -> tuple[str, int]: ...
-
-
-def server_options(*, keepalive_seconds: float = 20.0) -> list[tuple[str, Any]]:
-    """Keepalive both ways (agents ping every 20 s) and message limits above 1 MiB frames."""
-    return [
-        ("grpc.keepalive_time_ms", int(keepalive_seconds * 1000)),
-        ("grpc.keepalive_timeout_ms", 10_000),
-        ("grpc.keepalive_permit_without_calls", 1),
-        ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
-        ("grpc.http2.min_recv_ping_interval_without_data_ms", 5_000),
-        ("grpc.http2.max_pings_without_data", 0),
-        ("grpc.http2.max_ping_strikes", 0),
-        ("grpc.max_receive_message_length", MAX_MESSAGE),
-        ("grpc.max_send_message_length", MAX_MESSAGE),
-    ]
 
 
 def bearer_token(context: grpc.aio.ServicerContext) -> str:
@@ -253,7 +237,7 @@ def _parse(message_type: Any) -> Any:
 
 
 def _serialize_hub_message(msg: pb.HubMessage | bytes) -> bytes:
-    """File frames arrive already encoded (see ``hub.agents.transfer.encode_chunk``)."""
+    """File frames arrive already encoded (see ``protocol.chunks.encode_chunk``)."""
     return msg if isinstance(msg, bytes) else msg.SerializeToString()
 
 

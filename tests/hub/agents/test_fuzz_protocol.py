@@ -46,11 +46,11 @@ from google.protobuf.message import DecodeError
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hub.agents.link import MAX_MESSAGE
 from hub.api.routes import build_app
 from hub.app import build_service
 from hub.config import HubConfig
 from protocol import mesh_pb2 as pb
+from protocol.grpc_options import MAX_MESSAGE
 from tests.support.hub import PSK, FakeAgent, Hub, make_hub, wait_for
 
 MiB = 1 << 20
