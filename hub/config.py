@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -48,11 +48,65 @@ class SchedulerSettings(_S):
     ] = "ip_diversity"
 
 
+DAY_SECONDS = 86400.0
+WEEK_SECONDS = 7 * DAY_SECONDS
+
+
+class AccountRiskSettings(_S):
+    """The account ledger (hub/core/account_risk.py): what one Bilibili account may do,
+    whatever IP it does it from. 0 turns a gap or a cap off.
+
+    The defaults are conservative figures from what users of public uploaders
+    report: preupload throttling somewhere between 6 and about 20 uploads an hour;
+    137022 after about 15 submissions 10 minutes apart; 21515 (a penalty) after
+    about 30 submissions 5 minutes apart, i.e. for a machine's regular beat, which
+    ``submit_gap_jitter`` avoids.
+    """
+
+    preupload_min_gap_seconds: Annotated[float, msgspec.Meta(
+        ge=0, le=DAY_SECONDS,
+        description="least time between two preuploads of the account, on any IP")] = 10
+    preuploads_per_hour: Annotated[int, msgspec.Meta(
+        ge=0, le=100_000, description="preuploads of the account in any sliding hour")] = 20
+    preuploads_per_day: Annotated[int, msgspec.Meta(
+        ge=0, le=1_000_000, description="preuploads of the account in any sliding day")] = 300
+    submit_min_gap_seconds: Annotated[float, msgspec.Meta(
+        ge=0, le=DAY_SECONDS,
+        description="least time between two submissions of the account")] = 600
+    submit_gap_jitter: Annotated[float, msgspec.Meta(
+        ge=0, le=4, description="each gap between submissions is stretched by up to this "
+        "fraction of submit_min_gap_seconds, varying, so they never keep a regular beat")] = 0.5
+    submits_per_hour: Annotated[int, msgspec.Meta(
+        ge=0, le=10_000, description="submissions of the account in any sliding hour")] = 4
+    submits_per_day: Annotated[int, msgspec.Meta(
+        ge=0, le=100_000, description="submissions of the account in any sliding day")] = 12
+    throttle_cooldown_seconds: Annotated[float, msgspec.Meta(
+        ge=1, le=WEEK_SECONDS,
+        description="first wait after 21566/137022 when Bilibili names no wait; doubles on "
+        "a repeat")] = 1800
+    throttle_cooldown_max_seconds: Annotated[float, msgspec.Meta(
+        ge=1, le=WEEK_SECONDS, description="longest wait after 21566/137022")] = DAY_SECONDS
+    suspect_ips: Annotated[int, msgspec.Meta(
+        ge=2, le=1000, description="risk-control answers to one account on this many IPs "
+        "within suspect_window_seconds put the account, not the IPs, at fault")] = 2
+    suspect_window_seconds: Annotated[float, msgspec.Meta(
+        ge=60, le=DAY_SECONDS, description="see suspect_ips")] = 3600
+    cooldown_seconds: Annotated[float, msgspec.Meta(
+        ge=1, le=WEEK_SECONDS, description="preupload pause of an account at fault")] = 3600
+
+
 class RiskSettings(_S):
     min_interval_seconds: float = 300
     max_uploads_per_hour: int = 6
     cooldown_seconds: float = 3600
     disable_after_events: int = 3
+    learned_clean_seconds: Annotated[float, msgspec.Meta(
+        ge=60, le=30 * DAY_SECONDS, description="a limit learned from risk-control answers "
+        "is forgotten after this long without a new one")] = DAY_SECONDS
+    mesh_quorum: Annotated[int, msgspec.Meta(
+        ge=2, le=1000, description="IPs whose learned limits must agree before every IP is "
+        "held to that limit")] = 3
+    account: AccountRiskSettings = msgspec.field(default_factory=AccountRiskSettings)
 
 
 class RetrySettings(_S):
