@@ -102,16 +102,23 @@ def ip_limit(ip: str, events: Sequence[tuple[EventLike, bool]], clean_seconds: f
     events; it lives until the IP has gone ``clean_seconds`` without any event
     (``decays_at``: the caller compares it with the time).
     """
-    times = [e.time for e, _ in events]
+    return limit_of(IP, ip, [(e, counts, ip) for e, counts in events], clean_seconds)
+
+
+def limit_of(scope: str, subject: str, events: Sequence[tuple[EventLike, bool, str]],
+             clean_seconds: float) -> LearnedLimit | None:
+    """:func:`ip_limit` for any scope: events as ``(event, counts_as_evidence, ip)``."""
+    times = [e.time for e, _, _ in events]
     start = streak_start(times, clean_seconds)
     if start is None:
         return None
     proof = tuple(Evidence(e.time, ip, e.agent_id, e.kind, e.starts_last_hour, e.account)
-                  for e, counts in events if counts and e.time >= start)
+                  for e, counts, ip in events if counts and e.time >= start)
     if not proof:
         return None
     last = times[-1]
-    return LearnedLimit(IP, ip, min(p.cap for p in proof), proof, last, last + clean_seconds)
+    return LearnedLimit(scope, subject, min(p.cap for p in proof), proof, last,
+                        last + clean_seconds)
 
 
 def mesh_limit(limits: Iterable[LearnedLimit], quorum: int, now: float
