@@ -32,6 +32,7 @@ from hub.agents.messages import Messages
 from hub.agents.sessions import Sessions
 from hub.agents.timeouts import Timeouts
 from hub.config import HubConfig
+from hub.core.account_risk import AccountLedger, AccountRules
 from hub.core.admin import Admin
 from hub.core.events import EventBus
 from hub.core.held import HeldLeases
@@ -77,6 +78,7 @@ class HubService:
         lifecycle = Lifecycle(Policy(exclude_seconds=config.risk.cooldown_seconds), clock=clock,
                               retry=TaskRetryPolicy(RetryRules.from_settings(config.retry)))
         self.ledger = RiskLedger(RiskRules.from_settings(config.risk))
+        self.account_ledger = AccountLedger(AccountRules.from_settings(config.risk))
         self.events = EventBus()  # what changed, for the web UI's live view
         self.tasks: dict[str, TaskRecord] = {}  # active tasks; the state's own dict
         strategy = strategy or make_strategy(config.scheduler.strategy)
@@ -85,7 +87,8 @@ class HubService:
         self.state = state = HubState(
             registry=self.registry, lifecycle=lifecycle, ledger=self.ledger,
             held=HeldLeases(hb.held_grace_seconds, clock), store=store, events=self.events,
-            counters=self.metrics, clock=clock, tasks=self.tasks)
+            counters=self.metrics, clock=clock, tasks=self.tasks,
+            account_ledger=self.account_ledger)
         self.held = state.held
         self._spawn = Spawner()
         self._restart = RestartGrace(self.registry)

@@ -224,7 +224,7 @@ class SubmissionManager:
                 return None
             if self.capable.get(agent_id) != info.session_id:
                 return None
-            ip = info.ip_address or "unknown"
+            ip = info.risk_ip
             if ip in excluded or self.hub.ledger.state(ip, now) in BAD_IP_STATES:
                 return None
             return info
@@ -258,7 +258,7 @@ class SubmissionManager:
         if api == "auto":
             api = "web" if creds.cookies.get("bili_jct") else "app"
         submit_id = f"sub-{uuid.uuid4().hex[:16]}"
-        update = m.sending(rec, submit_id, info.agent_id, info.ip_address or "", now)
+        update = m.sending(rec, submit_id, info.agent_id, info.risk_ip, now)
         await self.recordings.update_submission(rec["id"], **update)  # write, then act
         self._inflight[rec["id"]] = info.session
         info.session.send(pb.HubMessage(submit=pb.Submit(

@@ -21,7 +21,7 @@ import pytest
 
 from hub.accounts.store import load_or_create_key
 from hub.app import start_grpc
-from hub.config import HubConfig, RiskSettings, validate
+from hub.config import AccountRiskSettings, HubConfig, RiskSettings, validate
 from hub.service import HubService
 from hub.store.tasks import Store
 from protocol import mesh_pb2 as pb
@@ -47,6 +47,11 @@ class FakeAccounts:
         if account not in (None, "main"):
             raise LookupError(f"no account {account}")
         return self.creds
+
+    async def resolve(self, account: Any) -> dict[str, Any]:
+        if account not in (None, "main", 1, "1"):
+            raise LookupError(f"no account {account}")
+        return {"account_id": 1, "name": "main", "mid": self.creds.mid}
 
 
 @dataclass
@@ -149,10 +154,18 @@ class FakeAgent:
         self.call.cancel()
 
 
+# The account ledger without pacing: tests that are not about it start uploads and
+# submissions back to back.
+OPEN_ACCOUNT = AccountRiskSettings(preupload_min_gap_seconds=0, preuploads_per_hour=0,
+                                   preuploads_per_day=0, submit_min_gap_seconds=0,
+                                   submit_gap_jitter=0, submits_per_hour=0, submits_per_day=0)
+
+
 def make_config(tmp: Path, **over: Any) -> HubConfig:
-    """A hub for link tests: the risk ledger's pacing opened wide (tests that are about it
+    """A hub for link tests: the risk ledgers' pacing opened wide (tests that are about it
     pass their own ``risk``), so every fake agent on 127.0.0.9 gets work at once."""
-    over.setdefault("risk", RiskSettings(min_interval_seconds=0, max_uploads_per_hour=100000))
+    over.setdefault("risk", RiskSettings(min_interval_seconds=0, max_uploads_per_hour=100000,
+                                         account=OPEN_ACCOUNT))
     cfg = HubConfig(psk=PSK, admin_token="admin", insecure=True, data_dir=str(tmp),
                     grpc_listen=f"127.0.0.1:{free_port()}", token_ttl_seconds=3600,
                     **over)
