@@ -44,6 +44,7 @@ from hub.core.registry import Registry
 from hub.core.reports import HeartbeatReport, ProgressReport
 from hub.core.retry_policy import RetryRules, TaskRetryPolicy
 from hub.core.risk import RiskLedger, RiskRules
+from hub.core.risk_admin import RiskAdmin
 from hub.core.scheduler import Scheduler
 from hub.core.spawner import Spawner
 from hub.core.state import HubState
@@ -100,6 +101,7 @@ class HubService:
                                    member_url=config.bilibili.member_url)
         self.views = Views(state, self.scheduler.why_waiting)
         self.admin = Admin(state, self.views, self.parts.new_task)
+        self.risk_admin = RiskAdmin(state, accounts)
         self.auth = AgentAuth(psk=config.psk, tokens=tokens, registry=self.registry, store=store,
                               events=self.events, clock=clock)
         self.messages = Messages(state, outcomes=self._outcomes, parts=self.parts,
@@ -183,6 +185,25 @@ class HubService:
 
     async def reenable_ip(self, ip: str) -> dict[str, Any]:
         return await self.admin.reenable_ip(ip)
+
+    async def account_risk(self, account: str | int) -> dict[str, Any]:
+        return await self.risk_admin.account_risk(account)
+
+    async def release_account(self, account: str | int) -> dict[str, Any]:
+        return await self.risk_admin.release_account(account)
+
+    async def forget_learned(self, scope: str, subject: str | None = None
+                             ) -> list[dict[str, Any]]:
+        return await self.risk_admin.forget(scope, subject)
+
+    def learned_limits(self) -> list[dict[str, Any]]:
+        return self.risk_admin.learned()
+
+    def list_captchas(self) -> list[dict[str, Any]]:
+        return self.risk_admin.captchas()
+
+    async def solve_captcha(self, voucher: str) -> dict[str, Any]:
+        return await self.risk_admin.solve_captcha(voucher)
 
     # -- read models ----------------------------------------------------------------------
 

@@ -6,6 +6,9 @@ States (``recordings.submit_state``)::
     queued --(an agent with the submit capability; write first)--> submitting (attempt n)
     submitting --SubmitResult ok--> submitted (aid, bvid)
     submitting --risk control--> queued (that IP excluded; retry later)
+    submitting --account throttle (21566, 137022)--> queued (until the account may submit)
+    submitting --account penalty (21515, 21590)--> queued (held until an admin releases
+                                                   the account)
     submitting --auth / bad request--> failed (an admin's submit request re-queues it)
     submitting --network / agent lost / hub restart / no answer--> unknown
     unknown --(after unknown_wait)--> queued
@@ -13,7 +16,10 @@ States (``recordings.submit_state``)::
 Never twice: ``submitting`` is written before Submit is sent, so a crash leaves
 it on disk; every attempt after the first (``attempt > 1``) makes the agent look
 for an archive with these parts before it submits (``spoke/submitter.py``), and
-``unknown`` waits long enough for a lost in-flight request to have landed.
+``unknown`` waits long enough for a lost in-flight request to have landed. An
+account-level refusal is a definite "no archive" from Bilibili, so the recording
+is simply queued again; the account ledger (hub/core/account_risk.py) says when
+the account may try, and the next attempt still looks for the archive first.
 """
 
 from __future__ import annotations
@@ -27,6 +33,9 @@ WAITING, QUEUED, SUBMITTING, SUBMITTED, UNKNOWN, FAILED = (
 SUBMIT_TIMEOUT = 300.0  # no SubmitResult this long after sending: outcome unknown
 
 RISK_CONTROL = "risk_control"
+ACCOUNT_THROTTLE = "account_throttle"
+ACCOUNT_PENALTY = "account_penalty"
+ACCOUNT_KINDS = frozenset({ACCOUNT_THROTTLE, ACCOUNT_PENALTY})
 RETRYABLE = frozenset({"agent", "cancelled"})  # the agent never sent it: plain retry
 FATAL = frozenset({"auth", "bad_request", "file"})
 
@@ -101,11 +110,22 @@ def lost(reason: str, now: float, timing: Timing, sent_at: float = 0.0) -> dict[
 
 
 def result(recording: dict[str, Any], success: bool, aid: int, bvid: str, error_kind: str,
-           error_message: str, now: float, timing: Timing) -> dict[str, Any]:
-    """What a SubmitResult for the current attempt means."""
+           error_message: str, now: float, timing: Timing, *,
+           account_until: float | None = None) -> dict[str, Any]:
+    """What a SubmitResult for the current attempt means.
+
+    ``account_until``: after an account-level refusal, when the account ledger lets
+    the account submit again (None: it is penalised, and holds the recording itself).
+    """
     if success:
         return {"submit_state": SUBMITTED, "aid": int(aid), "bvid": bvid, "submit_error": ""}
     message = f"{error_kind}: {error_message}"[:1000]
+    if error_kind in ACCOUNT_KINDS:
+        # Refused for the account, whatever the IP: no archive was made. Queued again
+        # for when the account may submit; any agent then.
+        return {"submit_state": QUEUED,
+                "submit_not_before": max(now + timing.retry_seconds, account_until or now),
+                "submit_error": message}
     if error_kind == RISK_CONTROL:
         excluded = dict(recording.get("submit_excluded_ips") or {})
         ip = recording.get("submit_ip") or ""

@@ -1,10 +1,12 @@
 """Drives submissions: picks the agent, writes, sends Submit, applies SubmitResult.
 
 The decisions are :mod:`hub.submission.machine`'s; this module does the IO in
-the order the hub always keeps: write the state, then act. The agent chosen is
-the one that uploaded most of the recording's parts (its IP already spoke to
-Bilibili for this account), if it is online, announced ``Capabilities.submit``
-and its IP is neither excluded for this recording (a risk-control answer) nor
+the order the hub always keeps: write the state, then act. A submission goes
+out only while its account may submit (the account ledger: gaps, caps, a
+throttle's wait, a penalty); then the agent chosen is the one that uploaded
+most of the recording's parts (its IP already spoke to Bilibili for this
+account), if it is online, announced ``Capabilities.submit`` and its egress IP
+is neither excluded for this recording (a risk-control answer) nor
 cooling/disabled in the risk ledger; else any such agent.
 
 Hooks the hub calls (:class:`hub.core.ports.Submissions`): ``on_hello``
@@ -24,10 +26,14 @@ import anyio
 import msgspec
 
 from hub.config import HubConfig
+from hub.core import account_risk
+from hub.core.account_keys import AccountKeys
+from hub.core.account_risk import AccountLedger
 from hub.core.errors import Conflict, NotFound
 from hub.core.ports import Accounts
 from hub.core.registry import Registry
 from hub.core.risk import RiskLedger
+from hub.core.state import HubState
 from hub.store.recordings import RecordingStore
 from hub.submission import machine as m
 from hub.submission.settings import build_submission, room_settings
@@ -39,18 +45,16 @@ TICK_SECONDS = 1.0
 BAD_IP_STATES = frozenset({"cooling", "disabled"})
 
 
-class LedgerStore(Protocol):
-    async def save_ledger(self, snapshot: dict[str, Any]) -> None: ...
-
-
 class Hub(Protocol):
-    """What of the hub a submission needs: agents, their IPs' standing, credentials."""
+    """What of the hub a submission needs: agents, their IPs' and accounts' standing,
+    credentials, and the state whose lock and store keep the ledgers."""
 
     config: HubConfig
     registry: Registry
     ledger: RiskLedger
+    account_ledger: AccountLedger
     accounts: Accounts
-    store: LedgerStore
+    state: HubState
 
 
 class SubmissionManager:
@@ -68,6 +72,8 @@ class SubmissionManager:
             agent_deadline=cfg.submission.agent_deadline_seconds,
         )
         self.capable: dict[str, str] = {}  # agent id -> session id that announced submit
+        self.keys = AccountKeys(hub.accounts, clock)
+        self._held: dict[int, str] = {}  # recording id -> why its account holds it now
         self._inflight: dict[int, Any] = {}  # recording id -> session carrying its Submit
         self._lock = anyio.Lock()
         self._wake = anyio.Event()
@@ -95,14 +101,12 @@ class SubmissionManager:
                          session.agent_id, msg.submit_id, msg.attempt)
                 return
             now = self.clock()
+            account_until = await self._account_answer(rec, session.agent_id, msg, now)
             update = m.result(rec, msg.success, msg.aid, msg.bvid, msg.error_kind,
-                              msg.error_message, now, self.timing)
+                              msg.error_message, now, self.timing,
+                              account_until=account_until)
             await self.recordings.update_submission(rec["id"], **update)
             self._inflight.pop(rec["id"], None)
-            if msg.error_kind == m.RISK_CONTROL:
-                ip = rec["submit_ip"] or "unknown"
-                self.hub.ledger.risk_event(ip, session.agent_id, "21540", now)
-                await self.hub.store.save_ledger(self.hub.ledger.snapshot())
         if msg.success:
             log.info("recording %d submitted by %s: aid %d, %s", rec["id"], session.agent_id,
                      msg.aid, msg.bvid)
@@ -111,6 +115,45 @@ class SubmissionManager:
                         msg.attempt, session.agent_id, msg.error_kind, msg.error_message,
                         update["submit_state"])
         self.poke()
+
+    async def _account_answer(self, rec: dict[str, Any], agent_id: str, msg: pb.SubmitResult,
+                              now: float) -> float | None:
+        """What the answer teaches the ledgers; for an account throttle, when the account
+        may submit again."""
+        state, hub = self.hub.state, self.hub
+        account = await self.keys.key(rec["account"])
+        ip = rec["submit_ip"] or "unknown"
+        code = int(msg.error_code)
+        retry_after = float(msg.retry_after_seconds) or None
+        message = msg.error_message[:200]
+        until: float | None = None
+        async with state.lock:
+            if msg.success:
+                hub.account_ledger.submit_accepted(account, now)
+            elif msg.error_kind == m.ACCOUNT_THROTTLE:
+                until = hub.account_ledger.throttled(
+                    account, now, what=account_risk.SUBMIT, code=code,
+                    retry_after=retry_after if retry_after and retry_after < 1e9 else None,
+                    ip=ip, agent_id=agent_id, message=message)
+                state.counters.account_event(msg.error_kind)
+                log.warning("recording %d: account %s throttled (%s); may submit again at "
+                            "%.0f", rec["id"], account, message, until)
+            elif msg.error_kind == m.ACCOUNT_PENALTY:
+                hub.account_ledger.penalised(account, now, what=account_risk.SUBMIT, code=code,
+                                             ip=ip, agent_id=agent_id, message=message)
+                state.counters.account_event(msg.error_kind)
+                log.error("recording %d: account %s penalised (%s): submissions and uploads "
+                          "stop until an admin releases it", rec["id"], account, message)
+            elif msg.error_kind == m.RISK_CONTROL:
+                hub.ledger.risk_event(ip, agent_id, str(code or 21540), now, account=account,
+                                      voucher=msg.voucher[:200])
+                if msg.voucher:
+                    state.captchas.raised(msg.voucher[:200], ip=ip, account=account,
+                                          agent_id=agent_id, now=now)
+            else:
+                return None
+            await state.save_ledger()
+        return until
 
     # -- admin ----------------------------------------------------------------------------
 
@@ -138,6 +181,8 @@ class SubmissionManager:
     def _public(self, rec: dict[str, Any], parts: list[dict[str, Any]]) -> dict[str, Any]:
         waiting_for = m.readiness(rec, parts, self.clock(), self.timing) \
             if rec["submit_state"] == m.WAITING else ""
+        if rec["submit_state"] == m.QUEUED:
+            waiting_for = self._held.get(rec["id"], "")
         return {
             "recording_id": rec["id"], "source": rec["source"], "room_id": rec["room_id"],
             "streamer": rec["streamer"], "title": rec["title"],
@@ -242,9 +287,16 @@ class SubmissionManager:
 
     async def _send(self, rec: dict[str, Any], settings: Any, parts: list[dict[str, Any]],
                     now: float) -> None:
+        account = await self.keys.key(rec["account"])
+        fit, reason = self.hub.account_ledger.submit_fit(account, now)
+        if not fit:
+            self._held[rec["id"]] = reason
+            return  # the account may not submit now, from any IP; the next tick looks again
         info = self._choose(rec, parts, now)
         if info is None:
+            self._held[rec["id"]] = "no agent that may submit is online"
             return  # no agent may submit now; the next tick looks again
+        self._held.pop(rec["id"], None)
         try:
             creds = await self.hub.accounts.credentials(rec["account"])
             submission = build_submission(settings, rec, parts)
@@ -260,6 +312,9 @@ class SubmissionManager:
         submit_id = f"sub-{uuid.uuid4().hex[:16]}"
         update = m.sending(rec, submit_id, info.agent_id, info.risk_ip, now)
         await self.recordings.update_submission(rec["id"], **update)  # write, then act
+        async with self.hub.state.lock:
+            self.hub.account_ledger.submit_sent(account, now)
+            await self.hub.state.save_ledger()
         self._inflight[rec["id"]] = info.session
         info.session.send(pb.HubMessage(submit=pb.Submit(
             submit_id=submit_id, attempt=update["submit_attempt"],
