@@ -184,7 +184,7 @@ class AccountLedger:
             since = max(since, rec.released_at)
         window = [e for e in rec.events if e.kind == RISK_CONTROL and e.time > since]
         ips = sorted({e.ip for e in window if e.ip})
-        already = self.learned_limit(account, now) is not None
+        already = self.suspected(account, now)
         if len(ips) < r.suspect_ips and not already:
             return Verdict(False)
         streak_new = not any(e.blamed for e in window)
@@ -327,6 +327,15 @@ class AccountLedger:
         stretch = math.modf(rec.submits_total * GOLDEN)[0]
         return r.submit_min_gap_seconds * (1.0 + r.submit_gap_jitter * stretch)
 
+    def suspected(self, account: str, now: float) -> bool:
+        """Whether risk control was found to be the account's fault, and it has not been
+        clean (no answer blamed on it) for ``learned_clean_seconds`` since."""
+        rec = self._accounts.get(account)
+        if rec is None:
+            return False
+        last = max((e.time for e in rec.events if e.blamed), default=None)
+        return last is not None and now - last < self.rules.learned_clean_seconds
+
     def learned_limit(self, account: str, now: float) -> LearnedLimit | None:
         """The hourly preupload cap the account learned once found at fault (faded after
         ``learned_clean_seconds`` without an answer blamed on it)."""
@@ -396,7 +405,7 @@ class AccountLedger:
                 if _after(rec.submit_cooldown_until, now) else None,
                 "throttles_in_a_row": rec.throttle_streak,
             },
-            "suspected": lim is not None,
+            "suspected": self.suspected(account, now),
             "learned": lim.to_dict() if lim is not None else None,
             "events": [_event_dict(e) for e in rec.events],
             "released_at": rec.released_at,

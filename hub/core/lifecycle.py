@@ -323,7 +323,8 @@ class Lifecycle:
             task.excluded[d.exclude_agent] = now + hold
         dropped = None
         if d.drop_session:
-            dropped = (task.committed_offset, task.resume_session)
+            if task.resume_session or task.committed_offset:
+                dropped = (task.committed_offset, task.resume_session)
             task.resume_session = None
             task.committed_offset = 0
             task.committed_attempt = task.attempt

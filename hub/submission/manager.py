@@ -182,7 +182,7 @@ class SubmissionManager:
         waiting_for = m.readiness(rec, parts, self.clock(), self.timing) \
             if rec["submit_state"] == m.WAITING else ""
         if rec["submit_state"] == m.QUEUED:
-            waiting_for = self._held.get(rec["id"], "")
+            waiting_for = self._queued_reason(rec)
         return {
             "recording_id": rec["id"], "source": rec["source"], "room_id": rec["room_id"],
             "streamer": rec["streamer"], "title": rec["title"],
@@ -199,6 +199,19 @@ class SubmissionManager:
                        "started_at": p["started_at"], "ended_at": p["ended_at"]}
                       for n, p in enumerate(parts, start=1)],
         }
+
+    def _queued_reason(self, rec: dict[str, Any]) -> str:
+        """Why a queued recording is not being submitted now ("" = it is about to be)."""
+        now = self.clock()
+        account = self.keys.cached(rec["account"])
+        if account is not None:
+            fit, reason = self.hub.account_ledger.submit_fit(account, now)
+            if not fit:
+                return reason
+        not_before = float(rec.get("submit_not_before") or 0)
+        if now < not_before:
+            return f"next try in {not_before - now:.0f} s"
+        return self._held.get(rec["id"], "")
 
     # -- loop -----------------------------------------------------------------------------
 

@@ -73,7 +73,8 @@ class Hub:
                     held: list[pb.HeldTask] | None = None, max_concurrent: int = 2,
                     ip: str = "127.0.0.9", finish_handshake: bool = False,
                     storage_type: str = "", local_paths: tuple[str, ...] = (),
-                    crc32: bool = False) -> FakeAgent:
+                    crc32: bool = False, egress_ip: str = "", submit: bool = False
+                    ) -> FakeAgent:
         token = token if token is not None else await self.register(agent_id)
         agent = FakeAgent(self, agent_id, token)
         await agent.open()
@@ -85,8 +86,8 @@ class Hub:
                                              finish_handshake=finish_handshake,
                                              storage_type=storage_type,
                                              local_paths=list(local_paths),
-                                             crc32_integrity=crc32),
-                held_tasks=held or []))
+                                             crc32_integrity=crc32, submit=submit),
+                held_tasks=held or [], egress_ip=egress_ip))
             welcome = await agent.recv("welcome")
             assert welcome.session_id
         return agent
