@@ -16,7 +16,7 @@ import msgspec
 from msgspec import Meta
 
 from bupmesh.config import ConfigError, load_config, parse_host_port
-from hub.submission import templates
+from hub.core import templates
 from uploader.client import DEFAULT_MEMBER_URL
 
 
