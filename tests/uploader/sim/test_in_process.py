@@ -23,6 +23,7 @@ import pytest
 from starlette.applications import Starlette
 
 from tests.conftest import SIM_ACCESS_KEY, SIM_COOKIES
+from uploader.archive_list import find_archive
 from uploader.client import BiliClient
 from uploader.credentials import Credentials
 from uploader.errors import ErrorKind, UploadError
@@ -30,7 +31,7 @@ from uploader.retry import RetryPolicy
 from uploader.sim.app import build_app
 from uploader.sim.config import SimConfig
 from uploader.source import BytesSource
-from uploader.submit import Submission, VideoPart, find_archive, submit_app, submit_web
+from uploader.submit import Submission, VideoPart, submit_app, submit_web
 from uploader.tv_login import PollState, TvLoginClient
 from uploader.upos import UposUploader
 
