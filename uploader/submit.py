@@ -5,6 +5,14 @@ in the query; app submission with the access key, signed the way Bilibili's
 Android/TV clients sign (md5 of the sorted, urlencoded query plus the app
 secret). The appkey/secret pair is the BiliTV one that biliup uses for
 ``x/vu/app/add``; the request shape follows biliup's ``submit_by_app``.
+
+The body (:func:`archive_body`, shared with the archive edit) carries the
+fields biliup-rs sends (``dtime``, ``no_reprint``, ``up_close_reply``,
+``up_close_danmu``, ``dynamic``, ``cover``) and gobup's ``is_only_self``. What
+Bilibili would refuse is refused or cut before sending (:mod:`uploader.limits`).
+After the archive exists: covers in :mod:`uploader.covers`, its view, edits and
+review in :mod:`uploader.archive`, collections in :mod:`uploader.seasons`, the
+lost-answer lookup in :mod:`uploader.archive_list`.
 """
 
 from __future__ import annotations

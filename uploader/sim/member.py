@@ -171,6 +171,7 @@ class Member:
             "time": now,
             "ctime": int(now),
             "review": review.scheduled(state.config.archive.review, now),
+            "season": None,
             "edits": [],
         })  # fmt: skip
         state.record("submit", ip, status=200, code=0)
