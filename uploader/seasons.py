@@ -26,6 +26,7 @@ from typing import Any
 
 import msgspec
 
+from uploader.archive import view_archive
 from uploader.client import BiliClient
 from uploader.errors import (
     ArchiveError,
@@ -90,18 +91,24 @@ async def add_to_season(
     client: BiliClient,
     *,
     aid: int,
-    cid: int,
     title: str,
+    cid: int | None = None,
     season_id: int,
     section_id: int | None = None,
     now: Callable[[], float] = time.time,
 ) -> SeasonAdd:
     """Put archive ``aid`` (its first video's ``cid``, listed as ``title``) into a collection.
 
-    Safe to repeat: an archive already there is success with ``added=False``.
+    Without ``cid`` the archive's view says which (one more request). Safe to
+    repeat: an archive already there is success with ``added=False``.
     """
     if not title.strip():
         raise UploadError(ErrorKind.BAD_REQUEST, "a collection episode needs a title")
+    if cid is None:
+        view = await view_archive(client, aid=aid)
+        if not view.videos:
+            raise UploadError(ErrorKind.BAD_REQUEST, f"archive {aid} shows no videos yet")
+        cid = view.videos[0].cid
     if section_id is None:
         section_id = await section_of(client, season_id)
     csrf = client.csrf()

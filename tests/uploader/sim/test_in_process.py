@@ -194,8 +194,8 @@ async def test_archive_features_end_to_end(app: Starlette, http: httpx.AsyncClie
         created = await submit_web(client, submission)
         added = await add_to_season(client, aid=created.aid, cid=first.cid, title="第一场",
                                     season_id=season["season_id"])  # fmt: skip
-        again = await add_to_season(client, aid=created.aid, cid=first.cid, title="第一场",
-                                    season_id=season["season_id"])  # fmt: skip
+        again = await add_to_season(client, aid=created.aid, title="第一场",
+                                    season_id=season["season_id"])  # cid from the view
         late = await upload(client, b"late part", "late.flv")
         appended = await append_parts(client, created.aid, [first, late], settings=submission)
         repeated = await append_parts(client, created.aid, [late], settings=submission)
