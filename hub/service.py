@@ -34,6 +34,7 @@ from hub.agents.timeouts import Timeouts
 from hub.config import HubConfig
 from hub.core.account_risk import AccountLedger, AccountRules
 from hub.core.admin import Admin
+from hub.core.errors import NotFound
 from hub.core.events import EventBus
 from hub.core.held import HeldLeases
 from hub.core.lifecycle import Lifecycle, Policy, TaskRecord
@@ -204,6 +205,19 @@ class HubService:
 
     async def solve_captcha(self, voucher: str) -> dict[str, Any]:
         return await self.risk_admin.solve_captcha(voucher)
+
+    async def risk_overview(self) -> dict[str, Any]:
+        """Learned limits, open captchas and every account's standing (the web UI's live
+        view of both ledgers beside the IP table)."""
+        accounts = []
+        for row in await self.accounts.list():
+            try:
+                accounts.append(await self.risk_admin.account_risk(row["account_id"]))
+            except NotFound:  # deleted meanwhile
+                continue
+        return {"learned": self.risk_admin.learned(),
+                "captchas": [c for c in self.risk_admin.captchas() if c["open"]],
+                "accounts": accounts}
 
     # -- read models ----------------------------------------------------------------------
 

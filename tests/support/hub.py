@@ -53,6 +53,9 @@ class FakeAccounts:
             raise LookupError(f"no account {account}")
         return {"account_id": 1, "name": "main", "mid": self.creds.mid}
 
+    async def list(self) -> list[dict[str, Any]]:
+        return [await self.resolve(None)]
+
 
 @dataclass
 class Hub:
