@@ -3,12 +3,14 @@
 Each route group is a module with one concern; this module only composes them
 over one :class:`~uploader.sim.state.SimState`:
 
-- :mod:`uploader.sim.control`: ``/_sim/config``, ``reset``, ``accounts`` and the ledgers;
+- :mod:`uploader.sim.control`: ``/_sim/config``, ``reset``, ``accounts``, the ledgers,
+  the risk view and the captcha solver;
 - :mod:`uploader.sim.upos`: ``GET /preupload`` and the upos object URLs;
 - :mod:`uploader.sim.lines`: the line probes (``/OK``, ``/upcdn/{line}/OK``);
 - :mod:`uploader.sim.member`: cover upload, web and app submission;
 - :mod:`uploader.sim.archives`: the archive list;
-- :mod:`uploader.sim.passport`: TV QR login, ``nav``, and the phone under ``/_sim/qr``.
+- :mod:`uploader.sim.passport`: TV QR login, ``nav``, and the phone under ``/_sim/qr``;
+- :mod:`uploader.sim.zone`: ``x/web-interface/zone``, the caller's address.
 
 Status codes and reply bodies follow what real clients and issue threads show
 (:mod:`uploader.sim.facts`, shaped in :mod:`uploader.sim.replies`). A new
@@ -35,6 +37,7 @@ from uploader.sim.member import Member
 from uploader.sim.passport import Passport
 from uploader.sim.state import SimState
 from uploader.sim.upos import Upos
+from uploader.sim.zone import Zone
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,7 @@ class Simulator:
     member: Member
     archives: Archives
     passport: Passport
+    zone: Zone
 
 
 async def client_went_away(request: Request, exc: Exception) -> Response:
@@ -66,6 +70,7 @@ def build_simulator(config: SimConfig | None = None) -> Simulator:
         member=Member(state, faults),
         archives=Archives(state),
         passport=Passport(state),
+        zone=Zone(state, faults),
     )
 
 
@@ -78,6 +83,7 @@ def build_app(config: SimConfig | None = None) -> Starlette:
         *sim.member.routes(),
         *sim.passport.routes(),
         *sim.archives.routes(),
+        *sim.zone.routes(),
         *sim.upos.object_routes(),  # last: /{bucket}/{key} would shadow two-segment paths
     ]
     app = Starlette(routes=routes, exception_handlers={ClientDisconnect: client_went_away})

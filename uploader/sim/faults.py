@@ -21,7 +21,7 @@ from uploader.sim.inbound import abort_connection, client_ip, drain, stall_until
 from uploader.sim.state import SimState
 
 # Ops whose failures carry the JSON API envelope rather than upos' dialect.
-_ENVELOPE_OPS = ("submit", "cover", "preupload", "probe")
+_ENVELOPE_OPS = ("submit", "cover", "preupload", "probe", "zone")
 
 
 class Faults:
@@ -69,7 +69,7 @@ class Faults:
         state.record(op, ip, status=200, code=rule.code, upload_id=upload_id, part=part)
         if rule.code == 601 and op == "preupload":
             return replies.code_601()
-        if op in ("submit", "cover"):
+        if op in ("submit", "cover", "zone"):
             return replies.api_reply(rule.code)
         return replies.upos_code(rule.code)
 

@@ -8,7 +8,9 @@ Routes:
 
 Both submission flavours check the body as the real API does and accept only
 videos this account uploaded; each accepted submission becomes an archive in
-the ledger (``GET /_sim/submissions``, ``x/web/archives``).
+the ledger (``GET /_sim/submissions``, ``x/web/archives``). A valid submission
+may still be refused by the account's limits (``submit`` in the config:
+21566, 137022, the sticky 21515, 21590), whatever IP it comes from.
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ import base64
 import binascii
 import hashlib
 import json
-import time
 import urllib.parse
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -162,6 +163,11 @@ class Member:
             state.record("submit", ip, status=200, code=-400)
             return replies.api_bad_request(problem)
         assert isinstance(body, dict)
+        refused = state.submit_refusal(account.mid, flavour)
+        if refused is not None:
+            state.record("submit", ip, status=200, code=refused)
+            return replies.api_reply(refused)
+        state.count_submission(account.mid)
         aid, bvid = state.new_archive()
         state.submissions.append(
             {
@@ -178,7 +184,7 @@ class Member:
                 "videos": videos,
                 "source_ip": ip,
                 "mid": account.mid,
-                "time": time.time(),
+                "time": state.wall_clock(),
             }
         )
         state.record("submit", ip, status=200, code=0)
