@@ -44,8 +44,8 @@ import grpc
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from protocol import mesh_pb2 as pb  # noqa: E402
 from protocol import mesh_pb2_grpc as pb_grpc  # noqa: E402
+from protocol.grpc_options import channel_options  # noqa: E402
 from spoke.backoff import Backoff  # noqa: E402
-from spoke.link import channel_options  # noqa: E402
 
 WELCOME_TIMEOUT = 15.0
 REGISTER_TIMEOUT = 15.0

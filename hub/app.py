@@ -20,14 +20,17 @@ import grpc
 
 from bupmesh.config import ConfigError
 from hub import gc_watch
-from hub.agents.link import AgentLinkServicer, add_servicer, server_options
+from hub.accounts.store import AccountStore, load_or_create_key
+from hub.agents.link import AgentLinkServicer, add_servicer
 from hub.alerts.loop import run_alerts
 from hub.api.app import build_http_app
 from hub.api.audit import AuditLog
 from hub.api.server import serve_http
 from hub.config import HubConfig
+from hub.pipeline import RecordingPipeline
 from hub.service import HubService
 from hub.store.tasks import Store
+from protocol.grpc_options import server_options
 from protocol.tokens import TokenIssuer, load_or_create_secret
 
 log = logging.getLogger("bupmesh.hub")
@@ -52,8 +55,6 @@ async def build_service(config: HubConfig) -> HubService:
         os.chmod(data, 0o700)
     except OSError as exc:
         raise ConfigError(f"data_dir: cannot use {data}: {exc.strerror or exc}") from None
-    from hub.accounts.store import AccountStore, load_or_create_key
-
     cipher = load_or_create_key(data)
     store = Store(data / DB_FILE, cipher)
     await store.open()
@@ -70,7 +71,7 @@ async def build_service(config: HubConfig) -> HubService:
 async def start_grpc(service: HubService, config: HubConfig) -> Hub:
     compression = grpc.Compression.Gzip if config.compression == "gzip" else None
     server = grpc.aio.server(options=server_options(), compression=compression)
-    add_servicer(AgentLinkServicer(service), server)
+    add_servicer(AgentLinkServicer(service.auth, service.sessions), server)
     host, port = config.grpc_address
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     try:
@@ -98,8 +99,6 @@ def _read_pem(path: str | None) -> bytes:
 async def run_hub(config: HubConfig) -> None:
     gc_watch.install()
     service = await build_service(config)
-    from hub.pipeline import RecordingPipeline
-
     pipeline = await RecordingPipeline.attach(service)  # before agents: Hello hooks it
     hub = None
     try:

@@ -1,4 +1,4 @@
-"""Hub settings (DESIGN.md §5), decoded by ``bupmesh.config.load_config``.
+"""Hub settings, decoded by ``bupmesh.config.load_config``.
 
 Every key of the public config is declared here with its default, and
 unknown keys are refused, so a typo in ``hub.yml`` is an error naming the key
@@ -15,6 +15,8 @@ from typing import Any, Literal
 import msgspec
 
 from bupmesh.config import ConfigError, load_config, parse_host_port
+from hub.submission import templates
+from uploader.client import DEFAULT_MEMBER_URL
 
 
 class _S(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -27,7 +29,7 @@ class TLSSettings(_S):
 
 
 class BilibiliSettings(_S):
-    member_url: str = "https://member.bilibili.com"
+    member_url: str = DEFAULT_MEMBER_URL
     passport_url: str = "https://passport.bilibili.com"  # TV QR login
     api_url: str = "https://api.bilibili.com"  # x/web-interface/nav: account validity
 
@@ -222,9 +224,7 @@ def validate(config: HubConfig) -> HubConfig:
         raise ConfigError("token_ttl_seconds: must be at least 10")
     if config.retry.network_retries < 0:
         raise ConfigError("retry.network_retries: must not be negative")
-    from hub.submission.settings import check_templates
-
-    check_templates(config)
+    _validate_templates(config)
     _validate_alerts(config.alerts)
     return config
 
@@ -237,6 +237,31 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False  # a host name: may resolve anywhere
+
+
+def _validate_templates(config: HubConfig) -> None:
+    """Every template of ``submission`` and each room is valid: a typo in a placeholder
+    stops startup instead of surprising a submission later."""
+    scopes: list[tuple[str, Any]] = [("submission", config.submission)]
+    scopes += [(f"rooms.{room}", s) for room, s in config.rooms.items()]
+    for prefix, settings in scopes:
+        for key in templates.TEMPLATE_KEYS:
+            value = getattr(settings, key)
+            if value is not None:
+                try:
+                    templates.check(value, f"{prefix}.{key}")
+                except templates.TemplateError as exc:
+                    raise ConfigError(str(exc)) from None
+        tags = settings.tags
+        if tags is not None:
+            for tag in templates.split_tags(tags):
+                try:
+                    templates.check(tag, f"{prefix}.tags")
+                except templates.TemplateError as exc:
+                    raise ConfigError(str(exc)) from None
+    for room in config.rooms:
+        if not str(room).isdigit():
+            raise ConfigError(f"rooms.{room}: room ids are numbers")
 
 
 def _validate_alerts(alerts: AlertSettings) -> None:

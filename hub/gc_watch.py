@@ -20,6 +20,8 @@ import logging
 import time
 from typing import Any
 
+import anyio
+
 log = logging.getLogger("bupmesh.hub.gc")
 
 LOG_PAUSES_OVER_SECONDS = 0.1
@@ -67,8 +69,6 @@ def thaw_if_due(now: float | None = None) -> bool:
 
 async def thaw_periodically(check_every_seconds: float = 60.0) -> None:
     """Run :func:`thaw_if_due` for the life of the hub."""
-    import anyio
-
     while True:
         await anyio.sleep(check_every_seconds)
         thaw_if_due()

@@ -6,11 +6,11 @@ Two kinds of figure:
 * read at scrape time from state the hub already keeps (no hook): agents by
   status (the registry), tasks by status (the database, the record of truth),
   current upload speed per agent (the live tasks);
-* counted as things happen, through small calls from ``hub/service.py`` and
-  ``hub/agents/transfer.py``: bytes uploaded per agent and IP (from Progress and the
-  final Result), risk-control events per IP, retries, stream connects and
-  reconnects, scheduler decisions, and hub->agent credit stalls (a task's
-  stream had bytes ready but the agent had granted no credit).
+* counted as things happen, through small calls from the hub's parts: bytes
+  uploaded per agent and IP (from Progress and the final Result), risk-control
+  events per IP, retries, stream connects and reconnects, scheduler decisions,
+  and hub->agent credit stalls (a task's stream had bytes ready but the agent
+  had granted no credit).
 
 A registry per hub (never the global one) keeps hubs in one process, as tests
 run them, from counting into each other.
@@ -18,9 +18,8 @@ run them, from counting into each other.
 
 from __future__ import annotations
 
-import sqlite3
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Protocol
 
 from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.core import GaugeMetricFamily
@@ -28,17 +27,27 @@ from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
-    from hub.agents.link import AgentSession
     from hub.core.lifecycle import TaskRecord
-    from hub.service import HubService
+    from hub.core.registry import Registry
 
 AGENT_STATUSES = ("online", "busy", "offline", "draining", "disabled")
 TASK_STATUSES = ("pending", "assigned", "uploading", "completed", "failed", "cancelled")
 
 
+class TaskCounts(Protocol):
+    def count_tasks_by_status(self) -> Awaitable[dict[str, int]]: ...
+
+
 class HubMetrics:
-    def __init__(self, service: HubService) -> None:
-        self.service = service
+    """``agents``: the hub's registry; ``tasks``: its live tasks (read at scrape time);
+    ``store``: counts every task by status; ``strategy``: the scheduler's, as a label."""
+
+    def __init__(self, *, agents: Registry, tasks: Mapping[str, TaskRecord], store: TaskCounts,
+                 strategy: str) -> None:
+        self.agents = agents
+        self.tasks = tasks
+        self.store = store
+        self.strategy = strategy
         self.registry = CollectorRegistry(auto_describe=True)
         self._task_counts: dict[str, int] = {}
         self._seen_bytes: dict[str, tuple[int, int]] = {}  # task id -> (attempt, bytes counted)
@@ -91,28 +100,22 @@ class HubMetrics:
     def retry(self, kind: str) -> None:
         self.retries.labels(kind or "unknown").inc()
 
-    def stream_connected(self, session: AgentSession) -> None:
-        agent_id = session.agent_id
+    def stream_connected(self, agent_id: str) -> Callable[[], None]:
+        """Count an accepted Hello; returns the agent's credit-stall counter for its stream."""
         self.stream_connects.labels(agent_id).inc()
         if agent_id in self._connected:
             self.stream_reconnects.labels(agent_id).inc()
         self._connected.add(agent_id)
-        session.transfer.on_credit_stall = self.credit_stalls.labels(agent_id).inc
+        return self.credit_stalls.labels(agent_id).inc
 
     def decision(self, chosen: bool) -> None:
-        strategy = self.service.config.scheduler.strategy
-        self.scheduler_decisions.labels(strategy, "chosen" if chosen else "none").inc()
+        self.scheduler_decisions.labels(self.strategy, "chosen" if chosen else "none").inc()
 
     # -- scrape ---------------------------------------------------------------------------
 
     async def render(self) -> bytes:
         """The text exposition, with task counts fresh from the database."""
-
-        def count(c: sqlite3.Connection) -> dict[str, int]:
-            rows = c.execute("SELECT status, COUNT(*) FROM agent_tasks GROUP BY status")
-            return {str(status): int(n) for status, n in rows}
-
-        self._task_counts = await self.service.store._run(count)
+        self._task_counts = await self.store.count_tasks_by_status()
         return generate_latest(self.registry)
 
 
@@ -121,11 +124,11 @@ class _StateCollector(Collector):
         self.metrics = metrics
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        service = self.metrics.service
+        metrics = self.metrics
         agents = GaugeMetricFamily("bupmesh_agents", "Known agents by status", labels=["status"])
         by_status = dict.fromkeys(AGENT_STATUSES, 0)
         speed: dict[str, float] = {}
-        for info in service.registry.agents.values():
+        for info in metrics.agents.agents.values():
             by_status[info.status] = by_status.get(info.status, 0) + 1
             speed[info.agent_id] = 0.0
         for status, n in by_status.items():
@@ -133,12 +136,12 @@ class _StateCollector(Collector):
         yield agents
 
         tasks = GaugeMetricFamily("bupmesh_tasks", "Tasks by status", labels=["status"])
-        counts = {**dict.fromkeys(TASK_STATUSES, 0), **self.metrics._task_counts}
+        counts = {**dict.fromkeys(TASK_STATUSES, 0), **metrics._task_counts}
         for status, n in counts.items():
             tasks.add_metric([status], n)
         yield tasks
 
-        for task in service.tasks.values():
+        for task in metrics.tasks.values():
             if task.status.leased and task.agent_id:
                 speed[task.agent_id] = speed.get(task.agent_id, 0.0) + task.upload_speed
         gauge = GaugeMetricFamily("bupmesh_upload_speed_bytes_per_second",

@@ -9,7 +9,6 @@ runs the watcher and the submission loop in the hub's task group.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import anyio
 from starlette.routing import BaseRoute
@@ -17,6 +16,7 @@ from starlette.routing import BaseRoute
 from hub.api.ingest_routes import ingest_routes
 from hub.ingest.service import IngestService
 from hub.ingest.watcher import FolderWatcher
+from hub.service import HubService
 from hub.store.recordings import RecordingStore
 from hub.submission.manager import SubmissionManager
 
@@ -29,7 +29,7 @@ class RecordingPipeline:
     watcher: FolderWatcher
 
     @classmethod
-    async def attach(cls, service: Any) -> RecordingPipeline:
+    async def attach(cls, service: HubService) -> RecordingPipeline:
         recordings = RecordingStore(service.store.db_path, clock=service.clock)
         await recordings.open()
         ingest = IngestService(service.config, service, recordings, clock=service.clock)

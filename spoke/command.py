@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import argparse
 import signal
-import sys
 
 import anyio
 
 from bupmesh.logs import add_arguments as log_arguments
 from bupmesh.logs import setup_logging
 from spoke.config import AgentSettings, load_agents, parse_tags
+from spoke.memory import return_big_buffers_to_the_os
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -73,31 +73,9 @@ def settings_from_args(args: argparse.Namespace) -> list[AgentSettings]:
     return load_agents(file=args.config, flags=flags)
 
 
-def _return_big_buffers_to_the_os() -> None:
-    """Serve every allocation of 256 KiB or more (frames, chunks) with its own mmap.
-
-    glibc raises its mmap threshold after the first large free, after which 1 MiB
-    frames come from the heap and fragment it: the agent's RSS then grows well past
-    its credit budget and never shrinks. A fixed threshold returns each frame and
-    chunk to the OS on release, which keeps peak RSS near budget + base.
-    """
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6")
-        m_mmap_threshold, m_arena_max = -3, -8
-        libc.mallopt(m_mmap_threshold, 256 * 1024)
-        # gRPC's and the hashing threads would each get a heap arena of their own.
-        libc.mallopt(m_arena_max, 2)
-    except (OSError, AttributeError):
-        pass  # not glibc: nothing to tune
-
-
 def run(args: argparse.Namespace) -> int:
     agents = settings_from_args(args)
-    _return_big_buffers_to_the_os()
+    return_big_buffers_to_the_os()
     # The PSK of every agent in this process is scrubbed from every log line; JWTs
     # and cookie-shaped values are recognised by shape (bupmesh.logs).
     setup_logging(args.log_level, args.log_format, secrets=[s.token for s in agents])
@@ -106,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _main(settings: list[AgentSettings]) -> None:
-    from spoke.link import Agent  # grpc import only once settings are valid
+    from spoke.agent import Agent  # grpc import only once settings are valid
 
     agents = [Agent(s) for s in settings]
     async with anyio.create_task_group() as tg:

@@ -1,8 +1,8 @@
-"""Agent settings: the seed's ``agent.yml``, the multi-agent file, env and flags.
+"""Agent settings: the single-agent ``agent.yml``, the multi-agent file, env and flags.
 
-Two file shapes are accepted (DESIGN.md §5):
+Two file shapes are accepted:
 
-* the seed's single-agent file::
+* the single-agent file (one agent per process)::
 
       server: {url: hub:12382, tls: true, cert_file: ca.pem}
       agent: {id: a1, name: Tokyo, token: PSK, max_concurrent_uploads: 2,
@@ -23,7 +23,7 @@ Two file shapes are accepted (DESIGN.md §5):
         - {id: a1, name: A1, server_url: hub:12382, max_concurrent: 2, buffer_size_mb: 64,
            tags: {region: tokyo}, source_ip: 127.0.0.2}
 
-Layers, highest first: flags > environment (the seed's names) > file >
+Layers, highest first: flags > environment (:data:`ENV_KEYS`) > file >
 defaults. In a multi-agent file, flags and environment override every entry,
 except the per-agent identity (id, name, source/reported IP), which must come
 from the file. Every bad value is a :class:`ConfigError` naming its key.
@@ -88,7 +88,7 @@ class ResourcesSection(_S):
 
 
 class AgentFile(_S):
-    """The seed's single-agent ``agent.yml``."""
+    """The single-agent ``agent.yml``."""
 
     server: ServerSection = msgspec.field(default_factory=ServerSection)
     agent: AgentSection = msgspec.field(default_factory=AgentSection)
@@ -97,7 +97,7 @@ class AgentFile(_S):
 
 
 class AgentEntry(_S):
-    """One item of the multi-agent file's ``agents`` list (flat, the seed's keys)."""
+    """One item of the multi-agent file's ``agents`` list (flat keys, not sections)."""
 
     id: str | None = None
     name: str | None = None
@@ -160,7 +160,7 @@ class AgentSettings:
         return self.ip_address or self.source_ip or ""
 
 
-# Environment variables of the seed, mapped to the single-file keys.
+# Environment variables, mapped to the single-file keys they override.
 ENV_KEYS = {
     "SERVER_URL": "server.url",
     "AGENT_ID": "agent.id",

@@ -1,4 +1,4 @@
-"""Local reads (issue 4 item 6): upload a part from disk instead of the hub's stream.
+"""Local reads: upload a part from disk instead of the hub's stream.
 
 An agent with ``storage_type: local`` or ``hybrid`` runs on the hub's host or
 sees the hub's files on a shared mount. It lists the directories it can read

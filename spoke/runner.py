@@ -22,14 +22,14 @@ from typing import Any
 import anyio
 
 from protocol import mesh_pb2 as pb
+from protocol.chunks import WireChunk
 from protocol.credit import CreditBudget, CreditError
 from spoke.config import AgentSettings
 from spoke.local import LocalSource, Md5Cache, check_local
 from spoke.progress import ProgressGate
 from spoke.source import BufferTooSmall, StreamError, StreamSource
 from spoke.task_state import InvalidTransition, State, TaskState
-from spoke.wire import WireChunk
-from uploader.client import BiliClient
+from uploader.client import DEFAULT_MEMBER_URL, BiliClient
 from uploader.credentials import Credentials, CredentialsError
 from uploader.errors import ErrorKind, StaleSessionError, UploadError
 from uploader.session import SessionError, UposSession
@@ -79,12 +79,12 @@ class TaskRunner:
         self.size = offer.file_size
         self.file_name = offer.file_name or offer.task_id
         self.line = offer.line or "auto"
-        self.member_url = offer.member_url or "https://member.bilibili.com"
+        self.member_url = offer.member_url or DEFAULT_MEMBER_URL
         self._offer_credentials = offer.credentials
         self._resume_blob = bytes(offer.resume_session)
         self.crc32 = offer.crc32_integrity  # check the stream with CRC32 instead of MD5
-        # Completion handshake (docs/internals.md "Issue 4 additions"): ask with Finishing,
-        # complete only on Proceed.
+        # Completion handshake (docs/protocol.md): ask with Finishing, complete only on
+        # Proceed, so an attempt the hub gave up on never completes behind its back.
         self.await_proceed = bool(offer.await_proceed)
         self.file_path = offer.file_path
         self.file_md5 = offer.file_md5.lower()

@@ -25,6 +25,24 @@ from uploader.submit import Submission, find_archive, submit_app, submit_web
 log = logging.getLogger("bupmesh.agent")
 
 AGENT_ERROR = "agent"
+SUBMIT_LIMIT = 90.0  # one Submit (archive lookup + submission), whatever the stream does
+SUBMIT_LIMIT_MAX = 600.0  # the most a hub's Submit.deadline_seconds may ask for
+
+
+def submit_time_left(msg: pb.Submit, now: float) -> float:
+    """How long this agent may spend on a Submit (<= 0: do not start it).
+
+    The hub's deadline when it set one: it waits past it before retrying a lost
+    answer, so running longer could race that retry. Counted from when the hub sent
+    it (its wall clock; the hub's wait adds a margin for skew): a Submit delivered
+    late, through a half-open link that healed, gets only what is left.
+    """
+    if msg.deadline_seconds <= 0:
+        return SUBMIT_LIMIT
+    limit = min(msg.deadline_seconds, SUBMIT_LIMIT_MAX)
+    if msg.sent_at_unix > 0:
+        limit = min(limit, msg.sent_at_unix + msg.deadline_seconds - now)
+    return limit
 
 
 async def execute(

@@ -1,1 +1,2 @@
-"""The agent side of the hub: one gRPC stream per agent, and file bytes within credit."""
+"""The agent side of the hub: one gRPC stream per agent (link, sessions, messages),
+registration and tokens, the clock pass, and file bytes within credit (transfer)."""

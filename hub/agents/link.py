@@ -3,13 +3,16 @@
 ``Connect`` authenticates the JWT in the ``authorization`` metadata before it
 reads a single message; a bad token ends the call with UNAUTHENTICATED and
 nothing else happens. Each accepted stream becomes an :class:`AgentSession`:
-a reader child task (``context.read()``) feeding messages to the service, a
-writer child task (``context.write()``) draining control messages first and
-then file frames from the session's :class:`hub.agents.transfer.Transfer`. The gRPC
-awaits live in task-group children so cancelling the group really stops them
-(anyio scopes placed directly around ``grpc.aio`` awaits do not).
+a reader child task (``context.read()``) feeding messages to a
+:class:`StreamHandler`, a writer child task (``context.write()``) draining
+control messages first and then file frames from the session's
+:class:`hub.agents.transfer.Transfer`. The gRPC awaits live in task-group
+children so cancelling the group really stops them (anyio scopes placed
+directly around ``grpc.aio`` awaits do not).
 
-A malformed or out-of-order message raises :class:`StreamError`; it ends only
+This is the one place that speaks gRPC status codes: the hub's parts raise
+domain errors (:mod:`hub.core.errors`) and the link maps them. A malformed or
+out-of-order message (:class:`hub.core.errors.ProtocolViolation`) ends only
 this stream, with INVALID_ARGUMENT or FAILED_PRECONDITION and a readable detail.
 """
 
@@ -18,47 +21,52 @@ from __future__ import annotations
 import collections
 import logging
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import anyio
+import anyio.abc
 import grpc
 from google.protobuf.message import DecodeError
 
 from hub.agents.transfer import Transfer
+from hub.core.errors import AuthError, BadRequest, ProtocolViolation, Violation
 from protocol import mesh_pb2 as pb
 from protocol import mesh_pb2_grpc
-
-if TYPE_CHECKING:
-    from hub.service import HubService
 
 log = logging.getLogger("bupmesh.hub.link")
 
 HELLO_TIMEOUT = 30.0
-MAX_MESSAGE = 8 << 20  # frames are <= 1 MiB; leave ample room for headers and offers
+
+# How each way of breaking the conversation ends the stream.
+STATUS = {
+    Violation.MALFORMED: grpc.StatusCode.INVALID_ARGUMENT,
+    Violation.OUT_OF_ORDER: grpc.StatusCode.FAILED_PRECONDITION,
+    Violation.WRONG_AGENT: grpc.StatusCode.PERMISSION_DENIED,
+    Violation.SILENT: grpc.StatusCode.DEADLINE_EXCEEDED,
+}
 
 
-class StreamError(Exception):
-    """A protocol violation on one stream; ends that stream with ``code``."""
+class StreamHandler(Protocol):
+    """What the hub does with one stream's events (hub/agents/sessions.py)."""
 
-    def __init__(self, code: grpc.StatusCode, details: str) -> None:
-        super().__init__(details)
-        self.code = code
-        self.details = details
+    async def hello(self, session: AgentSession, hello: pb.Hello) -> None: ...
+
+    async def message(self, session: AgentSession, kind: str, msg: Any) -> None: ...
+
+    def closed(self, session: AgentSession) -> None: ...
+
+    def transfer_failed(self, session: AgentSession, task_id: str, attempt: int,
+                        message: str) -> None: ...
 
 
-def server_options(*, keepalive_seconds: float = 20.0) -> list[tuple[str, Any]]:
-    """Keepalive both ways (agents ping every 20 s) and message limits above 1 MiB frames."""
-    return [
-        ("grpc.keepalive_time_ms", int(keepalive_seconds * 1000)),
-        ("grpc.keepalive_timeout_ms", 10_000),
-        ("grpc.keepalive_permit_without_calls", 1),
-        ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
-        ("grpc.http2.min_recv_ping_interval_without_data_ms", 5_000),
-        ("grpc.http2.max_pings_without_data", 0),
-        ("grpc.http2.max_ping_strikes", 0),
-        ("grpc.max_receive_message_length", MAX_MESSAGE),
-        ("grpc.max_send_message_length", MAX_MESSAGE),
-    ]
+class Authenticator(Protocol):
+    """Registration and token checks (hub/agents/auth.py)."""
+
+    async def register_agent(self, psk: str, agent_id: str, agent_name: str, ip_address: str,
+                             capabilities: dict[str, Any], tags: dict[str, str]
+                             ) -> tuple[str, int]: ...
+
+    def authenticate_stream(self, token: str) -> tuple[str, int]: ...
 
 
 def bearer_token(context: grpc.aio.ServicerContext) -> str:
@@ -86,8 +94,8 @@ def peer_ip(context: grpc.aio.ServicerContext) -> str:
 class AgentSession:
     """One live stream of one agent."""
 
-    def __init__(self, service: HubService, agent_id: str, token_exp: int, peer: str) -> None:
-        self.service = service
+    def __init__(self, handler: StreamHandler, agent_id: str, token_exp: int, peer: str) -> None:
+        self.handler = handler
         self.agent_id = agent_id
         self.session_id = uuid.uuid4().hex
         self.token_exp = token_exp
@@ -98,16 +106,15 @@ class AgentSession:
         self.close_reason = ""
         self._control: collections.deque[pb.HubMessage] = collections.deque()
         self._tg: anyio.abc.TaskGroup | None = None
-        self._error: StreamError | None = None
+        self._error: ProtocolViolation | None = None
         self.transfer = Transfer(self._spawn, self._transfer_error)
-        self.refreshing = False
 
     @property
     def crc32_integrity(self) -> bool:
         """The agent checks streams with CRC32 (its Hello said so): Offers ask for it."""
         return self.hello is not None and self.hello.capabilities.crc32_integrity
 
-    # -- used by the service --------------------------------------------------------------
+    # -- used by the hub ------------------------------------------------------------------
 
     def send(self, msg: pb.HubMessage) -> None:
         """Queue a control message; it goes out before any further file frame."""
@@ -116,7 +123,11 @@ class AgentSession:
         self._control.append(msg)
         self.transfer.wake.set()
 
-    def close(self, reason: str, error: StreamError | None = None) -> None:
+    def stop_stream(self, task_id: str) -> None:
+        """Stop sending ``task_id``'s bytes (its attempt ended); buffered ones are dropped."""
+        self.transfer.stop(task_id)
+
+    def close(self, reason: str, error: ProtocolViolation | None = None) -> None:
         """End the stream (replaced, silent, drained, or a protocol error)."""
         if self.closed:
             return
@@ -130,7 +141,7 @@ class AgentSession:
 
     # -- the stream -----------------------------------------------------------------------
 
-    async def run(self, context: grpc.aio.ServicerContext) -> StreamError | None:
+    async def run(self, context: grpc.aio.ServicerContext) -> ProtocolViolation | None:
         try:
             async with anyio.create_task_group() as tg:
                 self._tg = tg
@@ -142,14 +153,14 @@ class AgentSession:
         finally:
             self.closed = True
             self.transfer.stop_all()
-            self.service.session_closed(self)
+            self.handler.closed(self)
         return self._error
 
     async def _hello_watchdog(self) -> None:
         await anyio.sleep(HELLO_TIMEOUT)
         if self.hello is None:
-            self.close("no Hello", StreamError(grpc.StatusCode.DEADLINE_EXCEEDED,
-                                               f"no Hello within {HELLO_TIMEOUT:.0f}s"))
+            self.close("no Hello", ProtocolViolation(Violation.SILENT,
+                                                     f"no Hello within {HELLO_TIMEOUT:.0f}s"))
 
     async def _reader(self, context: grpc.aio.ServicerContext) -> None:
         try:
@@ -159,10 +170,10 @@ class AgentSession:
                     self.close("agent closed the stream")
                     return
                 if msg is None:  # see _parse: bytes that are not an AgentMessage
-                    raise StreamError(grpc.StatusCode.INVALID_ARGUMENT,
-                                      "not a valid AgentMessage (protobuf decode failed)")
+                    raise ProtocolViolation(Violation.MALFORMED,
+                                            "not a valid AgentMessage (protobuf decode failed)")
                 await self._dispatch(msg)
-        except StreamError as exc:
+        except ProtocolViolation as exc:
             log.warning("agent %s: closing stream: %s", self.agent_id, exc.details)
             self.close("protocol error", exc)
         except (grpc.RpcError, grpc.aio.AioRpcError, grpc.aio.UsageError) as exc:
@@ -171,23 +182,23 @@ class AgentSession:
     async def _dispatch(self, msg: pb.AgentMessage) -> None:
         kind = msg.WhichOneof("kind")
         if kind is None:
-            raise StreamError(grpc.StatusCode.INVALID_ARGUMENT, "empty AgentMessage (no kind set)")
+            raise ProtocolViolation(Violation.MALFORMED, "empty AgentMessage (no kind set)")
         if self.hello is None:
             if kind != "hello":
-                raise StreamError(grpc.StatusCode.FAILED_PRECONDITION,
-                                  f"first message must be Hello, got {kind}")
+                raise ProtocolViolation(Violation.OUT_OF_ORDER,
+                                        f"first message must be Hello, got {kind}")
             hello = msg.hello
             if hello.agent_id != self.agent_id:
-                raise StreamError(grpc.StatusCode.PERMISSION_DENIED,
-                                  "Hello.agent_id differs from the token's agent")
+                raise ProtocolViolation(Violation.WRONG_AGENT,
+                                        "Hello.agent_id differs from the token's agent")
             self.hello = hello
             if hello.ip_address:
                 self.ip_address = hello.ip_address
-            await self.service.session_hello(self, hello)
+            await self.handler.hello(self, hello)
             return
         if kind == "hello":
-            raise StreamError(grpc.StatusCode.FAILED_PRECONDITION, "second Hello on one stream")
-        await self.service.handle_message(self, kind, getattr(msg, kind))
+            raise ProtocolViolation(Violation.OUT_OF_ORDER, "second Hello on one stream")
+        await self.handler.message(self, kind, getattr(msg, kind))
 
     async def _writer(self, context: grpc.aio.ServicerContext) -> None:
         transfer = self.transfer
@@ -208,7 +219,7 @@ class AgentSession:
             self._tg.start_soon(fn)
 
     def _transfer_error(self, task_id: str, attempt: int, message: str) -> None:
-        self.service.transfer_failed(self, task_id, attempt, message)
+        self.handler.transfer_failed(self, task_id, attempt, message)
 
 
 def _parse(message_type: Any) -> Any:
@@ -226,7 +237,7 @@ def _parse(message_type: Any) -> Any:
 
 
 def _serialize_hub_message(msg: pb.HubMessage | bytes) -> bytes:
-    """File frames arrive already encoded (see ``hub.agents.transfer.encode_chunk``)."""
+    """File frames arrive already encoded (see ``protocol.chunks.encode_chunk``)."""
     return msg if isinstance(msg, bytes) else msg.SerializeToString()
 
 
@@ -251,20 +262,19 @@ def add_servicer(servicer: AgentLinkServicer, server: grpc.aio.Server) -> None:
 
 
 class AgentLinkServicer(mesh_pb2_grpc.AgentLinkServicer):
-    def __init__(self, service: HubService) -> None:
-        self.service = service
+    def __init__(self, auth: Authenticator, streams: StreamHandler) -> None:
+        self.auth = auth
+        self.streams = streams
 
     async def Register(  # noqa: N802 - gRPC method name
         self, request: pb.RegisterRequest, context: grpc.aio.ServicerContext
     ) -> pb.RegisterResponse:
-        from hub.service import AuthError, BadRequest
-
         if request is None:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                                 "not a valid RegisterRequest (protobuf decode failed)")
         caps = request.capabilities
         try:
-            token, exp = await self.service.register_agent(
+            token, exp = await self.auth.register_agent(
                 request.psk,
                 request.agent_id,
                 request.agent_name,
@@ -284,14 +294,12 @@ class AgentLinkServicer(mesh_pb2_grpc.AgentLinkServicer):
         return pb.RegisterResponse(agent_id=request.agent_id, token=token, expires_at=exp)
 
     async def Connect(self, request_iterator: Any, context: grpc.aio.ServicerContext) -> None:  # noqa: N802
-        from hub.service import AuthError
-
         try:
-            agent_id, exp = self.service.authenticate_stream(bearer_token(context))
+            agent_id, exp = self.auth.authenticate_stream(bearer_token(context))
         except AuthError as exc:
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, str(exc))
-        session = AgentSession(self.service, agent_id, exp, peer_ip(context))
+        session = AgentSession(self.streams, agent_id, exp, peer_ip(context))
         error = await session.run(context)
         if error is not None:
-            context.set_code(error.code)
+            context.set_code(STATUS[error.kind])
             context.set_details(error.details)

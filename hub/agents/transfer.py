@@ -44,6 +44,7 @@ import anyio
 import anyio.to_thread
 
 from protocol import mesh_pb2 as pb
+from protocol.chunks import encode_chunk
 from protocol.credit import MAX_FRAME, CreditLedger
 from protocol.integrity import Crc32
 
@@ -186,10 +187,6 @@ class Transfer:
     def stop_all(self) -> None:
         for task_id in list(self.tasks):
             self.stop(task_id)
-
-    def streamed_md5(self, task_id: str) -> str | None:
-        ts = self.tasks.get(task_id)
-        return ts.md5 if ts is not None else None
 
     def get(self, task_id: str) -> TaskStream | None:
         return self.tasks.get(task_id)
@@ -351,39 +348,6 @@ class Transfer:
 
     def _poke(self) -> None:
         self.wake.set()
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
-
-def encode_chunk(task_id: str, attempt: int, offset: int, data: bytes | memoryview) -> bytes:
-    """``HubMessage(chunk=Chunk(...))`` in protobuf wire format, with one copy of ``data``.
-
-    Building the message through the protobuf API costs about a millisecond per MiB
-    (the nested-message constructor copies the payload more than once), which at
-    hundreds of MB/s is most of the hub's CPU; this writes the same bytes directly.
-    Field numbers follow ``protocol/mesh.proto`` (HubMessage.chunk = 3; Chunk: task_id
-    = 1, attempt = 2, offset = 3, data = 4); a test decodes it with the real classes.
-    """
-    if attempt < 0 or offset < 0:
-        raise ValueError("attempt and offset must not be negative")
-    tid = task_id.encode("utf-8")
-    head = b"".join((
-        b"\x0a", _varint(len(tid)), tid,
-        b"\x10", _varint(attempt),
-        b"\x18", _varint(offset),
-        b"\x22", _varint(len(data)),
-    ))
-    return b"".join((b"\x1a", _varint(len(head) + len(data)), head, data))
 
 
 def fingerprint_of(st: os.stat_result) -> str:

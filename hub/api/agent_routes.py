@@ -25,7 +25,8 @@ from hub.api.bodies import (
 )
 from hub.api.envelope import ApiError, ok
 from hub.api.errors import guard
-from hub.service import AuthError, HubService
+from hub.core.errors import AuthError
+from hub.service import HubService
 
 log = logging.getLogger("bupmesh.hub.http")
 

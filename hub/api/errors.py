@@ -17,9 +17,9 @@ from starlette.responses import Response
 from hub.accounts.qr_login import LoginNotFound, TooManyLogins
 from hub.accounts.store import AccountError, AccountNotFound, DuplicateAccount
 from hub.api.envelope import ApiError, error
+from hub.core.errors import AuthError, BadRequest, Conflict, NotFound
 from hub.ingest.events import IngestError
 from hub.ingest.service import IngestRefused
-from hub.service import AuthError, BadRequest, Conflict, NotFound
 
 log = logging.getLogger("bupmesh.hub.http")
 

@@ -1,4 +1,4 @@
-"""Leases that outlive their stream for a short grace period (issue 3, held tasks).
+"""Leases that outlive their stream for a short grace period (held tasks).
 
 When an agent's stream ends, its running attempts need not be lost: the agent
 keeps them for its own grace period (spoke/link.py) and lists them in the next
@@ -11,7 +11,7 @@ with their resume point.
 
 Only streamed leases (status ``uploading``, not a local read) are kept: an offer
 not yet answered, or a local read that never needed the stream, is re-queued at
-once as before. Sans-IO: the service asks and acts; time comes from ``clock``.
+once as before. Sans-IO: the hub asks and acts; time comes from ``clock``.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ names ``(task_id, attempt)`` and anything that is not the current lease of
 that agent changes nothing (fencing), so a late ``Result`` from an agent that
 lost its lease cannot complete or fail a task that moved on.
 
-The service applies an event here, writes the record to the database, and only
+The hub applies an event here, writes the record to the database, and only
 then acts (sends the Offer/Cancel, tells the transfer engine), so a hub restart
 never forgets a decision it already acted on.
 """
@@ -111,6 +111,19 @@ class Outcome(enum.Enum):
 
 
 @dataclass(frozen=True)
+class Ruling:
+    """What an attempt's end did to the task, and the retry policy's decision behind it.
+
+    ``decision`` is None when no failure was judged (completed, or fenced off); the
+    hub acts on it beyond the task's own state (a risk event for the ledger, the
+    reason a re-queue is logged with).
+    """
+
+    outcome: Outcome
+    decision: Decision | None = None
+
+
+@dataclass(frozen=True)
 class Policy:
     # The four retry fields only build the default TaskRetryPolicy (tests); the hub
     # passes its own TaskRetryPolicy built from the ``retry`` config.
@@ -135,7 +148,6 @@ class Lifecycle:
             backoff_max_seconds=self.policy.backoff_max,
             max_attempts=self.policy.max_attempts,
         ))
-        self.last_decision: Decision | None = None
 
     # -- hub decisions --------------------------------------------------------------------
 
@@ -215,7 +227,7 @@ class Lifecycle:
         if not task.holds(agent_id, attempt):
             return Outcome.IGNORED
         # A refusal is not the task's fault: try another agent for a short while.
-        return self.failed(task, agent_id, AGENT, f"rejected by {agent_id}: {reason}")
+        return self.failed(task, agent_id, AGENT, f"rejected by {agent_id}: {reason}").outcome
 
     def committed(
         self, task: TaskRecord, agent_id: str, attempt: int, offset: int, session: bytes
@@ -258,10 +270,10 @@ class Lifecycle:
         error_message: str = "",
         md5_ok: bool = True,
         ip: str = "",
-    ) -> Outcome:
+    ) -> Ruling:
         """The attempt's final word. ``md5_ok``: the agent's checksum (MD5 or CRC32) matched."""
         if not task.holds(agent_id, attempt):
-            return Outcome.IGNORED
+            return Ruling(Outcome.IGNORED)
         if success and not md5_ok:
             success, error_kind = False, FILE
             error_message = "checksum of the bytes the agent received differs from what the hub sent"
@@ -275,28 +287,27 @@ class Lifecycle:
             task.completed_at = self.clock()
             task.error_kind = task.error_message = None
             task.eta_seconds = 0.0
-            return Outcome.COMPLETED
+            return Ruling(Outcome.COMPLETED)
         return self.failed(task, agent_id, error_kind or NETWORK, error_message, ip=ip)
 
     def failed(self, task: TaskRecord, agent_id: str, kind: str, message: str, *,
-               ip: str = "") -> Outcome:
+               ip: str = "") -> Ruling:
         """Apply :class:`hub.core.retry_policy.TaskRetryPolicy`'s decision for a failed attempt.
 
-        The caller has checked the lease. The decision is kept in ``last_decision``
-        so the service can act on what is not the task's own state (a risk event for
-        the ledger).
+        The caller has checked the lease. The decision comes back with the outcome so
+        the caller can act on what is not the task's own state (a risk event for the
+        ledger).
         """
         message = message or kind
         d = self.retry.decide(kind, RetryState.restore(task.retry_state), agent_id=agent_id,
                               ip=ip, message=message)
-        self.last_decision = d
         task.retry_state = d.state.snapshot()
         now = self.clock()
         if kind == NETWORK:
             task.network_failures += 1
         if d.action is Action.FAIL:
             reason = d.reason.removeprefix(f"{kind}: ") if d.reason != kind else message
-            return self._fail(task, kind, reason)
+            return Ruling(self._fail(task, kind, reason), d)
         if d.exclude_ip:
             task.excluded_ips[d.exclude_ip] = now + self.policy.exclude_seconds
         if d.exclude_agent and kind != LOST:
@@ -308,13 +319,13 @@ class Lifecycle:
         retry_agent = d.agent_id if d.action is Action.RETRY_SAME else None
         outcome = self._requeue(task, kind, message, backoff=d.delay)
         task.retry_agent = retry_agent if outcome is Outcome.REQUEUED else None
-        return outcome
+        return Ruling(outcome, d)
 
     def agent_lost(self, task: TaskRecord, agent_id: str, reason: str = "agent lost") -> Outcome:
         """The lease holder's stream dropped or went silent: re-offer, keep the resume point."""
         if not task.status.leased or task.agent_id != agent_id:
             return Outcome.IGNORED
-        return self.failed(task, agent_id, LOST, reason)
+        return self.failed(task, agent_id, LOST, reason).outcome
 
     # -- internals ------------------------------------------------------------------------
 

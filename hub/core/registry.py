@@ -33,7 +33,7 @@ class AgentInfo:
     disabled: bool = False
     tokens_valid_after: float = 0.0  # tokens issued before this are revoked
     # live state (not persisted beyond last_heartbeat/status)
-    session: Any = None
+    session: Any = None  # the live stream, an AgentStream (hub/core/ports.py)
     session_id: str | None = None
     draining: bool = False
     drained_by_admin: bool = False  # until an admin enables it again (heartbeats cannot undo it)

@@ -1,6 +1,6 @@
 """What the hub does after a failed upload attempt (pure: error kind in, decision out).
 
-One function, :meth:`TaskRetryPolicy.decide`, per the seed's failure table:
+One function, :meth:`TaskRetryPolicy.decide`, following this table:
 
 ============== ========================================================================
 network        retry on the *same* agent, resuming the same Bilibili session, after
@@ -54,7 +54,7 @@ class Action(enum.StrEnum):
 
 @dataclass(frozen=True)
 class RetryRules:
-    """``retry`` in DESIGN §5, plus the storm guard."""
+    """The ``retry`` settings, plus the storm guard."""
 
     network_retries: int = 3
     backoff_initial_seconds: float = 1.0

@@ -9,7 +9,7 @@ NAT share a fate. So the ledger is keyed by egress IP and remembers, for each:
 * the consequence: a cooldown that grows with repeated events, and after
   ``disable_after_events`` strikes a disabled state only an admin lifts.
 
-The rules (DESIGN §5 ``risk``) are *hard* limits, answered by :meth:`is_fit`:
+The rules (the ``risk`` settings) are *hard* limits, answered by :meth:`is_fit`:
 a disabled IP is never fit; a cooling IP, one that started an upload less
 than ``min_interval_seconds`` ago or already started ``max_uploads_per_hour``
 in the last hour is not fit (the scheduler may still override the last three

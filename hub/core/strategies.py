@@ -417,7 +417,8 @@ STRATEGIES: dict[str, Callable[[], Strategy]] = {
 
 
 def make_strategy(name: str) -> Strategy:
-    """The strategy for ``scheduler.strategy`` (DESIGN §5); a fresh instance holds its own state."""
+    """The strategy the ``scheduler.strategy`` setting names; a fresh instance holds its own
+    state (round robin's position)."""
     try:
         factory = STRATEGIES[name]
     except KeyError:

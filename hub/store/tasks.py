@@ -1,15 +1,16 @@
 """The hub's SQLite database: agents, parts, tasks and their upload logs.
 
-Tables follow the seed (``agents``, ``agent_tasks``, ``agent_upload_logs``)
-with the columns the mesh adds: the lease (``agent_id`` + ``attempt``, the
-fencing token), the resume point (``committed_offset`` and the uploader session,
-which holds upos auth and is therefore Fernet-encrypted at rest with the key
-``hub/accounts/store.py`` manages), retry bookkeeping, and the result.
+Tables ``agents``, ``agent_tasks`` and ``agent_upload_logs`` keep the columns
+the admin API has always shown, plus the ones the mesh needs: the lease
+(``agent_id`` + ``attempt``, the fencing token), the resume point
+(``committed_offset`` and the uploader session, which holds upos auth and is
+therefore Fernet-encrypted at rest with the key ``hub/accounts/store.py``
+manages), retry bookkeeping, and the result.
 
 sqlite3 blocks, so every call runs in a worker thread; one connection guarded by
 a lock serialises them (SQLite has one writer anyway) and WAL lets the accounts
 store read and write the same file beside us. Writes commit before the call
-returns: the service writes each decision here before acting on it.
+returns: the hub writes each decision here before acting on it.
 """
 
 from __future__ import annotations
@@ -269,11 +270,6 @@ class Store(Database):
 
         return await self._run(q)
 
-    async def list_parts(self) -> list[dict[str, Any]]:
-        return await self._run(
-            lambda c: [dict(r) for r in c.execute("SELECT * FROM parts ORDER BY id")]
-        )
-
     # -- tasks ----------------------------------------------------------------------------
 
     async def insert_task(self, task: TaskRecord, *, part_state: str = "queued") -> None:
@@ -365,14 +361,11 @@ class Store(Database):
 
         return await self._run(q)
 
-    async def recent_logs(self, *, since: float) -> list[dict[str, Any]]:
-        def q(c: sqlite3.Connection) -> list[dict[str, Any]]:
-            rows = c.execute(
-                """SELECT task_id, agent_id, ip_address, event_type, message, created_at, attempt
-                   FROM agent_upload_logs WHERE created_at>=? ORDER BY id""",
-                (since,),
-            ).fetchall()
-            return [dict(r) for r in rows]
+    async def count_tasks_by_status(self) -> dict[str, int]:
+        """Every task (live or ended) by status (the metrics' task gauge)."""
+        def q(c: sqlite3.Connection) -> dict[str, int]:
+            rows = c.execute("SELECT status, COUNT(*) FROM agent_tasks GROUP BY status")
+            return {str(status): int(n) for status, n in rows}
 
         return await self._run(q)
 

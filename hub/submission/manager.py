@@ -7,9 +7,9 @@ Bilibili for this account), if it is online, announced ``Capabilities.submit``
 and its IP is neither excluded for this recording (a risk-control answer) nor
 cooling/disabled in the risk ledger; else any such agent.
 
-Hooks in ``hub/service.py``: ``on_hello`` (capability), ``on_result``
-(``AgentMessage.submit_result``) and ``poke``; agent loss is noticed by the
-tick (the session that carried the Submit is gone).
+Hooks the hub calls (:class:`hub.core.ports.Submissions`): ``on_hello``
+(capability), ``on_result`` (``AgentMessage.submit_result``) and ``poke``;
+agent loss is noticed by the tick (the session that carried the Submit is gone).
 """
 
 from __future__ import annotations
@@ -18,11 +18,16 @@ import logging
 import uuid
 from collections import Counter
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import anyio
 import msgspec
 
+from hub.config import HubConfig
+from hub.core.errors import Conflict, NotFound
+from hub.core.ports import Accounts
+from hub.core.registry import Registry
+from hub.core.risk import RiskLedger
 from hub.store.recordings import RecordingStore
 from hub.submission import machine as m
 from hub.submission.settings import build_submission, room_settings
@@ -34,10 +39,24 @@ TICK_SECONDS = 1.0
 BAD_IP_STATES = frozenset({"cooling", "disabled"})
 
 
+class LedgerStore(Protocol):
+    async def save_ledger(self, snapshot: dict[str, Any]) -> None: ...
+
+
+class Hub(Protocol):
+    """What of the hub a submission needs: agents, their IPs' standing, credentials."""
+
+    config: HubConfig
+    registry: Registry
+    ledger: RiskLedger
+    accounts: Accounts
+    store: LedgerStore
+
+
 class SubmissionManager:
-    def __init__(self, hub: Any, recordings: RecordingStore, *,
+    def __init__(self, hub: Hub, recordings: RecordingStore, *,
                  clock: Callable[[], float]) -> None:
-        self.hub = hub  # HubService: config, registry, ledger, accounts, store
+        self.hub = hub
         self.recordings = recordings
         self.clock = clock
         cfg = hub.config
@@ -96,8 +115,6 @@ class SubmissionManager:
     # -- admin ----------------------------------------------------------------------------
 
     async def request(self, recording_id: int) -> dict[str, Any]:
-        from hub.service import Conflict, NotFound
-
         async with self._lock:
             rec = await self.recordings.get(recording_id)
             if rec is None:
@@ -109,8 +126,6 @@ class SubmissionManager:
         return await self.describe(recording_id)
 
     async def describe(self, recording_id: int) -> dict[str, Any]:
-        from hub.service import NotFound
-
         rec = await self.recordings.get(recording_id)
         if rec is None:
             raise NotFound(f"no recording {recording_id}")

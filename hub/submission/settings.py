@@ -12,14 +12,12 @@ from typing import Any
 
 import msgspec
 
-from bupmesh.config import ConfigError
 from hub.config import HubConfig, SubmissionSettings
 from hub.submission import templates
 from uploader.submit import Submission, VideoPart
 
 TITLE_LIMIT = 80  # Bilibili refuses longer titles
 LIVE_ROOM_URL = "https://live.bilibili.com/"
-TEMPLATE_KEYS = ("title_template", "part_title_template", "desc_template", "source_template")
 
 
 def room_settings(config: HubConfig, room_id: str) -> SubmissionSettings:
@@ -29,35 +27,6 @@ def room_settings(config: HubConfig, room_id: str) -> SubmissionSettings:
         return base
     overrides = {k: v for k, v in msgspec.structs.asdict(room).items() if v is not None}
     return msgspec.structs.replace(base, **overrides)
-
-
-def _tags(tags: str | list[str]) -> list[str]:
-    items = tags.split(",") if isinstance(tags, str) else list(tags)
-    return [t.strip() for t in items if t and t.strip()]
-
-
-def check_templates(config: HubConfig) -> None:
-    """Every template of ``submission`` and each room is valid (ConfigError otherwise)."""
-    scopes: list[tuple[str, Any]] = [("submission", config.submission)]
-    scopes += [(f"rooms.{room}", s) for room, s in config.rooms.items()]
-    for prefix, settings in scopes:
-        for key in TEMPLATE_KEYS:
-            value = getattr(settings, key)
-            if value is not None:
-                try:
-                    templates.check(value, f"{prefix}.{key}")
-                except templates.TemplateError as exc:
-                    raise ConfigError(str(exc)) from None
-        tags = settings.tags
-        if tags is not None:
-            for tag in _tags(tags):
-                try:
-                    templates.check(tag, f"{prefix}.tags")
-                except templates.TemplateError as exc:
-                    raise ConfigError(str(exc)) from None
-    for room in config.rooms:
-        if not str(room).isdigit():
-            raise ConfigError(f"rooms.{room}: room ids are numbers")
 
 
 def build_submission(settings: SubmissionSettings, recording: dict[str, Any],
@@ -81,7 +50,7 @@ def build_submission(settings: SubmissionSettings, recording: dict[str, Any],
         videos.append(VideoPart(
             filename=part["filename"], cid=int(part.get("biz_id") or 0),
             title=templates.render(settings.part_title_template, part_ctx)[:TITLE_LIMIT]))
-    tags = [templates.render(t, ctx) for t in _tags(settings.tags)]
+    tags = [templates.render(t, ctx) for t in templates.split_tags(settings.tags)]
     source = templates.render(settings.source_template, ctx)
     if settings.copyright == 2 and not source and ctx.room_id:
         source = LIVE_ROOM_URL + ctx.room_id  # a repost (转载) must name its source

@@ -43,6 +43,15 @@ class Context:
     file_name: str = ""
 
 
+TEMPLATE_KEYS = ("title_template", "part_title_template", "desc_template", "source_template")
+
+
+def split_tags(tags: str | list[str]) -> list[str]:
+    """``"a, b"`` or ``["a", "b"]`` -> ``["a", "b"]`` (blank ones dropped)."""
+    items = tags.split(",") if isinstance(tags, str) else list(tags)
+    return [t.strip() for t in items if t and t.strip()]
+
+
 def check(template: str, setting: str) -> None:
     """Raise TemplateError naming ``setting`` if ``template`` uses an unknown name or a
     ``$`` that is not ``${name}`` / ``$$``."""

@@ -1,4 +1,4 @@
-"""Issue 4 in the hub, in process: risk-aware scheduling, manual control, the completion
+"""The hub's control, in process: risk-aware scheduling, manual control, the completion
 handshake and what survives a restart. A real grpc.aio server, fake agents that speak
 the conversation message by message, and the admin HTTP API over the real service.
 """
@@ -13,10 +13,10 @@ import pytest
 from hub.accounts.store import load_or_create_key
 from hub.api.routes import build_app
 from hub.config import RiskSettings
-from hub.service import Conflict
+from hub.core.errors import Conflict
 from hub.store.tasks import Store
 from protocol import mesh_pb2 as pb
-from tests.hub.test_link import (
+from tests.support.hub import (
     FakeAgent,
     Hub,
     MiB,
@@ -294,7 +294,7 @@ async def test_after_a_restart_work_waits_for_the_agents_that_were_connected(
 
 @pytest.mark.anyio
 async def test_locality_offers_to_an_agent_that_reads_the_file_itself(tmp_path: Path) -> None:
-    """Item 6: a hybrid agent that can read the part's path gets it (locality strategy),
+    """A hybrid agent that can read the part's path gets it (locality strategy),
     accepts with local_read, is streamed nothing, and must report the part's MD5."""
     cfg = make_config(tmp_path)
     cfg.scheduler.strategy = "locality"
@@ -307,8 +307,8 @@ async def test_locality_offers_to_an_agent_that_reads_the_file_itself(tmp_path: 
             path, md5 = hub.file(name, 3000)
             created = await hub.service.create_part(path, account=None, title=None,
                                                     auto_upload=False)
-            await hub.service._hash_part_once(created["part_id"])  # MD5 known up front
-            await hub.service._new_task(created["part_id"])
+            await hub.service.parts.hash_part_once(created["part_id"])  # MD5 known up front
+            await hub.service.parts.new_task(created["part_id"])
             offer = await local.recv("offer")
             assert offer.file_md5 == md5 and offer.file_path == path
             await local.send(accept=pb.Accept(task_id=offer.task_id, attempt=offer.attempt,

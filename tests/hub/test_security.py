@@ -28,7 +28,7 @@ from hub.app import build_service
 from hub.config import HubConfig, is_loopback, load_hub_config
 from hub.service import HubService
 from protocol import mesh_pb2 as pb
-from tests.hub.test_link import PSK, Hub, _status, make_hub, wait_for
+from tests.support.hub import PSK, Hub, _status, make_hub, wait_for
 
 pytestmark = [pytest.mark.anyio, pytest.mark.parametrize("anyio_backend", ["asyncio"])]
 

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from hub.core.errors import BadRequest, Conflict, NotFound
 from hub.core.reports import HeartbeatReport, ProgressReport
-from hub.service import BadRequest, Conflict, NotFound
 from protocol import mesh_pb2 as pb
-from tests.hub.test_link import MiB, _is, _status, anyio_backend, make_hub, wait_for
+from tests.support.hub import MiB, _is, _status, anyio_backend, make_hub, wait_for
 
 __all__ = ["anyio_backend"]  # asyncio only: grpc.aio
 
@@ -97,25 +97,6 @@ async def test_http_alternatives_only_touch_own_tasks(tmp_path: Path) -> None:
         ips = {e["ip_address"]: e for e in await hub.service.list_ips()}
         assert ips["127.0.0.9"]["active_tasks"] == 1
         assert sorted(ips["127.0.0.9"]["agents"]) == ["a1", "a2"]
-
-
-@pytest.mark.anyio
-async def test_status_query_round_trip(tmp_path: Path) -> None:
-    async with make_hub(tmp_path) as hub:
-        agent = await hub.agent("a1")
-
-        async def answer() -> None:
-            query = await agent.recv("status_query")
-            await agent.send(status_reply=pb.StatusReply(
-                query_id=query.query_id, status="online", memory_mb=12,
-                tasks=[pb.Progress(task_id="t", attempt=1, uploaded_bytes=5)]))
-
-        import anyio
-
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(answer)
-            status = await hub.service.query_status("a1")
-        assert status["memory_mb"] == 12 and status["tasks"][0]["uploaded_bytes"] == 5
 
 
 @pytest.mark.anyio

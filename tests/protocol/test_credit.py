@@ -1,10 +1,17 @@
-"""Credit books: unit tests and hypothesis interleavings of hub, wire, agent and uploader."""
+"""Credit books: unit tests and hypothesis interleavings of hub, wire, agent and uploader.
+
+protocol/credit.py is pure (no I/O, no clock, no event loop), so almost all of these are
+plain functions. The one async test runs the books between concurrent hub, agent and
+uploader tasks under both anyio backends (asyncio and trio), as both ends may use them.
+"""
 
 from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
 
+import anyio
+import anyio.lowlevel
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -321,3 +328,78 @@ def test_three_big_tasks_share_64_mib_with_10_mib_chunks() -> None:
     assert not world.budget.can_admit(40 * mib)
     world.settle(MAX_FRAME, limit=10_000)
     assert len(world.done) == 3
+
+
+# -- concurrent ends, either backend -------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_books_hold_between_concurrent_hub_agent_and_uploader() -> None:
+    """A hub task sends only within its ledger, an agent task grants from its budget, an
+    uploader task releases what it consumed: every byte arrives and the agent never holds
+    or has granted more than its budget."""
+    total, need, frame = 64, 1000, 16
+    budget = CreditBudget(total)
+    budget.open("t", need=need, min_window=8)
+    ledger = CreditLedger()
+    to_hub_send, to_hub = anyio.create_memory_object_stream[int](100)
+    to_agent_send, to_agent = anyio.create_memory_object_stream[int](100)
+    to_uploader_send, to_uploader = anyio.create_memory_object_stream[int](100)
+    space = anyio.Event()
+    uploaded = anyio.Event()
+    got = 0
+    peak = 0
+
+    def grant() -> None:
+        for _, n in budget.grants():
+            to_hub_send.send_nowait(n)
+
+    async def hub() -> None:
+        sent = 0
+        async with to_hub:
+            while sent < need:
+                ledger.grant(await to_hub.receive())
+                while (n := min(ledger.sendable(frame), need - sent)) > 0:
+                    ledger.on_sent(n)
+                    sent += n
+                    await to_agent_send.send(n)
+                    await anyio.lowlevel.checkpoint()  # let the others run between frames
+
+    async def agent() -> None:
+        nonlocal got, peak
+        async with to_agent:
+            while got < need:
+                n = await to_agent.receive()
+                budget.on_received("t", n)
+                got += n
+                peak = max(peak, budget.outstanding)
+                await to_uploader_send.send(n)
+
+    async def uploader() -> None:
+        nonlocal space
+        done = 0
+        async with to_uploader:
+            while done < need:
+                n = await to_uploader.receive()
+                budget.on_released("t", n)
+                done += n
+                space.set()
+        uploaded.set()
+
+    async def pump() -> None:
+        nonlocal space
+        while True:
+            grant()
+            await space.wait()
+            space = anyio.Event()
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(pump)
+            tg.start_soon(agent)
+            tg.start_soon(uploader)
+            await hub()
+            await uploaded.wait()
+            tg.cancel_scope.cancel()
+    assert got == need and ledger.sent == need
+    assert 0 < peak <= total

@@ -1,4 +1,4 @@
-"""Agent settings: seed agent.yml, multi-agent file, env, flags, precedence, bad values."""
+"""Agent settings: single-agent agent.yml, multi-agent file, env, flags, precedence, bad values."""
 
 from __future__ import annotations
 
@@ -57,7 +57,7 @@ def write(tmp_path: Path, text: str, name: str = "agent.yml") -> Path:
     return path
 
 
-def test_seed_agent_yml(tmp_path: Path) -> None:
+def test_single_agent_yml(tmp_path: Path) -> None:
     (s,) = load_agents(file=write(tmp_path, SEED), env={})
     assert s.server_url == "hub.example.com:12382" and not s.insecure
     assert (s.agent_id, s.agent_name, s.token) == ("agent-001", "Tokyo-Agent-1", "file-psk")

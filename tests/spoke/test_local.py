@@ -1,4 +1,4 @@
-"""Agent pieces of issue 4 without a hub: the uploader's before_complete hook (against the
+"""Completion and local reads on the agent, without a hub: the uploader's before_complete hook (against the
 simulator, both backends), local-read checks (spoke/local.py) and the local_roots setting."""
 
 from __future__ import annotations

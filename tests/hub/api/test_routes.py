@@ -14,8 +14,8 @@ import pytest
 from hub.accounts.store import AccountStore
 from hub.api.bodies import MAX_JSON_BODY
 from hub.api.routes import build_app
+from hub.core.errors import AuthError, BadRequest, Conflict, NotFound
 from hub.core.reports import HeartbeatReport, ProgressReport
-from hub.service import AuthError, BadRequest, Conflict, NotFound
 
 pytestmark = pytest.mark.anyio
 

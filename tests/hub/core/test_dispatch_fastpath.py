@@ -1,4 +1,4 @@
-"""The fast scheduling path chooses exactly what the plain one did (issue 7).
+"""The fast scheduling path chooses exactly what the plain one does.
 
 ``ip_diversity`` and ``locality`` used to be ``min(eligible(...), key=rank)``
 over every agent; ``best_diverse`` now skips agents that could not win before
@@ -32,7 +32,7 @@ AGENT_IDS = [f"a{i:02d}" for i in range(12)]
 
 def plain_ip_diversity(part: PartView, agents: Sequence[AgentView], ledger: RiskLedger,
                        now: float) -> AgentView | None:
-    """The definition before issue 7: every eligible agent ranked by the diversity key."""
+    """The plain definition: every eligible agent ranked by the diversity key."""
     cands = eligible(part, agents, ledger, now, adaptive=True)
     if not cands:
         return None

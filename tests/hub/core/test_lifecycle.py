@@ -31,7 +31,7 @@ def test_happy_path() -> None:
     assert m.progress(t, "a", 1, 60, 10.0, 4.0) is Outcome.UPDATED and t.uploaded_bytes == 60
     clock.now += 5
     out = m.result(t, "a", 1, success=True, filename="n1", biz_id=9)
-    assert out is Outcome.COMPLETED and t.status is Status.COMPLETED
+    assert out.outcome is Outcome.COMPLETED and t.status is Status.COMPLETED
     assert (t.filename, t.biz_id, t.completed_at, t.uploaded_bytes) == ("n1", 9, 1005.0, 100)
 
 
@@ -43,8 +43,8 @@ def test_fencing_other_agent_or_attempt_changes_nothing() -> None:
     m.offer(t, "b")  # attempt 2 at b
     before = repr(t)
     assert m.accepted(t, "a", 1) is Outcome.IGNORED
-    assert m.result(t, "a", 1, success=True, filename="x") is Outcome.IGNORED
-    assert m.result(t, "b", 1, success=True, filename="x") is Outcome.IGNORED
+    assert m.result(t, "a", 1, success=True, filename="x").outcome is Outcome.IGNORED
+    assert m.result(t, "b", 1, success=True, filename="x").outcome is Outcome.IGNORED
     assert m.committed(t, "a", 2, 10, b"") is Outcome.IGNORED
     assert m.progress(t, "a", 1, 10, 1, 1) is Outcome.IGNORED
     assert m.rejected(t, "a", 1, "no") is Outcome.IGNORED
@@ -68,19 +68,19 @@ def test_committed_never_moves_backwards() -> None:
 
 
 def test_network_retries_on_the_same_agent_with_backoff_then_another_agent() -> None:
-    """Issue 4: same agent (same session) up to network_retries, 1 s, 2 s ... capped; then
+    """Same agent (same session) up to network_retries, 1 s, 2 s ... capped; then
     another agent (the line of the first may be bad), never straight to failed."""
     m, clock, t = make(network_retries=2, backoff_initial=1, backoff_max=1.5)
     for attempt, delay in ((1, 1.0), (2, 1.5)):
         m.offer(t, "a")
         out = m.result(t, "a", attempt, success=False, error_kind="network", error_message="x")
-        assert out is Outcome.REQUEUED and t.status is Status.PENDING
+        assert out.outcome is Outcome.REQUEUED and t.status is Status.PENDING
         assert t.retry_agent == "a"
         assert not m.can_offer(t, "a") and not m.can_offer(t, "b")  # backing off, pinned
         clock.now += delay
         assert m.can_offer(t, "a") and not m.can_offer(t, "b")
     m.offer(t, "a")
-    assert m.result(t, "a", 3, success=False, error_kind="network") is Outcome.REQUEUED
+    assert m.result(t, "a", 3, success=False, error_kind="network").outcome is Outcome.REQUEUED
     assert t.retry_agent is None and not m.can_offer(t, "a") and m.can_offer(t, "b")
     assert t.network_failures == 3
 
@@ -91,7 +91,7 @@ def test_network_retries_are_bounded_by_max_attempts() -> None:
     for attempt, agent in enumerate("abcd", start=1):
         clock.now += 100
         m.offer(t, agent)
-        outcomes.append(m.result(t, agent, attempt, success=False, error_kind="network"))
+        outcomes.append(m.result(t, agent, attempt, success=False, error_kind="network").outcome)
     assert outcomes[-1] is Outcome.FAILED and t.error_kind == "network"
     assert "gave up" in (t.error_message or "")
 
@@ -99,7 +99,7 @@ def test_network_retries_are_bounded_by_max_attempts() -> None:
 def test_risk_control_excludes_that_agent_for_cooldown() -> None:
     m, clock, t = make(exclude_seconds=100)
     m.offer(t, "a")
-    assert m.result(t, "a", 1, success=False, error_kind="risk_control") is Outcome.REQUEUED
+    assert m.result(t, "a", 1, success=False, error_kind="risk_control").outcome is Outcome.REQUEUED
     assert not m.can_offer(t, "a") and m.can_offer(t, "b")
     clock.now += 100
     assert m.can_offer(t, "a")
@@ -109,14 +109,14 @@ def test_risk_control_excludes_that_agent_for_cooldown() -> None:
 def test_permanent_errors_fail(kind: str) -> None:
     m, _, t = make()
     m.offer(t, "a")
-    assert m.result(t, "a", 1, success=False, error_kind=kind, error_message="m") is Outcome.FAILED
+    assert m.result(t, "a", 1, success=False, error_kind=kind, error_message="m").outcome is Outcome.FAILED
     assert t.status is Status.FAILED and t.error_kind == kind
 
 
 def test_md5_mismatch_is_a_file_failure() -> None:
     m, _, t = make()
     m.offer(t, "a")
-    assert m.result(t, "a", 1, success=True, filename="n", md5_ok=False) is Outcome.FAILED
+    assert m.result(t, "a", 1, success=True, filename="n", md5_ok=False).outcome is Outcome.FAILED
     assert t.error_kind == "file" and t.filename is None
 
 
@@ -129,7 +129,7 @@ def test_agent_lost_and_handed_back_requeue_keep_resume_point() -> None:
     assert m.agent_lost(t, "a") is Outcome.REQUEUED
     assert t.status is Status.PENDING and t.committed_offset == 70 and t.resume_session == b"sess"
     m.offer(t, "b")
-    assert m.result(t, "b", 2, success=False, error_kind="agent") is Outcome.REQUEUED
+    assert m.result(t, "b", 2, success=False, error_kind="agent").outcome is Outcome.REQUEUED
 
 
 def test_cancel_from_any_live_state_and_terminal_is_final() -> None:
@@ -141,7 +141,7 @@ def test_cancel_from_any_live_state_and_terminal_is_final() -> None:
             m.accepted(t, "a", 1)
         assert m.cancel(t) is Outcome.CANCELLED and t.status is Status.CANCELLED
         assert m.cancel(t) is Outcome.IGNORED
-        assert m.result(t, "a", 1, success=True, filename="late") is Outcome.IGNORED
+        assert m.result(t, "a", 1, success=True, filename="late").outcome is Outcome.IGNORED
         assert t.status is Status.CANCELLED and t.filename is None
 
 
@@ -172,8 +172,8 @@ def test_risk_control_excludes_the_whole_ip_and_says_so() -> None:
     m.offer(t, "a")
     out = m.result(t, "a", 1, success=False, error_kind="risk_control",
                    error_message="HTTP 406 on preupload", ip="10.0.0.1")
-    assert out is Outcome.REQUEUED
-    assert m.last_decision is not None and m.last_decision.record_risk_event
+    assert out.outcome is Outcome.REQUEUED
+    assert out.decision is not None and out.decision.record_risk_event
     assert t.excluded_ips == {"10.0.0.1": clock.now + 100}
     assert t.retry_state["risk_events"] == 1
 

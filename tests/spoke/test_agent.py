@@ -1,4 +1,5 @@
-"""The agent against an in-process fake hub (grpc.aio servicer on loopback), real simulator behind.
+"""The agent (spoke.agent over spoke.link and spoke.stream) against an in-process fake hub
+(grpc.aio servicer on loopback), real simulator behind.
 
 The fake hub is deliberately strict: it streams only within the credit the
 agent granted (a CreditLedger raises otherwise), checks the agent never has
@@ -29,11 +30,11 @@ import pytest
 
 from protocol import mesh_pb2 as pb
 from protocol import mesh_pb2_grpc as pb_grpc
+from protocol.chunks import frame_spans
 from protocol.credit import MAX_FRAME, CreditLedger
-from protocol.frames import frame_spans
+from spoke.agent import Agent
 from spoke.backoff import Backoff
 from spoke.config import AgentSettings
-from spoke.link import Agent
 from tests.conftest import SIM_ACCESS_KEY, SIM_COOKIES, SimServer, bupmesh_command
 from uploader.session import UposSession
 
@@ -984,7 +985,7 @@ async def test_local_agent_streams_when_its_copy_is_not_the_part(
 async def test_a_held_attempt_survives_a_lost_stream_and_finishes_on_the_next(
     hub: tuple[FakeHub, str], sim: SimServer, crc32: bool
 ) -> None:
-    """Issue 3: with ``held_grace`` the attempt outlives its stream; the next Hello lists it
+    """With ``held_grace`` the attempt outlives its stream; the next Hello lists it
     with the first byte it lacks, the new stream carries the rest (checked by its own
     checksum, of the tail) and the same attempt completes once. A held task the hub no
     longer leases is stopped by its Cancel."""

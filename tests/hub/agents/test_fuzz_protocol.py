@@ -1,4 +1,4 @@
-"""Protocol fuzzing (issue 7, item 3): malformed and out-of-order input never takes the hub down.
+"""Protocol fuzzing: malformed and out-of-order input never takes the hub down.
 
 gRPC: hypothesis generates whole ``Connect`` conversations (random oneof kinds, wild field
 values, unknown task ids and attempts, messages for the legitimate agent's task, messages
@@ -46,12 +46,12 @@ from google.protobuf.message import DecodeError
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hub.agents.link import MAX_MESSAGE
 from hub.api.routes import build_app
 from hub.app import build_service
 from hub.config import HubConfig
 from protocol import mesh_pb2 as pb
-from tests.hub.test_link import PSK, FakeAgent, Hub, make_hub, wait_for
+from protocol.grpc_options import MAX_MESSAGE
+from tests.support.hub import PSK, FakeAgent, Hub, make_hub, wait_for
 
 MiB = 1 << 20
 CONNECT = "/bupmesh.mesh.v1.AgentLink/Connect"
@@ -348,7 +348,8 @@ async def _run_conversation(hub: Hub, conv: Conversation, token: str,
         except grpc.aio.AioRpcError:
             pass
 
-    # asyncio.wait_for, not an anyio scope, around grpc.aio awaits (DESIGN.md §2 hazard).
+    # asyncio.wait_for, not an anyio scope, around grpc.aio awaits: anyio's cancel scopes
+    # do not take effect on them.
     try:
         try:
             await asyncio.wait_for(talk(), 15)

@@ -1,4 +1,4 @@
-"""The agent registry (pure, fake clock); scheduling itself is in tests/hub/test_strategies.py."""
+"""The agent registry (pure, fake clock); scheduling itself is in tests/hub/core/test_strategies.py."""
 
 from __future__ import annotations
 

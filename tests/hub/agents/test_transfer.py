@@ -1,5 +1,5 @@
-"""The hub's file streaming: the hand-encoded frame is exactly the protobuf message it
-stands for; a Transfer streams exact bytes and the checksums the Offer asked for."""
+"""The hub's file streaming: a Transfer streams exact bytes (its frames encoded by
+:mod:`protocol.chunks`) and the checksums the Offer asked for."""
 
 from __future__ import annotations
 
@@ -11,36 +11,10 @@ from typing import Any
 
 import anyio
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 
-from hub.agents.transfer import Transfer, encode_chunk
+from hub.agents.transfer import Transfer
 from protocol import mesh_pb2 as pb
 from uploader.pieces import Pieces
-
-
-@given(
-    task_id=st.text(max_size=80),
-    attempt=st.integers(min_value=0, max_value=2**31 - 1),
-    offset=st.integers(min_value=0, max_value=2**63 - 1),
-    data=st.binary(max_size=5000),
-)
-def test_encode_chunk_decodes_as_hub_message(task_id: str, attempt: int, offset: int,
-                                            data: bytes) -> None:
-    wire = encode_chunk(task_id, attempt, offset, memoryview(data))
-    msg = pb.HubMessage.FromString(wire)
-    assert msg.WhichOneof("kind") == "chunk"
-    assert (msg.chunk.task_id, msg.chunk.attempt, msg.chunk.offset, msg.chunk.data) == (
-        task_id, attempt, offset, data)
-    expected = pb.HubMessage(chunk=pb.Chunk(task_id=task_id, attempt=attempt, offset=offset,
-                                            data=data))
-    assert msg == expected
-
-
-def test_full_frame() -> None:
-    data = bytes(range(256)) * 4096  # 1 MiB
-    msg = pb.HubMessage.FromString(encode_chunk("task-1", 3, 5 << 30, data))
-    assert msg.chunk.data == data and msg.chunk.offset == 5 << 30
 
 
 async def _stream(transfer: Transfer) -> tuple[bytes, pb.EndOfData]:

@@ -1,0 +1,188 @@
+"""Who gets a pending task, and the Offer that leases it.
+
+A pass looks at every pending task (oldest first) and asks the strategy to
+choose among the schedulable agents' views, under the risk ledger's pacing. A
+chosen task is leased (a new attempt), written, and only then offered over the
+agent's stream. Passes run when something may have changed (``poke``) and at
+least once a second, for backoffs and cooldowns that simply run out.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+from hub.core import lifecycle as lc
+from hub.core.agent_views import AgentViewCache, agent_view
+from hub.core.lifecycle import Status, TaskRecord
+from hub.core.outcomes import Outcomes
+from hub.core.ports import Accounts
+from hub.core.recovery import RestartGrace
+from hub.core.registry import AgentInfo
+from hub.core.state import HubState
+from hub.core.strategies import LOCAL_STORAGE, AgentView, PartView, Strategy, why_not
+from protocol import mesh_pb2 as pb
+
+log = logging.getLogger("bupmesh.hub")
+
+
+class Scheduler:
+    def __init__(
+        self,
+        state: HubState,
+        *,
+        strategy: Strategy,
+        accounts: Accounts,
+        outcomes: Outcomes,
+        restart: RestartGrace,
+        request_hash: Callable[[int], None],
+        member_url: str,
+    ) -> None:
+        self.state = state
+        self.strategy = strategy  # one instance for the hub's life: round robin keeps state
+        self.accounts = accounts
+        self.outcomes = outcomes
+        self.restart = restart
+        self.member_url = member_url
+        # Asks for a part's MD5 to be computed (a no-op while a pass over it runs).
+        self.request_hash = request_hash
+        self._views = AgentViewCache()  # the strategy's agent views, reused across passes
+
+    async def run(self) -> None:
+        """A pass whenever the state is poked, and at least once a second."""
+        while True:
+            try:
+                await self.dispatch_pending()
+            except Exception:  # never let one bad task stop scheduling for all
+                log.exception("scheduling pass failed")
+            await self.state.changed(within=1.0)
+
+    def part_view(self, task: TaskRecord, now: float) -> PartView:
+        return PartView(
+            task.part_id, task.file_size, {}, task.file_path,
+            excluded_agents=frozenset(a for a, t in task.excluded.items() if t > now),
+            excluded_ips=frozenset(ip for ip, t in task.excluded_ips.items() if t > now),
+            pinned_agent=task.pinned_agent or task.retry_agent,
+            force=task.force and task.pinned_agent is not None,
+            # A network retry on the same agent continues the same upos session (no new
+            # preupload), and so does a re-offer after the hub let an attempt complete.
+            resuming=task.retry_agent is not None and task.pinned_agent is None,
+        )
+
+    def why_waiting(self, task: TaskRecord) -> dict[str, str]:
+        """Why each connected agent cannot take a pending task now (admin UI, logs)."""
+        state = self.state
+        now = state.clock()
+        views = [agent_view(a, state.active_count(a.agent_id))
+                 for a in state.registry.agents.values() if a.session is not None]
+        return why_not(self.part_view(task, now), views, state.ledger, now,
+                       adaptive=self.strategy.adaptive)
+
+    async def dispatch_pending(self) -> None:
+        state = self.state
+        async with state.lock:
+            pending = [t for t in state.tasks.values() if t.status is Status.PENDING]
+            if not pending:
+                return
+            now = state.clock()
+            if self.restart.holding(now):
+                return
+            for task in pending:
+                # A retry pinned to an agent that is gone would wait forever: let it go.
+                if task.retry_agent is not None:
+                    info = state.registry.get(task.retry_agent)
+                    if info is None or not info.schedulable:
+                        task.retry_agent = None
+            active = state.active_counts()
+            views = self._views.views(state.registry.schedulable(), active)
+            if not views:
+                return
+            position = {v.agent_id: i for i, v in enumerate(views)}
+            # Only these can read a file themselves (_wait_for_local_hash asks per part).
+            local_views = [v for v in views if v.storage_type in LOCAL_STORAGE]
+            for task in sorted(pending, key=lambda t: t.created_at):
+                if task.not_before > now or task.status is not Status.PENDING:
+                    continue
+                if self._wait_for_local_hash(task, local_views):
+                    continue
+                part = self.part_view(task, now)
+                chosen = self.strategy.choose(part, views, state.ledger, now)
+                state.counters.decision(chosen is not None)
+                if chosen is None:
+                    continue
+                info = state.registry.agents[chosen.agent_id]
+                if not await self._offer(task, info):
+                    continue
+                if not part.resuming and task.status.leased:
+                    # Before choosing for the next task: the IP now rests (min interval).
+                    state.ledger.upload_started(chosen.ip, chosen.agent_id, now)
+                    await state.save_ledger()
+                # Only the chosen agent's view changed: not a rebuild of all N.
+                i = position.get(chosen.agent_id)
+                if i is not None:
+                    views[i] = replace(views[i], active_tasks=views[i].active_tasks + 1)
+
+    def _wait_for_local_hash(self, task: TaskRecord, views: list[AgentView]) -> bool:
+        """Hold a part a connected local/hybrid agent could read until its MD5 is known.
+
+        Such an agent reads the file itself only against a known MD5 (Accept.local_read);
+        hashing on the hub takes a fraction of the time streaming the file would, so the
+        first attempt waits for it instead of streaming a file the agent has on disk.
+        """
+        if task.file_md5 or not any(v.can_read(task.file_path) for v in views):
+            return False
+        self.request_hash(task.part_id)
+        return True
+
+    async def _offer(self, task: TaskRecord, agent: AgentInfo) -> bool:
+        """Lease ``task`` to ``agent`` and send the Offer (caller holds the lock).
+
+        True if an Offer went out (False: the agent left, or the task failed for want
+        of credentials).
+        """
+        state = self.state
+        session = agent.session
+        if session is None:
+            return False
+        try:
+            creds = await self.accounts.credentials(task.account)
+        except Exception as exc:  # no such account, undecryptable, several and none chosen
+            state.lifecycle.offer(task, agent.agent_id)
+            ruling = state.lifecycle.result(task, agent.agent_id, task.attempt, success=False,
+                                            error_kind=lc.AUTH,
+                                            error_message=f"no credentials: {exc}")
+            await self.outcomes.finish(task, ruling, agent.agent_id, agent.ip_address)
+            return False
+        if session.closed:  # the stream ended while we looked up credentials
+            return False
+        attempt = state.lifecycle.offer(task, agent.agent_id)
+        state.lease_session[task.task_id] = session.session_id
+        state.assigned_total[agent.agent_id] = state.assigned_total.get(agent.agent_id, 0) + 1
+        await state.save(task, agent.agent_id, "offer",
+                         f"attempt {attempt} offered (resume at byte {task.committed_offset})",
+                         ip=agent.ip_address, part_state="assigned")
+        offer = pb.Offer(
+            task_id=task.task_id,
+            attempt=attempt,
+            part_id=task.part_id,
+            file_name=Path(task.file_path).name,
+            file_size=task.file_size,
+            file_md5=task.file_md5,
+            credentials=pb.BiliCredentials(
+                cookies=creds.cookie_header(),
+                access_key=creds.access_key or "",
+                mid=int(creds.mid or 0),
+            ),
+            line="auto",
+            member_url=self.member_url,
+            resume_session=task.resume_session or b"",
+            resume_offset=task.committed_offset,
+            file_path=task.file_path,
+            await_proceed=agent.finish_handshake,
+            crc32_integrity=session.crc32_integrity,
+        )
+        session.send(pb.HubMessage(offer=offer))  # a no-op if it closed meanwhile: re-queued
+        log.info("task %s attempt %d offered to %s", task.task_id, attempt, agent.agent_id)
+        return True

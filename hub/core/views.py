@@ -1,0 +1,121 @@
+"""The hub as the admin API, the web UI and the alert rules read it: plain JSON rows.
+
+Live tasks are read from memory (their progress moves faster than the store is
+written), ended ones from the store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from hub.core.errors import NotFound
+from hub.core.lifecycle import Status, TaskRecord
+from hub.core.registry import AgentInfo
+from hub.core.state import HubState
+
+
+def task_row(t: TaskRecord) -> dict[str, Any]:
+    uploaded = t.file_size if t.status is Status.COMPLETED else t.uploaded_bytes
+    return {
+        "task_id": t.task_id,
+        "part_id": t.part_id,
+        "agent_id": t.agent_id,
+        "status": t.status.value,
+        "uploaded_bytes": uploaded,
+        "total_bytes": t.file_size,
+        "upload_speed": t.upload_speed,
+        "eta_seconds": t.eta_seconds,
+        "retry_count": t.retry_count,
+        "error_message": t.error_message,
+        "error_kind": t.error_kind,
+        "result": {"filename": t.filename, "biz_id": t.biz_id},
+        "attempt": t.attempt,
+        "file_path": t.file_path,
+        "file_md5": t.file_md5,
+        "account": t.account,
+        "progress": round(uploaded / t.file_size * 100, 2) if t.file_size else 0.0,
+        "created_at": t.created_at,
+        "started_at": t.started_at,
+        "completed_at": t.completed_at,
+    }
+
+
+def agent_row(info: AgentInfo, active: int, assigned_total: int) -> dict[str, Any]:
+    """``active``: leases the agent holds now; ``assigned_total``: offers made to it."""
+    return {
+        "agent_id": info.agent_id,
+        "agent_name": info.agent_name,
+        "ip_address": info.ip_address,
+        "status": info.status,
+        "current_tasks": active,
+        "max_concurrent_uploads": info.max_concurrent,
+        "free_slots": max(0, info.max_concurrent - active),
+        "total_tasks": assigned_total,
+        "tasks_completed": info.tasks_completed,
+        "memory_usage_mb": info.memory_mb,
+        "bandwidth_mbps": info.bandwidth_mbps,
+        "storage_type": info.storage_type,
+        "buffer_bytes": info.buffer_bytes,
+        "tags": dict(info.tags),
+        "disabled": info.disabled,
+        "last_heartbeat": info.last_heartbeat,
+        "session_id": info.session_id,
+    }
+
+
+class Views:
+    """Rows of agents, tasks, task logs and IPs."""
+
+    def __init__(self, state: HubState, why_waiting: Callable[[TaskRecord], dict[str, str]]
+                 ) -> None:
+        self.state = state
+        self.why_waiting = why_waiting  # the scheduler's reasons a pending task waits
+
+    def agent(self, info: AgentInfo) -> dict[str, Any]:
+        state = self.state
+        return agent_row(info, state.active_count(info.agent_id),
+                         state.assigned_total.get(info.agent_id, 0))
+
+    async def list_agents(self) -> list[dict[str, Any]]:
+        agents = self.state.registry.agents.values()
+        return [self.agent(info) for info in sorted(agents, key=lambda a: a.agent_id)]
+
+    async def list_tasks(self) -> list[dict[str, Any]]:
+        rows = await self.state.store.load_tasks()
+        return [task_row(self.state.tasks.get(t.task_id, t)) for t in rows]
+
+    async def get_task(self, task_id: str) -> dict[str, Any]:
+        task = self.state.tasks.get(task_id) or await self.state.store.get_task(task_id)
+        if task is None:
+            raise NotFound(f"no task {task_id}")
+        row = task_row(task)
+        if task.status is Status.PENDING:
+            # For the admin: why no connected agent takes it now ("" = it can).
+            row["waiting_for"] = self.why_waiting(task)
+        return row
+
+    async def task_logs(self, task_id: str) -> list[dict[str, Any]]:
+        if task_id not in self.state.tasks and await self.state.store.get_task(task_id) is None:
+            raise NotFound(f"no task {task_id}")
+        return await self.state.store.logs(task_id)
+
+    async def list_ips(self) -> list[dict[str, Any]]:
+        """The risk ledger's rows (``ip``, ``state``, ``events``, ``cooldown_until`` ...)
+        with what the registry adds: agents now on the IP, uploads running, online."""
+        state = self.state
+        rows = {row["ip"]: row for row in state.ledger.describe(state.clock())}
+        for info in state.registry.agents.values():
+            ip = info.ip_address or "unknown"
+            row = rows.get(ip)
+            if row is None:
+                continue
+            if info.agent_id not in row["agents"]:
+                row["agents"] = sorted([*row["agents"], info.agent_id])
+            row["active_tasks"] = row.get("active_tasks", 0) + state.active_count(info.agent_id)
+            row["online"] = row.get("online", False) or info.session is not None
+        for row in rows.values():
+            row.setdefault("active_tasks", 0)
+            row.setdefault("online", False)
+            row["ip_address"] = row["ip"]
+        return [rows[ip] for ip in sorted(rows)]
