@@ -109,6 +109,7 @@ class Agent:
             log=self.log,
         )
         self.lines = lines or LineEstimator(rng=rng)
+        self._may_dial = anyio.Event()  # the first egress answer is in (or we stop)
 
     # -- public --------------------------------------------------------------------------------
 
@@ -119,10 +120,11 @@ class Agent:
             if self._held.grace > 0:
                 tasks.start_soon(self._reap_held)
             tasks.start_soon(self.egress.run)
+            tasks.start_soon(self._dial_when_egress_known)
             # The first Hello should carry the egress (the hub keys its IP ledger on it);
-            # a slow or unreachable Bilibili only delays it a little.
+            # a slow or unreachable Bilibili only delays it a little, a stop not at all.
             with anyio.move_on_after(EGRESS_FIRST_WAIT):
-                await self.egress.first_answer.wait()
+                await self._may_dial.wait()
             await self.link.run()
             # Held attempts with no stream left to finish on (the drain took the others).
             for runner in list(self.runners.values()):
@@ -136,6 +138,7 @@ class Agent:
 
     def stop(self) -> None:
         """Graceful drain (SIGTERM): finish running tasks up to the grace period, then exit."""
+        self._may_dial.set()  # stop waiting for the egress: there is nothing left to dial
         if self.link.stopping:
             return
         self._draining = True
@@ -205,6 +208,10 @@ class Agent:
             line=reach.line,
             line_bps=reach.line_bps,
         )
+
+    async def _dial_when_egress_known(self) -> None:
+        await self.egress.first_answer.wait()
+        self._may_dial.set()
 
     def _egress_changed(self, address: str) -> None:
         """Tell the hub at once: its IP ledger must follow the address Bilibili sees."""
