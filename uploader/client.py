@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from uploader.credentials import Credentials
+from uploader.credentials import Credentials, CredentialsError
 from uploader.errors import ErrorKind, UploadError, classify, from_transport_error
 
 # httpx logs every request line at INFO, and app/add carries access_key in
@@ -116,6 +116,13 @@ class BiliClient:
         """A web-interface URL (``x/web-interface/zone``); never sent cookies by this client."""
         return f"{self.api_url}/{path.lstrip('/')}"
 
+    def csrf(self) -> str:
+        """The ``bili_jct`` every cookie-authenticated write carries, or an ``auth`` error."""
+        try:
+            return self.credentials.csrf
+        except CredentialsError as exc:
+            raise UploadError(ErrorKind.AUTH, str(exc)) from None
+
     def is_member_host(self, url: str | httpx.URL) -> bool:
         """Hosts that may see the cookies: the configured member host and real bilibili.com."""
         parsed = httpx.URL(str(url))
@@ -156,6 +163,7 @@ class BiliClient:
         with_cookies: bool = False,
         params: Any = None,
         json: Any = None,
+        data: dict[str, str] | None = None,
         content: bytes | AsyncIterator[bytes] | AsyncIterator[memoryview] | None = None,
         headers: dict[str, str] | None = None,
         request_timeout: float | None = None,
@@ -180,6 +188,7 @@ class BiliClient:
                 url,
                 params=params,
                 json=json,
+                data=data,
                 content=content,
                 headers=request_headers,
                 **kwargs,

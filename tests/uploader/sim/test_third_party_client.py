@@ -158,6 +158,10 @@ def test_bilibili_api_video_uploader_uploads_and_submits(sim: SimServer, tmp_pat
     probed = {r.get("line") for r in requests if r["op"] == "probe"}
     assert probed == {"cs_bda2", "cs_bldsa", "cs_qn", "cs_ws"}
     assert ops.count("preupload") == 1 and ops.count("init") == 1
-    assert ops.count("put") == 6 and ops.count("complete") == 1
+    # The library retries a chunk whose PUT timed out on a loaded machine: every part
+    # must have been accepted, each at least once, and the upload completed once.
+    accepted = {r["part"] for r in requests if r["op"] == "put" and r["status"] == 200}
+    assert accepted == set(range(1, 7)) and ops.count("put") >= 6
+    assert ops.count("complete") == 1
     assert ops.count("cover") == 1 and ops.count("submit") == 1
     assert {"member.bilibili.com", "upos-cs-upcdnws.bilivideo.com"} <= set(hosts)
