@@ -31,7 +31,7 @@ from bupmesh.localmesh import (
     wait_for,
     write_random_file,
 )
-from tests.support.socks import Socks5Proxy
+from tests.support.httpproxy import HttpProxy
 
 pytestmark = pytest.mark.e2e
 
@@ -197,7 +197,7 @@ def test_agents_behind_one_proxy_are_one_ip_to_the_ledger(
     mesh.start_hub(config_yaml=HUB_BASE.replace("min_interval_seconds: 0",
                                                 f"min_interval_seconds: {interval}"))
     mesh.add_account("main")
-    proxy = Socks5Proxy(source="127.0.0.5").start()
+    proxy = HttpProxy(egress="127.0.0.5").start()
     try:
         for index in (1, 2):
             # Each reports its own address (as machines behind one proxy would), and
