@@ -123,9 +123,8 @@ def result(recording: dict[str, Any], success: bool, aid: int, bvid: str, error_
     if error_kind in ACCOUNT_KINDS:
         # Refused for the account, whatever the IP: no archive was made. Queued again
         # for when the account may submit; any agent then.
-        return {"submit_state": QUEUED,
-                "submit_not_before": max(now + timing.retry_seconds, account_until or now),
-                "submit_error": message}
+        when = account_until if account_until is not None else now + timing.retry_seconds
+        return {"submit_state": QUEUED, "submit_not_before": when, "submit_error": message}
     if error_kind == RISK_CONTROL:
         excluded = dict(recording.get("submit_excluded_ips") or {})
         ip = recording.get("submit_ip") or ""
