@@ -111,26 +111,13 @@ class Outcomes:
                 retry_after=refusal.retry_after)
             if verdict.suspected and verdict.since is not None:
                 freed = state.ledger.blame_account(account, verdict.since, now)
-                self._unexclude(freed)
+                state.unexclude_ips(freed)
                 state.counters.account_event(RISK_CONTROL)
                 log.warning("account %s refused on %s since %.0f: the account is at fault, "
                             "not the IPs (%s freed)", account, ", ".join(verdict.ips),
                             verdict.since, ", ".join(freed) or "none")
         log.warning("IP %s: risk event %s (agent %s, account %s): now %s", ip, kind, agent_id,
                     account or "?", state.ledger.state(ip, now))
-
-    def _unexclude(self, ips: list[str]) -> None:
-        """IPs found innocent: waiting tasks that a risk answer kept off them may use them
-        (and their agents) again."""
-        if not ips:
-            return
-        freed = set(ips)
-        agents = {a.agent_id for a in self.state.registry.agents.values() if a.risk_ip in freed}
-        for task in self.state.tasks.values():
-            for ip in freed & set(task.excluded_ips):
-                del task.excluded_ips[ip]
-            for agent_id in agents & set(task.excluded):
-                del task.excluded[agent_id]
 
     async def finish(self, task: TaskRecord, ruling: Ruling, agent_id: str, ip: str) -> None:
         """Persist the end of an attempt (caller holds the state's lock)."""

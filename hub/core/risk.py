@@ -173,15 +173,19 @@ class RiskLedger:
         rec.reenabled_at = now if now is not None else last
         self.forget_ip(ip)
 
-    def lift_cooldown(self, ip: str) -> bool:
-        """The throttle behind the IP's cooldown is over (an admin solved its captcha).
+    def captcha_solved(self, ip: str, now: float) -> bool:
+        """The throttle behind the IP's cooldown is over: an admin solved its captcha.
 
-        A disabled IP stays disabled: that is an admin's separate decision.
+        The cooldown ends, and the hourly window starts afresh, as Bilibili's count
+        does after a solved captcha (what the IP learned still holds: it caps the
+        new window). A disabled IP stays disabled: that is an admin's separate
+        decision. False for an IP the ledger does not know.
         """
-        rec = self._ips.get(ip)
-        if rec is None or rec.cooldown_until is None:
+        if ip not in self._ips:
             return False
-        self._record(ip).cooldown_until = None
+        rec = self._record(ip)
+        rec.cooldown_until = None
+        rec.starts = [t for t in rec.starts if t > now]
         return True
 
     def forget_ip(self, ip: str) -> bool:

@@ -101,7 +101,8 @@ class RiskAdmin:
             captcha = state.captchas.solve(voucher, state.clock())
             if captcha is None:
                 raise NotFound(f"no open captcha {voucher}")
-            state.ledger.lift_cooldown(captcha.ip)
+            state.ledger.captcha_solved(captcha.ip, state.clock())
+            state.unexclude_ips([captcha.ip])
             if captcha.account:
                 state.account_ledger.lift_cooldown(captcha.account)
             await state.save_ledger()

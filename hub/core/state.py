@@ -109,6 +109,19 @@ class HubState:
                     raise
         self.events.touch_ips()
 
+    def unexclude_ips(self, ips: list[str]) -> None:
+        """IPs cleared of a risk answer (the account was at fault, a captcha was solved):
+        live tasks that the answer kept off them, and off their agents, may use them."""
+        freed = set(ips)
+        if not freed:
+            return
+        agents = {a.agent_id for a in self.registry.agents.values() if a.risk_ip in freed}
+        for task in self.tasks.values():
+            for ip in freed & set(task.excluded_ips):
+                del task.excluded_ips[ip]
+            for agent_id in agents & set(task.excluded):
+                del task.excluded[agent_id]
+
     def active_count(self, agent_id: str) -> int:
         """Leases ``agent_id`` holds now."""
         return sum(1 for t in self.tasks.values() if t.status.leased and t.agent_id == agent_id)

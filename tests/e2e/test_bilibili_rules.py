@@ -11,12 +11,17 @@ agents on 127.0.0.2-4, and checks the outcome at the simulator:
 * two agents whose Bilibili traffic leaves through one proxy are one IP to the
   hub's ledger (the address Bilibili sees), so its pacing holds for that address;
 * a 406 on one IP after two uploads that hour teaches that IP, not every IP: the
-  healthy IPs keep their configured cap and the waiting parts go out.
+  healthy IPs keep their configured cap and the waiting parts go out;
+* a 601 that lasts until its captcha is solved raises an alert naming the IP, the
+  account and the voucher, and ``bupmesh risk solved`` ends the wait at once.
 """
 
 from __future__ import annotations
 
 import itertools
+import json
+import os
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -265,6 +270,46 @@ def test_one_406_teaches_its_own_ip_and_the_healthy_ips_keep_their_cap(
     now = {r["ip"]: r for r in mesh.admin("GET", "/api/manage/ips")["ips"]}
     assert now["127.0.0.2"]["learned"] is None
     assert all(r["learned_hourly_cap"] is None for r in now.values())
+
+
+def test_a_captcha_is_raised_and_marking_it_solved_lets_the_ip_go_on(
+    mesh: LocalMesh, tmp_path: Path,
+) -> None:
+    mesh.sim("POST", "/_sim/config", json={"risk": {
+        "preupload_budget": 1, "window_seconds": 3600, "key": "ip", "reply": "601",
+        "until_solved": True}})
+    mesh.start_hub(config_yaml=HUB_BASE + "alerts:\n  evaluate_interval_seconds: 0.5\n")
+    mesh.add_account("main")
+    mesh.start_agent(1)
+    mesh.wait_agents_online(1)
+    first, _ = add_file(mesh, tmp_path, "first.flv", 256 * KiB)
+    assert mesh.wait_tasks([first], timeout=60)[0]["status"] == "completed"
+    second, md5 = add_file(mesh, tmp_path, "second.flv", 256 * KiB)
+
+    def risk(*args: str) -> dict:
+        env = {**os.environ, "BUPMESH_ADMIN_TOKEN": mesh.admin_token}
+        done = subprocess.run(bupmesh_argv("risk", *args, "--hub", mesh.hub_url, "--json"),
+                              capture_output=True, text=True, timeout=60, env=env)
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)
+
+    def open_captcha() -> dict | None:
+        return next((c for c in risk("captchas")["captchas"] if c["open"]), None)
+
+    captcha = wait_for(open_captcha, 30, "the 601's captcha")
+    assert (captcha["ip"], captcha["account"]) == ("127.0.0.2", "10001")
+    voucher = captcha["voucher"]
+    hub = next(p for p in mesh.processes if p.name == "hub")
+    wait_for(lambda: f"captcha needed: Bilibili throttles account 10001 on IP 127.0.0.2 "
+             f"until captcha {voucher} is solved" in hub.log_text(), 10, "the alert")
+    assert mesh.task(second)["status"] == "pending"  # the IP cools for an hour otherwise
+    mesh.sim("POST", f"/_sim/captcha/{voucher}/solve")  # what the admin does at Bilibili
+    assert risk("solved", voucher)["solved_at"]  # ... and tells the hub
+    (final,) = mesh.wait_tasks([second], timeout=30)
+    assert final["status"] == "completed", f"{final}\n{logs(mesh)}"
+    only_upload_of(mesh, final, md5, 256 * KiB)
+    wait_for(lambda: "RESOLVED" in hub.log_text() and voucher in hub.log_text(), 10,
+             "the alert resolved")
 
 
 def _brec_event(kind: str, session: str, room: int, **data: object) -> dict:

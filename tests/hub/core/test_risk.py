@@ -324,13 +324,17 @@ def test_blaming_the_account_takes_its_answers_off_the_ips() -> None:
     assert led2.state(IP, 21.0) == OK
 
 
-def test_a_solved_captcha_lifts_the_cooldown() -> None:
-    led = ledger(min_interval_seconds=0, cooldown_seconds=1000)
-    event = led.risk_event(IP, "a1", "601", 0.0, account="acc1", voucher="voucher_x")
+def test_a_solved_captcha_lifts_the_cooldown_and_restarts_the_window() -> None:
+    led = ledger(min_interval_seconds=0, cooldown_seconds=1000, max_uploads_per_hour=6)
+    t = teach(led, IP, 2, account="acc1")  # 2 starts, the 2nd answered 601: 1/h learned
+    assert led.state(IP, t + 5) == COOLING
+    assert led.captcha_solved(IP, t + 5) and led.state(IP, t + 5, adaptive=True) == OK
+    # Bilibili counts afresh after a solved captcha; the lesson (1/h) caps the new window
+    led.upload_started(IP, "a1", t + 6)
+    assert led.state(IP, t + 7, adaptive=True) == CAPPED
+    assert not led.captcha_solved(OTHER, t + 7)
+    event = led.risk_event(OTHER, "a2", "601", 0.0, account="acc1", voucher="voucher_x")
     assert event.voucher == "voucher_x" and event.cooldown_until == 1000.0
-    assert led.state(IP, 5.0) == COOLING
-    assert led.lift_cooldown(IP) and led.state(IP, 5.0) == OK
-    assert not led.lift_cooldown(IP) and not led.lift_cooldown(OTHER)
 
 
 def test_snapshot_restore_round_trip() -> None:
