@@ -224,3 +224,23 @@ async def wait_first_offer(*agents: FakeAgent) -> tuple[FakeAgent, pb.Offer]:
     agent = ready()
     assert agent is not None
     return agent, await agent.recv("offer")
+
+
+async def test_the_account_ledger_and_captchas_survive_a_hub_restart(tmp_path: Path) -> None:
+    async with make_hub(tmp_path) as hub:
+        a = await hub.agent("a", ip="127.0.0.20", egress_ip="203.0.113.9")
+        await hub.service.create_part(hub.file("p.bin", 1000)[0], account=None, title=None)
+        offer = await a.recv("offer")
+        await refuse(a, offer, "risk_control", "code 601", error_code=601, voucher="voucher_r")
+        await wait_for(lambda: hub.service.list_captchas())
+        hub.service.account_ledger.penalised(ACCOUNT, hub.service.clock(), code=21590,
+                                             message="投稿工具已停用")
+        await hub.service.state.save_ledger()
+    async with make_hub(tmp_path) as hub:
+        view = await hub.service.account_risk("main")
+        assert view["penalised"] and "21590" in view["penalty"]
+        assert [c["voucher"] for c in view["captchas"]] == ["voucher_r"]
+        agents = {x["agent_id"]: x for x in await hub.service.list_agents()}
+        assert agents["a"]["egress_ip"] == "203.0.113.9"  # keyed on it from the start
+        rows = {r["ip"]: r for r in await hub.service.list_ips()}
+        assert rows["203.0.113.9"]["state"] == "cooling"
