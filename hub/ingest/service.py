@@ -29,7 +29,7 @@ import anyio.to_thread
 
 from hub.config import HubConfig
 from hub.ingest.events import BLREC, BREC, WATCHER, IngestEvent
-from hub.ingest.files import PathRefused, resolve_under, same_session
+from hub.ingest.files import IMAGE_SUFFIXES, PathRefused, resolve_under, same_session
 from hub.store.recordings import RecordingStore
 from hub.submission.settings import room_settings
 
@@ -115,13 +115,14 @@ class IngestService:
 
     def _path(self, event: IngestEvent) -> Path:
         assert event.path is not None
+        kind = {"suffixes": IMAGE_SUFFIXES, "what": "an image"} if event.kind == "cover" else {}
         try:
             if event.source == BREC:
                 return resolve_under(self.config.ingest.bililive_recorder_work_dir, event.path,
-                                     setting="ingest.bililive_recorder_work_dir")
+                                     setting="ingest.bililive_recorder_work_dir", **kind)
             if event.source == BLREC:
                 return resolve_under(self.config.ingest.blrec_work_dir, event.path,
-                                     setting="ingest.blrec_work_dir")
+                                     setting="ingest.blrec_work_dir", **kind)
         except PathRefused as exc:
             raise IngestRefused(str(exc)) from None
         return Path(event.path)  # the watcher's own listing of a configured directory

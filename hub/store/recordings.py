@@ -244,11 +244,11 @@ class RecordingStore(Database):
             raise ValueError(f"not submission fields: {sorted(unknown)}")
         for key in _JSON_FIELDS & set(fields):
             fields[key] = json.dumps(fields[key])
-        sets = ",".join(f"{k}=?" for k in fields)
+        sets = ",".join([*(f"{k}=?" for k in fields), "updated_at=?"])
         values = [*fields.values(), self._clock(), recording_id]
 
         def q(c: sqlite3.Connection) -> None:
-            c.execute(f"UPDATE recordings SET {sets}, updated_at=? WHERE id=?", values)
+            c.execute(f"UPDATE recordings SET {sets} WHERE id=?", values)
             for part_id in archived or ():
                 c.execute("UPDATE recording_parts SET archived=1 WHERE recording_id=? "
                           "AND part_id=?", (recording_id, part_id))
