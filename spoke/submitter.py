@@ -58,11 +58,13 @@ def submit_time_left(msg: pb.Submit, now: float) -> float:
 
 
 def failure_of(msg: pb.Submit, exc: UploadError) -> pb.SubmitResult:
-    """A classified failure, with Bilibili's code and the archive problem when there is one."""
+    """A classified failure with what the hub acts on: Bilibili's code, the archive problem
+    (split, shorten, stop), and for account throttles a captcha voucher or a known wait."""
     problem = archive_problem(exc)
     return pb.SubmitResult(submit_id=msg.submit_id, attempt=msg.attempt, success=False,
                            error_kind=exc.kind.value, error_message=exc.message[:1000],
-                           error_code=exc.code or 0,
+                           error_code=exc.code or 0, voucher=exc.voucher or "",
+                           retry_after_seconds=exc.retry_after or 0.0,
                            problem=problem.value if problem is not None else "")
 
 
