@@ -168,7 +168,12 @@ def result(recording: dict[str, Any], success: bool, aid: int, bvid: str, error_
 
 
 def requested(recording: dict[str, Any]) -> dict[str, Any]:
-    """An admin asked to submit: a failed recording is re-queued, others just flagged."""
+    """An admin asked to submit: a failed recording is re-queued, others just flagged; a
+    submitted one whose collection could not be joined tries the collection again."""
+    if recording["submit_state"] == SUBMITTED:
+        if recording.get("season_state") == SEASON_FAILED:
+            return {"season_state": SEASON_PENDING, "season_error": ""}
+        return {}
     update: dict[str, Any] = {"submit_requested": 1}
     if recording["submit_state"] == FAILED:
         update.update(submit_state=WAITING, submit_error="")

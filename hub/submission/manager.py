@@ -152,9 +152,10 @@ class SubmissionManager:
             rec = await self.recordings.get(recording_id)
             if rec is None:
                 raise NotFound(f"no recording {recording_id}")
-            if rec["submit_state"] == m.SUBMITTED:
+            update = m.requested(rec)
+            if not update:
                 raise Conflict(f"recording {recording_id} is already submitted as {rec['bvid']}")
-            await self.recordings.update_submission(recording_id, **m.requested(rec))
+            await self.recordings.update_submission(recording_id, **update)
         self.poke()
         return await self.describe(recording_id)
 

@@ -143,6 +143,10 @@ def test_a_collection_is_joined_after_the_parts_and_a_missing_one_keeps_the_arch
     joined = m.result(r, True, 7, "", "", "", 5001, TIMING)
     assert (joined["submit_state"], joined["season_state"], joined["bvid"]) == \
         (m.SUBMITTED, m.SEASON_ADDED, "BV7")
+    # An admin's submit request on it tries the collection again; on a plain one it is moot.
+    again = m.requested({**r, **failed})
+    assert again == {"season_state": m.SEASON_PENDING, "season_error": ""}
+    assert m.requested({**r, **joined}) == {}
 
 
 def test_carrying_keeps_part_numbers_of_the_whole_recording() -> None:

@@ -5,13 +5,15 @@ refusals answered with their Bilibili code and problem."""
 
 from __future__ import annotations
 
+import time
+
 import httpx
 import msgspec
 import pytest
 
 from protocol import mesh_pb2 as pb
 from spoke.submitter import execute
-from tests.conftest import SIM_COOKIES, SimServer
+from tests.conftest import SIM_ACCESS_KEY, SIM_COOKIES, SimServer
 from tests.uploader.test_uploader_sim import ops, upload_bytes
 from uploader.submit import Submission, VideoPart
 
@@ -62,6 +64,22 @@ async def test_add_uploads_the_cover_from_the_agent_and_sends_every_field(
     assert archive["cover"] == cover["url"] and cover["source_ip"] == "127.0.0.1"
     assert (archive["no_reprint"], archive["is_only_self"]) == (1, 1)
     assert archive["aid"] == result.aid
+
+
+async def test_app_submission_carries_the_same_fields_and_cover(sim: SimServer) -> None:
+    videos = [await part(sim, b"app")]
+    submission = Submission(title="t", videos=videos, dynamic="动态", no_reprint=1,
+                            up_close_danmu=True, dtime=int(time.time()) + 3 * 3600)
+    msg = message(sim, submission, cover=PNG)
+    msg.api = "app"
+    msg.credentials.access_key = SIM_ACCESS_KEY
+    result = await execute(msg)
+    assert result.success, result.error_message
+    [archive] = archives(sim)
+    assert archive["cover"] == covers(sim)[0]["url"] and archive["dtime"] == submission.dtime
+    assert (archive["dynamic"], archive["no_reprint"]) == ("动态", 1)
+    [submitted] = sim.submissions()
+    assert submitted["flavour"] == "app"
 
 
 @pytest.mark.parametrize("list_videos", [True, False], ids=["list-parts", "no-list-parts"])
