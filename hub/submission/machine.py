@@ -217,7 +217,8 @@ def next_operation(recording: dict[str, Any], parts: list[dict[str, Any]], *,
     """
     batch = int(recording.get("submit_batch") or 0) or parts_per_request
     carried = [int(p) for p in recording.get("submit_parts") or []]
-    uploaded = [p for p in parts if p.get("upload_state") == "uploaded" and p.get("filename")]
+    uploaded = [p for p in parts if p.get("upload_state") == "uploaded" and p.get("filename")
+                and p.get("archived") != -1]
     if not recording.get("aid"):
         return ADD, carried or [int(p["part_id"]) for p in uploaded[:batch]]
     missing = [int(p["part_id"]) for p in uploaded if p.get("archived") == 0]

@@ -85,6 +85,9 @@ def test_an_add_takes_only_uploaded_parts_and_appends_skip_kept_out_ones() -> No
     r = rec(submit_state=m.QUEUED)
     assert m.next_operation(r, parts(3, uploaded=2), parts_per_request=100) == \
         (m.ADD, [100, 101])
+    out = parts(3)
+    out[1]["archived"] = -1  # arrived while the add was queued, with appends off
+    assert m.next_operation(r, out, parts_per_request=100) == (m.ADD, [100, 102])
     done = rec(submit_state=m.SUBMITTED, aid=7)
     kept_out = parts(2, archived=1) + [{"part_id": 9, "upload_state": "uploaded",
                                         "filename": "late", "archived": -1}]
