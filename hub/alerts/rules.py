@@ -39,6 +39,10 @@ Rules (each condition has a stable ``key``):
   always slow is still worth knowing about, and a floor needs no history to be
   right after a restart. Resolved when the speed recovers or the task stops
   uploading. ``low_speed_bps = 0`` turns the rule off.
+- ``archive_rejected:<recording id>``: the recording's archive was rejected in
+  review (the hub reads review states, hub/submission/reviews.py); the alert
+  names the recording, the archive and Bilibili's reason. Resolved when a later
+  read finds it pending or approved (an appeal, a fixed and edited archive).
 """
 
 from __future__ import annotations
@@ -57,6 +61,7 @@ LOW_SPEED = "low_speed"
 CAPTCHA = "captcha"
 ACCOUNT_PENALTY = "account_penalty"
 ACCOUNT_THROTTLE = "account_throttle"
+ARCHIVE_REJECTED = "archive_rejected"
 
 
 @dataclass(frozen=True)
@@ -120,6 +125,16 @@ class AccountSample:
 
 
 @dataclass(frozen=True)
+class RejectedArchive:
+    recording_id: int
+    aid: int
+    bvid: str = ""
+    title: str = ""
+    room_id: str = ""
+    reason: str = ""
+
+
+@dataclass(frozen=True)
 class Snapshot:
     agents: tuple[AgentSample, ...] = ()
     tasks: tuple[TaskSample, ...] = ()  # tasks that are not terminal
@@ -129,6 +144,7 @@ class Snapshot:
     # Tasks that ended within the failure window, by outcome.
     window_completed: int = 0
     window_failed: int = 0
+    rejected: tuple[RejectedArchive, ...] = ()  # archives whose review is a rejection
 
 
 @dataclass(frozen=True)
@@ -212,6 +228,7 @@ class AlertEvaluator:
         yield from self._captchas(snap.captchas)
         yield from self._accounts(snap.accounts, now)
         yield from self._slow_tasks(snap.tasks, now)
+        yield from self._rejected_archives(snap.rejected)
 
     def _offline_agents(self, agents: Iterable[AgentSample], now: float) -> Iterable[_Condition]:
         limit = self.rules.agent_offline_seconds
@@ -319,6 +336,20 @@ class AlertEvaluator:
                 )
         # A fast sample (or the task ending) restarts the count.
         self._slow_since = slow_now
+
+
+    def _rejected_archives(self, archives: Iterable[RejectedArchive]) -> Iterable[_Condition]:
+        for a in archives:
+            archive = a.bvid or f"av{a.aid}"
+            yield _Condition(
+                key=f"{ARCHIVE_REJECTED}:{a.recording_id}", kind=ARCHIVE_REJECTED,
+                severity="warning", subject=str(a.recording_id),
+                summary=(f"recording {a.recording_id} ({a.title or 'untitled'}, room "
+                         f"{a.room_id or '?'}): archive {archive} rejected in review: "
+                         f"{a.reason or 'no reason given'}"),
+                details={"recording_id": a.recording_id, "aid": a.aid, "bvid": a.bvid,
+                         "title": a.title, "room_id": a.room_id, "reason": a.reason},
+            )
 
 
 def _duration(seconds: float) -> str:
