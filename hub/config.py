@@ -108,8 +108,9 @@ class AccountRiskSettings(_S):
     throttle_cooldown_max_seconds: _n(float, 1, 7 * DAY, "longest wait after "
                                       "21566/137022") = DAY
     suspect_ips: _n(int, 2, 1000, "risk-control answers to one account from this many IPs "
-                    "within suspect_window_seconds put the account, not the IPs, at "
-                    "fault") = 2
+                    "within suspect_window_seconds, with none of its uploads accepted in "
+                    "between, put the account, not the IPs, at fault (one 601 voucher, or "
+                    "406s their IPs do not explain)") = 2
     suspect_window_seconds: _n(float, 60, DAY, "see suspect_ips") = 3600
     cooldown_seconds: _n(float, 1, 7 * DAY, "preupload pause of an account found at "
                          "fault") = 3600

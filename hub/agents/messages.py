@@ -258,10 +258,16 @@ class Messages:
         if msg.offset < 0 or msg.offset > task.file_size:
             raise _malformed(f"Committed.offset {msg.offset} outside 0..{task.file_size}")
         async with state.lock:
+            # The first part a fresh session commits shows its preupload was accepted
+            # (a resumed session made none): the account ledger weighs that when it asks
+            # whether later refusals are the account's.
+            fresh = task.committed_attempt != msg.attempt and not task.resume_session
             outcome = state.lifecycle.committed(task, session.agent_id, msg.attempt,
                                                 int(msg.offset), bytes(msg.session))
             if outcome is not Outcome.IGNORED:
                 await state.store.save_task(task)
+                if fresh:
+                    await self.outcomes.preupload_accepted(task, session.agent_id)
 
     async def _finishing(self, session: AgentSession, task: TaskRecord,
                          msg: pb.Finishing) -> None:

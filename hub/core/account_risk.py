@@ -38,10 +38,19 @@ from __future__ import annotations
 
 import bisect
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from hub.core import learning
+from hub.core.account_records import (
+    PREUPLOAD,
+    SUBMIT,
+    AccountEvent,
+    AccountRecord,
+    event_dict,
+    record_dict,
+    record_from,
+)
 from hub.core.learning import LearnedLimit
 
 HOUR = 3600.0
@@ -57,7 +66,6 @@ OK = "ok"
 RISK_CONTROL = "risk_control"
 ACCOUNT_THROTTLE = "account_throttle"
 ACCOUNT_PENALTY = "account_penalty"
-PREUPLOAD, SUBMIT = "preupload", "submit"
 
 _MAX_EVENTS_KEPT = 100
 
@@ -92,42 +100,6 @@ class AccountRules:
         return cls(preupload_min_gap_seconds=0, preuploads_per_hour=0, preuploads_per_day=0,
                    submit_min_gap_seconds=0, submit_gap_jitter=0, submits_per_hour=0,
                    submits_per_day=0)
-
-
-@dataclass
-class AccountEvent:
-    time: float
-    kind: str  # risk_control | account_throttle | account_penalty
-    what: str  # preupload | submit
-    ip: str = ""
-    agent_id: str = ""
-    code: int = 0  # Bilibili's code, 0 unknown
-    retry_after: float | None = None
-    voucher: str = ""
-    starts_last_hour: int = 0  # the account's preuploads in the hour up to the event
-    blamed: bool = False  # a risk-control answer found to be the account's fault
-    evidence: bool = False  # ... the first of its streak: shows the account's hourly rate
-    message: str = ""
-
-    @property
-    def account(self) -> str:  # learning.EventLike: the subject is the account itself
-        return ""
-
-
-@dataclass
-class AccountRecord:
-    account: str
-    preuploads: list[float] = field(default_factory=list)  # sorted, about the last day
-    submits: list[float] = field(default_factory=list)
-    submits_total: int = 0  # varies the gap before the next submission
-    events: list[AccountEvent] = field(default_factory=list)
-    preupload_cooldown_until: float | None = None
-    submit_cooldown_until: float | None = None
-    throttle_streak: int = 0  # throttles since the last accepted submission
-    penalised: bool = False
-    penalised_at: float | None = None
-    penalty: str = ""  # what Bilibili said
-    released_at: float | None = None  # an admin's release: earlier answers stop counting
 
 
 @dataclass(frozen=True)
@@ -167,30 +139,41 @@ class AccountLedger:
         rec.throttle_streak = 0
 
     def risk_event(self, account: str, ip: str, agent_id: str, now: float, *, code: int = 0,
-                   voucher: str = "", retry_after: float | None = None) -> Verdict:
+                   voucher: str = "", retry_after: float | None = None, ip_starts: int = 0,
+                   ip_own: bool = False) -> Verdict:
         """Risk control answered a preupload of ``account`` from ``ip``: is it the account?
 
         The IP ledger records the answer as the IP's; here it is the account's only
-        when answers to it came from ``suspect_ips`` IPs within the window (or it is
-        already at fault and this is the same episode).
+        when the answers point at it (:func:`_points_at_account`), or when it is the same
+        episode: the account is cooling down at fault (answers to uploads that were in
+        flight then), or the answer carries the voucher of a captcha already found to be
+        the account's (its throttle outlasted the cooldown: no IP is to blame for it). ``ip_starts``: the IP's upload starts in the hour
+        up to the answer; ``ip_own``: the IP was already throttled on its own (the IP
+        ledger's word: a strike of its own in its clean period).
         """
         rec = self._record(account)
         r = self.rules
         event = AccountEvent(now, RISK_CONTROL, PREUPLOAD, ip, agent_id, code, retry_after,
-                             voucher, self._count(rec.preuploads, now, HOUR))
+                             voucher, self._count(rec.preuploads, now, HOUR),
+                             ip_starts=ip_starts, ip_own=ip_own)
         self._add_event(rec, event)
         since = now - r.suspect_window_seconds
-        if rec.released_at is not None:
-            since = max(since, rec.released_at)
+        for after in (rec.released_at, rec.accepted_at):
+            if after is not None:
+                since = max(since, after)
         window = [e for e in rec.events if e.kind == RISK_CONTROL and e.time > since]
-        ips = sorted({e.ip for e in window if e.ip})
-        already = self.suspected(account, now)
-        if len(ips) < r.suspect_ips and not already:
+        # The same episode: the account is cooling down at fault, or the answer carries
+        # the voucher of a captcha already found to be the account's (not yet solved).
+        already = (_after(rec.preupload_cooldown_until, now) and any(e.blamed for e in window)
+                   ) or bool(voucher) and any(e.blamed and e.voucher == voucher
+                                              for e in rec.events if e is not event)
+        ips = _points_at_account(window, r.suspect_ips)
+        if not ips and not already:
             return Verdict(False)
         streak_new = not any(e.blamed for e in window)
         for e in window:
             e.blamed = True
-        if streak_new and not already:
+        if streak_new:
             first = min(window, key=lambda e: e.time)
             first.evidence = first.starts_last_hour >= 2
         wait = max(r.cooldown_seconds, retry_after or 0.0)
@@ -198,7 +181,16 @@ class AccountLedger:
         if rec.preupload_cooldown_until is None or rec.preupload_cooldown_until < until:
             rec.preupload_cooldown_until = until
         start = min(e.time for e in window)
-        return Verdict(True, start, tuple(ips))
+        return Verdict(True, start, tuple(sorted({e.ip for e in window if e.ip})))
+
+    def preupload_accepted(self, account: str, started: float) -> None:
+        """Bilibili accepted a preupload of ``account`` made at ``started``: the account
+        could upload then, so answers refused before it do not add up with later ones
+        to put the account at fault (they were the IPs')."""
+        rec = self._accounts.get(account)
+        if rec is None or (rec.accepted_at is not None and rec.accepted_at >= started):
+            return
+        self._record(account).accepted_at = started
 
     def throttled(self, account: str, now: float, *, what: str = SUBMIT, code: int = 0,
                   retry_after: float | None = None, ip: str = "", agent_id: str = "",
@@ -385,6 +377,7 @@ class AccountLedger:
                 "reason": self._preupload_reason(account, now) or "ok",
                 "next_at": self.preupload_next_at(account, now),
                 "last_at": rec.preuploads[-1] if rec.preuploads else None,
+                "last_accepted_at": rec.accepted_at,
                 "last_hour": self._count(rec.preuploads, now, HOUR),
                 "last_day": self._count(rec.preuploads, now, DAY),
                 "hourly_cap": self.preupload_hourly_cap(account, now),
@@ -407,7 +400,7 @@ class AccountLedger:
             },
             "suspected": self.suspected(account, now),
             "learned": lim.to_dict() if lim is not None else None,
-            "events": [_event_dict(e) for e in rec.events],
+            "events": [event_dict(e) for e in rec.events],
             "released_at": rec.released_at,
         }
 
@@ -415,12 +408,12 @@ class AccountLedger:
 
     def snapshot(self) -> dict[str, Any]:
         return {"version": 1,
-                "accounts": {a: _record_dict(rec) for a, rec in self._accounts.items()}}
+                "accounts": {a: record_dict(rec) for a, rec in self._accounts.items()}}
 
     def restore(self, data: dict[str, Any]) -> None:
         if data.get("version") != 1:
             raise ValueError(f"unknown account ledger snapshot version {data.get('version')!r}")
-        self._accounts = {str(a): _record_from(str(a), d)
+        self._accounts = {str(a): record_from(str(a), d)
                           for a, d in (data.get("accounts") or {}).items()}
         self._changed = False
 
@@ -500,6 +493,38 @@ class AccountLedger:
         return ""
 
 
+def _points_at_account(window: list[AccountEvent], quorum: int) -> list[str]:
+    """The IPs whose answers, together, show the *account* throttled ([] when they do not).
+
+    ``window`` holds only answers with no preupload of the account accepted in
+    between: once an IP accepted it, the account was not the one throttled. Then:
+
+    * a 601's voucher names one throttle: the same voucher from ``quorum`` IPs is
+      one throttle over several addresses, which only the account explains;
+      different vouchers are different throttles (each IP's, or each pair's) and
+      do not add up;
+    * an answer without a voucher (406) names no throttle and sides with any, but
+      not when its IP explains it: the IP was already throttled on its own, or
+      every IP refused at the same number of its own starts in the hour (two or
+      more), which one per-IP rate explains as well as an account would.
+    """
+    loose = [e for e in window if e.ip and not e.voucher and not e.ip_own]
+    throttles: dict[str, list[AccountEvent]] = {}
+    for e in window:
+        if e.ip and e.voucher:
+            throttles.setdefault(e.voucher, []).append(e)
+    for answers in [[], *throttles.values()]:
+        ips = {e.ip for e in answers}
+        if len(ips) >= quorum:
+            return sorted(ips)
+        together = loose + answers
+        ips |= {e.ip for e in loose}
+        counts = {e.ip_starts for e in together}
+        if len(ips) >= quorum and not (len(counts) == 1 and min(counts) >= 2):
+            return sorted(ips)
+    return []
+
+
 def _after(until: float | None, now: float) -> bool:
     return until is not None and now < until
 
@@ -521,51 +546,3 @@ def _cap_free_at(times: list[float], now: float, cap: int, span: float) -> float
     if len(window) < cap:
         return now
     return window[len(window) - cap] + span
-
-
-def _event_dict(e: AccountEvent) -> dict[str, Any]:
-    return {"time": e.time, "kind": e.kind, "what": e.what, "ip": e.ip, "agent_id": e.agent_id,
-            "code": e.code, "retry_after": e.retry_after, "voucher": e.voucher,
-            "starts_last_hour": e.starts_last_hour, "blamed": e.blamed,
-            "evidence": e.evidence, "message": e.message}
-
-
-def _record_dict(rec: AccountRecord) -> dict[str, Any]:
-    return {"preuploads": list(rec.preuploads), "submits": list(rec.submits),
-            "submits_total": rec.submits_total,
-            "events": [_event_dict(e) for e in rec.events],
-            "preupload_cooldown_until": rec.preupload_cooldown_until,
-            "submit_cooldown_until": rec.submit_cooldown_until,
-            "throttle_streak": rec.throttle_streak, "penalised": rec.penalised,
-            "penalised_at": rec.penalised_at, "penalty": rec.penalty,
-            "released_at": rec.released_at}
-
-
-def _record_from(account: str, d: dict[str, Any]) -> AccountRecord:
-    def opt(key: str) -> float | None:
-        value = d.get(key)
-        return float(value) if value is not None else None
-
-    events = []
-    for e in d.get("events") or ():
-        retry = e.get("retry_after")
-        events.append(AccountEvent(
-            float(e["time"]), str(e["kind"]), str(e.get("what") or PREUPLOAD),
-            str(e.get("ip") or ""), str(e.get("agent_id") or ""), int(e.get("code") or 0),
-            float(retry) if retry is not None else None, str(e.get("voucher") or ""),
-            int(e.get("starts_last_hour") or 0), bool(e.get("blamed")),
-            bool(e.get("evidence")), str(e.get("message") or "")))
-    return AccountRecord(
-        account,
-        preuploads=sorted(float(t) for t in d.get("preuploads") or ()),
-        submits=sorted(float(t) for t in d.get("submits") or ()),
-        submits_total=int(d.get("submits_total") or 0),
-        events=events,
-        preupload_cooldown_until=opt("preupload_cooldown_until"),
-        submit_cooldown_until=opt("submit_cooldown_until"),
-        throttle_streak=int(d.get("throttle_streak") or 0),
-        penalised=bool(d.get("penalised")),
-        penalised_at=opt("penalised_at"),
-        penalty=str(d.get("penalty") or ""),
-        released_at=opt("released_at"),
-    )

@@ -56,6 +56,16 @@ class Outcomes:
         info = self.state.registry.get(agent_id)
         return (info.risk_ip if info is not None else "unknown"), ""
 
+    async def preupload_accepted(self, task: TaskRecord, agent_id: str) -> None:
+        """Bilibili accepted the preupload of the task's current attempt (caller holds the
+        state's lock): the account could upload when the attempt was offered."""
+        _, account = self.where(task, agent_id)
+        if not account:
+            return
+        state = self.state
+        state.account_ledger.preupload_accepted(account, task.assigned_at or state.clock())
+        await state.save_ledger()
+
     async def note(self, task: TaskRecord, agent_id: str, ruling: Ruling, message: str = "",
                    refusal: Refusal | None = None) -> None:
         """The end of an attempt, for the risk ledgers (caller holds the state's lock)."""
@@ -96,8 +106,12 @@ class Outcomes:
         state = self.state
         code = refusal.code or (601 if "601" in (message or "") else 406)
         kind = str(code)
+        # What the IP's own record says of this answer, before it is recorded: the account
+        # ledger weighs it when it asks whether the account is the one throttled.
+        own = state.ledger.throttled_on_its_own(ip, now)
         state.ledger.risk_event(ip, agent_id, kind, now, account=account,
                                 voucher=refusal.voucher)
+        starts = state.ledger.uploads_last_hour(ip, now)
         state.counters.risk_event(ip, kind)
         if refusal.voucher:
             captcha, new = state.captchas.raised(refusal.voucher, ip=ip, account=account,
@@ -108,7 +122,7 @@ class Outcomes:
         if account:
             verdict = state.account_ledger.risk_event(
                 account, ip, agent_id, now, code=code, voucher=refusal.voucher,
-                retry_after=refusal.retry_after)
+                retry_after=refusal.retry_after, ip_starts=starts, ip_own=own)
             if verdict.suspected and verdict.since is not None:
                 freed = state.ledger.blame_account(account, verdict.since, now)
                 state.unexclude_ips(freed)

@@ -264,6 +264,21 @@ class RiskLedger:
             return True, f"resuming despite: {reason}"
         return False, reason
 
+    def throttled_on_its_own(self, ip: str, now: float) -> bool:
+        """Whether ``ip`` is in a throttle of its own: disabled, cooling, or refused (a
+        strike not put on an account) within ``learned_clean_seconds`` since an admin's
+        last re-enable. A further answer from it is then the IP's, whatever the account
+        (what the account ledger needs to tell the two apart)."""
+        rec = self._ips.get(ip)
+        if rec is None:
+            return False
+        if rec.disabled or self._cooling(rec, now):
+            return True
+        since = now - self.rules.learned_clean_seconds
+        if rec.reenabled_at is not None:
+            since = max(since, rec.reenabled_at)
+        return any(e.strike and e.blamed == BLAME_IP and e.time > since for e in rec.events)
+
     def state(self, ip: str, now: float, *, adaptive: bool = False) -> str:
         """``ok | resting | capped | cooling | disabled``."""
         return self._state(ip, now, adaptive=adaptive)[0]

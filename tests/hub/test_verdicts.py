@@ -144,6 +144,37 @@ async def test_answers_on_two_ips_put_the_account_at_fault_not_the_ips(tmp_path:
         assert again.task_id == offer.task_id
 
 
+async def test_refusals_around_an_accepted_upload_stay_on_their_ips(tmp_path: Path) -> None:
+    """Refused on one IP, accepted on another (its first part committed), refused on a third:
+    the account could upload in between, so the IPs, not the account, are at fault."""
+    async with make_hub(tmp_path) as hub:
+        a = await hub.agent("a", ip="127.0.0.20", max_concurrent=1)
+        await hub.service.create_part(hub.file("p1.bin", 3 * MiB)[0], account=None, title=None)
+        offer = await a.recv("offer")
+        await refuse(a, offer, "risk_control", "HTTP 406 on preupload", error_code=406)
+        b = await hub.agent("b", ip="127.0.0.21", max_concurrent=1)
+        moved = await b.recv("offer")
+        await b.send(accept=pb.Accept(task_id=moved.task_id, attempt=moved.attempt))
+        session = json.dumps({"upload_id": "u1", "chunk_size": MiB, "parts_done": [1]})
+        await b.send(committed=pb.Committed(task_id=moved.task_id, attempt=moved.attempt,
+                                            offset=MiB, session=session.encode()))
+        ledger = hub.service.account_ledger
+        await wait_for(lambda: ledger.describe(ACCOUNT, hub.service.clock())["preupload"]
+                       ["last_accepted_at"] is not None)
+        c = await hub.agent("c", ip="127.0.0.22", max_concurrent=1)
+        await hub.service.create_part(hub.file("p2.bin", 1000)[0], account=None, title=None)
+        other = await c.recv("offer")
+        await refuse(c, other, "risk_control", "HTTP 406 on preupload", error_code=406)
+        await wait_for(lambda: hub.service.state.ledger.state("127.0.0.22", hub.service.clock())
+                       == "cooling")
+        view = await hub.service.account_risk("main")
+        assert view["state"] == "ok" and not view["suspected"], view
+        rows = {r["ip"]: r for r in await hub.service.list_ips()}
+        for ip in ("127.0.0.20", "127.0.0.22"):
+            assert rows[ip]["state"] == "cooling"
+            assert [e["blamed"] for e in rows[ip]["events"]] == ["ip"]
+
+
 async def test_an_account_throttle_on_upload_waits_for_the_named_time(tmp_path: Path) -> None:
     async with make_hub(tmp_path) as hub:
         a = await hub.agent("a", ip="127.0.0.20")

@@ -157,13 +157,71 @@ def test_a_solved_captcha_lifts_the_accounts_preupload_cooldown() -> None:
     assert not led.lift_cooldown(ACC) and not led.lift_cooldown("nobody")
 
 
+def test_an_accepted_preupload_in_between_keeps_the_answers_on_the_ips() -> None:
+    """Refused on one IP, accepted on another, refused on a third: the account could
+    upload in between, so each refusal was its IP's."""
+    led = ledger(suspect_ips=2)
+    assert not led.risk_event(ACC, "10.0.0.1", "a1", 100.0).suspected
+    led.preupload_accepted(ACC, 50.0)  # started before the refusal: says nothing of it
+    led.preupload_accepted(ACC, 110.0)
+    assert not led.risk_event(ACC, "10.0.0.2", "a2", 120.0).suspected
+    assert led.state(ACC, 121.0) == OK
+    # with nothing accepted since, a third IP adds up with the second
+    assert led.risk_event(ACC, "10.0.0.3", "a3", 130.0).suspected
+    led.preupload_accepted("nobody", 1.0)  # an unknown account: nothing to note
+    assert led.known() == [ACC]
+
+
+def test_one_voucher_from_two_ips_is_the_account_different_vouchers_are_not() -> None:
+    led = ledger(suspect_ips=2)
+    assert not led.risk_event(ACC, "10.0.0.1", "a1", 0.0, code=601, voucher="v1").suspected
+    # another throttle on another IP (each IP's, or each pair's): no sign of the account
+    assert not led.risk_event(ACC, "10.0.0.2", "a2", 5.0, code=601, voucher="v2").suspected
+    # the first throttle answers from a third IP: one throttle over several addresses
+    verdict = led.risk_event(ACC, "10.0.0.3", "a3", 9.0, code=601, voucher="v1")
+    assert verdict.suspected and verdict.ips == ("10.0.0.1", "10.0.0.2", "10.0.0.3")
+
+
+def test_406s_an_ip_explains_do_not_put_the_account_at_fault() -> None:
+    led = ledger(suspect_ips=2)
+    # two IPs refused at the same number of their own starts: one per-IP rate explains both
+    led.risk_event(ACC, "10.0.0.1", "a1", 0.0, code=406, ip_starts=5)
+    assert not led.risk_event(ACC, "10.0.0.2", "a2", 5.0, code=406, ip_starts=5).suspected
+    # an IP already throttled on its own explains its answer whatever its count
+    assert not led.risk_event(ACC, "10.0.0.3", "a3", 6.0, code=406, ip_starts=1,
+                              ip_own=True).suspected
+    # refused at a count no common per-IP rate fits: the account
+    verdict = led.risk_event(ACC, "10.0.0.4", "a4", 7.0, code=406, ip_starts=2)
+    assert verdict.suspected and verdict.ips == ("10.0.0.1", "10.0.0.2", "10.0.0.3",
+                                                 "10.0.0.4")
+    # one start each says nothing of a rate: two IPs refusing their first is the account
+    other = ledger(suspect_ips=2)
+    other.risk_event(ACC, "10.0.0.1", "a1", 0.0, ip_starts=1)
+    assert other.risk_event(ACC, "10.0.0.2", "a2", 1.0, ip_starts=1).suspected
+
+
+def test_the_accounts_known_voucher_is_the_accounts_on_any_ip_until_solved() -> None:
+    led = ledger(suspect_ips=2, cooldown_seconds=100)
+    led.risk_event(ACC, "10.0.0.1", "a1", 0.0, code=601, voucher="v")
+    assert led.risk_event(ACC, "10.0.0.2", "a2", 1.0, code=601, voucher="v").suspected
+    led.preupload_accepted(ACC, 0.5)  # even after something was accepted meanwhile
+    # the cooldown is over, the captcha not solved: the throttle is still the account's
+    verdict = led.risk_event(ACC, "10.0.0.3", "a3", 200.0, code=601, voucher="v")
+    assert verdict.suspected and not led.preupload_fit(ACC, 201.0)[0]
+    # once the cooldown is over and an upload went through, a lone 406 is its IP's
+    led.preupload_accepted(ACC, 400.0)
+    assert not led.risk_event(ACC, "10.0.0.4", "a4", 401.0, code=406).suspected
+
+
 def test_snapshot_restore_round_trip_and_change_tracking() -> None:
     led = ledger(preupload_min_gap_seconds=30, submit_min_gap_seconds=100, suspect_ips=2)
     assert not led.take_changed()
     led.preupload_started(ACC, 0.0)
     led.submit_sent(ACC, 5.0)
     led.risk_event(ACC, "10.0.0.1", "a1", 6.0)
-    led.risk_event(ACC, "10.0.0.2", "a2", 7.0, voucher="v", retry_after=5.0)
+    led.risk_event(ACC, "10.0.0.2", "a2", 7.0, voucher="v", retry_after=5.0, ip_starts=3,
+                   ip_own=True)
+    led.preupload_accepted(ACC, 7.5)
     led.throttled(ACC, 8.0, code=21566)
     led.penalised("2", 9.0, code=21590, message="投稿工具已停用")
     assert led.take_changed() and not led.take_changed()

@@ -324,6 +324,22 @@ def test_blaming_the_account_takes_its_answers_off_the_ips() -> None:
     assert led2.state(IP, 21.0) == OK
 
 
+def test_an_ip_throttled_on_its_own_until_clean_or_reenabled() -> None:
+    """What the account ledger asks of an IP's answer: is the IP already throttled itself?"""
+    led = ledger(min_interval_seconds=0, cooldown_seconds=100, learned_clean_seconds=1000)
+    assert not led.throttled_on_its_own(IP, 0.0)  # unknown
+    led.risk_event(IP, "a1", "406", 10.0, account="acc1")
+    assert led.throttled_on_its_own(IP, 20.0)  # cooling
+    assert led.throttled_on_its_own(IP, 500.0)  # cooled down, refused within the clean period
+    assert not led.throttled_on_its_own(IP, 1011.0)  # clean again
+    led.risk_event(OTHER, "a2", "406", 10.0, account="acc1")
+    led.blame_account("acc1", since=0.0, now=20.0)  # the account's answers are not the IP's
+    assert not led.throttled_on_its_own(OTHER, 20.0)
+    led.risk_event(IP, "a1", "406", 2000.0)
+    led.admin_reenable(IP, 2001.0)  # an admin vouched for it since
+    assert not led.throttled_on_its_own(IP, 2002.0)
+
+
 def test_a_solved_captcha_lifts_the_cooldown_and_restarts_the_window() -> None:
     led = ledger(min_interval_seconds=0, cooldown_seconds=1000, max_uploads_per_hour=6)
     t = teach(led, IP, 2, account="acc1")  # 2 starts, the 2nd answered 601: 1/h learned
