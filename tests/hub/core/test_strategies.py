@@ -284,19 +284,49 @@ def _bench():
     return module
 
 
-def test_bench_ip_diversity_meets_the_target_on_seed_1() -> None:
-    """The point of spreading by IP: >= 5x fewer 406s than round robin, makespan no worse."""
+def test_bench_the_default_meets_the_target_on_seed_1_per_ip_and_per_account() -> None:
+    """ip_diversity with both ledgers against round robin with the IP ledger alone: >= 5x
+    fewer refused preuploads, no account penalty, no lost recording, makespan within 10 %,
+    whether Bilibili counts per IP (406, 2 h) or per account (601 until solved)."""
     bench = _bench()
-    rr = bench.simulate("round_robin", 1)
-    ipd = bench.simulate("ip_diversity", 1)
-    assert rr.unfinished == ipd.unfinished == 0
-    assert sum(ipd.per_ip.values()) == sum(rr.per_ip.values()) == 200
-    assert ipd.responses_406 * 5 <= rr.responses_406
-    assert ipd.makespan <= rr.makespan
+    for model in ("ip", "account"):
+        rr = bench.simulate("round_robin", 1, model, ledgers="ip")
+        best = bench.simulate("ip_diversity", 1, model)
+        assert rr.unfinished == best.unfinished == 0
+        assert sum(best.per_ip.values()) == sum(rr.per_ip.values()) == 200
+        assert best.lost == best.penalties == 0, best
+        assert 0 < best.risk_events * 5 <= rr.risk_events, (model, best, rr)
+        assert best.makespan <= rr.makespan * 1.1
+    # the account model's captchas are solved by the admin, and the account learned its rate
+    assert best.captchas >= 1 and best.risk_events < 3 * len(bench.ACCOUNTS) + 1
+
+
+def test_bench_pair_model_smoke() -> None:
+    """Per (IP, account) pair: the default loses nothing and trips less than round robin
+    (short of the 5x target: see BENCHMARKS.md)."""
+    bench = _bench()
+    rr = bench.simulate("round_robin", 1, "pair", ledgers="ip", n_parts=100)
+    best = bench.simulate("ip_diversity", 1, "pair", n_parts=100)
+    assert best.lost == best.penalties == best.unfinished == 0
+    assert best.risk_events < rr.risk_events and best.makespan <= rr.makespan * 1.1
 
 
 def test_bench_when_the_configured_cap_is_right_nobody_sees_a_406() -> None:
     bench = _bench()
-    for name in ("round_robin", "ip_diversity"):
-        assert bench.simulate(name, 2, 100, budget=6).responses_406 == 0
-    assert bench.simulate("single IP", 2, 100, budget=6).responses_406 > 0
+    right = replace(bench.MODELS["ip"], budget=6)
+    for name, ledgers in (("round_robin", "ip"), ("ip_diversity", "both")):
+        assert bench.simulate(name, 2, right, ledgers=ledgers, n_parts=100).risk_events == 0
+    assert bench.simulate("single IP", 2, right, n_parts=100).risk_events > 0
+
+
+def test_bench_hidden_submission_rules_answer_the_codes_users_report() -> None:
+    """The bench's Bilibili refuses a submission too soon (21566) and penalises a regular
+    beat for good (21515), as the simulator does."""
+    bench = _bench()
+    hidden = bench.HiddenBilibili(bench.MODELS["ip"])
+    assert hidden.submit("acc", 0.0) is None
+    assert hidden.submit("acc", 60.0) == 21566
+    codes = [hidden.submit("acc", 300.0 * k) for k in range(1, 12)]  # every 5 min
+    assert codes[:7] == [None] * 7 and codes[7:] == [21515] * 4 and "acc" in hidden.penalised
+    assert hidden.submit("acc", 10 * 86400.0) == 21515  # sticky
+    assert hidden.throttled_submits == 1 and hidden.penalties == 5
