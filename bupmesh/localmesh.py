@@ -180,13 +180,14 @@ class LocalMesh:
 
     def start_agent(self, index: int, *extra: str, ca_file: str | None = None,
                     agent_id: str | None = None, token: str | None = None,
-                    relay_log: bool = False) -> Process:
-        """Agent ``index`` (1-based) binds its Bilibili traffic to 127.0.0.<index+1>."""
+                    relay_log: bool = False, proxy: str | None = None) -> Process:
+        """Agent ``index`` (1-based) binds its Bilibili traffic to 127.0.0.<index+1>, or sends
+        it through ``proxy`` (which then decides the address Bilibili sees)."""
         agent_id = agent_id or f"agent-{index}"
         argv = [
             "agent", "--server-url", self.grpc_address, "--agent-id", agent_id,
             "--agent-name", f"Agent {index}", "--token", token or self.psk,
-            "--source-ip", f"127.0.0.{index + 1}",
+            *(("--proxy", proxy) if proxy else ("--source-ip", f"127.0.0.{index + 1}")),
         ]
         argv += ["--ca-file", ca_file] if ca_file else ["--insecure"]
         # The agent asks Bilibili (here the simulator) which address it sees; with no

@@ -3,19 +3,27 @@
 The mesh is the real thing (``bupmesh sim-bili``, ``bupmesh hub``, five
 ``bupmesh agent`` processes bound to 127.0.0.2-6), except that each agent
 dials the hub through its own :class:`tests.support.faultproxy.FaultProxy`, so the
-nemesis can break that agent's path without touching the others. A
-:class:`tests.chaos.schedule.Plan` says what to break and when; this module
-only carries it out (:class:`Nemesis`), adds the planned parts as they fall
-due (a recorder handing over recordings during the storm), then heals
-everything, waits (bounded) until nothing moves, reads the simulator's ledger
-and the hub's SQLite database and hands them to :func:`tests.chaos.checker.check`.
+nemesis can break that agent's path without touching the others, and agents the
+plan moves send their Bilibili traffic through an HTTP proxy of their own. A
+:class:`tests.chaos.schedule.Plan` says what to break and when;
+:class:`tests.chaos.nemesis.Nemesis` carries it out while this module adds the
+planned parts as they fall due (a recorder handing over recordings during the
+storm), then heals everything, waits (bounded) until nothing moves, reads the
+simulator's ledger and the hub's SQLite database and hands them to
+:func:`tests.chaos.checker.check`.
 
-Settings are chosen so every part *can* complete once the faults heal:
-network retries back off fast and often (0.2-2 s, 5 per agent), the hub's
-risk pacing is open (min interval 0) with a 1 s cooldown, and the heal step
-re-enables any IP the ledger disabled (an operator's job after a 406 storm;
-without it a part could wait hours for Bilibili to forgive an IP, which is
-right in production and useless here).
+The hub runs its default strategy (``ip_diversity``) with held attempts on both
+ends. Two accounts: recordings are submitted as ``main``, parts handed over by
+the API upload as ``sub``, so a penalty or an account's captcha stops one and
+not the other. Settings are chosen so every part *can* complete once the faults
+heal: network retries back off fast and often (0.2-2 s, 5 per agent), the
+hub's risk pacing is open (min interval 0) with 1 s cooldowns (an IP's, an
+account at fault, an account throttle's first wait), and the heal step does
+what an admin does after a storm: marks solved the captchas it solved at
+Bilibili, re-enables IPs, forgets the limits the injected answers taught, and
+releases an account Bilibili penalised, once its alert is out (without it a
+part could wait hours for Bilibili to forgive an IP, which is right in
+production and useless here).
 """
 
 from __future__ import annotations
@@ -26,7 +34,7 @@ import sqlite3
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,39 +42,54 @@ import httpx
 
 from bupmesh.localmesh import (
     OPEN_ACCOUNT_YAML,
+    SIM_COOKIES,
     TERMINAL,
     LocalMesh,
     MeshError,
-    Process,
     wait_for,
     write_random_file,
 )
 from tests.chaos import schedule as S
 from tests.chaos.checker import Findings, Source, check
+from tests.chaos.nemesis import BASE_BANDWIDTH, Nemesis, agent_ip
 from tests.support.faultproxy import FaultProxy
+from tests.support.httpproxy import HttpProxy
 
 MiB = 1024 * 1024
 SIM_CHUNK = MiB  # several upos parts per file, so resumes and mid-part faults happen
 SIM_THREADS = 2
-BASE_BANDWIDTH = 4 * MiB  # per source IP: uploads last long enough to be hit
 QUIESCENCE_TIMEOUT = {"short": 90.0, "long": 240.0}
 STILL_SECONDS = 3.0  # the simulator saw no request for this long: nothing is in flight
+
+# Held attempts as the defaults have them (heartbeat.held_grace_seconds, agent.held_grace).
+HELD_GRACE = 60
+ALERT_WAIT = 15.0  # a penalised account's alert is out within this (rules run every 1 s)
 
 HUB_YAML = f"""\
 heartbeat:
   interval_seconds: 1
   offline_after_seconds: 5
+  held_grace_seconds: {HELD_GRACE}
 risk:
   min_interval_seconds: 0
   max_uploads_per_hour: 100000
   cooldown_seconds: 1
   disable_after_events: 4
 {OPEN_ACCOUNT_YAML}    cooldown_seconds: 1
+    throttle_cooldown_seconds: 1
+    throttle_cooldown_max_seconds: 4
 retry:
   network_retries: 5
   backoff_initial_seconds: 0.2
   backoff_max_seconds: 2
+alerts:
+  evaluate_interval_seconds: 1
 """
+
+# Recordings go to `main`, API parts to `sub`: two Bilibili users (two mids).
+MAIN, SUB = "main", "sub"
+SUB_MID = 10002
+SUB_COOKIES = f"SESSDATA=sim-sessdata-2; bili_jct=sim-csrf-2; DedeUserID={SUB_MID}"
 
 WEBHOOK_SECRET = "chaos-hook-secret"
 
@@ -76,6 +99,7 @@ ingest:
   bililive_recorder_work_dir: {files}
   webhook_secret: {secret}
 submission:
+  account: main
   auto_submit: true
   settle_seconds: 0.3
   unknown_wait_seconds: 1
@@ -90,11 +114,9 @@ agent:
   chunk_size_mb: {SIM_CHUNK // MiB}
   buffer_size_mb: 3
   max_concurrent_uploads: 2
+  held_grace: {HELD_GRACE}s
+  egress_check_interval: 10s
 """
-
-
-def agent_ip(index: int) -> str:
-    return f"127.0.0.{index + 1}"
 
 
 @dataclass
@@ -156,140 +178,6 @@ def brec_event(kind: str, session: str, room: int, **data: Any) -> dict[str, Any
     }
 
 
-@dataclass
-class Nemesis:
-    """Carries out a plan on a running mesh; every action is logged with its real time."""
-
-    mesh: LocalMesh
-    proxies: dict[int, FaultProxy]
-    agent_args: dict[int, tuple[str, ...]]
-    log: list[str] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
-    t0: float = 0.0
-    killed_agents: set[int] = field(default_factory=set)
-    hub_down: bool = False
-    counts: dict[str, int] = field(default_factory=dict)
-
-    def note(self, text: str) -> None:
-        self.log.append(f"{time.monotonic() - self.t0:7.2f}s  {text}")
-
-    # -- processes ------------------------------------------------------------------------------
-
-    def _latest(self, name: str) -> Process:
-        return next(p for p in reversed(self.mesh.processes) if p.name == name)
-
-    def kill_agent(self, index: int) -> None:
-        self._latest(f"agent-{index}").kill()
-        self.killed_agents.add(index)
-
-    def start_agent(self, index: int) -> None:
-        if index in self.killed_agents:
-            self._latest(f"agent-{index}").stop()  # closes the dead one's log handle
-            self.mesh.start_agent(index, *self.agent_args[index])
-            self.killed_agents.discard(index)
-
-    def kill_hub(self) -> None:
-        hub = self._latest("hub")
-        hub.kill()
-        hub.stop()
-        self.hub_down = True
-
-    def start_hub(self) -> None:
-        if not self.hub_down:
-            return
-        for attempt in itertools.count(1):  # the port may linger a moment after SIGKILL
-            try:
-                self.mesh.restart_hub()
-                break
-            except MeshError as exc:
-                if attempt >= 3:
-                    raise
-                self.note(f"hub restart failed ({exc!s:.200}), trying again")
-                time.sleep(1)
-        self.hub_down = False
-
-    # -- simulator ------------------------------------------------------------------------------
-
-    def sim_config(self, body: dict[str, Any]) -> None:
-        self.mesh.sim("POST", "/_sim/config", json=body)
-
-    def sim_faults(self, **faults: Any) -> None:
-        self.sim_config({"faults": faults})
-
-    def sim_406(self, ip: str, on: bool) -> None:
-        current = set(self.mesh.sim("GET", "/_sim/config")["risk"]["always_406"])
-        current = current | {ip} if on else current - {ip}
-        self.sim_config({"risk": {"always_406": sorted(current)}})
-
-    def sim_fail_next(self, rule: dict[str, Any]) -> None:
-        # Lists are replaced by a POST: append to what is left of the current rules.
-        rules = self.mesh.sim("GET", "/_sim/config")["faults"]["fail_next"]
-        self.sim_faults(fail_next=[*rules, rule])
-
-    # -- one fault ------------------------------------------------------------------------------
-
-    def actions(self, fault: S.Fault) -> list[tuple[float, str, Callable[[], None]]]:
-        """(when, what, do) for the start of ``fault`` and, if windowed, its undoing."""
-        i = fault.agent
-        proxy = self.proxies[i] if i is not None else None
-        ip = agent_ip(i) if i is not None else ""
-        start: Callable[[], None]
-        undo: Callable[[], None] | None = None
-        k = fault.kind
-        if k == S.KILL_AGENT:
-            start, undo = (lambda: self.kill_agent(i)), (lambda: self.start_agent(i))
-        elif k == S.CUT_LINK:
-            start = lambda: self.note(f"  cut {proxy.cut()} connections")  # noqa: E731
-        elif k == S.CUT_ALL_LINKS:
-            start = lambda: self.note(  # noqa: E731
-                f"  cut {sum(p.cut() for p in self.proxies.values())} connections")
-        elif k == S.BLACKHOLE_LINK:
-            start, undo = proxy.blackhole, proxy.heal
-        elif k == S.LINK_LATENCY:
-            start, undo = (lambda: proxy.set_latency(fault.value)), (lambda: proxy.set_latency(0))
-        elif k == S.LINK_BANDWIDTH:
-            start = lambda: proxy.set_bandwidth(int(fault.value))  # noqa: E731
-            undo = lambda: proxy.set_bandwidth(0)  # noqa: E731
-        elif k == S.KILL_HUB:
-            start, undo = self.kill_hub, self.start_hub
-        elif k == S.SIM_5XX_RATE:
-            start = lambda: self.sim_faults(status_5xx_rate=fault.value)  # noqa: E731
-            undo = lambda: self.sim_faults(status_5xx_rate=0.0)  # noqa: E731
-        elif k == S.SIM_DELAY:
-            start = lambda: self.sim_faults(delay_seconds=fault.value)  # noqa: E731
-            undo = lambda: self.sim_faults(delay_seconds=0.0)  # noqa: E731
-        elif k == S.SIM_406:
-            start, undo = (lambda: self.sim_406(ip, True)), (lambda: self.sim_406(ip, False))
-        elif k == S.SIM_IP_BANDWIDTH:
-            start = lambda: self.sim_faults(bandwidth_bps_per_ip={ip: int(fault.value)})  # noqa: E731
-            undo = lambda: self.sim_faults(bandwidth_bps_per_ip={ip: BASE_BANDWIDTH})  # noqa: E731
-        elif k == S.SIM_FAIL_5XX:
-            start = lambda: self.sim_fail_next(  # noqa: E731
-                {"op": fault.op, "action": "status", "status": 503,
-                 "count": int(fault.value), "ip": ip})
-        elif k == S.SIM_DROP_PUT:
-            start = lambda: self.sim_fail_next(  # noqa: E731
-                {"op": "put", "action": "drop", "count": int(fault.value), "ip": ip})
-        elif k == S.SIM_STALL:
-            start = lambda: self.sim_fail_next(  # noqa: E731
-                {"op": "put", "action": "stall", "seconds": fault.duration, "count": 1, "ip": ip})
-        else:
-            raise ValueError(f"unknown fault kind {k!r}")
-        who = f" agent-{i}" if i is not None else ""
-        out = [(fault.at, f"{k}{who} start", start)]
-        if undo is not None:
-            out.append((fault.at + fault.duration, f"{k}{who} end", undo))
-        return out
-
-    def do(self, what: str, action: Callable[[], None]) -> None:
-        self.note(what)
-        try:
-            action()
-        except Exception as exc:  # a nemesis that could not act: the run proves nothing
-            self.errors.append(f"{what}: {exc!r}")
-            self.note(f"  FAILED: {exc!r}")
-
-
 class Campaign:
     """Build the mesh for ``plan`` in ``workdir``, run it, and return the verdict."""
 
@@ -299,6 +187,8 @@ class Campaign:
         self.sources: dict[str, Source] = {}
         self.recordings: dict[int, list[str]] = {}  # number -> source paths
         self.http = httpx.Client(timeout=5)
+        self.penalties: dict[str, bool] = {}  # account Bilibili penalised -> its alert was out
+        self.egress: dict[int, HttpProxy] = {}
 
     # -- admin calls that survive a dead hub ----------------------------------------------------
 
@@ -325,7 +215,7 @@ class Campaign:
                     return True
                 item.ambiguous = False
             self._admin(mesh, "POST", "/api/manage/parts",
-                        json={"file_path": path, "title": item.plan.name})
+                        json={"file_path": path, "title": item.plan.name, "account": SUB})
             nemesis.note(f"part {item.plan.name} added ({item.plan.size} B)")
             return True
         except httpx.ConnectError:
@@ -364,7 +254,7 @@ class Campaign:
             try:
                 return self._run(mesh, proxies, started)
             finally:
-                for proxy in proxies.values():
+                for proxy in [*proxies.values(), *self.egress.values()]:
                     proxy.stop()
                 self.http.close()
 
@@ -377,17 +267,26 @@ class Campaign:
         })
         files = (self.workdir / "files").resolve()
         files.mkdir(parents=True, exist_ok=True)
+        mesh.sim("POST", "/_sim/accounts", json={"cookies": SUB_COOKIES, "mid": SUB_MID})
         mesh.start_hub(config_yaml=HUB_YAML + f"scheduler:\n  strategy: {plan.strategy}\n"
                        + INGEST_YAML.format(files=files, secret=WEBHOOK_SECRET))
-        mesh.add_account("main")
+        mesh.add_account(MAIN, SIM_COOKIES)
+        mesh.add_account(SUB, SUB_COOKIES)
         agent_yml = self.workdir / "agent.yml"
         agent_yml.write_text(AGENT_YAML)
         lifetime = profile.nemesis_seconds + QUIESCENCE_TIMEOUT[profile.name] + 120
         agent_args: dict[int, tuple[str, ...]] = {}
+        # Agents whose egress the plan moves send their Bilibili traffic through a proxy
+        # of their own, leaving from their usual address until the nemesis moves it.
+        for index in sorted({f.agent for f in plan.faults if f.kind == S.EGRESS_CHANGE}):
+            assert index is not None
+            self.egress[index] = HttpProxy(egress=agent_ip(index)).start()
+        admin = lambda method, path, **kw: self._admin(mesh, method, path, **kw)  # noqa: E731
+        nemesis = Nemesis(mesh, proxies, agent_args, admin, egress=self.egress)
         for index in range(1, profile.agents + 1):
             proxies[index] = FaultProxy(mesh.grpc_address, lifetime=lifetime).start()
             agent_args[index] = ("--config", str(agent_yml), "--server-url", proxies[index].address)
-            mesh.start_agent(index, *agent_args[index])
+            nemesis.start_agent(index)
         mesh.wait_agents_online(profile.agents, timeout=60)
 
         pending: list[_PendingPart | _PendingRecording] = []
@@ -411,9 +310,9 @@ class Campaign:
             events.append((events[-1][0], brec_event("SessionEnded", session, 7000 + n)))
             pending.append(_PendingRecording(n, events))
 
-        nemesis = Nemesis(mesh, proxies, agent_args)
         self._play(nemesis, pending)
-        self._heal(mesh, nemesis)
+        nemesis.heal()
+        nemesis.do("heal risk ledgers", lambda: self._forgive(mesh, nemesis))
         healed = time.monotonic()
         quiet = self._wait_quiescence(mesh, nemesis)
         self.heal_to_quiet = time.monotonic() - healed
@@ -465,36 +364,46 @@ class Campaign:
             time.sleep(min(max(upcoming - now, 0.0), 0.2))
         nemesis.note("plan done")
 
-    def _heal(self, mesh: LocalMesh, nemesis: Nemesis) -> None:
-        """Undo everything: processes up, links clean, simulator honest, IPs forgiven."""
-        nemesis.note("heal")
-        nemesis.do("heal hub", nemesis.start_hub)
-        for index in sorted(nemesis.killed_agents):
-            nemesis.do(f"heal agent-{index}", lambda i=index: nemesis.start_agent(i))
-        for proxy in nemesis.proxies.values():
-            proxy.heal()
-            proxy.set_latency(0)
-            proxy.set_bandwidth(0)
-        nemesis.do("heal simulator", lambda: nemesis.sim_config({
-            "risk": {"always_406": []},
-            "faults": {"status_5xx_rate": 0.0, "delay_seconds": 0.0, "drop_put_rate": 0.0,
-                       "fail_next": [], "bandwidth_bps_per_ip": {
-                           agent_ip(i): BASE_BANDWIDTH for i in nemesis.proxies}},
-        }))
+    def _forgive(self, mesh: LocalMesh, nemesis: Nemesis) -> None:
+        """What an admin does after the storm, through the admin API.
 
-        def forgive() -> None:
-            data = self._admin(mesh, "GET", "/api/manage/ips")
-            for row in data["ips"] if isinstance(data, dict) else data:
-                if row.get("state") in ("disabled", "cooling"):
-                    self._admin(mesh, "POST", f"/api/manage/ips/{row['ip']}/enable")
-                    nemesis.note(f"  re-enabled {row['ip']} (was {row['state']})")
-            # 406s on several IPs at once put the account at fault: vouch for it too
-            risk = self._admin(mesh, "GET", "/api/manage/accounts/main/risk")
-            if risk.get("state") in ("cooling", "penalised"):
-                self._admin(mesh, "POST", "/api/manage/accounts/main/risk/release")
-                nemesis.note(f"  released account main (was {risk['state']})")
+        An account Bilibili penalised stays stopped until released (the penalty is
+        sticky on purpose): its alert must be out first, or the hub kept quiet about
+        an account that uploads nothing. Then every IP the ledger holds back is
+        re-enabled and every limit the injected answers taught is forgotten: a
+        campaign's few minutes sit inside one sliding hour, so a learned rate would
+        hold the mesh for the rest of the run.
+        """
+        for name in (MAIN, SUB):
+            risk = self._admin(mesh, "GET", f"/api/manage/accounts/{name}/risk")
+            if risk["state"] == "penalised":
+                self.penalties[name] = self._alerted(mesh, f"account_penalty:{risk['account']}")
+                nemesis.note(f"  account {name} penalised ({risk['penalty']}); alert "
+                             f"{'raised' if self.penalties[name] else 'MISSING'}")
+            if risk["state"] in ("cooling", "penalised") or risk.get("learned"):
+                self._admin(mesh, "POST", f"/api/manage/accounts/{name}/risk/release")
+                nemesis.note(f"  released account {name} (was {risk['state']})")
+        data = self._admin(mesh, "GET", "/api/manage/ips")
+        for row in data["ips"] if isinstance(data, dict) else data:
+            if row.get("state") in ("disabled", "cooling"):
+                self._admin(mesh, "POST", f"/api/manage/ips/{row['ip']}/enable")
+                nemesis.note(f"  re-enabled {row['ip']} (was {row['state']})")
+        for limit in self._admin(mesh, "GET", "/api/manage/risk/learned")["learned"]:
+            if limit["scope"] in ("ip", "mesh"):
+                body = {"scope": limit["scope"], "subject": limit["subject"]}
+                self._admin(mesh, "POST", "/api/manage/risk/forget", json=body)
+                nemesis.note(f"  forgot the {limit['scope']} limit {limit['subject']} "
+                             f"({limit['hourly_cap']}/h)")
 
-        nemesis.do("heal risk ledger", forgive)
+    def _alerted(self, mesh: LocalMesh, key: str) -> bool:
+        """Whether the hub raised alert ``key`` (its log), waiting for the next rule pass."""
+        log = next(p for p in reversed(mesh.processes) if p.name == "hub").log_path
+        try:
+            wait_for(lambda: f"ALERT {key}:" in log.read_text(errors="replace"), ALERT_WAIT,
+                     f"alert {key}", interval=0.5)
+        except TimeoutError:
+            return False
+        return True
 
     def _wait_quiescence(self, mesh: LocalMesh, nemesis: Nemesis) -> bool:
         """Every task terminal, then the simulator idle for a while: late duplicates show up."""
@@ -549,6 +458,9 @@ class Campaign:
                 "FROM agent_tasks")]
             self._recording_rows = [dict(r) for r in conn.execute(
                 "SELECT id, submit_state, submit_attempt, submit_error, aid FROM recordings")]
+            # attempts a reconnecting agent held across its lost stream, and the hub kept
+            self._held = conn.execute("SELECT COUNT(*) FROM agent_upload_logs "
+                                      "WHERE event_type = 'resume'").fetchone()[0]
         conn.close()
         self._tasks_rows = tasks
         return check(
@@ -560,11 +472,15 @@ class Campaign:
             complete_requests=mesh.sim("GET", "/_sim/requests", params={"op": "complete"})["requests"],
             sessions=mesh.sim("GET", "/_sim/sessions")["sessions"],
             recordings=[paths for _, paths in sorted(self.recordings.items())],
+            penalties=self.penalties,
         )
 
     def _stats(self, mesh: LocalMesh, proxies: dict[int, FaultProxy], nemesis: Nemesis) -> dict:
         requests = mesh.sim("GET", "/_sim/requests")["requests"]
         attempts = sorted(int(t["attempt"]) for t in self._tasks_rows)
+        codes = {code: sum(1 for r in requests if r.get("code") == code)
+                 for code in (406, 601, 21566, 137022, 21590)}
+        ips = self._admin(mesh, "GET", "/api/manage/ips")
         return {
             "strategy": self.plan.strategy,
             "faults": len(self.plan.faults),
@@ -576,6 +492,12 @@ class Campaign:
             "attempts_total": sum(attempts),
             "archives": sum(1 for r in self._recording_rows if r["submit_state"] == "submitted"),
             "submit_attempts": sum(int(r["submit_attempt"] or 0) for r in self._recording_rows),
+            "answers": {str(code): n for code, n in codes.items() if n},
+            "sessions_refused": sum(1 for r in requests if r["status"] == 403),
+            "held_resumed": self._held,
+            "captchas_solved": nemesis.captchas_solved,
+            "penalised": sorted(self.penalties),
+            "egress_ips": len(ips["ips"] if isinstance(ips, dict) else ips),
         }
 
     def _logs(self, mesh: LocalMesh) -> str:

@@ -21,7 +21,10 @@ breach of the invariants in docs/architecture.md, in the spirit of Jepsen's lost
 * ``non_terminal``: a task not ``completed`` / ``failed`` / ``cancelled``;
 * ``failed``: a task that ended ``failed``. The nemesis only injects faults that
   heal, and the campaign heals everything before it waits, so no failure here
-  has a legitimate reason: every one is a finding (see docs/internals.md).
+  has a legitimate reason: every one is a finding (see docs/internals.md);
+* ``silent_penalties``: an account the hub held penalised (Bilibili's 21515 /
+  21590 stop it for good until an admin releases it) with no alert raised for it:
+  its recordings would wait with nobody told.
 
 A completion request repeated on the *same* upload id is not a duplicate:
 upos answers it idempotently with the same object (the hub's re-offer after a
@@ -59,12 +62,14 @@ class Findings:
     byte_mismatches: list[str] = field(default_factory=list)
     non_terminal: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
+    silent_penalties: list[str] = field(default_factory=list)
     # information, not findings
     objects: int = 0
     repeated_completion_requests: int = 0
 
     CATEGORIES = ("lost", "duplicate_completions", "duplicate_submissions",
-                  "lost_submissions", "byte_mismatches", "non_terminal", "failed")
+                  "lost_submissions", "byte_mismatches", "non_terminal", "failed",
+                  "silent_penalties")
 
     @property
     def ok(self) -> bool:
@@ -90,6 +95,7 @@ def check(
     complete_requests: Iterable[Mapping[str, Any]] = (),
     sessions: Iterable[Mapping[str, Any]] = (),
     recordings: Iterable[Sequence[str]] = (),
+    penalties: Mapping[str, bool] | None = None,
 ) -> Findings:
     """Compare the campaign's sources with the hub's rows and the simulator's records.
 
@@ -98,7 +104,8 @@ def check(
     ``uploads``: ``GET /_sim/uploads``; ``submissions``: ``GET /_sim/submissions``;
     ``complete_requests``: ``GET /_sim/requests?op=complete``; ``sessions``: ``GET /_sim/sessions``;
     ``recordings``: the source paths of each live session handed over by webhook, whose
-    archive must be submitted exactly once, listing exactly those parts' objects.
+    archive must be submitted exactly once, listing exactly those parts' objects;
+    ``penalties``: each account the hub held penalised -> whether its alert was raised.
     """
     sources = list(sources)
     parts = list(parts)
@@ -196,6 +203,11 @@ def check(
         elif status == "failed":
             found.failed.append(
                 f"task {task['task_id']} (part {task['part_id']}): {task.get('error_message')}")
+
+    found.silent_penalties = [
+        f"account {account} penalised without an alert"
+        for account, alerted in sorted((penalties or {}).items()) if not alerted
+    ]
 
     ok_completes = Counter(
         r.get("upload_id") for r in complete_requests if r.get("status") == 200)

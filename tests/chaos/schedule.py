@@ -33,26 +33,44 @@ SIM_IP_BANDWIDTH = "sim_ip_bandwidth"  # the simulator reads agent i's IP at `va
 SIM_FAIL_5XX = "sim_fail_5xx"  # the next `value` requests of `op` from agent i's IP get 503
 SIM_DROP_PUT = "sim_drop_put"  # the next `value` PUTs from agent i's IP are reset mid-body
 SIM_STALL = "sim_stall"  # the next PUT from agent i's IP stalls `duration` s mid-body
+# Bilibili as users report it (all windows, undone at their end):
+SIM_CAPTCHA = "sim_captcha"  # preuploads over `value` per key (`op`: ip|account|pair) in
+#   10 s get 601 with a voucher, held until solved; the window ends as an admin solves them
+SIM_BINDING = "sim_binding"  # upos refuses a session from another address than its preupload's
+SIM_AUTH_LIFETIME = "sim_auth_lifetime"  # upos refuses sessions older than `value` s (403)
+SIM_SUBMIT_GAP = "sim_submit_gap"  # an account's submission within `value` s of its last: 21566
+SIM_SUBMIT_COUNT = "sim_submit_count"  # more than `value` submissions per account in 10 s: 137022
+SIM_TOOL_DISABLED = "sim_tool_disabled"  # every submission refused 21590: the hub penalises
+#   the account (sticky) until the heal step's admin releases it
+EGRESS_CHANGE = "egress_change"  # agent i's Bilibili traffic leaves from another address
 
 ALL_KINDS = (
     KILL_AGENT, CUT_LINK, CUT_ALL_LINKS, BLACKHOLE_LINK, LINK_LATENCY, LINK_BANDWIDTH, KILL_HUB,
     SIM_5XX_RATE, SIM_DELAY, SIM_406, SIM_IP_BANDWIDTH, SIM_FAIL_5XX, SIM_DROP_PUT, SIM_STALL,
+    SIM_CAPTCHA, SIM_BINDING, SIM_AUTH_LIFETIME, SIM_SUBMIT_GAP, SIM_SUBMIT_COUNT,
+    SIM_TOOL_DISABLED, EGRESS_CHANGE,
 )
 # Windowed kinds hold a resource (a process, a link setting, an IP's treatment) for their
 # duration; two windows on one resource would undo each other, so they never overlap.
 WINDOWED = frozenset({
     KILL_AGENT, BLACKHOLE_LINK, LINK_LATENCY, LINK_BANDWIDTH, KILL_HUB, SIM_5XX_RATE,
-    SIM_DELAY, SIM_406, SIM_IP_BANDWIDTH,
+    SIM_DELAY, SIM_406, SIM_IP_BANDWIDTH, SIM_CAPTCHA, SIM_BINDING, SIM_AUTH_LIFETIME,
+    SIM_SUBMIT_GAP, SIM_SUBMIT_COUNT, SIM_TOOL_DISABLED, EGRESS_CHANGE,
 })
 # Kinds that share a resource: an agent's link is either blackholed or cut, not both at once.
 _RESOURCE = {CUT_LINK: BLACKHOLE_LINK}
-_GLOBAL = frozenset({KILL_HUB, SIM_5XX_RATE, SIM_DELAY, CUT_ALL_LINKS})  # no target agent
+_GLOBAL = frozenset({  # no target agent
+    KILL_HUB, SIM_5XX_RATE, SIM_DELAY, CUT_ALL_LINKS, SIM_CAPTCHA, SIM_BINDING,
+    SIM_AUTH_LIFETIME, SIM_SUBMIT_GAP, SIM_SUBMIT_COUNT, SIM_TOOL_DISABLED,
+})
 
-# The hub's scheduler strategy is part of the plan too. Not ``ip_diversity`` or
-# ``locality``: they hold every IP to the hourly rate *learned* from a 406 (by design,
-# for a week), so one injected 406 window throttles the whole mesh to a part or two
-# per IP per hour and no seed could finish (see docs/internals.md, chaos campaign).
-STRATEGIES = ("round_robin", "least_connections", "weighted_round_robin")
+# Submission limits in the second half, when recordings end and their archives go out.
+_LATE = frozenset({SIM_SUBMIT_GAP, SIM_SUBMIT_COUNT, SIM_TOOL_DISABLED})
+
+# The hub runs its default strategy on every seed: ``ip_diversity`` holds each IP to
+# the rate it learned from its own answers (and every IP once three agree), which the
+# heal step's admin forgets along with the faults that taught it.
+STRATEGY = "ip_diversity"
 
 
 @dataclass(frozen=True)
@@ -65,7 +83,7 @@ class Profile:
     part_min: int = MiB // 2
     part_max: int = 6 * MiB
     nemesis_seconds: float = 60.0
-    faults: int = 44  # at least one of every kind, the rest drawn at random
+    faults: int = 50  # at least one of every kind, the rest drawn at random
     parts_until: float = 0.7  # parts appear during the first 70 % of the nemesis
 
     def __post_init__(self) -> None:
@@ -150,7 +168,6 @@ class Plan:
 def generate(seed: int, profile: Profile) -> Plan:
     """The whole plan for ``seed``: deterministic, windows on one resource never overlap."""
     rng = random.Random(f"bupmesh-chaos:{seed}:{profile.name}")
-    strategy = rng.choice(STRATEGIES)
     kinds = list(ALL_KINDS) + [rng.choice(ALL_KINDS) for _ in range(profile.faults - len(ALL_KINDS))]
     rng.shuffle(kinds)
     busy: dict[tuple[str, int | None], list[tuple[float, float]]] = {}
@@ -170,7 +187,7 @@ def generate(seed: int, profile: Profile) -> Plan:
         )
         for index in range(profile.parts)
     )
-    return Plan(seed=seed, profile=profile, strategy=strategy, faults=tuple(faults),
+    return Plan(seed=seed, profile=profile, strategy=STRATEGY, faults=tuple(faults),
                 parts=tuple(sorted(parts, key=lambda x: (x.at, x.name))))
 
 
@@ -182,7 +199,8 @@ def _place(
     for _ in range(50):
         agent = None if kind in _GLOBAL else rng.randint(1, profile.agents)
         # Windows end before the nemesis does, so the heal step finds little left to undo.
-        at = round(rng.uniform(0.5, profile.nemesis_seconds * 0.9), 2)
+        lo = profile.nemesis_seconds * 0.5 if kind in _LATE else 0.5
+        at = round(rng.uniform(lo, profile.nemesis_seconds * 0.9), 2)
         duration, value, op = _shape(rng, kind)
         end = min(at + max(duration, 0.5), profile.nemesis_seconds)
         duration = round(end - at, 2) if kind in WINDOWED else duration
@@ -223,6 +241,22 @@ def _shape(rng: random.Random, kind: str) -> tuple[float, float, str]:
         return 0.0, float(rng.randint(1, 3)), ""
     if kind == SIM_STALL:
         return r(1.0, 6.0), 0.0, ""
+    if kind == SIM_CAPTCHA:
+        return r(3.0, 10.0), float(rng.randint(1, 3)), rng.choice(("ip", "account", "pair"))
+    if kind == SIM_BINDING:
+        return r(3.0, 12.0), 0.0, ""
+    if kind == SIM_AUTH_LIFETIME:
+        # Shorter than most parts take: sessions in flight are refused and start afresh.
+        return r(2.0, 6.0), r(1.5, 4.0), ""
+    if kind == SIM_SUBMIT_GAP:
+        return r(3.0, 8.0), r(3.0, 10.0), ""
+    if kind == SIM_SUBMIT_COUNT:
+        return r(3.0, 8.0), float(rng.randint(1, 2)), ""
+    if kind == SIM_TOOL_DISABLED:
+        return r(2.0, 6.0), 0.0, ""
+    if kind == EGRESS_CHANGE:
+        # Mostly longer than the agent's egress check (10 s): the hub sees the move too.
+        return r(6.0, 20.0), 0.0, ""
     if kind in (CUT_LINK, CUT_ALL_LINKS):
         return 0.0, 0.0, ""
     raise ValueError(f"unknown fault kind {kind!r}")

@@ -4,7 +4,7 @@
   (40 small parts, one fault of every kind in 20 s). Its seed is fixed so the
   suite stays reproducible; ``CHAOS_SHORT_SEED=<n>`` runs another.
 * ``test_long_campaign`` runs only under ``make chaos`` (``CHAOS_LONG=1``): the
-  long profile (40 parts of 0.5-6 MiB, 36 faults over 60 s) for each seed in
+  long profile (40 parts of 0.5-6 MiB, 50 faults over 60 s) for each seed in
   ``CHAOS_SEEDS`` (``make chaos SEEDS="3 17"`` replays those), else for
   ``CHAOS_COUNT`` (default 20) fresh random seeds, printed with each result.
 

@@ -199,3 +199,12 @@ def test_a_part_the_campaign_never_added_is_reported() -> None:
                        "filename": None})
     (item,) = only(run(h), "lost")
     assert "/elsewhere.flv" in item
+
+
+def test_a_penalised_account_must_have_been_alerted() -> None:
+    h = clean()
+    h["penalties"] = {"main": True}
+    assert run(h).ok  # penalised, alerted, released by the heal step: nothing to find
+    h["penalties"] = {"main": True, "sub": False}
+    (item,) = only(run(h), "silent_penalties")
+    assert "sub" in item
