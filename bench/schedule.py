@@ -73,6 +73,7 @@ from hidden_bilibili import (  # noqa: E402
     HiddenBilibili,
     RiskModel,
 )
+from schedule_report import markdown, table, verdict  # noqa: E402
 
 from hub.core.account_risk import SUBMIT, AccountLedger, AccountRules  # noqa: E402
 from hub.core.captchas import CaptchaBook  # noqa: E402
@@ -516,35 +517,6 @@ BASELINE = ("round_robin", "ip")
 DEFAULT = ("ip_diversity", "both")
 
 
-def table(results: list[Result]) -> str:
-    head = (f"{'strategy (ledgers)':<34} {'risk':>5} {'throttled':>9} {'penalties':>9} "
-            f"{'makespan':>9} {'lost':>5} {'re-enabled':>10} {'captchas':>8}  uploads per IP")
-    lines = [head, "-" * len(head)]
-    for r in results:
-        per_ip = "/".join(str(n) for n in r.per_ip.values())
-        lines.append(
-            f"{r.label:<34} {r.risk_events:>5} {r.account_throttles:>9} {r.penalties:>9} "
-            f"{r.makespan / HOUR:>8.1f}h {r.lost:>5} {r.reenabled:>10} {r.captchas:>8}  "
-            f"{per_ip}")
-    return "\n".join(lines)
-
-
-def verdict(base: list[Result], best: list[Result]) -> tuple[bool, str]:
-    """The target for one model over its seeds: the default against round_robin (IP ledger)."""
-    rr = sum(r.risk_events for r in base)
-    ipd = sum(r.risk_events for r in best)
-    penalties = sum(r.penalties for r in best)
-    lost = sum(r.lost for r in best)
-    slow = [(r.makespan / b.makespan - 1) * 100 for b, r in zip(base, best, strict=True)
-            if b.makespan > 0]
-    worst = max(slow, default=0.0)
-    ratio = f"x{rr / ipd:.1f}" if ipd else ("n/a" if not rr else "inf")
-    met = ipd * 5 <= rr and not penalties and not lost and worst <= 10.0
-    return met, (f"risk events {ipd} vs {rr} ({ratio} fewer), penalties {penalties}, "
-                 f"lost {lost}, makespan at most {worst:+.1f} % against round_robin "
-                 f"-> {'MET' if met else 'NOT MET'}")
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seed", type=int, default=1, help="seed of the detailed tables")
@@ -552,6 +524,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--parts", type=int, default=200)
     ap.add_argument("--model", action="append", choices=sorted(MODELS),
                     help="hidden risk model(s) to run (default: all)")
+    ap.add_argument("--markdown", action="store_true",
+                    help="also print the summary over the seeds as one markdown table")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
     print(f"{args.parts} parts of 1-8 GB in bursts from 25 streams of {len(ACCOUNTS)} "
@@ -565,6 +539,7 @@ def main(argv: list[str] | None = None) -> int:
           f"(+{a.submit_gap_jitter:.0%}), {a.submits_per_hour}/h, {a.submits_per_day}/day")
     seeds = sorted({args.seed, *range(1, args.seeds + 1)})
     all_met = True
+    every: dict[str, dict[tuple[str, str], list[Result]]] = {}
     for name in args.model or list(MODELS):
         model = MODELS[name]
         runs = {run: {s: simulate(run[0], s, model, ledgers=run[1], n_parts=args.parts)
@@ -579,9 +554,13 @@ def main(argv: list[str] | None = None) -> int:
                   f"[{' '.join(str(x.risk_events) for x in rs)}]  penalties "
                   f"{sum(x.penalties for x in rs)}  lost {sum(x.lost for x in rs)}  "
                   f"makespan [{' '.join(f'{x.makespan / HOUR:.1f}' for x in rs)}]")
+        every[name] = {run: [runs[run][s] for s in seeds] for run in RUNS}
         met, text = verdict([runs[BASELINE][s] for s in seeds], [runs[DEFAULT][s] for s in seeds])
         all_met &= met
         print(f"target ({name}): ip_diversity (both) vs round_robin (ip): {text}")
+    if args.markdown:
+        print(f"\nseeds {seeds[0]}..{seeds[-1]}, totals (makespan: mean)\n")
+        print(markdown(every, RUNS))
     print(f"\n{'every target met' if all_met else 'a target was missed'} "
           f"({time.perf_counter() - t0:.1f} s)")
     return 0
