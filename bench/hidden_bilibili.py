@@ -69,6 +69,8 @@ class RiskModel:
 MODELS = {
     # The simulator's default and the bench's original model: a per-IP rate, 406, 2 h.
     "ip": RiskModel("ip", "ip", 4, "406", 2 * HOUR),
+    # The same per-IP rate answered the current way: 601 held until its captcha is solved.
+    "ip-601": RiskModel("ip-601", "ip", 4, "601", None),
     # The account counts, whatever the IP: more IPs do not help; a 601 that holds
     # until someone solves the captcha (the hub raises an alert naming it).
     "account": RiskModel("account", "account", 10, "601", None),

@@ -19,8 +19,9 @@ manager's account gate).
   recordings itself (what ``locality`` prefers).
 * **Bilibili** (hidden: bench/hidden_bilibili.py; the hub sees only answers):
   one preupload risk model per run, keyed by IP (the original model: > 4 an
-  hour -> 406, throttled 2 h), by account (> 10 an hour -> 601, held until its
-  captcha is solved) or by the pair (> 3 an hour -> 601, held 1 h); and, in
+  hour -> 406, throttled 2 h; and the same rate answered 601, held until its
+  captcha is solved), by account (> 10 an hour -> 601, held until solved) or by
+  the pair (> 3 an hour -> 601, held 1 h); and, in
   every model, per-account submission limits (21566 within 4 min of the last
   archive, 137022 past 14 a day, 21515 for good after a regular beat).
 * **Hub**: parts are offered in arrival order at every event when both the
