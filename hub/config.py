@@ -277,26 +277,35 @@ def is_loopback(host: str) -> bool:
 def _validate_templates(config: HubConfig) -> None:
     """Every template of ``submission`` and each room is valid: a typo in a placeholder
     stops startup instead of surprising a submission later."""
-    scopes: list[tuple[str, Any]] = [("submission", config.submission)]
-    scopes += [(f"rooms.{room}", s) for room, s in config.rooms.items()]
-    for prefix, settings in scopes:
+    check_scope(config.submission, "submission")
+    for room, settings in config.rooms.items():
+        check_room(str(room), settings, f"rooms.{room}")
+
+
+def check_room(room_id: str, room: RoomSettings, prefix: str = "") -> None:
+    """What msgspec cannot check in one room's settings, by the rules ``hub.yml`` follows;
+    a ConfigError names the key under ``prefix`` (``rooms.<id>`` at startup, nothing
+    for the admin API, whose body is the room itself)."""
+    if not room_id.isdigit():
+        raise ConfigError(f"{prefix or 'room_id'}: room ids are numbers")
+    check_scope(room, prefix)
+
+
+def check_scope(settings: Any, prefix: str) -> None:
+    """Templates and tags of ``submission`` or of one room."""
+    def name(key: str) -> str:
+        return f"{prefix}.{key}" if prefix else key
+
+    try:
         for key in templates.TEMPLATE_KEYS:
             value = getattr(settings, key)
             if value is not None:
-                try:
-                    templates.check(value, f"{prefix}.{key}")
-                except templates.TemplateError as exc:
-                    raise ConfigError(str(exc)) from None
-        tags = settings.tags
-        if tags is not None:
-            for tag in templates.split_tags(tags):
-                try:
-                    templates.check(tag, f"{prefix}.tags")
-                except templates.TemplateError as exc:
-                    raise ConfigError(str(exc)) from None
-    for room in config.rooms:
-        if not str(room).isdigit():
-            raise ConfigError(f"rooms.{room}: room ids are numbers")
+                templates.check(value, name(key))
+        if settings.tags is not None:
+            for tag in templates.split_tags(settings.tags):
+                templates.check(tag, name("tags"))
+    except templates.TemplateError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def load_hub_config(

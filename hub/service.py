@@ -50,6 +50,7 @@ from hub.core.strategies import Strategy, make_strategy
 from hub.core.views import Views
 from hub.metrics import HubMetrics
 from hub.parts import Parts
+from hub.rooms.book import RoomBook
 from hub.store.tasks import Store
 from protocol.tokens import TokenIssuer
 
@@ -64,10 +65,12 @@ class HubService:
         tokens: TokenIssuer,
         clock: Callable[[], float] = time.time,
         strategy: Strategy | None = None,
+        rooms: RoomBook | None = None,
     ) -> None:
         self.config = config
         self.store = store
         self.accounts = accounts
+        self.rooms = rooms  # None: rooms only from hub.yml, no room API (tests' hubs)
         self.tokens = tokens
         self.clock = clock
         hb = config.heartbeat
