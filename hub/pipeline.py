@@ -30,7 +30,8 @@ class RecordingPipeline:
 
     @classmethod
     async def attach(cls, service: HubService) -> RecordingPipeline:
-        recordings = RecordingStore(service.store.db_path, clock=service.clock)
+        recordings = RecordingStore(service.store.db_path, clock=service.clock,
+                                    on_change=service.events.touch_recording)
         await recordings.open()
         ingest = IngestService(service.config, service, recordings, clock=service.clock)
         submissions = SubmissionManager(service, recordings, clock=service.clock)

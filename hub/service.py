@@ -35,6 +35,7 @@ from hub.config import HubConfig
 from hub.core.admin import Admin
 from hub.core.events import EventBus
 from hub.core.held import HeldLeases
+from hub.core.history import History
 from hub.core.lifecycle import Lifecycle, Policy, TaskRecord
 from hub.core.outcomes import Outcomes
 from hub.core.ports import Submissions
@@ -83,8 +84,9 @@ class HubService:
         self.events = EventBus()  # what changed, for the web UI's live view
         self.tasks: dict[str, TaskRecord] = {}  # active tasks; the state's own dict
         strategy = strategy or make_strategy(config.scheduler.strategy)
+        self.history = History(clock)  # the console's charts
         self.metrics = HubMetrics(agents=self.registry, tasks=self.tasks, store=store,
-                                  strategy=config.scheduler.strategy)
+                                  strategy=config.scheduler.strategy, history=self.history)
         self.state = state = HubState(
             registry=self.registry, lifecycle=lifecycle, ledger=self.ledger,
             held=HeldLeases(hb.held_grace_seconds, clock), store=store, events=self.events,
@@ -200,3 +202,7 @@ class HubService:
 
     async def list_ips(self) -> list[dict[str, Any]]:
         return await self.views.list_ips()
+
+    def chart_history(self) -> dict[str, Any]:
+        """Per-agent throughput (last hour) and per-IP uploads and risk events (last day)."""
+        return self.history.view(self.ledger.event_times())

@@ -118,6 +118,7 @@ class Scheduler:
                 if not part.resuming and task.status.leased:
                     # Before choosing for the next task: the IP now rests (min interval).
                     state.ledger.upload_started(chosen.ip, chosen.agent_id, now)
+                    state.counters.upload_started(chosen.ip)
                     await state.save_ledger()
                 # Only the chosen agent's view changed: not a rebuild of all N.
                 i = position.get(chosen.agent_id)

@@ -86,9 +86,17 @@ SUBMIT_FIELDS = frozenset({
 class RecordingStore(Database):
     SCHEMA = SCHEMA
 
-    def __init__(self, db_path: str | Path, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, db_path: str | Path, *, clock: Callable[[], float] = time.time,
+                 on_change: Callable[[int], None] | None = None) -> None:
         super().__init__(db_path)
         self._clock = clock
+        # Told the id of each recording a write changed, once it is committed (the
+        # console's live view); never raises into the writer.
+        self._on_change = on_change or (lambda recording_id: None)
+
+    def notify(self, recording_id: int) -> None:
+        """Something derived from the recording changed without a write (a part's upload)."""
+        self._on_change(recording_id)
 
     # -- events ---------------------------------------------------------------------------
 
@@ -137,7 +145,9 @@ class RecordingStore(Database):
                             (session_key,)).fetchone()
             return dict(got)
 
-        return await self._run(q)
+        rec = await self._run(q)
+        self._on_change(rec["id"])
+        return rec
 
     async def open_recording(self, source: str, room_id: str) -> dict[str, Any] | None:
         """The newest not-yet-ended recording of a room from ``source`` (blrec, watcher)."""
@@ -153,6 +163,7 @@ class RecordingStore(Database):
         await self._run(lambda c: c.execute(
             "UPDATE recordings SET ended_at=COALESCE(ended_at, ?), updated_at=? WHERE id=?",
             (ended_at, self._clock(), recording_id)))
+        self._on_change(recording_id)
 
     async def get(self, recording_id: int) -> dict[str, Any] | None:
         def q(c: sqlite3.Connection) -> dict[str, Any] | None:
@@ -175,6 +186,7 @@ class RecordingStore(Database):
         values = [*fields.values(), self._clock(), recording_id]
         await self._run(lambda c: c.execute(
             f"UPDATE recordings SET {sets}, updated_at=? WHERE id=?", values))
+        self._on_change(recording_id)
 
     # -- parts ----------------------------------------------------------------------------
 
@@ -199,7 +211,9 @@ class RecordingStore(Database):
                       (self._clock(), recording_id))
             return count + 1
 
-        return await self._run(q)
+        index = await self._run(q)
+        self._on_change(recording_id)
+        return index
 
     async def parts(self, recording_id: int) -> list[dict[str, Any]]:
         """A recording's parts in submission order (file start time, then arrival), with
