@@ -123,22 +123,35 @@ class RoomBook:
 
     def schema(self) -> dict[str, Any]:
         """What a room may set: JSON Schema of ``RoomSettings`` (types, ranges and each
-        key's description) and the value each key inherits when the room leaves it unset."""
-        return {"schema": msgspec.json.schema(RoomSettings),
-                "defaults": msgspec.to_builtins(self.defaults())}
+        key's description) and the value each key inherits when the room leaves it unset.
+
+        A key's description is the one of the setting it overrides when that has one
+        (a room's ``tid`` says what ``submission.tid`` says), so the form explains it."""
+        schema = msgspec.json.schema(RoomSettings)
+        props = schema["$defs"][RoomSettings.__name__]["properties"]
+        for name, prop in props.items():
+            scope = self._scope_of(name)
+            if scope is not None:
+                own = msgspec.json.schema(type(scope))
+                doc = own["$defs"][type(scope).__name__]["properties"][name].get("description")
+                if doc:
+                    prop["description"] = doc
+        return {"schema": schema, "defaults": msgspec.to_builtins(self.defaults())}
 
     def defaults(self) -> dict[str, Any]:
         """Per key, what a room inherits: ``submission.<key>``, else the top-level
         ``<key>`` (a global section such as ``retention``), else nothing."""
         out: dict[str, Any] = {}
         for name in RoomSettings.__struct_fields__:
-            value = None
-            for scope in (self.config.submission, self.config):
-                if name != "rooms" and hasattr(scope, name):
-                    value = getattr(scope, name)
-                    break
-            out[name] = value
+            scope = self._scope_of(name)
+            out[name] = getattr(scope, name) if scope is not None else None
         return out
+
+    def _scope_of(self, name: str) -> Any:
+        for scope in (self.config.submission, self.config):
+            if name != "rooms" and name in type(scope).__struct_fields__:
+                return scope
+        return None
 
     # -- writing --------------------------------------------------------------------------
 

@@ -57,6 +57,7 @@ WATCH_PROGRESS_JS = """
 
 PARSER_JS = """
 async () => {
+  const { readEvents } = await import("/ui/stream.js");
   const bytes = new TextEncoder().encode(
     'event: task\\ndata: {"a":1}\\n\\n: keep-alive\\n\\n' +
     'event: agent\\r\\ndata: {"t":"直播"}\\r\\n\\r\\nevent: ips\\ndata: {"c":3}\\n\\n');
@@ -89,6 +90,11 @@ def mesh(tmp_path: Path) -> Iterator[LocalMesh]:
 
 @pytest.fixture
 def browser_page(tmp_path: Path) -> Iterator[object]:
+    """A page of a fresh Chromium profile whose browser speaks English."""
+    yield from open_page(tmp_path, "en-US")
+
+
+def open_page(tmp_path: Path, locale: str) -> Iterator[object]:
     from playwright.sync_api import sync_playwright
 
     if not CHROMIUM.exists():
@@ -96,7 +102,7 @@ def browser_page(tmp_path: Path) -> Iterator[object]:
     with sync_playwright() as playwright:
         context = playwright.chromium.launch_persistent_context(
             str(tmp_path / "chromium-profile"), executable_path=str(CHROMIUM),
-            headless=True, args=CHROMIUM_ARGS, timeout=60_000,
+            headless=True, args=CHROMIUM_ARGS, timeout=60_000, locale=locale,
         )
         try:
             page = context.pages[0] if context.pages else context.new_page()
@@ -188,17 +194,29 @@ def test_login_live_progress_and_disable_an_agent(mesh: LocalMesh, browser_page:
 
 
 def check_static_files(mesh: LocalMesh) -> None:
-    """Served at / with no outside assets (works offline) and a strict CSP."""
+    """Served at / with no outside assets (works offline) and a strict CSP; every module
+    the page imports is served by the hub itself."""
     page = httpx.get(mesh.hub_url + "/", timeout=10)
     assert page.status_code == 200
     assert page.headers["content-type"].startswith("text/html")
     csp = page.headers["content-security-policy"]
     assert "script-src 'self'" in csp and "default-src 'none'" in csp
-    bodies = [page.text]
-    for path, kind in (("/ui/app.js", "text/javascript"), ("/ui/style.css", "text/css")):
+    bodies = {"/": page.text}
+    todo = ["/ui/style.css", *re.findall(r'src="(/ui/[\w.-]+\.js)"', page.text)]
+    while todo:
+        path = todo.pop()
+        if path in bodies:
+            continue
         response = httpx.get(mesh.hub_url + path, timeout=10)
-        assert response.status_code == 200 and response.headers["content-type"].startswith(kind)
-        bodies.append(response.text)
-    for body in bodies:
+        kind = "text/css" if path.endswith(".css") else "text/javascript"
+        assert response.status_code == 200, path
+        assert response.headers["content-type"].startswith(kind), path
+        bodies[path] = response.text
+        todo += ["/ui/" + name for name in re.findall(r'from "\./([\w.-]+\.js)"', response.text)]
+    assert {"/ui/main.js", "/ui/stream.js", "/ui/i18n.js", "/ui/strings-zh-CN.js"} <= set(bodies)
+    for body in bodies.values():
+        # The SVG namespace is a name, never fetched; anything else would be an asset.
+        body = body.replace("http://www.w3.org/2000/svg", "")
         assert not re.search(r"https?://|//cdn|@import", body), "an outside asset"
     assert httpx.get(mesh.hub_url + "/ui/secret.key", timeout=10).status_code == 404
+    assert httpx.get(mesh.hub_url + "/ui/__init__.py", timeout=10).status_code == 404

@@ -1,0 +1,72 @@
+// Recordings and their submission, pushed by the live stream (event "recordings" after
+// each snapshot, then "recording" for each one that changes); Refresh reads the API.
+import { act, api, notice } from "./api.js";
+import { $, badge, button, cells, el, syncRows } from "./dom.js";
+import { fmtTime } from "./format.js";
+import { t, word } from "./i18n.js";
+
+const rows = new Map(); // recording id -> row as GET /api/manage/recordings shows it
+
+export function handle(name, data) {
+  if (name === "recordings") {
+    rows.clear();
+    for (const r of data.recordings) rows.set(r.recording_id, r);
+  } else if (name === "recording") {
+    rows.set(data.recording_id, data);
+  } else {
+    return;
+  }
+  render();
+}
+
+export async function refresh() {
+  try {
+    const data = await api("GET", "/api/manage/recordings");
+    rows.clear();
+    for (const r of data.recordings || []) rows.set(r.recording_id, r);
+  } catch (err) {
+    // 404: this hub has no recordings API; anything else is worth saying.
+    if (err.status !== 404 && err.status !== 401) notice(t("recordings.error", { message: err.message }), true);
+  }
+  render();
+}
+
+export function clear() {
+  rows.clear();
+  $("recordings-body").replaceChildren();
+}
+
+export function render() {
+  const list = [...rows.values()].sort((a, b) => b.recording_id - a.recording_id);
+  syncRows($("recordings-body"), list, (r) => r.recording_id, makeRow, updateRow, "recordings-empty");
+}
+
+function makeRow(rec) {
+  const tr = el("tr");
+  const c = cells(tr, ["id", "room", "title", "started", "parts", "submission", "actions"]);
+  const id = rec.recording_id;
+  tr.submit_ = button("", async () => {
+    const row = await act(t("recordings.act.submit", { id }), "POST", `/api/manage/recordings/${encodeURIComponent(id)}/submit`);
+    if (row) handle("recording", row);
+  }, { className: "act-submit" });
+  c.actions.append(tr.submit_);
+  return tr;
+}
+
+function updateRow(tr, r) {
+  const c = tr.cells_;
+  c.id.textContent = String(r.recording_id);
+  c.room.textContent = [r.room_id, r.streamer].filter(Boolean).join(" · ") || "—";
+  c.title.textContent = r.title || "—";
+  c.started.textContent = fmtTime(r.started_at);
+  const parts = r.parts || [];
+  const uploaded = parts.filter((p) => p.upload_state === "uploaded").length;
+  c.parts.textContent = t("recordings.parts", { uploaded, total: parts.length });
+  tr.dataset.state = r.state;
+  badge(c.submission, r.state, word("state", r.state));
+  if (r.bvid) c.submission.append(" ", el("span", { className: "bvid" }, r.bvid));
+  const why = r.error_message || (r.waiting_for ? word("waiting", r.waiting_for) : "");
+  if (why) c.submission.append(el("div", { className: "why" }, why));
+  tr.submit_.textContent = t("recordings.submit");
+  tr.submit_.hidden = !(r.state === "waiting" || r.state === "failed") || Boolean(r.bvid);
+}
