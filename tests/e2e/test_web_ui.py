@@ -5,11 +5,11 @@ upload bandwidth so one 8 MiB part takes a few seconds, in 1 MiB upos chunks. Th
 page logs in with the admin token, shows the three agents online, follows one
 task's progress bar through several values to completion without a reload (and
 without polling the API: the values arrive over the event stream), and disables
-an agent, which the page and the admin API then both show. The page's three files
-are checked first: no outside assets (it works offline) and a strict CSP.
+an agent, which the page and the admin API then both show. The page's files (the
+HTML, the style sheet and every module it imports) are checked first: no outside
+assets (it works offline) and a strict CSP.
 
-The browser is never downloaded: ``make test`` installs Debian's ``chromium``
-(see the Makefile) and Playwright launches that binary with a fresh profile.
+The browser is never downloaded (tests/support/browser.py).
 """
 
 from __future__ import annotations
@@ -22,14 +22,10 @@ import httpx
 import pytest
 
 from bupmesh.localmesh import OPEN_RISK_YAML, LocalMesh, wait_for, write_random_file
+from tests.support.browser import open_page
 
 pytestmark = pytest.mark.e2e
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]
 MiB = 1024 * 1024
 PART_SIZE = 8 * MiB
 BANDWIDTH_BPS = 2_000_000  # per source IP at the simulator: about 4 s for the part
@@ -91,25 +87,7 @@ def mesh(tmp_path: Path) -> Iterator[LocalMesh]:
 @pytest.fixture
 def browser_page(tmp_path: Path) -> Iterator[object]:
     """A page of a fresh Chromium profile whose browser speaks English."""
-    yield from open_page(tmp_path, "en-US")
-
-
-def open_page(tmp_path: Path, locale: str) -> Iterator[object]:
-    from playwright.sync_api import sync_playwright
-
-    if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} is missing: `make browser` (part of `make test`) installs it")
-    with sync_playwright() as playwright:
-        context = playwright.chromium.launch_persistent_context(
-            str(tmp_path / "chromium-profile"), executable_path=str(CHROMIUM),
-            headless=True, args=CHROMIUM_ARGS, timeout=60_000, locale=locale,
-        )
-        try:
-            page = context.pages[0] if context.pages else context.new_page()
-            page.set_default_timeout(30_000)
-            yield page
-        finally:
-            context.close()
+    yield from open_page(tmp_path / "chromium-profile", "en-US")
 
 
 def test_login_live_progress_and_disable_an_agent(mesh: LocalMesh, browser_page: object,

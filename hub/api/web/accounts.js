@@ -168,7 +168,7 @@ function renderQr() {
   }
   $("qr-code").hidden = !open;
   $("qr-url").textContent = login.url;
-  $("qr-url").hidden = !open;
+  $("qr-url-line").hidden = !open;
   const text = word("qr.state", login.state);
   $("qr-state").textContent = login.state === "done" ? t("qr.state.doneAs", { name: login.name })
     : login.message ? `${text} (${login.message})` : text;

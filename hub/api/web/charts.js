@@ -56,7 +56,7 @@ function drawThroughput(data, now) {
   const chart = svg("svg", { viewBox: `0 0 ${WIDTH} ${H}`, class: "chart", role: "img", "aria-label": t("charts.throughput") });
   for (const f of [0, 0.5, 1]) {
     chart.append(svg("line", { x1: left, x2: WIDTH - right, y1: y(f * top_), y2: y(f * top_), class: "grid" }),
-      svg("text", { x: left - 6, y: y(f * top_) + 4, class: "axis", "text-anchor": "end", textContent: fmtSpeed(f * top_) || "0" }));
+      svg("text", { x: left - 6, y: y(f * top_) + 4, class: "axis", "text-anchor": "end", textContent: f ? fmtSpeed(f * top_) : "0" }));
   }
   for (const [i, label] of [[0, t("charts.minutesAgo", { m: Math.round((n * width) / 60) })],
     [Math.floor((n - 1) / 2), t("charts.minutesAgo", { m: Math.round((n * width) / 120) })], [n - 1, t("charts.now")]]) {
