@@ -1,9 +1,9 @@
 """The web console in a real browser, in Chinese: a QR login, a room, a submission.
 
 A real simulator, hub and agent. The browser says it speaks zh-CN, so the page does.
-From the page: log an account in by QR code (the page draws the code and follows the
-login's state while the test plays the phone through the simulator's ``/_sim/qr``
-routes), add a room that uses that account and submits by itself (after a refused
+From the page: add accounts from a cookie string and from biliup's cookies.json, log
+one in by QR code (the page draws the code and follows the login's state while the
+test plays the phone through the simulator's ``/_sim/qr`` routes), add a room that uses that account and submits by itself (after a refused
 value, which the page marks), then watch a BililiveRecorder session of that room
 become an archive on the page, and the charts fill. Last, the language switch: the
 page turns English and stays English after a reload.
@@ -13,6 +13,7 @@ A screenshot of the Chinese page is kept in the test's directory (``console-zh.p
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from collections.abc import Iterator
@@ -23,7 +24,7 @@ import httpx
 import pytest
 import qrcode
 
-from bupmesh.localmesh import OPEN_RISK_YAML, LocalMesh, write_random_file
+from bupmesh.localmesh import OPEN_RISK_YAML, SIM_COOKIES, LocalMesh, write_random_file
 from tests.support.browser import open_page
 
 pytestmark = pytest.mark.e2e
@@ -106,6 +107,8 @@ def test_console_in_chinese(mesh: LocalMesh, page: object, tmp_path: Path) -> No
     from playwright.sync_api import Page, expect
 
     p: Page = page  # type: ignore[assignment]
+    errors: list[str] = []  # whatever the page's code throws
+    p.on("pageerror", lambda error: errors.append(str(error)))
     p.goto(mesh.hub_url + "/")
 
     # The browser speaks Chinese, so does the page, before and after logging in.
@@ -120,6 +123,29 @@ def test_console_in_chinese(mesh: LocalMesh, page: object, tmp_path: Path) -> No
     expect(p.locator("#live")).to_have_text("实时")
     expect(p.locator("#rooms h2")).to_contain_text("直播间")
     expect(p.locator("#accounts-empty")).to_be_visible()
+
+    # -- accounts from a cookie string and from biliup's cookies.json --------------------
+    p.fill("#acc-cookie-name", "坏的")
+    p.fill("#acc-cookie-text", "no cookie here")
+    p.click("#acc-cookie-form button[type=submit]")
+    expect(p.locator("#account-error")).to_contain_text("cookies")
+    p.fill("#acc-cookie-name", "cookie账号")
+    p.fill("#acc-cookie-text", SIM_COOKIES)
+    p.click("#acc-cookie-form button[type=submit]")
+    expect(p.locator("#accounts-body tr", has_text="cookie账号")).to_contain_text("mid 10001")
+    biliup = tmp_path / "cookies.json"
+    biliup.write_text(json.dumps({
+        "cookie_info": {"cookies": [{"name": "SESSDATA", "value": "json-sess"},
+                                    {"name": "bili_jct", "value": "json-csrf"},
+                                    {"name": "DedeUserID", "value": "10002"}]},
+        "token_info": {"access_token": "json-ak", "mid": 10002, "refresh_token": "json-rt"}}))
+    p.click("#acc-tab-json")
+    p.fill("#acc-json-name", "json账号")
+    p.set_input_files("#acc-json-file", str(biliup))
+    p.click("#acc-json-form button[type=submit]")
+    json_row = p.locator("#accounts-body tr", has_text="json账号")
+    expect(json_row).to_contain_text("mid 10002")
+    expect(json_row.locator(".col-keys")).to_have_text("Cookie, access key, refresh token")
 
     # -- an account, by QR code ---------------------------------------------------------
     p.click("#acc-tab-qr")
@@ -142,7 +168,7 @@ def test_console_in_chinese(mesh: LocalMesh, page: object, tmp_path: Path) -> No
     expect(account_row).to_have_attribute("data-valid", "valid")  # checked after the login
     expect(account_row.locator(".col-user")).to_have_text("录播姬 · mid 7777")
     assert [(a["name"], a["mid"]) for a in mesh.admin("GET", "/api/manage/accounts")["accounts"]] \
-        == [("扫码账号", 7777)]
+        == [("cookie账号", 10001), ("json账号", 10002), ("扫码账号", 7777)]
 
     # -- a room that uses it and submits by itself ---------------------------------------
     p.click("#rooms-add")
@@ -189,11 +215,14 @@ def test_console_in_chinese(mesh: LocalMesh, page: object, tmp_path: Path) -> No
 
     # -- the charts: the agent's throughput and its IP's uploads -------------------------
     # (the history comes over the stream every HISTORY_SECONDS, 10 s)
+    assert errors == []
     expect(p.locator('#chart-throughput polyline[data-agent="agent-1"]')).to_have_count(
         1, timeout=30_000)
     strip = p.locator('#chart-ips .ip-strip[data-ip="127.0.0.2"]')
     expect(strip).to_have_attribute("data-uploads", "2", timeout=30_000)
     expect(strip).to_contain_text("2 次上传")
+    history = mesh.admin("GET", "/api/manage/history")  # what the charts draw, exactly
+    assert sum(history["throughput"]["agents"]["agent-1"]) == 2 * 400 * KiB + 1
 
     p.screenshot(path=str(tmp_path / "console-zh.png"), full_page=True)
 
