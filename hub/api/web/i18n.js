@@ -33,6 +33,12 @@ export function has(key) {
   return key in DICTIONARIES[current] || key in en;
 }
 
+// Whether the current language itself has ``key`` (no English fallback): for text whose
+// English original comes from the hub, such as a room key's description.
+export function hasOwn(key) {
+  return key in DICTIONARIES[current];
+}
+
 // t("tasks.summary", {running: 2}) -> the current language's text with {running} filled in.
 export function t(key, params) {
   const text = DICTIONARIES[current][key] ?? en[key] ?? key;

@@ -29,10 +29,6 @@ export function handle(name, data) {
   }
 }
 
-export function agentIds() {
-  return [...state.agents.keys()];
-}
-
 export function render() {
   renderAgents(); renderTasks(); renderIps();
 }

@@ -9,7 +9,7 @@
 import { api, notice } from "./api.js";
 import { $, badge, button, cells, el, syncRows } from "./dom.js";
 import { fmtTime } from "./format.js";
-import { has, t, word } from "./i18n.js";
+import { has, hasOwn, t, word } from "./i18n.js";
 
 let schema = null;
 let defaults = {};
@@ -122,8 +122,9 @@ function fieldLabel(path, key) {
   return key;
 }
 
+// The hub's description of the key (English), unless this language has its own.
 function helpText(path, key, prop) {
-  for (const k of [`room.help.${path}`, `room.help.${key}`]) if (has(k)) return t(k);
+  for (const k of [`room.help.${path}`, `room.help.${key}`]) if (hasOwn(k)) return t(k);
   return prop.description || resolve(prop).description || "";
 }
 

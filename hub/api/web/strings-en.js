@@ -1,5 +1,7 @@
 // Every string the page shows, in English. Keys are grouped by section; {name} is
 // filled in by t(key, {name}). Keep strings-zh-CN.js in step (a test checks the keys).
+// A room key's help needs no entry here: the hub's schema describes each key in
+// English; other languages translate them as "room.help.<key>".
 export default {
   "app.title": "bupmesh hub",
   "lang.label": "Language",
@@ -194,7 +196,6 @@ export default {
   "room.field.season_id": "Collection (season id)",
   "room.field.section_id": "Collection section",
   "room.field.dtime": "Scheduled publishing",
-  "room.help.copyright": "1: original work, 2: repost",
   "room.value.never": "never",
   "room.value.uploaded": "after upload",
   "room.value.submitted": "after submission",
