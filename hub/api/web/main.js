@@ -2,7 +2,8 @@
 // fetched from elsewhere. Safety: every value is written as text, never as HTML.
 //
 // One live stream (stream.js) feeds the sections that follow the hub's state: agents,
-// tasks and IPs (live.js), recordings (recordings.js) and the charts (charts.js).
+// tasks and IPs (live.js), recordings (recordings.js) and the charts (charts.js);
+// retention (retention.js) is read again shortly after a recording changes.
 // Rooms (rooms.js) and accounts (accounts.js) are read when the page opens and after
 // each change made from it.
 import * as accounts from "./accounts.js";
@@ -12,10 +13,11 @@ import { $ } from "./dom.js";
 import { LANGUAGES, initialLanguage, lang, onLanguageChange, setLanguage, t } from "./i18n.js";
 import * as live from "./live.js";
 import * as recordings from "./recordings.js";
+import * as retention from "./retention.js";
 import * as rooms from "./rooms.js";
 import { follow } from "./stream.js";
 
-const SECTIONS = [live, recordings, charts, rooms, accounts];
+const SECTIONS = [live, recordings, charts, retention, rooms, accounts];
 let abort = null;
 let liveState = ["off", "live.off"];
 
@@ -30,6 +32,7 @@ function onEvent(name, data) {
   live.handle(name, data);
   recordings.handle(name, data);
   charts.handle(name, data);
+  retention.handle(name, data);
 }
 
 function showApp(on) {
@@ -48,6 +51,7 @@ function start() {
   follow(abort.signal, onEvent, setLive);
   rooms.load();
   accounts.load();
+  retention.load();
 }
 
 function logout(message = "") {
@@ -111,6 +115,7 @@ document.addEventListener("DOMContentLoaded", () => {
   $("login-form").addEventListener("submit", login);
   $("logout").addEventListener("click", () => logout());
   $("recordings-refresh").addEventListener("click", recordings.refresh);
+  $("retention-refresh").addEventListener("click", retention.load);
   rooms.init();
   accounts.init();
   setInterval(() => { live.tick(); accounts.tick(); }, 1000);

@@ -4,6 +4,7 @@ import { act, api, notice } from "./api.js";
 import { $, badge, button, cells, el, syncRows } from "./dom.js";
 import { fmtTime } from "./format.js";
 import { t, word } from "./i18n.js";
+import { showHistory } from "./retention.js";
 
 const rows = new Map(); // recording id -> row as GET /api/manage/recordings shows it
 
@@ -49,7 +50,8 @@ function makeRow(rec) {
     const row = await act(t("recordings.act.submit", { id }), "POST", `/api/manage/recordings/${encodeURIComponent(id)}/submit`);
     if (row) handle("recording", row);
   }, { className: "act-submit" });
-  c.actions.append(tr.submit_);
+  tr.history_ = button("", () => showHistory(id), { className: "act-history" });
+  c.actions.append(tr.submit_, tr.history_);
   return tr;
 }
 
@@ -68,5 +70,6 @@ function updateRow(tr, r) {
   const why = r.error_message || (r.waiting_for ? word("waiting", r.waiting_for) : "");
   if (why) c.submission.append(el("div", { className: "why" }, why));
   tr.submit_.textContent = t("recordings.submit");
+  tr.history_.textContent = t("recordings.history");
   tr.submit_.hidden = !(r.state === "waiting" || r.state === "failed") || Boolean(r.bvid);
 }
