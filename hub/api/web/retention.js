@@ -23,6 +23,22 @@ export async function load() {
     if (available) notice(t("retention.error", { message: err.message }), true);
   }
   render();
+  loadStorage();
+}
+
+// Whether the hub's own data directory is full (new work is refused with 507 meanwhile).
+async function loadStorage() {
+  let storage = null;
+  try {
+    storage = await api("GET", "/api/manage/storage");
+  } catch (err) {
+    if (err.status !== 404 && err.status !== 401) notice(t("storage.error", { message: err.message }), true);
+  }
+  const alarm = $("storage-alarm");
+  alarm.hidden = !storage?.full;
+  alarm.textContent = storage?.full ? t("storage.full", {
+    dir: storage.directory, free: fmtBytes(storage.free_bytes || 0), writes: storage.waiting_writes ?? 0,
+  }) : "";
 }
 
 export function handle(name) {
@@ -46,6 +62,9 @@ export function render() {
     trigger: word("room.value", rule.trigger), action: word("room.value", rule.action),
     days: rule.delay_days ?? 0,
   })) + (rule.dry_run ? ` · ${t("retention.dryRun")}` : "") + " " + t("retention.perRoom");
+  const waiting = Object.entries(overview.pending_bytes || {}).filter(([, n]) => n > 0);
+  $("retention-waiting").textContent = waiting.length
+    ? t("retention.waiting", { list: waiting.map(([stage, n]) => `${word("retention.stage", stage)} ${fmtBytes(n)}`).join(", ") }) : "";
   $("retention-totals").replaceChildren(...Object.entries(overview.totals || {}).map(([state, x]) =>
     el("span", { className: "chip", dataset: { state } },
       `${word("retention.state", state)}: ${t("retention.files", { n: x.files })}, ${fmtBytes(x.bytes)}`)));
@@ -57,7 +76,7 @@ export function render() {
 
 function makeRow() {
   const tr = el("tr");
-  cells(tr, ["time", "recording", "file", "state", "action", "note"]);
+  cells(tr, ["time", "recording", "file", "size", "state", "action", "note"]);
   return tr;
 }
 
@@ -67,6 +86,7 @@ function updateRow(tr, f) {
   c.recording.textContent = `#${f.recording_id} · ${f.room_id}`;
   c.file.textContent = basename(f.path);
   c.file.title = f.path;
+  c.size.textContent = fmtBytes(f.size);
   badge(c.state, f.state, word("retention.state", f.state));
   tr.dataset.state = f.state;
   tr.dataset.action = f.action || "";
