@@ -30,6 +30,10 @@ Rules (each condition has a stable ``key``):
   always slow is still worth knowing about, and a floor needs no history to be
   right after a restart. Resolved when the speed recovers or the task stops
   uploading. ``low_speed_bps = 0`` turns the rule off.
+- ``archive_rejected:<recording id>``: the recording's archive was rejected in
+  review (the hub reads review states, hub/submission/reviews.py); the alert
+  names the recording, the archive and Bilibili's reason. Resolved when a later
+  read finds it pending or approved (an appeal, a fixed and edited archive).
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ AGENT_OFFLINE = "agent_offline"
 FAILURE_RATE = "failure_rate"
 IP_RISK = "ip_risk"
 LOW_SPEED = "low_speed"
+ARCHIVE_REJECTED = "archive_rejected"
 
 
 @dataclass(frozen=True)
@@ -90,6 +95,16 @@ class IpSample:
 
 
 @dataclass(frozen=True)
+class RejectedArchive:
+    recording_id: int
+    aid: int
+    bvid: str = ""
+    title: str = ""
+    room_id: str = ""
+    reason: str = ""
+
+
+@dataclass(frozen=True)
 class Snapshot:
     agents: tuple[AgentSample, ...] = ()
     tasks: tuple[TaskSample, ...] = ()  # tasks that are not terminal
@@ -97,6 +112,7 @@ class Snapshot:
     # Tasks that ended within the failure window, by outcome.
     window_completed: int = 0
     window_failed: int = 0
+    rejected: tuple[RejectedArchive, ...] = ()  # archives whose review is a rejection
 
 
 @dataclass(frozen=True)
@@ -178,6 +194,7 @@ class AlertEvaluator:
         yield from self._failure_rate(snap)
         yield from self._risky_ips(snap.ips, now)
         yield from self._slow_tasks(snap.tasks, now)
+        yield from self._rejected_archives(snap.rejected)
 
     def _offline_agents(self, agents: Iterable[AgentSample], now: float) -> Iterable[_Condition]:
         limit = self.rules.agent_offline_seconds
@@ -248,6 +265,20 @@ class AlertEvaluator:
                 )
         # A fast sample (or the task ending) restarts the count.
         self._slow_since = slow_now
+
+
+    def _rejected_archives(self, archives: Iterable[RejectedArchive]) -> Iterable[_Condition]:
+        for a in archives:
+            archive = a.bvid or f"av{a.aid}"
+            yield _Condition(
+                key=f"{ARCHIVE_REJECTED}:{a.recording_id}", kind=ARCHIVE_REJECTED,
+                severity="warning", subject=str(a.recording_id),
+                summary=(f"recording {a.recording_id} ({a.title or 'untitled'}, room "
+                         f"{a.room_id or '?'}): archive {archive} rejected in review: "
+                         f"{a.reason or 'no reason given'}"),
+                details={"recording_id": a.recording_id, "aid": a.aid, "bvid": a.bvid,
+                         "title": a.title, "room_id": a.room_id, "reason": a.reason},
+            )
 
 
 def _duration(seconds: float) -> str:

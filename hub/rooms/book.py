@@ -27,7 +27,7 @@ import anyio
 import msgspec
 
 from bupmesh.config import ConfigError
-from hub.config import HubConfig, RoomSettings, check_room
+from hub.config import HubConfig, RoomSettings, SubmissionSettings, check_room
 from hub.core.errors import NotFound
 from hub.rooms.store import CONSOLE, YAML, RoomStore
 
@@ -44,22 +44,22 @@ def encode(room: RoomSettings) -> str:
     return msgspec.json.encode(data).decode()
 
 
-def check(room_id: str, room: RoomSettings) -> RoomSettings:
+def check(room_id: str, room: RoomSettings, submission: SubmissionSettings) -> RoomSettings:
     """``room`` if it passes ``hub.yml``'s checks beyond types; RoomInvalid names the key."""
     try:
-        check_room(room_id, room)
+        check_room(room_id, room, submission)
     except ConfigError as exc:
         raise RoomInvalid(str(exc)) from None
     return room
 
 
-def decode(room_id: str, raw: str | bytes) -> RoomSettings:
+def decode(room_id: str, raw: str | bytes, submission: SubmissionSettings) -> RoomSettings:
     """Stored settings, checked by today's rules (a newer hub may have tightened them)."""
     try:
         room = msgspec.json.decode(raw, type=RoomSettings)
     except msgspec.DecodeError as exc:  # ValidationError included
         raise RoomInvalid(str(exc)) from None
-    return check(room_id, room)
+    return check(room_id, room, submission)
 
 
 class RoomBook:
@@ -96,7 +96,7 @@ class RoomBook:
         for row in rows:
             room_id = row["room_id"]
             try:
-                live[room_id] = decode(room_id, row["settings"])
+                live[room_id] = decode(room_id, row["settings"], self.config.submission)
             except RoomInvalid as exc:
                 # Kept, not deleted: the console shows the error and the admin fixes it.
                 row["error"] = str(exc)
@@ -157,7 +157,7 @@ class RoomBook:
 
     async def put(self, room_id: str, room: RoomSettings) -> dict[str, Any]:
         """Create or replace a room as the console wrote it (RoomInvalid names the key)."""
-        check(room_id, room)
+        check(room_id, room, self.config.submission)
         async with self._lock:
             row = await self.store.put(room_id, encode(room), CONSOLE)
             self._rows[room_id] = row

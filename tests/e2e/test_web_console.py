@@ -61,7 +61,8 @@ submission:
 
 @pytest.fixture
 def page(tmp_path: Path) -> Iterator[object]:
-    yield from open_page(tmp_path / "chromium-profile", "zh-CN")
+    with open_page(tmp_path / "chromium-profile", "zh-CN") as opened:
+        yield opened
 
 
 def qr_dark_modules(url: str) -> int:

@@ -87,7 +87,8 @@ def mesh(tmp_path: Path) -> Iterator[LocalMesh]:
 @pytest.fixture
 def browser_page(tmp_path: Path) -> Iterator[object]:
     """A page of a fresh Chromium profile whose browser speaks English."""
-    yield from open_page(tmp_path / "chromium-profile", "en-US")
+    with open_page(tmp_path / "chromium-profile", "en-US") as page:
+        yield page
 
 
 def test_login_live_progress_and_disable_an_agent(mesh: LocalMesh, browser_page: object,

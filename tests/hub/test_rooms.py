@@ -156,7 +156,10 @@ async def test_room_api(api: tuple[HubConfig, httpx.AsyncClient]) -> None:
                        ({"auto_submit": "yes"}, "auto_submit: Expected `bool | null`"),
                        ({"tidd": 1}, "tidd: unknown field"),
                        ({"title_template": "${nope}"}, "title_template: unknown placeholder"),
-                       ({"tags": ["${x"]}, "tags: a lone '$'")):
+                       ({"tags": ["${x"]}, "tags: a lone '$'"),
+                       ({"section_id": 5}, "section_id: needs a season_id"),
+                       ({"publish_delay_seconds": 60}, "publish_delay_seconds: Bilibili"),
+                       ({"cover": "/no/such/cover.jpg"}, "cover: ")):
         code, message = await call("PUT", "/api/manage/rooms/4242", json=bad)
         assert code == 400 and words in message, (bad, message)
     assert (await call("GET", "/api/manage/rooms/4242"))[1]["settings"] == body

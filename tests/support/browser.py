@@ -7,6 +7,7 @@ CJK fonts (see the Makefile) and Playwright launches that binary with a fresh pr
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,8 @@ CHROMIUM_ARGS = [
 ]
 
 
-def open_page(profile: Path, locale: str) -> Iterator[object]:
+@contextmanager
+def open_page(profile: Path, locale: str = "en-US") -> Iterator[object]:
     """One page of a fresh profile whose browser says it speaks ``locale``."""
     from playwright.sync_api import sync_playwright
 

@@ -44,7 +44,7 @@ export function render() {
 
 function makeRow(rec) {
   const tr = el("tr");
-  const c = cells(tr, ["id", "room", "title", "started", "parts", "submission", "actions"]);
+  const c = cells(tr, ["id", "room", "title", "started", "parts", "submission", "archive", "actions"]);
   const id = rec.recording_id;
   tr.submit_ = button("", async () => {
     const row = await act(t("recordings.act.submit", { id }), "POST", `/api/manage/recordings/${encodeURIComponent(id)}/submit`);
@@ -72,4 +72,40 @@ function updateRow(tr, r) {
   tr.submit_.textContent = t("recordings.submit");
   tr.history_.textContent = t("recordings.history");
   tr.submit_.hidden = !(r.state === "waiting" || r.state === "failed") || Boolean(r.bvid);
+  updateArchiveCell(c.archive, r);
+}
+
+// The archive a recording became: a link, the parts it holds, its collection, and its
+// review (a rejection with Bilibili's reason).
+function updateArchiveCell(td, r) {
+  const children = [];
+  if (r.archive_url) {
+    children.push(el("a", { href: r.archive_url, target: "_blank", rel: "noopener noreferrer",
+      className: "archive-link" }, r.bvid || `av${r.aid}`));
+  } else {
+    children.push("—");
+  }
+  const total = Array.isArray(r.parts) ? r.parts.length : 0;
+  if (r.aid && total && r.parts_archived !== undefined && r.parts_archived < total) {
+    const pending = total - r.parts_archived - (r.parts_kept_out || 0);
+    const text = pending > 0 ? t("archive.partsPending", { n: r.parts_archived, total, pending })
+      : t("archive.parts", { n: r.parts_archived, total });
+    children.push(" ", el("span", { className: "archive-parts" }, text));
+  }
+  const review = r.review || {};
+  if (review.state) {
+    const shown = review.state === "pending" && review.state_code === -40 ? "scheduled" : review.state;
+    const tag = el("span", { className: `badge badge-review-${review.state} archive-review`, dataset: { review: shown } },
+      word("review", shown));
+    if (review.reason) tag.title = review.reason;
+    children.push(" ", tag);
+    if (review.state === "rejected" && review.reason) {
+      children.push(el("span", { className: "archive-reason error" }, ` ${review.reason}`));
+    }
+  }
+  const season = r.season || {};
+  if (season.state === "failed") {
+    children.push(el("span", { className: "archive-season error", title: season.error || "" }, ` ${t("archive.seasonFailed")}`));
+  }
+  td.replaceChildren(...children);
 }
