@@ -2,14 +2,17 @@
 
 A page opens one stream and gets, in this order:
 
-- ``event: snapshot``: ``{agents, tasks, ips, server_time}``: everything it shows;
+- ``event: snapshot``: ``{agents, tasks, ips, verdicts, server_time}``: everything it
+  shows (``verdicts``: learned limits, captchas and accounts' standing, see
+  ``HubService.risk_overview``);
 - ``event: history`` (the console's chart data, ``HubService.chart_history``) and
   ``event: recordings`` (``{recordings}``, the newest ``SNAPSHOT_RECORDINGS``, as
   ``GET /api/manage/recordings`` shows them), when the hub has them;
 - then deltas, each the *current* row of what changed since the last send:
   ``event: task`` (one task, as ``GET /api/manage/tasks/{id}`` shows it),
   ``event: agent`` (one agent row),
-  ``event: ips`` (``{ips, server_time}``, the whole risk table: it is small),
+  ``event: ips`` (``{ips, verdicts, server_time}``, the whole risk picture: it is
+  small, and every ledger event changes the IP table),
   ``event: recording`` (one recording);
 - ``event: history`` again every ``history_every`` seconds: charts move with time, and
   a bucket's worth of progress reports is one number, not one event each;
@@ -106,6 +109,7 @@ async def snapshot(service: HubService) -> dict[str, Any]:
         "agents": await service.list_agents(),
         "tasks": trim_tasks(await service.list_tasks()),
         "ips": await service.list_ips(),
+        "verdicts": await service.risk_overview(),
         "server_time": service.clock(),
     }
 
@@ -139,7 +143,8 @@ async def render(service: HubService, batch: Batch) -> list[tuple[str, Any]]:
 
 
 async def _ips(service: HubService) -> dict[str, Any]:
-    return {"ips": await service.list_ips(), "server_time": service.clock()}
+    return {"ips": await service.list_ips(), "verdicts": await service.risk_overview(),
+            "server_time": service.clock()}
 
 
 async def event_stream(

@@ -3,6 +3,7 @@ import { act, api } from "./api.js";
 import { $, badge, button, cells, el, syncRows } from "./dom.js";
 import { ago, basename, clock, fmtBytes, fmtDuration, fmtSpeed, fmtTime } from "./format.js";
 import { t, word } from "./i18n.js";
+import { evidenceText, forget } from "./verdicts.js";
 
 const ACTIVE = new Set(["pending", "assigned", "uploading"]);
 const MAX_ENDED_TASKS = 200; // as hub/api/sse.py SNAPSHOT_ENDED_TASKS
@@ -75,7 +76,7 @@ function updateAgentRow(tr, a) {
   c.name.textContent = a.agent_name && a.agent_name !== a.agent_id ? `${a.agent_name} (${a.agent_id})` : a.agent_id;
   badge(c.status, a.status, word("state", a.status));
   tr.dataset.status = a.status;
-  c.ip.textContent = a.ip_address || "—";
+  showReach(c.ip, a);
   c.tags.textContent = Object.entries(a.tags || {}).map(([k, v]) => `${k}=${v}`).join(", ") || "—";
   c.tasks.textContent = `${a.current_tasks} / ${a.max_concurrent_uploads}`;
   // Completed (kept across hub restarts) over offered (counted since the hub started).
@@ -178,7 +179,7 @@ function renderIps() {
 
 function makeIpRow(row) {
   const tr = el("tr");
-  const c = cells(tr, ["ip", "state", "agents", "active", "hour", "outcomes", "events", "until", "actions"]);
+  const c = cells(tr, ["ip", "state", "agents", "active", "hour", "outcomes", "events", "learned", "until", "actions"]);
   const ip = row.ip;
   tr.enable_ = button("", async () => {
     const updated = await act(t("ips.act.reenable", { ip }), "POST", `/api/manage/ips/${encodeURIComponent(ip)}/enable`);
@@ -201,7 +202,34 @@ function updateIpRow(tr, r) {
   c.hour.textContent = String(r.uploads_last_hour ?? 0);
   c.outcomes.textContent = `${r.uploads_ok || 0} / ${r.uploads_failed || 0}`;
   c.events.textContent = String((r.events || []).length);
+  showIpLearned(c.learned, r);
   c.until.textContent = r.disabled ? t("ips.untilReenabled") : r.cooldown_until ? fmtTime(r.cooldown_until) : "—";
   tr.enable_.textContent = t("ips.reenable");
   tr.enable_.hidden = !(r.disabled || r.cooldown_until);
+}
+
+// The egress Bilibili sees (the risk ledger's key) and the address the stream comes from.
+function showReach(td, a) {
+  const egress = a.egress_ip || a.risk_ip || a.ip_address || "—";
+  td.textContent = a.link_address && a.link_address !== egress ? t("agents.via", { egress, link: a.link_address }) : egress;
+  const line = a.line ? t("agents.line", { line: a.line, speed: a.line_bps ? fmtSpeed(a.line_bps) : "—" }) : "";
+  td.title = t(a.egress_ip ? "agents.egressKnown" : "agents.egressUnknown", {
+    reported: a.ip_address || "—", link: a.link_address || "—",
+  }) + line;
+}
+
+// The hourly cap learned from Bilibili's refusals on this IP (or for every IP), with Forget.
+function showIpLearned(td, r) {
+  td.replaceChildren();
+  td.title = "";
+  if (r.learned_hourly_cap == null) {
+    td.textContent = "—";
+    return;
+  }
+  const own = r.learned;
+  td.append(t(own ? "ips.learnedOwn" : "ips.learnedMesh", { cap: r.learned_hourly_cap }));
+  if (own) {
+    td.title = evidenceText(own.evidence);
+    td.append(" ", button(t("verdicts.forget"), () => forget("ip", r.ip), { className: "act-forget-ip" }));
+  }
 }

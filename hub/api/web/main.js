@@ -2,7 +2,8 @@
 // fetched from elsewhere. Safety: every value is written as text, never as HTML.
 //
 // One live stream (stream.js) feeds the sections that follow the hub's state: agents,
-// tasks and IPs (live.js), recordings (recordings.js) and the charts (charts.js);
+// tasks and IPs (live.js), Bilibili's verdicts (verdicts.js), recordings
+// (recordings.js) and the charts (charts.js);
 // retention (retention.js) is read again shortly after a recording changes.
 // Rooms (rooms.js) and accounts (accounts.js) are read when the page opens and after
 // each change made from it.
@@ -16,8 +17,9 @@ import * as recordings from "./recordings.js";
 import * as retention from "./retention.js";
 import * as rooms from "./rooms.js";
 import { follow } from "./stream.js";
+import * as verdicts from "./verdicts.js";
 
-const SECTIONS = [live, recordings, charts, retention, rooms, accounts];
+const SECTIONS = [live, verdicts, recordings, charts, retention, rooms, accounts];
 let abort = null;
 let liveState = ["off", "live.off"];
 
@@ -30,6 +32,7 @@ function setLive(kind, key) {
 
 function onEvent(name, data) {
   live.handle(name, data);
+  verdicts.handle(name, data);
   recordings.handle(name, data);
   charts.handle(name, data);
   retention.handle(name, data);
@@ -116,6 +119,7 @@ document.addEventListener("DOMContentLoaded", () => {
   $("logout").addEventListener("click", () => logout());
   $("recordings-refresh").addEventListener("click", recordings.refresh);
   $("retention-refresh").addEventListener("click", retention.load);
+  $("verdicts-refresh").addEventListener("click", verdicts.refresh);
   rooms.init();
   accounts.init();
   setInterval(() => { live.tick(); accounts.tick(); }, 1000);
