@@ -21,6 +21,7 @@ ingestion) sees an edit at once without holding a reference to this book.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import anyio
@@ -60,6 +61,23 @@ def decode(room_id: str, raw: str | bytes, submission: SubmissionSettings) -> Ro
     except msgspec.DecodeError as exc:  # ValidationError included
         raise RoomInvalid(str(exc)) from None
     return check(room_id, room, submission)
+
+
+def _explain(defs: dict[str, Any], name: str, scope_of: Callable[[str], Any]) -> None:
+    """Give each key of the struct ``name`` the description of the setting it overrides
+    (``scope_of(key)``: the struct holding that setting, or None), nested sections too."""
+    for key, prop in defs[name]["properties"].items():
+        scope = scope_of(key)
+        if scope is None:
+            continue
+        own = msgspec.json.schema(type(scope))["$defs"][type(scope).__name__]["properties"]
+        if own[key].get("description"):
+            prop["description"] = own[key]["description"]
+        inner = getattr(scope, key)
+        refs = [o["$ref"] for o in [prop, *prop.get("anyOf", ())] if "$ref" in o]
+        if refs and isinstance(inner, msgspec.Struct):
+            _explain(defs, refs[0].rsplit("/", 1)[-1],
+                     lambda k, inner=inner: inner if k in type(inner).__struct_fields__ else None)
 
 
 class RoomBook:
@@ -126,16 +144,10 @@ class RoomBook:
         key's description) and the value each key inherits when the room leaves it unset.
 
         A key's description is the one of the setting it overrides when that has one
-        (a room's ``tid`` says what ``submission.tid`` says), so the form explains it."""
+        (a room's ``tid`` says what ``submission.tid`` says, a room's ``retention.trigger``
+        what ``retention.trigger`` says), so the form explains it."""
         schema = msgspec.json.schema(RoomSettings)
-        props = schema["$defs"][RoomSettings.__name__]["properties"]
-        for name, prop in props.items():
-            scope = self._scope_of(name)
-            if scope is not None:
-                own = msgspec.json.schema(type(scope))
-                doc = own["$defs"][type(scope).__name__]["properties"][name].get("description")
-                if doc:
-                    prop["description"] = doc
+        _explain(schema["$defs"], RoomSettings.__name__, self._scope_of)
         return {"schema": schema, "defaults": msgspec.to_builtins(self.defaults())}
 
     def defaults(self) -> dict[str, Any]:
