@@ -37,6 +37,7 @@ class RecordingPipeline:
         submissions = SubmissionManager(service, recordings, clock=service.clock)
         await submissions.start()
         service.submissions = submissions
+        service.recording_views = submissions
         return cls(recordings, ingest, submissions, FolderWatcher(ingest, clock=service.clock))
 
     def routes(self) -> list[BaseRoute]:

@@ -117,6 +117,8 @@ class HubService:
                                  heartbeat_interval=hb.interval_seconds)
         self._timeouts = Timeouts(state, self.auth, heartbeat_interval=hb.interval_seconds)
         self._submissions: Submissions | None = None
+        # The recording pipeline's read side (list, describe), for the live view.
+        self.recording_views: Any = None
 
     @property
     def submissions(self) -> Submissions | None:

@@ -64,9 +64,9 @@ class RecordingViews(Protocol):
 
 
 def recordings_of(service: Any) -> RecordingViews | None:
-    """The pipeline attached to ``service``; None for a hub without one (tests' hubs)."""
-    subs = getattr(service, "submissions", None)
-    return subs if callable(getattr(subs, "describe", None)) else None
+    """The recording pipeline's read side (``HubService.recording_views``); None for a
+    hub without one (tests' hubs)."""
+    return getattr(service, "recording_views", None)
 
 
 def history_of(service: Any) -> Callable[[], dict[str, Any]] | None:

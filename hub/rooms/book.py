@@ -40,9 +40,14 @@ class RoomInvalid(ValueError):
 
 
 def encode(room: RoomSettings) -> str:
-    """The stored JSON: the keys the room sets (unset ones are inherited, so not kept)."""
-    data = {k: v for k, v in msgspec.to_builtins(room).items() if v is not None}
-    return msgspec.json.encode(data).decode()
+    """The stored JSON: the keys the room sets, in its sections too (unset ones are
+    inherited, so not kept)."""
+    return msgspec.json.encode(_set_keys(msgspec.to_builtins(room))).decode()
+
+
+def _set_keys(data: dict[str, Any]) -> dict[str, Any]:
+    return {k: _set_keys(v) if isinstance(v, dict) else v for k, v in data.items()
+            if v is not None}
 
 
 def check(room_id: str, room: RoomSettings, submission: SubmissionSettings) -> RoomSettings:

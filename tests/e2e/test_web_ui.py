@@ -193,6 +193,8 @@ def check_static_files(mesh: LocalMesh) -> None:
         bodies[path] = response.text
         todo += ["/ui/" + name for name in re.findall(r'from "\./([\w.-]+\.js)"', response.text)]
     assert {"/ui/main.js", "/ui/stream.js", "/ui/i18n.js", "/ui/strings-zh-CN.js"} <= set(bodies)
+    ids = re.findall(r'\bid="([^"]+)"', page.text)
+    assert len(ids) == len(set(ids)), "an id used twice"  # sections merged from two sides
     for body in bodies.values():
         # The SVG namespace is a name, never fetched; anything else would be an asset.
         body = body.replace("http://www.w3.org/2000/svg", "")

@@ -124,7 +124,7 @@ class ChartHub(FakeHub):
 
     def __init__(self) -> None:
         super().__init__()
-        self.submissions = FakeRecordings()
+        self.recording_views = FakeRecordings()
         self.history_calls = 0
 
     def chart_history(self) -> dict[str, Any]:
@@ -139,11 +139,11 @@ async def test_stream_sends_history_and_recordings() -> None:
                           history_every=3600)
     first = parse(await stream.__anext__())
     assert [name for name, _ in first] == ["snapshot", "history", "recordings"]
-    assert first[1][1] == {"n": 1} and first[2][1] == {"recordings": [hub.submissions.rows[1]]}
-    hub.submissions.rows[1] = {"recording_id": 1, "state": "submitted"}
+    assert first[1][1] == {"n": 1} and first[2][1] == {"recordings": [hub.recording_views.rows[1]]}
+    hub.recording_views.rows[1] = {"recording_id": 1, "state": "submitted"}
     hub.events.touch_recording(1)
     hub.events.touch_recording(99)  # unreadable: skipped, the stream goes on
-    assert parse(await stream.__anext__()) == [("recording", hub.submissions.rows[1])]
+    assert parse(await stream.__anext__()) == [("recording", hub.recording_views.rows[1])]
     await stream.aclose()
 
     # History comes again on its own clock, even while nothing else happens.
