@@ -87,7 +87,7 @@ function show(value) {
   if (typeof value === "boolean") return value ? t("room.yes") : t("room.no");
   if (Array.isArray(value)) return value.join(", ");
   if (typeof value === "object") return Object.entries(value).map(([k, v]) => `${fieldLabel(k, k)}=${show(v)}`).join(", ");
-  return String(value);
+  return has(`room.value.${value}`) ? t(`room.value.${value}`) : String(value);
 }
 
 // ---------------------------------------------------------------- the schema
