@@ -158,8 +158,12 @@ class IngestService:
                 if rec["source"] != WATCHER or rec["ended_at"] is not None:
                     continue
                 parts = await self.recordings.parts(rec["id"])
-                last_end = max((p["ended_at"] or 0 for p in parts), default=rec["started_at"])
-                if now - last_end > gap:
+                # Quiet since the hub last imported a file (its own clock); the files'
+                # times say when the recording ended, for titles and the next grouping.
+                last_seen = max((p["received_at"] or p["ended_at"] or 0 for p in parts),
+                                default=rec["created_at"])
+                if now - last_seen > gap:
+                    last_end = max((p["ended_at"] or 0 for p in parts), default=rec["started_at"])
                     await self.recordings.end(rec["id"], last_end)
                     log.info("recording %d (room %s): quiet for %.0f s, ended", rec["id"],
-                             rec["room_id"], now - last_end)
+                             rec["room_id"], now - last_seen)

@@ -65,6 +65,7 @@ CREATE TABLE IF NOT EXISTS recording_parts (
     idx INTEGER NOT NULL,
     started_at REAL,
     ended_at REAL,
+    received_at REAL,                     -- the hub's clock when the file was imported
     UNIQUE (path, size)
 );
 CREATE TABLE IF NOT EXISTS ingest_events (
@@ -85,6 +86,9 @@ SUBMIT_FIELDS = frozenset({
 
 class RecordingStore(Database):
     SCHEMA = SCHEMA
+    ADDED_COLUMNS = (
+        ("recording_parts", "received_at", "REAL"),
+    )
 
     def __init__(self, db_path: str | Path, *, clock: Callable[[], float] = time.time) -> None:
         super().__init__(db_path)
@@ -188,15 +192,16 @@ class RecordingStore(Database):
     async def add_part(self, recording_id: int, *, part_id: int, path: str, size: int,
                        started_at: float | None, ended_at: float | None) -> int:
         """Link a hub part to a recording; its index is the next one. Returns the index."""
+        now = self._clock()
+
         def q(c: sqlite3.Connection) -> int:
             (count,) = c.execute("SELECT COUNT(*) FROM recording_parts WHERE recording_id=?",
                                  (recording_id,)).fetchone()
             c.execute(
                 """INSERT INTO recording_parts (recording_id, part_id, path, size, idx,
-                   started_at, ended_at) VALUES (?,?,?,?,?,?,?)""",
-                (recording_id, part_id, path, size, count + 1, started_at, ended_at))
-            c.execute("UPDATE recordings SET updated_at=? WHERE id=?",
-                      (self._clock(), recording_id))
+                   started_at, ended_at, received_at) VALUES (?,?,?,?,?,?,?,?)""",
+                (recording_id, part_id, path, size, count + 1, started_at, ended_at, now))
+            c.execute("UPDATE recordings SET updated_at=? WHERE id=?", (now, recording_id))
             return count + 1
 
         return await self._run(q)
@@ -207,6 +212,7 @@ class RecordingStore(Database):
         def q(c: sqlite3.Connection) -> list[dict[str, Any]]:
             rows = c.execute(
                 """SELECT rp.part_id, rp.path, rp.size, rp.idx, rp.started_at, rp.ended_at,
+                          rp.received_at,
                           p.state AS upload_state, p.md5, p.filename, p.biz_id,
                           (SELECT t.task_id FROM agent_tasks t WHERE t.part_id=rp.part_id
                            ORDER BY t.id DESC LIMIT 1) AS task_id,
