@@ -64,6 +64,7 @@ async def build_service(config: HubConfig) -> HubService:
         load_or_create_secret(data / TOKEN_SECRET_FILE), ttl_seconds=config.token_ttl_seconds
     )
     service = HubService(config, store=store, accounts=accounts, tokens=tokens)
+    service.space.watch(accounts)
     await service.start()
     return service
 

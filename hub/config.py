@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -104,8 +104,46 @@ class SubmissionSettings(_S):
     retry_seconds: float = 60
 
 
+class RoomRetention(_S):
+    """A room's retention keys; each unset one falls back to the global ``retention``."""
+
+    trigger: Literal["never", "uploaded", "submitted", "approved"] | None = None
+    action: Literal["delete", "move"] | None = None
+    move_to: str | None = None
+    delay_days: Annotated[float, msgspec.Meta(ge=0, le=3650)] | None = None
+    dry_run: bool | None = None
+
+
+class RetentionSettings(_S):
+    """What happens to a recording's files once the hub is done with them
+    (hub/retention/): nothing by default."""
+
+    trigger: Literal["never", "uploaded", "submitted", "approved"] = "never"
+    action: Literal["delete", "move"] = "delete"
+    move_to: str | None = None  # for action: move; files keep their folder's name under it
+    delay_days: Annotated[float, msgspec.Meta(
+        ge=0, le=3650, description="days after the trigger before acting (the hub's clock)")] = 0
+    dry_run: bool = False  # decide and record, but leave every file where it is
+    min_free_gb: Annotated[float, msgspec.Meta(
+        ge=0, le=1_000_000,
+        description="alert when a recorder directory has less free space; 0: no alert")] = 0
+    interval_seconds: Annotated[float, msgspec.Meta(
+        ge=0.1, le=3600, description="how often retention and the disk guard look")] = 60
+
+
+class StorageSettings(_S):
+    """The hub's own data directory running out of space (hub/store/space.py)."""
+
+    resume_free_mb: Annotated[float, msgspec.Meta(
+        ge=0, le=1_048_576,
+        description="free MiB needed before writes resume after the disk was full")] = 64
+    probe_interval_seconds: Annotated[float, msgspec.Meta(
+        ge=0.05, le=300, description="how often a full data directory is looked at")] = 5
+
+
 class RoomSettings(_S):
-    """Per-room overrides: the submission keys, unset ones fall back to ``submission``."""
+    """Per-room overrides: the submission keys, unset ones fall back to ``submission``;
+    ``retention`` keys fall back to the global ``retention`` one by one."""
 
     auto_submit: bool | None = None
     account: str | None = None
@@ -116,6 +154,7 @@ class RoomSettings(_S):
     tid: int | None = None
     copyright: int | None = None
     source_template: str | None = None
+    retention: RoomRetention | None = None
 
 
 class AlertSettings(_S):
@@ -153,6 +192,8 @@ class HubConfig(_S):
     submission: SubmissionSettings = msgspec.field(default_factory=SubmissionSettings)
     rooms: dict[str, RoomSettings] = {}
     alerts: AlertSettings = msgspec.field(default_factory=AlertSettings)
+    retention: RetentionSettings = msgspec.field(default_factory=RetentionSettings)
+    storage: StorageSettings = msgspec.field(default_factory=StorageSettings)
 
     @property
     def data_path(self) -> Path:
@@ -226,6 +267,7 @@ def validate(config: HubConfig) -> HubConfig:
         raise ConfigError("retry.network_retries: must not be negative")
     _validate_templates(config)
     _validate_alerts(config.alerts)
+    _validate_retention(config)
     return config
 
 
@@ -281,6 +323,32 @@ def _validate_alerts(alerts: AlertSettings) -> None:
         raise ConfigError("alerts.low_speed_bps: must not be negative (0 turns it off)")
     if not 0 <= alerts.webhook_retries <= 10:
         raise ConfigError("alerts.webhook_retries: must be between 0 and 10")
+
+
+def _validate_retention(config: HubConfig) -> None:
+    """A move needs somewhere to go, outside every watched directory (the watcher would
+    import a moved file again as a new one)."""
+    scopes: list[tuple[str, Any]] = [("retention", config.retention)]
+    scopes += [(f"rooms.{room}.retention", s.retention) for room, s in config.rooms.items()
+               if s.retention is not None]
+    watched = [Path(d).expanduser().resolve() for d in config.ingest.watch_dirs]
+    for prefix, settings in scopes:
+        if settings.move_to is not None:
+            target = Path(settings.move_to).expanduser()
+            if not target.is_absolute():
+                raise ConfigError(f"{prefix}.move_to: expected an absolute path")
+            inside = [d for d in watched if target.resolve().is_relative_to(d)]
+            if inside:
+                raise ConfigError(f"{prefix}.move_to: {target} is inside the watched directory "
+                                  f"{inside[0]}: moved files would be imported again")
+    for room, settings in [(None, None), *config.rooms.items()]:
+        room_retention = settings.retention if settings is not None else None
+        trigger = (room_retention and room_retention.trigger) or config.retention.trigger
+        action = (room_retention and room_retention.action) or config.retention.action
+        move_to = (room_retention and room_retention.move_to) or config.retention.move_to
+        if trigger != "never" and action == "move" and not move_to:
+            where = f"rooms.{room}.retention" if room is not None else "retention"
+            raise ConfigError(f"{where}.move_to: required with action: move")
 
 
 def load_hub_config(

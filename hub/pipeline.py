@@ -33,9 +33,11 @@ class RecordingPipeline:
         recordings = RecordingStore(service.store.db_path, clock=service.clock)
         await recordings.open()
         ingest = IngestService(service.config, service, recordings, clock=service.clock)
+        service.space.watch(recordings)
         submissions = SubmissionManager(service, recordings, clock=service.clock)
         await submissions.start()
         service.submissions = submissions
+        service.space.on_cleared(submissions.poke)
         return cls(recordings, ingest, submissions, FolderWatcher(ingest, clock=service.clock))
 
     def routes(self) -> list[BaseRoute]:

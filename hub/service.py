@@ -50,6 +50,7 @@ from hub.core.strategies import Strategy, make_strategy
 from hub.core.views import Views
 from hub.metrics import HubMetrics
 from hub.parts import Parts
+from hub.store.space import MiB, SpaceAlarm
 from hub.store.tasks import Store
 from protocol.tokens import TokenIssuer
 
@@ -106,6 +107,13 @@ class HubService:
                                  heartbeat_interval=hb.interval_seconds)
         self._timeouts = Timeouts(state, self.auth, heartbeat_interval=hb.interval_seconds)
         self._submissions: Submissions | None = None
+        # The data directory's NOSPACE alarm; every database of this hub reports to it.
+        self.space = SpaceAlarm(config.data_path,
+                                resume_free_bytes=int(config.storage.resume_free_mb * MiB),
+                                probe_interval=config.storage.probe_interval_seconds,
+                                clock=clock)
+        self.space.watch(store)
+        self.space.on_cleared(self.poke)
 
     @property
     def submissions(self) -> Submissions | None:
@@ -132,6 +140,7 @@ class HubService:
             self._spawn.bind(tg)
             tg.start_soon(self.scheduler.run)
             tg.start_soon(self._timeouts.run)
+            tg.start_soon(self.space.run)
             task_status.started()
 
     def poke(self) -> None:

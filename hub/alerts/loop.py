@@ -16,9 +16,21 @@ from typing import Any
 
 import anyio
 import anyio.abc
+import anyio.to_thread
 
 from hub.alerts.delivery import AlertDelivery
-from hub.alerts.rules import AgentSample, AlertEvaluator, AlertRules, IpSample, Snapshot, TaskSample
+from hub.alerts.rules import (
+    AgentSample,
+    AlertEvaluator,
+    AlertRules,
+    DiskSample,
+    IpSample,
+    Snapshot,
+    StorageSample,
+    TaskSample,
+)
+from hub.ingest.files import recorder_dirs
+from hub.store.database import free_bytes
 
 log = logging.getLogger("bupmesh.alerts")
 
@@ -43,9 +55,21 @@ async def snapshot(service: Any, rules: AlertRules, now: float) -> Snapshot:
         for row in await service.list_ips()
     )
     ended = await service.store.count_ended_since(now - rules.failure_window_seconds)
+    space = getattr(service, "space", None)
+    storage = None
+    if space is not None:
+        storage = StorageSample(directory=space.directory, full=space.raised,
+                                free_bytes=space.free_bytes, since=space.since,
+                                waiting_writes=space.waiting_writes)
+    disks: tuple[DiskSample, ...] = ()
+    if rules.min_free_bytes > 0:
+        dirs = recorder_dirs(service.config.ingest)
+        disks = tuple(DiskSample(path, await anyio.to_thread.run_sync(free_bytes, path))
+                      for path in dirs)
     return Snapshot(agents=agents, tasks=tasks, ips=ips,
                     window_completed=ended.get("completed", 0),
-                    window_failed=ended.get("failed", 0))
+                    window_failed=ended.get("failed", 0),
+                    storage=storage, recorder_disks=disks)
 
 
 async def run_alerts(
@@ -55,7 +79,9 @@ async def run_alerts(
     task_status: anyio.abc.TaskStatus[AlertDelivery] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     """Evaluate every ``settings.evaluate_interval_seconds`` until cancelled."""
-    rules = AlertRules.from_settings(settings)
+    retention = getattr(getattr(service, "config", None), "retention", None)
+    min_free = float(getattr(retention, "min_free_gb", 0) or 0) * (1 << 30)
+    rules = AlertRules.from_settings(settings, min_free_bytes=min_free)
     evaluator = AlertEvaluator(rules)
     delivery = AlertDelivery(settings.webhook_url, timeout=settings.webhook_timeout_seconds,
                              retries=settings.webhook_retries)

@@ -30,6 +30,11 @@ Rules (each condition has a stable ``key``):
   always slow is still worth knowing about, and a floor needs no history to be
   right after a restart. Resolved when the speed recovers or the task stops
   uploading. ``low_speed_bps = 0`` turns the rule off.
+- ``data_dir_full``: a write found the hub's data directory full and writes are
+  refused (hub/store/space.py). Resolved when the hub resumed writing.
+- ``disk_low:<dir>``: a recorder directory (the recorders' work dirs, the watched
+  folders) has less than ``retention.min_free_gb`` free; 0 turns the rule off. The
+  recorder stops when its disk fills: this is the warning before that.
 """
 
 from __future__ import annotations
@@ -45,6 +50,8 @@ AGENT_OFFLINE = "agent_offline"
 FAILURE_RATE = "failure_rate"
 IP_RISK = "ip_risk"
 LOW_SPEED = "low_speed"
+DATA_DIR_FULL = "data_dir_full"
+DISK_LOW = "disk_low"
 
 
 @dataclass(frozen=True)
@@ -55,11 +62,13 @@ class AlertRules:
     min_failures: int = 3
     low_speed_bps: float = 100 * 1024
     low_speed_seconds: float = 300
+    min_free_bytes: float = 0  # recorder directories; from retention.min_free_gb
 
     @classmethod
-    def from_settings(cls, settings: Any) -> AlertRules:
+    def from_settings(cls, settings: Any, *, min_free_bytes: float = 0) -> AlertRules:
         """From ``hub.config.AlertSettings`` (or anything with the same attributes)."""
-        return cls(**{name: getattr(settings, name) for name in cls.__dataclass_fields__})
+        return cls(**{name: getattr(settings, name) for name in cls.__dataclass_fields__
+                      if name != "min_free_bytes"}, min_free_bytes=min_free_bytes)
 
 
 @dataclass(frozen=True)
@@ -90,6 +99,23 @@ class IpSample:
 
 
 @dataclass(frozen=True)
+class DiskSample:
+    path: str
+    free_bytes: int | None  # None: could not be read (missing directory)
+
+
+@dataclass(frozen=True)
+class StorageSample:
+    """The hub's data directory, as its space alarm sees it."""
+
+    directory: str
+    full: bool
+    free_bytes: int | None = None
+    since: float | None = None
+    waiting_writes: int = 0
+
+
+@dataclass(frozen=True)
 class Snapshot:
     agents: tuple[AgentSample, ...] = ()
     tasks: tuple[TaskSample, ...] = ()  # tasks that are not terminal
@@ -97,6 +123,8 @@ class Snapshot:
     # Tasks that ended within the failure window, by outcome.
     window_completed: int = 0
     window_failed: int = 0
+    storage: StorageSample | None = None
+    recorder_disks: tuple[DiskSample, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -178,6 +206,8 @@ class AlertEvaluator:
         yield from self._failure_rate(snap)
         yield from self._risky_ips(snap.ips, now)
         yield from self._slow_tasks(snap.tasks, now)
+        yield from self._storage(snap.storage)
+        yield from self._low_disks(snap.recorder_disks)
 
     def _offline_agents(self, agents: Iterable[AgentSample], now: float) -> Iterable[_Condition]:
         limit = self.rules.agent_offline_seconds
@@ -248,6 +278,42 @@ class AlertEvaluator:
                 )
         # A fast sample (or the task ending) restarts the count.
         self._slow_since = slow_now
+
+
+    def _storage(self, storage: StorageSample | None) -> Iterable[_Condition]:
+        if storage is None or not storage.full:
+            return
+        free = "unknown" if storage.free_bytes is None else _size(storage.free_bytes)
+        yield _Condition(
+            key=DATA_DIR_FULL, kind=DATA_DIR_FULL, severity="critical", subject="hub",
+            summary=(f"data directory {storage.directory} is full ({free} free): new parts "
+                     "and admin actions are refused, running uploads go on"),
+            details={"directory": storage.directory, "free_bytes": storage.free_bytes,
+                     "since": storage.since, "waiting_writes": storage.waiting_writes},
+        )
+
+    def _low_disks(self, disks: Iterable[DiskSample]) -> Iterable[_Condition]:
+        floor = self.rules.min_free_bytes
+        if floor <= 0:
+            return
+        for disk in disks:
+            if disk.free_bytes is None or disk.free_bytes >= floor:
+                continue
+            yield _Condition(
+                key=f"{DISK_LOW}:{disk.path}", kind=DISK_LOW, severity="warning",
+                subject=disk.path,
+                summary=(f"recorder directory {disk.path} has {_size(disk.free_bytes)} free "
+                         f"(below {_size(floor)}): the recorder stops when it is full"),
+                details={"path": disk.path, "free_bytes": disk.free_bytes,
+                         "min_free_bytes": floor},
+            )
+
+
+def _size(n: float) -> str:
+    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n:.0f} B"
 
 
 def _duration(seconds: float) -> str:

@@ -40,6 +40,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from hub.api.auth import Auth
 from hub.api.envelope import ApiError, ok
 from hub.api.errors import guard
+from hub.core.errors import StorageFull
 
 log = logging.getLogger("bupmesh.audit")
 
@@ -162,6 +163,9 @@ class AuditMiddleware:
             if method not in SAFE_METHODS or status in (401, 403):
                 try:
                     await self.audit.record(self._entry(scope, at, status))
+                except StorageFull as exc:  # the entry is in the log already (record)
+                    log.warning("audit entry for %s %s is in the log only: %s", method,
+                                scope["path"], exc)
                 except Exception:  # auditing must not turn a done action into an error
                     log.exception("could not write the audit entry for %s %s", method,
                                   scope["path"])

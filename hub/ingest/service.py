@@ -54,12 +54,21 @@ class IngestService:
         """Apply one event; the answer says what happened (for the webhook's reply)."""
         if event.kind == "ignored":
             return {"result": "ignored"}
+        self.refuse_if_full()
         async with self._lock:
             if await self.recordings.seen_event(event.source, event.event_id):
                 return {"result": "duplicate"}
             answer = await self._apply(event)
             await self.recordings.note_event(event.source, event.event_id)
             return answer
+
+    def refuse_if_full(self) -> None:
+        """While the data directory is full an event is refused whole (HTTP 507), before
+        any of it is written: the recorder's retry, or the watcher's next pass, brings
+        it again once space returns."""
+        space = getattr(self.hub, "space", None)
+        if space is not None and space.raised:
+            raise space.refusal()
 
     async def _apply(self, event: IngestEvent) -> dict[str, Any]:
         if event.kind == "session_end":

@@ -24,7 +24,7 @@ import anyio
 import msgspec
 
 from hub.config import HubConfig
-from hub.core.errors import Conflict, NotFound
+from hub.core.errors import Conflict, NotFound, StorageFull
 from hub.core.ports import Accounts
 from hub.core.registry import Registry
 from hub.core.risk import RiskLedger
@@ -71,6 +71,7 @@ class SubmissionManager:
         self._inflight: dict[int, Any] = {}  # recording id -> session carrying its Submit
         self._lock = anyio.Lock()
         self._wake = anyio.Event()
+        self._unstored: list[tuple[Any, pb.SubmitResult]] = []  # results met a full disk
 
     # -- hooks ----------------------------------------------------------------------------
 
@@ -85,6 +86,17 @@ class SubmissionManager:
         self._wake.set()
 
     async def on_result(self, session: Any, msg: pb.SubmitResult) -> None:
+        try:
+            await self._apply_result(session, msg)
+        except StorageFull as exc:
+            # The archive exists (or the attempt failed) whether or not the hub can write
+            # it down now: keep the answer and apply it once space returns, before the
+            # recording could be taken for lost and submitted again.
+            self._unstored.append((session, msg))
+            log.warning("recording with Submit %s: result kept until the data directory "
+                        "has room: %s", msg.submit_id, exc)
+
+    async def _apply_result(self, session: Any, msg: pb.SubmitResult) -> None:
         async with self._lock:
             rec = next((r for r in await self.recordings.list()
                         if r["submit_id"] == msg.submit_id and msg.submit_id), None)
@@ -180,6 +192,12 @@ class SubmissionManager:
             self._wake = anyio.Event()
 
     async def tick(self) -> None:
+        space = getattr(self.hub, "space", None)
+        if space is not None and space.raised:
+            return  # every step writes before it acts: nothing can move until space returns
+        unstored, self._unstored = self._unstored, []
+        for session, msg in unstored:
+            await self.on_result(session, msg)
         async with self._lock:
             now = self.clock()
             for rec in await self.recordings.list():
