@@ -24,8 +24,8 @@ from typing import IO, Any
 import httpx
 
 SIM_COOKIES = "SESSDATA=sim-sessdata; bili_jct=sim-csrf; DedeUserID=10001"
-# The hub paces each IP to one upload start per 5 minutes by default (DESIGN §5
-# ``risk``), which is right for Bilibili and far too slow for a demo or a
+# The hub paces each IP to one upload start per 5 minutes by default (``risk``
+# settings), which is right for Bilibili and far too slow for a demo or a
 # benchmark against the simulator, whose risk model is off unless configured.
 OPEN_RISK_YAML = "risk:\n  min_interval_seconds: 0\n  max_uploads_per_hour: 100000\n"
 TERMINAL = frozenset({"completed", "failed", "cancelled"})

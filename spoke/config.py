@@ -353,19 +353,22 @@ def _validate(*, prefix: str, keys: Mapping[str, str], **v: Any) -> AgentSetting
         raise ConfigError(f"{name('id')}: use 1-64 letters, digits, '.', '_', ':' or '-'")
     if not v["token"]:
         raise ConfigError(f"{name('token')}: required setting is missing (--token or AGENT_TOKEN)")
-    if v["max_concurrent"] < 1:
-        raise ConfigError(f"{name('max_concurrent')}: must be at least 1")
-    if v["buffer_size_mb"] < 1:
-        raise ConfigError(f"{name('buffer_size_mb')}: must be at least 1")
-    if v["chunk_size_mb"] < 1:
-        raise ConfigError(f"{name('chunk_size_mb')}: must be at least 1")
+    # Every number has a range: a value outside it stops the agent with one line.
+    for key, low, high in (("max_concurrent", 1, 64), ("buffer_size_mb", 1, 65536),
+                           ("chunk_size_mb", 1, 1024)):
+        if v[key] < low:
+            raise ConfigError(f"{name(key)}: must be at least {low}")
+        if v[key] > high:
+            raise ConfigError(f"{name(key)}: must be at most {high}")
     if v["buffer_size_mb"] < v["chunk_size_mb"]:
         raise ConfigError(
             f"{name('buffer_size_mb')}: {v['buffer_size_mb']} MB cannot hold one upload chunk "
             f"of {v['chunk_size_mb']} MB"
         )
-    if v["bandwidth_mbps"] < 0:
-        raise ConfigError(f"{name('bandwidth_mbps')}: must not be negative")
+    if not 0 <= v["bandwidth_mbps"] <= 1_000_000:
+        raise ConfigError(f"{name('bandwidth_mbps')}: must be within 0..1000000")
+    if v["max_memory_mb"] is not None and v["max_memory_mb"] < 1:
+        raise ConfigError(f"{name('max_memory_mb')}: must be at least 1")
     if v["max_memory_mb"] is not None and v["buffer_size_mb"] >= v["max_memory_mb"]:
         raise ConfigError(
             f"{name('buffer_size_mb')}: {v['buffer_size_mb']} MB leaves nothing of "
@@ -389,10 +392,14 @@ def _validate(*, prefix: str, keys: Mapping[str, str], **v: Any) -> AgentSetting
     heartbeat = parse_duration(v["heartbeat_interval"], key=name("heartbeat_interval"))
     if heartbeat <= 0:
         raise ConfigError(f"{name('heartbeat_interval')}: must be positive")
+    if heartbeat > 3600:
+        raise ConfigError(f"{name('heartbeat_interval')}: must be at most 1h")
     grace = parse_duration(v["drain_grace"], key=name("drain_grace"))
+    if grace > 86400:
+        raise ConfigError(f"{name('drain_grace')}: must be at most 24h")
     held_grace = parse_duration(v["held_grace"], key=name("held_grace"))
-    if held_grace < 0:
-        raise ConfigError(f"{name('held_grace')}: must not be negative")
+    if held_grace > 3600:
+        raise ConfigError(f"{name('held_grace')}: must be at most 1h")
     roots = v["local_roots"] or []
     if roots and v["storage_type"] not in ("local", "hybrid"):
         raise ConfigError(

@@ -4,7 +4,7 @@ One ``Submit`` -> exactly one ``SubmitResult``. The credentials live only in
 this coroutine and are gone when it returns. For ``attempt > 1`` the hub does
 not know whether an earlier attempt reached Bilibili (its answer was lost with
 a stream or a hub restart), so the agent first looks for an archive holding
-exactly these server file names (:func:`uploader.submit.find_archive`) and
+exactly these server file names (:func:`uploader.archive_list.find_archive`) and
 answers with it instead of submitting a second time.
 """
 
@@ -17,10 +17,11 @@ from typing import Any
 import msgspec
 
 from protocol import mesh_pb2 as pb
+from uploader.archive_list import find_archive
 from uploader.client import BiliClient
 from uploader.credentials import Credentials, CredentialsError
 from uploader.errors import ErrorKind, UploadError
-from uploader.submit import Submission, find_archive, submit_app, submit_web
+from uploader.submit import Submission, submit_app, submit_web
 
 log = logging.getLogger("bupmesh.agent")
 
@@ -79,7 +80,8 @@ async def execute(
     try:
         async with client_cm as client:
             if msg.attempt > 1:
-                found = await find_archive(client, [v.filename for v in submission.videos])
+                found = await find_archive(client, [v.filename for v in submission.videos],
+                                           title=submission.title)
                 if found is not None:
                     log.info("submit %s attempt %d: already submitted as %s", msg.submit_id,
                              msg.attempt, found.bvid)

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from uploader.credentials import Credentials
+from uploader.credentials import Credentials, CredentialsError
 from uploader.errors import ErrorKind, UploadError, classify, from_transport_error
 
 # httpx logs every request line at INFO, and app/add carries access_key in
@@ -96,6 +96,13 @@ class BiliClient:
     def member(self, path: str) -> str:
         return f"{self.member_url}/{path.lstrip('/')}"
 
+    def csrf(self) -> str:
+        """The ``bili_jct`` every cookie-authenticated write carries, or an ``auth`` error."""
+        try:
+            return self.credentials.csrf
+        except CredentialsError as exc:
+            raise UploadError(ErrorKind.AUTH, str(exc)) from None
+
     def is_member_host(self, url: str | httpx.URL) -> bool:
         """Hosts that may see the cookies: the configured member host and real bilibili.com."""
         parsed = httpx.URL(str(url))
@@ -126,6 +133,7 @@ class BiliClient:
         with_cookies: bool = False,
         params: Any = None,
         json: Any = None,
+        data: dict[str, str] | None = None,
         content: bytes | AsyncIterator[bytes] | AsyncIterator[memoryview] | None = None,
         headers: dict[str, str] | None = None,
         request_timeout: float | None = None,
@@ -154,6 +162,7 @@ class BiliClient:
                 url,
                 params=params,
                 json=json,
+                data=data,
                 content=content,
                 headers=request_headers,
                 **kwargs,

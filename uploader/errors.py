@@ -67,7 +67,8 @@ class StaleSessionError(UploadError):
 # JSON codes Bilibili uses when it throttles an account or an IP. 601 is
 # upos' "上传视频过快", 21540 member's "请求过于频繁", -412 "请求被拦截" and
 # -509 "请求过于频繁" on the API gateway, 21070 "投稿过快".
-RISK_CODES: frozenset[int] = frozenset({601, 21540, 21070, -412, -509})
+RISK_CODES: frozenset[int] = frozenset({601, 21540, 21070, -412, -509} | {20111, 20113})
+# 20111 "合集编辑过于频繁" and 20113 "手速太快啦" throttle collection (合集) edits.
 # -101 "账号未登录" (expired SESSDATA), -2 bad access_key, -111 csrf mismatch
 # (bili_jct does not belong to the session), -400 is a plain bad request.
 AUTH_CODES: frozenset[int] = frozenset({-101, -2, -111})
@@ -163,3 +164,64 @@ def from_transport_error(op: str, exc: Exception) -> UploadError:
     else:
         what = type(exc).__name__
     return UploadError(ErrorKind.NETWORK, f"{what} on {op}")
+
+
+# --- archive problems: what a refused submission, edit or collection add needs changed ---
+
+
+class ArchiveProblem(enum.StrEnum):
+    """Why Bilibili (or the check before sending) refused an archive write.
+
+    These are all ``bad_request`` (the same request gets the same answer); the
+    problem says what to change before trying again: split the parts, shorten
+    a title, pick another publishing time, or nothing at all
+    (``already_in_season`` means the goal is reached).
+    """
+
+    TOO_MANY_PARTS = "too_many_parts"  # 21058: more than 100 videos added by one request
+    TITLE_TOO_LONG = "title_too_long"  # 21103: archive title over 80 characters
+    PART_TITLE_TOO_LONG = "part_title_too_long"  # 21104: a part title over 80 characters
+    DESC_TOO_LONG = "desc_too_long"  # 21010: description too long
+    DTIME_OUT_OF_RANGE = "dtime_out_of_range"  # 21006: publishing time outside its window
+    NO_SUCH_ARCHIVE = "no_such_archive"  # -404 on view/edit: not this account's archive
+    SEASON_NOT_FOUND = "season_not_found"  # no such collection or section for this account
+    ALREADY_IN_SEASON = "already_in_season"  # 20080: the archive is in the collection already
+
+
+ARCHIVE_PROBLEM_CODES: dict[int, ArchiveProblem] = {
+    21058: ArchiveProblem.TOO_MANY_PARTS,
+    21103: ArchiveProblem.TITLE_TOO_LONG,
+    21104: ArchiveProblem.PART_TITLE_TOO_LONG,
+    21010: ArchiveProblem.DESC_TOO_LONG,
+    21006: ArchiveProblem.DTIME_OUT_OF_RANGE,
+    -404: ArchiveProblem.NO_SUCH_ARCHIVE,
+    20080: ArchiveProblem.ALREADY_IN_SEASON,
+}
+
+
+class ArchiveError(UploadError):
+    """A ``bad_request`` refused before anything was sent, naming its :class:`ArchiveProblem`.
+
+    ``code`` is the one Bilibili would have answered (None when it has none),
+    so a caller classifies a local refusal and a server's the same way.
+    """
+
+    def __init__(self, problem: ArchiveProblem, message: str, *, code: int | None = None) -> None:
+        super().__init__(ErrorKind.BAD_REQUEST, message, code=code)
+        self.problem = ArchiveProblem(problem)
+
+
+def archive_problem(error: UploadError | None = None, *, code: int | None = None
+                    ) -> ArchiveProblem | None:
+    """The problem behind a refused archive write, or None when it is not one of those.
+
+    Takes an error (local or from a reply), or just a Bilibili ``code`` as it
+    travels in a result message.
+    """
+    if isinstance(error, ArchiveError):
+        return error.problem
+    if error is not None:
+        if error.kind is not ErrorKind.BAD_REQUEST:
+            return None
+        code = error.code
+    return ARCHIVE_PROBLEM_CODES.get(code) if code is not None else None

@@ -161,3 +161,22 @@ def test_bad_setting_exits_2_with_one_line(tmp_path: Path) -> None:
     )
     assert proc.returncode == 2 and "bogus: unknown setting" in proc.stderr
     assert "file-psk" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("agent.max_concurrent_uploads", 65, "agent.max_concurrent_uploads: must be at most 64"),
+        ("agent.buffer_size_mb", 100_000, "agent.buffer_size_mb: must be at most 65536"),
+        ("agent.bandwidth_mbps", -1, "agent.bandwidth_mbps: must be within 0..1000000"),
+        ("agent.heartbeat_interval", "2h", "agent.heartbeat_interval: must be at most 1h"),
+        ("agent.held_grace", "-1s", "agent.held_grace: expected a duration"),
+        ("resources.max_memory_mb", 0, "resources.max_memory_mb: must be at least 1"),
+    ],
+)
+def test_every_number_has_a_range(key: str, value: object, message: str) -> None:
+    flags = {"server.url": "127.0.0.1:1", "agent.id": "a", "agent.token": "p",
+             "server.insecure": True, key: value}
+    with pytest.raises(ConfigError) as err:
+        load_agents(env={}, flags=flags)
+    assert str(err.value).startswith(message)

@@ -7,7 +7,9 @@ over one :class:`~uploader.sim.state.SimState`:
 - :mod:`uploader.sim.upos`: ``GET /preupload`` and the upos object URLs;
 - :mod:`uploader.sim.lines`: the line probes (``/OK``, ``/upcdn/{line}/OK``);
 - :mod:`uploader.sim.member`: cover upload, web and app submission;
-- :mod:`uploader.sim.archives`: the archive list;
+- :mod:`uploader.sim.edit`: editing an archive (the whole archive, appended parts);
+- :mod:`uploader.sim.archives`: the archive list, one archive's view, review controls;
+- :mod:`uploader.sim.seasons`: collections and adding archives to them;
 - :mod:`uploader.sim.passport`: TV QR login, ``nav``, and the phone under ``/_sim/qr``.
 
 Status codes and reply bodies follow what real clients and issue threads show
@@ -29,10 +31,12 @@ from uploader.sim import replies
 from uploader.sim.archives import Archives
 from uploader.sim.config import SimConfig
 from uploader.sim.control import Control
+from uploader.sim.edit import Edit
 from uploader.sim.faults import Faults
 from uploader.sim.lines import Lines
 from uploader.sim.member import Member
 from uploader.sim.passport import Passport
+from uploader.sim.seasons import Seasons
 from uploader.sim.state import SimState
 from uploader.sim.upos import Upos
 
@@ -46,7 +50,9 @@ class Simulator:
     upos: Upos
     lines: Lines
     member: Member
+    edit: Edit
     archives: Archives
+    seasons: Seasons
     passport: Passport
 
 
@@ -64,7 +70,9 @@ def build_simulator(config: SimConfig | None = None) -> Simulator:
         upos=Upos(state, faults, lines),
         lines=lines,
         member=Member(state, faults),
-        archives=Archives(state),
+        edit=Edit(state, faults),
+        archives=Archives(state, faults),
+        seasons=Seasons(state, faults),
         passport=Passport(state),
     )
 
@@ -76,8 +84,10 @@ def build_app(config: SimConfig | None = None) -> Starlette:
         *sim.upos.preupload_routes(),
         *sim.lines.routes(),
         *sim.member.routes(),
+        *sim.edit.routes(),
         *sim.passport.routes(),
         *sim.archives.routes(),
+        *sim.seasons.routes(),
         *sim.upos.object_routes(),  # last: /{bucket}/{key} would shadow two-segment paths
     ]
     app = Starlette(routes=routes, exception_handlers={ClientDisconnect: client_went_away})

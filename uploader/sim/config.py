@@ -14,8 +14,14 @@ NonNegative = Annotated[float, msgspec.Meta(ge=0)]
 Rate = Annotated[float, msgspec.Meta(ge=0, le=1)]
 Count = Annotated[int, msgspec.Meta(ge=0)]
 
-Op = Literal["preupload", "init", "put", "complete", "probe", "submit", "cover"]
-Action = Literal["status", "drop", "stall", "code"]
+Op = Literal[
+    "preupload", "init", "put", "complete", "probe", "submit", "cover",
+    "edit", "season", "view", "archives",
+]  # fmt: skip
+# lose_reply: the request takes effect as usual, then the connection is reset
+# instead of answering (submit, edit, season, cover): the lost answer that
+# reconciliation exists for.
+Action = Literal["status", "drop", "stall", "code", "lose_reply"]
 
 
 class Strict(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -54,6 +60,29 @@ class LineConfig(Strict):
     delay_seconds: NonNegative = 0.0  # added to this line's probe reply
 
 
+class ReviewConfig(Strict):
+    """How archives pass review: pending this long after a submission or an edit, then decided."""
+
+    delay_seconds: NonNegative = 0.0  # 0: approved at once, as before review existed here
+    outcome: Literal["approve", "reject"] = "approve"
+    reason: str = "视频内容不符合社区规范"  # the reject reason a rejected archive shows
+    # Where a rejection's reason appears in archive view and list replies; public
+    # sources show both fields and do not say which one the view fills.
+    reason_field: Literal["reject_reason", "state_desc"] = "reject_reason"
+
+
+class ArchiveConfig(Strict):
+    # x/web/archives carries each archive's "Videos" (false: "Videos": null, as
+    # a sibling endpoint answers; public sources do not say which this one does).
+    list_videos: bool = True
+    max_parts: Annotated[int, msgspec.Meta(ge=1)] = 100  # videos one add or edit may add (21058)
+    dtime_min_seconds: NonNegative = 7200.0  # scheduled publishing window (21006)
+    dtime_max_seconds: NonNegative = 15 * 86400.0
+    # Collections take only approved archives (unconfirmed; the refusal's code is a guess).
+    season_needs_approval: bool = False
+    review: ReviewConfig = msgspec.field(default_factory=ReviewConfig)
+
+
 def _default_lines() -> dict[str, LineConfig]:
     return {name: LineConfig() for name in DEFAULT_LINES}
 
@@ -65,6 +94,7 @@ class SimConfig(Strict):
     risk: RiskConfig = msgspec.field(default_factory=RiskConfig)
     faults: FaultConfig = msgspec.field(default_factory=FaultConfig)
     lines: dict[str, LineConfig] = msgspec.field(default_factory=_default_lines)
+    archive: ArchiveConfig = msgspec.field(default_factory=ArchiveConfig)
     seed: int = 0
 
 

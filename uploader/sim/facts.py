@@ -50,7 +50,36 @@ CODE_MESSAGES: dict[int, str] = {
     601: TOO_FAST,
     21540: SUBMIT_TOO_FAST,
     21566: "投稿过于频繁，建议将APP升级至最新版本后再试",
+    -404: "啥都木有",
+    21006: "发布时间离当前时间必须≥2小时且≤15天，请重新选择",
+    21010: "简介字数过长，请缩减内容",
+    21103: "稿件标题过长,已经超过80个字符",
+    20080: "该视频已在合集中",  # the code is in a public note; the text is ours
 }
+
+# --- archives ---------------------------------------------------------------
+# Replies quoted in public issue threads: biliup-app #68 (21058), biliup-rs
+# #47 and #197 (21104), YoutubeToBilibili #2 (21103), biliup #221 (21006, when
+# the window began at 4 hours), biliup #1364 (21010).
+
+TITLE_LIMIT = 80
+DESC_LIMIT = 2000  # the submission page's counter
+
+
+def too_many_parts(limit: int) -> str:
+    return f"当前单次操作添加的视频数已经超过限制,当前最大值为{limit}个"
+
+
+def part_title_too_long(index: int) -> str:
+    return f"第({index})个视频的标题过长,已经超过{TITLE_LIMIT}个字符"
+
+
+# Archive states (archive.state), as Bilibili's own constants name them.
+STATE_OPEN = 0  # 开放浏览
+STATE_REJECTED = -2  # 被打回
+STATE_SUBMITTED = -30  # 创建已提交: waiting for review, also after an edit
+STATE_SCHEDULED = -40  # 定时发布: approved, waiting for its dtime
+STATE_DESCS = {STATE_REJECTED: "已退回", STATE_SUBMITTED: "审核中", STATE_SCHEDULED: "定时发布"}
 
 
 def message_for(code: int) -> str:

@@ -44,11 +44,14 @@ class SimState:
         self.tickets: dict[str, Ticket] = {}
         self.uploads: dict[str, Upload] = {}
         self.ledger: list[dict[str, Any]] = []
-        self.submissions: list[dict[str, Any]] = []
+        self.submissions: list[dict[str, Any]] = []  # the archives, in submission order
+        self.covers: dict[str, dict[str, Any]] = {}  # bfs name -> record (bytes under "image")
+        self.seasons: list[dict[str, Any]] = []
         self.requests: collections.deque[dict[str, Any]] = collections.deque(maxlen=REQUEST_RING)
         self.preuploads = SlidingBudget()
         self.buckets: dict[str, TokenBucket] = {}
         self.next_aid = 114_000_000_000_001
+        self.next_season_id = 5_000_001
         self.next_biz_id = 500_001_600_000_001
 
     def reseed(self) -> None:
@@ -235,3 +238,45 @@ class SimState:
         aid = self.next_aid
         self.next_aid += self.id_rng.randint(1, 997)
         return aid, av2bv(aid)
+
+    def archive(self, aid: int | None = None, bvid: str | None = None) -> dict[str, Any] | None:
+        for record in self.submissions:
+            if (aid is not None and record["aid"] == aid) or (bvid and record["bvid"] == bvid):
+                return record
+        return None
+
+    # --- collections --------------------------------------------------------
+
+    def new_season(self, mid: int, title: str, sections: int) -> dict[str, Any]:
+        """A collection of ``mid`` with ``sections`` sections (正片 first, as Bilibili makes it)."""
+        season_id = self.next_season_id
+        self.next_season_id += 1 + sections
+        names = ["正片", *(f"第{n}节" for n in range(2, sections + 1))]
+        season = {
+            "season_id": season_id,
+            "mid": mid,
+            "title": title,
+            "ctime": int(time.time()),
+            "sections": [
+                {"section_id": season_id + n, "title": name, "episodes": []}
+                for n, name in enumerate(names, start=1)
+            ],
+        }
+        self.seasons.append(season)
+        return season
+
+    def section(self, section_id: int) -> tuple[dict[str, Any], dict[str, Any]] | None:
+        for season in self.seasons:
+            for section in season["sections"]:
+                if section["section_id"] == section_id:
+                    return season, section
+        return None
+
+    def episode_of(self, aid: int) -> dict[str, Any] | None:
+        """The collection entry of archive ``aid`` (an archive is in one collection at most)."""
+        for season in self.seasons:
+            for section in season["sections"]:
+                for episode in section["episodes"]:
+                    if episode["aid"] == aid:
+                        return episode
+        return None
