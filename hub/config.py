@@ -151,8 +151,8 @@ class RetentionSettings(_S):
     """What happens to a recording's files once the hub is done with them
     (hub/retention/): nothing by default."""
 
-    trigger: _d(Trigger, "when a recording's files may go: never | uploaded (every part "
-                "uploaded) | submitted (its archive exists) | approved (the archive passed "
+    trigger: _d(Trigger, "when a recording's files may go: never; uploaded (every part "
+                "uploaded); submitted (its archive exists); approved (the archive passed "
                 "review)") = "never"
     action: _d(Literal["delete", "move"], "what happens to them then") = "delete"
     move_to: _d(str | None, "for action move: an absolute directory; a file keeps its "
@@ -189,8 +189,7 @@ class RoomSettings(_S):
     tid: _n(int, 1, 100_000, "as submission.tid") | None = None
     copyright: _n(int, 1, 2, "as submission.copyright") | None = None
     source_template: _d(str | None, "as submission.source_template") = None
-    retention: _d(RoomRetention | None, "this room's retention keys; unset ones fall back to "
-                  "retention") = None
+    retention: RoomRetention = msgspec.field(default_factory=RoomRetention)
 
 
 class AlertSettings(_S):
@@ -351,8 +350,7 @@ def _validate_retention(config: HubConfig) -> None:
     """A move needs somewhere to go, outside every watched directory (the watcher would
     import a moved file again as a new one)."""
     scopes: list[tuple[str, Any]] = [("retention", config.retention)]
-    scopes += [(f"rooms.{room}.retention", s.retention) for room, s in config.rooms.items()
-               if s.retention is not None]
+    scopes += [(f"rooms.{room}.retention", s.retention) for room, s in config.rooms.items()]
     watched = [Path(d).expanduser().resolve() for d in config.ingest.watch_dirs]
     for prefix, settings in scopes:
         if settings.move_to is not None:
@@ -363,12 +361,13 @@ def _validate_retention(config: HubConfig) -> None:
             if inside:
                 raise ConfigError(f"{prefix}.move_to: {target} is inside the watched directory "
                                   f"{inside[0]}: moved files would be imported again")
-    for room, settings in [(None, None), *config.rooms.items()]:
-        room_retention = settings.retention if settings is not None else None
-        trigger = (room_retention and room_retention.trigger) or config.retention.trigger
-        action = (room_retention and room_retention.action) or config.retention.action
-        move_to = (room_retention and room_retention.move_to) or config.retention.move_to
-        if trigger != "never" and action == "move" and not move_to:
+    rooms: list[tuple[str | None, RoomRetention]] = [(None, RoomRetention())]
+    rooms += [(room, s.retention) for room, s in config.rooms.items()]
+    for room, over in rooms:
+        trigger = over.trigger or config.retention.trigger
+        action = over.action or config.retention.action
+        if trigger != "never" and action == "move" and not (over.move_to
+                                                             or config.retention.move_to):
             where = f"rooms.{room}.retention" if room is not None else "retention"
             raise ConfigError(f"{where}.move_to: required with action: move")
 
