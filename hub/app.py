@@ -100,12 +100,13 @@ def _read_pem(path: str | None) -> bytes:
 async def run_hub(config: HubConfig) -> None:
     gc_watch.install()
     service = await build_service(config)
-    pipeline = await RecordingPipeline.attach(service)  # before agents: Hello hooks it
+    audit = AuditLog(service.store)
+    await audit.open()
+    # Before agents: Hello hooks it. Retention records its actions in the audit log.
+    pipeline = await RecordingPipeline.attach(service, audit=audit)
     hub = None
     try:
         hub = await start_grpc(service, config)
-        audit = AuditLog(service.store)
-        await audit.open()
         app = build_http_app(service, config, extra_routes=pipeline.routes(), audit=audit)
         host, port = config.http_address
         try:

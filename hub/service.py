@@ -48,7 +48,7 @@ from hub.core.spawner import Spawner
 from hub.core.state import HubState
 from hub.core.strategies import Strategy, make_strategy
 from hub.core.views import Views
-from hub.metrics import HubMetrics
+from hub.metrics import HubMetrics, storage_gauges
 from hub.parts import Parts
 from hub.store.space import MiB, SpaceAlarm
 from hub.store.tasks import Store
@@ -114,6 +114,7 @@ class HubService:
                                 clock=clock)
         self.space.watch(store)
         self.space.on_cleared(self.poke)
+        self.metrics.add_gauges(lambda: storage_gauges(self.space))
 
     @property
     def submissions(self) -> Submissions | None:

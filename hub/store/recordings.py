@@ -10,6 +10,16 @@ a task completes.
 The submission fields (``submit_state``, ``submit_attempt``, ...) are written
 *before* the hub acts on them (see ``hub/submission``): a recording found in
 ``submitting`` after a restart is a submission whose outcome is unknown.
+``submit_parts`` lists the parts that submission carries, so a part that arrived
+later is known not to be in the archive.
+
+``review_state`` is the archive's standing in Bilibili's review: ``""`` (not
+known), ``pending``, ``approved`` or ``rejected`` (with ``review_reason``), set
+through :meth:`RecordingStore.set_review` by whatever follows the review; the
+``approved`` retention trigger reads it.
+
+``recording_history`` is the recording's own log: what the hub did with it and
+its files, and what it refused to do (retention writes every action there).
 
 The class keeps its own connection to the same database file (as
 ``hub.accounts.store.AccountStore`` does), so the core ``Store`` stays untouched.
@@ -53,6 +63,10 @@ CREATE TABLE IF NOT EXISTS recordings (
     submit_error TEXT NOT NULL DEFAULT '',
     aid INTEGER,
     bvid TEXT,
+    submit_parts TEXT NOT NULL DEFAULT '[]',
+    review_state TEXT NOT NULL DEFAULT '',
+    review_reason TEXT NOT NULL DEFAULT '',
+    review_at REAL,
     created_at REAL NOT NULL,
     updated_at REAL NOT NULL
 );
@@ -68,6 +82,15 @@ CREATE TABLE IF NOT EXISTS recording_parts (
     received_at REAL,                     -- the hub's clock when the file was imported
     UNIQUE (path, size)
 );
+CREATE TABLE IF NOT EXISTS recording_history (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    recording_id INTEGER NOT NULL,
+    at REAL NOT NULL,                     -- the hub's clock
+    kind TEXT NOT NULL,                   -- e.g. retention, retention_refused, review
+    part_id INTEGER,
+    message TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS recording_history_recording ON recording_history(recording_id);
 CREATE TABLE IF NOT EXISTS ingest_events (
     source TEXT NOT NULL,
     event_id TEXT NOT NULL,
@@ -80,14 +103,20 @@ CREATE TABLE IF NOT EXISTS ingest_events (
 SUBMIT_FIELDS = frozenset({
     "submit_state", "submit_requested", "submit_attempt", "submit_id", "submit_agent",
     "submit_ip", "submit_sent_at", "submit_not_before", "submit_excluded_ips", "submit_error",
-    "aid", "bvid", "account",
+    "aid", "bvid", "account", "submit_parts",
 })
+REVIEW_STATES = frozenset({"", "pending", "approved", "rejected"})
+HISTORY_KEEP = 1000  # rows per recording
 
 
 class RecordingStore(Database):
     SCHEMA = SCHEMA
     ADDED_COLUMNS = (
         ("recording_parts", "received_at", "REAL"),
+        ("recordings", "submit_parts", "TEXT NOT NULL DEFAULT '[]'"),
+        ("recordings", "review_state", "TEXT NOT NULL DEFAULT ''"),
+        ("recordings", "review_reason", "TEXT NOT NULL DEFAULT ''"),
+        ("recordings", "review_at", "REAL"),
     )
 
     def __init__(self, db_path: str | Path, *, clock: Callable[[], float] = time.time) -> None:
@@ -173,12 +202,49 @@ class RecordingStore(Database):
         unknown = set(fields) - SUBMIT_FIELDS
         if unknown:
             raise ValueError(f"not submission fields: {sorted(unknown)}")
-        if "submit_excluded_ips" in fields:
-            fields["submit_excluded_ips"] = json.dumps(fields["submit_excluded_ips"])
+        for key in ("submit_excluded_ips", "submit_parts"):
+            if key in fields:
+                fields[key] = json.dumps(fields[key])
         sets = ",".join(f"{k}=?" for k in fields)
         values = [*fields.values(), self._clock(), recording_id]
         await self._run(lambda c: c.execute(
             f"UPDATE recordings SET {sets}, updated_at=? WHERE id=?", values))
+
+    async def set_review(self, recording_id: int, state: str, reason: str = "") -> None:
+        """The archive's review standing (``pending | approved | rejected``), with a line
+        in the recording's history when it changes."""
+        if state not in REVIEW_STATES:
+            raise ValueError(f"review state: expected one of {sorted(REVIEW_STATES)}")
+        now = self._clock()
+
+        def q(c: sqlite3.Connection) -> None:
+            row = c.execute("SELECT review_state, review_reason FROM recordings WHERE id=?",
+                            (recording_id,)).fetchone()
+            if row is None or (row[0], row[1]) == (state, reason):
+                return
+            c.execute("UPDATE recordings SET review_state=?, review_reason=?, review_at=? "
+                      "WHERE id=?", (state, reason[:1000], now, recording_id))
+            _history(c, recording_id, now, "review",
+                     f"review: {state}" + (f" ({reason[:500]})" if reason else ""), None)
+
+        await self._run(q)
+
+    # -- history --------------------------------------------------------------------------
+
+    async def add_history(self, recording_id: int, kind: str, message: str, *,
+                          part_id: int | None = None) -> None:
+        now = self._clock()
+        await self._run(lambda c: _history(c, recording_id, now, kind, message, part_id))
+
+    async def history(self, recording_id: int, *, limit: int = 200) -> list[dict[str, Any]]:
+        """Newest first."""
+        def q(c: sqlite3.Connection) -> list[dict[str, Any]]:
+            rows = c.execute(
+                """SELECT at, kind, part_id, message FROM recording_history
+                   WHERE recording_id=? ORDER BY id DESC LIMIT ?""", (recording_id, limit))
+            return [dict(r) for r in rows]
+
+        return await self._run(q)
 
     # -- parts ----------------------------------------------------------------------------
 
@@ -214,6 +280,7 @@ class RecordingStore(Database):
                 """SELECT rp.part_id, rp.path, rp.size, rp.idx, rp.started_at, rp.ended_at,
                           rp.received_at,
                           p.state AS upload_state, p.md5, p.filename, p.biz_id,
+                          p.fingerprint AS part_fingerprint,
                           (SELECT t.task_id FROM agent_tasks t WHERE t.part_id=rp.part_id
                            ORDER BY t.id DESC LIMIT 1) AS task_id,
                           (SELECT t.agent_id FROM agent_tasks t WHERE t.part_id=rp.part_id
@@ -227,10 +294,22 @@ class RecordingStore(Database):
         return await self._run(q)
 
 
+def _history(c: sqlite3.Connection, recording_id: int, at: float, kind: str, message: str,
+             part_id: int | None) -> None:
+    cur = c.execute("""INSERT INTO recording_history (recording_id, at, kind, part_id, message)
+                       VALUES (?,?,?,?,?)""", (recording_id, at, kind, part_id, message[:2000]))
+    if cur.lastrowid and cur.lastrowid % 100 == 0:  # a recording's history stays bounded
+        c.execute("""DELETE FROM recording_history WHERE recording_id=? AND id <= (
+                         SELECT id FROM recording_history WHERE recording_id=?
+                         ORDER BY id DESC LIMIT 1 OFFSET ?)""",
+                  (recording_id, recording_id, HISTORY_KEEP))
+
+
 def _recording(row: sqlite3.Row) -> dict[str, Any]:
     d = dict(row)
-    try:
-        d["submit_excluded_ips"] = json.loads(d.get("submit_excluded_ips") or "{}")
-    except ValueError:
-        d["submit_excluded_ips"] = {}
+    for key, empty in (("submit_excluded_ips", {}), ("submit_parts", [])):
+        try:
+            d[key] = json.loads(d.get(key) or json.dumps(empty))
+        except ValueError:
+            d[key] = empty
     return d

@@ -277,6 +277,8 @@ class SubmissionManager:
             api = "web" if creds.cookies.get("bili_jct") else "app"
         submit_id = f"sub-{uuid.uuid4().hex[:16]}"
         update = m.sending(rec, submit_id, info.agent_id, info.ip_address or "", now)
+        # Which parts this archive will carry: a part that arrives later is not in it.
+        update["submit_parts"] = [p["part_id"] for p in parts]
         await self.recordings.update_submission(rec["id"], **update)  # write, then act
         self._inflight[rec["id"]] = info.session
         info.session.send(pb.HubMessage(submit=pb.Submit(
