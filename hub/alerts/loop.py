@@ -61,15 +61,14 @@ async def snapshot(service: Any, rules: AlertRules, now: float) -> Snapshot:
         storage = StorageSample(directory=space.directory, full=space.raised,
                                 free_bytes=space.free_bytes, since=space.since,
                                 waiting_writes=space.waiting_writes)
-    disks: tuple[DiskSample, ...] = ()
+    disks: list[DiskSample] = []
     if rules.min_free_bytes > 0:
-        dirs = recorder_dirs(service.config.ingest)
-        disks = tuple(DiskSample(path, await anyio.to_thread.run_sync(free_bytes, path))
-                      for path in dirs)
+        for path in recorder_dirs(service.config.ingest):
+            disks.append(DiskSample(path, await anyio.to_thread.run_sync(free_bytes, path)))
     return Snapshot(agents=agents, tasks=tasks, ips=ips,
                     window_completed=ended.get("completed", 0),
                     window_failed=ended.get("failed", 0),
-                    storage=storage, recorder_disks=disks)
+                    storage=storage, recorder_disks=tuple(disks))
 
 
 async def run_alerts(

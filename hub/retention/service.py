@@ -186,6 +186,7 @@ class RetentionService:
                                                             part.get("md5") or "", size)
             if note:
                 state = p.KEPT if uploaded is not None else p.GONE
+                note = f"{note}: kept and flagged" if state == p.KEPT else note
         await self.store.track(part["part_id"], recording_id=rec["id"], room_id=rec["room_id"],
                                path=path, size=size, uploaded=uploaded, state=state, note=note)
         row = (await self.store.files(rec["id"]))
@@ -328,6 +329,9 @@ class RetentionService:
             "files": [{k: f[k] for k in ("part_id", "recording_id", "room_id", "path", "size",
                                          "state", "action", "destination", "note",
                                          "updated_at")} for f in recent],
+            # Why each recording's files are not acted on yet ("" once the trigger is met).
+            "recordings": [{k: r[k] for k in ("recording_id", "trigger", "reached_at", "note")}
+                           for r in await self.store.recordings(limit=RECENT)],
         }
 
 

@@ -78,6 +78,11 @@ class RetentionStore(Database):
 
         return await self._run(q)
 
+    async def recordings(self, *, limit: int = 200) -> list[dict[str, Any]]:
+        """Newest change first."""
+        return await self._run(lambda c: [dict(r) for r in c.execute(
+            "SELECT * FROM retention_recordings ORDER BY updated_at DESC LIMIT ?", (limit,))])
+
     async def set_recording(self, recording_id: int, *, trigger: str,
                             reached_at: float | None, note: str) -> None:
         now = self._clock()

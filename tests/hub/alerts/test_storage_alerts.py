@@ -4,8 +4,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from types import SimpleNamespace
 
+import pytest
+
+from hub.alerts.loop import snapshot
 from hub.alerts.rules import (
     AlertEvaluator,
     AlertRules,
@@ -13,8 +17,16 @@ from hub.alerts.rules import (
     Snapshot,
     StorageSample,
 )
+from hub.config import HubConfig, IngestSettings
+from hub.core.errors import StorageFull
+from hub.store.space import SpaceAlarm
 
 GiB = 1 << 30
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
 
 
 def states(alerts: list) -> list[tuple[str, str]]:
@@ -57,3 +69,30 @@ def test_rules_take_min_free_from_the_retention_setting() -> None:
                                low_speed_seconds=3)
     rules = AlertRules.from_settings(settings, min_free_bytes=5 * GiB)
     assert rules.min_free_bytes == 5 * GiB and rules.low_speed_seconds == 3
+
+
+@pytest.mark.anyio
+async def test_the_loop_samples_the_alarm_and_the_recorder_disks(tmp_path: Path) -> None:
+    class Store:
+        async def count_ended_since(self, since: float) -> dict[str, int]:
+            return {}
+
+    class Service:
+        config = HubConfig(ingest=IngestSettings(watch_dirs=[str(tmp_path)]))
+        tasks: dict = {}
+        store = Store()
+        space = SpaceAlarm(tmp_path, resume_free_bytes=0, probe_interval=1, clock=lambda: 3.0)
+
+        async def list_agents(self) -> list:
+            return []
+
+        async def list_ips(self) -> list:
+            return []
+
+    service = Service()
+    service.space.trip(StorageFull(str(tmp_path), 12))
+    snap = await snapshot(service, AlertRules(min_free_bytes=1), 5.0)
+    assert snap.storage == StorageSample(str(tmp_path), True, 12, 3.0, 0)
+    assert [d.path for d in snap.recorder_disks] == [str(tmp_path)]
+    assert snap.recorder_disks[0].free_bytes and snap.recorder_disks[0].free_bytes > 0
+    assert (await snapshot(service, AlertRules(), 5.0)).recorder_disks == ()
