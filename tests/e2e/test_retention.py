@@ -48,6 +48,12 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalMesh]:
     moved.mkdir()
     mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(moved)],
                              capture_output=True).returncode == 0
+    # Big files are moved here across filesystems while the hub is killed.
+    big = work / "big"
+    big.mkdir()
+    big_mounted = mounted and subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=512m", "tmpfs", str(big)],
+        capture_output=True).returncode == 0
     hook = Webhook()
     config = OPEN_RISK_YAML + f"""
 ingest:
@@ -76,6 +82,7 @@ rooms:
   "3006": {{retention: {{trigger: uploaded}}}}
   "3007": {{retention: {{trigger: submitted, delay_days: {DELAY_DAYS}}}}}
   "3008": {{retention: {{trigger: submitted}}}}
+  "3009": {{retention: {{trigger: uploaded, action: move, move_to: {big}}}}}
 """
     try:
         with LocalMesh(work / "mesh") as local:
@@ -87,12 +94,14 @@ rooms:
             local.brec = brec  # type: ignore[attr-defined]
             local.moved = moved  # type: ignore[attr-defined]
             local.moved_is_tmpfs = mounted  # type: ignore[attr-defined]
+            local.big = big if big_mounted else None  # type: ignore[attr-defined]
             local.alerts = hook  # type: ignore[attr-defined]
             yield local
     finally:
         hook.close()
-        if mounted:
-            subprocess.run(["umount", "-l", str(moved)], check=False)
+        for mount, done in ((moved, mounted), (big, big_mounted)):
+            if done:
+                subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 # -- recorder ----------------------------------------------------------------------------
@@ -352,3 +361,53 @@ def test_the_disk_guard_alerts_below_min_free(mesh: LocalMesh) -> None:
     assert "bupmesh_recorder_disk_free_bytes{" in metrics
     assert 'bupmesh_retention_waiting_bytes{stage="kept"}' in metrics
     assert 'bupmesh_retention_actions_total{action="delete",outcome="ok"}' in metrics
+
+
+def journal(mesh: LocalMesh) -> list[tuple[int, str]]:
+    db = sqlite3.connect(mesh.workdir / "hub-data" / "bupmesh.db", timeout=30)
+    try:
+        return db.execute("SELECT part_id, phase FROM retention_journal").fetchall()
+    except sqlite3.OperationalError:  # a write lock at that moment: look again
+        return []
+    finally:
+        db.close()
+
+
+def test_a_hub_killed_mid_move_leaves_the_file_in_place_or_moved(mesh: LocalMesh) -> None:
+    """SIGKILL while a move copies a 48 MiB file across filesystems (the journal row is
+    there before and after the kill: the kill landed mid-action). On disk the file is in
+    place or moved, never lost; the restarted hub finishes the move, once."""
+    big: Path | None = mesh.big  # type: ignore[attr-defined]
+    if big is None:
+        pytest.skip("no tmpfs to move to: a move within one filesystem is a single link")
+    hub = [p for p in mesh.processes if p.name == "hub"][-1]
+    for _attempt in range(6):
+        rec = Recording(mesh, 3009)
+        path = rec.file(48 * 1024 * KiB)
+        dest = big / rec.folder.name / path.name
+        rec.end()
+        caught = wait_for(lambda p=path: journal(mesh) or (not p.exists() and "moved"), 120,
+                          "the move to start", interval=0.002)
+        if caught == "moved":
+            continue  # the whole move fell between two looks: another recording
+        hub.kill()
+        if not journal(mesh):
+            mesh.restart_hub()  # finished just before the kill: try again
+            hub = [p for p in mesh.processes if p.name == "hub"][-1]
+            mesh.wait_agents_online(1)
+            continue
+        # Killed mid-action: the bytes are in one piece somewhere.
+        here = path.exists() and md5_of(path) == rec.md5s[0]
+        there = dest.exists() and md5_of(dest) == rec.md5s[0]
+        assert here or there
+        mesh.restart_hub()
+        mesh.wait_agents_online(1)
+        wait_for(lambda p=path, d=dest: not p.exists() and d.exists() and not journal(mesh), 60,
+                 "the move finished after the restart")
+        assert md5_of(dest) == rec.md5s[0]
+        assert not list(big.rglob(".*bupmesh-move"))
+        entries = audit(mesh, rec.recording_id)
+        assert [(e["method"], e["outcome"]) for e in entries if e["outcome"] == "ok"] == \
+            [("MOVE", "ok")]
+        return
+    pytest.fail("six tries, and the kill never landed while a move was running")
