@@ -31,6 +31,9 @@ import pytest
 
 from bupmesh.localmesh import OPEN_RISK_YAML, LocalMesh, wait_for, write_random_file
 from tests.e2e.test_ops import Webhook
+from tests.e2e.test_web_ui import browser_page
+
+__all__ = ["browser_page"]  # the real Chromium of the web UI's test
 
 pytestmark = pytest.mark.e2e
 
@@ -361,6 +364,27 @@ def test_the_disk_guard_alerts_below_min_free(mesh: LocalMesh) -> None:
     assert "bupmesh_recorder_disk_free_bytes{" in metrics
     assert 'bupmesh_retention_waiting_bytes{stage="kept"}' in metrics
     assert 'bupmesh_retention_actions_total{action="delete",outcome="ok"}' in metrics
+
+
+def test_the_page_shows_retention_actions(mesh: LocalMesh, browser_page: object) -> None:
+    from playwright.sync_api import Page, expect
+
+    rec = Recording(mesh, 3001)
+    path = rec.file()
+    rec.end()
+    wait_for(lambda: not path.exists(), 60, "the file deleted")
+    page: Page = browser_page  # type: ignore[assignment]
+    page.goto(mesh.hub_url + "/")
+    page.fill("#token", mesh.admin_token)
+    page.click("#login-form button[type=submit]")
+    expect(page.locator("#app")).to_be_visible()
+    row = page.locator("#retention-body tr", has_text=path.name)
+    expect(row).to_have_count(1)
+    expect(row.locator(".badge")).to_have_text("done")
+    expect(row).to_contain_text("deleted")
+    expect(page.locator("#retention-summary")).to_contain_text("room rule(s)")
+    expect(page.locator("#retention-disks")).to_contain_text(str(mesh.brec))  # type: ignore[attr-defined]
+    expect(page.locator("#storage-alarm")).to_be_hidden()
 
 
 def journal(mesh: LocalMesh) -> list[tuple[int, str]]:

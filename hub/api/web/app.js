@@ -437,6 +437,60 @@ async function showLogs(taskId) {
   if (!dialog.open) dialog.showModal();
 }
 
+// ---------------------------------------------------------------- retention and storage
+
+const RETENTION_STAGES = { trigger: "before the trigger", delay: "in the delay", kept: "kept (flagged)" };
+
+async function loadRetention() {
+  let view = null;
+  try {
+    view = await api("GET", "/api/manage/retention");
+  } catch (err) {
+    if (err.status !== 404 && err.status !== 401) notice(`retention: ${err.message}`, true);
+  }
+  renderRetention(view);
+  loadStorage();
+}
+
+function renderRetention(view) {
+  const rule = view?.rule;
+  const rooms = Object.entries(view?.rooms || {}).filter(([, r]) => r.trigger !== "never");
+  const waiting = Object.entries(view?.pending_bytes || {}).filter(([, n]) => n > 0)
+    .map(([stage, n]) => `${fmtBytes(n)} ${RETENTION_STAGES[stage] || stage}`);
+  const policy = rule ? `default: ${rule.trigger === "never" ? "never" : `${rule.action} when ${rule.trigger}`}` : "";
+  const summary = [policy, rooms.length ? `${rooms.length} room rule(s)` : "", waiting.length ? `waiting: ${waiting.join(", ")}` : ""];
+  $("retention-summary").textContent = summary.filter(Boolean).join(" · ");
+  $("retention-disks").textContent = (view?.disks || [])
+    .map((d) => `${d.path}: ${d.free_bytes == null ? "?" : fmtBytes(d.free_bytes)} free${d.low ? " (low)" : ""}`).join(" · ");
+  const files = view?.files || [];
+  $("retention-body").replaceChildren(...files.map((f) => {
+    const state = el("td");
+    badge(state, f.state);
+    return el("tr", {},
+      el("td", {}, fmtTime(f.updated_at)),
+      el("td", {}, `#${f.recording_id} · ${f.room_id}`),
+      el("td", { title: f.path }, basename(f.path)),
+      el("td", {}, fmtBytes(f.size)),
+      state,
+      el("td", { title: f.destination || "" }, f.note || f.action || ""));
+  }));
+  $("retention-empty").hidden = files.length > 0;
+}
+
+async function loadStorage() {
+  let storage = null;
+  try {
+    storage = await api("GET", "/api/manage/storage");
+  } catch (err) {
+    if (err.status !== 404 && err.status !== 401) notice(`storage: ${err.message}`, true);
+  }
+  const alarm = $("storage-alarm");
+  alarm.hidden = !storage?.full;
+  alarm.textContent = storage?.full
+    ? `The data directory ${storage.directory} is full (${fmtBytes(storage.free_bytes || 0)} free): new parts and admin actions are refused until space returns; ${storage.waiting_writes} write(s) wait.`
+    : "";
+}
+
 // ---------------------------------------------------------------- login / session
 
 function showApp(on) {
@@ -454,6 +508,7 @@ function start() {
   state.abort = new AbortController();
   follow(state.abort.signal);
   loadRecordings();
+  loadRetention();
 }
 
 function logout(message = "") {
@@ -461,7 +516,7 @@ function logout(message = "") {
   state.abort?.abort();
   state.abort = null;
   state.agents.clear(); state.tasks.clear(); state.ips = [];
-  for (const id of ["agents-body", "tasks-body", "ips-body", "recordings-body"]) $(id).replaceChildren();
+  for (const id of ["agents-body", "tasks-body", "ips-body", "recordings-body", "retention-body"]) $(id).replaceChildren();
   showApp(false);
   $("login-error").textContent = message;
   $("token").value = "";
@@ -499,6 +554,9 @@ document.addEventListener("DOMContentLoaded", () => {
   $("login-form").addEventListener("submit", login);
   $("logout").addEventListener("click", () => logout());
   $("recordings-refresh").addEventListener("click", loadRecordings);
+  $("retention-refresh").addEventListener("click", loadRetention);
+  // Retention acts on its own schedule: look again now and then while logged in.
+  setInterval(() => { if (token() && !$("app").hidden) loadRetention(); }, 15000);
   // Relative times age on the page; the hub sends nothing for that.
   setInterval(() => {
     for (const td of document.querySelectorAll("td.col-heartbeat")) td.textContent = ago(Number(td.dataset.time));
