@@ -182,6 +182,9 @@ class LocalMesh:
             "--source-ip", f"127.0.0.{index + 1}",
         ]
         argv += ["--ca-file", ca_file] if ca_file else ["--insecure"]
+        # The agent asks Bilibili (here the simulator) which address it sees; with no
+        # simulator there is nobody on loopback to ask.
+        argv += ["--bili-api-url", self.sim_url] if self.sim_url else ["--egress-check-interval", "0"]
         return self.spawn(f"agent-{index}", bupmesh_argv(*argv, *extra), relay_log=relay_log)
 
     def _wait_http(self, url: str, process: Process, timeout: float = 30.0, verify: bool = True) -> None:

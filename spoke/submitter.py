@@ -90,7 +90,12 @@ async def execute(
             submit = submit_web if api == "web" else submit_app
             result = await submit(client, submission)
     except UploadError as exc:
-        return failure(exc.kind.value, exc.message)
+        result = failure(exc.kind.value, exc.message)
+        # Account throttles and penalties, a captcha, a known wait: the hub's to act on.
+        result.error_code = exc.code or 0
+        result.voucher = exc.voucher or ""
+        result.retry_after_seconds = exc.retry_after or 0.0
+        return result
     except Exception as exc:  # a bug here must still answer the hub exactly once
         log.exception("submit %s failed unexpectedly", msg.submit_id)
         return failure(AGENT_ERROR, f"{type(exc).__name__}: {exc}")

@@ -3,14 +3,16 @@
 Each route group is a module with one concern; this module only composes them
 over one :class:`~uploader.sim.state.SimState`:
 
-- :mod:`uploader.sim.control`: ``/_sim/config``, ``reset``, ``accounts`` and the ledgers;
+- :mod:`uploader.sim.control`: ``/_sim/config``, ``reset``, ``accounts``, the ledgers,
+  the risk view and the captcha solver;
 - :mod:`uploader.sim.upos`: ``GET /preupload`` and the upos object URLs;
 - :mod:`uploader.sim.lines`: the line probes (``/OK``, ``/upcdn/{line}/OK``);
 - :mod:`uploader.sim.member`: cover upload, web and app submission;
 - :mod:`uploader.sim.edit`: editing an archive (the whole archive, appended parts);
 - :mod:`uploader.sim.archives`: the archive list, one archive's view, review controls;
 - :mod:`uploader.sim.seasons`: collections and adding archives to them;
-- :mod:`uploader.sim.passport`: TV QR login, ``nav``, and the phone under ``/_sim/qr``.
+- :mod:`uploader.sim.passport`: TV QR login, ``nav``, and the phone under ``/_sim/qr``;
+- :mod:`uploader.sim.zone`: ``x/web-interface/zone``, the caller's address.
 
 Status codes and reply bodies follow what real clients and issue threads show
 (:mod:`uploader.sim.facts`, shaped in :mod:`uploader.sim.replies`). A new
@@ -39,6 +41,7 @@ from uploader.sim.passport import Passport
 from uploader.sim.seasons import Seasons
 from uploader.sim.state import SimState
 from uploader.sim.upos import Upos
+from uploader.sim.zone import Zone
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,7 @@ class Simulator:
     archives: Archives
     seasons: Seasons
     passport: Passport
+    zone: Zone
 
 
 async def client_went_away(request: Request, exc: Exception) -> Response:
@@ -74,6 +78,7 @@ def build_simulator(config: SimConfig | None = None) -> Simulator:
         archives=Archives(state, faults),
         seasons=Seasons(state, faults),
         passport=Passport(state),
+        zone=Zone(state, faults),
     )
 
 
@@ -88,6 +93,7 @@ def build_app(config: SimConfig | None = None) -> Starlette:
         *sim.passport.routes(),
         *sim.archives.routes(),
         *sim.seasons.routes(),
+        *sim.zone.routes(),
         *sim.upos.object_routes(),  # last: /{bucket}/{key} would shadow two-segment paths
     ]
     app = Starlette(routes=routes, exception_handlers={ClientDisconnect: client_went_away})

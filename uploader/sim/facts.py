@@ -4,8 +4,10 @@ Sources (public, read while building the simulator): biliup-rs
 (`crates/biliup/src/uploader/line.rs`, `line/upos.rs`, `bilibili.rs`,
 `credential.rs`), biliup's Python `bili_webup.py`, bilibili-api-python's
 `video_uploader.py`, the bilibili-API-collect page `docs/creativecenter/upload.md`
-and issue threads quoting real risk-control replies (biliup-rs #219,
-biliup #1285, DanmakuRender #515).
+and issue threads quoting real risk-control replies (biliup-rs #219 and
+#181, biliup #1285, #1565 and #1610, DanmakuRender #515, biliup-app-new #37),
+the bilibili-API-collect page on the expired ``X-Upos-Auth`` (403
+``AUTH_TS_GT_5DAY``) and clients reading ``x/web-interface/zone``.
 """
 
 from __future__ import annotations
@@ -18,6 +20,19 @@ PROBE_VERSION = 20221109
 
 # zone_upcdn names a line; each is probed at its own URL.
 DEFAULT_LINES = ("cs_bda2", "cs_tx", "cs_txa", "cs_alia", "cs_bldsa")
+
+# What x/web-interface/zone says about an address besides the address itself
+# (the simulator has no IP database: every caller is in the same place).
+ZONE_PLACE = {
+    "country": "中国",
+    "province": "上海",
+    "city": "上海",
+    "isp": "电信",
+    "latitude": 31.2317,
+    "longitude": 121.4726,
+    "zone_id": 4325376,
+    "country_code": 86,
+}
 
 # --- app signing (x/vu/app/add) -----------------------------------------------
 # appkey -> appsec pairs used by real tools: BiliTV (biliup-rs submit_by_app,
@@ -34,6 +49,9 @@ APP_KEYS: dict[str, str] = {
 
 TOO_FAST = "您上传视频过快，请您稍作休息后再继续"
 SUBMIT_TOO_FAST = "投稿过于频繁，请稍后再试"
+SUBMIT_TOO_SOON = "投稿过于频繁，建议将APP升级至最新版本后再试"
+SUBMIT_CHEATING = "批量作弊投稿"
+TOOL_DISABLED = "投稿工具已停用"
 NOT_LOGGED_IN = "账号未登录"
 CSRF_FAILED = "csrf 校验失败"
 BAD_REQUEST = "请求错误"
@@ -49,7 +67,10 @@ CODE_MESSAGES: dict[int, str] = {
     406: TOO_FAST,
     601: TOO_FAST,
     21540: SUBMIT_TOO_FAST,
-    21566: "投稿过于频繁，建议将APP升级至最新版本后再试",
+    21566: SUBMIT_TOO_SOON,
+    137022: SUBMIT_TOO_FAST,
+    21515: SUBMIT_CHEATING,
+    21590: TOOL_DISABLED,
     -404: "啥都木有",
     21006: "发布时间离当前时间必须≥2小时且≤15天，请重新选择",
     21010: "简介字数过长，请缩减内容",

@@ -20,8 +20,9 @@ from uploader.sim.config import FailRule
 from uploader.sim.inbound import abort_connection, client_ip, drain, stall_until_disconnect
 from uploader.sim.state import SimState
 
-# Ops of the JSON API (member routes): an injected code answers in its envelope.
-_API_OPS = ("submit", "cover", "edit", "season", "view", "archives")
+# Ops of the JSON API (member and web-interface routes): an injected code answers
+# in its envelope.
+_API_OPS = ("submit", "cover", "edit", "season", "view", "archives", "zone")
 # Ops whose failures carry the JSON API envelope rather than upos' dialect.
 _ENVELOPE_OPS = (*_API_OPS, "preupload", "probe")
 

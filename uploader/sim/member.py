@@ -12,7 +12,9 @@ Both submission flavours check the body as the real API does
 (:mod:`uploader.sim.checks`) and accept only videos this account uploaded;
 each accepted submission becomes an archive in the ledger
 (``GET /_sim/submissions``, ``/_sim/archives``, ``x/web/archives``), pending
-review as ``archive.review`` says (:mod:`uploader.sim.review`).
+review as ``archive.review`` says (:mod:`uploader.sim.review`). A valid
+submission may still be refused by the account's limits (``submit`` in the
+config: 21566, 137022, the sticky 21515, 21590), whatever IP it comes from.
 """
 
 from __future__ import annotations
@@ -21,7 +23,6 @@ import base64
 import binascii
 import hashlib
 import json
-import time
 import urllib.parse
 from collections.abc import Callable
 from typing import Any
@@ -101,7 +102,7 @@ class Member:
             "md5": hashlib.md5(image).hexdigest(),
             "mid": account.mid,
             "source_ip": ip,
-            "time": time.time(),
+            "time": state.wall_clock(),
             "image": image,
         }
         state.record("cover", ip, status=200, code=0)
@@ -152,7 +153,7 @@ class Member:
         if ip in state.config.risk.code_601:
             state.record("submit", ip, status=200, code=21540)
             return replies.api_reply(21540, SUBMIT_TOO_FAST)
-        now = time.time()
+        now = state.wall_clock()
         archive = check_archive(
             body, mid=account.mid, uploads=state.completed_upload,
             config=state.config.archive, now=now,
@@ -160,6 +161,11 @@ class Member:
         if isinstance(archive, Refusal):
             state.record("submit", ip, status=200, code=archive.code)
             return replies.api_reply(archive.code, archive.message)
+        refused = state.submit_refusal(account.mid, flavour)
+        if refused is not None:
+            state.record("submit", ip, status=200, code=refused)
+            return replies.api_reply(refused)
+        state.count_submission(account.mid)
         aid, bvid = state.new_archive()
         state.submissions.append({
             "aid": aid,

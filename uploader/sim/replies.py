@@ -6,7 +6,8 @@ matter to the byte:
   HTTP 200 with ``{"code", "message", "ttl": 1, "data"?}``, errors in ``code``;
 - upos: ``{"OK": 1, ...}`` on success, ``{"OK": 0, ...}`` with an HTTP status
   on failure, a bare 403 for a bad ``X-Upos-Auth``, plain text for chunk PUTs;
-- risk control on preupload: HTTP 406, or the JSON ``601`` with a voucher.
+- risk control on preupload: HTTP 406, or the JSON ``601`` with a voucher;
+- a refused upos session: 403, empty body, the reason in ``X-Upos-Auth``.
 The ``/_sim`` control API answers plain JSON, ``{"error": ...}`` on a bad call.
 
 Route groups decide *what* to answer; this module alone knows *how it looks*
@@ -28,8 +29,11 @@ from uploader.sim.facts import (
     PROBE_VERSION,
     PUT_SUCCESS,
     TOO_FAST,
+    ZONE_PLACE,
     message_for,
 )
+
+NULL_VOUCHER = "voucher_00000000-0000-4000-8000-000000000000"
 
 # --- the JSON API envelope ------------------------------------------------------
 
@@ -58,17 +62,26 @@ def too_fast_406() -> JSONResponse:
     return JSONResponse({"code": 406, "message": TOO_FAST}, status_code=406)
 
 
-def code_601() -> JSONResponse:
-    """Risk control since late 2025: HTTP 200, JSON 601, a captcha voucher to clear it."""
+def code_601(voucher: str = NULL_VOUCHER, status: int = 200) -> JSONResponse:
+    """Risk control since late 2025: JSON 601 with a captcha voucher to clear it.
+
+    Clients report it as a failed preupload (a non-2xx reply) with this body;
+    the fixed ``code_601`` IP list still answers it with HTTP 200.
+    """
     return JSONResponse(
         {
             "OK": 0,
             "info": TOO_FAST,
             "code": 601,
             "message": TOO_FAST,
-            "detail": {"v_voucher": "voucher_00000000-0000-4000-8000-000000000000"},
-        }
+            "detail": {"v_voucher": voucher},
+        },
+        status_code=status,
     )
+
+
+def captcha_solved(voucher: str, key: dict[str, Any]) -> JSONResponse:
+    return JSONResponse({"solved": voucher, "key": key})
 
 
 # --- preupload and lines --------------------------------------------------------
@@ -157,11 +170,29 @@ def auth_refused() -> Response:
 
 
 def auth_expired(now: int, age: int) -> Response:
-    """An auth past its lifetime: 403, the reason only in the ``X-Upos-Auth`` header."""
+    """A session past the simulator's ``session_ttl_seconds``: 403, the reason in a header."""
     return Response(
         status_code=403,
         headers={"X-Upos-Auth": f"AUTH_TS_GT_TTL Now={now} DURATION={age}"},
     )
+
+
+def auth_too_old(auth: str, now: int, age: int) -> Response:
+    """An ``X-Upos-Auth`` older than five days, as upos answers it: 403, an empty body,
+    ``X-Upos-Auth: AUTH_TS_GT_5DAY AUTH=<the auth> Now=<unix s> DURATION=<age s>``."""
+    return Response(
+        status_code=403,
+        headers={"X-Upos-Auth": f"AUTH_TS_GT_5DAY AUTH={auth} Now={now} DURATION={age}"},
+    )
+
+
+def wrong_address(uip: str, ip: str) -> Response:
+    """A request from another address than the auth's ``uip``: 403, an empty body.
+
+    What real upos answers here has not been observed; the header is the
+    simulator's own hint, in the shape of the expired-auth one.
+    """
+    return Response(status_code=403, headers={"X-Upos-Auth": f"AUTH_UIP_MISMATCH UIP={uip} IP={ip}"})
 
 
 def upload_started(key: str, upload_id: str) -> JSONResponse:
@@ -181,6 +212,14 @@ def upload_completed(key: str) -> JSONResponse:
 def nobody_listening() -> Response:
     """What a handler returns once the connection is gone (dropped, stalled out): never sent."""
     return Response(status_code=499)
+
+
+# --- web-interface ---------------------------------------------------------------------
+
+
+def zone(addr: str) -> JSONResponse:
+    """``x/web-interface/zone``: the caller's address as Bilibili sees it, and where it is."""
+    return api_reply(0, "0", {"addr": addr, **ZONE_PLACE})
 
 
 # --- member: covers, archives ---------------------------------------------------------
