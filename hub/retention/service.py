@@ -107,6 +107,10 @@ class RetentionService:
         await self._sample_disks()
         if self.space is not None and self.space.raised:
             return  # an action could not be recorded now
+        rooms = ["", *self.config.rooms]
+        if not any(p.rule_for(self.config, room).active for room in rooms):
+            self.pending_bytes = Counter()
+            return  # retention is off everywhere (the default): nothing to look at
         now = self.clock()
         pending: Counter[str] = Counter()
         for rec in await self.recordings.list():
