@@ -27,6 +27,7 @@ from hub.api.app import build_http_app
 from hub.api.audit import AuditLog
 from hub.api.server import serve_http
 from hub.config import HubConfig
+from hub.core.errors import StorageFull
 from hub.pipeline import RecordingPipeline
 from hub.service import HubService
 from hub.store.tasks import Store
@@ -57,9 +58,17 @@ async def build_service(config: HubConfig) -> HubService:
         raise ConfigError(f"data_dir: cannot use {data}: {exc.strerror or exc}") from None
     cipher = load_or_create_key(data)
     store = Store(data / DB_FILE, cipher)
-    await store.open()
     accounts = AccountStore(data / DB_FILE, data / KEY_FILE)
-    await accounts.open()
+    try:
+        await store.open()
+        await accounts.open()
+    except StorageFull as exc:
+        # A running hub rides out a full disk; one that cannot even open its database
+        # (SQLite needs room for its journal) says so in one line.
+        free = "unknown" if exc.free_bytes is None else exc.free_bytes
+        raise ConfigError(f"data_dir: {exc.directory} is full ({free} bytes free), too full "
+                          "to open the database; free some space and start the hub again"
+                          ) from None
     tokens = TokenIssuer(
         load_or_create_secret(data / TOKEN_SECRET_FILE), ttl_seconds=config.token_ttl_seconds
     )

@@ -68,6 +68,7 @@ class RetentionService:
         self.pending_bytes: Counter[str] = Counter()  # stage (trigger, delay, kept) -> bytes
         self.disk_free: dict[str, int | None] = {}
         self.actions: Counter[tuple[str, str]] = Counter()  # (action, outcome) -> count
+        self._recovered = False  # the journal a stopped hub left is settled
 
     # -- running --------------------------------------------------------------------------
 
@@ -75,7 +76,15 @@ class RetentionService:
         self._wake.set()
 
     async def start(self) -> None:
-        """Finish or roll back what a stopped hub left between two steps."""
+        """Finish or roll back what a stopped hub left between two steps. On a full data
+        directory the journal stays as it is and the first pass after space returns does
+        it (finishing or rolling back is idempotent)."""
+        try:
+            await self._recover()
+        except StorageFull as exc:
+            log.warning("retention journal not settled yet: %s", exc)
+
+    async def _recover(self) -> None:
         for row in await self.store.journal():
             outcome, note = await anyio.to_thread.run_sync(ex.recover, row)
             state = p.DONE if outcome == ex.DONE else p.WAITING
@@ -88,6 +97,7 @@ class RetentionService:
             if f is not None:
                 await self._record(f["recording_id"], f, row["op"], note,
                                    "ok" if outcome == ex.DONE else "rolled_back", destination)
+        self._recovered = True
 
     async def run(self) -> None:
         while True:
@@ -107,6 +117,8 @@ class RetentionService:
         await self._sample_disks()
         if self.space is not None and self.space.raised:
             return  # an action could not be recorded now
+        if not self._recovered:
+            await self._recover()
         rooms = ["", *self.config.rooms]
         if not any(p.rule_for(self.config, room).active for room in rooms):
             self.pending_bytes = Counter()

@@ -47,6 +47,17 @@ class Database:
         self.on_full: Callable[[StorageFull], None] | None = None  # the hub's space alarm
 
     def open_sync(self) -> None:
+        """Open and bring the schema up to date; a disk with no room for SQLite's
+        journal files raises :class:`StorageFull`."""
+        try:
+            self._open()
+        except sqlite3.Error as exc:
+            if _no_space(exc, self.db_path.parent):
+                directory = str(self.db_path.parent)
+                raise StorageFull(directory, free_bytes(directory)) from exc
+            raise
+
+    def _open(self) -> None:
         self.db_path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(self.db_path, timeout=30, check_same_thread=False)
         conn.row_factory = sqlite3.Row

@@ -170,13 +170,20 @@ class SubmissionManager:
     # -- loop -----------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """After a restart no Submit is in flight any more: those are outcome unknown."""
+        """After a restart no Submit is in flight any more: those are outcome unknown.
+
+        (On a full data directory a recording stays ``submitting`` here; the first tick
+        after space returns finds no Submit in flight for it and marks it the same way.)
+        """
         now = self.clock()
         for rec in await self.recordings.list():
             if rec["submit_state"] == m.SUBMITTING:
-                await self.recordings.update_submission(
-                    rec["id"], **m.lost("hub restarted", now, self.timing,
-                                   float(rec.get("submit_sent_at") or 0)))
+                try:
+                    await self.recordings.update_submission(
+                        rec["id"], **m.lost("hub restarted", now, self.timing,
+                                       float(rec.get("submit_sent_at") or 0)))
+                except StorageFull:
+                    continue
                 log.warning("recording %d: submit attempt %d outcome unknown after a restart; "
                             "will check for the archive before submitting again", rec["id"],
                             rec["submit_attempt"])

@@ -6,7 +6,8 @@ part is refused with 507 naming the directory and its free bytes; the running up
 finishes at the simulator; the webhook receives a ``data_dir_full`` alert. The filler
 goes: the hub resumes by itself (alert resolved), the refused part is accepted and
 uploads, and a restart of the hub finds every task as it ended: nothing lost, each file
-uploaded once.
+uploaded once. Started again on a disk too full for SQLite to open the database, the
+hub exits with one line saying so.
 
 Mounting a tmpfs needs root (CAP_SYS_ADMIN); elsewhere the test is skipped, saying so.
 """
@@ -21,7 +22,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bupmesh.localmesh import OPEN_RISK_YAML, LocalMesh, wait_for, write_random_file
+from bupmesh.localmesh import OPEN_RISK_YAML, LocalMesh, MeshError, wait_for, write_random_file
 from tests.e2e.test_ops import Webhook
 
 pytestmark = pytest.mark.e2e
@@ -153,5 +154,15 @@ alerts:
             assert md5s == sorted([running_md5, later_md5]), uploads
             log = hub.log_path.read_text(errors="replace")
             assert "Traceback" not in log, log[-3000:]  # nothing failed unforeseen
+
+            # A hub started on a disk too full to open its database says so in one line.
+            mesh.processes[-1].stop()
+            filler = fill(tmpfs)
+            with pytest.raises(MeshError, match=r"exited \(2\)"):
+                mesh.restart_hub()
+            assert "too full to open the database" in hub.log_path.read_text(errors="replace")
+            os.unlink(filler)
+            mesh.restart_hub()
+            assert mesh.task(later["task_id"])["status"] == "completed"
     finally:
         hook.close()
