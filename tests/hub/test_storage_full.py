@@ -244,7 +244,6 @@ async def test_a_submit_result_that_cannot_be_stored_is_applied_once_space_retur
         tmp_path: Path) -> None:
     """The archive exists whether or not the hub can write it down: the answer is kept,
     and the recording ends submitted (not taken for lost and submitted again)."""
-
     recordings = RecordingStore(tmp_path / "db", clock=lambda: 100.0)
     await recordings.open()
     disk = DiskSwitch(recordings)
