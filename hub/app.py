@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import anyio
@@ -123,7 +124,8 @@ async def run_hub(config: HubConfig) -> None:
                 await tg.start(service.run)
                 tg.start_soon(pipeline.run)
                 tg.start_soon(gc_watch.thaw_periodically)
-                await tg.start(run_alerts, service, config.alerts)
+                await tg.start(partial(run_alerts, recordings=pipeline.recordings), service,
+                               config.alerts)
                 tg.start_soon(lambda: serve_http(app, host, port, certfile=config.tls.cert_file,
                                                  keyfile=config.tls.key_file))
                 with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:

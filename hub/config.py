@@ -17,7 +17,10 @@ from msgspec import Meta
 
 from bupmesh.config import ConfigError, load_config, parse_host_port
 from hub.core import templates
+from protocol.grpc_options import MAX_SUBMIT_COVER
 from uploader.client import DEFAULT_MEMBER_URL
+from uploader.covers import image_type
+from uploader.limits import DTIME_MIN_AHEAD
 
 
 class _S(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -26,6 +29,10 @@ class _S(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 HOUR = 3600
 DAY = 86400
+LIVE_COVER = "live"  # submission.cover: the recorder's live cover
+# A scheduled time must still be 2 h ahead when the agent checks it, after the Submit
+# crossed the link and waited for its turn: the shortest delay leaves 5 minutes for that.
+PUBLISH_DELAY_MIN = DTIME_MIN_AHEAD + 300
 
 
 # Every setting carries a description, and every number its valid range: msgspec
@@ -132,6 +139,29 @@ class SubmissionSettings(_S):
                                "unknown_wait_seconds") = 90
     retry_seconds: _n(float, 0, DAY, "delay before another Submit after a risk-control "
                       "answer or a network failure") = 60
+    # The archive beyond title, tags and description.
+    cover: _d(str, "cover image: a PNG/JPEG/GIF/WebP file (at most 768 KiB), or `live` for "
+              "the recorder's live cover (blrec's downloaded cover, BililiveRecorder's "
+              "<file>.cover.jpg); empty: Bilibili picks a frame") = ""
+    dynamic_template: _d(str, "text of the dynamic (动态) posted with the archive") = ""
+    publish_delay_seconds: _n(float, 0, 15 * DAY, "schedule publishing (dtime) this long after "
+                              "the submission: 0 publishes once approved, else 2 h to 15 "
+                              "days") = 0
+    season_id: _n(int, 0, None, "collection (合集) the archive joins once created (0: none)") = 0
+    section_id: _n(int, 0, None, "section of that collection (0: its first)") = 0
+    no_reprint: _d(bool, "forbid reposts (未经作者授权禁止转载)") = False
+    is_only_self: _d(bool, "archive visible to its owner only (仅自己可见)") = False
+    up_close_reply: _d(bool, "close comments") = False
+    up_close_danmu: _d(bool, "close danmaku") = False
+    append_late_parts: _d(bool, "a part that arrives after its recording was submitted is "
+                          "appended to the archive (an edit, which sends it back to "
+                          "review)") = True
+    parts_per_request: _n(int, 1, 100, "videos one submission or edit carries; a longer "
+                          "recording is submitted with the first ones and the rest appended "
+                          "(Bilibili refuses more than 100 with 21058)") = 100
+    review_poll_seconds: _n(float, 0, 7 * DAY, "how often the review state of each archive "
+                            "still pending is read (0: never)") = 300
+    review_poll_batch: _n(int, 1, 100, "archives one review poll asks about, at most") = 20
 
 
 Trigger = Literal["never", "uploaded", "submitted", "approved"]
@@ -189,6 +219,18 @@ class RoomSettings(_S):
     tid: _n(int, 1, 100_000, "as submission.tid") | None = None
     copyright: _n(int, 1, 2, "as submission.copyright") | None = None
     source_template: _d(str | None, "as submission.source_template") = None
+    cover: _d(str | None, "as submission.cover (empty: no cover for this room)") = None
+    dynamic_template: _d(str | None, "as submission.dynamic_template") = None
+    publish_delay_seconds: _n(float, 0, 15 * DAY, "as submission.publish_delay_seconds") | None \
+        = None
+    season_id: _n(int, 0, None, "as submission.season_id (0: no collection for this room)") \
+        | None = None
+    section_id: _n(int, 0, None, "as submission.section_id") | None = None
+    no_reprint: _d(bool | None, "as submission.no_reprint") = None
+    is_only_self: _d(bool | None, "as submission.is_only_self") = None
+    up_close_reply: _d(bool | None, "as submission.up_close_reply") = None
+    up_close_danmu: _d(bool | None, "as submission.up_close_danmu") = None
+    append_late_parts: _d(bool | None, "as submission.append_late_parts") = None
     retention: RoomRetention = msgspec.field(default_factory=RoomRetention)
 
 
@@ -303,6 +345,7 @@ def validate(config: HubConfig) -> HubConfig:
     if hb.offline_after_seconds <= hb.interval_seconds:
         raise ConfigError("heartbeat.offline_after_seconds: must exceed interval_seconds")
     _validate_templates(config)
+    _validate_archive(config)
     url = config.alerts.webhook_url
     if url is not None and not url.startswith(("http://", "https://")):
         # The URL may hold a token: the message never quotes it.
@@ -370,6 +413,47 @@ def _validate_retention(config: HubConfig) -> None:
                                                              or config.retention.move_to):
             where = f"rooms.{room}.retention" if room is not None else "retention"
             raise ConfigError(f"{where}.move_to: required with action: move")
+
+
+def _validate_archive(config: HubConfig) -> None:
+    """Covers, schedules and collections of ``submission`` and each room, checked up front."""
+    scopes: list[tuple[str, Any]] = [("submission", config.submission)]
+    scopes += [(f"rooms.{room}", s) for room, s in config.rooms.items()]
+    for prefix, settings in scopes:
+        delay = settings.publish_delay_seconds
+        if delay is not None and 0 < delay < PUBLISH_DELAY_MIN:
+            raise ConfigError(
+                f"{prefix}.publish_delay_seconds: Bilibili publishes at least 2 h after "
+                f"submission; use 0 (publish once approved) or at least {PUBLISH_DELAY_MIN:.0f}")
+        if settings.cover:
+            check_cover_file(settings.cover, f"{prefix}.cover")
+    for room, settings in config.rooms.items():
+        season = settings.season_id if settings.season_id is not None \
+            else config.submission.season_id
+        section = settings.section_id if settings.section_id is not None \
+            else config.submission.section_id
+        if section and not season:
+            raise ConfigError(f"rooms.{room}.section_id: needs a season_id")
+    if config.submission.section_id and not config.submission.season_id:
+        raise ConfigError("submission.section_id: needs a season_id")
+
+
+def check_cover_file(cover: str, setting: str) -> None:
+    """A cover setting names ``live`` or a readable image small enough for one Submit."""
+    if cover == LIVE_COVER:
+        return
+    path = Path(cover)
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as f:
+            head = f.read(16)
+    except OSError as exc:
+        raise ConfigError(f"{setting}: cannot read {cover}: {exc.strerror or exc}") from None
+    if size > MAX_SUBMIT_COVER:
+        raise ConfigError(f"{setting}: {cover} is {size} bytes; a cover travels in one "
+                          f"message of at most {MAX_SUBMIT_COVER} (save it as a JPEG)")
+    if image_type(head) is None:
+        raise ConfigError(f"{setting}: {cover} is not a PNG, JPEG, GIF or WebP image")
 
 
 def load_hub_config(

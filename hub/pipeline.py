@@ -88,6 +88,7 @@ class RecordingPipeline:
     async def run(self) -> None:
         async with anyio.create_task_group() as tg:
             tg.start_soon(self.submissions.run)
+            tg.start_soon(self.submissions.reviews.run)
             tg.start_soon(self.watcher.run)
             tg.start_soon(self.retention.run)
 

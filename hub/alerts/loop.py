@@ -25,6 +25,7 @@ from hub.alerts.rules import (
     AlertRules,
     DiskSample,
     IpSample,
+    RejectedArchive,
     Snapshot,
     StorageSample,
     TaskSample,
@@ -35,8 +36,10 @@ from hub.store.database import free_bytes
 log = logging.getLogger("bupmesh.alerts")
 
 
-async def snapshot(service: Any, rules: AlertRules, now: float) -> Snapshot:
-    """What the rules look at, read from a running ``HubService``."""
+async def snapshot(service: Any, rules: AlertRules, now: float, *,
+                   recordings: Any = None) -> Snapshot:
+    """What the rules look at, read from a running ``HubService`` (and the recording
+    store's archive reviews, when the hub has recordings)."""
     agents = tuple(
         AgentSample(agent_id=a["agent_id"], status=a["status"],
                     last_heartbeat=a.get("last_heartbeat"), disabled=bool(a.get("disabled")),
@@ -65,9 +68,15 @@ async def snapshot(service: Any, rules: AlertRules, now: float) -> Snapshot:
     if rules.min_free_bytes > 0:
         for path in recorder_dirs(service.config.ingest):
             disks.append(DiskSample(path, await anyio.to_thread.run_sync(free_bytes, path)))
+    rejected = tuple(
+        RejectedArchive(recording_id=r["recording_id"], aid=r["aid"], bvid=r["bvid"] or "",
+                        title=r["title"] or "", room_id=r["room_id"] or "",
+                        reason=r["reason"] or r["state_desc"] or "")
+        for r in (await recordings.rejected() if recordings is not None else [])
+    )
     return Snapshot(agents=agents, tasks=tasks, ips=ips,
                     window_completed=ended.get("completed", 0),
-                    window_failed=ended.get("failed", 0),
+                    window_failed=ended.get("failed", 0), rejected=rejected,
                     storage=storage, recorder_disks=tuple(disks))
 
 
@@ -75,6 +84,7 @@ async def run_alerts(
     service: Any,
     settings: Any,
     *,
+    recordings: Any = None,
     task_status: anyio.abc.TaskStatus[AlertDelivery] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     """Evaluate every ``settings.evaluate_interval_seconds`` until cancelled."""
@@ -91,7 +101,8 @@ async def run_alerts(
             await anyio.sleep(settings.evaluate_interval_seconds)
             try:
                 now = service.clock()
-                for alert in evaluator.evaluate(await snapshot(service, rules, now), now):
+                snap = await snapshot(service, rules, now, recordings=recordings)
+                for alert in evaluator.evaluate(snap, now):
                     delivery.deliver(alert)
             except Exception:
                 log.exception("alert evaluation failed; trying again next interval")

@@ -35,6 +35,10 @@ Rules (each condition has a stable ``key``):
 - ``disk_low:<dir>``: a recorder directory (the recorders' work dirs, the watched
   folders) has less than ``retention.min_free_gb`` free; 0 turns the rule off. The
   recorder stops when its disk fills: this is the warning before that.
+- ``archive_rejected:<recording id>``: the recording's archive was rejected in
+  review (the hub reads review states, hub/submission/reviews.py); the alert
+  names the recording, the archive and Bilibili's reason. Resolved when a later
+  read finds it pending or approved (an appeal, a fixed and edited archive).
 """
 
 from __future__ import annotations
@@ -52,6 +56,7 @@ IP_RISK = "ip_risk"
 LOW_SPEED = "low_speed"
 DATA_DIR_FULL = "data_dir_full"
 DISK_LOW = "disk_low"
+ARCHIVE_REJECTED = "archive_rejected"
 
 
 @dataclass(frozen=True)
@@ -116,6 +121,16 @@ class StorageSample:
 
 
 @dataclass(frozen=True)
+class RejectedArchive:
+    recording_id: int
+    aid: int
+    bvid: str = ""
+    title: str = ""
+    room_id: str = ""
+    reason: str = ""
+
+
+@dataclass(frozen=True)
 class Snapshot:
     agents: tuple[AgentSample, ...] = ()
     tasks: tuple[TaskSample, ...] = ()  # tasks that are not terminal
@@ -125,6 +140,7 @@ class Snapshot:
     window_failed: int = 0
     storage: StorageSample | None = None
     recorder_disks: tuple[DiskSample, ...] = ()
+    rejected: tuple[RejectedArchive, ...] = ()  # archives whose review is a rejection
 
 
 @dataclass(frozen=True)
@@ -208,6 +224,7 @@ class AlertEvaluator:
         yield from self._slow_tasks(snap.tasks, now)
         yield from self._storage(snap.storage)
         yield from self._low_disks(snap.recorder_disks)
+        yield from self._rejected_archives(snap.rejected)
 
     def _offline_agents(self, agents: Iterable[AgentSample], now: float) -> Iterable[_Condition]:
         limit = self.rules.agent_offline_seconds
@@ -279,6 +296,19 @@ class AlertEvaluator:
         # A fast sample (or the task ending) restarts the count.
         self._slow_since = slow_now
 
+
+    def _rejected_archives(self, archives: Iterable[RejectedArchive]) -> Iterable[_Condition]:
+        for a in archives:
+            archive = a.bvid or f"av{a.aid}"
+            yield _Condition(
+                key=f"{ARCHIVE_REJECTED}:{a.recording_id}", kind=ARCHIVE_REJECTED,
+                severity="warning", subject=str(a.recording_id),
+                summary=(f"recording {a.recording_id} ({a.title or 'untitled'}, room "
+                         f"{a.room_id or '?'}): archive {archive} rejected in review: "
+                         f"{a.reason or 'no reason given'}"),
+                details={"recording_id": a.recording_id, "aid": a.aid, "bvid": a.bvid,
+                         "title": a.title, "room_id": a.room_id, "reason": a.reason},
+            )
 
     def _storage(self, storage: StorageSample | None) -> Iterable[_Condition]:
         if storage is None or not storage.full:

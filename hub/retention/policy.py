@@ -8,10 +8,11 @@ The safety rules, each a line below:
 
 - a recording acts only when **every** part reached the trigger: ``uploaded``
   (every part uploaded and the live session over), ``submitted`` (its archive
-  exists and lists every part), ``approved`` (that, and the archive passed
-  review);
-- a failed or cancelled upload in the recording, a submission that failed, an
-  archive rejected in review: nothing is done, and the refusal is recorded;
+  exists and holds every part: a late part appended counts once it is in),
+  ``approved`` (that, and the archive passed review since its last change);
+- a failed or cancelled upload in the recording, a submission that failed, a part
+  kept out of the archive, an archive rejected in review: nothing is done, and the
+  refusal is recorded;
 - a file acts only while it still has the size, mtime and stat identity it was
   uploaded with; a file changed since is kept and flagged, for good;
 - ``delay_days`` counts from when the hub saw the trigger reached, on its own clock;
@@ -83,7 +84,8 @@ class FileFacts:
     path: str
     size: int  # the size the part was uploaded with
     upload_state: str  # the hub part's state: uploaded, failed, cancelled, queued, ...
-    in_archive: bool  # listed by the archive's submission
+    in_archive: bool  # the archive holds it (RecordingStore.archive_of)
+    kept_out: bool = False  # it arrived after the submission and stays out of the archive
     state: str = WAITING  # its retention state so far
     uploaded: Identity | None = None  # None: not recorded yet
     current: Identity | None = None  # None: the file is not there
@@ -95,8 +97,8 @@ class RecordingFacts:
     room_id: str
     ended: bool
     submit_state: str
-    aid: int | None
-    review_state: str  # "" | pending | approved | rejected
+    aid: int | None  # the archive's, when it exists
+    review_state: str  # "" | pending | approved | rejected, as last read
     review_reason: str = ""
 
 
@@ -126,12 +128,17 @@ def blocked(rule: Rule, rec: RecordingFacts, files: list[FileFacts]) -> Block | 
         return Block(f"{len(waiting)} of {len(files)} part(s) not uploaded yet")
     if rule.trigger == UPLOADED:
         return None
-    if rec.submit_state == "failed":
-        return Block("the submission failed: there is no archive, the files stay", True)
-    if rec.submit_state != "submitted" or not rec.aid:
-        return Block("no archive yet")
+    kept = [f for f in files if f.kept_out]
+    if kept:
+        return Block(f"{len(kept)} part(s) kept out of the archive (arrived after the "
+                     "submission): the files stay", True)
     missing = [f for f in files if not f.in_archive]
-    if missing:
+    if not rec.aid or missing:
+        if rec.submit_state == "failed":
+            return Block("the submission failed: not every part is in an archive, the "
+                         "files stay", True)
+        if not rec.aid:
+            return Block("no archive yet")
         return Block(f"{len(missing)} part(s) not in the archive yet")
     if rule.trigger == SUBMITTED:
         return None

@@ -7,8 +7,9 @@ walks the recordings whose room has a rule. For each file of a recording it:
    uploaded: the part's own stat fingerprint when the upload was checked against
    one; otherwise the file is hashed and must match the part's MD5 (the bytes
    Bilibili got) before its identity is taken; a mismatch is kept and flagged;
-2. asks :func:`hub.retention.policy.blocked` whether the recording reached its
-   trigger (the hub's clock notes when it first did: ``delay_days`` counts from
+2. reads the recording's archive (``RecordingStore.archive_of``: which parts it
+   holds, its review as last read) and asks :func:`hub.retention.policy.blocked`
+   whether the recording reached its trigger (the hub's clock notes when it first did: ``delay_days`` counts from
    there), and :func:`hub.retention.policy.decide` what becomes of each file;
 3. acts through :mod:`hub.retention.executor` under a journal row, finished or rolled
    back by :meth:`RetentionService.start` after a restart;
@@ -142,12 +143,15 @@ class RetentionService:
             for part in parts:
                 if part["upload_state"] == "uploaded" and part["part_id"] not in tracked:
                     tracked[part["part_id"]] = await self._track(rec, part)
-        files = [await self._facts(rec, part, tracked.get(part["part_id"])) for part in parts]
+        archive = await self.recordings.archive_of(rec["id"])
+        in_archive = archive.parts if archive is not None else {}
+        files = [await self._facts(part, tracked.get(part["part_id"]), in_archive)
+                 for part in parts]
         facts = p.RecordingFacts(
             recording_id=rec["id"], room_id=rec["room_id"], ended=rec["ended_at"] is not None,
-            submit_state=rec["submit_state"], aid=rec["aid"],
-            review_state=rec.get("review_state") or "",
-            review_reason=rec.get("review_reason") or "")
+            submit_state=rec["submit_state"], aid=archive.aid if archive else None,
+            review_state=archive.review if archive else "",
+            review_reason=archive.reason if archive else "")
         state = await self.store.recording(rec["id"]) or {}
         block = p.blocked(rule, facts, files)
         if block is not None:
@@ -211,8 +215,8 @@ class RetentionService:
             await self._refused(rec["id"], _facts_of(tracked), note)
         return tracked
 
-    async def _facts(self, rec: dict[str, Any], part: dict[str, Any],
-                     tracked: dict[str, Any] | None) -> p.FileFacts:
+    async def _facts(self, part: dict[str, Any], tracked: dict[str, Any] | None,
+                     in_archive: dict[int, bool]) -> p.FileFacts:
         uploaded = None
         if tracked is not None and tracked.get("uploaded_fingerprint"):
             uploaded = p.Identity(size=int(tracked["size"]),
@@ -224,7 +228,8 @@ class RetentionService:
             current = await anyio.to_thread.run_sync(ex.identity_of, part["path"])
         return p.FileFacts(part_id=part["part_id"], path=part["path"], size=int(part["size"]),
                            upload_state=part["upload_state"] or "",
-                           in_archive=part["part_id"] in (rec.get("submit_parts") or []),
+                           in_archive=in_archive.get(part["part_id"], False),
+                           kept_out=part.get("archived") == -1,
                            state=state, uploaded=uploaded, current=current)
 
     # -- acting ---------------------------------------------------------------------------

@@ -10,6 +10,13 @@ cooling/disabled in the risk ledger; else any such agent.
 Hooks the hub calls (:class:`hub.core.ports.Submissions`): ``on_hello``
 (capability), ``on_result`` (``AgentMessage.submit_result``) and ``poke``;
 agent loss is noticed by the tick (the session that carried the Submit is gone).
+
+The same loop carries the archive's later life (:func:`machine.next_operation`):
+the batches of a long recording and late parts are appended, the archive joins
+its collection; those Submits, like one with a cover, go only to agents that
+announced ``Capabilities.archive_operations``. Review states are read by
+:class:`hub.submission.reviews.ReviewPoller`, whose answers come back through
+``on_result`` too.
 """
 
 from __future__ import annotations
@@ -21,17 +28,21 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 import anyio
+import anyio.to_thread
 import msgspec
 
-from hub.config import HubConfig
+from hub.config import HubConfig, SubmissionSettings
 from hub.core.errors import Conflict, NotFound, StorageFull
 from hub.core.ports import Accounts
 from hub.core.registry import Registry
 from hub.core.risk import RiskLedger
 from hub.store.recordings import RecordingStore
 from hub.submission import machine as m
+from hub.submission.covers import cover_for
+from hub.submission.reviews import ReviewPoller
 from hub.submission.settings import build_submission, room_settings
 from protocol import mesh_pb2 as pb
+from uploader.submit import Submission
 
 log = logging.getLogger("bupmesh.hub.submission")
 
@@ -68,24 +79,32 @@ class SubmissionManager:
             agent_deadline=cfg.submission.agent_deadline_seconds,
         )
         self.capable: dict[str, str] = {}  # agent id -> session id that announced submit
+        self.archive_capable: dict[str, str] = {}  # ... that announced archive_operations
         self._inflight: dict[int, Any] = {}  # recording id -> session carrying its Submit
         self._lock = anyio.Lock()
         self._wake = anyio.Event()
+        self.reviews = ReviewPoller(self, recordings, clock=clock)
         self._unstored: list[tuple[Any, pb.SubmitResult]] = []  # results met a full disk
 
     # -- hooks ----------------------------------------------------------------------------
 
     def on_hello(self, session: Any, hello: pb.Hello) -> None:
-        if hello.capabilities.submit:
-            self.capable[session.agent_id] = session.session_id
-        else:
-            self.capable.pop(session.agent_id, None)
+        for table, capable in ((self.capable, hello.capabilities.submit),
+                               (self.archive_capable, hello.capabilities.submit
+                                and hello.capabilities.archive_operations)):
+            if capable:
+                table[session.agent_id] = session.session_id
+            else:
+                table.pop(session.agent_id, None)
         self.poke()
 
     def poke(self) -> None:
         self._wake.set()
 
     async def on_result(self, session: Any, msg: pb.SubmitResult) -> None:
+        if self.reviews.owns(msg.submit_id):
+            await self.reviews.on_result(session, msg)
+            return
         try:
             await self._apply_result(session, msg)
         except StorageFull as exc:
@@ -108,16 +127,30 @@ class SubmissionManager:
                 return
             now = self.clock()
             update = m.result(rec, msg.success, msg.aid, msg.bvid, msg.error_kind,
-                              msg.error_message, now, self.timing)
-            await self.recordings.update_submission(rec["id"], **update)
+                              msg.error_message, now, self.timing, problem=msg.problem)
+            operation = rec["submit_op"] or m.ADD
+            archived: list[int] = []
+            if msg.success and operation in (m.ADD, m.APPEND):
+                archived = list(rec["submit_parts"])
+                if operation == m.ADD and room_settings(self.hub.config,
+                                                        rec["room_id"]).season_id:
+                    update["season_state"] = m.SEASON_PENDING
+            await self.recordings.update_submission(rec["id"], archived=archived, **update)
             self._inflight.pop(rec["id"], None)
+            if msg.success and operation in (m.ADD, m.APPEND):
+                # A new archive, or one an edit may have changed (this one, or a lost
+                # attempt before it that added what this one found): Bilibili reviews it
+                # again, and "approved" must not outlive the edit.
+                await self.reviews.under_review(rec["id"], int(update["aid"]))
             if msg.error_kind == m.RISK_CONTROL:
                 ip = rec["submit_ip"] or "unknown"
                 self.hub.ledger.risk_event(ip, session.agent_id, "21540", now)
                 await self.hub.store.save_ledger(self.hub.ledger.snapshot())
         if msg.success:
-            log.info("recording %d submitted by %s: aid %d, %s", rec["id"], session.agent_id,
-                     msg.aid, msg.bvid)
+            log.info("recording %d: %s by %s done: aid %d, %s%s", rec["id"], operation,
+                     session.agent_id, update["aid"], update["bvid"],
+                     f" (+{len(msg.added)} video(s), {msg.videos} in all)"
+                     if operation == m.APPEND else "")
         else:
             log.warning("recording %d: submit attempt %d on %s: %s: %s -> %s", rec["id"],
                         msg.attempt, session.agent_id, msg.error_kind, msg.error_message,
@@ -131,9 +164,10 @@ class SubmissionManager:
             rec = await self.recordings.get(recording_id)
             if rec is None:
                 raise NotFound(f"no recording {recording_id}")
-            if rec["submit_state"] == m.SUBMITTED:
+            update = m.requested(rec)
+            if not update:
                 raise Conflict(f"recording {recording_id} is already submitted as {rec['bvid']}")
-            await self.recordings.update_submission(recording_id, **m.requested(rec))
+            await self.recordings.update_submission(recording_id, **update)
         self.poke()
         return await self.describe(recording_id)
 
@@ -141,15 +175,23 @@ class SubmissionManager:
         rec = await self.recordings.get(recording_id)
         if rec is None:
             raise NotFound(f"no recording {recording_id}")
-        return self._public(rec, await self.recordings.parts(recording_id))
+        review = (await self.recordings.reviews()).get(recording_id)
+        return self._public(rec, await self.recordings.parts(recording_id), review)
 
     async def list(self) -> list[dict[str, Any]]:
-        return [self._public(r, await self.recordings.parts(r["id"]))
+        reviews = await self.recordings.reviews()
+        return [self._public(r, await self.recordings.parts(r["id"]), reviews.get(r["id"]))
                 for r in await self.recordings.list()]
 
-    def _public(self, rec: dict[str, Any], parts: list[dict[str, Any]]) -> dict[str, Any]:
+    def _public(self, rec: dict[str, Any], parts: list[dict[str, Any]],
+                review: dict[str, Any] | None = None) -> dict[str, Any]:
         waiting_for = m.readiness(rec, parts, self.clock(), self.timing) \
             if rec["submit_state"] == m.WAITING else ""
+        return {**self._public_submission(rec, parts, waiting_for),
+                **archive_view(rec, parts, review)}
+
+    def _public_submission(self, rec: dict[str, Any], parts: list[dict[str, Any]],
+                           waiting_for: str) -> dict[str, Any]:
         return {
             "recording_id": rec["id"], "source": rec["source"], "room_id": rec["room_id"],
             "streamer": rec["streamer"], "title": rec["title"],
@@ -163,7 +205,8 @@ class SubmissionManager:
                        "size": p["size"], "md5": p["md5"], "upload_state": p["upload_state"],
                        "filename": p["filename"], "biz_id": p["biz_id"],
                        "task_id": p["task_id"], "agent_id": p["agent_id"],
-                       "started_at": p["started_at"], "ended_at": p["ended_at"]}
+                       "started_at": p["started_at"], "ended_at": p["ended_at"],
+                       "archived": p["archived"]}
                       for n, p in enumerate(parts, start=1)],
         }
 
@@ -207,9 +250,7 @@ class SubmissionManager:
             await self.on_result(session, msg)
         async with self._lock:
             now = self.clock()
-            for rec in await self.recordings.list():
-                if rec["submit_state"] in (m.SUBMITTED, m.FAILED):
-                    continue
+            for rec in await self.recordings.open_work():
                 await self._step(rec, now)
 
     async def _step(self, rec: dict[str, Any], now: float) -> None:
@@ -231,6 +272,9 @@ class SubmissionManager:
             parts = await self.recordings.parts(rec["id"])
             ready = m.readiness(rec, parts, now, self.timing) == ""
         update = m.decide(rec, ready, settings.auto_submit, now, self.timing)
+        if rec["submit_state"] == m.SUBMITTED:
+            parts = await self.recordings.parts(rec["id"])
+            update = m.follow_up(rec, m.work_left(rec, parts, now, self.timing), now)
         if update is not None:
             await self.recordings.update_submission(rec["id"], **update)
             rec = {**rec, **update}
@@ -239,15 +283,24 @@ class SubmissionManager:
         if rec["submit_state"] == m.QUEUED and now >= float(rec["submit_not_before"] or 0):
             await self._send(rec, settings, parts or await self.recordings.parts(rec["id"]), now)
 
-    def _choose(self, rec: dict[str, Any], parts: list[dict[str, Any]], now: float) -> Any:
+    def choose_reader(self, recs: list[dict[str, Any]], now: float) -> Any:
+        """An agent to read these archives' review states: one that submitted them first."""
+        prefer = [r["submit_agent"] for r in recs if r["submit_agent"]]
+        return self._choose({"submit_excluded_ips": {}}, [], now, archive_ops=True,
+                            prefer=prefer)
+
+    def _choose(self, rec: dict[str, Any], parts: list[dict[str, Any]], now: float, *,
+                archive_ops: bool = False, prefer: list[str] | None = None) -> Any:
         excluded = {ip for ip, until in (rec["submit_excluded_ips"] or {}).items()
                     if until > now}
+        capable = self.archive_capable if archive_ops else self.capable
+        prefer = prefer or []
 
         def usable(agent_id: str) -> Any:
             info = self.hub.registry.get(agent_id)
             if info is None or info.session is None or not info.schedulable:
                 return None
-            if self.capable.get(agent_id) != info.session_id:
+            if capable.get(agent_id) != info.session_id:
                 return None
             ip = info.ip_address or "unknown"
             if ip in excluded or self.hub.ledger.state(ip, now) in BAD_IP_STATES:
@@ -255,37 +308,51 @@ class SubmissionManager:
             return info
 
         counts = Counter(p["agent_id"] for p in parts if p.get("agent_id"))
-        for agent_id, _n in counts.most_common():
+        for agent_id in [*prefer, *(a for a, _n in counts.most_common())]:
             info = usable(agent_id)
             if info is not None:
                 return info
-        for agent_id in sorted(self.capable):
+        for agent_id in sorted(capable):
             info = usable(agent_id)
             if info is not None:
                 return info
         return None
 
-    async def _send(self, rec: dict[str, Any], settings: Any, parts: list[dict[str, Any]],
-                    now: float) -> None:
-        info = self._choose(rec, parts, now)
+    async def _send(self, rec: dict[str, Any], settings: SubmissionSettings,
+                    parts: list[dict[str, Any]], now: float) -> None:
+        choice = m.next_operation(rec, parts, parts_per_request=settings.parts_per_request)
+        if choice is None or (choice[0] == m.SEASON and not settings.season_id):
+            # Nothing left (the collection setting was removed meanwhile): back to rest.
+            await self.recordings.update_submission(
+                rec["id"], submit_state=m.SUBMITTED,
+                **({"season_state": ""} if rec["season_state"] == m.SEASON_PENDING else {}))
+            return
+        operation, part_ids = choice
+        if not part_ids and operation != m.SEASON:
+            return  # nothing uploaded to carry yet; the next tick looks again
+        with_cover = operation == m.ADD and bool(settings.cover)
+        info = self._choose(rec, parts, now, archive_ops=operation != m.ADD or with_cover)
         if info is None:
             return  # no agent may submit now; the next tick looks again
         try:
             creds = await self.hub.accounts.credentials(rec["account"])
-            submission = build_submission(settings, rec, parts)
-        except Exception as exc:  # no such account, bad template data
+            submission = build_submission(settings, rec, parts, now=now)
+            cover = await anyio.to_thread.run_sync(cover_for, settings.cover, rec, parts) \
+                if with_cover else None
+        except Exception as exc:  # no such account, bad template data, unusable cover, dtime
             await self.recordings.update_submission(
                 rec["id"], submit_state=m.FAILED, submit_requested=0,
                 submit_error=f"cannot submit: {exc}")
             log.warning("recording %d: cannot submit: %s", rec["id"], exc)
             return
+        submission = carrying(submission, parts, part_ids if operation != m.SEASON
+                              else [int(parts[0]["part_id"])] if parts else [])
         api = settings.api
         if api == "auto":
             api = "web" if creds.cookies.get("bili_jct") else "app"
         submit_id = f"sub-{uuid.uuid4().hex[:16]}"
-        update = m.sending(rec, submit_id, info.agent_id, info.ip_address or "", now)
-        # Which parts this archive will carry: a part that arrives later is not in it.
-        update["submit_parts"] = [p["part_id"] for p in parts]
+        update = m.sending(rec, submit_id, info.agent_id, info.ip_address or "", now,
+                           operation, part_ids)
         await self.recordings.update_submission(rec["id"], **update)  # write, then act
         self._inflight[rec["id"]] = info.session
         info.session.send(pb.HubMessage(submit=pb.Submit(
@@ -295,7 +362,38 @@ class SubmissionManager:
                                            mid=int(creds.mid or 0)),
             member_url=self.hub.config.bilibili.member_url, api=api,
             submission=msgspec.json.encode(submission),
-            deadline_seconds=self.timing.agent_deadline, sent_at_unix=now)))
-        log.info("recording %d: Submit attempt %d (%s) sent to %s: %r with %d part(s)",
-                 rec["id"], update["submit_attempt"], submit_id, info.agent_id,
-                 submission.title, len(submission.videos))
+            deadline_seconds=self.timing.agent_deadline, sent_at_unix=now,
+            operation=operation, aid=int(rec["aid"] or 0), cover=cover or b"",
+            season_id=settings.season_id if operation == m.SEASON else 0,
+            section_id=settings.section_id if operation == m.SEASON else 0,
+            since_unix=float(update.get("submit_first_at") or rec["submit_first_at"] or now),
+            parts_per_request=settings.parts_per_request)))
+        log.info("recording %d: Submit attempt %d (%s, %s) sent to %s: %r with %d part(s)%s",
+                 rec["id"], update["submit_attempt"], operation, submit_id, info.agent_id,
+                 submission.title, len(submission.videos),
+                 f" and a {len(cover)}-byte cover" if cover else "")
+
+
+def carrying(submission: Submission, parts: list[dict[str, Any]], part_ids: list[int]
+             ) -> Submission:  # fmt: skip
+    """``submission`` with only the videos of ``part_ids``, numbered as among all parts."""
+    videos = dict(zip((int(p["part_id"]) for p in parts), submission.videos, strict=True))
+    return msgspec.structs.replace(submission, videos=[videos[i] for i in part_ids
+                                                       if i in videos])
+
+
+def archive_view(rec: dict[str, Any], parts: list[dict[str, Any]],
+                 review: dict[str, Any] | None) -> dict[str, Any]:
+    """The archive side of a recording for the API: link, operation, collection, review."""
+    return {
+        "archive_url": f"https://www.bilibili.com/video/{rec['bvid']}" if rec["bvid"] else "",
+        "operation": rec["submit_op"] if rec["submit_state"] != m.SUBMITTED else "",
+        "parts_archived": sum(1 for p in parts if p["archived"] == 1
+                              or (p["archived"] is None and rec["aid"])),
+        "parts_kept_out": sum(1 for p in parts if p["archived"] == -1),
+        "season": {"state": rec["season_state"], "error": rec["season_error"]},
+        "review": {"state": review["review"], "reason": review["reason"],
+                   "state_code": review["state"], "state_desc": review["state_desc"],
+                   "checked_at": review["checked_at"], "changed_at": review["changed_at"]}
+        if review else {"state": "", "reason": ""},
+    }

@@ -4,8 +4,9 @@ webhooks, and one room per policy (rooms.<id>.retention).
 - uploaded + delete: the files go once every part is uploaded and the session ended;
 - submitted + move (to a tmpfs when one can be mounted, so the move copies across
   filesystems): the files arrive byte-exact, never over an existing file;
-- approved: nothing until the archive's review state says approved (set here in the
-  database, as the review poller does); a rejected archive keeps its files;
+- approved: nothing while the simulator keeps the archives in review; once it
+  approves one, the hub's review poll reads it and its files go; a rejected archive
+  keeps its files;
 - dry run, a file changed after its upload, a failed upload: nothing is touched,
   each refusal is in the audit log and the recording's history;
 - a delay: the action comes delay_days after the trigger;
@@ -69,6 +70,7 @@ submission:
   unknown_wait_seconds: 1
   agent_deadline_seconds: 6
   retry_seconds: 1
+  review_poll_seconds: 0.5
 retention:
   interval_seconds: 0.3
   min_free_gb: 1000000
@@ -90,6 +92,9 @@ rooms:
     try:
         with LocalMesh(work / "mesh") as local:
             local.start_sim()
+            # Archives stay in review until a test decides (POST /_sim/archives/{aid}/review).
+            local.sim("POST", "/_sim/config",
+                      json={"archive": {"review": {"delay_seconds": 3600}}})
             local.start_hub(config_yaml=config)
             local.start_agent(1)
             local.wait_agents_online(1)
@@ -195,13 +200,10 @@ def uploaded_md5s(mesh: LocalMesh) -> set[str]:
     return {u["md5"] for u in mesh.sim_uploads()}
 
 
-def set_review(mesh: LocalMesh, recording_id: int, state: str, reason: str = "") -> None:
-    """What the review poller does: the archive's review state in the recording's row."""
-    db = sqlite3.connect(mesh.workdir / "hub-data" / "bupmesh.db", timeout=30)
-    with db:
-        db.execute("UPDATE recordings SET review_state=?, review_reason=? WHERE id=?",
-                   (state, reason, recording_id))
-    db.close()
+def review(mesh: LocalMesh, aid: int, outcome: str, reason: str = "") -> None:
+    """Bilibili decides on an archive (the simulator's review control)."""
+    body = {"outcome": outcome, **({"reason": reason} if reason else {})}
+    mesh.sim("POST", f"/_sim/archives/{aid}/review", json=body)
 
 
 def md5_of(path: Path) -> str:
@@ -272,14 +274,15 @@ def test_approved_waits_for_the_review_and_a_rejection_keeps_the_files(
     for rec in (good, bad):
         rec.file()
         rec.end()
+    aids = {}
     for rec in (good, bad):
-        rec.wait_state("submitted")
+        aids[rec.recording_id] = rec.wait_state("submitted")["aid"]
     for rec in (good, bad):  # retention looked, and waits for the review
         wait_for(lambda rec=rec: waiting_for(mesh, rec.recording_id) ==
                  "the archive has not passed review yet", 30, "retention to wait for review")
     assert good.paths[0].exists() and bad.paths[0].exists()
-    set_review(mesh, bad.recording_id, "rejected", "内容不符合要求")
-    set_review(mesh, good.recording_id, "approved")
+    review(mesh, aids[bad.recording_id], "reject", "内容不符合要求")
+    review(mesh, aids[good.recording_id], "approve")
     wait_for(lambda: not good.paths[0].exists(), 60, "the approved recording's file deleted")
     wait_for(lambda: audit(mesh, bad.recording_id), 30, "the rejection's refusal")
     assert bad.paths[0].exists()
@@ -330,9 +333,10 @@ def test_the_delay_runs_from_the_trigger(mesh: LocalMesh) -> None:
     rec.end()
     rec.wait_state("submitted")
     wait_for(lambda: not rec.paths[0].exists(), 60, "the file deleted after the delay")
-    history = {h["message"].split(" ")[0]: h["at"] for h in rec.history()}
-    reached = next(h["at"] for h in rec.history() if "reached the retention" in h["message"])
-    assert history["delete"] - reached >= DELAY_DAYS * 86400
+    deleted = next(h["at"] for h in rec.history() if h["message"].startswith("delete "))
+    recs = mesh.admin("GET", "/api/manage/retention")["recordings"]
+    reached = next(r["reached_at"] for r in recs if r["recording_id"] == rec.recording_id)
+    assert deleted - reached >= DELAY_DAYS * 86400
 
 
 def test_the_recorder_directory_stays_bounded_over_several_recordings(

@@ -395,7 +395,7 @@ async function loadRecordings() {
 
 function makeRecordingRow(rec) {
   const tr = el("tr");
-  const c = cells(tr, ["id", "room", "title", "started", "parts", "submission", "actions"]);
+  const c = cells(tr, ["id", "room", "title", "started", "parts", "submission", "archive", "actions"]);
   const id = rec.id ?? rec.recording_id;
   tr.submit_ = button("Submit", async () => {
     if (await act(`submit recording ${id}`, "POST", `/api/manage/recordings/${encodeURIComponent(id)}/submit`) !== null) {
@@ -415,9 +415,47 @@ function updateRecordingRow(tr, r) {
   const parts = Array.isArray(r.parts) ? r.parts.length : (r.part_count ?? "—");
   c.parts.textContent = String(parts);
   const submitted = r.bvid || r.aid;
-  c.submission.textContent = submitted ? `${r.submit_state || "submitted"} ${r.bvid || r.aid}` : (r.submit_state || "—");
-  if (r.submit_error) c.submission.title = r.submit_error;
-  tr.submit_.hidden = Boolean(submitted) || r.submit_state === "submitting" || r.submit_state === "submitted";
+  const st = r.state || r.submit_state;
+  c.submission.textContent = submitted ? `${st || "submitted"} ${r.bvid || r.aid}` : (st || "—");
+  const why = r.error_message || r.submit_error || r.waiting_for;
+  if (why) c.submission.title = why;
+  tr.submit_.hidden = Boolean(submitted) || st === "submitting" || st === "submitted";
+  updateArchiveCell(c.archive, r);
+}
+
+// The archive a recording became: a link, the parts it holds, its collection, and its
+// review (a rejection with Bilibili's reason).
+function updateArchiveCell(td, r) {
+  const children = [];
+  if (r.archive_url) {
+    children.push(el("a", { href: r.archive_url, target: "_blank", rel: "noopener noreferrer",
+                            className: "archive-link" }, r.bvid || `av${r.aid}`));
+  } else {
+    children.push(document.createTextNode("—"));
+  }
+  const total = Array.isArray(r.parts) ? r.parts.length : 0;
+  if (r.aid && total && r.parts_archived !== undefined && r.parts_archived < total) {
+    const pending = total - r.parts_archived - (r.parts_kept_out || 0);
+    const text = pending > 0 ? ` ${r.parts_archived}/${total} parts (${pending} to append)`
+      : ` ${r.parts_archived}/${total} parts`;
+    children.push(el("span", { className: "archive-parts" }, text));
+  }
+  const review = r.review || {};
+  if (review.state) {
+    const shown = review.state === "pending" && review.state_code === -40 ? "scheduled" : review.state;
+    const tag = el("span", { className: `badge badge-review-${review.state} archive-review` }, shown);
+    if (review.reason) tag.title = review.reason;
+    children.push(document.createTextNode(" "), tag);
+    if (review.state === "rejected" && review.reason) {
+      children.push(el("span", { className: "archive-reason error" }, ` ${review.reason}`));
+    }
+  }
+  const season = r.season || {};
+  if (season.state === "failed") {
+    children.push(el("span", { className: "archive-season error", title: season.error || "" },
+                     " collection not joined"));
+  }
+  td.replaceChildren(...children);
 }
 
 async function showLogs(taskId) {

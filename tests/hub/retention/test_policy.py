@@ -72,6 +72,13 @@ def test_submitted_needs_the_archive_and_every_part_in_it() -> None:
     assert p.blocked(r, rec(aid=None), [f()]).reason == "no archive yet"
     late = p.blocked(r, rec(), [f(1), f(2, in_archive=False)])
     assert late is not None and "not in the archive" in late.reason and not late.refusal
+    # an append that failed for good, a part kept out: refusals
+    stuck = p.blocked(r, rec(submit_state="failed"), [f(1), f(2, in_archive=False)])
+    assert stuck is not None and stuck.refusal
+    kept = p.blocked(r, rec(), [f(1), f(2, in_archive=False, kept_out=True)])
+    assert kept is not None and kept.refusal and "kept out" in kept.reason
+    # the archive exists and holds everything: reached, whatever the loop does next
+    assert p.blocked(r, rec(submit_state="submitting"), [f(1)]) is None
     # uploaded does not care about the archive
     assert p.blocked(rule("uploaded"), rec(submit_state="failed", aid=None),
                      [f(2, in_archive=False)]) is None
@@ -84,7 +91,7 @@ def test_approved_needs_a_passed_review() -> None:
         assert block is not None and not block.refusal and "review" in block.reason
     rejected = p.blocked(r, rec(review_state="rejected", review_reason="版权"), [f()])
     assert rejected is not None and rejected.refusal and "版权" in rejected.reason
-    assert p.blocked(r, rec(review_state="approved", submit_state="queued"), [f()]) is not None
+    assert p.blocked(r, rec(review_state="approved", aid=None), [f()]) is not None
 
 
 def test_a_changed_file_is_kept_and_flagged() -> None:
