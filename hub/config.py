@@ -77,6 +77,44 @@ class SchedulerSettings(_S):
                  "ledger") = "ip_diversity"
 
 
+class AccountRiskSettings(_S):
+    """The account ledger (hub/core/account_risk.py): what one Bilibili account may do,
+    whatever IP it does it from. 0 turns a gap or a cap off.
+
+    The defaults are conservative figures from what users of public uploaders
+    report: preupload throttling somewhere between 6 and about 20 uploads an hour;
+    137022 after about 15 submissions 10 minutes apart; 21515 (a penalty) after
+    about 30 submissions 5 minutes apart, i.e. for a machine's regular beat, which
+    ``submit_gap_jitter`` avoids.
+    """
+
+    preupload_min_gap_seconds: _n(float, 0, DAY, "least time between two preuploads of "
+                                  "the account, on any IP") = 10
+    preuploads_per_hour: _n(int, 0, 1_000_000, "preuploads of the account in any sliding "
+                            "hour (0: no cap)") = 20
+    preuploads_per_day: _n(int, 0, 10_000_000, "preuploads of the account in any sliding "
+                           "day (0: no cap)") = 300
+    submit_min_gap_seconds: _n(float, 0, DAY, "least time between two submissions of the "
+                               "account") = 600
+    submit_gap_jitter: _n(float, 0, 4, "each gap between submissions is stretched by up to "
+                          "this fraction of submit_min_gap_seconds, varying, so a backlog "
+                          "never goes out on a regular beat") = 0.5
+    submits_per_hour: _n(int, 0, 100_000, "submissions of the account in any sliding hour "
+                         "(0: no cap)") = 4
+    submits_per_day: _n(int, 0, 1_000_000, "submissions of the account in any sliding day "
+                        "(0: no cap)") = 12
+    throttle_cooldown_seconds: _n(float, 1, 7 * DAY, "first wait after 21566/137022 when "
+                                  "Bilibili names none; doubles on a repeat") = 1800
+    throttle_cooldown_max_seconds: _n(float, 1, 7 * DAY, "longest wait after "
+                                      "21566/137022") = DAY
+    suspect_ips: _n(int, 2, 1000, "risk-control answers to one account from this many IPs "
+                    "within suspect_window_seconds put the account, not the IPs, at "
+                    "fault") = 2
+    suspect_window_seconds: _n(float, 60, DAY, "see suspect_ips") = 3600
+    cooldown_seconds: _n(float, 1, 7 * DAY, "preupload pause of an account found at "
+                         "fault") = 3600
+
+
 class RiskSettings(_S):
     min_interval_seconds: _n(float, 0, DAY, "least time between two upload starts on one "
                              "IP") = 300
@@ -85,6 +123,11 @@ class RiskSettings(_S):
                          "answer (it grows with repeats)") = 3600
     disable_after_events: _n(int, 0, 1000, "risk events after which an IP is disabled until "
                              "an admin re-enables it (0: never)") = 3
+    learned_clean_seconds: _n(float, 60, 30 * DAY, "a limit learned from risk-control "
+                              "answers is forgotten after this long without a new one") = DAY
+    mesh_quorum: _n(int, 2, 1000, "IPs whose learned limits must agree before every IP is "
+                    "held to that limit") = 3
+    account: AccountRiskSettings = msgspec.field(default_factory=AccountRiskSettings)
 
 
 class RetrySettings(_S):

@@ -63,6 +63,20 @@ class HubMetrics:
         self.risk_events = Counter(
             "bupmesh_risk_events", "Risk-control events (HTTP 406, code 601) per egress IP",
             ["ip", "kind"], registry=r)
+        self.account_events = Counter(
+            "bupmesh_account_events",
+            "Account-level answers from Bilibili (account_throttle, account_penalty, "
+            "risk control found to be the account's fault)", ["kind"], registry=r)
+        self.sessions_dropped = Counter(
+            "bupmesh_sessions_dropped",
+            "Upos sessions refused (bound to another IP, or expired) and started afresh",
+            registry=r)
+        self.session_dropped_parts = Counter(
+            "bupmesh_session_dropped_parts",
+            "Committed upos parts lost with refused sessions (uploaded again)", registry=r)
+        self.session_dropped_bytes = Counter(
+            "bupmesh_session_dropped_bytes",
+            "Committed bytes lost with refused sessions (uploaded again)", registry=r)
         self.retries = Counter(
             "bupmesh_task_retries", "Task attempts that ended in a re-queue, by error kind",
             ["kind"], registry=r)
@@ -100,6 +114,14 @@ class HubMetrics:
 
     def risk_event(self, ip: str, kind: str) -> None:
         self.risk_events.labels(ip or "unknown", kind).inc()
+
+    def account_event(self, kind: str) -> None:
+        self.account_events.labels(kind or "unknown").inc()
+
+    def session_dropped(self, parts: int, size: int) -> None:
+        self.sessions_dropped.inc()
+        self.session_dropped_parts.inc(max(0, parts))
+        self.session_dropped_bytes.inc(max(0, size))
 
     def retry(self, kind: str) -> None:
         self.retries.labels(kind or "unknown").inc()

@@ -20,9 +20,11 @@ import anyio.to_thread
 
 from hub.alerts.delivery import AlertDelivery
 from hub.alerts.rules import (
+    AccountSample,
     AgentSample,
     AlertEvaluator,
     AlertRules,
+    CaptchaSample,
     DiskSample,
     IpSample,
     RejectedArchive,
@@ -57,6 +59,18 @@ async def snapshot(service: Any, rules: AlertRules, now: float, *,
                  agents=tuple(row.get("agents", ())))
         for row in await service.list_ips()
     )
+    captchas = tuple(
+        CaptchaSample(voucher=c["voucher"], ip=c["ip"], account=c["account"],
+                      raised_at=c["raised_at"], refusals=c["refusals"])
+        for c in service.list_captchas() if c["open"]
+    )
+    accounts = tuple(
+        AccountSample(account=key, state=view["state"], penalty=view["penalty"],
+                      preupload_cooldown_until=view["preupload"]["cooldown_until"],
+                      submit_cooldown_until=view["submit"]["cooldown_until"])
+        for key in service.account_ledger.known()
+        if (view := service.account_ledger.describe(key, now))
+    )
     ended = await service.store.count_ended_since(now - rules.failure_window_seconds)
     space = getattr(service, "space", None)
     storage = None
@@ -74,7 +88,7 @@ async def snapshot(service: Any, rules: AlertRules, now: float, *,
                         reason=r["reason"] or r["state_desc"] or "")
         for r in (await recordings.rejected() if recordings is not None else [])
     )
-    return Snapshot(agents=agents, tasks=tasks, ips=ips,
+    return Snapshot(agents=agents, tasks=tasks, ips=ips, captchas=captchas, accounts=accounts,
                     window_completed=ended.get("completed", 0),
                     window_failed=ended.get("failed", 0), rejected=rejected,
                     storage=storage, recorder_disks=tuple(disks))

@@ -23,6 +23,15 @@ Rules (each condition has a stable ``key``):
 - ``ip_risk:<ip>``: an IP the risk ledger holds in cooldown or disabled, i.e.
   Bilibili answered it with risk control (406 / 601). Resolved when the
   cooldown is over or an admin re-enables it.
+- ``captcha:<voucher>``: Bilibili answered an upload with 601 and a captcha
+  voucher, and no admin has marked it solved yet (``POST
+  /api/manage/captchas/{voucher}/solved``). Names the IP, the account and the
+  voucher. Resolved when solved (or the captcha expires: the throttle passed).
+- ``account_penalty:<account>``: the account ledger holds the account
+  penalised (21515 / 21590): its uploads and submissions stopped until an admin
+  releases it. Resolved on release.
+- ``account_throttle:<account>``: the account is cooling down (21566 / 137022,
+  or preupload throttling found to be the account's). Resolved when it may go on.
 - ``low_speed:<task id>``: "abnormally low upload speed" is defined as a task
   in ``uploading`` whose reported speed stays below ``low_speed_bps`` for
   ``low_speed_seconds`` in a row (every sample in between is slow). A fixed
@@ -56,6 +65,9 @@ IP_RISK = "ip_risk"
 LOW_SPEED = "low_speed"
 DATA_DIR_FULL = "data_dir_full"
 DISK_LOW = "disk_low"
+CAPTCHA = "captcha"
+ACCOUNT_PENALTY = "account_penalty"
+ACCOUNT_THROTTLE = "account_throttle"
 ARCHIVE_REJECTED = "archive_rejected"
 
 
@@ -121,6 +133,24 @@ class StorageSample:
 
 
 @dataclass(frozen=True)
+class CaptchaSample:
+    voucher: str
+    ip: str
+    account: str
+    raised_at: float
+    refusals: int = 1
+
+
+@dataclass(frozen=True)
+class AccountSample:
+    account: str
+    state: str  # hub.core.account_risk: ok | paced | cooling | penalised
+    penalty: str = ""
+    preupload_cooldown_until: float | None = None
+    submit_cooldown_until: float | None = None
+
+
+@dataclass(frozen=True)
 class RejectedArchive:
     recording_id: int
     aid: int
@@ -135,6 +165,8 @@ class Snapshot:
     agents: tuple[AgentSample, ...] = ()
     tasks: tuple[TaskSample, ...] = ()  # tasks that are not terminal
     ips: tuple[IpSample, ...] = ()
+    captchas: tuple[CaptchaSample, ...] = ()  # open ones
+    accounts: tuple[AccountSample, ...] = ()
     # Tasks that ended within the failure window, by outcome.
     window_completed: int = 0
     window_failed: int = 0
@@ -221,6 +253,8 @@ class AlertEvaluator:
         yield from self._offline_agents(snap.agents, now)
         yield from self._failure_rate(snap)
         yield from self._risky_ips(snap.ips, now)
+        yield from self._captchas(snap.captchas)
+        yield from self._accounts(snap.accounts, now)
         yield from self._slow_tasks(snap.tasks, now)
         yield from self._storage(snap.storage)
         yield from self._low_disks(snap.recorder_disks)
@@ -274,6 +308,43 @@ class AlertEvaluator:
                 details={"ip": ip.ip, "state": ip.state, "reason": ip.reason,
                          "cooldown_until": ip.cooldown_until, "agents": list(ip.agents)},
             )
+
+    def _captchas(self, captchas: Iterable[CaptchaSample]) -> Iterable[_Condition]:
+        for c in captchas:
+            yield _Condition(
+                key=f"{CAPTCHA}:{c.voucher}", kind=CAPTCHA, severity="critical",
+                subject=c.account or c.ip,
+                summary=(f"captcha needed: Bilibili throttles account {c.account or '?'} on IP "
+                         f"{c.ip} until captcha {c.voucher} is solved; once solved, mark it "
+                         f"(web UI, or POST /api/manage/captchas/{c.voucher}/solved)"),
+                details={"voucher": c.voucher, "ip": c.ip, "account": c.account,
+                         "raised_at": c.raised_at, "refusals": c.refusals},
+            )
+
+    def _accounts(self, accounts: Iterable[AccountSample], now: float
+                  ) -> Iterable[_Condition]:
+        for a in accounts:
+            if a.state == "penalised":
+                yield _Condition(
+                    key=f"{ACCOUNT_PENALTY}:{a.account}", kind=ACCOUNT_PENALTY,
+                    severity="critical", subject=a.account,
+                    summary=(f"account {a.account} penalised by Bilibili ({a.penalty}): its "
+                             "uploads and submissions are stopped until an admin releases it"),
+                    details={"account": a.account, "penalty": a.penalty},
+                )
+            elif a.state == "cooling":
+                until = max(t for t in (a.preupload_cooldown_until, a.submit_cooldown_until,
+                                        now) if t is not None)
+                what = ("submissions" if a.submit_cooldown_until else "uploads")
+                yield _Condition(
+                    key=f"{ACCOUNT_THROTTLE}:{a.account}", kind=ACCOUNT_THROTTLE,
+                    severity="warning", subject=a.account,
+                    summary=(f"account {a.account} throttled by Bilibili: its {what} wait "
+                             f"{_duration(until - now)}"),
+                    details={"account": a.account,
+                             "preupload_cooldown_until": a.preupload_cooldown_until,
+                             "submit_cooldown_until": a.submit_cooldown_until},
+                )
 
     def _slow_tasks(self, tasks: Iterable[TaskSample], now: float) -> Iterable[_Condition]:
         floor, hold = self.rules.low_speed_bps, self.rules.low_speed_seconds

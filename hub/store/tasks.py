@@ -128,10 +128,17 @@ CREATE TABLE IF NOT EXISTS risk_ledger_ips (
     state TEXT NOT NULL,
     updated_at REAL NOT NULL
 );
+-- The account ledger and the captcha book, one JSON snapshot each.
+CREATE TABLE IF NOT EXISTS risk_state (
+    name TEXT PRIMARY KEY,
+    state TEXT NOT NULL,
+    updated_at REAL NOT NULL
+);
 """
 
 # Columns added after the first schema: a database from an older hub gains them on open.
 _ADDED_COLUMNS = [
+    ("agents", "egress_ip", "TEXT NOT NULL DEFAULT ''"),
     ("parts", "fingerprint", "TEXT NOT NULL DEFAULT ''"),
     ("agent_tasks", "file_fingerprint", "TEXT NOT NULL DEFAULT ''"),
     ("agent_tasks", "committed_attempt", "INTEGER NOT NULL DEFAULT 0"),
@@ -176,6 +183,7 @@ class Store(Database):
         agent_name: str,
         ip_address: str,
         status: str,
+        egress_ip: str = "",
         max_concurrent: int,
         bandwidth_mbps: int,
         storage_type: str,
@@ -188,19 +196,25 @@ class Store(Database):
             c.execute(
                 """INSERT INTO agents (agent_id, agent_name, ip_address, status,
                        max_concurrent_uploads, bandwidth_mbps, storage_type, buffer_bytes,
-                       tags, created_at, last_heartbeat)
-                   VALUES (?,?,?,?,?,?,?,?,?,?,?)
+                       tags, created_at, last_heartbeat, egress_ip)
+                   VALUES (?,?,?,?,?,?,?,?,?,?,?,?)
                    ON CONFLICT(agent_id) DO UPDATE SET agent_name=excluded.agent_name,
                        ip_address=excluded.ip_address, status=excluded.status,
+                       egress_ip=excluded.egress_ip,
                        max_concurrent_uploads=excluded.max_concurrent_uploads,
                        bandwidth_mbps=excluded.bandwidth_mbps,
                        storage_type=excluded.storage_type, buffer_bytes=excluded.buffer_bytes,
                        tags=excluded.tags, last_heartbeat=excluded.last_heartbeat""",
                 (agent_id, agent_name, ip_address, status, max_concurrent, bandwidth_mbps,
-                 storage_type, buffer_bytes, json.dumps(tags), now, now),
+                 storage_type, buffer_bytes, json.dumps(tags), now, now, egress_ip),
             )
 
         await self.write_behind.write(f"agent:{agent_id}", q)
+
+    async def set_agent_egress(self, agent_id: str, egress_ip: str) -> None:
+        """The agent's egress as Bilibili sees it (a restart keys the ledger on it at once)."""
+        await self.write_behind.write(f"agent:{agent_id}", lambda c: c.execute(
+            "UPDATE agents SET egress_ip=? WHERE agent_id=?", (egress_ip, agent_id)))
 
     async def set_agent_status(
         self, agent_id: str, status: str, *, last_heartbeat: float | None = None,
@@ -455,6 +469,25 @@ class Store(Database):
                 snapshot = {"version": 1, "ips": {}}
             snapshot.setdefault("ips", {}).update((ip, _loads(state, {})) for ip, state in ips)
         return snapshot
+
+    async def save_risk_state(self, name: str, snapshot: dict[str, Any]) -> None:
+        """A small ledger's whole snapshot (``accounts``, ``captchas``), replaced."""
+        text, now = json.dumps(snapshot), self._clock()
+
+        def q(c: sqlite3.Connection) -> None:
+            c.execute(
+                """INSERT INTO risk_state (name, state, updated_at) VALUES (?, ?, ?)
+                   ON CONFLICT(name) DO UPDATE SET state=excluded.state,
+                   updated_at=excluded.updated_at""",
+                (name, text, now),
+            )
+
+        await self.write_behind.write(f"risk:{name}", q, snapshot=True)
+
+    async def load_risk_state(self, name: str) -> dict[str, Any] | None:
+        row = await self._run(
+            lambda c: c.execute("SELECT state FROM risk_state WHERE name=?", (name,)).fetchone())
+        return _loads(row[0], None) if row else None
 
     # -- row mapping ----------------------------------------------------------------------
 

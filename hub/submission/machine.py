@@ -6,6 +6,9 @@ States (``recordings.submit_state``)::
     queued --(an agent with the submit capability; write first)--> submitting (attempt n)
     submitting --SubmitResult ok--> submitted (aid, bvid)
     submitting --risk control--> queued (that IP excluded; retry later)
+    submitting --account throttle (21566, 137022)--> queued (until the account may submit)
+    submitting --account penalty (21515, 21590)--> queued (held until an admin releases
+                                                   the account)
     submitting --auth / bad request--> failed (an admin's submit request re-queues it)
     submitting --network / agent lost / hub restart / no answer--> unknown
     unknown --(after unknown_wait)--> queued
@@ -13,7 +16,10 @@ States (``recordings.submit_state``)::
 Never twice: ``submitting`` is written before Submit is sent, so a crash leaves
 it on disk; every attempt after the first (``attempt > 1``) makes the agent look
 for an archive with these parts before it submits (``spoke/submitter.py``), and
-``unknown`` waits long enough for a lost in-flight request to have landed.
+``unknown`` waits long enough for a lost in-flight request to have landed. An
+account-level refusal is a definite "no archive" from Bilibili, so the recording
+is simply queued again; the account ledger (hub/core/account_risk.py) says when
+the account may try, and the next attempt still looks for the archive first.
 
 After the archive exists the same states carry the work left on it, one
 operation at a time (:func:`next_operation`)::
@@ -45,6 +51,9 @@ SEASON_PENDING, SEASON_ADDED, SEASON_FAILED = "pending", "added", "failed"
 TOO_MANY_PARTS = "too_many_parts"  # uploader.errors.ArchiveProblem: 21058
 
 RISK_CONTROL = "risk_control"
+ACCOUNT_THROTTLE = "account_throttle"
+ACCOUNT_PENALTY = "account_penalty"
+ACCOUNT_KINDS = frozenset({ACCOUNT_THROTTLE, ACCOUNT_PENALTY})
 RETRYABLE = frozenset({"agent", "cancelled"})  # the agent never sent it: plain retry
 FATAL = frozenset({"auth", "bad_request", "file"})
 
@@ -127,13 +136,15 @@ def lost(reason: str, now: float, timing: Timing, sent_at: float = 0.0) -> dict[
 
 
 def result(recording: dict[str, Any], success: bool, aid: int, bvid: str, error_kind: str,
-           error_message: str, now: float, timing: Timing, *, problem: str = ""
-           ) -> dict[str, Any]:  # fmt: skip
+           error_message: str, now: float, timing: Timing, *, problem: str = "",
+           account_until: float | None = None) -> dict[str, Any]:
     """What a SubmitResult for the current attempt means.
 
     Two refusals are not the end of a recording: more parts than Bilibili takes in
     one request (``too_many_parts``) halves the batch and tries again, and a
     collection that cannot be joined leaves the archive submitted, the reason kept.
+    ``account_until``: after an account-level refusal, when the account ledger lets
+    the account submit again (None: it is penalised, and holds the recording itself).
     """
     operation = recording.get("submit_op") or ADD
     if success:
@@ -144,6 +155,11 @@ def result(recording: dict[str, Any], success: bool, aid: int, bvid: str, error_
             update.update(season_state=SEASON_ADDED, season_error="")
         return update
     message = f"{error_kind}: {error_message}"[:1000]
+    if error_kind in ACCOUNT_KINDS:
+        # Refused for the account, whatever the IP: no archive was made. Queued again
+        # for when the account may submit; any agent then.
+        when = account_until if account_until is not None else now + timing.retry_seconds
+        return {"submit_state": QUEUED, "submit_not_before": when, "submit_error": message}
     if problem == TOO_MANY_PARTS and operation in (ADD, APPEND):
         batch = len(recording.get("submit_parts") or []) // 2
         if batch >= 1:  # refused whole: nothing was created or added

@@ -1,10 +1,12 @@
 """Drives submissions: picks the agent, writes, sends Submit, applies SubmitResult.
 
 The decisions are :mod:`hub.submission.machine`'s; this module does the IO in
-the order the hub always keeps: write the state, then act. The agent chosen is
-the one that uploaded most of the recording's parts (its IP already spoke to
-Bilibili for this account), if it is online, announced ``Capabilities.submit``
-and its IP is neither excluded for this recording (a risk-control answer) nor
+the order the hub always keeps: write the state, then act. A submission goes
+out only while its account may submit (the account ledger: gaps, caps, a
+throttle's wait, a penalty); then the agent chosen is the one that uploaded
+most of the recording's parts (its IP already spoke to Bilibili for this
+account), if it is online, announced ``Capabilities.submit`` and its egress IP
+is neither excluded for this recording (a risk-control answer) nor
 cooling/disabled in the risk ledger; else any such agent.
 
 Hooks the hub calls (:class:`hub.core.ports.Submissions`): ``on_hello``
@@ -32,10 +34,14 @@ import anyio.to_thread
 import msgspec
 
 from hub.config import HubConfig, SubmissionSettings
+from hub.core import account_risk
+from hub.core.account_keys import AccountKeys
+from hub.core.account_risk import AccountLedger
 from hub.core.errors import Conflict, NotFound, StorageFull
 from hub.core.ports import Accounts
 from hub.core.registry import Registry
 from hub.core.risk import RiskLedger
+from hub.core.state import HubState
 from hub.store.recordings import RecordingStore
 from hub.submission import machine as m
 from hub.submission.covers import cover_for
@@ -50,18 +56,16 @@ TICK_SECONDS = 1.0
 BAD_IP_STATES = frozenset({"cooling", "disabled"})
 
 
-class LedgerStore(Protocol):
-    async def save_ledger(self, snapshot: dict[str, Any]) -> None: ...
-
-
 class Hub(Protocol):
-    """What of the hub a submission needs: agents, their IPs' standing, credentials."""
+    """What of the hub a submission needs: agents, their IPs' and accounts' standing,
+    credentials, and the state whose lock and store keep the ledgers."""
 
     config: HubConfig
     registry: Registry
     ledger: RiskLedger
+    account_ledger: AccountLedger
     accounts: Accounts
-    store: LedgerStore
+    state: HubState
 
 
 class SubmissionManager:
@@ -80,6 +84,8 @@ class SubmissionManager:
         )
         self.capable: dict[str, str] = {}  # agent id -> session id that announced submit
         self.archive_capable: dict[str, str] = {}  # ... that announced archive_operations
+        self.keys = AccountKeys(hub.accounts, clock)
+        self._held: dict[int, str] = {}  # recording id -> why it is not sent now
         self._inflight: dict[int, Any] = {}  # recording id -> session carrying its Submit
         self._lock = anyio.Lock()
         self._wake = anyio.Event()
@@ -126,8 +132,10 @@ class SubmissionManager:
                          session.agent_id, msg.submit_id, msg.attempt)
                 return
             now = self.clock()
+            account_until = await self._account_answer(rec, session.agent_id, msg, now)
             update = m.result(rec, msg.success, msg.aid, msg.bvid, msg.error_kind,
-                              msg.error_message, now, self.timing, problem=msg.problem)
+                              msg.error_message, now, self.timing, problem=msg.problem,
+                              account_until=account_until)
             operation = rec["submit_op"] or m.ADD
             archived: list[int] = []
             if msg.success and operation in (m.ADD, m.APPEND):
@@ -142,10 +150,6 @@ class SubmissionManager:
                 # attempt before it that added what this one found): Bilibili reviews it
                 # again, and "approved" must not outlive the edit.
                 await self.reviews.under_review(rec["id"], int(update["aid"]))
-            if msg.error_kind == m.RISK_CONTROL:
-                ip = rec["submit_ip"] or "unknown"
-                self.hub.ledger.risk_event(ip, session.agent_id, "21540", now)
-                await self.hub.store.save_ledger(self.hub.ledger.snapshot())
         if msg.success:
             log.info("recording %d: %s by %s done: aid %d, %s%s", rec["id"], operation,
                      session.agent_id, update["aid"], update["bvid"],
@@ -156,6 +160,45 @@ class SubmissionManager:
                         msg.attempt, session.agent_id, msg.error_kind, msg.error_message,
                         update["submit_state"])
         self.poke()
+
+    async def _account_answer(self, rec: dict[str, Any], agent_id: str, msg: pb.SubmitResult,
+                              now: float) -> float | None:
+        """What the answer teaches the ledgers; for an account throttle, when the account
+        may submit again."""
+        state, hub = self.hub.state, self.hub
+        account = await self.keys.key(rec["account"])
+        ip = rec["submit_ip"] or "unknown"
+        code = int(msg.error_code)
+        retry_after = float(msg.retry_after_seconds) or None
+        message = msg.error_message[:200]
+        until: float | None = None
+        async with state.lock:
+            if msg.success:
+                hub.account_ledger.submit_accepted(account, now)
+            elif msg.error_kind == m.ACCOUNT_THROTTLE:
+                until = hub.account_ledger.throttled(
+                    account, now, what=account_risk.SUBMIT, code=code,
+                    retry_after=retry_after if retry_after and retry_after < 1e9 else None,
+                    ip=ip, agent_id=agent_id, message=message)
+                state.counters.account_event(msg.error_kind)
+                log.warning("recording %d: account %s throttled (%s); may submit again at "
+                            "%.0f", rec["id"], account, message, until)
+            elif msg.error_kind == m.ACCOUNT_PENALTY:
+                hub.account_ledger.penalised(account, now, what=account_risk.SUBMIT, code=code,
+                                             ip=ip, agent_id=agent_id, message=message)
+                state.counters.account_event(msg.error_kind)
+                log.error("recording %d: account %s penalised (%s): submissions and uploads "
+                          "stop until an admin releases it", rec["id"], account, message)
+            elif msg.error_kind == m.RISK_CONTROL:
+                hub.ledger.risk_event(ip, agent_id, str(code or 21540), now, account=account,
+                                      voucher=msg.voucher[:200])
+                if msg.voucher:
+                    state.captchas.raised(msg.voucher[:200], ip=ip, account=account,
+                                          agent_id=agent_id, now=now)
+            else:
+                return None
+            await state.save_ledger()
+        return until
 
     # -- admin ----------------------------------------------------------------------------
 
@@ -187,6 +230,8 @@ class SubmissionManager:
                 review: dict[str, Any] | None = None) -> dict[str, Any]:
         waiting_for = m.readiness(rec, parts, self.clock(), self.timing) \
             if rec["submit_state"] == m.WAITING else ""
+        if rec["submit_state"] == m.QUEUED:
+            waiting_for = self._queued_reason(rec)
         return {**self._public_submission(rec, parts, waiting_for),
                 **archive_view(rec, parts, review)}
 
@@ -209,6 +254,29 @@ class SubmissionManager:
                        "archived": p["archived"]}
                       for n, p in enumerate(parts, start=1)],
         }
+
+    def _account_holds(self, account: str, operation: str, now: float) -> str:
+        """Why the account may not do ``operation`` now ("" = it may). A new archive is
+        paced per account (gaps, caps, a throttle's wait); an edit of an existing one
+        (append, collection) waits only for a penalised account."""
+        ledger = self.hub.account_ledger
+        fit, reason = ledger.submit_fit(account, now)
+        if fit or (operation != m.ADD and ledger.state(account, now) != account_risk.PENALISED):
+            return ""
+        return reason
+
+    def _queued_reason(self, rec: dict[str, Any]) -> str:
+        """Why a queued recording is not being submitted now ("" = it is about to be)."""
+        now = self.clock()
+        account = self.keys.cached(rec["account"])
+        if account is not None:
+            fit, reason = self.hub.account_ledger.submit_fit(account, now)
+            if not fit:
+                return reason
+        not_before = float(rec.get("submit_not_before") or 0)
+        if now < not_before:
+            return f"next try in {not_before - now:.0f} s"
+        return self._held.get(rec["id"], "")
 
     # -- loop -----------------------------------------------------------------------------
 
@@ -302,7 +370,7 @@ class SubmissionManager:
                 return None
             if capable.get(agent_id) != info.session_id:
                 return None
-            ip = info.ip_address or "unknown"
+            ip = info.risk_ip
             if ip in excluded or self.hub.ledger.state(ip, now) in BAD_IP_STATES:
                 return None
             return info
@@ -330,10 +398,17 @@ class SubmissionManager:
         operation, part_ids = choice
         if not part_ids and operation != m.SEASON:
             return  # nothing uploaded to carry yet; the next tick looks again
+        account = await self.keys.key(rec["account"])
+        held = self._account_holds(account, operation, now)
+        if held:
+            self._held[rec["id"]] = held
+            return  # the account may not do this now, from any IP; the next tick looks again
         with_cover = operation == m.ADD and bool(settings.cover)
         info = self._choose(rec, parts, now, archive_ops=operation != m.ADD or with_cover)
         if info is None:
+            self._held[rec["id"]] = "no agent that may submit is online"
             return  # no agent may submit now; the next tick looks again
+        self._held.pop(rec["id"], None)
         try:
             creds = await self.hub.accounts.credentials(rec["account"])
             submission = build_submission(settings, rec, parts, now=now)
@@ -351,9 +426,13 @@ class SubmissionManager:
         if api == "auto":
             api = "web" if creds.cookies.get("bili_jct") else "app"
         submit_id = f"sub-{uuid.uuid4().hex[:16]}"
-        update = m.sending(rec, submit_id, info.agent_id, info.ip_address or "", now,
+        update = m.sending(rec, submit_id, info.agent_id, info.risk_ip, now,
                            operation, part_ids)
         await self.recordings.update_submission(rec["id"], **update)  # write, then act
+        if operation == m.ADD:  # a new archive is what Bilibili paces per account
+            async with self.hub.state.lock:
+                self.hub.account_ledger.submit_sent(account, now)
+                await self.hub.state.save_ledger()
         self._inflight[rec["id"]] = info.session
         info.session.send(pb.HubMessage(submit=pb.Submit(
             submit_id=submit_id, attempt=update["submit_attempt"],

@@ -107,7 +107,10 @@ async def test_every_admin_route_refuses_everything_but_the_admin_token(api: Api
     paths = {p for _, p in routes}
     # the walk found the routes this test is about
     assert {"/metrics", "/api/manage/audit", "/api/manage/agents",
-            "/api/manage/agents/x/x", "/api/manage/ips/x/enable"} <= paths
+            "/api/manage/agents/x/x", "/api/manage/ips/x/enable",
+            "/api/manage/accounts/x/risk", "/api/manage/accounts/x/risk/release",
+            "/api/manage/risk/learned", "/api/manage/risk/forget", "/api/manage/captchas",
+            "/api/manage/captchas/x/solved"} <= paths
     jwt = await api.jwt("agent-sec")
     for headers in ({}, {"Authorization": f"Bearer {PSK}"}, jwt, {"Authorization": "Basic x"},
                     {"Authorization": f"Bearer {ADMIN}x"}):
@@ -117,7 +120,8 @@ async def test_every_admin_route_refuses_everything_but_the_admin_token(api: Api
             assert r.json()["code"] == 401
     # and the admin token opens them (a fixed list: a streaming route would never end here)
     for path in ("/metrics", "/api/manage/audit", "/api/manage/agents", "/api/manage/tasks",
-                 "/api/manage/ips", "/api/manage/accounts"):
+                 "/api/manage/ips", "/api/manage/accounts", "/api/manage/captchas",
+                 "/api/manage/risk/learned"):
         r = await api.client.get(path, headers={"Authorization": f"Bearer {ADMIN}"})
         assert r.status_code == 200, (path, r.text)
 

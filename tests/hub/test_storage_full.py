@@ -244,22 +244,24 @@ async def test_a_submit_result_that_cannot_be_stored_is_applied_once_space_retur
         tmp_path: Path) -> None:
     """The archive exists whether or not the hub can write it down: the answer is kept,
     and the recording ends submitted (not taken for lost and submitted again)."""
-    recordings = RecordingStore(tmp_path / "db", clock=lambda: 100.0)
-    await recordings.open()
-    disk = DiskSwitch(recordings)
-    rec = await recordings.get_or_create(source="watcher", session_key="k", room_id="1",
-                                         started_at=0.0, info={})
-    await recordings.update_submission(rec["id"], submit_state="submitting", submit_attempt=1,
-                                       submit_id="sub-1", submit_agent="a", submit_sent_at=90.0)
-    hub = type("Hub", (), {"config": HubConfig(), "space": None})()
-    manager = SubmissionManager(hub, recordings, clock=lambda: 100.0)
-    session = type("Session", (), {"agent_id": "a"})()
-    disk.full = True
-    await manager.on_result(session, pb.SubmitResult(submit_id="sub-1", attempt=1, success=True,
-                                                     aid=7, bvid="BV1"))
-    assert (await recordings.get(rec["id"]))["submit_state"] == "submitting"
-    disk.full = False
-    await manager.tick()
-    done = await recordings.get(rec["id"])
-    assert (done["submit_state"], done["aid"], done["bvid"]) == ("submitted", 7, "BV1")
-    recordings.close()
+    async with make_hub(tmp_path) as running:
+        service = running.service
+        recordings = RecordingStore(service.store.db_path, clock=lambda: 100.0)
+        await recordings.open()
+        disk = DiskSwitch(recordings)
+        rec = await recordings.get_or_create(source="watcher", session_key="k", room_id="1",
+                                             started_at=0.0, info={})
+        await recordings.update_submission(rec["id"], submit_state="submitting",
+                                           submit_attempt=1, submit_id="sub-1",
+                                           submit_agent="a", submit_sent_at=90.0)
+        manager = SubmissionManager(service, recordings, clock=lambda: 100.0)
+        session = type("Session", (), {"agent_id": "a"})()
+        disk.full = True
+        await manager.on_result(session, pb.SubmitResult(submit_id="sub-1", attempt=1,
+                                                         success=True, aid=7, bvid="BV1"))
+        assert (await recordings.get(rec["id"]))["submit_state"] == "submitting"
+        disk.full = False
+        await manager.tick()
+        done = await recordings.get(rec["id"])
+        assert (done["submit_state"], done["aid"], done["bvid"]) == ("submitted", 7, "BV1")
+        recordings.close()

@@ -138,6 +138,21 @@ def test_risk_control_excludes_the_ip_and_retries_later() -> None:
     assert r["submit_attempt"] == 2
 
 
+def test_account_refusals_queue_again_for_when_the_account_may_submit() -> None:
+    r = rec(submit_state=m.QUEUED)
+    r.update(m.sending(r, "sub-1", "a1", "10.0.0.1", now=100))
+    r.update(m.result(r, False, 0, "", "account_throttle", "code 21566: 投稿过于频繁",
+                      now=101, timing=TIMING, account_until=143.0))
+    # no archive was made: queued (not unknown), for the account's wait, any IP
+    assert (r["submit_state"], r["submit_not_before"]) == (m.QUEUED, 143.0)
+    assert r["submit_excluded_ips"] == {} and "21566" in r["submit_error"]
+    r.update(m.sending(r, "sub-2", "a1", "10.0.0.1", now=143))
+    assert r["submit_attempt"] == 2  # the agent looks for the archive first, as always
+    r.update(m.result(r, False, 0, "", "account_penalty", "code 21515", now=144,
+                      timing=TIMING))
+    assert r["submit_state"] == m.QUEUED  # held by the account ledger, never failed
+
+
 def test_lost_answers_wait_then_requeue_and_timeouts_count_as_lost() -> None:
     r = rec(submit_state=m.QUEUED)
     r.update(m.sending(r, "sub-1", "a1", "ip", now=100))

@@ -89,6 +89,11 @@ async def test_the_loop_samples_the_alarm_and_the_recorder_disks(tmp_path: Path)
         async def list_ips(self) -> list:
             return []
 
+        def list_captchas(self) -> list:
+            return []
+
+        account_ledger = SimpleNamespace(known=lambda: [])
+
     service = Service()
     service.space.trip(StorageFull(str(tmp_path), 12))
     snap = await snapshot(service, AlertRules(min_free_bytes=1), 5.0)
