@@ -207,8 +207,51 @@ class SubmissionSettings(_S):
     review_poll_batch: _n(int, 1, 100, "archives one review poll asks about, at most") = 20
 
 
+Trigger = Literal["never", "uploaded", "submitted", "approved"]
+
+
+class RoomRetention(_S):
+    """A room's retention keys; each unset one falls back to the global ``retention``."""
+
+    trigger: _d(Trigger | None, "as retention.trigger, for this room") = None
+    action: _d(Literal["delete", "move"] | None, "as retention.action") = None
+    move_to: _d(str | None, "as retention.move_to") = None
+    delay_days: _n(float, 0, 3650, "as retention.delay_days") | None = None
+    dry_run: _d(bool | None, "as retention.dry_run") = None
+
+
+class RetentionSettings(_S):
+    """What happens to a recording's files once the hub is done with them
+    (hub/retention/): nothing by default."""
+
+    trigger: _d(Trigger, "when a recording's files may go: never; uploaded (every part "
+                "uploaded); submitted (its archive exists); approved (the archive passed "
+                "review)") = "never"
+    action: _d(Literal["delete", "move"], "what happens to them then") = "delete"
+    move_to: _d(str | None, "for action move: an absolute directory; a file keeps its "
+                "folder's name under it and never replaces another") = None
+    delay_days: _n(float, 0, 3650, "days after the trigger (on the hub's clock) before "
+                   "acting") = 0
+    dry_run: _d(bool, "decide and record every action, but leave the files where they "
+                "are") = False
+    min_free_gb: _n(float, 0, 1_000_000, "alert when a recorder directory has less free "
+                    "space, GB (0: no alert)") = 0
+    interval_seconds: _n(float, 0, HOUR, "how often retention looks at the recordings",
+                         gt=True) = 60
+
+
+class StorageSettings(_S):
+    """The hub's own data directory running out of space (hub/store/space.py)."""
+
+    resume_free_mb: _n(float, 0, 1_048_576, "after the data directory was full, writes "
+                       "resume once this many MiB are free") = 64
+    probe_interval_seconds: _n(float, 0, 300, "how often a full data directory is looked "
+                               "at", gt=True) = 5
+
+
 class RoomSettings(_S):
-    """Per-room overrides: the submission keys, unset ones fall back to ``submission``."""
+    """Per-room overrides: the submission keys, unset ones fall back to ``submission``;
+    ``retention`` keys fall back to the global ``retention`` one by one."""
 
     auto_submit: _d(bool | None, "as submission.auto_submit, for this room") = None
     account: _d(str | None, "as submission.account") = None
@@ -231,6 +274,7 @@ class RoomSettings(_S):
     up_close_reply: _d(bool | None, "as submission.up_close_reply") = None
     up_close_danmu: _d(bool | None, "as submission.up_close_danmu") = None
     append_late_parts: _d(bool | None, "as submission.append_late_parts") = None
+    retention: RoomRetention = msgspec.field(default_factory=RoomRetention)
 
 
 class AlertSettings(_S):
@@ -278,6 +322,8 @@ class HubConfig(_S):
     submission: SubmissionSettings = msgspec.field(default_factory=SubmissionSettings)
     rooms: dict[str, RoomSettings] = {}
     alerts: AlertSettings = msgspec.field(default_factory=AlertSettings)
+    retention: RetentionSettings = msgspec.field(default_factory=RetentionSettings)
+    storage: StorageSettings = msgspec.field(default_factory=StorageSettings)
 
     @property
     def data_path(self) -> Path:
@@ -347,6 +393,7 @@ def validate(config: HubConfig) -> HubConfig:
     if url is not None and not url.startswith(("http://", "https://")):
         # The URL may hold a token: the message never quotes it.
         raise ConfigError("alerts.webhook_url: expected an http(s) URL")
+    _validate_retention(config)
     return config
 
 
@@ -365,22 +412,23 @@ def _validate_templates(config: HubConfig) -> None:
     stops startup instead of surprising a submission later."""
     check_scope(config.submission, "submission")
     for room, settings in config.rooms.items():
-        check_room(str(room), settings, config.submission, f"rooms.{room}")
+        check_room(str(room), settings, config, f"rooms.{room}")
 
 
-def check_room(room_id: str, room: RoomSettings, submission: SubmissionSettings,
-               prefix: str = "") -> None:
+def check_room(room_id: str, room: RoomSettings, config: HubConfig, prefix: str = "") -> None:
     """What msgspec cannot check in one room's settings, by the rules ``hub.yml`` follows
     (the same for a room from ``hub.yml`` and one from the admin API); a ConfigError
     names the key under ``prefix`` (``rooms.<id>`` at startup, nothing for the admin
-    API, whose body is the room itself). ``submission``: what the room inherits."""
+    API, whose body is the room itself). ``config``: the settings the room inherits."""
     if not room_id.isdigit():
         raise ConfigError(f"{prefix or 'room_id'}: room ids are numbers")
     check_scope(room, prefix)
+    submission = config.submission
     season = room.season_id if room.season_id is not None else submission.season_id
     section = room.section_id if room.section_id is not None else submission.section_id
     if section and not season:
         raise ConfigError(f"{_key(prefix, 'section_id')}: needs a season_id")
+    _check_retention(room.retention, config, _key(prefix, "retention"))
 
 
 def check_scope(settings: Any, prefix: str) -> None:
@@ -406,6 +454,32 @@ def check_scope(settings: Any, prefix: str) -> None:
 
 def _key(prefix: str, key: str) -> str:
     return f"{prefix}.{key}" if prefix else key
+
+
+def _validate_retention(config: HubConfig) -> None:
+    """The global retention rule (each room's is checked with the room)."""
+    _check_retention(RoomRetention(), config, "retention")
+
+
+def _check_retention(over: Any, config: HubConfig, where: str) -> None:
+    """A move needs somewhere to go, outside every watched directory (the watcher would
+    import a moved file again as a new one). ``over``: a room's retention keys, each
+    unset one falling back to ``config.retention``."""
+    watched = [Path(d).expanduser().resolve() for d in config.ingest.watch_dirs]
+    for prefix, settings in ((where, over), ("retention", config.retention)):
+        if settings.move_to is not None:
+            target = Path(settings.move_to).expanduser()
+            if not target.is_absolute():
+                raise ConfigError(f"{prefix}.move_to: expected an absolute path")
+            inside = [d for d in watched if target.resolve().is_relative_to(d)]
+            if inside:
+                raise ConfigError(f"{prefix}.move_to: {target} is inside the watched directory "
+                                  f"{inside[0]}: moved files would be imported again")
+    trigger = over.trigger or config.retention.trigger
+    action = over.action or config.retention.action
+    if trigger != "never" and action == "move" and not (over.move_to
+                                                         or config.retention.move_to):
+        raise ConfigError(f"{where}.move_to: required with action: move")
 
 
 def _validate_archive(config: HubConfig) -> None:

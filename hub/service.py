@@ -52,9 +52,10 @@ from hub.core.spawner import Spawner
 from hub.core.state import HubState
 from hub.core.strategies import Strategy, make_strategy
 from hub.core.views import Views
-from hub.metrics import HubMetrics
+from hub.metrics import HubMetrics, storage_gauges
 from hub.parts import Parts
 from hub.rooms.book import RoomBook
+from hub.store.space import MiB, SpaceAlarm
 from hub.store.tasks import Store
 from protocol.tokens import TokenIssuer
 
@@ -119,6 +120,14 @@ class HubService:
         self._submissions: Submissions | None = None
         # The recording pipeline's read side (list, describe), for the live view.
         self.recording_views: Any = None
+        # The data directory's NOSPACE alarm; every database of this hub reports to it.
+        self.space = SpaceAlarm(config.data_path,
+                                resume_free_bytes=int(config.storage.resume_free_mb * MiB),
+                                probe_interval=config.storage.probe_interval_seconds,
+                                clock=clock)
+        self.space.watch(store)
+        self.space.on_cleared(self.poke)
+        self.metrics.add_gauges(lambda: storage_gauges(self.space))
 
     @property
     def submissions(self) -> Submissions | None:
@@ -145,6 +154,7 @@ class HubService:
             self._spawn.bind(tg)
             tg.start_soon(self.scheduler.run)
             tg.start_soon(self._timeouts.run)
+            tg.start_soon(self.space.run)
             task_status.started()
 
     def poke(self) -> None:

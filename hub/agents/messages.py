@@ -276,6 +276,11 @@ class Messages:
         so the next attempt only repeats the completion, which Bilibili answers with
         the same object. An attempt that lost its lease first is told to Cancel instead
         (see :meth:`handle`) and never completes behind the hub's back.
+
+        On a full data directory the grant waits in the store's write-behind queue and
+        Proceed goes out anyway: an upload already running finishes. Only a hub killed
+        before space returns loses the grant; its restart voids the lease and re-offers
+        the task from the last resume point on disk, as after any crash.
         """
         state = self.state
         if msg.offset < 0 or msg.offset > task.file_size:

@@ -46,7 +46,9 @@ class HubStore(Protocol):
     """The database calls the core makes (hub/store/tasks.py implements them)."""
 
     async def save_task(self, task: TaskRecord, *, log: tuple[str, str, str, str] | None = None,
-                        part_state: str | None = None) -> None: ...
+                        part_state: str | None = None) -> None:
+        """Write the task (on a full disk the write waits for space)."""
+        ...
 
     async def get_task(self, task_id: str) -> TaskRecord | None: ...
 

@@ -28,7 +28,7 @@ import anyio
 import msgspec
 
 from bupmesh.config import ConfigError
-from hub.config import HubConfig, RoomSettings, SubmissionSettings, check_room
+from hub.config import HubConfig, RoomSettings, check_room
 from hub.core.errors import NotFound
 from hub.rooms.store import CONSOLE, YAML, RoomStore
 
@@ -46,26 +46,31 @@ def encode(room: RoomSettings) -> str:
 
 
 def _set_keys(data: dict[str, Any]) -> dict[str, Any]:
-    return {k: _set_keys(v) if isinstance(v, dict) else v for k, v in data.items()
-            if v is not None}
+    out = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            value = _set_keys(value) or None  # a section that sets nothing is not kept
+        if value is not None:
+            out[key] = value
+    return out
 
 
-def check(room_id: str, room: RoomSettings, submission: SubmissionSettings) -> RoomSettings:
+def check(room_id: str, room: RoomSettings, config: HubConfig) -> RoomSettings:
     """``room`` if it passes ``hub.yml``'s checks beyond types; RoomInvalid names the key."""
     try:
-        check_room(room_id, room, submission)
+        check_room(room_id, room, config)
     except ConfigError as exc:
         raise RoomInvalid(str(exc)) from None
     return room
 
 
-def decode(room_id: str, raw: str | bytes, submission: SubmissionSettings) -> RoomSettings:
+def decode(room_id: str, raw: str | bytes, config: HubConfig) -> RoomSettings:
     """Stored settings, checked by today's rules (a newer hub may have tightened them)."""
     try:
         room = msgspec.json.decode(raw, type=RoomSettings)
     except msgspec.DecodeError as exc:  # ValidationError included
         raise RoomInvalid(str(exc)) from None
-    return check(room_id, room, submission)
+    return check(room_id, room, config)
 
 
 def _explain(defs: dict[str, Any], name: str, scope_of: Callable[[str], Any]) -> None:
@@ -83,6 +88,13 @@ def _explain(defs: dict[str, Any], name: str, scope_of: Callable[[str], Any]) ->
         if refs and isinstance(inner, msgspec.Struct):
             _explain(defs, refs[0].rsplit("/", 1)[-1],
                      lambda k, inner=inner: inner if k in type(inner).__struct_fields__ else None)
+
+
+def _over(value: Any, default: Any) -> Any:
+    value = msgspec.to_builtins(value)
+    if isinstance(value, dict) and isinstance(default, dict):
+        return {**default, **{k: v for k, v in value.items() if v is not None}}
+    return default if value is None else value
 
 
 class RoomBook:
@@ -119,7 +131,7 @@ class RoomBook:
         for row in rows:
             room_id = row["room_id"]
             try:
-                live[room_id] = decode(room_id, row["settings"], self.config.submission)
+                live[room_id] = decode(room_id, row["settings"], self.config)
             except RoomInvalid as exc:
                 # Kept, not deleted: the console shows the error and the admin fixes it.
                 row["error"] = str(exc)
@@ -174,7 +186,7 @@ class RoomBook:
 
     async def put(self, room_id: str, room: RoomSettings) -> dict[str, Any]:
         """Create or replace a room as the console wrote it (RoomInvalid names the key)."""
-        check(room_id, room, self.config.submission)
+        check(room_id, room, self.config)
         async with self._lock:
             row = await self.store.put(room_id, encode(room), CONSOLE)
             self._rows[room_id] = row
@@ -220,7 +232,6 @@ class RoomBook:
         return view
 
     def _effective(self, room: RoomSettings) -> dict[str, Any]:
-        defaults = self.defaults()
-        values = {name: getattr(room, name) for name in RoomSettings.__struct_fields__}
-        return msgspec.to_builtins(
-            {k: (v if v is not None else defaults[k]) for k, v in values.items()})
+        """The room's values over what it inherits, key by key, in its sections too."""
+        return {name: _over(getattr(room, name), default)
+                for name, default in msgspec.to_builtins(self.defaults()).items()}

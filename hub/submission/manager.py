@@ -37,7 +37,7 @@ from hub.config import HubConfig, SubmissionSettings
 from hub.core import account_risk
 from hub.core.account_keys import AccountKeys
 from hub.core.account_risk import AccountLedger
-from hub.core.errors import Conflict, NotFound
+from hub.core.errors import Conflict, NotFound, StorageFull
 from hub.core.ports import Accounts
 from hub.core.registry import Registry
 from hub.core.risk import RiskLedger
@@ -93,6 +93,7 @@ class SubmissionManager:
         self._lock = anyio.Lock()
         self._wake = anyio.Event()
         self.reviews = ReviewPoller(self, recordings, clock=clock)
+        self._unstored: list[tuple[Any, pb.SubmitResult]] = []  # results met a full disk
 
     # -- hooks ----------------------------------------------------------------------------
 
@@ -113,6 +114,17 @@ class SubmissionManager:
         if self.reviews.owns(msg.submit_id):
             await self.reviews.on_result(session, msg)
             return
+        try:
+            await self._apply_result(session, msg)
+        except StorageFull as exc:
+            # The archive exists (or the attempt failed) whether or not the hub can write
+            # it down now: keep the answer and apply it once space returns, before the
+            # recording could be taken for lost and submitted again.
+            self._unstored.append((session, msg))
+            log.warning("recording with Submit %s: result kept until the data directory "
+                        "has room: %s", msg.submit_id, exc)
+
+    async def _apply_result(self, session: Any, msg: pb.SubmitResult) -> None:
         async with self._lock:
             rec = next((r for r in await self.recordings.list()
                         if r["submit_id"] == msg.submit_id and msg.submit_id), None)
@@ -272,13 +284,20 @@ class SubmissionManager:
     # -- loop -----------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """After a restart no Submit is in flight any more: those are outcome unknown."""
+        """After a restart no Submit is in flight any more: those are outcome unknown.
+
+        (On a full data directory a recording stays ``submitting`` here; the first tick
+        after space returns finds no Submit in flight for it and marks it the same way.)
+        """
         now = self.clock()
         for rec in await self.recordings.list():
             if rec["submit_state"] == m.SUBMITTING:
-                await self.recordings.update_submission(
-                    rec["id"], **m.lost("hub restarted", now, self.timing,
-                                   float(rec.get("submit_sent_at") or 0)))
+                try:
+                    await self.recordings.update_submission(
+                        rec["id"], **m.lost("hub restarted", now, self.timing,
+                                       float(rec.get("submit_sent_at") or 0)))
+                except StorageFull:
+                    continue
                 log.warning("recording %d: submit attempt %d outcome unknown after a restart; "
                             "will check for the archive before submitting again", rec["id"],
                             rec["submit_attempt"])
@@ -294,6 +313,12 @@ class SubmissionManager:
             self._wake = anyio.Event()
 
     async def tick(self) -> None:
+        space = getattr(self.hub, "space", None)
+        if space is not None and space.raised:
+            return  # every step writes before it acts: nothing can move until space returns
+        unstored, self._unstored = self._unstored, []
+        for session, msg in unstored:
+            await self.on_result(session, msg)
         async with self._lock:
             now = self.clock()
             for rec in await self.recordings.open_work():

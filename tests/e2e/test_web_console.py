@@ -3,10 +3,11 @@
 A real simulator, hub and agent. The browser says it speaks zh-CN, so the page does.
 From the page: add accounts from a cookie string and from biliup's cookies.json, log
 one in by QR code (the page draws the code and follows the login's state while the
-test plays the phone through the simulator's ``/_sim/qr`` routes), add a room that uses that account and submits by itself (after a refused
-value, which the page marks), then watch a BililiveRecorder session of that room
-become an archive on the page, and the charts fill. Last, the language switch: the
-page turns English and stays English after a reload.
+test plays the phone through the simulator's ``/_sim/qr`` routes), add a room that uses that account, submits by itself and deletes its files
+once uploaded (after a refused value, which the page marks), then watch a
+BililiveRecorder session of that room become an archive on the page, the charts
+fill, and the retention section and the recording's history show the deletions.
+Last, the language switch: the page turns English and stays English after a reload.
 
 A screenshot of the Chinese page is kept in the test's directory (``console-zh.png``).
 """
@@ -47,6 +48,8 @@ bilibili:
 ingest:
   bililive_recorder_work_dir: {recorder}
   webhook_secret: {SECRET}
+retention:
+  interval_seconds: 0.5
 submission:
   settle_seconds: 0.3
   unknown_wait_seconds: 1
@@ -83,15 +86,16 @@ def brec_event(kind: str, session: str, **data: object) -> dict:
     }
 
 
-def record_session(mesh: LocalMesh) -> list[str]:
-    """One recorder session of room ROOM with two files -> their MD5s."""
+def record_session(mesh: LocalMesh) -> tuple[list[str], list[Path]]:
+    """One recorder session of room ROOM with two files -> their MD5s and paths."""
     root: Path = mesh.recorder  # type: ignore[attr-defined]
     session = str(uuid.uuid4())
     (root / f"{ROOM}-主播").mkdir()
-    events, md5s = [brec_event("SessionStarted", session)], []
+    events, md5s, files = [brec_event("SessionStarted", session)], [], []
     for n in range(2):
         rel = f"{ROOM}-主播/录制-{ROOM}-20261201-20000{n}-深夜杂谈.flv"
         md5s.append(write_random_file(root / rel, 400 * KiB + n, seed=40 + n))
+        files.append(root / rel)
         events.append(brec_event("FileClosed", session, RelativePath=rel,
                                  FileSize=400 * KiB + n,
                                  FileOpenTime=f"2026-12-01T20:0{n}:00+08:00",
@@ -101,7 +105,7 @@ def record_session(mesh: LocalMesh) -> list[str]:
         answer = httpx.post(f"{mesh.hub_url}/api/webhook/bililive-recorder", json=event,
                             params={"secret": SECRET}, timeout=30)
         assert answer.status_code == 200, answer.text
-    return md5s
+    return md5s, files
 
 
 def test_console_in_chinese(mesh: LocalMesh, page: object, tmp_path: Path) -> None:
@@ -183,6 +187,10 @@ def test_console_in_chinese(mesh: LocalMesh, page: object, tmp_path: Path) -> No
     field("auto_submit").select_option("true")
     field("title_template").fill("【${uname}】${title}")
     field("tags").fill("录播,${uname}")
+    # Retention is a section of the room's settings: the form draws it from the schema.
+    expect(dialog.locator('fieldset[data-path="retention"] legend')).to_have_text("文件保留")
+    field("retention.trigger").select_option("uploaded")
+    field("retention.action").select_option("delete")
     field("tid").fill("0")  # refused by the hub, which names the key; nothing is saved
     p.click("#room-save")
     expect(p.locator("#room-error")).to_contain_text("tid")
@@ -198,10 +206,11 @@ def test_console_in_chinese(mesh: LocalMesh, page: object, tmp_path: Path) -> No
     expect(room_row.locator(".col-auto")).to_have_text("是")
     room = mesh.admin("GET", f"/api/manage/rooms/{ROOM}")
     assert room["settings"] == {"account": "扫码账号", "auto_submit": True, "tid": 27,
-                                "title_template": "【${uname}】${title}", "tags": "录播,${uname}"}
+                                "title_template": "【${uname}】${title}", "tags": "录播,${uname}",
+                                "retention": {"trigger": "uploaded", "action": "delete"}}
 
     # -- a recording of that room becomes an archive, on the page ------------------------
-    md5s = record_session(mesh)
+    md5s, files = record_session(mesh)
     rec_row = p.locator("#recordings-body tr").first
     expect(rec_row).to_have_attribute("data-state", "submitted", timeout=90_000)
     expect(rec_row.locator(".col-submission")).to_contain_text("已投稿")
@@ -224,6 +233,18 @@ def test_console_in_chinese(mesh: LocalMesh, page: object, tmp_path: Path) -> No
     expect(strip).to_contain_text("2 次上传")
     history = mesh.admin("GET", "/api/manage/history")  # what the charts draw, exactly
     assert sum(history["throughput"]["agents"]["agent-1"]) == 2 * 400 * KiB + 1
+
+    # -- retention: the room's rule deleted both files once uploaded, and the page says so
+    done = p.locator('#retention-body tr[data-state="done"][data-action="delete"]')
+    expect(done).to_have_count(2, timeout=30_000)
+    expect(done.first.locator(".col-action")).to_have_text("删除")
+    expect(done.first.locator(".col-state")).to_have_text("已处理")
+    assert not any(f.exists() for f in files)
+    rec_row.locator("button.act-history").click()
+    history = p.locator("#history-dialog")
+    expect(history).to_be_visible()
+    expect(history.locator('#history-body tr[data-kind="retention"]').first).to_be_visible()
+    history.locator("form[method=dialog] button").click()
 
     p.screenshot(path=str(tmp_path / "console-zh.png"), full_page=True)
 

@@ -149,6 +149,16 @@ async def test_room_api(api: tuple[HubConfig, httpx.AsyncClient]) -> None:
     assert room_settings(cfg, "4242").auto_submit is True
     code, room = await call("GET", "/api/manage/rooms/4242")
     assert code == 200 and room["effective"]["copyright"] == 2
+    # A section (retention) inherits key by key from the global one.
+    assert room["effective"]["retention"]["trigger"] == "never"
+    code, room = await call("PUT", "/api/manage/rooms/4243",
+                            json={"retention": {"trigger": "uploaded", "delay_days": 2}})
+    assert code == 200 and room["settings"] == {"retention": {"trigger": "uploaded",
+                                                              "delay_days": 2}}
+    assert room["effective"]["retention"]["trigger"] == "uploaded"
+    assert room["effective"]["retention"]["action"] == "delete"  # the global one
+    assert room_settings(cfg, "4243").tid == 171
+    assert cfg.rooms["4243"].retention.delay_days == 2
 
     # Refusals name the key, as hub.yml's would, and change nothing.
     for bad, words in (({"tid": 0}, "tid: Expected `int` >= 1"),
@@ -159,7 +169,12 @@ async def test_room_api(api: tuple[HubConfig, httpx.AsyncClient]) -> None:
                        ({"tags": ["${x"]}, "tags: a lone '$'"),
                        ({"section_id": 5}, "section_id: needs a season_id"),
                        ({"publish_delay_seconds": 60}, "publish_delay_seconds: Bilibili"),
-                       ({"cover": "/no/such/cover.jpg"}, "cover: ")):
+                       ({"cover": "/no/such/cover.jpg"}, "cover: "),
+                       ({"retention": {"trigger": "uploaded", "action": "move"}},
+                        "retention.move_to: required with action: move"),
+                       ({"retention": {"move_to": "relative/dir"}},
+                        "retention.move_to: expected an absolute path"),
+                       ({"retention": {"delay_days": -1}}, "retention.delay_days: Expected")):
         code, message = await call("PUT", "/api/manage/rooms/4242", json=bad)
         assert code == 400 and words in message, (bad, message)
     assert (await call("GET", "/api/manage/rooms/4242"))[1]["settings"] == body
