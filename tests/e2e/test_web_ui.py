@@ -127,6 +127,8 @@ def test_login_live_progress_and_disable_an_agent(mesh: LocalMesh, browser_page:
 
     # One upload; its progress bar moves on the page while the API is not polled.
     page.evaluate("window.__sameDocument = true")
+    # What the page reads once at login (rooms, accounts, retention) has arrived.
+    expect(page.locator("#app")).to_have_attribute("data-loaded", "true")
     source = tmp_path / "recording.flv"
     md5 = write_random_file(source, PART_SIZE, seed=6)
     before_upload = len(api_calls)

@@ -49,12 +49,13 @@ function showApp(on) {
 function start() {
   showApp(true);
   $("notice").textContent = "";
+  delete $("app").dataset.loaded;
   abort?.abort();
   abort = new AbortController();
   follow(abort.signal, onEvent, setLive);
-  rooms.load();
-  accounts.load();
-  retention.load();
+  // What the stream does not carry is read once; "loaded" says it all arrived.
+  Promise.allSettled([rooms.load(), accounts.load(), retention.load()])
+    .then(() => { $("app").dataset.loaded = "true"; });
 }
 
 function logout(message = "") {

@@ -14,6 +14,7 @@ let available = true;
 let timer = null;
 
 export async function load() {
+  const storage = loadStorage();
   try {
     overview = await api("GET", "/api/manage/retention");
     available = true;
@@ -23,7 +24,7 @@ export async function load() {
     if (available) notice(t("retention.error", { message: err.message }), true);
   }
   render();
-  loadStorage();
+  await storage;
 }
 
 // Whether the hub's own data directory is full (new work is refused with 507 meanwhile).
@@ -62,6 +63,8 @@ export function render() {
     trigger: word("room.value", rule.trigger), action: word("room.value", rule.action),
     days: rule.delay_days ?? 0,
   })) + (rule.dry_run ? ` · ${t("retention.dryRun")}` : "") + " " + t("retention.perRoom");
+  const roomRules = Object.values(overview.rooms || {}).filter((r) => r.trigger !== "never").length;
+  $("retention-summary").textContent = roomRules ? t("retention.roomRules", { n: roomRules }) : "";
   const waiting = Object.entries(overview.pending_bytes || {}).filter(([, n]) => n > 0);
   $("retention-waiting").textContent = waiting.length
     ? t("retention.waiting", { list: waiting.map(([stage, n]) => `${word("retention.stage", stage)} ${fmtBytes(n)}`).join(", ") }) : "";

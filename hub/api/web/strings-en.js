@@ -324,6 +324,7 @@ export default {
   "retention.rule": "Default rule: {trigger}, {action} after {days} days.",
   "retention.ruleNever": "Default rule: files are kept.",
   "retention.perRoom": "Rooms may have their own (see Rooms).",
+  "retention.roomRules": "{n} room rule(s)",
   "retention.dryRun": "dry run",
   "retention.files": "{n} files",
   "retention.free": "{free} free",

@@ -346,6 +346,7 @@ export default {
   "retention.rule": "默认规则：{trigger}，{days} 天后{action}。",
   "retention.ruleNever": "默认规则：保留所有文件。",
   "retention.perRoom": "各直播间可单独设置（见“直播间”）。",
+  "retention.roomRules": "{n} 个直播间规则",
   "retention.dryRun": "演练",
   "retention.files": "{n} 个文件",
   "retention.free": "剩余 {free}",
