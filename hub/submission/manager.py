@@ -148,7 +148,8 @@ class SubmissionManager:
             "submit_attempt": rec["submit_attempt"], "submit_agent": rec["submit_agent"],
             "error_message": rec["submit_error"], "aid": rec["aid"], "bvid": rec["bvid"],
             "parts": [{"index": n, "part_id": p["part_id"], "path": p["path"],
-                       "size": p["size"], "md5": p["md5"], "upload_state": p["upload_state"],
+                       "size": p["size"], "md5": p["md5"], "digest": p["digest"],
+                       "upload_state": p["upload_state"],
                        "filename": p["filename"], "biz_id": p["biz_id"],
                        "task_id": p["task_id"], "agent_id": p["agent_id"],
                        "started_at": p["started_at"], "ended_at": p["ended_at"]}
