@@ -278,8 +278,6 @@ class Agent:
     async def _progress_ticker(self) -> None:
         while True:
             await anyio.sleep(1.0)
-            if self.runners:
-                release_free_heap()
             for runner in list(self.runners.values()):
                 runner.report_progress()
 
