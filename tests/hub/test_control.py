@@ -333,6 +333,30 @@ async def test_locality_offers_to_an_agent_that_reads_the_file_itself(tmp_path: 
 
 
 @pytest.mark.anyio
+async def test_a_part_an_older_hub_hashed_is_read_locally_against_its_md5(
+    tmp_path: Path,
+) -> None:
+    """A part stored with an MD5 and no digest (hashed by an older hub) is offered with
+    file_md5 at once, and a local read of it must report that MD5."""
+    async with make_hub(tmp_path) as hub:
+        local = await hub.agent("local", storage_type="hybrid", local_paths=(str(tmp_path),))
+        for reported, want in ((None, "completed"), ("0" * 32, "failed")):
+            path, md5 = hub.file(f"old-{want}.bin", 2000)
+            part_id = await hub.service.store.insert_part(file_path=path, size=2000, md5=md5,
+                                                          account=None, title=None)
+            await hub.service.parts.new_task(part_id)
+            offer = await local.recv("offer")
+            assert (offer.file_md5, offer.file_digest) == (md5, "")
+            await local.send(accept=pb.Accept(task_id=offer.task_id, attempt=offer.attempt,
+                                              local_read=True))
+            await wait_for(lambda o=offer: _is(_status(hub, o.task_id), "uploading"))
+            await local.send(result=pb.Result(task_id=offer.task_id, attempt=offer.attempt,
+                                              success=True, filename="f", biz_id=1,
+                                              md5=reported or md5))
+            await wait_for(lambda o=offer, w=want: _is(_status(hub, o.task_id), w))
+
+
+@pytest.mark.anyio
 async def test_local_read_without_a_known_digest_is_a_protocol_error(tmp_path: Path) -> None:
     async with make_hub(tmp_path) as hub:
         # Its paths do not cover the file: offered at once, the hub hashing as it streams.
