@@ -13,7 +13,8 @@ import anyio
 import pytest
 import xxhash
 
-from hub.agents.transfer import Transfer, fingerprint_of
+from hub.agents.transfer import Transfer
+from hub.core.file_identity import fingerprint_of
 from protocol import mesh_pb2 as pb
 from uploader.pieces import Pieces
 
