@@ -208,8 +208,51 @@ class SubmissionSettings(_S):
     review_poll_batch: _n(int, 1, 100, "archives one review poll asks about, at most") = 20
 
 
+Trigger = Literal["never", "uploaded", "submitted", "approved"]
+
+
+class RoomRetention(_S):
+    """A room's retention keys; each unset one falls back to the global ``retention``."""
+
+    trigger: _d(Trigger | None, "as retention.trigger, for this room") = None
+    action: _d(Literal["delete", "move"] | None, "as retention.action") = None
+    move_to: _d(str | None, "as retention.move_to") = None
+    delay_days: _n(float, 0, 3650, "as retention.delay_days") | None = None
+    dry_run: _d(bool | None, "as retention.dry_run") = None
+
+
+class RetentionSettings(_S):
+    """What happens to a recording's files once the hub is done with them
+    (hub/retention/): nothing by default."""
+
+    trigger: _d(Trigger, "when a recording's files may go: never; uploaded (every part "
+                "uploaded); submitted (its archive exists); approved (the archive passed "
+                "review)") = "never"
+    action: _d(Literal["delete", "move"], "what happens to them then") = "delete"
+    move_to: _d(str | None, "for action move: an absolute directory; a file keeps its "
+                "folder's name under it and never replaces another") = None
+    delay_days: _n(float, 0, 3650, "days after the trigger (on the hub's clock) before "
+                   "acting") = 0
+    dry_run: _d(bool, "decide and record every action, but leave the files where they "
+                "are") = False
+    min_free_gb: _n(float, 0, 1_000_000, "alert when a recorder directory has less free "
+                    "space, GB (0: no alert)") = 0
+    interval_seconds: _n(float, 0, HOUR, "how often retention looks at the recordings",
+                         gt=True) = 60
+
+
+class StorageSettings(_S):
+    """The hub's own data directory running out of space (hub/store/space.py)."""
+
+    resume_free_mb: _n(float, 0, 1_048_576, "after the data directory was full, writes "
+                       "resume once this many MiB are free") = 64
+    probe_interval_seconds: _n(float, 0, 300, "how often a full data directory is looked "
+                               "at", gt=True) = 5
+
+
 class RoomSettings(_S):
-    """Per-room overrides: the submission keys, unset ones fall back to ``submission``."""
+    """Per-room overrides: the submission keys, unset ones fall back to ``submission``;
+    ``retention`` keys fall back to the global ``retention`` one by one."""
 
     auto_submit: _d(bool | None, "as submission.auto_submit, for this room") = None
     account: _d(str | None, "as submission.account") = None
@@ -232,6 +275,7 @@ class RoomSettings(_S):
     up_close_reply: _d(bool | None, "as submission.up_close_reply") = None
     up_close_danmu: _d(bool | None, "as submission.up_close_danmu") = None
     append_late_parts: _d(bool | None, "as submission.append_late_parts") = None
+    retention: RoomRetention = msgspec.field(default_factory=RoomRetention)
 
 
 class AlertSettings(_S):
@@ -279,6 +323,8 @@ class HubConfig(_S):
     submission: SubmissionSettings = msgspec.field(default_factory=SubmissionSettings)
     rooms: dict[str, RoomSettings] = {}
     alerts: AlertSettings = msgspec.field(default_factory=AlertSettings)
+    retention: RetentionSettings = msgspec.field(default_factory=RetentionSettings)
+    storage: StorageSettings = msgspec.field(default_factory=StorageSettings)
 
     @property
     def data_path(self) -> Path:
@@ -348,6 +394,7 @@ def validate(config: HubConfig) -> HubConfig:
     if url is not None and not url.startswith(("http://", "https://")):
         # The URL may hold a token: the message never quotes it.
         raise ConfigError("alerts.webhook_url: expected an http(s) URL")
+    _validate_retention(config)
     return config
 
 
@@ -364,47 +411,81 @@ def is_loopback(host: str) -> bool:
 def _validate_templates(config: HubConfig) -> None:
     """Every template of ``submission`` and each room is valid: a typo in a placeholder
     stops startup instead of surprising a submission later."""
-    scopes: list[tuple[str, Any]] = [("submission", config.submission)]
-    scopes += [(f"rooms.{room}", s) for room, s in config.rooms.items()]
-    for prefix, settings in scopes:
+    check_scope(config.submission, "submission")
+    for room, settings in config.rooms.items():
+        check_room(str(room), settings, config, f"rooms.{room}")
+
+
+def check_room(room_id: str, room: RoomSettings, config: HubConfig, prefix: str = "") -> None:
+    """What msgspec cannot check in one room's settings, by the rules ``hub.yml`` follows
+    (the same for a room from ``hub.yml`` and one from the admin API); a ConfigError
+    names the key under ``prefix`` (``rooms.<id>`` at startup, nothing for the admin
+    API, whose body is the room itself). ``config``: the settings the room inherits."""
+    if not room_id.isdigit():
+        raise ConfigError(f"{prefix or 'room_id'}: room ids are numbers")
+    check_scope(room, prefix)
+    submission = config.submission
+    season = room.season_id if room.season_id is not None else submission.season_id
+    section = room.section_id if room.section_id is not None else submission.section_id
+    if section and not season:
+        raise ConfigError(f"{_key(prefix, 'section_id')}: needs a season_id")
+    _check_retention(room.retention, config, _key(prefix, "retention"))
+
+
+def check_scope(settings: Any, prefix: str) -> None:
+    """Templates, tags, schedule and cover of ``submission`` or of one room."""
+    try:
         for key in templates.TEMPLATE_KEYS:
             value = getattr(settings, key)
             if value is not None:
-                try:
-                    templates.check(value, f"{prefix}.{key}")
-                except templates.TemplateError as exc:
-                    raise ConfigError(str(exc)) from None
-        tags = settings.tags
-        if tags is not None:
-            for tag in templates.split_tags(tags):
-                try:
-                    templates.check(tag, f"{prefix}.tags")
-                except templates.TemplateError as exc:
-                    raise ConfigError(str(exc)) from None
-    for room in config.rooms:
-        if not str(room).isdigit():
-            raise ConfigError(f"rooms.{room}: room ids are numbers")
+                templates.check(value, _key(prefix, key))
+        if settings.tags is not None:
+            for tag in templates.split_tags(settings.tags):
+                templates.check(tag, _key(prefix, "tags"))
+    except templates.TemplateError as exc:
+        raise ConfigError(str(exc)) from None
+    delay = settings.publish_delay_seconds
+    if delay is not None and 0 < delay < PUBLISH_DELAY_MIN:
+        raise ConfigError(
+            f"{_key(prefix, 'publish_delay_seconds')}: Bilibili publishes at least 2 h after "
+            f"submission; use 0 (publish once approved) or at least {PUBLISH_DELAY_MIN:.0f}")
+    if settings.cover:
+        check_cover_file(settings.cover, _key(prefix, "cover"))
+
+
+def _key(prefix: str, key: str) -> str:
+    return f"{prefix}.{key}" if prefix else key
+
+
+def _validate_retention(config: HubConfig) -> None:
+    """The global retention rule (each room's is checked with the room)."""
+    _check_retention(RoomRetention(), config, "retention")
+
+
+def _check_retention(over: Any, config: HubConfig, where: str) -> None:
+    """A move needs somewhere to go, outside every watched directory (the watcher would
+    import a moved file again as a new one). ``over``: a room's retention keys, each
+    unset one falling back to ``config.retention``."""
+    watched = [Path(d).expanduser().resolve() for d in config.ingest.watch_dirs]
+    for prefix, settings in ((where, over), ("retention", config.retention)):
+        if settings.move_to is not None:
+            target = Path(settings.move_to).expanduser()
+            if not target.is_absolute():
+                raise ConfigError(f"{prefix}.move_to: expected an absolute path")
+            inside = [d for d in watched if target.resolve().is_relative_to(d)]
+            if inside:
+                raise ConfigError(f"{prefix}.move_to: {target} is inside the watched directory "
+                                  f"{inside[0]}: moved files would be imported again")
+    trigger = over.trigger or config.retention.trigger
+    action = over.action or config.retention.action
+    if trigger != "never" and action == "move" and not (over.move_to
+                                                         or config.retention.move_to):
+        raise ConfigError(f"{where}.move_to: required with action: move")
 
 
 def _validate_archive(config: HubConfig) -> None:
-    """Covers, schedules and collections of ``submission`` and each room, checked up front."""
-    scopes: list[tuple[str, Any]] = [("submission", config.submission)]
-    scopes += [(f"rooms.{room}", s) for room, s in config.rooms.items()]
-    for prefix, settings in scopes:
-        delay = settings.publish_delay_seconds
-        if delay is not None and 0 < delay < PUBLISH_DELAY_MIN:
-            raise ConfigError(
-                f"{prefix}.publish_delay_seconds: Bilibili publishes at least 2 h after "
-                f"submission; use 0 (publish once approved) or at least {PUBLISH_DELAY_MIN:.0f}")
-        if settings.cover:
-            check_cover_file(settings.cover, f"{prefix}.cover")
-    for room, settings in config.rooms.items():
-        season = settings.season_id if settings.season_id is not None \
-            else config.submission.season_id
-        section = settings.section_id if settings.section_id is not None \
-            else config.submission.section_id
-        if section and not season:
-            raise ConfigError(f"rooms.{room}.section_id: needs a season_id")
+    """The collection of ``submission`` (its schedule and cover are checked with its
+    templates, each room's with the room)."""
     if config.submission.section_id and not config.submission.season_id:
         raise ConfigError("submission.section_id: needs a season_id")
 

@@ -37,6 +37,7 @@ from hub.core.admin import Admin
 from hub.core.errors import NotFound
 from hub.core.events import EventBus
 from hub.core.held import HeldLeases
+from hub.core.history import History
 from hub.core.lifecycle import Lifecycle, Policy, TaskRecord
 from hub.core.outcomes import Outcomes
 from hub.core.ports import Submissions
@@ -51,8 +52,10 @@ from hub.core.spawner import Spawner
 from hub.core.state import HubState
 from hub.core.strategies import Strategy, make_strategy
 from hub.core.views import Views
-from hub.metrics import HubMetrics
+from hub.metrics import HubMetrics, storage_gauges
 from hub.parts import Parts
+from hub.rooms.book import RoomBook
+from hub.store.space import MiB, SpaceAlarm
 from hub.store.tasks import Store
 from protocol.tokens import TokenIssuer
 
@@ -67,10 +70,12 @@ class HubService:
         tokens: TokenIssuer,
         clock: Callable[[], float] = time.time,
         strategy: Strategy | None = None,
+        rooms: RoomBook | None = None,
     ) -> None:
         self.config = config
         self.store = store
         self.accounts = accounts
+        self.rooms = rooms  # None: rooms only from hub.yml, no room API (tests' hubs)
         self.tokens = tokens
         self.clock = clock
         hb = config.heartbeat
@@ -84,8 +89,9 @@ class HubService:
         self.events = EventBus()  # what changed, for the web UI's live view
         self.tasks: dict[str, TaskRecord] = {}  # active tasks; the state's own dict
         strategy = strategy or make_strategy(config.scheduler.strategy)
+        self.history = History(clock)  # the console's charts
         self.metrics = HubMetrics(agents=self.registry, tasks=self.tasks, store=store,
-                                  strategy=config.scheduler.strategy)
+                                  strategy=config.scheduler.strategy, history=self.history)
         self.state = state = HubState(
             registry=self.registry, lifecycle=lifecycle, ledger=self.ledger,
             held=HeldLeases(hb.held_grace_seconds, clock), store=store, events=self.events,
@@ -112,6 +118,16 @@ class HubService:
                                  heartbeat_interval=hb.interval_seconds)
         self._timeouts = Timeouts(state, self.auth, heartbeat_interval=hb.interval_seconds)
         self._submissions: Submissions | None = None
+        # The recording pipeline's read side (list, describe), for the live view.
+        self.recording_views: Any = None
+        # The data directory's NOSPACE alarm; every database of this hub reports to it.
+        self.space = SpaceAlarm(config.data_path,
+                                resume_free_bytes=int(config.storage.resume_free_mb * MiB),
+                                probe_interval=config.storage.probe_interval_seconds,
+                                clock=clock)
+        self.space.watch(store)
+        self.space.on_cleared(self.poke)
+        self.metrics.add_gauges(lambda: storage_gauges(self.space))
 
     @property
     def submissions(self) -> Submissions | None:
@@ -138,6 +154,7 @@ class HubService:
             self._spawn.bind(tg)
             tg.start_soon(self.scheduler.run)
             tg.start_soon(self._timeouts.run)
+            tg.start_soon(self.space.run)
             task_status.started()
 
     def poke(self) -> None:
@@ -235,3 +252,7 @@ class HubService:
 
     async def list_ips(self) -> list[dict[str, Any]]:
         return await self.views.list_ips()
+
+    def chart_history(self) -> dict[str, Any]:
+        """Per-agent throughput (last hour) and per-IP uploads and risk events (last day)."""
+        return self.history.view(self.ledger.event_times())

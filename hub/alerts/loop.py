@@ -16,6 +16,7 @@ from typing import Any
 
 import anyio
 import anyio.abc
+import anyio.to_thread
 
 from hub.alerts.delivery import AlertDelivery
 from hub.alerts.rules import (
@@ -24,11 +25,15 @@ from hub.alerts.rules import (
     AlertEvaluator,
     AlertRules,
     CaptchaSample,
+    DiskSample,
     IpSample,
     RejectedArchive,
     Snapshot,
+    StorageSample,
     TaskSample,
 )
+from hub.ingest.files import recorder_dirs
+from hub.store.database import free_bytes
 
 log = logging.getLogger("bupmesh.alerts")
 
@@ -67,6 +72,16 @@ async def snapshot(service: Any, rules: AlertRules, now: float, *,
         if (view := service.account_ledger.describe(key, now))
     )
     ended = await service.store.count_ended_since(now - rules.failure_window_seconds)
+    space = getattr(service, "space", None)
+    storage = None
+    if space is not None:
+        storage = StorageSample(directory=space.directory, full=space.raised,
+                                free_bytes=space.free_bytes, since=space.since,
+                                waiting_writes=space.waiting_writes)
+    disks: list[DiskSample] = []
+    if rules.min_free_bytes > 0:
+        for path in recorder_dirs(service.config.ingest):
+            disks.append(DiskSample(path, await anyio.to_thread.run_sync(free_bytes, path)))
     rejected = tuple(
         RejectedArchive(recording_id=r["recording_id"], aid=r["aid"], bvid=r["bvid"] or "",
                         title=r["title"] or "", room_id=r["room_id"] or "",
@@ -75,7 +90,8 @@ async def snapshot(service: Any, rules: AlertRules, now: float, *,
     )
     return Snapshot(agents=agents, tasks=tasks, ips=ips, captchas=captchas, accounts=accounts,
                     window_completed=ended.get("completed", 0),
-                    window_failed=ended.get("failed", 0), rejected=rejected)
+                    window_failed=ended.get("failed", 0), rejected=rejected,
+                    storage=storage, recorder_disks=tuple(disks))
 
 
 async def run_alerts(
@@ -86,7 +102,9 @@ async def run_alerts(
     task_status: anyio.abc.TaskStatus[AlertDelivery] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     """Evaluate every ``settings.evaluate_interval_seconds`` until cancelled."""
-    rules = AlertRules.from_settings(settings)
+    retention = getattr(getattr(service, "config", None), "retention", None)
+    min_free = float(getattr(retention, "min_free_gb", 0) or 0) * (1 << 30)
+    rules = AlertRules.from_settings(settings, min_free_bytes=min_free)
     evaluator = AlertEvaluator(rules)
     delivery = AlertDelivery(settings.webhook_url, timeout=settings.webhook_timeout_seconds,
                              retries=settings.webhook_retries)

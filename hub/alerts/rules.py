@@ -39,6 +39,11 @@ Rules (each condition has a stable ``key``):
   always slow is still worth knowing about, and a floor needs no history to be
   right after a restart. Resolved when the speed recovers or the task stops
   uploading. ``low_speed_bps = 0`` turns the rule off.
+- ``data_dir_full``: a write found the hub's data directory full and writes are
+  refused (hub/store/space.py). Resolved when the hub resumed writing.
+- ``disk_low:<dir>``: a recorder directory (the recorders' work dirs, the watched
+  folders) has less than ``retention.min_free_gb`` free; 0 turns the rule off. The
+  recorder stops when its disk fills: this is the warning before that.
 - ``archive_rejected:<recording id>``: the recording's archive was rejected in
   review (the hub reads review states, hub/submission/reviews.py); the alert
   names the recording, the archive and Bilibili's reason. Resolved when a later
@@ -58,6 +63,8 @@ AGENT_OFFLINE = "agent_offline"
 FAILURE_RATE = "failure_rate"
 IP_RISK = "ip_risk"
 LOW_SPEED = "low_speed"
+DATA_DIR_FULL = "data_dir_full"
+DISK_LOW = "disk_low"
 CAPTCHA = "captcha"
 ACCOUNT_PENALTY = "account_penalty"
 ACCOUNT_THROTTLE = "account_throttle"
@@ -72,11 +79,13 @@ class AlertRules:
     min_failures: int = 3
     low_speed_bps: float = 100 * 1024
     low_speed_seconds: float = 300
+    min_free_bytes: float = 0  # recorder directories; from retention.min_free_gb
 
     @classmethod
-    def from_settings(cls, settings: Any) -> AlertRules:
+    def from_settings(cls, settings: Any, *, min_free_bytes: float = 0) -> AlertRules:
         """From ``hub.config.AlertSettings`` (or anything with the same attributes)."""
-        return cls(**{name: getattr(settings, name) for name in cls.__dataclass_fields__})
+        return cls(**{name: getattr(settings, name) for name in cls.__dataclass_fields__
+                      if name != "min_free_bytes"}, min_free_bytes=min_free_bytes)
 
 
 @dataclass(frozen=True)
@@ -104,6 +113,23 @@ class IpSample:
     cooldown_until: float | None = None
     disabled: bool = False
     agents: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class DiskSample:
+    path: str
+    free_bytes: int | None  # None: could not be read (missing directory)
+
+
+@dataclass(frozen=True)
+class StorageSample:
+    """The hub's data directory, as its space alarm sees it."""
+
+    directory: str
+    full: bool
+    free_bytes: int | None = None
+    since: float | None = None
+    waiting_writes: int = 0
 
 
 @dataclass(frozen=True)
@@ -144,6 +170,8 @@ class Snapshot:
     # Tasks that ended within the failure window, by outcome.
     window_completed: int = 0
     window_failed: int = 0
+    storage: StorageSample | None = None
+    recorder_disks: tuple[DiskSample, ...] = ()
     rejected: tuple[RejectedArchive, ...] = ()  # archives whose review is a rejection
 
 
@@ -228,6 +256,8 @@ class AlertEvaluator:
         yield from self._captchas(snap.captchas)
         yield from self._accounts(snap.accounts, now)
         yield from self._slow_tasks(snap.tasks, now)
+        yield from self._storage(snap.storage)
+        yield from self._low_disks(snap.recorder_disks)
         yield from self._rejected_archives(snap.rejected)
 
     def _offline_agents(self, agents: Iterable[AgentSample], now: float) -> Iterable[_Condition]:
@@ -350,6 +380,41 @@ class AlertEvaluator:
                 details={"recording_id": a.recording_id, "aid": a.aid, "bvid": a.bvid,
                          "title": a.title, "room_id": a.room_id, "reason": a.reason},
             )
+
+    def _storage(self, storage: StorageSample | None) -> Iterable[_Condition]:
+        if storage is None or not storage.full:
+            return
+        free = "unknown" if storage.free_bytes is None else _size(storage.free_bytes)
+        yield _Condition(
+            key=DATA_DIR_FULL, kind=DATA_DIR_FULL, severity="critical", subject="hub",
+            summary=(f"data directory {storage.directory} is full ({free} free): new parts "
+                     "and admin actions are refused, running uploads go on"),
+            details={"directory": storage.directory, "free_bytes": storage.free_bytes,
+                     "since": storage.since, "waiting_writes": storage.waiting_writes},
+        )
+
+    def _low_disks(self, disks: Iterable[DiskSample]) -> Iterable[_Condition]:
+        floor = self.rules.min_free_bytes
+        if floor <= 0:
+            return
+        for disk in disks:
+            if disk.free_bytes is None or disk.free_bytes >= floor:
+                continue
+            yield _Condition(
+                key=f"{DISK_LOW}:{disk.path}", kind=DISK_LOW, severity="warning",
+                subject=disk.path,
+                summary=(f"recorder directory {disk.path} has {_size(disk.free_bytes)} free "
+                         f"(below {_size(floor)}): the recorder stops when it is full"),
+                details={"path": disk.path, "free_bytes": disk.free_bytes,
+                         "min_free_bytes": floor},
+            )
+
+
+def _size(n: float) -> str:
+    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n:.0f} B"
 
 
 def _duration(seconds: float) -> str:

@@ -76,7 +76,10 @@ class HubState:
 
     async def save(self, task: TaskRecord, agent_id: str, event: str, message: str, *,
                    ip: str | None = None, part_state: str | None = None) -> None:
-        """Write ``task`` with one log line; a terminal task leaves the live state."""
+        """Write ``task`` with one log line; a terminal task leaves the live state.
+
+        (On a full data directory the store keeps the write until space returns.)
+        """
         if ip is None:
             info = self.registry.get(agent_id) if agent_id else None
             ip = info.risk_ip if info else ""

@@ -1,5 +1,6 @@
 """Pure helpers about recording files: where they may be, which room and session.
 
+- :func:`recorder_dirs` lists the directories recordings come from.
 - :func:`resolve_under` keeps webhook paths inside the configured recorder
   directory (a webhook must not make the hub upload ``/etc/shadow``).
 - :func:`describe_file` derives a file's room, start time, streamer and title
@@ -19,6 +20,7 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path, PurePath
+from typing import Any
 
 VIDEO_SUFFIXES = frozenset({".flv", ".mp4", ".mkv", ".ts"})
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif"})  # recorders' covers
@@ -26,6 +28,13 @@ IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif"})  # record
 
 class PathRefused(ValueError):
     """The path is outside the configured directory, or no directory is configured."""
+
+
+def recorder_dirs(ingest: Any) -> list[str]:
+    """Every directory recordings come from (``hub.config.IngestSettings``): the
+    recorders' work directories and the watched folders, each once."""
+    found = [ingest.bililive_recorder_work_dir, ingest.blrec_work_dir, *ingest.watch_dirs]
+    return list(dict.fromkeys(str(Path(d).expanduser()) for d in found if d))
 
 
 def resolve_under(base: str | None, given: str, *, setting: str,

@@ -54,12 +54,21 @@ class IngestService:
         """Apply one event; the answer says what happened (for the webhook's reply)."""
         if event.kind == "ignored":
             return {"result": "ignored"}
+        self.refuse_if_full()
         async with self._lock:
             if await self.recordings.seen_event(event.source, event.event_id):
                 return {"result": "duplicate"}
             answer = await self._apply(event)
             await self.recordings.note_event(event.source, event.event_id)
             return answer
+
+    def refuse_if_full(self) -> None:
+        """While the data directory is full an event is refused whole (HTTP 507), before
+        any of it is written: the recorder's retry, or the watcher's next pass, brings
+        it again once space returns."""
+        space = getattr(self.hub, "space", None)
+        if space is not None and space.raised:
+            raise space.refusal()
 
     async def _apply(self, event: IngestEvent) -> dict[str, Any]:
         if event.kind == "session_end":
@@ -178,8 +187,12 @@ class IngestService:
                 if rec["source"] != WATCHER or rec["ended_at"] is not None:
                     continue
                 parts = await self.recordings.parts(rec["id"])
-                last_end = max((p["ended_at"] or 0 for p in parts), default=rec["started_at"])
-                if now - last_end > gap:
+                # Quiet since the hub last imported a file (its own clock); the files'
+                # times say when the recording ended, for titles and the next grouping.
+                last_seen = max((p["received_at"] or p["ended_at"] or 0 for p in parts),
+                                default=rec["created_at"])
+                if now - last_seen > gap:
+                    last_end = max((p["ended_at"] or 0 for p in parts), default=rec["started_at"])
                     await self.recordings.end(rec["id"], last_end)
                     log.info("recording %d (room %s): quiet for %.0f s, ended", rec["id"],
-                             rec["room_id"], now - last_end)
+                             rec["room_id"], now - last_seen)

@@ -18,6 +18,11 @@ tracked) and ``archive_reviews``,
 the archive's review state as last read. :meth:`RecordingStore.archive_of`
 reads both, for whatever acts on "submitted" or "approved" (retention).
 
+``recording_history`` is the recording's own log: what the hub did with it and
+its files, and what it refused to do (retention writes every action there).
+``recording_parts.received_at`` is the hub's clock when a file was imported: the
+folder watcher's quiet-room timeout counts from it, never from the files' times.
+
 The class keeps its own connection to the same database file (as
 ``hub.accounts.store.AccountStore`` does), so the core ``Store`` stays untouched.
 """
@@ -83,8 +88,18 @@ CREATE TABLE IF NOT EXISTS recording_parts (
     -- 1: in the archive; 0: not yet; -1: kept out (it arrived after the submission
     -- while appending was off); NULL: from before this was tracked
     archived INTEGER,
+    received_at REAL,                     -- the hub's clock when the file was imported
     UNIQUE (path, size)
 );
+CREATE TABLE IF NOT EXISTS recording_history (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    recording_id INTEGER NOT NULL,
+    at REAL NOT NULL,                     -- the hub's clock
+    kind TEXT NOT NULL,                   -- e.g. retention, retention_refused
+    part_id INTEGER,
+    message TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS recording_history_recording ON recording_history(recording_id);
 CREATE TABLE IF NOT EXISTS archive_reviews (
     recording_id INTEGER PRIMARY KEY REFERENCES recordings(id),
     aid INTEGER NOT NULL,
@@ -113,6 +128,7 @@ SUBMIT_FIELDS = frozenset({
     "season_state", "season_error",
 })
 _JSON_FIELDS = {"submit_excluded_ips", "submit_parts"}
+HISTORY_KEEP = 1000  # history rows kept per recording
 
 
 @dataclass(frozen=True)
@@ -154,11 +170,20 @@ class RecordingStore(Database):
         ("recordings", "season_error", "TEXT NOT NULL DEFAULT ''"),
         ("recordings", "live_cover", "TEXT NOT NULL DEFAULT ''"),
         ("recording_parts", "archived", "INTEGER"),
+        ("recording_parts", "received_at", "REAL"),
     )
 
-    def __init__(self, db_path: str | Path, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, db_path: str | Path, *, clock: Callable[[], float] = time.time,
+                 on_change: Callable[[int], None] | None = None) -> None:
         super().__init__(db_path)
         self._clock = clock
+        # Told the id of each recording a write changed, once it is committed (the
+        # console's live view); never raises into the writer.
+        self._on_change = on_change or (lambda recording_id: None)
+
+    def notify(self, recording_id: int) -> None:
+        """Something derived from the recording changed without a write (a part's upload)."""
+        self._on_change(recording_id)
 
     # -- events ---------------------------------------------------------------------------
 
@@ -207,7 +232,9 @@ class RecordingStore(Database):
                             (session_key,)).fetchone()
             return dict(got)
 
-        return await self._run(q)
+        rec = await self._run(q)
+        self._on_change(rec["id"])
+        return rec
 
     async def open_recording(self, source: str, room_id: str) -> dict[str, Any] | None:
         """The newest not-yet-ended recording of a room from ``source`` (blrec, watcher)."""
@@ -223,6 +250,7 @@ class RecordingStore(Database):
         await self._run(lambda c: c.execute(
             "UPDATE recordings SET ended_at=COALESCE(ended_at, ?), updated_at=? WHERE id=?",
             (ended_at, self._clock(), recording_id)))
+        self._on_change(recording_id)
 
     async def get(self, recording_id: int) -> dict[str, Any] | None:
         def q(c: sqlite3.Connection) -> dict[str, Any] | None:
@@ -254,6 +282,7 @@ class RecordingStore(Database):
                           "AND part_id=?", (recording_id, part_id))
 
         await self._run(q)
+        self._on_change(recording_id)
 
     async def set_live_cover(self, recording_id: int, path: str) -> None:
         """The recorder saved this session's live cover at ``path`` (the newest one wins)."""
@@ -323,6 +352,25 @@ class RecordingStore(Database):
                           [recording_id, *fields.values()])
 
         await self._run(q)
+        self._on_change(recording_id)  # the review shows on the console's recording row
+
+    # -- history --------------------------------------------------------------------------
+
+    async def add_history(self, recording_id: int, kind: str, message: str, *,
+                          part_id: int | None = None) -> None:
+        now = self._clock()
+        await self._run(lambda c: _history(c, recording_id, now, kind, message, part_id))
+        self._on_change(recording_id)  # the console reads retention again when it sees this
+
+    async def history(self, recording_id: int, *, limit: int = 200) -> list[dict[str, Any]]:
+        """Newest first."""
+        def q(c: sqlite3.Connection) -> list[dict[str, Any]]:
+            rows = c.execute(
+                """SELECT at, kind, part_id, message FROM recording_history
+                   WHERE recording_id=? ORDER BY id DESC LIMIT ?""", (recording_id, limit))
+            return [dict(r) for r in rows]
+
+        return await self._run(q)
 
     # -- parts ----------------------------------------------------------------------------
 
@@ -338,18 +386,22 @@ class RecordingStore(Database):
                        archived: int = 0) -> int:
         """Link a hub part to a recording; its index is the next one. Returns the index.
         ``archived`` -1 keeps it out of the recording's archive."""
+        now = self._clock()
+
         def q(c: sqlite3.Connection) -> int:
             (count,) = c.execute("SELECT COUNT(*) FROM recording_parts WHERE recording_id=?",
                                  (recording_id,)).fetchone()
             c.execute(
                 """INSERT INTO recording_parts (recording_id, part_id, path, size, idx,
-                   started_at, ended_at, archived) VALUES (?,?,?,?,?,?,?,?)""",
-                (recording_id, part_id, path, size, count + 1, started_at, ended_at, archived))
-            c.execute("UPDATE recordings SET updated_at=? WHERE id=?",
-                      (self._clock(), recording_id))
+                   started_at, ended_at, archived, received_at) VALUES (?,?,?,?,?,?,?,?,?)""",
+                (recording_id, part_id, path, size, count + 1, started_at, ended_at, archived,
+                 now))
+            c.execute("UPDATE recordings SET updated_at=? WHERE id=?", (now, recording_id))
             return count + 1
 
-        return await self._run(q)
+        index = await self._run(q)
+        self._on_change(recording_id)
+        return index
 
     async def parts(self, recording_id: int) -> list[dict[str, Any]]:
         """A recording's parts in submission order (file start time, then arrival), with
@@ -357,7 +409,8 @@ class RecordingStore(Database):
         def q(c: sqlite3.Connection) -> list[dict[str, Any]]:
             rows = c.execute(
                 """SELECT rp.part_id, rp.path, rp.size, rp.idx, rp.started_at, rp.ended_at,
-                          rp.archived, p.state AS upload_state, p.md5, p.filename, p.biz_id,
+                          rp.archived, rp.received_at, p.state AS upload_state, p.md5, p.digest,
+                          p.filename, p.biz_id, p.fingerprint AS part_fingerprint,
                           (SELECT t.task_id FROM agent_tasks t WHERE t.part_id=rp.part_id
                            ORDER BY t.id DESC LIMIT 1) AS task_id,
                           (SELECT t.agent_id FROM agent_tasks t WHERE t.part_id=rp.part_id
@@ -369,6 +422,17 @@ class RecordingStore(Database):
             return [dict(r) for r in rows]
 
         return await self._run(q)
+
+
+def _history(c: sqlite3.Connection, recording_id: int, at: float, kind: str, message: str,
+             part_id: int | None) -> None:
+    cur = c.execute("""INSERT INTO recording_history (recording_id, at, kind, part_id, message)
+                       VALUES (?,?,?,?,?)""", (recording_id, at, kind, part_id, message[:2000]))
+    if cur.lastrowid and cur.lastrowid % 100 == 0:  # a recording's history stays bounded
+        c.execute("""DELETE FROM recording_history WHERE recording_id=? AND id <= (
+                         SELECT id FROM recording_history WHERE recording_id=?
+                         ORDER BY id DESC LIMIT 1 OFFSET ?)""",
+                  (recording_id, recording_id, HISTORY_KEEP))
 
 
 def _recording(row: sqlite3.Row) -> dict[str, Any]:

@@ -81,8 +81,10 @@ def readiness(recording: dict[str, Any], parts: list[dict[str, Any]], now: float
     waiting = [p for p in parts if p.get("upload_state") != "uploaded" or not p.get("filename")]
     if waiting:
         return f"{len(waiting)} of {len(parts)} part(s) still uploading"
-    settle_from = max(float(recording.get("updated_at") or 0),
-                      float(recording.get("ended_at") or 0))
+    # Counted from the last change the hub recorded (its own clock), never from the
+    # recorder's event times: a recorder whose clock runs hours ahead must not delay
+    # the submission by as many hours. Those times only feed titles and templates.
+    settle_from = float(recording.get("updated_at") or 0)
     if now < settle_from + timing.settle_seconds:
         return "settling"
     return ""

@@ -37,7 +37,7 @@ from hub.config import HubConfig, SubmissionSettings
 from hub.core import account_risk
 from hub.core.account_keys import AccountKeys
 from hub.core.account_risk import AccountLedger
-from hub.core.errors import Conflict, NotFound
+from hub.core.errors import Conflict, NotFound, StorageFull
 from hub.core.ports import Accounts
 from hub.core.registry import Registry
 from hub.core.risk import RiskLedger
@@ -87,9 +87,13 @@ class SubmissionManager:
         self.keys = AccountKeys(hub.accounts, clock)
         self._held: dict[int, str] = {}  # recording id -> why it is not sent now
         self._inflight: dict[int, Any] = {}  # recording id -> session carrying its Submit
+        # Why each waiting recording waits, as last shown: a change (a part uploaded)
+        # writes nothing, so the live view is told here.
+        self._waiting_for: dict[int, str] = {}
         self._lock = anyio.Lock()
         self._wake = anyio.Event()
         self.reviews = ReviewPoller(self, recordings, clock=clock)
+        self._unstored: list[tuple[Any, pb.SubmitResult]] = []  # results met a full disk
 
     # -- hooks ----------------------------------------------------------------------------
 
@@ -110,6 +114,17 @@ class SubmissionManager:
         if self.reviews.owns(msg.submit_id):
             await self.reviews.on_result(session, msg)
             return
+        try:
+            await self._apply_result(session, msg)
+        except StorageFull as exc:
+            # The archive exists (or the attempt failed) whether or not the hub can write
+            # it down now: keep the answer and apply it once space returns, before the
+            # recording could be taken for lost and submitted again.
+            self._unstored.append((session, msg))
+            log.warning("recording with Submit %s: result kept until the data directory "
+                        "has room: %s", msg.submit_id, exc)
+
+    async def _apply_result(self, session: Any, msg: pb.SubmitResult) -> None:
         async with self._lock:
             rec = next((r for r in await self.recordings.list()
                         if r["submit_id"] == msg.submit_id and msg.submit_id), None)
@@ -235,7 +250,8 @@ class SubmissionManager:
             "submit_attempt": rec["submit_attempt"], "submit_agent": rec["submit_agent"],
             "error_message": rec["submit_error"], "aid": rec["aid"], "bvid": rec["bvid"],
             "parts": [{"index": n, "part_id": p["part_id"], "path": p["path"],
-                       "size": p["size"], "md5": p["md5"], "upload_state": p["upload_state"],
+                       "size": p["size"], "md5": p["md5"], "digest": p["digest"],
+                       "upload_state": p["upload_state"],
                        "filename": p["filename"], "biz_id": p["biz_id"],
                        "task_id": p["task_id"], "agent_id": p["agent_id"],
                        "started_at": p["started_at"], "ended_at": p["ended_at"],
@@ -269,13 +285,20 @@ class SubmissionManager:
     # -- loop -----------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """After a restart no Submit is in flight any more: those are outcome unknown."""
+        """After a restart no Submit is in flight any more: those are outcome unknown.
+
+        (On a full data directory a recording stays ``submitting`` here; the first tick
+        after space returns finds no Submit in flight for it and marks it the same way.)
+        """
         now = self.clock()
         for rec in await self.recordings.list():
             if rec["submit_state"] == m.SUBMITTING:
-                await self.recordings.update_submission(
-                    rec["id"], **m.lost("hub restarted", now, self.timing,
-                                   float(rec.get("submit_sent_at") or 0)))
+                try:
+                    await self.recordings.update_submission(
+                        rec["id"], **m.lost("hub restarted", now, self.timing,
+                                       float(rec.get("submit_sent_at") or 0)))
+                except StorageFull:
+                    continue
                 log.warning("recording %d: submit attempt %d outcome unknown after a restart; "
                             "will check for the archive before submitting again", rec["id"],
                             rec["submit_attempt"])
@@ -291,6 +314,12 @@ class SubmissionManager:
             self._wake = anyio.Event()
 
     async def tick(self) -> None:
+        space = getattr(self.hub, "space", None)
+        if space is not None and space.raised:
+            return  # every step writes before it acts: nothing can move until space returns
+        unstored, self._unstored = self._unstored, []
+        for session, msg in unstored:
+            await self.on_result(session, msg)
         async with self._lock:
             now = self.clock()
             for rec in await self.recordings.open_work():
@@ -313,7 +342,13 @@ class SubmissionManager:
         ready = False
         if rec["submit_state"] == m.WAITING:
             parts = await self.recordings.parts(rec["id"])
-            ready = m.readiness(rec, parts, now, self.timing) == ""
+            why = m.readiness(rec, parts, now, self.timing)
+            ready = why == ""
+            if self._waiting_for.get(rec["id"]) != why:
+                self._waiting_for[rec["id"]] = why
+                self.recordings.notify(rec["id"])
+        else:
+            self._waiting_for.pop(rec["id"], None)
         update = m.decide(rec, ready, settings.auto_submit, now, self.timing)
         if rec["submit_state"] == m.SUBMITTED:
             parts = await self.recordings.parts(rec["id"])

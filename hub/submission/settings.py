@@ -25,7 +25,9 @@ def room_settings(config: HubConfig, room_id: str) -> SubmissionSettings:
     room = config.rooms.get(str(room_id))
     if room is None:
         return base
-    overrides = {k: v for k, v in msgspec.structs.asdict(room).items() if v is not None}
+    keys = set(base.__struct_fields__)  # a room also holds other sections (retention)
+    overrides = {k: v for k, v in msgspec.structs.asdict(room).items()
+                 if v is not None and k in keys}
     return msgspec.structs.replace(base, **overrides)
 
 

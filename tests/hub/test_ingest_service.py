@@ -57,10 +57,11 @@ async def env(tmp_path: Path) -> AsyncIterator[tuple[IngestService, FakeHub, Pat
     }, HubConfig)
     store = Store(tmp_path / "db.sqlite", Fernet(Fernet.generate_key()))
     await store.open()
-    recordings = RecordingStore(tmp_path / "db.sqlite")
+    clock = Clock()
+    recordings = RecordingStore(tmp_path / "db.sqlite", clock=clock)
     await recordings.open()
     hub = FakeHub(store)
-    yield IngestService(config, hub, recordings, clock=Clock()), hub, tmp_path
+    yield IngestService(config, hub, recordings, clock=clock), hub, tmp_path
     recordings.close()
     store.close()
 
@@ -121,8 +122,12 @@ async def test_watcher_splits_sessions_on_a_gap_and_ends_quiet_rooms(env: Any) -
         path = root / f"w{n}.flv"
         path.write_bytes(b"w" * (n + 1))
         paths.append(str(path))
+    clock = ingest.clock
+    clock.now = 1500
     one = await ingest.handle(file_event(WATCHER, "w0", "7", paths[0], started=1000, ended=1500))
+    clock.now = 2000
     two = await ingest.handle(file_event(WATCHER, "w1", "7", paths[1], started=1501, ended=2000))
+    clock.now = 2200
     three = await ingest.handle(file_event(WATCHER, "w2", "7", paths[2], started=2100,
                                            ended=2200))  # 100 s after: a new session
     assert one["recording_id"] == two["recording_id"] != three["recording_id"]
@@ -133,6 +138,22 @@ async def test_watcher_splits_sessions_on_a_gap_and_ends_quiet_rooms(env: Any) -
     assert (await ingest.recordings.get(three["recording_id"]))["ended_at"] == 2200
     parts = await ingest.recordings.parts(one["recording_id"])
     assert [p["path"] for p in parts] == paths[:2]
+
+
+async def test_quiet_rooms_are_timed_by_the_hub_clock_not_the_file_times(env: Any) -> None:
+    """Files stamped ten hours ahead (a recorder or file server whose clock runs fast) end
+    their recording one session gap after the hub last imported one, not ten hours later."""
+    ingest, hub, root = env
+    path = root / "ahead.flv"
+    path.write_bytes(b"a")
+    ahead = 10 * 3600
+    ingest.clock.now = 5000
+    rec = await ingest.handle(file_event(WATCHER, "a0", "8", str(path), started=5000 + ahead,
+                                         ended=5000 + ahead))
+    await ingest.end_quiet_rooms(now=5059)
+    assert (await ingest.recordings.get(rec["recording_id"]))["ended_at"] is None
+    await ingest.end_quiet_rooms(now=5061)
+    assert (await ingest.recordings.get(rec["recording_id"]))["ended_at"] == 5000 + ahead
 
 
 async def test_late_files_are_appended_or_kept_out_and_blrec_covers_are_kept(

@@ -88,7 +88,9 @@ def admin_routes(app: Any) -> list[tuple[str, str]]:
     ``/api/manage/`` and ``/metrics`` (web UI pages, agent and webhook routes have
     credentials of their own and are tested where they are built)."""
     out = []
-    for route in app.app.routes:  # app is the audit middleware around the Starlette app
+    while not hasattr(app, "routes"):  # the middlewares (audit, storage gate) around it
+        app = app.app
+    for route in app.routes:
         if not isinstance(route, Route) or not route.path.startswith(ADMIN_PREFIXES):
             continue
         path = route.path

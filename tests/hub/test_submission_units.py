@@ -104,6 +104,14 @@ def test_readiness_reasons() -> None:
     assert m.readiness(rec(), UPLOADED, 1010, TIMING) == ""
 
 
+def test_settling_counts_from_the_hub_clock_not_the_recorders() -> None:
+    """A recorder ten hours ahead ends its session "at" now + 10 h; the hub recorded the
+    end (``updated_at``) now: the recording settles seconds later, not ten hours later."""
+    ahead = rec(ended_at=1000.0 + 10 * 3600, updated_at=1000.0)
+    assert m.readiness(ahead, UPLOADED, 1005, TIMING) == "settling"
+    assert m.readiness(ahead, UPLOADED, 1010, TIMING) == ""
+
+
 def test_queued_only_when_ready_and_auto_or_asked() -> None:
     assert m.decide(rec(), ready=False, auto_submit=True, now=2000, timing=TIMING) is None
     assert m.decide(rec(), ready=True, auto_submit=False, now=2000, timing=TIMING) is None
