@@ -329,11 +329,14 @@ class Agent:
         self.link.send(message)
 
     def _watch_for_network_trouble(self, message: pb.AgentMessage) -> None:
-        """A network failure may mean the route (a proxy, say) changed: look at the egress."""
+        """A network failure may mean the route (a proxy, say) changed, and a session upos
+        refused may have been refused for the address: look at the egress, so the hub
+        keys what follows (and where a granted completion may be repeated) on the right IP."""
         kind = message.WhichOneof("kind")
         if kind in ("result", "submit_result"):
             reply = getattr(message, kind)
-            if not reply.success and reply.error_kind == ErrorKind.NETWORK.value:
+            if not reply.success and reply.error_kind in (ErrorKind.NETWORK.value,
+                                                          ErrorKind.SESSION_REJECTED.value):
                 self.egress.poke()
 
     async def _progress_ticker(self) -> None:
