@@ -135,6 +135,13 @@ class RetrySettings(_S):
     network_retries: _n(int, 0, 100, "retries on the same agent after a network error") = 3
     backoff_initial_seconds: _n(float, 0, HOUR, "first retry delay (doubles each time)") = 1
     backoff_max_seconds: _n(float, 0, DAY, "longest retry delay") = 60
+    completion_wait_seconds: _n(float, 0, 7 * DAY, "a part whose completion the hub "
+                                "granted, with no answer since (its agent or the hub "
+                                "died), waits this long for an agent on the IP it was "
+                                "granted on, the only one that can repeat it when upos "
+                                "binds a session to its IP; then any IP may take it, and "
+                                "a fresh session may leave a second copy at Bilibili "
+                                "(0: any IP at once)") = 3600
 
 
 class IngestSettings(_S):

@@ -82,7 +82,9 @@ class HubService:
         self.registry = Registry(heartbeat_interval=hb.interval_seconds,
                                  offline_after=hb.offline_after_seconds, clock=clock)
         # Retry timing lives in the TaskRetryPolicy alone; Policy keeps what is lifecycle's.
-        lifecycle = Lifecycle(Policy(exclude_seconds=config.risk.cooldown_seconds), clock=clock,
+        lifecycle = Lifecycle(Policy(exclude_seconds=config.risk.cooldown_seconds,
+                                     completion_wait=config.retry.completion_wait_seconds),
+                              clock=clock,
                               retry=TaskRetryPolicy(RetryRules.from_settings(config.retry)))
         self.ledger = RiskLedger(RiskRules.from_settings(config.risk))
         self.account_ledger = AccountLedger(AccountRules.from_settings(config.risk))

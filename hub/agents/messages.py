@@ -295,18 +295,21 @@ class Messages:
         if msg.offset < 0 or msg.offset > task.file_size:
             raise _malformed(f"Finishing.offset {msg.offset} outside 0..{task.file_size}")
         async with state.lock:
-            if not task.holds(session.agent_id, msg.attempt) \
-                    or task.status is not Status.UPLOADING:
-                granted = False
-            else:
+            info = state.registry.get(session.agent_id)
+            # The address Bilibili will see the completion come from: only it can repeat
+            # the completion if the answer is lost (Lifecycle.completion_ip).
+            ip = info.risk_ip if info is not None else session.ip_address
+            granted = task.holds(session.agent_id, msg.attempt) \
+                and task.status is Status.UPLOADING
+            if granted:
                 if msg.session:
                     state.lifecycle.committed(task, session.agent_id, msg.attempt,
                                               int(msg.offset), bytes(msg.session))
-                task.proceed_attempt = msg.attempt
+                granted = state.lifecycle.completion_granted(task, session.agent_id,
+                                                             msg.attempt, ip)
                 await state.save(task, session.agent_id, "finishing",
                                  f"attempt {msg.attempt} uploaded every part: proceed to "
-                                 "complete", ip=session.ip_address)
-                granted = True
+                                 f"complete from {ip}", ip=session.ip_address)
         if granted:
             session.send(pb.HubMessage(proceed=pb.Proceed(task_id=task.task_id,
                                                           attempt=msg.attempt)))

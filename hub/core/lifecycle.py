@@ -79,8 +79,11 @@ class TaskRecord:
     retry_state: dict = field(default_factory=dict)  # hub.core.retry_policy.RetryState.snapshot()
     excluded_ips: dict[str, float] = field(default_factory=dict)  # IP -> excluded until
     # the attempt the hub let complete (Proceed, after Finishing): a re-offer after it
-    # resumes the same session, whose completion Bilibili answers idempotently
+    # resumes the same session, whose completion Bilibili answers idempotently, but only
+    # from the IP it was granted on (upos may bind a session to its address), and when
     proceed_attempt: int = 0
+    proceed_ip: str = ""
+    proceed_at: float = 0.0
     retry_count: int = 0  # attempts that ended in a retryable failure
     network_failures: int = 0
     excluded: dict[str, float] = field(default_factory=dict)  # agent -> excluded until
@@ -139,6 +142,9 @@ class Policy:
     exclude_seconds: float = 3600.0  # after risk control, keep the task away from that agent
     max_attempts: int = 20  # guard against endless re-offers (flapping agents)
     offer_timeout: float = 30.0  # assigned without Accept for this long -> agent lost
+    # after a granted completion whose answer was lost, how long the task waits for an
+    # agent on the IP it was granted on before a fresh session may be started elsewhere
+    completion_wait: float = 3600.0
 
 
 class Lifecycle:
@@ -220,7 +226,38 @@ class Lifecycle:
             and self.clock() - task.assigned_at >= self.policy.offer_timeout
         )
 
+    def completion_ip(self, task: TaskRecord) -> str | None:
+        """The only IP that may take the task now, or None: any.
+
+        A completion the hub granted (Proceed) may have gone through at Bilibili with
+        its answer lost (the agent or the hub died right after). Repeating it on the
+        same session is safe (upos answers with the same object) but, when upos binds
+        a session to the address that made it, only from that address: another IP is
+        refused, and a fresh session would then make a second object of the same part.
+        So the task waits for an agent on that IP, for ``completion_wait`` seconds
+        from the grant; after that a part that never finishes is worse than a spare
+        object at Bilibili, and any IP may take it (and start afresh if refused).
+        """
+        if not (task.proceed_attempt and task.proceed_ip and task.resume_session):
+            return None
+        if self.clock() >= task.proceed_at + self.policy.completion_wait:
+            return None
+        return task.proceed_ip
+
     # -- agent events (all fenced) --------------------------------------------------------
+
+    def completion_granted(self, task: TaskRecord, agent_id: str, attempt: int,
+                           ip: str) -> bool:
+        """``Finishing``: the lease holder has every part up and asks to complete from
+        ``ip`` (its egress as Bilibili sees it). True: grant it (the caller writes the
+        record, then sends Proceed); False: the attempt lost its lease (Cancel)."""
+        if not task.holds(agent_id, attempt) or task.status is not Status.UPLOADING:
+            return False
+        task.proceed_attempt = attempt
+        task.proceed_ip = ip
+        task.proceed_at = self.clock()
+        return True
+
 
     def accepted(self, task: TaskRecord, agent_id: str, attempt: int) -> Outcome:
         if not task.holds(agent_id, attempt) or task.status is not Status.ASSIGNED:
@@ -306,7 +343,7 @@ class Lifecycle:
         """
         message = message or kind
         d = self.retry.decide(kind, RetryState.restore(task.retry_state), agent_id=agent_id,
-                              ip=ip, message=message)
+                              ip=ip, message=message, completion_ip=self.completion_ip(task))
         task.retry_state = d.state.snapshot()
         now = self.clock()
         if kind == NETWORK:
@@ -329,7 +366,7 @@ class Lifecycle:
             task.resume_session = None
             task.committed_offset = 0
             task.committed_attempt = task.attempt
-            task.proceed_attempt = 0
+            task.proceed_attempt, task.proceed_ip, task.proceed_at = 0, "", 0.0
         retry_agent = d.agent_id if d.action is Action.RETRY_SAME else None
         outcome = self._requeue(task, kind, message, backoff=d.delay)
         task.retry_agent = retry_agent if outcome is Outcome.REQUEUED else None

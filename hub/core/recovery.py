@@ -86,7 +86,7 @@ async def recover(state: HubState, grace: RestartGrace, *, offline_after: float)
         if info.egress_ip or info.ip_address:
             state.ledger.note_agent(info.risk_ip, info.agent_id)
     # Each lease is re-offered with its resume point (an attempt the hub had let complete
-    # resumes that session, idempotently).
+    # resumes that session, idempotently, from the IP it was let complete on).
     for task in await store.load_tasks(active_only=True):
         state.tasks[task.task_id] = task
         if task.status.leased:

@@ -18,7 +18,12 @@ account_       the account is penalised (21515, 21590): the account ledger stops
 penalty        until an admin releases it (an alert asks); the task waits, never fails.
 session_       upos refused the session (bound to another IP, or its auth older than
 rejected       five days): drop the resume point and start a fresh session at once, on
-               whichever agent takes it next (its own session, its own IP).
+               whichever agent takes it next (its own session, its own IP). Unless the
+               hub had let that session complete and never heard how it went: then
+               the object may exist, and a fresh session would make a second one. A
+               refusal from another IP than the one the completion was granted on
+               keeps the session and waits for that IP (``completion_ip``); only a
+               refusal from that very IP drops it.
 file           fail with the reason: the source changed or is gone, no retry helps.
 auth           fail: the cookies are expired; an admin must fix the account.
 bad_request    fail: retrying the same request gets the same answer.
@@ -63,6 +68,7 @@ class Action(enum.StrEnum):
     OTHER_IP = "other_ip"  # risk control: any agent on another IP, now
     WAIT_ACCOUNT = "wait_account"  # the account ledger holds the task until the account may
     FRESH = "fresh"  # drop the resume point: a fresh upos session, any agent, now
+    WAIT_IP = "wait_ip"  # keep the session: only its granted completion's IP may go on
     REOFFER = "reoffer"  # any agent (not the one that failed when `exclude_agent`), now
     FAIL = "fail"
     CANCEL = "cancel"
@@ -155,8 +161,13 @@ class TaskRetryPolicy:
         agent_id: str,
         ip: str,
         message: str = "",
+        completion_ip: str | None = None,
     ) -> Decision:
-        """What to do after an attempt of a task on ``agent_id`` (egress ``ip``) failed."""
+        """What to do after an attempt of a task on ``agent_id`` (egress ``ip``) failed.
+
+        ``completion_ip``: the IP the hub let this session complete on, with no answer
+        since (:meth:`hub.core.lifecycle.Lifecycle.completion_ip`), else None.
+        """
         kind = str(kind or NETWORK)
         why = f"{kind}: {message}" if message else kind
         r = self.rules
@@ -175,6 +186,17 @@ class TaskRetryPolicy:
             what = ("the account is throttled: waiting for it" if kind == ACCOUNT_THROTTLE
                     else "the account is penalised: waiting for an admin to release it")
             return Decision(Action.WAIT_ACCOUNT, f"{why}; {what}", state=new)
+        if kind == SESSION_REJECTED and completion_ip is not None and ip != completion_ip:
+            # Refused here says nothing of the completion granted there, which may have
+            # made the object: keep the session for that IP. Counted: only an egress the
+            # hub had not yet heard had moved leads here.
+            attempts = state.attempts + 1
+            new = replace(state, attempts=attempts, network_failures=0, network_agent=None)
+            if attempts >= r.max_attempts:
+                return Decision(Action.FAIL, f"{why} (gave up after {attempts} attempts)",
+                                state=new)
+            return Decision(Action.WAIT_IP, f"{why}; its completion was granted on IP "
+                            f"{completion_ip}: keeping the session for that IP", state=new)
         if kind == SESSION_REJECTED:
             # The first refusal in a row is the old session's (another agent's IP, or its
             # age): free. One more right after means the fresh session was refused too.

@@ -65,6 +65,7 @@ class Scheduler:
             await self.state.changed(within=1.0)
 
     def part_view(self, task: TaskRecord, now: float) -> PartView:
+        only_ip = self.state.lifecycle.completion_ip(task)
         return PartView(
             task.part_id, task.file_size, {}, task.file_path,
             excluded_agents=frozenset(a for a, t in task.excluded.items() if t > now),
@@ -72,8 +73,11 @@ class Scheduler:
             pinned_agent=task.pinned_agent or task.retry_agent,
             force=task.force and task.pinned_agent is not None,
             # A network retry on the same agent continues the same upos session (no new
-            # preupload), and so does a re-offer after the hub let an attempt complete.
-            resuming=task.retry_agent is not None and task.pinned_agent is None,
+            # preupload), and so does a re-offer after the hub let an attempt complete
+            # (on the IP it let it complete on).
+            resuming=(task.retry_agent is not None and task.pinned_agent is None)
+            or only_ip is not None,
+            only_ip=only_ip,
         )
 
     def why_waiting(self, task: TaskRecord) -> dict[str, str]:

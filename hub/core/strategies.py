@@ -8,6 +8,8 @@ taste hold for all of them:
   is never exceeded; the hub passes the free slots its heartbeats report);
 * never an agent or IP the part excludes (e.g. the IP that just answered 406);
 * a pinned part (``assign-task``) goes to its agent or waits;
+* a part whose completion was granted on one IP, with no answer since, goes
+  only to an agent on that IP (``only_ip``: upos may bind a session to its IP);
 * the risk ledger's verdict: a disabled IP is never used, a cooling / resting /
   capped IP only for a forced manual assignment.
 
@@ -91,9 +93,13 @@ class PartView:
     excluded_ips: frozenset[str] = frozenset()
     pinned_agent: str | None = None  # assign-task, or a network retry on the same agent
     force: bool = False  # assign-task with force: ignore cooldown/interval/cap (not disabled)
-    # Resuming the same Bilibili session on the pinned agent (network retry): no new
-    # preupload, so the IP's interval and hourly cap do not apply (cooldown still does).
+    # Resuming the same Bilibili session on the pinned agent (network retry) or on
+    # ``only_ip``: no new preupload, so the IP's interval and hourly cap do not apply
+    # (cooldown still does).
     resuming: bool = False
+    # Only agents on this IP (a granted completion with no answer since: only the IP
+    # that may have completed the session can repeat that completion).
+    only_ip: str | None = None
 
 
 class Strategy(Protocol):
@@ -127,6 +133,8 @@ def eligible(
             continue
         if a.agent_id in part.excluded_agents or a.ip in part.excluded_ips:
             continue
+        if part.only_ip is not None and a.ip != part.only_ip:
+            continue
         if ledger is not None and not _fit(part, a, ledger, now, adaptive)[0]:
             continue
         out.append(a)
@@ -154,6 +162,9 @@ def why_not(
             reasons[a.agent_id] = "agent excluded for this part"
         elif a.ip in part.excluded_ips:
             reasons[a.agent_id] = f"IP {a.ip} excluded for this part"
+        elif part.only_ip is not None and a.ip != part.only_ip:
+            reasons[a.agent_id] = (f"its completion was granted on IP {part.only_ip}: "
+                                   "waiting for an agent there")
         else:
             fit, reason = _fit(part, a, ledger, now, adaptive)
             reasons[a.agent_id] = "" if fit else f"IP {a.ip}: {reason}"
@@ -168,7 +179,7 @@ def _fit(
         a.ip,
         now,
         force=part.force and pinned_here,
-        resuming=part.resuming and pinned_here,
+        resuming=part.resuming and (pinned_here or a.ip == part.only_ip),
         adaptive=adaptive,
     )
 
@@ -329,6 +340,7 @@ def best_diverse(
     ceiling = ledger.score_ceiling()
     pinned = part.pinned_agent
     excluded_agents, excluded_ips = part.excluded_agents, part.excluded_ips
+    only_ip = part.only_ip
     best: AgentView | None = None
     best_key: tuple[object, ...] | None = None
     for a in agents:
@@ -338,6 +350,8 @@ def best_diverse(
         if pinned is not None and a.agent_id != pinned:
             continue
         if a.agent_id in excluded_agents or a.ip in excluded_ips:
+            continue
+        if only_ip is not None and a.ip != only_ip:
             continue
         head = prefix(a) if prefix is not None else ()
         ip_load = load.get(a.ip, 0)

@@ -103,6 +103,8 @@ CREATE TABLE IF NOT EXISTS agent_tasks (
     retry_state TEXT NOT NULL DEFAULT '{}',
     excluded_ips TEXT NOT NULL DEFAULT '{}',
     proceed_attempt INTEGER NOT NULL DEFAULT 0,
+    proceed_ip TEXT NOT NULL DEFAULT '',
+    proceed_at REAL NOT NULL DEFAULT 0,
     FOREIGN KEY (part_id) REFERENCES parts(id)
 );
 CREATE INDEX IF NOT EXISTS agent_tasks_status ON agent_tasks(status);
@@ -149,6 +151,8 @@ _ADDED_COLUMNS = [
     ("agent_tasks", "retry_state", "TEXT NOT NULL DEFAULT '{}'"),
     ("agent_tasks", "excluded_ips", "TEXT NOT NULL DEFAULT '{}'"),
     ("agent_tasks", "proceed_attempt", "INTEGER NOT NULL DEFAULT 0"),
+    ("agent_tasks", "proceed_ip", "TEXT NOT NULL DEFAULT ''"),
+    ("agent_tasks", "proceed_at", "REAL NOT NULL DEFAULT 0"),
     # the part digest (XXH3-128) took MD5's place; md5 columns stay for older rows
     ("parts", "digest", "TEXT NOT NULL DEFAULT ''"),
     ("agent_tasks", "file_digest", "TEXT NOT NULL DEFAULT ''"),
@@ -521,6 +525,8 @@ class Store(Database):
         kwargs["retry_state"] = _loads(d.get("retry_state"), {})
         kwargs["force"] = bool(d.get("force"))
         kwargs["proceed_attempt"] = int(d.get("proceed_attempt") or 0)
+        kwargs["proceed_ip"] = d.get("proceed_ip") or ""
+        kwargs["proceed_at"] = float(d.get("proceed_at") or 0.0)
         blob = d["resume_session"]
         try:
             kwargs["resume_session"] = self._cipher.decrypt(blob) if blob else None

@@ -238,9 +238,10 @@ async def test_finishing_gets_proceed_only_while_the_lease_holds(tmp_path: Path)
 async def test_lost_after_proceed_resumes_the_finished_session(tmp_path: Path) -> None:
     """The hub let attempt 1 complete, then lost the agent: the re-offer resumes that
     session with every part done, so the next agent only repeats the (idempotent)
-    completion and nothing is streamed again."""
+    completion and nothing is streamed again. Only an agent on the IP the completion
+    was granted on gets it: upos may refuse the session from any other address."""
     async with make_hub(tmp_path) as hub:
-        a = await hub.agent("a", finish_handshake=True)
+        a = await hub.agent("a", ip="127.0.0.30", finish_handshake=True)
         path, _ = hub.file("y.bin", 3000)
         await hub.service.create_part(path, account=None, title=None)
         offer = await a.recv("offer")
@@ -249,7 +250,15 @@ async def test_lost_after_proceed_resumes_the_finished_session(tmp_path: Path) -
         await a.send(finishing=pb.Finishing(task_id=offer.task_id, attempt=1, offset=3000,
                                             session=final))
         await a.recv("proceed")
+        assert hub.service.tasks[offer.task_id].proceed_ip == "127.0.0.30"
         a.drop()
+        await hub.agent("elsewhere", ip="127.0.0.31", finish_handshake=True)
+
+        async def elsewhere_waits_for_the_granted_ip() -> bool:
+            reasons = (await hub.service.get_task(offer.task_id))["waiting_for"]
+            return "granted on IP 127.0.0.30" in reasons.get("elsewhere", "")
+
+        await wait_for(elsewhere_waits_for_the_granted_ip)
         b = await hub.agent("b", ip="127.0.0.30", finish_handshake=True)
         again = await b.recv("offer")
         assert (again.attempt, again.resume_offset, again.resume_session) == (2, 3000, final)

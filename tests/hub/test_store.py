@@ -27,6 +27,7 @@ async def test_tasks_roundtrip_and_session_encrypted(tmp_path: Path) -> None:
     task.status, task.agent_id, task.attempt = Status.UPLOADING, "a", 2
     task.resume_session = b'{"auth": "upos-auth-secret"}'
     task.committed_offset, task.excluded = 4, {"b": 99.0}
+    task.proceed_attempt, task.proceed_ip, task.proceed_at = 2, "127.0.0.2", 7.5
     await store.save_task(task, log=("a", "127.0.0.2", "start", "go"), part_state="uploading")
     store.close()
     raw = b"".join(p.read_bytes() for p in tmp_path.glob("bupmesh.db*"))  # noqa: ASYNC240

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from hub.core import lifecycle as lc
 from hub.core.lifecycle import Lifecycle, Outcome, Policy, Status, TaskRecord
 
 
@@ -183,3 +184,66 @@ def test_lost_agent_is_not_excluded_and_may_take_its_task_back() -> None:
     m.offer(t, "a")
     assert m.agent_lost(t, "a", "stream ended") is Outcome.REQUEUED
     assert m.can_offer(t, "a") and t.excluded == {}
+
+
+def _granted(m: Lifecycle, t: TaskRecord, agent: str, ip: str) -> int:
+    attempt = m.offer(t, agent)
+    m.accepted(t, agent, attempt)
+    m.committed(t, agent, attempt, 100, b"session")
+    assert m.completion_granted(t, agent, attempt, ip)
+    return attempt
+
+
+def test_a_granted_completion_whose_answer_was_lost_waits_for_its_ip() -> None:
+    # The hub let agent a complete from 10.0.0.1, then lost a (or restarted) before its
+    # Result: the object may exist at Bilibili. Another IP's repeat of the completion is
+    # refused when upos binds sessions to their IP; dropping the session then would
+    # upload the part a second time.
+    m, clock, t = make()
+    _granted(m, t, "a", "10.0.0.1")
+    assert m.agent_lost(t, "a") is Outcome.REQUEUED
+    assert m.completion_ip(t) == "10.0.0.1" and t.resume_session == b"session"
+    attempt = m.offer(t, "b")
+    m.accepted(t, "b", attempt)
+    ruling = m.result(t, "b", attempt, success=False, error_kind=lc.SESSION_REJECTED,
+                      error_message="upos refused the session: AUTH_UIP_MISMATCH",
+                      ip="10.0.0.2")
+    assert ruling.outcome is Outcome.REQUEUED and ruling.dropped is None
+    assert (t.resume_session, t.committed_offset) == (b"session", 100)
+    assert m.completion_ip(t) == "10.0.0.1"
+    # Refused on the very IP it was granted on: it never completed (expired, or that IP
+    # moved on), so a fresh session is the only way left.
+    attempt = m.offer(t, "a")
+    m.accepted(t, "a", attempt)
+    ruling = m.result(t, "a", attempt, success=False, error_kind=lc.SESSION_REJECTED,
+                      error_message="upos refused the session: AUTH_TS_GT_5DAY",
+                      ip="10.0.0.1")
+    assert ruling.dropped == (100, b"session") and t.resume_session is None
+    assert m.completion_ip(t) is None and (t.proceed_attempt, t.proceed_ip) == (0, "")
+
+
+def test_the_wait_for_a_granted_completions_ip_is_bounded() -> None:
+    m, clock, t = make(completion_wait=600)
+    _granted(m, t, "a", "10.0.0.1")
+    m.agent_lost(t, "a")
+    clock.now += 599
+    assert m.completion_ip(t) == "10.0.0.1"
+    clock.now += 1  # a part that never finishes is worse than a spare object
+    assert m.completion_ip(t) is None
+    attempt = m.offer(t, "b")
+    m.accepted(t, "b", attempt)
+    ruling = m.result(t, "b", attempt, success=False, error_kind=lc.SESSION_REJECTED,
+                      ip="10.0.0.2")
+    assert ruling.dropped is not None and t.resume_session is None
+
+
+def test_only_the_lease_holder_is_granted_a_completion() -> None:
+    m, _, t = make()
+    m.offer(t, "a")
+    assert not m.completion_granted(t, "a", 1, "10.0.0.1")  # assigned, not uploading
+    m.accepted(t, "a", 1)
+    assert not m.completion_granted(t, "b", 1, "10.0.0.2")
+    assert not m.completion_granted(t, "a", 2, "10.0.0.1")
+    assert (t.proceed_attempt, t.proceed_ip) == (0, "")
+    assert m.completion_granted(t, "a", 1, "10.0.0.1")
+    assert (t.proceed_attempt, t.proceed_ip, t.proceed_at) == (1, "10.0.0.1", 1000.0)

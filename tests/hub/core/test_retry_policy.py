@@ -6,6 +6,7 @@ import pytest
 
 from hub.config import RetrySettings
 from hub.core.retry_policy import (
+    SESSION_REJECTED,
     Action,
     RetryRules,
     RetryState,
@@ -110,3 +111,19 @@ def test_state_snapshot_round_trip() -> None:
     state = RetryState(attempts=3, network_failures=2, network_agent="a1", risk_events=1)
     assert RetryState.restore(state.snapshot()) == state
     assert RetryState.restore({}) == RetryState()
+
+
+def test_a_refused_session_whose_completion_was_granted_elsewhere_is_kept() -> None:
+    policy = TaskRetryPolicy(RetryRules(max_attempts=3))
+    d = policy.decide(SESSION_REJECTED, RetryState(), agent_id="b", ip="10.0.0.2",
+                      completion_ip="10.0.0.1")
+    assert d.action is Action.WAIT_IP and not d.drop_session and d.state.attempts == 1
+    assert "granted on IP 10.0.0.1" in d.reason
+    # from the IP it was granted on: the completion never happened there, start afresh
+    d = policy.decide(SESSION_REJECTED, RetryState(), agent_id="a", ip="10.0.0.1",
+                      completion_ip="10.0.0.1")
+    assert d.action is Action.FRESH and d.drop_session
+    # an egress that keeps moving cannot loop forever
+    d = policy.decide(SESSION_REJECTED, RetryState(attempts=2), agent_id="b", ip="10.0.0.2",
+                      completion_ip="10.0.0.1")
+    assert d.action is Action.FAIL

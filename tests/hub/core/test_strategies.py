@@ -107,6 +107,20 @@ def test_a_network_retry_resumes_on_its_agent_despite_the_interval(name: str) ->
 
 
 @pytest.mark.parametrize("name", NAMES)
+def test_a_granted_completion_goes_only_to_its_ip_despite_the_interval(name: str) -> None:
+    led = fresh_ledger(min_interval_seconds=300)
+    led.upload_started("10.0.0.2", "a2", 0.0)  # resting: a new preupload would wait
+    agents = [agent("a1"), agent("a2"), agent("a3"), agent("a4", ip="10.0.0.2")]
+    part = replace(PART, only_ip="10.0.0.2", resuming=True)
+    chosen = make_strategy(name).choose(part, agents, led, 2.0)
+    assert chosen is not None and chosen.ip == "10.0.0.2"
+    reasons = why_not(part, agents, led, 2.0)
+    assert "granted on IP 10.0.0.2" in reasons["a1"] and reasons["a2"] == ""
+    gone = [a for a in agents if a.ip != "10.0.0.2"]
+    assert make_strategy(name).choose(part, gone, led, 2.0) is None  # waits for that IP
+
+
+@pytest.mark.parametrize("name", NAMES)
 def test_capacity_is_respected_while_filling_up(name: str) -> None:
     """Call after call, as the hub does, updating active counts; no agent is overfilled."""
     led = fresh_ledger(min_interval_seconds=0, max_uploads_per_hour=0)
