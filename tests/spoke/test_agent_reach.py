@@ -41,6 +41,7 @@ from tests.spoke.test_agent import (  # noqa: F401 - fixtures: one event loop, t
     spawn_agent,
 )
 from tests.support.httpproxy import HttpProxy
+from tests.support.hub import wait_for
 from uploader.session import UposSession
 
 MiB = 1 << 20
@@ -163,10 +164,11 @@ async def test_results_carry_the_code_the_voucher_and_the_new_kinds(
         assert moved.error_kind == "session_rejected", moved
         assert "AUTH_UIP_MISMATCH" in moved.error_message and moved.error_code == 0
         # Refused for its address, maybe: the agent asks Bilibili where it is again.
-        with anyio.fail_after(10):
-            while len([r for r in await anyio.to_thread.run_sync(sim.requests)
-                       if r["op"] == "zone"]) < 2:
-                await anyio.sleep(0.05)
+        async def asked_again() -> bool:
+            requests = await anyio.to_thread.run_sync(sim.requests)
+            return len([r for r in requests if r["op"] == "zone"]) >= 2
+
+        await wait_for(asked_again, 10)
         agent.stop()
     refused_puts = [r for r in sim.requests() if r["op"] == "put" and r["status"] == 403]
     assert {(r["ip"], r["reason"]) for r in refused_puts} == {("127.0.0.2", "uip_mismatch")}
