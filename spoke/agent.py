@@ -48,6 +48,7 @@ from spoke.runner import AGENT, TaskFailure, TaskRunner
 from spoke.source import StreamSource
 from spoke.stream import CreditPump, Stream
 from spoke.submitter import execute, submit_time_left
+from uploader.completed import CompletedUploads
 from uploader.errors import ErrorKind
 from uploader.line_choice import LineEstimator
 
@@ -109,6 +110,9 @@ class Agent:
             log=self.log,
         )
         self.lines = lines or LineEstimator(rng=rng)
+        # Upload sessions completed here: a re-offer of one whose Result the link or the
+        # hub lost finishes without asking upos again (which may refuse it by then).
+        self.completed = CompletedUploads()
         self._may_dial = anyio.Event()  # the first egress answer is in (or we stop)
 
     # -- public --------------------------------------------------------------------------------
@@ -385,6 +389,7 @@ class Agent:
             on_space=self.credit.wake,
             clock=self.clock,
             lines=self.lines,
+            completed=self.completed,
             **self._factories,
         )
         try:

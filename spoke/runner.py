@@ -30,6 +30,7 @@ from spoke.progress import ProgressGate
 from spoke.source import BufferTooSmall, StreamError, StreamSource
 from spoke.task_state import InvalidTransition, State, TaskState
 from uploader.client import DEFAULT_MEMBER_URL, BiliClient
+from uploader.completed import CompletedUploads
 from uploader.credentials import Credentials, CredentialsError
 from uploader.errors import ErrorKind, StaleSessionError, UploadError
 from uploader.line_choice import LineEstimator
@@ -75,6 +76,7 @@ class TaskRunner:
         client_factory: Callable[..., Any] = BiliClient,
         uploader_factory: Callable[..., Any] = UposUploader,
         lines: LineEstimator | None = None,
+        completed: CompletedUploads | None = None,
     ) -> None:
         self.task_id = offer.task_id
         self.attempt = offer.attempt
@@ -100,6 +102,7 @@ class TaskRunner:
         self._client_factory = client_factory
         self._uploader_factory = uploader_factory
         self._lines = lines  # the agent's line estimates, kept across its uploads
+        self._completed = completed  # the sessions the agent completed, kept likewise
         self.state = TaskState()
         self.credentials: Credentials | None = None
         self.session: UposSession | None = None
@@ -405,6 +408,7 @@ class TaskRunner:
                 on_commit=self._on_commit,
                 before_complete=self._before_complete,
                 lines=self._lines,
+                completed=self._completed,
                 # A refused resume session ends the attempt (session_rejected): the hub
                 # decides where the fresh session starts, and counts the parts it drops.
                 restart_rejected=False,

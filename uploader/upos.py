@@ -33,6 +33,7 @@ import anyio.abc
 import msgspec
 
 from uploader.client import BiliClient
+from uploader.completed import CompletedUploads
 from uploader.errors import ErrorKind, StaleSessionError, UploadError
 from uploader.line_choice import BusyTime, LineEstimator
 from uploader.lines import PROBE_BODY_SIZE, Line, parse_line, probe_lines, select_line
@@ -88,6 +89,7 @@ class UposUploader:
         before_complete: Callable[[UposSession], Awaitable[None]] | None = None,
         lines: LineEstimator | None = None,
         restart_rejected: bool = True,
+        completed: CompletedUploads | None = None,
     ) -> None:
         if threads is not None and threads < 1:
             raise ValueError("threads must be at least 1")
@@ -108,6 +110,9 @@ class UposUploader:
         # A refused resume session: start a fresh one here when the source can rewind
         # (True), or raise StaleSessionError and let the caller decide (False).
         self.restart_rejected = restart_rejected
+        # Sessions this process completed: a repeat is answered from here, not by upos
+        # (which may refuse it by then: an expired auth, another address).
+        self.completed = completed
         self._line_choice: Line | None | bool = False  # False: not chosen yet
 
     # -- public -----------------------------------------------------------
@@ -371,6 +376,8 @@ class UposUploader:
 
     async def _complete(self, state: _RunState, *, resuming: bool) -> None:
         session = state.session
+        if self.completed is not None and session in self.completed:
+            return  # completed here before: the object exists, whatever upos says now
         params = {
             "output": "json",
             "name": session.name,
@@ -401,6 +408,8 @@ class UposUploader:
         # Success must be explicit: an empty or foreign 200 is not a completed object.
         if not isinstance(reply, dict) or reply.get("OK") != 1:
             raise UploadError(ErrorKind.BAD_REQUEST, "malformed reply on complete: no OK=1")
+        if self.completed is not None:
+            self.completed.add(session)
 
     async def _with_retry(self, op: str, attempt: Callable[[], Any]) -> Any:
         """Run ``attempt``; retry network failures per the policy, raise anything else at once."""

@@ -21,6 +21,7 @@ from starlette.applications import Starlette
 
 from tests.conftest import SIM_ACCESS_KEY, SIM_COOKIES
 from uploader.client import BiliClient
+from uploader.completed import CompletedUploads
 from uploader.credentials import Credentials
 from uploader.errors import ErrorKind, StaleSessionError, UploadError
 from uploader.line_choice import LineEstimator
@@ -154,6 +155,35 @@ async def test_a_session_aging_out_mid_upload_is_rejected_not_retried() -> None:
     assert str(error).endswith("HTTP 403 on put part 2: AUTH_TS_GT_5DAY")
     puts = (await control(app, "GET", "/_sim/requests?op=put"))["requests"]
     assert [r["status"] for r in puts] == [200, 403]
+
+
+async def test_a_session_completed_here_is_finished_again_without_upos() -> None:
+    """The answer to a completion can be lost (the mesh agent's link or its hub dies right
+    after). The re-offer resumes the session with every part done; by then upos may
+    refuse it (its auth expired), although the object exists. The client that completed
+    it remembers, and reports the same object without a second one."""
+    app = make_app(session_ttl_seconds=30 * 86400, upos={"auth_lifetime_seconds": 5 * 86400})
+    wall = FakeClock(1_722_212_776.0)
+    app.state.sim.state.wall_clock = wall
+    data = data_of(3)
+    completed = CompletedUploads()
+    async with bili(app, "127.0.0.2") as client:
+        first = await UposUploader(client, line="cs_bda2", threads=1, retry=FAST_RETRY,
+                                   completed=completed).upload(BytesSource(data), "rec.flv")
+        assert first.session in completed
+        wall.now += 5 * 86400 + 1
+        finished = UposSession.from_json(first.session.to_json())
+        forgetful = UposUploader(client, line="cs_bda2", threads=1, retry=FAST_RETRY,
+                                 restart_rejected=False)
+        with pytest.raises(StaleSessionError):  # upos alone cannot tell it was done
+            await forgetful.upload(BytesSource(data), "rec.flv", session=finished)
+        again = await UposUploader(client, line="cs_bda2", threads=1, retry=FAST_RETRY,
+                                   restart_rejected=False, completed=completed).upload(
+            BytesSource(data), "rec.flv", session=finished)
+    assert (again.filename, again.biz_id) == (first.filename, first.biz_id)
+    assert len((await control(app, "GET", "/_sim/uploads"))["uploads"]) == 1
+    completes = (await control(app, "GET", "/_sim/requests?op=complete"))["requests"]
+    assert [r["status"] for r in completes] == [200, 403]  # the last one never went out
 
 
 # --- submissions ------------------------------------------------------------------------
