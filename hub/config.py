@@ -67,7 +67,8 @@ class HeartbeatSettings(_S):
     offline_after_seconds: _n(float, 0, DAY, "an agent silent this long is offline and its "
                               "stream closed (must exceed interval_seconds)", gt=True) = 90
     held_grace_seconds: _n(float, 0, HOUR, "how long a lost stream's uploading leases wait "
-                           "for their agent to dial back and hold them (0: re-queue at once)") = 0
+                           "for their agent to dial back and hold them (0: re-queue at once; "
+                           "keep it no shorter than the agents' agent.held_grace)") = 60
 
 
 class SchedulerSettings(_S):

@@ -80,7 +80,7 @@ class AgentSection(_S):
     buffer_size_mb: int = 64
     heartbeat_interval: str | float = "30s"  # the hub's Welcome overrides it
     drain_grace: str | float = "60s"
-    held_grace: str | float = 0  # keep running tasks this long after the stream drops
+    held_grace: str | float = "60s"  # keep running tasks this long after the stream drops
     source_ip: str | None = None
     ip_address: str | None = None
     proxy: str | None = None
@@ -121,7 +121,7 @@ class AgentEntry(_S):
     buffer_size_mb: int = 64
     heartbeat_interval: str | float = "30s"
     drain_grace: str | float = "60s"
-    held_grace: str | float = 0
+    held_grace: str | float = "60s"
     source_ip: str | None = None
     ip_address: str | None = None
     proxy: str | None = None
@@ -153,7 +153,7 @@ class AgentSettings:
     drain_grace: float = 60.0
     # After the stream drops, running tasks are kept (their uploads go on with the bytes
     # already here) this long for the next Hello to offer back; 0: abandon them at once.
-    held_grace: float = 0.0
+    held_grace: float = 60.0
     source_ip: str | None = None
     ip_address: str | None = None
     proxy: str | None = None

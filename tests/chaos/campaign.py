@@ -64,7 +64,8 @@ STILL_SECONDS = 3.0  # the simulator saw no request for this long: nothing is in
 # duplicate, so the quiet wait ignores them.
 READS = frozenset({"zone", "probe", "view", "archives"})
 
-# Held attempts as the defaults have them (heartbeat.held_grace_seconds, agent.held_grace).
+# Held attempts as the defaults have them (heartbeat.held_grace_seconds, agent.held_grace),
+# written out so the campaign keeps testing them if the defaults ever change.
 HELD_GRACE = 60
 ALERT_WAIT = 15.0  # a penalised account's alert is out within this (rules run every 1 s)
 

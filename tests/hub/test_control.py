@@ -12,7 +12,7 @@ import pytest
 
 from hub.accounts.store import load_or_create_key
 from hub.api.routes import build_app
-from hub.config import RiskSettings
+from hub.config import HeartbeatSettings, RiskSettings
 from hub.core.errors import Conflict
 from hub.store.tasks import Store
 from protocol import mesh_pb2 as pb
@@ -239,8 +239,10 @@ async def test_lost_after_proceed_resumes_the_finished_session(tmp_path: Path) -
     """The hub let attempt 1 complete, then lost the agent: the re-offer resumes that
     session with every part done, so the next agent only repeats the (idempotent)
     completion and nothing is streamed again. Only an agent on the IP the completion
-    was granted on gets it: upos may refuse the session from any other address."""
-    async with make_hub(tmp_path) as hub:
+    was granted on gets it: upos may refuse the session from any other address.
+    (Held attempts off: a's lease ends with its stream.)"""
+    cfg = make_config(tmp_path, heartbeat=HeartbeatSettings(held_grace_seconds=0))
+    async with make_hub(tmp_path, cfg) as hub:
         a = await hub.agent("a", ip="127.0.0.30", finish_handshake=True)
         path, _ = hub.file("y.bin", 3000)
         await hub.service.create_part(path, account=None, title=None)

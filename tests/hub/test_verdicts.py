@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from hub.config import RiskSettings
+from hub.config import HeartbeatSettings, RiskSettings
 from protocol import mesh_pb2 as pb
 from tests.support.hub import (
     OPEN_ACCOUNT,
@@ -48,7 +48,9 @@ def metric(hub: object, name: str) -> float:
 
 
 async def test_a_refused_session_starts_afresh_and_never_fails(tmp_path: Path) -> None:
-    async with make_hub(tmp_path) as hub:
+    # a's lease ends with its stream (no held attempts), so b resumes its session at once
+    cfg = make_config(tmp_path, heartbeat=HeartbeatSettings(held_grace_seconds=0))
+    async with make_hub(tmp_path, cfg) as hub:
         a = await hub.agent("a", ip="127.0.0.20", max_concurrent=1)
         path, _ = hub.file("p.bin", 3 * MiB)
         await hub.service.create_part(path, account=None, title=None)

@@ -513,7 +513,9 @@ async def test_reconnects_with_backoff_after_the_hub_drops_the_stream(
     stall = {"action": "stall", "seconds": 30, "count": 10}
     sim.config(faults={"fail_next": [{"op": "probe", **stall}, {"op": "preupload", **stall}]})
     servicer.heartbeat = 1
-    agent = Agent(settings(address), backoff=Backoff(0.05, 0.2, random.Random(1)))
+    # held_grace 0: a lost stream's attempt is abandoned at once (held attempts: below)
+    agent = Agent(settings(address, held_grace=0.0),
+                  backoff=Backoff(0.05, 0.2, random.Random(1)))
     async with anyio.create_task_group() as tg:
         tg.start_soon(agent.run)
         first = await asyncio.wait_for(servicer.sessions.get(), 10)

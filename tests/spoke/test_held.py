@@ -111,13 +111,16 @@ def test_a_stream_that_ended_cannot_be_resumed() -> None:
 # -- settings ------------------------------------------------------------------------------------
 
 
-def test_held_grace_settings_default_off_and_parse(tmp_path) -> None:
+def test_held_grace_settings_default_to_a_minute_and_parse(tmp_path) -> None:
     from bupmesh.config import ConfigError
     from spoke.config import load_agents
 
     base = "server:\n  url: hub:12382\nagent:\n  id: a1\n  token: psk\n"
     path = tmp_path / "agent.yml"
     path.write_text(base)
+    (settings,) = load_agents(file=path, env={})
+    assert settings.held_grace == 60.0  # as the hub's heartbeat.held_grace_seconds
+    path.write_text(base + "  held_grace: 0\n")
     (settings,) = load_agents(file=path, env={})
     assert settings.held_grace == 0
     path.write_text(base + "  held_grace: 15s\n")

@@ -19,6 +19,7 @@ import anyio
 import grpc
 import pytest
 
+from hub.config import HeartbeatSettings
 from hub.core.errors import NotFound
 from protocol import mesh_pb2 as pb
 from protocol import mesh_pb2_grpc
@@ -284,7 +285,15 @@ async def test_cancel_mid_transfer(hub: Hub) -> None:
 
 
 @pytest.mark.anyio
-async def test_agent_lost_reoffers_with_resume_point_and_fences_old_attempt(hub: Hub) -> None:
+async def test_agent_lost_reoffers_with_resume_point_and_fences_old_attempt(
+        tmp_path: Path) -> None:
+    """Without held attempts (0 s on the hub): a lost stream's lease ends at once."""
+    cfg = make_config(tmp_path, heartbeat=HeartbeatSettings(held_grace_seconds=0))
+    async with make_hub(tmp_path, cfg) as hub:
+        await _lost_reoffers_with_resume_point(hub)
+
+
+async def _lost_reoffers_with_resume_point(hub: Hub) -> None:
     agent = await hub.agent("a1")
     path, md5 = hub.file("r.bin", 2 * MiB)
     digest = part_digest(path)
