@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import anyio
 from starlette.routing import BaseRoute
 
+from hub.api.auth import Auth
 from hub.api.ingest_routes import ingest_routes
 from hub.ingest.service import IngestService
 from hub.ingest.watcher import FolderWatcher
@@ -38,10 +39,8 @@ class RecordingPipeline:
         service.submissions = submissions
         return cls(recordings, ingest, submissions, FolderWatcher(ingest, clock=service.clock))
 
-    def routes(self) -> list[BaseRoute]:
-        config = self.ingest.config
-        return ingest_routes(self.ingest, self.submissions, admin_token=config.admin_token,
-                             webhook_secret=config.ingest.webhook_secret)
+    def routes(self, auth: Auth) -> list[BaseRoute]:
+        return ingest_routes(self.ingest, self.submissions, auth)
 
     async def run(self) -> None:
         async with anyio.create_task_group() as tg:
