@@ -77,6 +77,10 @@ class Accounts(Protocol):
 
     async def credentials(self, account: str | None) -> Credentials: ...
 
+    async def resolve(self, account: str | None) -> dict[str, Any]:
+        """The account's public row (``name``, ``account_id``, ...), for allowlists."""
+        ...
+
 
 class Counters(Protocol):
     """The metrics the core counts as things happen (hub/metrics.py)."""

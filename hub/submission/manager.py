@@ -3,9 +3,11 @@
 The decisions are :mod:`hub.submission.machine`'s; this module does the IO in
 the order the hub always keeps: write the state, then act. The agent chosen is
 the one that uploaded most of the recording's parts (its IP already spoke to
-Bilibili for this account), if it is online, announced ``Capabilities.submit``
-and its IP is neither excluded for this recording (a risk-control answer) nor
-cooling/disabled in the risk ledger; else any such agent.
+Bilibili for this account), if it is online, announced ``Capabilities.submit``,
+may use the recording's account (``allowed_accounts``) and its IP is neither
+excluded for this recording (a risk-control answer) nor cooling/disabled in the
+risk ledger; else any such agent. A Submit carries only what its API needs of
+the account: the cookies for ``web``, the access key for ``app``.
 
 Hooks the hub calls (:class:`hub.core.ports.Submissions`): ``on_hello``
 (capability), ``on_result`` (``AgentMessage.submit_result``) and ``poke``;
@@ -32,6 +34,7 @@ from hub.store.recordings import RecordingStore
 from hub.submission import machine as m
 from hub.submission.settings import build_submission, room_settings
 from protocol import mesh_pb2 as pb
+from uploader.credentials import Credentials
 
 log = logging.getLogger("bupmesh.hub.submission")
 
@@ -71,6 +74,14 @@ class SubmissionManager:
         self._inflight: dict[int, Any] = {}  # recording id -> session carrying its Submit
         self._lock = anyio.Lock()
         self._wake = anyio.Event()
+
+    async def _account_names(self, account: str | None) -> tuple[str, ...]:
+        """Every name the account goes by (name, id), to match agents' allowlists."""
+        try:
+            row = await self.hub.accounts.resolve(account)
+        except Exception:  # no such account: the send fails on its credentials
+            return (account,) if account else ()
+        return str(row["name"]), str(row["account_id"])
 
     # -- hooks ----------------------------------------------------------------------------
 
@@ -214,13 +225,16 @@ class SubmissionManager:
         if rec["submit_state"] == m.QUEUED and now >= float(rec["submit_not_before"] or 0):
             await self._send(rec, settings, parts or await self.recordings.parts(rec["id"]), now)
 
-    def _choose(self, rec: dict[str, Any], parts: list[dict[str, Any]], now: float) -> Any:
+    def _choose(self, rec: dict[str, Any], parts: list[dict[str, Any]], now: float,
+                account_names: tuple[str, ...]) -> Any:
         excluded = {ip for ip, until in (rec["submit_excluded_ips"] or {}).items()
                     if until > now}
 
         def usable(agent_id: str) -> Any:
             info = self.hub.registry.get(agent_id)
             if info is None or info.session is None or not info.schedulable:
+                return None
+            if not info.may_use(*account_names):
                 return None
             if self.capable.get(agent_id) != info.session_id:
                 return None
@@ -242,7 +256,7 @@ class SubmissionManager:
 
     async def _send(self, rec: dict[str, Any], settings: Any, parts: list[dict[str, Any]],
                     now: float) -> None:
-        info = self._choose(rec, parts, now)
+        info = self._choose(rec, parts, now, await self._account_names(rec["account"]))
         if info is None:
             return  # no agent may submit now; the next tick looks again
         try:
@@ -263,12 +277,18 @@ class SubmissionManager:
         self._inflight[rec["id"]] = info.session
         info.session.send(pb.HubMessage(submit=pb.Submit(
             submit_id=submit_id, attempt=update["submit_attempt"],
-            credentials=pb.BiliCredentials(cookies=creds.cookie_header(),
-                                           access_key=creds.access_key or "",
-                                           mid=int(creds.mid or 0)),
+            credentials=submit_credentials(creds, api),
             member_url=self.hub.config.bilibili.member_url, api=api,
             submission=msgspec.json.encode(submission),
             deadline_seconds=self.timing.agent_deadline, sent_at_unix=now)))
         log.info("recording %d: Submit attempt %d (%s) sent to %s: %r with %d part(s)",
                  rec["id"], update["submit_attempt"], submit_id, info.agent_id,
                  submission.title, len(submission.videos))
+
+
+def submit_credentials(creds: Credentials, api: str) -> pb.BiliCredentials:
+    """What a Submit carries of an account: ``web`` (add/v3) needs the cookies (bili_jct
+    is its csrf), ``app`` (app/add) the access key and no cookie."""
+    if api == "app":
+        return pb.BiliCredentials(access_key=creds.access_key or "", mid=int(creds.mid or 0))
+    return pb.BiliCredentials(cookies=creds.cookie_header(), mid=int(creds.mid or 0))
