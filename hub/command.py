@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 import anyio
 
@@ -20,6 +21,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         "(env BUPMESH_PSK)")
     parser.add_argument("--admin-token", metavar="S", help="bearer token of the admin API "
                         "(env BUPMESH_ADMIN_TOKEN)")
+    parser.add_argument("--viewer-token", metavar="S", help="read-only bearer token: the API's "
+                        "reads, the web UI, /metrics (env BUPMESH_VIEWER_TOKEN)")
+    parser.add_argument("--media-root", action="append", metavar="DIR",
+                        help="a directory whose files the hub may upload (repeatable; default "
+                        "the directory the hub runs in; env BUPMESH_MEDIA_ROOTS, "
+                        f"{os.pathsep}-separated)")
     parser.add_argument("--tls-cert", metavar="F", help="TLS certificate (PEM) for gRPC and HTTP")
     parser.add_argument("--tls-key", metavar="F", help="TLS private key (PEM)")
     parser.add_argument("--insecure", action="store_true", default=None,
@@ -60,6 +67,8 @@ def run(args: argparse.Namespace) -> int:
             "grpc_listen": args.grpc_listen,
             "psk": args.psk,
             "admin_token": args.admin_token,
+            "viewer_token": args.viewer_token,
+            "media_roots": args.media_root,
             "tls.cert_file": args.tls_cert,
             "tls.key_file": args.tls_key,
             "insecure": args.insecure,
@@ -72,7 +81,8 @@ def run(args: argparse.Namespace) -> int:
     # Every secret the hub knows from its settings is scrubbed from every log line
     # (bupmesh.logs); noisy library loggers are kept to warnings there too.
     setup_logging(args.log_level, args.log_format,
-                  secrets=[config.psk, config.admin_token, config.ingest.webhook_secret])
+                  secrets=[config.psk, config.admin_token, config.viewer_token,
+                           config.ingest.webhook_secret])
     register_secret_url(config.alerts.webhook_url)
     from hub.app import run_hub
 

@@ -9,6 +9,8 @@ cannot express: required secrets, TLS-or-insecure, HOST:PORT shapes.
 from __future__ import annotations
 
 import ipaddress
+import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -134,12 +136,33 @@ class AlertSettings(_S):
     webhook_retries: int = 3
 
 
+class AgentsSettings(_S):
+    """How agents are admitted (hub/agents/auth.py, hub/agents/admission.py)."""
+
+    # The shared PSK registers any agent id; off, only per-agent tokens do
+    # (``bupmesh hub agent-token create ID``).
+    allow_psk: bool = True
+    # An id first seen through the PSK waits as "pending" (no work) until an admin
+    # approves it.
+    require_approval: bool = False
+    # agent id -> the accounts (names or ids) whose credentials it may receive;
+    # an agent not listed may use every account (or what the API set for it).
+    allowed_accounts: dict[str, list[str]] = {}
+
+
 class HubConfig(_S):
     http_listen: str = "0.0.0.0:12380"
     grpc_listen: str = "0.0.0.0:12382"
     data_dir: str = "./data"
     psk: str = ""
     admin_token: str = ""
+    # Read-only role: the API's GETs, the web UI, /metrics and the event stream.
+    viewer_token: str = ""
+    # Directories the hub uploads files from (plus the ingest directories), after
+    # symlinks are resolved; never the data directory. Unset: the directory the hub
+    # was started in. A string is a list separated by os.pathsep (the environment).
+    media_roots: list[str] | str | None = None
+    agents: AgentsSettings = msgspec.field(default_factory=AgentsSettings)
     tls: TLSSettings = msgspec.field(default_factory=TLSSettings)
     insecure: bool = False
     compression: Literal["none", "gzip"] = "none"
@@ -170,10 +193,20 @@ class HubConfig(_S):
     def tls_enabled(self) -> bool:
         return bool(self.tls.cert_file)
 
+    @property
+    def media_root_list(self) -> list[str]:
+        """The configured media roots, or the working directory when none are."""
+        roots = self.media_roots
+        if isinstance(roots, str):
+            roots = [r for r in roots.split(os.pathsep) if r.strip()]
+        return list(roots) if roots else [os.getcwd()]
+
 
 ENV_KEYS = {
     "BUPMESH_PSK": "psk",
     "BUPMESH_ADMIN_TOKEN": "admin_token",
+    "BUPMESH_VIEWER_TOKEN": "viewer_token",
+    "BUPMESH_MEDIA_ROOTS": "media_roots",
     "BUPMESH_DATA_DIR": "data_dir",
     "BUPMESH_BILI_MEMBER_URL": "bilibili.member_url",
     "BUPMESH_ALERT_WEBHOOK_URL": "alerts.webhook_url",
@@ -182,12 +215,18 @@ ENV_KEYS = {
 
 def validate(config: HubConfig) -> HubConfig:
     """Checks beyond types; each failure names the setting."""
-    if not config.psk.strip():
-        raise ConfigError("psk: required setting is missing (--psk or BUPMESH_PSK)")
+    if config.agents.allow_psk and not config.psk.strip():
+        raise ConfigError("psk: required setting is missing (--psk or BUPMESH_PSK; or "
+                          "agents.allow_psk: false to admit agents by per-agent tokens only)")
     if not config.admin_token.strip():
         raise ConfigError(
             "admin_token: required setting is missing (--admin-token or BUPMESH_ADMIN_TOKEN)"
         )
+    viewer = config.viewer_token.strip()
+    if viewer and viewer in (config.admin_token.strip(), config.psk.strip()):
+        raise ConfigError("viewer_token: must differ from admin_token and psk")
+    _validate_media_roots(config)
+    _validate_agents(config.agents)
     config.http_address  # noqa: B018 - raises ConfigError naming the key
     config.grpc_address  # noqa: B018
     cert, key = config.tls.cert_file, config.tls.key_file
@@ -262,6 +301,29 @@ def _validate_templates(config: HubConfig) -> None:
     for room in config.rooms:
         if not str(room).isdigit():
             raise ConfigError(f"rooms.{room}: room ids are numbers")
+
+
+_AGENT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}")
+
+
+def _validate_media_roots(config: HubConfig) -> None:
+    for root in config.media_root_list:
+        if Path(root).expanduser().resolve() == Path("/"):
+            where = "" if config.media_roots else " (unset: the directory the hub runs in)"
+            raise ConfigError(
+                f"media_roots{where}: / would let the hub upload every file it can read; "
+                "set media_roots (--media-root, BUPMESH_MEDIA_ROOTS) to the directories "
+                "that hold your recordings")
+
+
+def _validate_agents(agents: AgentsSettings) -> None:
+    for agent_id, accounts in agents.allowed_accounts.items():
+        if not _AGENT_ID.fullmatch(str(agent_id)):
+            raise ConfigError(f"agents.allowed_accounts.{agent_id}: not an agent id "
+                              "(1-128 letters, digits or ._:@-)")
+        if any(not str(a).strip() or len(str(a)) > 64 for a in accounts):
+            raise ConfigError(f"agents.allowed_accounts.{agent_id}: account names are 1-64 "
+                              "characters")
 
 
 def _validate_alerts(alerts: AlertSettings) -> None:

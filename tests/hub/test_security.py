@@ -28,7 +28,7 @@ from hub.app import build_service
 from hub.config import HubConfig, is_loopback, load_hub_config
 from hub.service import HubService
 from protocol import mesh_pb2 as pb
-from tests.support.hub import PSK, Hub, _status, make_hub, wait_for
+from tests.support.hub import PSK, Hub, _status, instance_of, make_hub, wait_for
 
 pytestmark = [pytest.mark.anyio, pytest.mark.parametrize("anyio_backend", ["asyncio"])]
 
@@ -46,8 +46,9 @@ class Api:
             transport=httpx.ASGITransport(app=app, client=("127.0.0.7", 5555)),
             base_url="http://hub")
 
-    async def jwt(self, agent_id: str) -> dict[str, str]:
-        r = await self.client.post("/api/agent/register", json={"agent_id": agent_id},
+    async def jwt(self, agent_id: str, instance: str = "") -> dict[str, str]:
+        r = await self.client.post("/api/agent/register",
+                                   json={"agent_id": agent_id, "instance_id": instance},
                                    headers={"Authorization": f"Bearer {PSK}"})
         assert r.status_code == 200, r.text
         return {"Authorization": f"Bearer {r.json()['data']['token']}"}
@@ -178,8 +179,9 @@ async def test_an_agent_only_reaches_its_own_tasks(link_api: Api) -> None:
     assert (task["status"], task["agent_id"], task["result"]["filename"]) == (
         "uploading", "owner", None)
     assert hub.service.tasks[tid].committed_offset == 0
-    # and the owner's own HTTP report is accepted
-    r = await api.client.post("/api/agent/task-status", headers=await api.jwt("owner"), json={
+    # and the owner's own HTTP report is accepted (the process that holds its stream)
+    owner_jwt = await api.jwt("owner", instance=instance_of("owner", None))
+    r = await api.client.post("/api/agent/task-status", headers=owner_jwt, json={
         "task_id": tid, "status": "uploading", "uploaded_bytes": 9})
     assert r.status_code == 200, r.text
 
