@@ -24,7 +24,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add("--server-url", metavar="H:P", help="hub gRPC address (env SERVER_URL)")
     add("--agent-id", metavar="ID", help="this agent's id (env AGENT_ID)")
     add("--agent-name", metavar="N", help="display name (env AGENT_NAME)")
-    add("--token", metavar="PSK", help="pre-shared key to register with (env AGENT_TOKEN)")
+    add("--token", metavar="S", help="the hub's pre-shared key, or this agent's own token "
+        "(bupmesh hub agent-token create ID) (env AGENT_TOKEN)")
     add("--max-concurrent", type=int, metavar="N", help="parallel uploads (default 2)")
     add("--buffer-size-mb", type=int, metavar="MB", help="credit budget for all tasks (default 64)")
     add("--source-ip", metavar="IP", help="bind outgoing Bilibili connections to this address")
