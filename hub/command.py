@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 
 import anyio
 
 from bupmesh.logs import register_secret_url, setup_logging
 from hub.config import load_hub_config
+from protocol.grpc_env import quiet_grpc_core
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -84,6 +86,9 @@ def run(args: argparse.Namespace) -> int:
                   secrets=[config.psk, config.admin_token, config.viewer_token,
                            config.ingest.webhook_secret])
     register_secret_url(config.alerts.webhook_url)
+    warning = quiet_grpc_core()  # before gRPC loads (hub.app imports it)
+    if warning:
+        logging.getLogger("bupmesh.hub").warning("%s", warning)
     from hub.app import run_hub
 
     anyio.run(run_hub, config, backend="asyncio")

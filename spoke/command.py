@@ -8,12 +8,14 @@ rest are handed back, the stream is closed, exit 0.
 from __future__ import annotations
 
 import argparse
+import logging
 import signal
 
 import anyio
 
 from bupmesh.logs import add_arguments as log_arguments
 from bupmesh.logs import setup_logging
+from protocol.grpc_env import quiet_grpc_core
 from spoke.config import AgentSettings, load_agents, parse_tags
 from spoke.memory import return_big_buffers_to_the_os
 
@@ -80,6 +82,9 @@ def run(args: argparse.Namespace) -> int:
     # The PSK of every agent in this process is scrubbed from every log line; JWTs
     # and cookie-shaped values are recognised by shape (bupmesh.logs).
     setup_logging(args.log_level, args.log_format, secrets=[s.token for s in agents])
+    warning = quiet_grpc_core()  # before gRPC loads (spoke.agent imports it)
+    if warning:
+        logging.getLogger("bupmesh.agent").warning("%s", warning)
     anyio.run(_main, agents, backend="asyncio")
     return 0
 
