@@ -1,4 +1,9 @@
-"""``bupmesh hub``: flags of DESIGN.md §5, layered over env, YAML and defaults."""
+"""``bupmesh hub``: run the hub, its flags layered over env, YAML and defaults.
+
+``bupmesh hub gen-cert`` makes its TLS material; ``bupmesh hub agent-token``
+(routed by ``bupmesh.cli`` to ``client.agent_tokens``) manages per-agent tokens
+through the running hub's admin API.
+"""
 
 from __future__ import annotations
 
@@ -46,7 +51,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     from bupmesh.logs import add_arguments as add_log_arguments
 
     add_log_arguments(parser)
-    # `bupmesh hub gen-cert`: the one hub subcommand; plain `bupmesh hub` runs the hub.
+    # `bupmesh hub gen-cert`; plain `bupmesh hub` runs the hub. `bupmesh hub agent-token`
+    # never reaches this parser (bupmesh.cli routes it to client.agent_tokens).
+    parser.epilog = ("agent-token: create, list or revoke per-agent tokens over the hub's "
+                     "admin API (bupmesh hub agent-token --help)")
     commands = parser.add_subparsers(dest="hub_command", metavar="{gen-cert}")
     from hub import certs
 
