@@ -18,7 +18,15 @@ import anyio
 import anyio.abc
 
 from hub.alerts.delivery import AlertDelivery
-from hub.alerts.rules import AgentSample, AlertEvaluator, AlertRules, IpSample, Snapshot, TaskSample
+from hub.alerts.rules import (
+    AgentSample,
+    AlertEvaluator,
+    AlertRules,
+    DuplicateSample,
+    IpSample,
+    Snapshot,
+    TaskSample,
+)
 
 log = logging.getLogger("bupmesh.alerts")
 
@@ -43,7 +51,12 @@ async def snapshot(service: Any, rules: AlertRules, now: float) -> Snapshot:
         for row in await service.list_ips()
     )
     ended = await service.store.count_ended_since(now - rules.failure_window_seconds)
-    return Snapshot(agents=agents, tasks=tasks, ips=ips,
+    duplicates = tuple(
+        DuplicateSample(agent_id=d["agent_id"], live_address=d["live_address"],
+                        refused_address=d["refused_address"], attempts=d["attempts"])
+        for d in service.agent_duplicates()
+    )
+    return Snapshot(agents=agents, tasks=tasks, ips=ips, duplicates=duplicates,
                     window_completed=ended.get("completed", 0),
                     window_failed=ended.get("failed", 0))
 

@@ -30,6 +30,10 @@ Rules (each condition has a stable ``key``):
   always slow is still worth knowing about, and a floor needs no history to be
   right after a restart. Resolved when the speed recovers or the task stops
   uploading. ``low_speed_bps = 0`` turns the rule off.
+- ``agent_duplicate:<agent id>``: a second agent process claimed an id a live
+  stream holds and was refused (a copied agent.yml, or someone else holding the
+  PSK), with both addresses. Resolved once no such claim came for a while (the
+  hub forgets it: hub/core/duplicates.py).
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ AGENT_OFFLINE = "agent_offline"
 FAILURE_RATE = "failure_rate"
 IP_RISK = "ip_risk"
 LOW_SPEED = "low_speed"
+AGENT_DUPLICATE = "agent_duplicate"
 
 
 @dataclass(frozen=True)
@@ -90,10 +95,19 @@ class IpSample:
 
 
 @dataclass(frozen=True)
+class DuplicateSample:
+    agent_id: str
+    live_address: str
+    refused_address: str
+    attempts: int = 1
+
+
+@dataclass(frozen=True)
 class Snapshot:
     agents: tuple[AgentSample, ...] = ()
     tasks: tuple[TaskSample, ...] = ()  # tasks that are not terminal
     ips: tuple[IpSample, ...] = ()
+    duplicates: tuple[DuplicateSample, ...] = ()  # agent ids claimed by a second process
     # Tasks that ended within the failure window, by outcome.
     window_completed: int = 0
     window_failed: int = 0
@@ -178,6 +192,7 @@ class AlertEvaluator:
         yield from self._failure_rate(snap)
         yield from self._risky_ips(snap.ips, now)
         yield from self._slow_tasks(snap.tasks, now)
+        yield from self._duplicates(snap.duplicates)
 
     def _offline_agents(self, agents: Iterable[AgentSample], now: float) -> Iterable[_Condition]:
         limit = self.rules.agent_offline_seconds
@@ -248,6 +263,20 @@ class AlertEvaluator:
                 )
         # A fast sample (or the task ending) restarts the count.
         self._slow_since = slow_now
+
+
+    def _duplicates(self, duplicates: Iterable[DuplicateSample]) -> Iterable[_Condition]:
+        for dup in duplicates:
+            yield _Condition(
+                key=f"{AGENT_DUPLICATE}:{dup.agent_id}", kind=AGENT_DUPLICATE,
+                severity="warning", subject=dup.agent_id,
+                summary=(f"agent id {dup.agent_id} is claimed by two processes: connected "
+                         f"from {dup.live_address or '?'}, refused from "
+                         f"{dup.refused_address or '?'} (a copied agent config, or someone "
+                         "else holding the PSK)"),
+                details={"agent_id": dup.agent_id, "live_address": dup.live_address,
+                         "refused_address": dup.refused_address, "attempts": dup.attempts},
+            )
 
 
 def _duration(seconds: float) -> str:
