@@ -1,6 +1,7 @@
-"""The hub's web UI: three static files served at ``/`` (no build step, no CDN).
+"""The hub's web UI: static files served at ``/`` (no build step, no CDN).
 
-``index.html``, ``app.js`` and ``style.css`` ship as package data beside this
+``index.html``, ``app.js`` (``access.js``: the agent access section) and
+``style.css`` ship as package data beside this
 module and are read once when the app is built. The page logs in with the admin
 token (kept in the tab's ``sessionStorage``, sent as ``Authorization: Bearer``,
 never in a URL), reads the admin API, and follows ``GET /api/manage/events``
@@ -24,6 +25,7 @@ from starlette.routing import BaseRoute, Route
 _FILES = {
     "index.html": "text/html; charset=utf-8",
     "app.js": "text/javascript; charset=utf-8",
+    "access.js": "text/javascript; charset=utf-8",
     "style.css": "text/css; charset=utf-8",
 }
 
@@ -46,7 +48,7 @@ def _load() -> dict[str, bytes]:
 
 
 def web_routes() -> list[BaseRoute]:
-    """``GET /`` (the page) and ``GET /ui/app.js``, ``GET /ui/style.css``."""
+    """``GET /`` (the page) and ``GET /ui/app.js``, ``/ui/access.js``, ``/ui/style.css``."""
     files = _load()
 
     def static(name: str) -> Route:

@@ -191,10 +191,10 @@ function onEvent(name, data) {
     state.skewMs = data.server_time * 1000 - Date.now();
     state.live = "live";
     setLive("live", "live");
-    renderAgents(); renderTasks(); renderIps();
+    renderAgents(); renderTasks(); renderIps(); renderAccess();
   } else if (name === "agent") {
     state.agents.set(data.agent_id, data);
-    renderAgents();
+    renderAgents(); renderAccess();
   } else if (name === "task") {
     state.tasks.set(data.task_id, data);
     renderTasks();
@@ -261,7 +261,7 @@ function makeAgentRow(agent) {
   const path = (action) => `/api/manage/agents/${encodeURIComponent(id)}/${action}`;
   const run = (action) => async () => {
     const row = await act(`${action} ${id}`, "POST", path(action));
-    if (row) { state.agents.set(row.agent_id, row); renderAgents(); }
+    if (row) { state.agents.set(row.agent_id, row); renderAgents(); renderAccess(); }
   };
   tr.buttons_ = {
     drain: button("Drain", run("drain"), { className: "act-drain" }),
@@ -454,6 +454,7 @@ function start() {
   state.abort = new AbortController();
   follow(state.abort.signal);
   loadRecordings();
+  startAccess();
 }
 
 function logout(message = "") {
@@ -462,6 +463,7 @@ function logout(message = "") {
   state.abort = null;
   state.agents.clear(); state.tasks.clear(); state.ips = [];
   for (const id of ["agents-body", "tasks-body", "ips-body", "recordings-body"]) $(id).replaceChildren();
+  stopAccess();
   showApp(false);
   $("login-error").textContent = message;
   $("token").value = "";
@@ -499,6 +501,7 @@ document.addEventListener("DOMContentLoaded", () => {
   $("login-form").addEventListener("submit", login);
   $("logout").addEventListener("click", () => logout());
   $("recordings-refresh").addEventListener("click", loadRecordings);
+  bindAccess();
   // Relative times age on the page; the hub sends nothing for that.
   setInterval(() => {
     for (const td of document.querySelectorAll("td.col-heartbeat")) td.textContent = ago(Number(td.dataset.time));
