@@ -31,7 +31,7 @@ from hub.agents.admission import Admission
 from hub.agents.agent_tokens import AgentTokens, looks_like_agent_token
 from hub.core.errors import AuthError, BadRequest, DuplicateAgent, Forbidden
 from hub.core.events import EventBus
-from hub.core.registry import REJECTED, AgentInfo, Registry
+from hub.core.registry import REJECTED, AgentInfo, Registry, describe_address
 from hub.store.tasks import Store
 from protocol import mesh_pb2 as pb
 from protocol.tokens import TokenError, TokenIssuer
@@ -94,7 +94,7 @@ class AgentAuth:
         info = self.registry.get(agent_id)
         if info is not None:
             self._refuse_barred(info)
-        self.check_claim(agent_id, instance_id, peer or ip_address)
+        self.check_claim(agent_id, instance_id, describe_address(peer, ip_address))
         new = info is None
         info = self.registry.ensure(agent_id)
         apply_capabilities(info, agent_name, ip_address, capabilities, tags)

@@ -21,7 +21,7 @@ from hub.core.held import reattach_offset
 from hub.core.leases import end_held_lease, end_session_leases
 from hub.core.lifecycle import TaskRecord
 from hub.core.ports import Submissions
-from hub.core.registry import PENDING
+from hub.core.registry import PENDING, describe_address
 from hub.core.spawner import Spawner
 from hub.core.state import HubState
 from protocol import mesh_pb2 as pb
@@ -51,7 +51,8 @@ class Sessions:
         async with state.lock:
             # Before anything of the Hello is applied: a second process claiming a live
             # id (a copied agent.yml, a stolen PSK) changes nothing and is refused.
-            self.auth.check_claim(session.agent_id, hello.instance_id, session.peer_ip)
+            self.auth.check_claim(session.agent_id, hello.instance_id,
+                                  describe_address(session.peer_ip, hello.ip_address))
             info = state.registry.ensure(session.agent_id)
             caps = hello.capabilities
             apply_capabilities(

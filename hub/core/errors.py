@@ -31,9 +31,8 @@ class DuplicateAgent(Conflict):
     """Another process holds this agent id on a live stream; the message names its address."""
 
     def __init__(self, agent_id: str, holder_address: str) -> None:
-        super().__init__(
-            f"agent id {agent_id} is already connected from {holder_address or 'an unknown address'}"
-            " (another process with the same agent id); give this agent an id of its own")
+        super().__init__(f"agent id {agent_id} is already connected from "
+                         f"{holder_address or 'an unknown address'} by another agent process")
         self.agent_id = agent_id
         self.holder_address = holder_address
 

@@ -196,6 +196,13 @@ class Registry:
 
 
 def live_address(info: AgentInfo) -> str:
-    """Where the agent's live stream comes from (the peer address the hub sees), else the
-    address it reported."""
-    return getattr(info.session, "peer_ip", "") or info.ip_address
+    """Where the agent's live stream comes from, as :func:`describe_address` puts it."""
+    return describe_address(getattr(info.session, "peer_ip", ""), info.ip_address)
+
+
+def describe_address(peer: str, reported: str) -> str:
+    """The address the hub sees a connection from, and the one the agent reports for
+    itself when that differs (behind NAT, or several agents on one host)."""
+    if not peer or not reported or peer == reported:
+        return peer or reported
+    return f"{peer} (reports {reported})"

@@ -217,6 +217,7 @@ class make_hub:  # noqa: N801 - used as an async context manager factory
         await asyncio.gather(*self.hub.readers, return_exceptions=True)
         self._tg.cancel_scope.cancel()
         await self._tg.__aexit__(None, None, None)
+        self._grpc.service.close()
         self._grpc.service.store.close()
 
 
