@@ -195,7 +195,8 @@ def check_static_files(mesh: LocalMesh) -> None:
     csp = page.headers["content-security-policy"]
     assert "script-src 'self'" in csp and "default-src 'none'" in csp
     bodies = [page.text]
-    for path, kind in (("/ui/app.js", "text/javascript"), ("/ui/style.css", "text/css")):
+    for path, kind in (("/ui/app.js", "text/javascript"), ("/ui/access.js", "text/javascript"),
+                       ("/ui/style.css", "text/css")):
         response = httpx.get(mesh.hub_url + path, timeout=10)
         assert response.status_code == 200 and response.headers["content-type"].startswith(kind)
         bodies.append(response.text)
