@@ -24,6 +24,7 @@ demo: $(VENV)/.installed
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 
 # The web UI's browser test drives Debian's Chromium (never a downloaded browser).
 # Installed from the distribution when missing; CI runs as root on a clean Debian.
@@ -37,6 +38,7 @@ $(CHROMIUM):
 
 test: $(VENV)/.installed-test $(CHROMIUM)
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest
 
 # The long chaos campaign (tests/chaos, docs/internals.md): 20 fresh random seeds,

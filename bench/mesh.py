@@ -6,7 +6,7 @@ Prints:
     their ratio (medians over --runs);
   * the agent's peak RSS while it runs 3 concurrent 1 GiB uploads with
     ``--buffer-size-mb 64``, and the bytes it wrote to disk (/proc/PID/io).
-Targets (issue 3): ratio >= 0.8, agent RSS <= 150 MB, 0 bytes written.
+Targets: ratio >= 0.8, agent RSS <= 150 MB, 0 bytes written.
 
 Uncapped, every process here competes for the same CPU cores (the mesh runs
 three busy processes where a direct upload runs two), so the ratio measures

@@ -40,7 +40,7 @@ and ``hub.core.retry_policy`` with a fake clock:
 Columns: 406 responses, makespan (first arrival to last completion), mean and
 95th-percentile wait (arrival to the start of the attempt that succeeded),
 successful uploads per IP, admin re-enables needed (IPs the ledger disabled).
-Target (issue 4): ip_diversity has >= 5x fewer 406s than round_robin, with no
+Target: ip_diversity has >= 5x fewer 406s than round_robin, with no
 worse makespan.
 
 Why the strategies differ: all of them respect the ledger's configured rules,

@@ -1,4 +1,5 @@
-"""``bupmesh hub``: run the hub, its flags layered over env, YAML and defaults.
+"""``bupmesh hub``: run the hub, its flags layered over env, YAML and defaults
+(docs/reference.md).
 
 ``bupmesh hub gen-cert`` makes its TLS material; ``bupmesh hub agent-token``
 (routed by ``bupmesh.cli`` to ``client.agent_tokens``) manages per-agent tokens

@@ -12,12 +12,13 @@ import ipaddress
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
+from msgspec import Meta
 
 from bupmesh.config import ConfigError, load_config, parse_host_port
-from hub.submission import templates
+from hub.core import templates
 from uploader.client import DEFAULT_MEMBER_URL
 
 
@@ -25,148 +26,187 @@ class _S(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     pass
 
 
+HOUR = 3600
+DAY = 86400
+
+
+# Every setting carries a description, and every number its valid range: msgspec
+# checks the range while decoding, so a value outside it stops startup with one line
+# naming the key, and docs/reference.md's settings table is drawn from both
+# (bupmesh/reference.py).
+def _n(kind: type, lo: float | None, hi: float | None, doc: str, *, gt: bool = False) -> Any:
+    meta = Meta(gt=lo, le=hi, description=doc) if gt else Meta(ge=lo, le=hi, description=doc)
+    return Annotated[kind, meta]
+
+
+def _d(kind: Any, doc: str) -> Any:
+    return Annotated[kind, Meta(description=doc)]
+
+
 class TLSSettings(_S):
-    cert_file: str | None = None
-    key_file: str | None = None
+    cert_file: _d(str | None, "the hub's certificate (PEM, with the CA chain) for gRPC and "
+                  "HTTP") = None
+    key_file: _d(str | None, "its private key") = None
 
 
 class BilibiliSettings(_S):
-    member_url: str = DEFAULT_MEMBER_URL
-    passport_url: str = "https://passport.bilibili.com"  # TV QR login
-    api_url: str = "https://api.bilibili.com"  # x/web-interface/nav: account validity
+    member_url: _d(str, "Bilibili's member API (preupload, submission); agents get it in "
+                   "each Offer") = DEFAULT_MEMBER_URL
+    passport_url: _d(str, "passport API (TV QR login)") = "https://passport.bilibili.com"
+    api_url: _d(str, "web API (x/web-interface/nav: is an account still logged in)") = \
+        "https://api.bilibili.com"
 
 
 class HeartbeatSettings(_S):
-    interval_seconds: float = 30
-    offline_after_seconds: float = 90
-    # After an agent's stream ends, its streaming leases wait this long for the agent
-    # to dial back and hold them (Hello.held_tasks) before they are re-queued; 0: at once.
-    held_grace_seconds: float = 0
+    interval_seconds: _n(float, 0, HOUR, "how often agents send a heartbeat", gt=True) = 30
+    offline_after_seconds: _n(float, 0, DAY, "an agent silent this long is offline and its "
+                              "stream closed (must exceed interval_seconds)", gt=True) = 90
+    held_grace_seconds: _n(float, 0, HOUR, "how long a lost stream's uploading leases wait "
+                           "for their agent to dial back and hold them (0: re-queue at once)") = 0
 
 
 class SchedulerSettings(_S):
-    strategy: Literal[
-        "round_robin", "least_connections", "weighted_round_robin", "ip_diversity", "locality"
-    ] = "ip_diversity"
+    strategy: _d(Literal["round_robin", "least_connections", "weighted_round_robin",
+                         "ip_diversity", "locality"],
+                 "which agent uploads a part next; every strategy honours the risk "
+                 "ledger") = "ip_diversity"
 
 
 class RiskSettings(_S):
-    min_interval_seconds: float = 300
-    max_uploads_per_hour: int = 6
-    cooldown_seconds: float = 3600
-    disable_after_events: int = 3
+    min_interval_seconds: _n(float, 0, DAY, "least time between two upload starts on one "
+                             "IP") = 300
+    max_uploads_per_hour: _n(int, 0, 1_000_000, "upload starts per IP in any hour (0: no cap)") = 6
+    cooldown_seconds: _n(float, 0, 7 * DAY, "first cooldown of an IP after a risk-control "
+                         "answer (it grows with repeats)") = 3600
+    disable_after_events: _n(int, 0, 1000, "risk events after which an IP is disabled until "
+                             "an admin re-enables it (0: never)") = 3
 
 
 class RetrySettings(_S):
-    network_retries: int = 3
-    backoff_initial_seconds: float = 1
-    backoff_max_seconds: float = 60
+    network_retries: _n(int, 0, 100, "retries on the same agent after a network error") = 3
+    backoff_initial_seconds: _n(float, 0, HOUR, "first retry delay (doubles each time)") = 1
+    backoff_max_seconds: _n(float, 0, DAY, "longest retry delay") = 60
 
 
 class IngestSettings(_S):
-    bililive_recorder_work_dir: str | None = None
-    blrec_work_dir: str | None = None
-    watch_dirs: list[str] = []
-    webhook_secret: str | None = None
-    # Which blrec event brings a finished file: with blrec's remuxing (flv -> mp4, source
-    # deleted) the file to upload is the post-processed one.
-    blrec_file_event: Literal["VideoFileCompletedEvent", "VideoPostprocessingCompletedEvent"] = \
-        "VideoFileCompletedEvent"
-    # Folder watcher (hub/ingest/watcher.py): poll period, how long a file must hold
-    # still to count as finished, and the pause that separates two live sessions.
-    watch_interval_seconds: float = 5
-    watch_stable_seconds: float = 30
-    watch_session_gap_seconds: float = 1800
+    bililive_recorder_work_dir: _d(str | None, "BililiveRecorder's work directory: its "
+                                   "webhooks' paths must lie inside") = None
+    blrec_work_dir: _d(str | None, "blrec's work directory: its webhooks' paths must lie "
+                       "inside") = None
+    watch_dirs: _d(list[str], "directories the folder watcher polls for finished files "
+                   "(recorders without webhooks)") = []
+    webhook_secret: _d(str | None, "secret the recorder webhooks must present (?secret=, "
+                       "X-Webhook-Secret or a bearer token)") = None
+    blrec_file_event: _d(Literal["VideoFileCompletedEvent", "VideoPostprocessingCompletedEvent"],
+                         "which blrec event brings a finished file (the post-processed one "
+                         "when blrec remuxes)") = "VideoFileCompletedEvent"
+    watch_interval_seconds: _n(float, 0, HOUR, "how often the folder watcher polls",
+                               gt=True) = 5
+    watch_stable_seconds: _n(float, 0, DAY, "how long a file must hold still to count as "
+                             "finished") = 30
+    watch_session_gap_seconds: _n(float, 0, 7 * DAY, "a pause longer than this starts a new "
+                                  "recording and ends the old one") = 1800
+
+
+_API = Literal["auto", "web", "app"]
 
 
 class SubmissionSettings(_S):
-    auto_submit: bool = False
-    account: str | None = None
-    # Placeholders: hub/submission/templates.py (${title}, ${uname}, ${yyyy}, ...).
-    title_template: str = "${title}"
-    part_title_template: str = "P${index}"
-    desc_template: str = ""
-    tags: str | list[str] = ""
-    tid: int = 171
-    copyright: int = 2
-    source_template: str = ""
-    # web (add/v3, cookies) | app (app/add, access key) | auto (web if cookies have bili_jct)
-    api: Literal["auto", "web", "app"] = "auto"
-    # A recording is submitted once it has been unchanged this long after its session
-    # ended (a recorder may deliver the last FileClosed after SessionEnded).
-    settle_seconds: float = 10
-    # After a Submit whose outcome is unknown (agent lost, hub restart), wait this long
-    # before looking for the archive and maybe submitting again.
-    unknown_wait_seconds: float = 30
-    # An agent abandons a Submit this long after receiving it. A lost answer is retried
-    # only after sent + this + unknown_wait_seconds: by then the first attempt has
-    # either reached Bilibili (and the retry finds its archive) or never will.
-    agent_deadline_seconds: float = 90
-    # Delay before another try after a risk-control answer or a network failure.
-    retry_seconds: float = 60
+    auto_submit: _d(bool, "submit a recording by itself once its session ended and every "
+                    "part is up") = False
+    account: _d(str | None, "account to upload and submit as (unset: the only one)") = None
+    title_template: _d(str, "archive title; placeholders such as ${title} ${uname} "
+                       "${yyyy}") = "${title}"
+    part_title_template: _d(str, "title of each part") = "P${index}"
+    desc_template: _d(str, "archive description") = ""
+    tags: _d(str | list[str], "tags, comma-separated or a list") = ""
+    tid: _n(int, 1, 100_000, "Bilibili category (分区) id") = 171
+    copyright: _n(int, 1, 2, "1: original work, 2: repost") = 2
+    source_template: _d(str, "source of a repost (empty: the live room's URL)") = ""
+    api: _d(_API, "web (add/v3, cookies), app (app/add, access key), or auto (web when the "
+            "cookies carry bili_jct)") = "auto"
+    settle_seconds: _n(float, 0, DAY, "a recording is submitted once unchanged this long "
+                       "after its session ended") = 10
+    unknown_wait_seconds: _n(float, 0, DAY, "after a Submit whose outcome is unknown, wait "
+                             "this long before looking for the archive") = 30
+    agent_deadline_seconds: _n(float, 1, HOUR, "an agent abandons a Submit this long after "
+                               "receiving it; a lost answer is retried only after this plus "
+                               "unknown_wait_seconds") = 90
+    retry_seconds: _n(float, 0, DAY, "delay before another Submit after a risk-control "
+                      "answer or a network failure") = 60
 
 
 class RoomSettings(_S):
     """Per-room overrides: the submission keys, unset ones fall back to ``submission``."""
 
-    auto_submit: bool | None = None
-    account: str | None = None
-    title_template: str | None = None
-    part_title_template: str | None = None
-    desc_template: str | None = None
-    tags: str | list[str] | None = None
-    tid: int | None = None
-    copyright: int | None = None
-    source_template: str | None = None
+    auto_submit: _d(bool | None, "as submission.auto_submit, for this room") = None
+    account: _d(str | None, "as submission.account") = None
+    title_template: _d(str | None, "as submission.title_template") = None
+    part_title_template: _d(str | None, "as submission.part_title_template") = None
+    desc_template: _d(str | None, "as submission.desc_template") = None
+    tags: _d(str | list[str] | None, "as submission.tags") = None
+    tid: _n(int, 1, 100_000, "as submission.tid") | None = None
+    copyright: _n(int, 1, 2, "as submission.copyright") | None = None
+    source_template: _d(str | None, "as submission.source_template") = None
 
 
 class AlertSettings(_S):
     """When the hub raises an alert (hub/alerts/rules.py) and where it goes (the log, and a
     JSON POST to ``webhook_url`` when set; the URL may carry a token: never logged)."""
 
-    webhook_url: str | None = None
-    agent_offline_seconds: float = 300
-    failure_rate: float = 0.1
-    failure_window_seconds: float = 3600
-    min_failures: int = 3
-    low_speed_bps: float = 100 * 1024  # 0 turns the low-speed alert off
-    low_speed_seconds: float = 300
-    evaluate_interval_seconds: float = 15
-    webhook_timeout_seconds: float = 10
-    webhook_retries: int = 3
+    webhook_url: _d(str | None, "where alerts are POSTed as JSON (may carry a token; never "
+                    "logged)") = None
+    agent_offline_seconds: _n(float, 0, 7 * DAY, "alert when an agent is offline this long",
+                              gt=True) = 300
+    failure_rate: _n(float, 0, 1, "alert when more than this share of ended tasks failed",
+                     gt=True) = 0.1
+    failure_window_seconds: _n(float, 0, 7 * DAY, "the window failure_rate counts over",
+                               gt=True) = 3600
+    min_failures: _n(int, 1, 100_000, "failures needed in the window before failure_rate "
+                     "alerts") = 3
+    low_speed_bps: _n(float, 0, None, "alert when an upload stays below this speed, bytes/s "
+                      "(0: off)") = 100 * 1024
+    low_speed_seconds: _n(float, 0, DAY, "how long an upload must stay slow to alert",
+                          gt=True) = 300
+    evaluate_interval_seconds: _n(float, 0, HOUR, "how often the alert rules run",
+                                  gt=True) = 15
+    webhook_timeout_seconds: _n(float, 0, 600, "timeout of one webhook POST", gt=True) = 10
+    webhook_retries: _n(int, 0, 10, "retries of a failed webhook POST") = 3
 
 
 class AgentsSettings(_S):
     """How agents are admitted (hub/agents/auth.py, hub/agents/admission.py)."""
 
-    # The shared PSK registers any agent id; off, only per-agent tokens do
-    # (``bupmesh hub agent-token create ID``).
-    allow_psk: bool = True
-    # An id first seen through the PSK waits as "pending" (no work) until an admin
-    # approves it.
-    require_approval: bool = False
-    # agent id -> the accounts (names or ids) whose credentials it may receive;
-    # an agent not listed may use every account (or what the API set for it).
-    allowed_accounts: dict[str, list[str]] = {}
+    allow_psk: _d(bool, "the shared PSK registers any agent id; false: only per-agent "
+                  "tokens (bupmesh hub agent-token create ID)") = True
+    require_approval: _d(bool, "an agent id first seen through the PSK waits as pending, "
+                         "with no work, until an admin approves it") = False
+    allowed_accounts: _d(dict[str, list[str]], "agent id -> the accounts (names or ids) "
+                         "whose credentials it may receive; an agent not listed may use "
+                         "every account, or what the API set for it") = {}
 
 
 class HubConfig(_S):
-    http_listen: str = "0.0.0.0:12380"
-    grpc_listen: str = "0.0.0.0:12382"
-    data_dir: str = "./data"
-    psk: str = ""
-    admin_token: str = ""
-    # Read-only role: the API's GETs, the web UI, /metrics and the event stream.
-    viewer_token: str = ""
-    # Directories the hub uploads files from (plus the ingest directories), after
-    # symlinks are resolved; never the data directory. Unset: the directory the hub
-    # was started in. A string is a list separated by os.pathsep (the environment).
-    media_roots: list[str] | str | None = None
+    http_listen: _d(str, "admin HTTP API, web UI, webhooks, /metrics (HOST:PORT)") = \
+        "0.0.0.0:12380"
+    grpc_listen: _d(str, "the gRPC link agents dial (HOST:PORT)") = "0.0.0.0:12382"
+    data_dir: _d(str, "SQLite database and key material (made 0700; never uploaded)") = \
+        "./data"
+    psk: _d(str, "pre-shared key agents register with (required unless "
+            "agents.allow_psk is false)") = ""
+    admin_token: _d(str, "bearer token of the admin API and web UI (required)") = ""
+    viewer_token: _d(str, "read-only bearer token: the API's reads, the web UI, /metrics "
+                     "and the event stream; every change is refused (empty: no viewer)") = ""
+    media_roots: _d(list[str] | str | None,
+                    "directories whose files the hub may upload, after symlinks, besides the "
+                    "ingest directories; never the data directory (unset: the directory the "
+                    "hub runs in; a string is split on the path separator)") = None
     agents: AgentsSettings = msgspec.field(default_factory=AgentsSettings)
     tls: TLSSettings = msgspec.field(default_factory=TLSSettings)
-    insecure: bool = False
-    compression: Literal["none", "gzip"] = "none"
-    token_ttl_seconds: float = 86400
+    insecure: _d(bool, "serve plaintext on a non-loopback address anyway") = False
+    compression: _d(Literal["none", "gzip"], "gRPC compression of the link") = "none"
+    token_ttl_seconds: _n(float, 10, 30 * DAY, "lifetime of an agent's JWT (refreshed "
+                          "before it expires)") = 86400
     bilibili: BilibiliSettings = msgspec.field(default_factory=BilibiliSettings)
     heartbeat: HeartbeatSettings = msgspec.field(default_factory=HeartbeatSettings)
     scheduler: SchedulerSettings = msgspec.field(default_factory=SchedulerSettings)
@@ -253,18 +293,13 @@ def validate(config: HubConfig) -> HubConfig:
         if not getattr(config.bilibili, key).startswith(("http://", "https://")):
             raise ConfigError(f"bilibili.{key}: expected an http(s) URL")
     hb = config.heartbeat
-    if hb.interval_seconds <= 0:
-        raise ConfigError("heartbeat.interval_seconds: must be positive")
     if hb.offline_after_seconds <= hb.interval_seconds:
         raise ConfigError("heartbeat.offline_after_seconds: must exceed interval_seconds")
-    if not 0 <= hb.held_grace_seconds <= 3600:
-        raise ConfigError("heartbeat.held_grace_seconds: must be within 0..3600")
-    if config.token_ttl_seconds < 10:
-        raise ConfigError("token_ttl_seconds: must be at least 10")
-    if config.retry.network_retries < 0:
-        raise ConfigError("retry.network_retries: must not be negative")
     _validate_templates(config)
-    _validate_alerts(config.alerts)
+    url = config.alerts.webhook_url
+    if url is not None and not url.startswith(("http://", "https://")):
+        # The URL may hold a token: the message never quotes it.
+        raise ConfigError("alerts.webhook_url: expected an http(s) URL")
     return config
 
 
@@ -324,25 +359,6 @@ def _validate_agents(agents: AgentsSettings) -> None:
         if any(not str(a).strip() or len(str(a)) > 64 for a in accounts):
             raise ConfigError(f"agents.allowed_accounts.{agent_id}: account names are 1-64 "
                               "characters")
-
-
-def _validate_alerts(alerts: AlertSettings) -> None:
-    url = alerts.webhook_url
-    if url is not None and not url.startswith(("http://", "https://")):
-        # The URL may hold a token: the message never quotes it.
-        raise ConfigError("alerts.webhook_url: expected an http(s) URL")
-    for name in ("agent_offline_seconds", "failure_window_seconds", "low_speed_seconds",
-                 "evaluate_interval_seconds", "webhook_timeout_seconds"):
-        if getattr(alerts, name) <= 0:
-            raise ConfigError(f"alerts.{name}: must be positive")
-    if not 0 < alerts.failure_rate <= 1:
-        raise ConfigError("alerts.failure_rate: must be in (0, 1]")
-    if alerts.min_failures < 1:
-        raise ConfigError("alerts.min_failures: must be at least 1")
-    if alerts.low_speed_bps < 0:
-        raise ConfigError("alerts.low_speed_bps: must not be negative (0 turns it off)")
-    if not 0 <= alerts.webhook_retries <= 10:
-        raise ConfigError("alerts.webhook_retries: must be between 0 and 10")
 
 
 def load_hub_config(

@@ -21,9 +21,9 @@ from typing import Any
 import anyio
 import anyio.to_thread
 
-from hub.agents.transfer import fingerprint_of
 from hub.core import lifecycle as lc
 from hub.core.errors import BadRequest, NotFound
+from hub.core.file_identity import fingerprint_of
 from hub.core.lifecycle import TaskRecord
 from hub.core.ports import Accounts
 from hub.core.spawner import Spawner

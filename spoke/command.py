@@ -49,6 +49,17 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="local/hybrid: a directory of the hub's files readable here at the same path "
         "(repeatable); parts found there are uploaded from disk, not streamed",
     )
+    add(
+        "--bili-api-url",
+        metavar="URL",
+        help="Bilibili web API base, asked which address it sees this agent at "
+        "(default https://api.bilibili.com; env BUPMESH_BILI_API_URL)",
+    )
+    add(
+        "--egress-check-interval",
+        metavar="DUR",
+        help="how often to ask Bilibili for this agent's egress address (default 300s; 0: never)",
+    )
     log_arguments(parser)
 
 
@@ -70,6 +81,8 @@ def settings_from_args(args: argparse.Namespace) -> list[AgentSettings]:
         "agent.bandwidth_mbps": args.bandwidth_mbps,
         "agent.storage_type": args.storage_type,
         "agent.local_roots": args.local_root,
+        "bilibili.api_url": args.bili_api_url,
+        "agent.egress_check_interval": args.egress_check_interval,
     }
     if args.ca_file:
         flags["server.tls"] = True

@@ -32,6 +32,7 @@ from spoke.task_state import InvalidTransition, State, TaskState
 from uploader.client import DEFAULT_MEMBER_URL, BiliClient
 from uploader.credentials import Credentials, CredentialsError
 from uploader.errors import ErrorKind, StaleSessionError, UploadError
+from uploader.line_choice import LineEstimator
 from uploader.session import SessionError, UposSession
 from uploader.upos import Progress, UploadResult, UposUploader, server_filename
 
@@ -73,6 +74,7 @@ class TaskRunner:
         clock: Callable[[], float] = time.monotonic,
         client_factory: Callable[..., Any] = BiliClient,
         uploader_factory: Callable[..., Any] = UposUploader,
+        lines: LineEstimator | None = None,
     ) -> None:
         self.task_id = offer.task_id
         self.attempt = offer.attempt
@@ -96,6 +98,7 @@ class TaskRunner:
         self._clock = clock
         self._client_factory = client_factory
         self._uploader_factory = uploader_factory
+        self._lines = lines  # the agent's line estimates, kept across its uploads
         self.state = TaskState()
         self.credentials: Credentials | None = None
         self.session: UposSession | None = None
@@ -326,7 +329,12 @@ class TaskRunner:
         if isinstance(exc, TaskFailure):
             return self._fail(exc.kind, exc.message)
         if isinstance(exc, UploadError):
-            return self._fail(exc.kind.value, exc.message)
+            result = self._fail(exc.kind.value, exc.message)
+            # What the hub needs to react to Bilibili: its code, a captcha, a known wait.
+            result.error_code = exc.code or 0
+            result.voucher = exc.voucher or ""
+            result.retry_after_seconds = exc.retry_after or 0.0
+            return result
         if isinstance(exc, TimeoutError):
             if self._awaiting_proceed:
                 return self._fail(
@@ -392,6 +400,10 @@ class TaskRunner:
                 on_progress=self._on_progress,
                 on_commit=self._on_commit,
                 before_complete=self._before_complete,
+                lines=self._lines,
+                # A refused resume session ends the attempt (session_rejected): the hub
+                # decides where the fresh session starts, and counts the parts it drops.
+                restart_rejected=False,
             )
             return await uploader.upload(self.source, self.file_name, session=self.session)
 

@@ -4,7 +4,7 @@ One ``Submit`` -> exactly one ``SubmitResult``. The credentials live only in
 this coroutine and are gone when it returns. For ``attempt > 1`` the hub does
 not know whether an earlier attempt reached Bilibili (its answer was lost with
 a stream or a hub restart), so the agent first looks for an archive holding
-exactly these server file names (:func:`uploader.submit.find_archive`) and
+exactly these server file names (:func:`uploader.archive_list.find_archive`) and
 answers with it instead of submitting a second time.
 """
 
@@ -17,10 +17,11 @@ from typing import Any
 import msgspec
 
 from protocol import mesh_pb2 as pb
+from uploader.archive_list import find_archive
 from uploader.client import BiliClient
 from uploader.credentials import Credentials, CredentialsError
 from uploader.errors import ErrorKind, UploadError
-from uploader.submit import Submission, find_archive, submit_app, submit_web
+from uploader.submit import Submission, submit_app, submit_web
 
 log = logging.getLogger("bupmesh.agent")
 
@@ -82,7 +83,8 @@ async def execute(
     try:
         async with client_cm as client:
             if msg.attempt > 1:
-                found = await find_archive(client, [v.filename for v in submission.videos])
+                found = await find_archive(client, [v.filename for v in submission.videos],
+                                           title=submission.title)
                 if found is not None:
                     log.info("submit %s attempt %d: already submitted as %s", msg.submit_id,
                              msg.attempt, found.bvid)
@@ -91,7 +93,12 @@ async def execute(
             submit = submit_web if api == "web" else submit_app
             result = await submit(client, submission)
     except UploadError as exc:
-        return failure(exc.kind.value, exc.message)
+        result = failure(exc.kind.value, exc.message)
+        # Account throttles and penalties, a captcha, a known wait: the hub's to act on.
+        result.error_code = exc.code or 0
+        result.voucher = exc.voucher or ""
+        result.retry_after_seconds = exc.retry_after or 0.0
+        return result
     except Exception as exc:  # a bug here must still answer the hub exactly once
         log.exception("submit %s failed unexpectedly", msg.submit_id)
         return failure(AGENT_ERROR, f"{type(exc).__name__}: {exc}")

@@ -43,6 +43,7 @@ from typing import Any
 import anyio
 import anyio.to_thread
 
+from hub.core.file_identity import fingerprint_of
 from protocol import mesh_pb2 as pb
 from protocol.chunks import encode_chunk
 from protocol.credit import MAX_FRAME, CreditLedger
@@ -348,11 +349,6 @@ class Transfer:
 
     def _poke(self) -> None:
         self.wake.set()
-
-
-def fingerprint_of(st: os.stat_result) -> str:
-    """Stat identity of a file's content: any write changes ctime (and usually mtime)."""
-    return f"{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}"
 
 
 def _read_block(ts: TaskStream, offset: int, length: int, buffer: bytearray) -> bytearray:

@@ -13,7 +13,7 @@ from typing import Any
 import msgspec
 
 from hub.config import HubConfig, SubmissionSettings
-from hub.submission import templates
+from hub.core import templates
 from uploader.submit import Submission, VideoPart
 
 TITLE_LIMIT = 80  # Bilibili refuses longer titles

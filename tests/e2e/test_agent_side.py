@@ -1,4 +1,4 @@
-"""End to end, with real processes: the agent's side of issue 4.
+"""End to end, with real processes: the agent's side of scheduling and recovery.
 
 * A ``--storage-type local --local-root DIR`` agent uploads a part that lies in
   ``DIR`` from disk: the hub streams none of it (the agent's link carries only

@@ -1,4 +1,4 @@
-"""End to end, with real processes: an admin steering the mesh over HTTP (issue 4 item 7).
+"""End to end, with real processes: an admin steering the mesh over HTTP.
 
 Simulator, hub and two agents on 127.0.0.2-3; every step goes through the admin API
 and is checked at the simulator (which IP uploaded what) and in the hub's answers.

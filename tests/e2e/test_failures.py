@@ -1,10 +1,10 @@
-"""End to end, with real processes: the failures of issue 4, one fresh mesh per scenario.
+"""End to end, with real processes: failures and recovery, one fresh mesh per scenario.
 
 Each scenario starts ``bupmesh sim-bili``, ``bupmesh hub`` and agents bound to
 127.0.0.2-4, breaks something in the middle of an upload (the simulator's risk
 control or 5xx storm, a SIGKILLed agent or hub, a link reset or blackholed by
 :class:`tests.support.faultproxy.FaultProxy`) and then checks the invariants of
-DESIGN.md §6 at the simulator, which is the only witness that counts:
+the invariants of docs/architecture.md at the simulator, which is the only witness that counts:
 
 * every task ends ``completed`` or ``failed`` with a reason; none is left pending;
 * a completed part has exactly one completed upos object, whose MD5 and size
@@ -153,7 +153,7 @@ def wait_all_terminal(case: Scenario, timeout: float) -> list[dict]:
 
 
 def assert_exactly_once(case: Scenario, final: list[dict], *, all_completed: bool = True) -> None:
-    """DESIGN §6: one completed object per part with the source's bytes; nothing stuck."""
+    """The invariants: one completed object per part with the source's bytes; nothing stuck."""
     every_task = case.mesh.admin("GET", "/api/manage/tasks")
     every_task = every_task["tasks"] if isinstance(every_task, dict) else every_task
     stuck = [t for t in every_task if t["status"] not in TERMINAL]

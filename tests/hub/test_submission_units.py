@@ -10,8 +10,8 @@ import pytest
 
 from bupmesh.config import ConfigError
 from hub.config import HubConfig, validate
+from hub.core import templates
 from hub.submission import machine as m
-from hub.submission import templates
 from hub.submission.settings import build_submission, room_settings
 
 START = time.mktime((2026, 11, 29, 20, 5, 9, 0, 0, -1))
