@@ -166,11 +166,8 @@ async def test_the_viewer_token_reads_everything_and_changes_nothing(api: Api) -
             assert r.status_code not in (401, 403), (path, r.status_code, r.text)
     assert (await api.client.get("/api/manage/whoami", headers=viewer)).json()["data"] == \
         {"role": "viewer"}
-    async with api.client.stream("GET", "/api/manage/events", headers=viewer) as stream:
-        assert stream.status_code == 200
-        async for line in stream.aiter_lines():
-            assert line == "event: snapshot"
-            break
+    # (the event stream never ends, which the in-process transport cannot read a line of:
+    # tests/e2e/test_identity.py follows it with the viewer token in a browser)
     # nothing changed, and every refusal is audited as the viewer's
     assert api.service.list_agent_tokens() == [] and await api.service.list_agents() == []
     entries = (await api.client.get("/api/manage/audit?limit=1000",
