@@ -165,6 +165,7 @@ class Agent:
             buffer_bytes=s.buffer_bytes,
             finish_handshake=True,
             submit=True,  # spoke/submitter.py
+            archive_operations=True,  # spoke/archive_ops.py
             crc32_integrity=s.crc32_integrity,
             local_paths=list(s.local_roots) if s.storage_type in ("local", "hybrid") else [],
         )

@@ -16,6 +16,8 @@ domain errors (:mod:`hub.core.errors`) and the link maps them (``STATUS`` and
 (:class:`hub.core.errors.ProtocolViolation`) ends only this stream, with
 INVALID_ARGUMENT or FAILED_PRECONDITION and a readable detail; a Hello the hub
 refuses (another process holds the agent id: ALREADY_EXISTS) ends it the same way.
+A message whose write found the hub's disk full (``StorageFull``) ends nothing:
+the stream goes on and the write is made, or asked for again, once space returns.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from hub.core.errors import (
     DuplicateAgent,
     Forbidden,
     ProtocolViolation,
+    StorageFull,
     Violation,
 )
 from protocol import mesh_pb2 as pb
@@ -211,7 +214,13 @@ class AgentSession:
                 if msg is None:  # see _parse: bytes that are not an AgentMessage
                     raise ProtocolViolation(Violation.MALFORMED,
                                             "not a valid AgentMessage (protobuf decode failed)")
-                await self._dispatch(msg)
+                try:
+                    await self._dispatch(msg)
+                except StorageFull as exc:
+                    # The hub's disk is full: what this message asked to store waits
+                    # (or is asked again by the agent); the stream and its uploads go on.
+                    log.warning("agent %s: %s not stored: %s", self.agent_id,
+                                msg.WhichOneof("kind"), exc)
         except ProtocolViolation as exc:
             log.warning("agent %s: closing stream: %s", self.agent_id, exc.details)
             self.close("protocol error", exc)

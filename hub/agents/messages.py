@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from hub.core import lifecycle as lc
 from hub.core.errors import Conflict, NotFound, ProtocolViolation, Violation
 from hub.core.lifecycle import Outcome, Status, TaskRecord
-from hub.core.outcomes import Outcomes
+from hub.core.outcomes import Outcomes, Refusal
 from hub.core.ports import Submissions
 from hub.core.reports import HeartbeatReport, ProgressReport
 from hub.core.spawner import Spawner
@@ -60,7 +60,8 @@ class Messages:
         if kind == "heartbeat":
             await self._heartbeat(session.agent_id, HeartbeatReport(
                 status=msg.status, current_tasks=msg.current_tasks, free_slots=msg.free_slots,
-                memory_mb=msg.memory_mb, tasks_completed=msg.tasks_completed))
+                memory_mb=msg.memory_mb, tasks_completed=msg.tasks_completed,
+                egress_ip=msg.egress_ip, line=msg.line, line_bps=msg.line_bps))
             return
         if kind == "submit_result":
             if self.submissions is not None:
@@ -146,13 +147,14 @@ class Messages:
             state.events.touch_task(task.task_id)
             if report.status == "failed":
                 info = state.registry.get(agent_id)
-                ip = info.ip_address if info else ""
+                ip = info.risk_ip if info else ""
                 message = str(report.error_message or "reported failed")[:1000]
                 ruling = state.lifecycle.result(
                     task, agent_id, task.attempt, success=False,
-                    error_kind=report.error_kind or lc.NETWORK, error_message=message, ip=ip)
+                    error_kind=report.error_kind or lc.NETWORK, error_message=message,
+                    ip=self.outcomes.where(task, agent_id)[0])
                 if ruling.outcome is not Outcome.IGNORED:
-                    await self.outcomes.note(agent_id, ip, ruling, message=message)
+                    await self.outcomes.note(task, agent_id, ruling, message=message)
                 if info is not None and info.session is not None:
                     info.session.stop_stream(task.task_id)
                 await self.outcomes.finish(task, ruling, agent_id, ip)
@@ -170,12 +172,33 @@ class Messages:
                                  free_slots=report.free_slots, memory_mb=report.memory_mb,
                                  tasks_completed=report.tasks_completed)
         info = state.registry.ensure(agent_id)
+        moved = self.note_reach(agent_id, report.egress_ip, report.line, report.line_bps)
+        if moved:
+            await state.store.set_agent_egress(agent_id, info.egress_ip)
         await state.store.set_agent_status(agent_id, info.status,
                                            last_heartbeat=info.last_heartbeat,
                                            tasks_completed=info.tasks_completed)
         state.events.touch_agent(agent_id)
-        if was != info.status:
+        if was != info.status or moved:
             state.poke()
+
+    def note_reach(self, agent_id: str, egress_ip: str, line: str, line_bps: float) -> bool:
+        """The agent's egress as Bilibili sees it, and its line (Hello, Heartbeat).
+
+        The risk ledger keys the agent on its egress from now on: an agent whose
+        traffic now leaves through another proxy or NAT is judged by that address,
+        and agents that share one egress share its pacing. True when it moved.
+        """
+        state = self.state
+        moved = state.registry.set_reach(agent_id, egress_ip=egress_ip, line=line,
+                                         line_bps=line_bps)
+        if moved is None:
+            return False
+        old, new = moved
+        state.ledger.note_agent(new, agent_id)
+        state.events.touch_ips()
+        log.info("agent %s: egress %s as Bilibili sees it (was keyed on %s)", agent_id, new, old)
+        return True
 
     async def _accept(self, session: AgentSession, task: TaskRecord, msg: pb.Accept) -> None:
         state = self.state
@@ -249,6 +272,11 @@ class Messages:
         so the next attempt only repeats the completion, which Bilibili answers with
         the same object. An attempt that lost its lease first is told to Cancel instead
         (see :meth:`handle`) and never completes behind the hub's back.
+
+        On a full data directory the grant waits in the store's write-behind queue and
+        Proceed goes out anyway: an upload already running finishes. Only a hub killed
+        before space returns loses the grant; its restart voids the lease and re-offers
+        the task from the last resume point on disk, as after any crash.
         """
         state = self.state
         if msg.offset < 0 or msg.offset > task.file_size:
@@ -294,7 +322,7 @@ class Messages:
                 task, session.agent_id, msg.attempt, success=msg.success,
                 filename=msg.filename, biz_id=int(msg.biz_id),
                 error_kind=msg.error_kind, error_message=msg.error_message[:1000],
-                md5_ok=md5_ok, ip=session.ip_address,
+                md5_ok=md5_ok, ip=self.outcomes.where(task, session.agent_id)[0],
             )
             outcome = ruling.outcome
             if outcome is Outcome.IGNORED:
@@ -302,8 +330,11 @@ class Messages:
             if outcome is Outcome.COMPLETED:
                 self.metrics.uploaded(task, session.agent_id, session.ip_address, msg.attempt,
                                       before)
-            await self.outcomes.note(session.agent_id, session.ip_address, ruling,
-                                     message=msg.error_message)
+            retry_after = float(msg.retry_after_seconds)
+            refusal = Refusal(code=int(msg.error_code), voucher=msg.voucher[:200],
+                              retry_after=retry_after if 0 < retry_after < 1e9 else None)
+            await self.outcomes.note(task, session.agent_id, ruling,
+                                     message=msg.error_message[:1000], refusal=refusal)
             session.stop_stream(task.task_id)
             if learned and outcome is Outcome.COMPLETED and stream is not None:
                 # Hashed while streaming the whole file, and the agent got the same bytes:
@@ -320,10 +351,10 @@ class Messages:
                 return
             ruling = state.lifecycle.result(task, session.agent_id, attempt, success=False,
                                             error_kind=lc.FILE, error_message=message,
-                                            ip=session.ip_address)
+                                            ip=self.outcomes.where(task, session.agent_id)[0])
             if ruling.outcome is Outcome.IGNORED:
                 return
-            await self.outcomes.note(session.agent_id, session.ip_address, ruling)
+            await self.outcomes.note(task, session.agent_id, ruling)
             await self.outcomes.finish(task, ruling, session.agent_id, session.ip_address)
         session.send(pb.HubMessage(cancel=pb.Cancel(task_id=task_id, attempt=attempt,
                                                     reason=message)))

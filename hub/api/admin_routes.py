@@ -115,8 +115,12 @@ def admin_routes(service: HubService, auth: Auth) -> list[BaseRoute]:
         return ok(redact(agent))
 
     async def list_ips(request: Request) -> Response:
+        """``GET /api/manage/ips`` -> ``{ips: [...], learned: [...]}``: each egress IP's
+        standing (with the limit it learned and its evidence), and every live learned
+        limit, the mesh-wide and the accounts' included."""
         auth.require_read(request)
-        return ok({"ips": redact(await service.list_ips())})
+        return ok({"ips": redact(await service.list_ips()),
+                   "learned": redact(service.learned_limits())})
 
     async def enable_ip(request: Request) -> Response:
         """``POST /api/manage/ips/{ip}/enable`` (no body): lift the risk ledger's disable

@@ -17,7 +17,15 @@ from starlette.responses import Response
 from hub.accounts.qr_login import LoginNotFound, TooManyLogins
 from hub.accounts.store import AccountError, AccountNotFound, DuplicateAccount
 from hub.api.envelope import ApiError, error
-from hub.core.errors import AuthError, BadRequest, Conflict, DuplicateAgent, Forbidden, NotFound
+from hub.core.errors import (
+    AuthError,
+    BadRequest,
+    Conflict,
+    DuplicateAgent,
+    Forbidden,
+    NotFound,
+    StorageFull,
+)
 from hub.ingest.events import IngestError
 from hub.ingest.service import IngestRefused
 
@@ -34,6 +42,8 @@ STATUSES: tuple[tuple[tuple[type[BaseException], ...], int, str], ...] = (
     ((Conflict, DuplicateAccount), 409, "conflict"),
     ((TooManyLogins,), 429, "too many requests"),
     ((AccountError, BadRequest, IngestError, IngestRefused), 400, "bad request"),
+    # The message names the data directory and its free bytes (hub/store/space.py).
+    ((StorageFull,), 507, "insufficient storage"),
 )
 
 

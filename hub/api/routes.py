@@ -27,6 +27,7 @@ from hub.api.auth import Auth
 from hub.api.envelope import http_exception, ok
 from hub.api.errors import guard
 from hub.api.identity_routes import identity_routes
+from hub.api.risk_routes import risk_routes
 from hub.api.web import web_routes
 from hub.service import HubService
 
@@ -53,6 +54,7 @@ def build_app(
         *admin_routes(service, auth),
         *identity_routes(service, auth),
         *account_routes(service, auth),
+        *risk_routes(service, auth),
         *web_routes(),
         *extra_routes,
     ]

@@ -2,11 +2,14 @@
 
 A page opens one stream and gets, in this order:
 
-- ``event: snapshot``: ``{agents, tasks, ips, server_time}``: everything it shows;
+- ``event: snapshot``: ``{agents, tasks, ips, verdicts, server_time}``: everything it
+  shows (``verdicts``: learned limits, captchas and accounts' standing, see
+  ``HubService.risk_overview``);
 - then deltas, each the *current* row of what changed since the last send:
   ``event: task`` (one task, as ``GET /api/manage/tasks/{id}`` shows it),
   ``event: agent`` (one agent row),
-  ``event: ips`` (``{ips, server_time}``, the whole risk table: it is small);
+  ``event: ips`` (``{ips, verdicts, server_time}``, the whole risk picture: it is
+  small, and every ledger event changes the IP table);
 - a comment line every ``heartbeat`` seconds so proxies keep the stream open (the IP
   table rides along: a cooldown ends with time, not with an event);
 - ``event: snapshot`` again if it fell so far behind that its changes were dropped
@@ -67,6 +70,7 @@ async def snapshot(service: HubService) -> dict[str, Any]:
         "agents": await service.list_agents(),
         "tasks": trim_tasks(await service.list_tasks()),
         "ips": await service.list_ips(),
+        "verdicts": await service.risk_overview(),
         "server_time": service.clock(),
     }
 
@@ -92,7 +96,8 @@ async def render(service: HubService, batch: Batch) -> list[tuple[str, Any]]:
 
 
 async def _ips(service: HubService) -> dict[str, Any]:
-    return {"ips": await service.list_ips(), "server_time": service.clock()}
+    return {"ips": await service.list_ips(), "verdicts": await service.risk_overview(),
+            "server_time": service.clock()}
 
 
 async def event_stream(

@@ -46,7 +46,7 @@ class Admin:
             raise NotFound(f"no agent {agent_id}")
         if not info.schedulable:
             raise Conflict(f"agent {agent_id} is {info.status}")
-        ip = info.ip_address or "unknown"
+        ip = info.risk_ip
         if state.ledger.state(ip, state.clock()) == "disabled":
             raise Conflict(f"IP {ip} of agent {agent_id} is disabled by the risk ledger; "
                            f"re-enable it first (POST /api/manage/ips/{ip}/enable)")

@@ -50,6 +50,9 @@ FILE = "file"
 CANCELLED = "cancelled"
 AGENT = "agent"
 LOST = "lost"  # hub-side: the agent's stream dropped or it went silent
+ACCOUNT_THROTTLE = "account_throttle"
+ACCOUNT_PENALTY = "account_penalty"
+SESSION_REJECTED = "session_rejected"
 
 
 @dataclass
@@ -121,6 +124,8 @@ class Ruling:
 
     outcome: Outcome
     decision: Decision | None = None
+    # A refused upos session's resume point, dropped for a fresh start: (bytes, session)
+    dropped: tuple[int, bytes | None] | None = None
 
 
 @dataclass(frozen=True)
@@ -316,10 +321,18 @@ class Lifecycle:
             hold = self.policy.exclude_seconds if kind == RISK_CONTROL else min(
                 60.0, self.policy.exclude_seconds)
             task.excluded[d.exclude_agent] = now + hold
+        dropped = None
+        if d.drop_session:
+            if task.resume_session or task.committed_offset:
+                dropped = (task.committed_offset, task.resume_session)
+            task.resume_session = None
+            task.committed_offset = 0
+            task.committed_attempt = task.attempt
+            task.proceed_attempt = 0
         retry_agent = d.agent_id if d.action is Action.RETRY_SAME else None
         outcome = self._requeue(task, kind, message, backoff=d.delay)
         task.retry_agent = retry_agent if outcome is Outcome.REQUEUED else None
-        return Ruling(outcome, d)
+        return Ruling(outcome, d, dropped)
 
     def agent_lost(self, task: TaskRecord, agent_id: str, reason: str = "agent lost") -> Outcome:
         """The lease holder's stream dropped or went silent: re-offer, keep the resume point."""

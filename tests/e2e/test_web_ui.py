@@ -133,12 +133,12 @@ def test_login_live_progress_and_disable_an_agent(mesh: LocalMesh, browser_page:
     parsed = page.evaluate(PARSER_JS)
     assert parsed == [["task", {"a": 1}], ["agent", {"t": "直播"}], ["ips", {"c": 3}]]
 
-    # Three agents online, each with its own IP.
+    # Three agents online, each with its own egress IP, and the link address it dials from.
     online = page.locator("#agents-body tr[data-status=online]")
     expect(online).to_have_count(3)
     for index in (1, 2, 3):
         expect(page.locator(f'#agents-body tr[data-key="agent-{index}"] .col-ip')) \
-            .to_have_text(f"127.0.0.{index + 1}")
+            .to_have_text(re.compile(rf"^127\.0\.0\.{index + 1} via 127\.0\.0\.1$"))
 
     # One upload; its progress bar moves on the page while the API is not polled.
     page.evaluate("window.__sameDocument = true")

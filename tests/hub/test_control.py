@@ -17,6 +17,7 @@ from hub.core.errors import Conflict
 from hub.store.tasks import Store
 from protocol import mesh_pb2 as pb
 from tests.support.hub import (
+    OPEN_ACCOUNT,
     FakeAgent,
     Hub,
     MiB,
@@ -33,7 +34,7 @@ __all__ = ["anyio_backend"]  # asyncio only: grpc.aio
 
 ADMIN = {"Authorization": "Bearer admin"}
 PACED = RiskSettings(min_interval_seconds=300, max_uploads_per_hour=6, cooldown_seconds=3600,
-                     disable_after_events=2)
+                     disable_after_events=2, account=OPEN_ACCOUNT)
 
 
 def http(hub: Hub) -> httpx.AsyncClient:
@@ -102,7 +103,7 @@ async def test_disabled_ip_refuses_assignment_until_an_admin_reenables_it(
     # A short cooldown so the second strike comes after the first episode (an event while
     # cooling is the same episode, not a new strike).
     quick = RiskSettings(min_interval_seconds=0, max_uploads_per_hour=100, cooldown_seconds=0.2,
-                         disable_after_events=2)
+                         disable_after_events=2, account=OPEN_ACCOUNT)
     async with make_hub(tmp_path, make_config(tmp_path, risk=quick)) as hub, http(hub) as client:
         a = await hub.agent("a", ip="127.0.0.20")
         await hub.service.create_part(hub.file("r1.bin", 1000)[0], account=None, title=None)

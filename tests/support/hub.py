@@ -21,7 +21,7 @@ import pytest
 
 from hub.accounts.store import load_or_create_key
 from hub.app import start_grpc
-from hub.config import HubConfig, RiskSettings, validate
+from hub.config import AccountRiskSettings, HubConfig, RiskSettings, validate
 from hub.service import HubService
 from hub.store.tasks import Store
 from protocol import mesh_pb2 as pb
@@ -49,9 +49,12 @@ class FakeAccounts:
         return self.creds
 
     async def resolve(self, account: Any) -> dict[str, Any]:
-        if account not in (None, "main", "1", 1):
+        if account not in (None, "main", 1, "1"):
             raise LookupError(f"no account {account}")
-        return {"name": "main", "account_id": 1}
+        return {"account_id": 1, "name": "main", "mid": self.creds.mid}
+
+    async def list(self) -> list[dict[str, Any]]:
+        return [await self.resolve(None)]
 
 
 @dataclass
@@ -75,7 +78,8 @@ class Hub:
                     held: list[pb.HeldTask] | None = None, max_concurrent: int = 2,
                     ip: str = "127.0.0.9", finish_handshake: bool = False,
                     storage_type: str = "", local_paths: tuple[str, ...] = (),
-                    crc32: bool = False, instance: str | None = None) -> FakeAgent:
+                    crc32: bool = False, egress_ip: str = "", submit: bool = False,
+                    instance: str | None = None) -> FakeAgent:
         """A fake agent process, said Hello (unless not ``hello``). ``instance`` names the
         process; by default one per agent id, so a second call is that process
         reconnecting (and replaces its session)."""
@@ -91,8 +95,8 @@ class Hub:
                                              finish_handshake=finish_handshake,
                                              storage_type=storage_type,
                                              local_paths=list(local_paths),
-                                             crc32_integrity=crc32),
-                held_tasks=held or []))
+                                             crc32_integrity=crc32, submit=submit),
+                held_tasks=held or [], egress_ip=egress_ip))
             welcome = await agent.recv("welcome")
             assert welcome.session_id
         return agent
@@ -164,11 +168,19 @@ def instance_of(agent_id: str, instance: str | None) -> str:
     return instance if instance is not None else f"instance-of-{agent_id}"
 
 
+# The account ledger without pacing: tests that are not about it start uploads and
+# submissions back to back.
+OPEN_ACCOUNT = AccountRiskSettings(preupload_min_gap_seconds=0, preuploads_per_hour=0,
+                                   preuploads_per_day=0, submit_min_gap_seconds=0,
+                                   submit_gap_jitter=0, submits_per_hour=0, submits_per_day=0)
+
+
 def make_config(tmp: Path, **over: Any) -> HubConfig:
-    """A hub for link tests: the risk ledger's pacing opened wide (tests that are about it
+    """A hub for link tests: the risk ledgers' pacing opened wide (tests that are about it
     pass their own ``risk``), so every fake agent on 127.0.0.9 gets work at once. Parts'
     files live in ``tmp`` (``Hub.file``), the hub's data in ``tmp/data``."""
-    over.setdefault("risk", RiskSettings(min_interval_seconds=0, max_uploads_per_hour=100000))
+    over.setdefault("risk", RiskSettings(min_interval_seconds=0, max_uploads_per_hour=100000,
+                                         account=OPEN_ACCOUNT))
     over.setdefault("media_roots", [str(tmp)])
     cfg = HubConfig(psk=PSK, admin_token="admin", insecure=True, data_dir=str(tmp / "data"),
                     grpc_listen=f"127.0.0.1:{free_port()}", token_ttl_seconds=3600,

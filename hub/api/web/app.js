@@ -191,7 +191,7 @@ function onEvent(name, data) {
     state.skewMs = data.server_time * 1000 - Date.now();
     state.live = "live";
     setLive("live", "live");
-    renderAgents(); renderTasks(); renderIps(); renderAccess();
+    renderAgents(); renderTasks(); renderIps(); renderVerdicts(data.verdicts); renderAccess();
   } else if (name === "agent") {
     state.agents.set(data.agent_id, data);
     renderAgents(); renderAccess();
@@ -201,7 +201,7 @@ function onEvent(name, data) {
   } else if (name === "ips") {
     state.ips = data.ips;
     state.skewMs = data.server_time * 1000 - Date.now();
-    renderIps();
+    renderIps(); renderVerdicts(data.verdicts);
   } else if (name === "shutdown") {
     state.live = "stopped";
     setLive("off", "hub stopped");
@@ -277,7 +277,7 @@ function updateAgentRow(tr, a) {
   c.name.textContent = a.agent_name && a.agent_name !== a.agent_id ? `${a.agent_name} (${a.agent_id})` : a.agent_id;
   badge(c.status, a.status);
   tr.dataset.status = a.status;
-  c.ip.textContent = a.ip_address || "—";
+  showReach(c.ip, a);
   c.tags.textContent = Object.entries(a.tags || {}).map(([k, v]) => `${k}=${v}`).join(", ") || "—";
   c.tasks.textContent = `${a.current_tasks} / ${a.max_concurrent_uploads}`;
   // Completed (kept across hub restarts) over offered (counted since the hub started).
@@ -352,7 +352,7 @@ function renderIps() {
 
 function makeIpRow(row) {
   const tr = el("tr");
-  const c = cells(tr, ["ip", "state", "agents", "active", "hour", "outcomes", "events", "until", "actions"]);
+  const c = cells(tr, ["ip", "state", "agents", "active", "hour", "outcomes", "events", "learned", "until", "actions"]);
   const ip = row.ip;
   tr.enable_ = button("Re-enable", async () => {
     const updated = await act(`re-enable ${ip}`, "POST", `/api/manage/ips/${encodeURIComponent(ip)}/enable`);
@@ -375,6 +375,7 @@ function updateIpRow(tr, r) {
   c.hour.textContent = String(r.uploads_last_hour ?? 0);
   c.outcomes.textContent = `${r.uploads_ok || 0} / ${r.uploads_failed || 0}`;
   c.events.textContent = String((r.events || []).length);
+  showIpLearned(c.learned, r);
   c.until.textContent = r.disabled ? "until re-enabled" : r.cooldown_until ? fmtTime(r.cooldown_until) : "—";
   tr.enable_.hidden = !(r.disabled || r.cooldown_until);
 }
@@ -395,7 +396,7 @@ async function loadRecordings() {
 
 function makeRecordingRow(rec) {
   const tr = el("tr");
-  const c = cells(tr, ["id", "room", "title", "started", "parts", "submission", "actions"]);
+  const c = cells(tr, ["id", "room", "title", "started", "parts", "submission", "archive", "actions"]);
   const id = rec.id ?? rec.recording_id;
   tr.submit_ = button("Submit", async () => {
     if (await act(`submit recording ${id}`, "POST", `/api/manage/recordings/${encodeURIComponent(id)}/submit`) !== null) {
@@ -415,9 +416,47 @@ function updateRecordingRow(tr, r) {
   const parts = Array.isArray(r.parts) ? r.parts.length : (r.part_count ?? "—");
   c.parts.textContent = String(parts);
   const submitted = r.bvid || r.aid;
-  c.submission.textContent = submitted ? `${r.submit_state || "submitted"} ${r.bvid || r.aid}` : (r.submit_state || "—");
-  if (r.submit_error) c.submission.title = r.submit_error;
-  tr.submit_.hidden = Boolean(submitted) || r.submit_state === "submitting" || r.submit_state === "submitted";
+  const st = r.state || r.submit_state;
+  c.submission.textContent = submitted ? `${st || "submitted"} ${r.bvid || r.aid}` : (st || "—");
+  const why = r.error_message || r.submit_error || r.waiting_for;
+  if (why) c.submission.title = why;
+  tr.submit_.hidden = Boolean(submitted) || st === "submitting" || st === "submitted";
+  updateArchiveCell(c.archive, r);
+}
+
+// The archive a recording became: a link, the parts it holds, its collection, and its
+// review (a rejection with Bilibili's reason).
+function updateArchiveCell(td, r) {
+  const children = [];
+  if (r.archive_url) {
+    children.push(el("a", { href: r.archive_url, target: "_blank", rel: "noopener noreferrer",
+                            className: "archive-link" }, r.bvid || `av${r.aid}`));
+  } else {
+    children.push(document.createTextNode("—"));
+  }
+  const total = Array.isArray(r.parts) ? r.parts.length : 0;
+  if (r.aid && total && r.parts_archived !== undefined && r.parts_archived < total) {
+    const pending = total - r.parts_archived - (r.parts_kept_out || 0);
+    const text = pending > 0 ? ` ${r.parts_archived}/${total} parts (${pending} to append)`
+      : ` ${r.parts_archived}/${total} parts`;
+    children.push(el("span", { className: "archive-parts" }, text));
+  }
+  const review = r.review || {};
+  if (review.state) {
+    const shown = review.state === "pending" && review.state_code === -40 ? "scheduled" : review.state;
+    const tag = el("span", { className: `badge badge-review-${review.state} archive-review` }, shown);
+    if (review.reason) tag.title = review.reason;
+    children.push(document.createTextNode(" "), tag);
+    if (review.state === "rejected" && review.reason) {
+      children.push(el("span", { className: "archive-reason error" }, ` ${review.reason}`));
+    }
+  }
+  const season = r.season || {};
+  if (season.state === "failed") {
+    children.push(el("span", { className: "archive-season error", title: season.error || "" },
+                     " collection not joined"));
+  }
+  td.replaceChildren(...children);
 }
 
 async function showLogs(taskId) {
@@ -437,6 +476,178 @@ async function showLogs(taskId) {
   if (!dialog.open) dialog.showModal();
 }
 
+// ---------------------------------------------------------------- retention and storage
+
+const RETENTION_STAGES = { trigger: "before the trigger", delay: "in the delay", kept: "kept (flagged)" };
+
+async function loadRetention() {
+  let view = null;
+  try {
+    view = await api("GET", "/api/manage/retention");
+  } catch (err) {
+    if (err.status !== 404 && err.status !== 401) notice(`retention: ${err.message}`, true);
+  }
+  renderRetention(view);
+  loadStorage();
+}
+
+function renderRetention(view) {
+  const rule = view?.rule;
+  const rooms = Object.entries(view?.rooms || {}).filter(([, r]) => r.trigger !== "never");
+  const waiting = Object.entries(view?.pending_bytes || {}).filter(([, n]) => n > 0)
+    .map(([stage, n]) => `${fmtBytes(n)} ${RETENTION_STAGES[stage] || stage}`);
+  const policy = rule ? `default: ${rule.trigger === "never" ? "never" : `${rule.action} when ${rule.trigger}`}` : "";
+  const summary = [policy, rooms.length ? `${rooms.length} room rule(s)` : "", waiting.length ? `waiting: ${waiting.join(", ")}` : ""];
+  $("retention-summary").textContent = summary.filter(Boolean).join(" · ");
+  $("retention-disks").textContent = (view?.disks || [])
+    .map((d) => `${d.path}: ${d.free_bytes == null ? "?" : fmtBytes(d.free_bytes)} free${d.low ? " (low)" : ""}`).join(" · ");
+  const files = view?.files || [];
+  $("retention-body").replaceChildren(...files.map((f) => {
+    const state = el("td");
+    badge(state, f.state);
+    return el("tr", {},
+      el("td", {}, fmtTime(f.updated_at)),
+      el("td", {}, `#${f.recording_id} · ${f.room_id}`),
+      el("td", { title: f.path }, basename(f.path)),
+      el("td", {}, fmtBytes(f.size)),
+      state,
+      el("td", { title: f.destination || "" }, f.note || f.action || ""));
+  }));
+  $("retention-empty").hidden = files.length > 0;
+}
+
+async function loadStorage() {
+  let storage = null;
+  try {
+    storage = await api("GET", "/api/manage/storage");
+  } catch (err) {
+    if (err.status !== 404 && err.status !== 401) notice(`storage: ${err.message}`, true);
+  }
+  const alarm = $("storage-alarm");
+  alarm.hidden = !storage?.full;
+  alarm.textContent = storage?.full
+    ? `The data directory ${storage.directory} is full (${fmtBytes(storage.free_bytes || 0)} free): new parts and admin actions are refused until space returns; ${storage.waiting_writes} write(s) wait.`
+    : "";
+}
+
+// ---------------------------------------------------------------- Bilibili's verdicts
+// The egress each agent shows Bilibili, what each IP and account learned (with a Forget
+// button), the captchas Bilibili asked for (Mark solved) and each account's standing
+// (Release). They come with the IP table over the event stream: every ledger event
+// sends it, so a button's effect shows without asking.
+
+const VERDICT_BODIES = ["captchas-body", "accounts-body", "learned-body"];
+
+function showReach(td, a) {
+  // The egress Bilibili sees (the risk ledger's key) and the address the stream comes from.
+  const egress = a.egress_ip || a.risk_ip || a.ip_address || "—";
+  td.textContent = a.link_address && a.link_address !== egress ? `${egress} via ${a.link_address}` : egress;
+  const known = a.egress_ip ? "egress as Bilibili sees it" : "egress not reported yet: keyed on the address the agent reports";
+  const line = a.line ? `; line ${a.line}${a.line_bps ? ` at ${fmtSpeed(a.line_bps)}` : ""}` : "";
+  td.title = `${known}; reports ${a.ip_address || "—"}; link ${a.link_address || "—"}${line}`;
+}
+
+function showIpLearned(td, r) {
+  const own = r.learned;
+  td.replaceChildren();
+  if (r.learned_hourly_cap == null) { td.textContent = "—"; return; }
+  td.append(`${r.learned_hourly_cap}/h${own ? "" : " (mesh)"}`);
+  if (own) {
+    td.title = evidenceText(own.evidence);
+    td.append(" ", button("Forget", () => forget("ip", r.ip), { className: "act-forget-ip" }));
+  }
+}
+
+function evidenceText(evidence) {
+  return (evidence || []).map((e) => `${fmtTime(e.time)}: ${e.kind} on ${e.ip} (agent ${e.agent_id}) after ${e.starts_last_hour} starts that hour`).join("\n");
+}
+
+async function forget(scope, subject) {
+  const body = subject == null ? { scope } : { scope, subject };
+  await act(`forget ${scope} ${subject ?? ""}`.trim(), "POST", "/api/manage/risk/forget", body);
+}
+
+// The hub pushes these with the IP table (snapshot and "ips" events); Refresh asks.
+async function loadVerdicts() {
+  try {
+    const [captchas, learned, accounts] = await Promise.all([
+      api("GET", "/api/manage/captchas").then((d) => (d.captchas || []).filter((c) => c.open)),
+      api("GET", "/api/manage/risk/learned").then((d) => d.learned || []),
+      api("GET", "/api/manage/accounts").then((d) => Promise.all((d.accounts || []).map((a) =>
+        api("GET", `/api/manage/accounts/${encodeURIComponent(a.account_id)}/risk`).catch(() => null)))),
+    ]);
+    renderVerdicts({ captchas, learned, accounts: accounts.filter(Boolean) });
+  } catch (err) {
+    if (err.status !== 401) notice(`verdicts: ${err.message}`, true);
+  }
+}
+
+function renderVerdicts(v) {
+  if (!v) return;
+  syncRows($("captchas-body"), v.captchas || [], (c) => c.voucher, makeCaptchaRow, updateCaptchaRow, "captchas-empty");
+  syncRows($("accounts-body"), v.accounts || [], (a) => a.account_id, makeAccountRow, updateAccountRow, "accounts-empty");
+  syncRows($("learned-body"), v.learned || [], (l) => `${l.scope}:${l.subject}`, makeLearnedRow, updateLearnedRow, "learned-empty");
+}
+
+function makeCaptchaRow(captcha) {
+  const tr = el("tr");
+  const c = cells(tr, ["voucher", "ip", "account", "since", "refusals", "actions"]);
+  const voucher = captcha.voucher;
+  c.actions.append(button("Mark solved", async () => {
+    await act(`captcha ${voucher} solved`, "POST", `/api/manage/captchas/${encodeURIComponent(voucher)}/solved`);
+  }, { className: "act-solved" }));
+  return tr;
+}
+
+function updateCaptchaRow(tr, captcha) {
+  const c = tr.cells_;
+  c.voucher.textContent = captcha.voucher;
+  c.ip.textContent = captcha.ip || "—";
+  c.account.textContent = captcha.account || "—";
+  c.since.textContent = fmtTime(captcha.raised_at);
+  c.refusals.textContent = String(captcha.refusals || 1);
+}
+
+function makeAccountRow(account) {
+  const tr = el("tr");
+  const c = cells(tr, ["name", "state", "uploads", "submits", "actions"]);
+  const id = account.account_id;
+  tr.release_ = button("Release", async () => {
+    await act(`release account ${account.name}`, "POST", `/api/manage/accounts/${encodeURIComponent(id)}/risk/release`);
+  }, { className: "act-release" });
+  c.actions.append(tr.release_);
+  return tr;
+}
+
+function updateAccountRow(tr, a) {
+  const c = tr.cells_;
+  c.name.textContent = `${a.name} (mid ${a.mid ?? "—"})`;
+  badge(c.state, a.state);
+  c.state.title = a.penalised ? a.penalty : (a.suspected ? "risk control found to be the account's fault" : "");
+  const side = (s) => `${s.last_hour ?? 0} this hour, ${s.last_day ?? 0} today${s.fit ? "" : `: ${s.reason}`}`;
+  c.uploads.textContent = side(a.preupload || {});
+  c.submits.textContent = side(a.submit || {});
+  tr.release_.hidden = !(a.state === "penalised" || a.state === "cooling" || a.suspected);
+}
+
+function makeLearnedRow(limit) {
+  const tr = el("tr");
+  const c = cells(tr, ["scope", "cap", "evidence", "fades", "actions"]);
+  const subject = limit.scope === "mesh" ? null : limit.subject;
+  c.actions.append(button("Forget", () => forget(limit.scope, subject), { className: "act-forget" }));
+  return tr;
+}
+
+function updateLearnedRow(tr, l) {
+  const c = tr.cells_;
+  c.scope.textContent = l.scope === "mesh" ? "every IP (three or more agree)" : `${l.scope} ${l.subject}`;
+  c.cap.textContent = String(l.hourly_cap);
+  const n = (l.evidence || []).length;
+  c.evidence.textContent = `${n} answer${n === 1 ? "" : "s"}`;
+  c.evidence.title = evidenceText(l.evidence);
+  c.fades.textContent = fmtTime(l.decays_at);
+}
+
 // ---------------------------------------------------------------- login / session
 
 function showApp(on) {
@@ -454,6 +665,7 @@ function start() {
   state.abort = new AbortController();
   follow(state.abort.signal);
   loadRecordings();
+  loadRetention();
   startAccess();
 }
 
@@ -462,7 +674,7 @@ function logout(message = "") {
   state.abort?.abort();
   state.abort = null;
   state.agents.clear(); state.tasks.clear(); state.ips = [];
-  for (const id of ["agents-body", "tasks-body", "ips-body", "recordings-body"]) $(id).replaceChildren();
+  for (const id of ["agents-body", "tasks-body", "ips-body", "recordings-body", "retention-body", ...VERDICT_BODIES]) $(id).replaceChildren();
   stopAccess();
   showApp(false);
   $("login-error").textContent = message;
@@ -501,6 +713,10 @@ document.addEventListener("DOMContentLoaded", () => {
   $("login-form").addEventListener("submit", login);
   $("logout").addEventListener("click", () => logout());
   $("recordings-refresh").addEventListener("click", loadRecordings);
+  $("verdicts-refresh").addEventListener("click", loadVerdicts);
+  $("retention-refresh").addEventListener("click", loadRetention);
+  // Retention acts on its own schedule: look again now and then while logged in.
+  setInterval(() => { if (token() && !$("app").hidden) loadRetention(); }, 15000);
   bindAccess();
   // Relative times age on the page; the hub sends nothing for that.
   setInterval(() => {
