@@ -92,7 +92,7 @@ async def snapshot(service: Any, rules: AlertRules, now: float, *,
     duplicates = tuple(
         DuplicateSample(agent_id=d["agent_id"], live_address=d["live_address"],
                         refused_address=d["refused_address"], attempts=d["attempts"])
-        for d in service.agent_duplicates()
+        for d in (service.agent_duplicates() if hasattr(service, "agent_duplicates") else ())
     )
     return Snapshot(agents=agents, tasks=tasks, ips=ips, captchas=captchas, accounts=accounts,
                     window_completed=ended.get("completed", 0),
