@@ -213,7 +213,7 @@ class Progress(_message.Message):
     def __init__(self, task_id: _Optional[str] = ..., attempt: _Optional[int] = ..., uploaded_bytes: _Optional[int] = ..., total_bytes: _Optional[int] = ..., speed_bps: _Optional[float] = ..., eta_seconds: _Optional[float] = ...) -> None: ...
 
 class Result(_message.Message):
-    __slots__ = ("task_id", "attempt", "success", "filename", "biz_id", "error_kind", "error_message", "md5", "crc32", "voucher", "retry_after_seconds", "error_code", "problem", "reviews", "added", "videos")
+    __slots__ = ("task_id", "attempt", "success", "filename", "biz_id", "error_kind", "error_message", "md5", "crc32", "voucher", "retry_after_seconds", "error_code", "file_digest", "problem", "reviews", "added", "videos")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     SUCCESS_FIELD_NUMBER: _ClassVar[int]
@@ -226,6 +226,7 @@ class Result(_message.Message):
     VOUCHER_FIELD_NUMBER: _ClassVar[int]
     RETRY_AFTER_SECONDS_FIELD_NUMBER: _ClassVar[int]
     ERROR_CODE_FIELD_NUMBER: _ClassVar[int]
+    FILE_DIGEST_FIELD_NUMBER: _ClassVar[int]
     PROBLEM_FIELD_NUMBER: _ClassVar[int]
     REVIEWS_FIELD_NUMBER: _ClassVar[int]
     ADDED_FIELD_NUMBER: _ClassVar[int]
@@ -242,11 +243,12 @@ class Result(_message.Message):
     voucher: str
     retry_after_seconds: float
     error_code: int
+    file_digest: str
     problem: str
     reviews: _containers.RepeatedCompositeFieldContainer[ArchiveReview]
     added: _containers.RepeatedScalarFieldContainer[str]
     videos: int
-    def __init__(self, task_id: _Optional[str] = ..., attempt: _Optional[int] = ..., success: _Optional[bool] = ..., filename: _Optional[str] = ..., biz_id: _Optional[int] = ..., error_kind: _Optional[str] = ..., error_message: _Optional[str] = ..., md5: _Optional[str] = ..., crc32: _Optional[int] = ..., voucher: _Optional[str] = ..., retry_after_seconds: _Optional[float] = ..., error_code: _Optional[int] = ..., problem: _Optional[str] = ..., reviews: _Optional[_Iterable[_Union[ArchiveReview, _Mapping]]] = ..., added: _Optional[_Iterable[str]] = ..., videos: _Optional[int] = ...) -> None: ...
+    def __init__(self, task_id: _Optional[str] = ..., attempt: _Optional[int] = ..., success: _Optional[bool] = ..., filename: _Optional[str] = ..., biz_id: _Optional[int] = ..., error_kind: _Optional[str] = ..., error_message: _Optional[str] = ..., md5: _Optional[str] = ..., crc32: _Optional[int] = ..., voucher: _Optional[str] = ..., retry_after_seconds: _Optional[float] = ..., error_code: _Optional[int] = ..., file_digest: _Optional[str] = ..., problem: _Optional[str] = ..., reviews: _Optional[_Iterable[_Union[ArchiveReview, _Mapping]]] = ..., added: _Optional[_Iterable[str]] = ..., videos: _Optional[int] = ...) -> None: ...
 
 class Finishing(_message.Message):
     __slots__ = ("task_id", "attempt", "offset", "session")
@@ -329,7 +331,7 @@ class BiliCredentials(_message.Message):
     def __init__(self, cookies: _Optional[str] = ..., access_key: _Optional[str] = ..., mid: _Optional[int] = ...) -> None: ...
 
 class Offer(_message.Message):
-    __slots__ = ("task_id", "attempt", "part_id", "file_name", "file_size", "file_md5", "credentials", "line", "member_url", "resume_session", "resume_offset", "file_path", "await_proceed", "crc32_integrity")
+    __slots__ = ("task_id", "attempt", "part_id", "file_name", "file_size", "file_md5", "credentials", "line", "member_url", "resume_session", "resume_offset", "file_path", "await_proceed", "crc32_integrity", "file_digest")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     PART_ID_FIELD_NUMBER: _ClassVar[int]
@@ -344,6 +346,7 @@ class Offer(_message.Message):
     FILE_PATH_FIELD_NUMBER: _ClassVar[int]
     AWAIT_PROCEED_FIELD_NUMBER: _ClassVar[int]
     CRC32_INTEGRITY_FIELD_NUMBER: _ClassVar[int]
+    FILE_DIGEST_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     attempt: int
     part_id: int
@@ -358,7 +361,8 @@ class Offer(_message.Message):
     file_path: str
     await_proceed: bool
     crc32_integrity: bool
-    def __init__(self, task_id: _Optional[str] = ..., attempt: _Optional[int] = ..., part_id: _Optional[int] = ..., file_name: _Optional[str] = ..., file_size: _Optional[int] = ..., file_md5: _Optional[str] = ..., credentials: _Optional[_Union[BiliCredentials, _Mapping]] = ..., line: _Optional[str] = ..., member_url: _Optional[str] = ..., resume_session: _Optional[bytes] = ..., resume_offset: _Optional[int] = ..., file_path: _Optional[str] = ..., await_proceed: _Optional[bool] = ..., crc32_integrity: _Optional[bool] = ...) -> None: ...
+    file_digest: str
+    def __init__(self, task_id: _Optional[str] = ..., attempt: _Optional[int] = ..., part_id: _Optional[int] = ..., file_name: _Optional[str] = ..., file_size: _Optional[int] = ..., file_md5: _Optional[str] = ..., credentials: _Optional[_Union[BiliCredentials, _Mapping]] = ..., line: _Optional[str] = ..., member_url: _Optional[str] = ..., resume_session: _Optional[bytes] = ..., resume_offset: _Optional[int] = ..., file_path: _Optional[str] = ..., await_proceed: _Optional[bool] = ..., crc32_integrity: _Optional[bool] = ..., file_digest: _Optional[str] = ...) -> None: ...
 
 class Chunk(_message.Message):
     __slots__ = ("task_id", "attempt", "offset", "data")

@@ -42,7 +42,7 @@ from spoke.config import AgentSettings
 from spoke.egress import EgressWatch, Reach, zone_lookup
 from spoke.held import HeldTasks
 from spoke.link import Link
-from spoke.local import Md5Cache
+from spoke.local import DigestCache
 from spoke.memory import memory_mb, release_free_heap
 from spoke.runner import AGENT, TaskFailure, TaskRunner
 from spoke.source import StreamSource
@@ -89,7 +89,7 @@ class Agent:
         self._late_commits: dict[str, pb.AgentMessage] = {}  # Committed while detached
         self._tasks_tg: anyio.abc.TaskGroup | None = None  # where runners run
         self._submits: set[tuple[str, int]] = set()  # Submit attempts run (never twice)
-        self.md5_cache = Md5Cache()  # local reads: MD5 per file version, across tasks
+        self.digests = DigestCache()  # local reads: digest per file version, across tasks
         self.clock = clock
         self._factories: dict[str, Any] = {}
         if client_factory is not None:
@@ -340,8 +340,6 @@ class Agent:
     async def _progress_ticker(self) -> None:
         while True:
             await anyio.sleep(1.0)
-            if self.runners:
-                release_free_heap()
             for runner in list(self.runners.values()):
                 runner.report_progress()
 
@@ -443,7 +441,7 @@ class Agent:
     async def _run_task(self, runner: TaskRunner, check_local: bool = False) -> None:
         try:
             if check_local:
-                local = await runner.check_local(self.md5_cache)
+                local = await runner.check_local(self.digests)
                 if self.link.stream is None:  # the stream went while we looked at the disk
                     runner.state.reject()
                     runner.finished.set()

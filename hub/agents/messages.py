@@ -116,11 +116,12 @@ class Messages:
 
     def start_stream(self, session: AgentSession, task: TaskRecord, offset: int) -> None:
         """Stream ``task`` from ``offset`` on ``session`` (an accepted or re-attached attempt)."""
-        if offset > 0 and not task.file_md5:
-            # A resumed stream sees only the tail: the whole file's MD5 needs its own pass.
+        if offset > 0 and not task.file_digest:
+            # A resumed stream sees only the tail: the part's digest needs its own pass.
             self.parts.request_hash(task.part_id)
         session.transfer.start(task.task_id, task.attempt, task.file_path, task.file_size, offset,
-                               known_md5=task.file_md5, fingerprint=task.file_fingerprint,
+                               known_digest=task.file_digest,
+                               fingerprint=task.file_fingerprint,
                                crc32=session.crc32_integrity)
 
     def transfer_failed(self, session: AgentSession, task_id: str, attempt: int,
@@ -159,7 +160,7 @@ class Messages:
                     info.session.stop_stream(task.task_id)
                 await self.outcomes.finish(task, ruling, agent_id, ip)
             elif report.status == "completed":
-                raise Conflict("completion is reported over the stream, with the MD5 check")
+                raise Conflict("completion is reported over the stream, with its checksum")
 
     # -- handlers -------------------------------------------------------------------------
 
@@ -222,15 +223,17 @@ class Messages:
                             msg: pb.Accept) -> None:
         """A local/hybrid agent reads the part's file itself; nothing is streamed.
 
-        Only against a known MD5 (the Offer carried it and the agent matched its copy
-        by size and MD5 first); the Result must carry that MD5, so a file that differs
-        on the agent's side cannot complete the task.
+        Only against a known part digest (the Offer carried it and the agent matched its
+        copy by size and digest first); the Result must carry that digest, so a file that
+        differs on the agent's side cannot complete the task. (A part hashed by an older
+        hub may know only its MD5: then the MD5 plays the digest's part.)
         """
         state = self.state
         info = state.registry.get(session.agent_id)
-        if not task.file_md5 or info is None or info.storage_type not in ("local", "hybrid"):
+        if not (task.file_digest or task.file_md5) or info is None \
+                or info.storage_type not in ("local", "hybrid"):
             raise _out_of_order("Accept.local_read needs a local/hybrid agent and an Offer "
-                                "with file_md5")
+                                "with file_digest")
         async with state.lock:
             if state.lifecycle.accepted(task, session.agent_id, msg.attempt) is Outcome.IGNORED:
                 return
@@ -306,16 +309,17 @@ class Messages:
         stream = session.transfer.get(task.task_id)
         md5_ok = False
         if state.local_reads.get(task.task_id) == msg.attempt:
-            # Read by the agent itself: what it uploaded must hash to the part's MD5.
+            # Read by the agent itself: what it uploaded must have the part's digest.
             stream = None
-            md5_ok = bool(msg.md5) and hmac.compare_digest(task.file_md5, msg.md5.lower())
+            md5_ok = _same_file(task, msg)
         elif stream is not None:  # CRC32 or MD5 of the attempt's bytes, per the Offer
             md5_ok = stream.agent_got_it(msg.md5, msg.crc32 if msg.HasField("crc32") else None,
-                                         task.file_md5)
+                                         task.file_digest)
         async with state.lock:
             learned = (
                 md5_ok and msg.success and stream is not None and stream.start == 0
-                and not task.file_md5 and task.holds(session.agent_id, msg.attempt)
+                and bool(stream.digest) and not task.file_digest
+                and task.holds(session.agent_id, msg.attempt)
             )
             before = task.uploaded_bytes
             ruling = state.lifecycle.result(
@@ -337,9 +341,9 @@ class Messages:
                                      message=msg.error_message[:1000], refusal=refusal)
             session.stop_stream(task.task_id)
             if learned and outcome is Outcome.COMPLETED and stream is not None:
-                # Hashed while streaming the whole file, and the agent got the same bytes:
-                # that is the part's MD5, without a separate pass over the file.
-                await self.parts.learned_md5(task, stream.md5 or "")
+                # Taken while streaming the whole file, and the agent got the same bytes:
+                # that is the part's digest, without a separate pass over the file.
+                await self.parts.learned_digest(task, stream.digest)
             await self.outcomes.finish(task, ruling, session.agent_id, session.ip_address)
 
     async def _hub_side_failure(self, session: AgentSession, task_id: str, attempt: int,
@@ -358,3 +362,13 @@ class Messages:
             await self.outcomes.finish(task, ruling, session.agent_id, session.ip_address)
         session.send(pb.HubMessage(cancel=pb.Cancel(task_id=task_id, attempt=attempt,
                                                     reason=message)))
+
+
+def _same_file(task: TaskRecord, msg: pb.Result) -> bool:
+    """A local read's Result names the part's digest (or, for a part an older hub hashed,
+    its MD5): the agent uploaded the very file the hub has."""
+    if task.file_digest:
+        return bool(msg.file_digest) and hmac.compare_digest(task.file_digest,
+                                                             msg.file_digest.lower())
+    return bool(task.file_md5) and bool(msg.md5) and hmac.compare_digest(task.file_md5,
+                                                                         msg.md5.lower())

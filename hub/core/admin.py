@@ -67,7 +67,7 @@ class Admin:
                 return task.task_id
         if part["state"] == "uploaded":
             raise Conflict(f"part {part_id} is already uploaded")
-        if part["state"] == "failed" and not part["md5"]:
+        if part["state"] == "failed" and not (part.get("digest") or part["md5"]):
             raise Conflict(f"part {part_id} cannot be read: {part['file_path']}")
         task = await self.new_task(part["id"], agent_id, force)
         return task.task_id

@@ -63,10 +63,11 @@ class TaskRecord:
     part_id: int
     file_path: str
     file_size: int
-    file_md5: str
+    file_md5: str  # only for parts hashed by an older hub; new parts have a digest
     account: str | None = None
-    # stat identity of the file when its MD5 was taken (dev:ino:size:mtime_ns:ctime_ns)
+    # stat identity of the file when its digest was taken (dev:ino:size:mtime_ns:ctime_ns)
     file_fingerprint: str = ""
+    file_digest: str = ""  # the part digest (protocol.integrity), "" until known
     status: Status = Status.PENDING
     attempt: int = 0
     agent_id: str | None = None  # lease holder while assigned/uploading, last one after

@@ -57,7 +57,7 @@ class Scheduler:
         self.outcomes = outcomes
         self.restart = restart
         self.member_url = member_url
-        # Asks for a part's MD5 to be computed (a no-op while a pass over it runs).
+        # Asks for a part's digest to be computed (a no-op while a pass over it runs).
         self.request_hash = request_hash
         self._views = AgentViewCache()  # the strategy's agent views, reused across passes
         self.keys = AccountKeys(accounts, state.clock)  # the account ledger's key of a task
@@ -185,13 +185,15 @@ class Scheduler:
                     views[i] = replace(views[i], active_tasks=views[i].active_tasks + 1)
 
     def _wait_for_local_hash(self, task: TaskRecord, views: list[AgentView]) -> bool:
-        """Hold a part a connected local/hybrid agent could read until its MD5 is known.
+        """Hold a part a connected local/hybrid agent could read until its digest is known.
 
-        Such an agent reads the file itself only against a known MD5 (Accept.local_read);
-        hashing on the hub takes a fraction of the time streaming the file would, so the
-        first attempt waits for it instead of streaming a file the agent has on disk.
+        Such an agent reads the file itself only against a known digest
+        (Accept.local_read); hashing on the hub takes a fraction of the time streaming
+        the file would, so the first attempt waits for it instead of streaming a file
+        the agent has on disk.
         """
-        if task.file_md5 or not any(v.can_read(task.file_path) for v in views):
+        if task.file_digest or task.file_md5 \
+                or not any(v.can_read(task.file_path) for v in views):
             return False
         self.request_hash(task.part_id)
         return True
@@ -231,6 +233,7 @@ class Scheduler:
             file_name=Path(task.file_path).name,
             file_size=task.file_size,
             file_md5=task.file_md5,
+            file_digest=task.file_digest,
             credentials=upload_credentials(creds),
             line="auto",
             member_url=self.member_url,

@@ -34,6 +34,7 @@ def task_row(t: TaskRecord) -> dict[str, Any]:
         "attempt": t.attempt,
         "file_path": t.file_path,
         "file_md5": t.file_md5,
+        "file_digest": t.file_digest,
         "account": t.account,
         "progress": round(uploaded / t.file_size * 100, 2) if t.file_size else 0.0,
         "created_at": t.created_at,

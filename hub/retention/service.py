@@ -5,8 +5,9 @@ walks the recordings whose room has a rule. For each file of a recording it:
 
 1. records the identity the file was uploaded with, once, when it is first seen
    uploaded: the part's own stat fingerprint when the upload was checked against
-   one; otherwise the file is hashed and must match the part's MD5 (the bytes
-   Bilibili got) before its identity is taken; a mismatch is kept and flagged;
+   one; otherwise the file is hashed and must match the part's digest (or, for a
+   part an older hub hashed, its MD5: the bytes Bilibili got) before its identity
+   is taken; a mismatch is kept and flagged;
 2. reads the recording's archive (``RecordingStore.archive_of``: which parts it
    holds, its review as last read) and asks :func:`hub.retention.policy.blocked`
    whether the recording reached its trigger (the hub's clock notes when it first did: ``delay_days`` counts from
@@ -39,6 +40,7 @@ from hub.retention import policy as p
 from hub.retention.store import RetentionStore
 from hub.store.database import free_bytes
 from hub.store.recordings import RecordingStore
+from protocol.integrity import new_part_digest
 
 log = logging.getLogger("bupmesh.hub.retention")
 
@@ -202,8 +204,8 @@ class RetentionService:
         uploaded = p.parse_fingerprint(part.get("part_fingerprint") or "")
         state, note = p.WAITING, ""
         if uploaded is None or uploaded.size != size:
-            uploaded, note = await anyio.to_thread.run_sync(_identity_by_content, path,
-                                                            part.get("md5") or "", size)
+            uploaded, note = await anyio.to_thread.run_sync(
+                _identity_by_content, path, part.get("digest") or "", part.get("md5") or "", size)
             if note:
                 state = p.KEPT if uploaded is not None else p.GONE
                 note = f"{note}: kept and flagged" if state == p.KEPT else note
@@ -356,23 +358,26 @@ class RetentionService:
         }
 
 
-def _identity_by_content(path: str, md5: str, size: int) -> tuple[p.Identity | None, str]:
+def _identity_by_content(path: str, digest: str, md5: str, size: int
+                         ) -> tuple[p.Identity | None, str]:
     """The file's identity, once its bytes are shown to be the uploaded ones (worker
-    thread); ``(identity, "")`` or ``(identity or None, why not)``."""
+    thread): they must have the part's digest (``md5`` only for a part an older hub
+    hashed); ``(identity, "")`` or ``(identity or None, why not)``."""
     before = ex.identity_of(path)
     if before is None:
         return None, "the file was gone before retention saw it uploaded"
     if before.size != size:
         return before, f"the file has {before.size} bytes, {size} were uploaded"
-    if not md5:
+    want = digest or md5
+    if not want:
         return before, ""  # nothing to compare with: the identity as first seen
-    digest = hashlib.md5()
+    hasher = new_part_digest() if digest else hashlib.md5()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(4 << 20), b""):
-            digest.update(block)
+            hasher.update(block)
     if ex.identity_of(path) != before:
         return before, "the file changed while retention read it"
-    if digest.hexdigest() != md5:
+    if hasher.hexdigest() != want.lower():
         return before, "the file's content differs from the uploaded bytes"
     return before, ""
 

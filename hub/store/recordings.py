@@ -393,7 +393,7 @@ class RecordingStore(Database):
         def q(c: sqlite3.Connection) -> list[dict[str, Any]]:
             rows = c.execute(
                 """SELECT rp.part_id, rp.path, rp.size, rp.idx, rp.started_at, rp.ended_at,
-                          rp.archived, rp.received_at, p.state AS upload_state, p.md5,
+                          rp.archived, rp.received_at, p.state AS upload_state, p.md5, p.digest,
                           p.filename, p.biz_id, p.fingerprint AS part_fingerprint,
                           (SELECT t.task_id FROM agent_tasks t WHERE t.part_id=rp.part_id
                            ORDER BY t.id DESC LIMIT 1) AS task_id,

@@ -57,6 +57,7 @@ CREATE TABLE IF NOT EXISTS parts (
     size INTEGER NOT NULL,
     md5 TEXT NOT NULL,
     fingerprint TEXT NOT NULL DEFAULT '',
+    digest TEXT NOT NULL DEFAULT '',
     account TEXT,
     title TEXT,
     state TEXT NOT NULL,
@@ -73,6 +74,7 @@ CREATE TABLE IF NOT EXISTS agent_tasks (
     file_size INTEGER NOT NULL,
     file_md5 TEXT,
     file_fingerprint TEXT NOT NULL DEFAULT '',
+    file_digest TEXT NOT NULL DEFAULT '',
     status TEXT NOT NULL,
     progress REAL DEFAULT 0,
     upload_speed REAL DEFAULT 0,
@@ -147,6 +149,9 @@ _ADDED_COLUMNS = [
     ("agent_tasks", "retry_state", "TEXT NOT NULL DEFAULT '{}'"),
     ("agent_tasks", "excluded_ips", "TEXT NOT NULL DEFAULT '{}'"),
     ("agent_tasks", "proceed_attempt", "INTEGER NOT NULL DEFAULT 0"),
+    # the part digest (XXH3-128) took MD5's place; md5 columns stay for older rows
+    ("parts", "digest", "TEXT NOT NULL DEFAULT ''"),
+    ("agent_tasks", "file_digest", "TEXT NOT NULL DEFAULT ''"),
 ]
 
 # TaskRecord field -> column; every field is a column of the same name except these.
@@ -276,12 +281,13 @@ class Store(Database):
 
         return await self._run(q)
 
-    async def set_part_hash(self, part_id: int, *, md5: str, fingerprint: str,
+    async def set_part_hash(self, part_id: int, *, digest: str, fingerprint: str,
                             state: str | None) -> None:
-        """``state=None`` keeps the part's state (e.g. uploaded before the hash finished)."""
+        """The part's digest and the stat identity it goes with (both "" to forget them);
+        ``state=None`` keeps the part's state (e.g. uploaded before the hash finished)."""
         def q(c: sqlite3.Connection) -> None:
-            c.execute("UPDATE parts SET md5=?, fingerprint=?, state=COALESCE(?, state) WHERE id=?",
-                      (md5, fingerprint, state, part_id))
+            c.execute("UPDATE parts SET digest=?, fingerprint=?, state=COALESCE(?, state) "
+                      "WHERE id=?", (digest, fingerprint, state, part_id))
 
         await self.write_behind.write(f"part:{part_id}", q)
 

@@ -26,6 +26,7 @@ from hub.service import HubService
 from hub.store.tasks import Store
 from protocol import mesh_pb2 as pb
 from protocol import mesh_pb2_grpc
+from protocol.integrity import new_part_digest
 from protocol.tokens import TokenIssuer
 from tests.conftest import SIM_COOKIES, free_port
 from uploader.credentials import Credentials
@@ -102,10 +103,18 @@ class Hub:
         return agent
 
     def file(self, name: str, size: int) -> tuple[str, str]:
+        """A new file of random bytes: its path and MD5 (an older agent's stream check)."""
         path = self.tmp / name
         data = os.urandom(size)
         path.write_bytes(data)
         return str(path), hashlib.md5(data).hexdigest()
+
+
+def part_digest(path: str) -> str:
+    """The part digest of a file, as the hub takes it (protocol.integrity)."""
+    digest = new_part_digest()
+    digest.update(Path(path).read_bytes())
+    return digest.hexdigest()
 
 
 class FakeAgent:

@@ -5,7 +5,6 @@ done while the data directory is full."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -14,6 +13,7 @@ from typing import Any
 
 import msgspec
 import pytest
+import xxhash
 from cryptography.fernet import Fernet
 
 from hub.config import HubConfig
@@ -91,7 +91,7 @@ class Env:
                                                    account=None, title=None)
             state = (states or [])[n] if states else "uploaded"
             await self.store.set_part_hash(
-                part_id, md5=hashlib.md5(data).hexdigest(),
+                part_id, digest=xxhash.xxh3_128(data).hexdigest(),
                 fingerprint=fingerprint_of(path.stat()) if fingerprint else "", state=state)
             await self.recordings.add_part(rec["id"], part_id=part_id, path=str(path), size=size,
                                            started_at=float(n), ended_at=float(n))
