@@ -30,6 +30,8 @@ from hub.api.server import serve_http
 from hub.config import HubConfig
 from hub.core.errors import StorageFull
 from hub.pipeline import RecordingPipeline
+from hub.rooms.book import RoomBook
+from hub.rooms.store import RoomStore
 from hub.service import HubService
 from hub.store.tasks import Store
 from protocol.grpc_options import server_options
@@ -73,8 +75,11 @@ async def build_service(config: HubConfig) -> HubService:
     tokens = TokenIssuer(
         load_or_create_secret(data / TOKEN_SECRET_FILE), ttl_seconds=config.token_ttl_seconds
     )
-    service = HubService(config, store=store, accounts=accounts, tokens=tokens)
+    rooms = RoomBook(config, RoomStore(data / DB_FILE))
+    await rooms.open()  # before anything reads a room's settings
+    service = HubService(config, store=store, accounts=accounts, tokens=tokens, rooms=rooms)
     service.space.watch(accounts)
+    service.space.watch(rooms.store)
     await service.start()
     return service
 
@@ -153,6 +158,8 @@ async def run_hub(config: HubConfig) -> None:
                 await hub.grpc_server.stop(0)
         pipeline.close()
         service.close()
+        if service.rooms is not None:
+            service.rooms.close()
         service.accounts.close()
         service.store.close()
         log.info("hub stopped")

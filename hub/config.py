@@ -449,26 +449,50 @@ def is_loopback(host: str) -> bool:
 def _validate_templates(config: HubConfig) -> None:
     """Every template of ``submission`` and each room is valid: a typo in a placeholder
     stops startup instead of surprising a submission later."""
-    scopes: list[tuple[str, Any]] = [("submission", config.submission)]
-    scopes += [(f"rooms.{room}", s) for room, s in config.rooms.items()]
-    for prefix, settings in scopes:
+    check_scope(config.submission, "submission")
+    for room, settings in config.rooms.items():
+        check_room(str(room), settings, config, f"rooms.{room}")
+
+
+def check_room(room_id: str, room: RoomSettings, config: HubConfig, prefix: str = "") -> None:
+    """What msgspec cannot check in one room's settings, by the rules ``hub.yml`` follows
+    (the same for a room from ``hub.yml`` and one from the admin API); a ConfigError
+    names the key under ``prefix`` (``rooms.<id>`` at startup, nothing for the admin
+    API, whose body is the room itself). ``config``: the settings the room inherits."""
+    if not room_id.isdigit():
+        raise ConfigError(f"{prefix or 'room_id'}: room ids are numbers")
+    check_scope(room, prefix)
+    submission = config.submission
+    season = room.season_id if room.season_id is not None else submission.season_id
+    section = room.section_id if room.section_id is not None else submission.section_id
+    if section and not season:
+        raise ConfigError(f"{_key(prefix, 'section_id')}: needs a season_id")
+    _check_retention(room.retention, config, _key(prefix, "retention"))
+
+
+def check_scope(settings: Any, prefix: str) -> None:
+    """Templates, tags, schedule and cover of ``submission`` or of one room."""
+    try:
         for key in templates.TEMPLATE_KEYS:
             value = getattr(settings, key)
             if value is not None:
-                try:
-                    templates.check(value, f"{prefix}.{key}")
-                except templates.TemplateError as exc:
-                    raise ConfigError(str(exc)) from None
-        tags = settings.tags
-        if tags is not None:
-            for tag in templates.split_tags(tags):
-                try:
-                    templates.check(tag, f"{prefix}.tags")
-                except templates.TemplateError as exc:
-                    raise ConfigError(str(exc)) from None
-    for room in config.rooms:
-        if not str(room).isdigit():
-            raise ConfigError(f"rooms.{room}: room ids are numbers")
+                templates.check(value, _key(prefix, key))
+        if settings.tags is not None:
+            for tag in templates.split_tags(settings.tags):
+                templates.check(tag, _key(prefix, "tags"))
+    except templates.TemplateError as exc:
+        raise ConfigError(str(exc)) from None
+    delay = settings.publish_delay_seconds
+    if delay is not None and 0 < delay < PUBLISH_DELAY_MIN:
+        raise ConfigError(
+            f"{_key(prefix, 'publish_delay_seconds')}: Bilibili publishes at least 2 h after "
+            f"submission; use 0 (publish once approved) or at least {PUBLISH_DELAY_MIN:.0f}")
+    if settings.cover:
+        check_cover_file(settings.cover, _key(prefix, "cover"))
+
+
+def _key(prefix: str, key: str) -> str:
+    return f"{prefix}.{key}" if prefix else key
 
 
 _AGENT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}")
@@ -493,12 +517,16 @@ def _validate_agents(agents: AgentsSettings) -> None:
             raise ConfigError(f"agents.allowed_accounts.{agent_id}: account names are 1-64 "
                               "characters")
 def _validate_retention(config: HubConfig) -> None:
+    """The global retention rule (each room's is checked with the room)."""
+    _check_retention(RoomRetention(), config, "retention")
+
+
+def _check_retention(over: Any, config: HubConfig, where: str) -> None:
     """A move needs somewhere to go, outside every watched directory (the watcher would
-    import a moved file again as a new one)."""
-    scopes: list[tuple[str, Any]] = [("retention", config.retention)]
-    scopes += [(f"rooms.{room}.retention", s.retention) for room, s in config.rooms.items()]
+    import a moved file again as a new one). ``over``: a room's retention keys, each
+    unset one falling back to ``config.retention``."""
     watched = [Path(d).expanduser().resolve() for d in config.ingest.watch_dirs]
-    for prefix, settings in scopes:
+    for prefix, settings in ((where, over), ("retention", config.retention)):
         if settings.move_to is not None:
             target = Path(settings.move_to).expanduser()
             if not target.is_absolute():
@@ -507,36 +535,16 @@ def _validate_retention(config: HubConfig) -> None:
             if inside:
                 raise ConfigError(f"{prefix}.move_to: {target} is inside the watched directory "
                                   f"{inside[0]}: moved files would be imported again")
-    rooms: list[tuple[str | None, RoomRetention]] = [(None, RoomRetention())]
-    rooms += [(room, s.retention) for room, s in config.rooms.items()]
-    for room, over in rooms:
-        trigger = over.trigger or config.retention.trigger
-        action = over.action or config.retention.action
-        if trigger != "never" and action == "move" and not (over.move_to
-                                                             or config.retention.move_to):
-            where = f"rooms.{room}.retention" if room is not None else "retention"
-            raise ConfigError(f"{where}.move_to: required with action: move")
+    trigger = over.trigger or config.retention.trigger
+    action = over.action or config.retention.action
+    if trigger != "never" and action == "move" and not (over.move_to
+                                                         or config.retention.move_to):
+        raise ConfigError(f"{where}.move_to: required with action: move")
 
 
 def _validate_archive(config: HubConfig) -> None:
-    """Covers, schedules and collections of ``submission`` and each room, checked up front."""
-    scopes: list[tuple[str, Any]] = [("submission", config.submission)]
-    scopes += [(f"rooms.{room}", s) for room, s in config.rooms.items()]
-    for prefix, settings in scopes:
-        delay = settings.publish_delay_seconds
-        if delay is not None and 0 < delay < PUBLISH_DELAY_MIN:
-            raise ConfigError(
-                f"{prefix}.publish_delay_seconds: Bilibili publishes at least 2 h after "
-                f"submission; use 0 (publish once approved) or at least {PUBLISH_DELAY_MIN:.0f}")
-        if settings.cover:
-            check_cover_file(settings.cover, f"{prefix}.cover")
-    for room, settings in config.rooms.items():
-        season = settings.season_id if settings.season_id is not None \
-            else config.submission.season_id
-        section = settings.section_id if settings.section_id is not None \
-            else config.submission.section_id
-        if section and not season:
-            raise ConfigError(f"rooms.{room}.section_id: needs a season_id")
+    """The collection of ``submission`` (its schedule and cover are checked with its
+    templates, each room's with the room)."""
     if config.submission.section_id and not config.submission.season_id:
         raise ConfigError("submission.section_id: needs a season_id")
 

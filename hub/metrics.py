@@ -30,6 +30,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
 
+from hub.core.history import History
+
 if TYPE_CHECKING:
     from hub.core.lifecycle import TaskRecord
     from hub.core.registry import Registry
@@ -44,10 +46,12 @@ class TaskCounts(Protocol):
 
 class HubMetrics:
     """``agents``: the hub's registry; ``tasks``: its live tasks (read at scrape time);
-    ``store``: counts every task by status; ``strategy``: the scheduler's, as a label."""
+    ``store``: counts every task by status; ``strategy``: the scheduler's, as a label;
+    ``history``: where the console's charts get the same counts, bucketed in time."""
 
     def __init__(self, *, agents: Registry, tasks: Mapping[str, TaskRecord], store: TaskCounts,
-                 strategy: str) -> None:
+                 strategy: str, history: History | None = None) -> None:
+        self.history = history
         self.agents = agents
         self.tasks = tasks
         self.store = store
@@ -60,6 +64,9 @@ class HubMetrics:
         self.uploaded_bytes = Counter(
             "bupmesh_uploaded_bytes", "Bytes agents reported uploaded to Bilibili",
             ["agent", "ip"], registry=r)
+        self.upload_starts = Counter(
+            "bupmesh_upload_starts", "Uploads started per egress IP (what the hourly cap counts)",
+            ["ip"], registry=r)
         self.risk_events = Counter(
             "bupmesh_risk_events", "Risk-control events (HTTP 406, code 601) per egress IP",
             ["ip", "kind"], registry=r)
@@ -107,6 +114,8 @@ class HubMetrics:
         delta = task.uploaded_bytes - last
         if delta > 0:
             self.uploaded_bytes.labels(agent_id, ip or "unknown").inc(delta)
+            if self.history is not None:
+                self.history.uploaded(agent_id, delta)
         if task.status.terminal:
             self._seen_bytes.pop(task.task_id, None)
         else:
@@ -114,6 +123,11 @@ class HubMetrics:
 
     def risk_event(self, ip: str, kind: str) -> None:
         self.risk_events.labels(ip or "unknown", kind).inc()
+
+    def upload_started(self, ip: str) -> None:
+        self.upload_starts.labels(ip or "unknown").inc()
+        if self.history is not None:
+            self.history.upload_started(ip)
 
     def account_event(self, kind: str) -> None:
         self.account_events.labels(kind or "unknown").inc()

@@ -60,7 +60,8 @@ class RecordingPipeline:
     @classmethod
     async def attach(cls, service: HubService, *, audit: AuditSink | None = None
                      ) -> RecordingPipeline:
-        recordings = RecordingStore(service.store.db_path, clock=service.clock)
+        recordings = RecordingStore(service.store.db_path, clock=service.clock,
+                                    on_change=service.events.touch_recording)
         await recordings.open()
         service.space.watch(recordings)
         kept = RetentionStore(service.store.db_path, clock=service.clock)
@@ -74,6 +75,7 @@ class RecordingPipeline:
         submissions = SubmissionManager(service, recordings, clock=service.clock)
         await submissions.start()
         service.submissions = _Hooks(submissions, retention)
+        service.recording_views = submissions
         service.space.on_cleared(submissions.poke)
         service.space.on_cleared(retention.poke)
         return cls(recordings, ingest, submissions, FolderWatcher(ingest, clock=service.clock),

@@ -41,6 +41,7 @@ from hub.core.admin import Admin
 from hub.core.errors import NotFound
 from hub.core.events import EventBus
 from hub.core.held import HeldLeases
+from hub.core.history import History
 from hub.core.lifecycle import Lifecycle, Policy, TaskRecord
 from hub.core.outcomes import Outcomes
 from hub.core.ports import Submissions
@@ -58,6 +59,7 @@ from hub.core.views import Views
 from hub.media_roots import MediaRoots
 from hub.metrics import HubMetrics, storage_gauges
 from hub.parts import Parts
+from hub.rooms.book import RoomBook
 from hub.store.identity import IdentityStore
 from hub.store.space import MiB, SpaceAlarm
 from hub.store.tasks import Store
@@ -74,10 +76,12 @@ class HubService:
         tokens: TokenIssuer,
         clock: Callable[[], float] = time.time,
         strategy: Strategy | None = None,
+        rooms: RoomBook | None = None,
     ) -> None:
         self.config = config
         self.store = store
         self.accounts = accounts
+        self.rooms = rooms  # None: rooms only from hub.yml, no room API (tests' hubs)
         self.tokens = tokens
         self.clock = clock
         hb = config.heartbeat
@@ -91,8 +95,9 @@ class HubService:
         self.events = EventBus()  # what changed, for the web UI's live view
         self.tasks: dict[str, TaskRecord] = {}  # active tasks; the state's own dict
         strategy = strategy or make_strategy(config.scheduler.strategy)
+        self.history = History(clock)  # the console's charts
         self.metrics = HubMetrics(agents=self.registry, tasks=self.tasks, store=store,
-                                  strategy=config.scheduler.strategy)
+                                  strategy=config.scheduler.strategy, history=self.history)
         self.state = state = HubState(
             registry=self.registry, lifecycle=lifecycle, ledger=self.ledger,
             held=HeldLeases(hb.held_grace_seconds, clock), store=store, events=self.events,
@@ -126,6 +131,8 @@ class HubService:
                                  heartbeat_interval=hb.interval_seconds)
         self._timeouts = Timeouts(state, self.auth, heartbeat_interval=hb.interval_seconds)
         self._submissions: Submissions | None = None
+        # The recording pipeline's read side (list, describe), for the live view.
+        self.recording_views: Any = None
         # The data directory's NOSPACE alarm; every database of this hub reports to it.
         self.space = SpaceAlarm(config.data_path,
                                 resume_free_bytes=int(config.storage.resume_free_mb * MiB),
@@ -297,3 +304,7 @@ class HubService:
 
     async def list_ips(self) -> list[dict[str, Any]]:
         return await self.views.list_ips()
+
+    def chart_history(self) -> dict[str, Any]:
+        """Per-agent throughput (last hour) and per-IP uploads and risk events (last day)."""
+        return self.history.view(self.ledger.event_times())

@@ -261,9 +261,13 @@ class Messages:
         if msg.offset < 0 or msg.offset > task.file_size:
             raise _malformed(f"Committed.offset {msg.offset} outside 0..{task.file_size}")
         async with state.lock:
+            before = task.uploaded_bytes
             outcome = state.lifecycle.committed(task, session.agent_id, msg.attempt,
                                                 int(msg.offset), bytes(msg.session))
             if outcome is not Outcome.IGNORED:
+                # A part small enough to need no Progress moves only here: count its bytes.
+                self.metrics.uploaded(task, session.agent_id, session.ip_address, msg.attempt,
+                                      before)
                 await state.store.save_task(task)
 
     async def _finishing(self, session: AgentSession, task: TaskRecord,

@@ -131,6 +131,11 @@ def admin_routes(service: HubService, auth: Auth) -> list[BaseRoute]:
 
     # -- live view -----------------------------------------------------------------------
 
+    async def history(request: Request) -> Response:
+        """``GET /api/manage/history``: the console's chart data (``hub.core.history``)."""
+        auth.require_read(request)
+        return ok(redact(service.chart_history()))
+
     async def events(request: Request) -> Response:
         """``GET /api/manage/events``: live state as Server-Sent Events (``hub.api.sse``)."""
         auth.require_read(request)
@@ -150,4 +155,5 @@ def admin_routes(service: HubService, auth: Auth) -> list[BaseRoute]:
         Route("/api/manage/agents/{agent_id}/{action:str}", guard(agent_action),
               methods=["POST"]),
         Route("/api/manage/events", guard(events), methods=["GET"]),
+        Route("/api/manage/history", guard(history), methods=["GET"]),
     ]

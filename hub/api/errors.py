@@ -28,6 +28,7 @@ from hub.core.errors import (
 )
 from hub.ingest.events import IngestError
 from hub.ingest.service import IngestRefused
+from hub.rooms.book import RoomInvalid
 
 log = logging.getLogger("bupmesh.hub.http")
 
@@ -41,7 +42,7 @@ STATUSES: tuple[tuple[tuple[type[BaseException], ...], int, str], ...] = (
     ((NotFound, AccountNotFound, LoginNotFound, FileNotFoundError), 404, "not found"),
     ((Conflict, DuplicateAccount), 409, "conflict"),
     ((TooManyLogins,), 429, "too many requests"),
-    ((AccountError, BadRequest, IngestError, IngestRefused), 400, "bad request"),
+    ((AccountError, BadRequest, IngestError, IngestRefused, RoomInvalid), 400, "bad request"),
     # The message names the data directory and its free bytes (hub/store/space.py).
     ((StorageFull,), 507, "insufficient storage"),
 )

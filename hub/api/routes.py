@@ -28,6 +28,7 @@ from hub.api.envelope import http_exception, ok
 from hub.api.errors import guard
 from hub.api.identity_routes import identity_routes
 from hub.api.risk_routes import risk_routes
+from hub.api.room_routes import room_routes
 from hub.api.web import web_routes
 from hub.service import HubService
 
@@ -55,6 +56,7 @@ def build_app(
         *identity_routes(service, auth),
         *account_routes(service, auth),
         *risk_routes(service, auth),
+        *room_routes(service, auth),
         *web_routes(),
         *extra_routes,
     ]

@@ -393,6 +393,10 @@ class RiskLedger:
     def known_ips(self) -> list[str]:
         return sorted(self._ips)
 
+    def event_times(self) -> dict[str, list[float]]:
+        """Each IP's risk event times (the kept ones), for the console's 24-hour chart."""
+        return {ip: [e.time for e in rec.events] for ip, rec in self._ips.items() if rec.events}
+
     def describe(self, now: float) -> list[dict[str, Any]]:
         """Rows for ``GET /api/manage/ips``, one per known IP, sorted by IP.
 

@@ -177,6 +177,7 @@ class Scheduler:
                 if not part.resuming and task.status.leased:
                     # Before choosing for the next task: the IP and the account now rest.
                     state.ledger.upload_started(chosen.ip, chosen.agent_id, now)
+                    state.counters.upload_started(chosen.ip)
                     state.account_ledger.preupload_started(account, now)
                     await state.save_ledger()
                 # Only the chosen agent's view changed: not a rebuild of all N.

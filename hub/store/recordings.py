@@ -173,9 +173,17 @@ class RecordingStore(Database):
         ("recording_parts", "received_at", "REAL"),
     )
 
-    def __init__(self, db_path: str | Path, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, db_path: str | Path, *, clock: Callable[[], float] = time.time,
+                 on_change: Callable[[int], None] | None = None) -> None:
         super().__init__(db_path)
         self._clock = clock
+        # Told the id of each recording a write changed, once it is committed (the
+        # console's live view); never raises into the writer.
+        self._on_change = on_change or (lambda recording_id: None)
+
+    def notify(self, recording_id: int) -> None:
+        """Something derived from the recording changed without a write (a part's upload)."""
+        self._on_change(recording_id)
 
     # -- events ---------------------------------------------------------------------------
 
@@ -224,7 +232,9 @@ class RecordingStore(Database):
                             (session_key,)).fetchone()
             return dict(got)
 
-        return await self._run(q)
+        rec = await self._run(q)
+        self._on_change(rec["id"])
+        return rec
 
     async def open_recording(self, source: str, room_id: str) -> dict[str, Any] | None:
         """The newest not-yet-ended recording of a room from ``source`` (blrec, watcher)."""
@@ -240,6 +250,7 @@ class RecordingStore(Database):
         await self._run(lambda c: c.execute(
             "UPDATE recordings SET ended_at=COALESCE(ended_at, ?), updated_at=? WHERE id=?",
             (ended_at, self._clock(), recording_id)))
+        self._on_change(recording_id)
 
     async def get(self, recording_id: int) -> dict[str, Any] | None:
         def q(c: sqlite3.Connection) -> dict[str, Any] | None:
@@ -271,6 +282,7 @@ class RecordingStore(Database):
                           "AND part_id=?", (recording_id, part_id))
 
         await self._run(q)
+        self._on_change(recording_id)
 
     async def set_live_cover(self, recording_id: int, path: str) -> None:
         """The recorder saved this session's live cover at ``path`` (the newest one wins)."""
@@ -340,6 +352,7 @@ class RecordingStore(Database):
                           [recording_id, *fields.values()])
 
         await self._run(q)
+        self._on_change(recording_id)  # the review shows on the console's recording row
 
     # -- history --------------------------------------------------------------------------
 
@@ -347,6 +360,7 @@ class RecordingStore(Database):
                           part_id: int | None = None) -> None:
         now = self._clock()
         await self._run(lambda c: _history(c, recording_id, now, kind, message, part_id))
+        self._on_change(recording_id)  # the console reads retention again when it sees this
 
     async def history(self, recording_id: int, *, limit: int = 200) -> list[dict[str, Any]]:
         """Newest first."""
@@ -385,7 +399,9 @@ class RecordingStore(Database):
             c.execute("UPDATE recordings SET updated_at=? WHERE id=?", (now, recording_id))
             return count + 1
 
-        return await self._run(q)
+        index = await self._run(q)
+        self._on_change(recording_id)
+        return index
 
     async def parts(self, recording_id: int) -> list[dict[str, Any]]:
         """A recording's parts in submission order (file start time, then arrival), with

@@ -90,6 +90,9 @@ class SubmissionManager:
         self.keys = AccountKeys(hub.accounts, clock)
         self._held: dict[int, str] = {}  # recording id -> why it is not sent now
         self._inflight: dict[int, Any] = {}  # recording id -> session carrying its Submit
+        # Why each waiting recording waits, as last shown: a change (a part uploaded)
+        # writes nothing, so the live view is told here.
+        self._waiting_for: dict[int, str] = {}
         self._lock = anyio.Lock()
         self._wake = anyio.Event()
         self.reviews = ReviewPoller(self, recordings, clock=clock)
@@ -342,7 +345,13 @@ class SubmissionManager:
         ready = False
         if rec["submit_state"] == m.WAITING:
             parts = await self.recordings.parts(rec["id"])
-            ready = m.readiness(rec, parts, now, self.timing) == ""
+            why = m.readiness(rec, parts, now, self.timing)
+            ready = why == ""
+            if self._waiting_for.get(rec["id"]) != why:
+                self._waiting_for[rec["id"]] = why
+                self.recordings.notify(rec["id"])
+        else:
+            self._waiting_for.pop(rec["id"], None)
         update = m.decide(rec, ready, settings.auto_submit, now, self.timing)
         if rec["submit_state"] == m.SUBMITTED:
             parts = await self.recordings.parts(rec["id"])

@@ -26,6 +26,7 @@ import httpx
 import pytest
 
 from bupmesh.localmesh import OPEN_RISK_YAML, LocalMesh, wait_for, write_random_file
+from tests.support.browser import open_page
 
 pytestmark = pytest.mark.e2e
 
@@ -354,10 +355,8 @@ def test_a_rejected_review_is_shown_and_alerted_until_an_appeal_clears_it(
 
 def test_the_page_shows_each_archive_with_its_link_and_review(mesh: LocalMesh,
                                                               tmp_path: Path) -> None:
-    """In a real browser (Debian's Chromium, as tests/e2e/test_web_ui.py drives it)."""
-    from playwright.sync_api import expect, sync_playwright
-
-    from tests.e2e.test_web_ui import CHROMIUM, CHROMIUM_ARGS
+    """In a real browser (Debian's Chromium: tests/support/browser.py)."""
+    from playwright.sync_api import Page, expect
 
     _, rec_id, _ = session_of(mesh, 7001, 1, seed=600)  # scheduled: pending, read again
     _, plain_id, _ = session_of(mesh, 7002, 1, seed=610)  # approved at once
@@ -369,23 +368,16 @@ def test_the_page_shows_each_archive_with_its_link_and_review(mesh: LocalMesh,
              "the rejection read")
     wait_for(lambda: recording(mesh, plain_id)["review"]["state"] == "approved", 30,
              "the approval read")
-    with sync_playwright() as playwright:
-        context = playwright.chromium.launch_persistent_context(
-            str(tmp_path / "profile"), executable_path=str(CHROMIUM), headless=True,
-            args=CHROMIUM_ARGS, timeout=60_000)
-        try:
-            page = context.pages[0] if context.pages else context.new_page()
-            page.set_default_timeout(30_000)
-            page.goto(mesh.hub_url + "/")
-            page.fill("#token", mesh.admin_token)
-            page.click("#login-form button[type=submit]")
-            cell = page.locator(f'#recordings-body tr[data-key="{rec_id}"] .col-archive')
-            expect(cell.locator("a.archive-link")).to_have_text(rec["bvid"])
-            expect(cell.locator("a.archive-link")).to_have_attribute("href", rec["archive_url"])
-            expect(cell.locator(".archive-review")).to_have_text("rejected")
-            expect(cell.locator(".archive-reason")).to_contain_text(reason)
-            other = page.locator(
-                f'#recordings-body tr[data-key="{plain_id}"] .col-archive')
-            expect(other.locator(".archive-review")).to_have_text("approved")
-        finally:
-            context.close()
+    with open_page(tmp_path / "profile", "en-US") as opened:
+        page: Page = opened  # type: ignore[assignment]
+        page.goto(mesh.hub_url + "/")
+        page.fill("#token", mesh.admin_token)
+        page.click("#login-form button[type=submit]")
+        cell = page.locator(f'#recordings-body tr[data-key="{rec_id}"] .col-archive')
+        expect(cell.locator("a.archive-link")).to_have_text(rec["bvid"])
+        expect(cell.locator("a.archive-link")).to_have_attribute("href", rec["archive_url"])
+        expect(cell.locator(".archive-review")).to_have_text("rejected")
+        expect(cell.locator(".archive-reason")).to_contain_text(reason)
+        other = page.locator(
+            f'#recordings-body tr[data-key="{plain_id}"] .col-archive')
+        expect(other.locator(".archive-review")).to_have_text("approved")

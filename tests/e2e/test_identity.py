@@ -35,6 +35,7 @@ from bupmesh.localmesh import (
 )
 from protocol import mesh_pb2 as pb
 from protocol import mesh_pb2_grpc
+from tests.support.browser import open_page
 
 pytestmark = pytest.mark.e2e
 
@@ -199,7 +200,8 @@ def test_a_token_works_only_for_its_id_revocation_cuts_at_once_expiry_refuses(
 # ------------------------------------------------------------------------ the viewer token
 
 
-def test_the_viewer_token_reads_and_cannot_change_anything(mesh: LocalMesh) -> None:
+def test_the_viewer_token_reads_and_cannot_change_anything(mesh: LocalMesh, tmp_path: Path
+                                                            ) -> None:
     viewer = {"Authorization": f"Bearer {VIEWER}"}
 
     def state() -> tuple[Any, ...]:
@@ -229,40 +231,38 @@ def test_the_viewer_token_reads_and_cannot_change_anything(mesh: LocalMesh) -> N
                  "/metrics"):
         assert httpx.get(mesh.hub_url + path, headers=viewer, timeout=10).status_code == 200
     assert state() == before
-    check_the_page_as_viewer(mesh)
+    check_the_page_as_viewer(mesh, tmp_path / "chromium-profile")
 
 
-def check_the_page_as_viewer(mesh: LocalMesh) -> None:
-    """The web UI with the viewer token: everything shows, the buttons do not."""
-    from playwright.sync_api import expect, sync_playwright
+def check_the_page_as_viewer(mesh: LocalMesh, profile: Path) -> None:
+    """The web console with the viewer token: everything shows, no button that changes
+    anything does (a task's log, a recording's history and Refresh stay)."""
+    from playwright.sync_api import expect
 
-    chromium = Path("/usr/bin/chromium")
-    if not chromium.exists():
-        pytest.fail(f"{chromium} is missing: `make browser` (part of `make test`) installs it")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=str(chromium), headless=True,
-            args=["--no-sandbox", "--disable-gpu", "--no-first-run"], timeout=60_000)
-        try:
-            page = browser.new_page()
-            page.set_default_timeout(30_000)
-            page.goto(mesh.hub_url + "/")
-            page.fill("#token", VIEWER)
-            page.click("#login-form button[type=submit]")
-            expect(page.locator("#live")).to_have_attribute("data-state", "live")
-            expect(page.locator("body")).to_have_attribute("data-role", "viewer")
-            expect(page.locator('#agents-body tr[data-key="agent-1"]')).to_be_visible()
-            expect(page.locator('#agents-body tr[data-key="agent-1"] .act-disable')).to_be_hidden()
-            expect(page.locator("#token-form")).to_be_hidden()
-            # the duplicate of agent-1, with both addresses
-            dups = page.locator("#access-duplicates")
-            expect(dups).to_be_visible()
-            expect(dups).to_contain_text("127.0.0.1 (reports 127.0.0.2)")
-            expect(dups).to_contain_text("127.0.0.1 (reports 127.0.0.3)")
-            expect(page.locator('#access-tokens-body tr[data-key] .col-state').first) \
-                .to_have_text(re.compile("revoked|expired|active"))
-        finally:
-            browser.close()
+    with open_page(profile) as page:
+        page.goto(mesh.hub_url + "/")
+        page.fill("#token", VIEWER)
+        page.click("#login-form button[type=submit]")
+        expect(page.locator("#live")).to_have_attribute("data-state", "live")
+        expect(page.locator("body")).to_have_attribute("data-role", "viewer")
+        expect(page.locator("#role")).to_have_text("read-only")
+        expect(page.locator("#app")).to_have_attribute("data-loaded", "true")
+        expect(page.locator('#agents-body tr[data-key="agent-1"]')).to_be_visible()
+        expect(page.locator('#agents-body tr[data-key="agent-1"] .act-disable')).to_be_hidden()
+        for form in ("#token-form", "#allow-form", ".add-account", "#rooms-add"):
+            expect(page.locator(form)).to_be_hidden()
+        # the duplicate of agent-1, with both addresses
+        dups = page.locator("#access-duplicates")
+        expect(dups).to_be_visible()
+        expect(dups).to_contain_text("127.0.0.1 (reports 127.0.0.2)")
+        expect(dups).to_contain_text("127.0.0.1 (reports 127.0.0.3)")
+        expect(page.locator('#access-tokens-body tr[data-key] .col-state').first) \
+            .to_have_text(re.compile("revoked|expired|active"))
+        expect(page.locator("#accounts-body tr[data-key]").first).to_be_visible()
+        shown = page.evaluate("""() => [...document.querySelectorAll("main button")]
+            .filter((b) => b.offsetParent !== null).map((b) => b.className || b.id)""")
+        assert shown and set(shown) <= {"act-logs", "act-history", "verdicts-refresh",
+                                        "recordings-refresh", "retention-refresh"}, shown
 
 
 # ------------------------------------------------------------------------ media roots
@@ -393,3 +393,89 @@ def test_an_agent_outside_an_accounts_allowlist_never_gets_its_cookies(gated: Lo
     # and Bilibili never saw the main account (mid 10001) from the fenced agent's address
     mains = [u for u in gated.sim_uploads() if u["mid"] == 10001]
     assert mains and all(u["source_ip"] != "127.0.0.4" for u in mains)
+
+
+def test_the_access_section_in_the_browser(gated: LocalMesh, tmp_path: Path) -> None:
+    """The admin's page: decide on an id, fence an agent to an account and lift it, and
+    make a token that is shown once, then revoke it; each change reaches the hub."""
+    from playwright.sync_api import expect
+
+    if not row(gated, "fenced"):  # hub.yml's allowlist shows once its agent was seen
+        start_agent(gated, 3, "fenced")
+        wait_for(lambda: row(gated, "fenced"), 30, "fenced seen")
+    start_agent(gated, 4, "walk-in")
+    stranger = start_agent(gated, 5, "stranger")
+    for agent_id in ("walk-in", "stranger"):
+        wait_for(lambda a=agent_id: row(gated, a).get("status") == "pending", 30, agent_id)
+    with open_page(tmp_path / "chromium-profile") as page:
+        errors: list[str] = []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.goto(gated.hub_url + "/")
+        page.fill("#token", gated.admin_token)
+        page.click("#login-form button[type=submit]")
+        expect(page.locator("#live")).to_have_attribute("data-state", "live")
+        expect(page.locator("body")).to_have_attribute("data-role", "admin")
+        expect(page.locator("#role")).to_be_hidden()
+
+        # approval: the waiting id with its addresses; Approve lets it in
+        pending = page.locator('#access-pending-body tr[data-key="walk-in"]')
+        expect(pending).to_have_attribute("data-approval", "pending")
+        expect(pending.locator(".col-address")).to_have_text("127.0.0.1 / 127.0.0.5")
+        expect(pending.locator(".act-clear")).to_be_hidden()
+        pending.locator(".act-approve").click()
+        expect(pending).to_have_count(0)
+        wait_for(lambda: row(gated, "walk-in").get("status") == "online", 30, "walk-in online")
+
+        # Reject closes the stranger's stream and keeps it out; Clear: it waits again
+        refused = page.locator('#access-pending-body tr[data-key="stranger"]')
+        refused.locator(".act-reject").click()
+        expect(refused).to_have_attribute("data-approval", "rejected")
+        expect(refused.locator(".act-clear")).to_be_visible()
+        wait_for(lambda: row(gated, "stranger").get("status") == "rejected", 10, "rejected")
+        wait_for(lambda: "clear this agent id" in stranger.log_text(), 30, "the stranger told")
+        refused.locator(".act-clear").click()
+        expect(refused).to_have_attribute("data-approval", "pending")
+        assert row(gated, "stranger")["approval"] == "pending"
+        stranger.stop()
+
+        # allowlists: the one hub.yml sets, one set here, then every account again
+        fenced = page.locator('#access-allow-body tr[data-key="fenced"]')
+        expect(fenced.locator(".col-accounts")).to_have_text("backup")
+        expect(fenced.locator(".col-source")).to_have_text("hub config")
+        page.fill("#allow-agent", "walk-in")
+        page.fill("#allow-names", "main")
+        page.click("#allow-form button[type=submit]")
+        walk_in = page.locator('#access-allow-body tr[data-key="walk-in"]')
+        expect(walk_in.locator(".col-accounts")).to_have_text("main")
+        expect(walk_in.locator(".col-source")).to_have_text("API")
+        assert row(gated, "walk-in")["allowed_accounts"] == ["main"]
+        page.click("#allow-all")
+        expect(walk_in).to_have_count(0)
+        assert row(gated, "walk-in")["allowed_accounts"] is None
+
+        # a token: shown once, listed without its secret, revoked from its row
+        page.fill("#token-agent", "walk-in")
+        page.fill("#token-expires", "1d")
+        page.click("#token-form button[type=submit]")
+        expect(page.locator("#token-created")).to_be_visible()
+        expect(page.locator("#token-created-text")).to_contain_text("walk-in")
+        secret = page.locator("#token-created-value").input_value()
+        assert secret.startswith("bma_")
+        (made,) = gated.admin("GET", "/api/manage/agent-tokens?agent_id=walk-in")["tokens"]
+        assert made["state"] == "active" and made["expires_at"]
+        token_row = page.locator(f'#access-tokens-body tr[data-key="{made["token_id"]}"]')
+        expect(token_row).to_have_attribute("data-state", "active")
+        page.click("#token-created-done")
+        expect(page.locator("#token-created")).to_be_hidden()
+        assert secret not in page.content()
+        token_row.locator(".act-revoke").click()
+        expect(token_row).to_have_attribute("data-state", "revoked")
+        expect(token_row.locator(".act-revoke")).to_be_hidden()
+        (gone,) = gated.admin("GET", "/api/manage/agent-tokens?agent_id=walk-in")["tokens"]
+        assert gone["state"] == "revoked"
+
+        # the section speaks Chinese too
+        page.select_option("#lang", "zh-CN")
+        expect(page.locator("#access h2")).to_have_text("节点准入")
+        expect(token_row.locator(".col-state")).to_have_text("已吊销")
+        assert errors == []

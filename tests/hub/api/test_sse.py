@@ -108,6 +108,53 @@ async def test_stream_keeps_alive_resyncs_and_unsubscribes_when_the_page_leaves(
     assert hub.events.subscriber_count == 0
 
 
+class FakeRecordings:
+    def __init__(self) -> None:
+        self.rows = {1: {"recording_id": 1, "state": "waiting"}}
+
+    async def list(self) -> list[dict[str, Any]]:
+        return list(self.rows.values())
+
+    async def describe(self, recording_id: int) -> dict[str, Any]:
+        return self.rows[recording_id]
+
+
+class ChartHub(FakeHub):
+    """A hub with the recording pipeline attached and chart history."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.recording_views = FakeRecordings()
+        self.history_calls = 0
+
+    def chart_history(self) -> dict[str, Any]:
+        self.history_calls += 1
+        return {"n": self.history_calls}
+
+
+@pytest.mark.anyio
+async def test_stream_sends_history_and_recordings() -> None:
+    hub = ChartHub()
+    stream = event_stream(hub, hub.events, lambda x: x, heartbeat=60, min_gap=0,  # type: ignore[arg-type]
+                          history_every=3600)
+    first = parse(await stream.__anext__())
+    assert [name for name, _ in first] == ["snapshot", "history", "recordings"]
+    assert first[1][1] == {"n": 1} and first[2][1] == {"recordings": [hub.recording_views.rows[1]]}
+    hub.recording_views.rows[1] = {"recording_id": 1, "state": "submitted"}
+    hub.events.touch_recording(1)
+    hub.events.touch_recording(99)  # unreadable: skipped, the stream goes on
+    assert parse(await stream.__anext__()) == [("recording", hub.recording_views.rows[1])]
+    await stream.aclose()
+
+    # History comes again on its own clock, even while nothing else happens.
+    stream = event_stream(hub, hub.events, lambda x: x, heartbeat=60, min_gap=0,  # type: ignore[arg-type]
+                          history_every=0.01)
+    await stream.__anext__()
+    assert parse(await stream.__anext__()) == [("history", {"n": 3})]
+    assert parse(await stream.__anext__()) == [("history", {"n": 4})]
+    await stream.aclose()
+
+
 def test_snapshot_keeps_every_live_task_and_the_latest_ended_ones() -> None:
     tasks = [{"task_id": f"done{i}", "status": "completed", "created_at": i} for i in range(10)]
     tasks += [{"task_id": "old-pending", "status": "pending", "created_at": -5}]
