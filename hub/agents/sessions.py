@@ -1,7 +1,8 @@
 """An agent's stream from Hello to its end: attach, re-attach held attempts, detach.
 
-One live stream per agent: a new Hello replaces the old stream (closed, its
-leases re-queued). Attempts the agent kept running across a lost stream and
+One live stream per agent id, held by one agent process: a Hello from the
+process that holds it replaces the old stream (closed, its leases re-queued);
+one from another process is refused while that stream lives. Attempts the agent kept running across a lost stream and
 lists in ``Hello.held_tasks`` go on over the new one when the hub still holds
 their lease (:mod:`hub.core.held`); the others are told to stop. When a stream
 ends the agent is offline at once and its leases end, or wait a grace period
@@ -20,6 +21,7 @@ from hub.core.held import reattach_offset
 from hub.core.leases import end_held_lease, end_session_leases
 from hub.core.lifecycle import TaskRecord
 from hub.core.ports import Submissions
+from hub.core.registry import PENDING, describe_address
 from hub.core.spawner import Spawner
 from hub.core.state import HubState
 from protocol import mesh_pb2 as pb
@@ -46,28 +48,33 @@ class Sessions:
 
     async def hello(self, session: AgentSession, hello: pb.Hello) -> None:
         state = self.state
-        info = state.registry.ensure(session.agent_id)
-        caps = hello.capabilities
-        apply_capabilities(
-            info,
-            hello.agent_name,
-            session.ip_address,
-            {
-                "max_concurrent_uploads": caps.max_concurrent_uploads,
-                "bandwidth_mbps": caps.bandwidth_mbps,
-                "storage_type": caps.storage_type,
-                "buffer_bytes": caps.buffer_bytes,
-            },
-            dict(hello.tags),
-        )
-        info.link_address = session.peer_ip
-        self.messages.note_reach(session.agent_id, hello.egress_ip, hello.line, hello.line_bps)
-        info.finish_handshake = bool(caps.finish_handshake)
-        info.local_paths = tuple(str(p)[:1024] for p in caps.local_paths[:64]) \
-            if info.storage_type in ("local", "hybrid") else ()
-        if self.submissions is not None:
-            self.submissions.on_hello(session, hello)
         async with state.lock:
+            # Before anything of the Hello is applied: a second process claiming a live
+            # id (a copied agent.yml, a stolen PSK) changes nothing and is refused.
+            self.auth.check_claim(session.agent_id, hello.instance_id,
+                                  describe_address(session.peer_ip, hello.ip_address))
+            info = state.registry.ensure(session.agent_id)
+            caps = hello.capabilities
+            apply_capabilities(
+                info,
+                hello.agent_name,
+                session.ip_address,
+                {
+                    "max_concurrent_uploads": caps.max_concurrent_uploads,
+                    "bandwidth_mbps": caps.bandwidth_mbps,
+                    "storage_type": caps.storage_type,
+                    "buffer_bytes": caps.buffer_bytes,
+                },
+                dict(hello.tags),
+            )
+            info.link_address = session.peer_ip
+            self.messages.note_reach(session.agent_id, hello.egress_ip, hello.line,
+                                     hello.line_bps)
+            info.finish_handshake = bool(caps.finish_handshake)
+            info.local_paths = tuple(str(p)[:1024] for p in caps.local_paths[:64]) \
+                if info.storage_type in ("local", "hybrid") else ()
+            if self.submissions is not None:
+                self.submissions.on_hello(session, hello)
             # First, before the replaced session's leases are ended below: the attempts
             # the agent still holds go on over this stream.
             resumed = await self._reattach_held(session, hello.held_tasks)
@@ -75,15 +82,17 @@ class Sessions:
             # full ledger snapshot per Hello made a reconnect storm O(agents^2).
             state.ledger.note_agent(info.risk_ip, session.agent_id)
             state.events.touch_ips()  # the IP table lists this agent now
-            old = state.registry.attach(session.agent_id, session, session.session_id)
+            old = state.registry.attach(session.agent_id, session, session.session_id,
+                                        hello.instance_id)
             if old is not None and old is not session:
-                old.close("replaced by a new session")
+                old.close("replaced by a new session of the same agent process")
                 await end_session_leases(state, session.agent_id, old.session_id,
                                          "replaced by a new session")
             await self.auth.persist(info)
         welcome = pb.Welcome(
             heartbeat_interval_seconds=max(1, round(self.heartbeat_interval)),
             session_id=session.session_id,
+            approval_pending=info.approval == PENDING,
         )
         if self.auth.needs_refresh(session):
             welcome.token.CopyFrom(self.auth.refresh(session))
