@@ -83,6 +83,7 @@ class TaskRecord:
     # from the IP it was granted on (upos may bind a session to its address), and when
     proceed_attempt: int = 0
     proceed_ip: str = ""
+    proceed_agent: str = ""  # ... and to whom: it remembers what it completed
     proceed_at: float = 0.0
     retry_count: int = 0  # attempts that ended in a retryable failure
     network_failures: int = 0
@@ -234,7 +235,8 @@ class Lifecycle:
         same session is safe (upos answers with the same object) but, when upos binds
         a session to the address that made it, only from that address: another IP is
         refused, and a fresh session would then make a second object of the same part.
-        So the task waits for an agent on that IP, for ``completion_wait`` seconds
+        So the task waits for an agent on that IP (or the agent it was granted to,
+        which remembers what it completed, wherever its egress moved), for ``completion_wait`` seconds
         from the grant; after that a part that never finishes is worse than a spare
         object at Bilibili, and any IP may take it (and start afresh if refused).
         """
@@ -254,7 +256,7 @@ class Lifecycle:
         if not task.holds(agent_id, attempt) or task.status is not Status.UPLOADING:
             return False
         task.proceed_attempt = attempt
-        task.proceed_ip = ip
+        task.proceed_ip, task.proceed_agent = ip, agent_id
         task.proceed_at = self.clock()
         return True
 
@@ -343,7 +345,8 @@ class Lifecycle:
         """
         message = message or kind
         d = self.retry.decide(kind, RetryState.restore(task.retry_state), agent_id=agent_id,
-                              ip=ip, message=message, completion_ip=self.completion_ip(task))
+                              ip=ip, message=message, completion_ip=self.completion_ip(task),
+                              completion_agent=task.proceed_agent or None)
         task.retry_state = d.state.snapshot()
         now = self.clock()
         if kind == NETWORK:
@@ -367,6 +370,7 @@ class Lifecycle:
             task.committed_offset = 0
             task.committed_attempt = task.attempt
             task.proceed_attempt, task.proceed_ip, task.proceed_at = 0, "", 0.0
+            task.proceed_agent = ""
         retry_agent = d.agent_id if d.action is Action.RETRY_SAME else None
         outcome = self._requeue(task, kind, message, backoff=d.delay)
         task.retry_agent = retry_agent if outcome is Outcome.REQUEUED else None

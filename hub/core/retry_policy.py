@@ -162,11 +162,14 @@ class TaskRetryPolicy:
         ip: str,
         message: str = "",
         completion_ip: str | None = None,
+        completion_agent: str | None = None,
     ) -> Decision:
         """What to do after an attempt of a task on ``agent_id`` (egress ``ip``) failed.
 
         ``completion_ip``: the IP the hub let this session complete on, with no answer
-        since (:meth:`hub.core.lifecycle.Lifecycle.completion_ip`), else None.
+        since (:meth:`hub.core.lifecycle.Lifecycle.completion_ip`), else None;
+        ``completion_agent`` the agent it let complete (its refusal is final too: it
+        remembers a session it completed, so a refusal means it never did).
         """
         kind = str(kind or NETWORK)
         why = f"{kind}: {message}" if message else kind
@@ -186,7 +189,8 @@ class TaskRetryPolicy:
             what = ("the account is throttled: waiting for it" if kind == ACCOUNT_THROTTLE
                     else "the account is penalised: waiting for an admin to release it")
             return Decision(Action.WAIT_ACCOUNT, f"{why}; {what}", state=new)
-        if kind == SESSION_REJECTED and completion_ip is not None and ip != completion_ip:
+        if kind == SESSION_REJECTED and completion_ip is not None and ip != completion_ip \
+                and agent_id != completion_agent:
             # Refused here says nothing of the completion granted there, which may have
             # made the object: keep the session for that IP. Counted: only an egress the
             # hub had not yet heard had moved leads here.

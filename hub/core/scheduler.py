@@ -88,6 +88,7 @@ class Scheduler:
             resuming=(task.retry_agent is not None and task.pinned_agent is None)
             or only_ip is not None,
             only_ip=only_ip,
+            granted_agent=(task.proceed_agent or None) if only_ip is not None else None,
         )
 
     def why_waiting(self, task: TaskRecord) -> dict[str, str]:

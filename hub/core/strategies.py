@@ -100,6 +100,7 @@ class PartView:
     # Only agents on this IP (a granted completion with no answer since: only the IP
     # that may have completed the session can repeat that completion).
     only_ip: str | None = None
+    granted_agent: str | None = None  # ... or this agent, wherever its egress moved
 
 
 class Strategy(Protocol):
@@ -133,7 +134,8 @@ def eligible(
             continue
         if a.agent_id in part.excluded_agents or a.ip in part.excluded_ips:
             continue
-        if part.only_ip is not None and a.ip != part.only_ip:
+        if part.only_ip is not None and a.ip != part.only_ip \
+                and a.agent_id != part.granted_agent:
             continue
         if ledger is not None and not _fit(part, a, ledger, now, adaptive)[0]:
             continue
@@ -162,7 +164,8 @@ def why_not(
             reasons[a.agent_id] = "agent excluded for this part"
         elif a.ip in part.excluded_ips:
             reasons[a.agent_id] = f"IP {a.ip} excluded for this part"
-        elif part.only_ip is not None and a.ip != part.only_ip:
+        elif part.only_ip is not None and a.ip != part.only_ip \
+                and a.agent_id != part.granted_agent:
             reasons[a.agent_id] = (f"its completion was granted on IP {part.only_ip}: "
                                    "waiting for an agent there")
         else:
@@ -179,7 +182,8 @@ def _fit(
         a.ip,
         now,
         force=part.force and pinned_here,
-        resuming=part.resuming and (pinned_here or a.ip == part.only_ip),
+        resuming=part.resuming and (pinned_here or a.ip == part.only_ip
+                                    or a.agent_id == part.granted_agent),
         adaptive=adaptive,
     )
 
@@ -351,7 +355,7 @@ def best_diverse(
             continue
         if a.agent_id in excluded_agents or a.ip in excluded_ips:
             continue
-        if only_ip is not None and a.ip != only_ip:
+        if only_ip is not None and a.ip != only_ip and a.agent_id != part.granted_agent:
             continue
         head = prefix(a) if prefix is not None else ()
         ip_load = load.get(a.ip, 0)

@@ -104,6 +104,7 @@ CREATE TABLE IF NOT EXISTS agent_tasks (
     excluded_ips TEXT NOT NULL DEFAULT '{}',
     proceed_attempt INTEGER NOT NULL DEFAULT 0,
     proceed_ip TEXT NOT NULL DEFAULT '',
+    proceed_agent TEXT NOT NULL DEFAULT '',
     proceed_at REAL NOT NULL DEFAULT 0,
     FOREIGN KEY (part_id) REFERENCES parts(id)
 );
@@ -152,6 +153,7 @@ _ADDED_COLUMNS = [
     ("agent_tasks", "excluded_ips", "TEXT NOT NULL DEFAULT '{}'"),
     ("agent_tasks", "proceed_attempt", "INTEGER NOT NULL DEFAULT 0"),
     ("agent_tasks", "proceed_ip", "TEXT NOT NULL DEFAULT ''"),
+    ("agent_tasks", "proceed_agent", "TEXT NOT NULL DEFAULT ''"),
     ("agent_tasks", "proceed_at", "REAL NOT NULL DEFAULT 0"),
     # the part digest (XXH3-128) took MD5's place; md5 columns stay for older rows
     ("parts", "digest", "TEXT NOT NULL DEFAULT ''"),
@@ -526,6 +528,7 @@ class Store(Database):
         kwargs["force"] = bool(d.get("force"))
         kwargs["proceed_attempt"] = int(d.get("proceed_attempt") or 0)
         kwargs["proceed_ip"] = d.get("proceed_ip") or ""
+        kwargs["proceed_agent"] = d.get("proceed_agent") or ""
         kwargs["proceed_at"] = float(d.get("proceed_at") or 0.0)
         blob = d["resume_session"]
         try:

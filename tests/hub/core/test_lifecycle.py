@@ -247,3 +247,17 @@ def test_only_the_lease_holder_is_granted_a_completion() -> None:
     assert (t.proceed_attempt, t.proceed_ip) == (0, "")
     assert m.completion_granted(t, "a", 1, "10.0.0.1")
     assert (t.proceed_attempt, t.proceed_ip, t.proceed_at) == (1, "10.0.0.1", 1000.0)
+
+
+def test_the_agent_a_completion_was_granted_to_may_finish_it_from_a_moved_egress() -> None:
+    # Its egress moved since (and may never come back): the agent itself remembers the
+    # sessions it completed, so it is offered the task too, and its refusal is final.
+    m, _, t = make()
+    _granted(m, t, "a", "10.0.0.1")
+    m.agent_lost(t, "a")
+    attempt = m.offer(t, "a")
+    m.accepted(t, "a", attempt)
+    ruling = m.result(t, "a", attempt, success=False, error_kind=lc.SESSION_REJECTED,
+                      ip="10.0.0.9")
+    assert ruling.dropped is not None and t.resume_session is None
+    assert (t.proceed_ip, t.proceed_agent) == ("", "")

@@ -118,6 +118,9 @@ def test_a_granted_completion_goes_only_to_its_ip_despite_the_interval(name: str
     assert "granted on IP 10.0.0.2" in reasons["a1"] and reasons["a2"] == ""
     gone = [a for a in agents if a.ip != "10.0.0.2"]
     assert make_strategy(name).choose(part, gone, led, 2.0) is None  # waits for that IP
+    # ... or for the agent it was granted to, wherever its egress moved
+    moved = replace(part, granted_agent="a3")
+    assert make_strategy(name).choose(moved, gone, led, 2.0) == agents[2]
 
 
 @pytest.mark.parametrize("name", NAMES)
