@@ -3,12 +3,12 @@
 ``Connect`` authenticates the JWT in the ``authorization`` metadata before it
 reads a single message; a bad token ends the call with UNAUTHENTICATED and
 nothing else happens. Each accepted stream becomes an :class:`AgentSession`:
-a reader child task (``context.read()``) feeding messages to a
-:class:`StreamHandler`, a writer child task (``context.write()``) draining
-control messages first and then file frames from the session's
-:class:`hub.agents.transfer.Transfer`. The gRPC awaits live in task-group
-children so cancelling the group really stops them (anyio scopes placed
-directly around ``grpc.aio`` awaits do not).
+a reader (``context.read()``, in the handler's task) feeding messages to a
+:class:`StreamHandler`, and a writer task (``context.write()``), started when
+there is something to send, draining control messages first and then file
+frames from the session's :class:`hub.agents.transfer.Transfer`. Stopping a
+stream cancels those tasks (anyio scopes placed directly around ``grpc.aio``
+awaits do not stop them).
 
 This is the one place that speaks gRPC status codes: the hub's parts raise
 domain errors (:mod:`hub.core.errors`) and the link maps them. A malformed or
@@ -18,13 +18,12 @@ this stream, with INVALID_ARGUMENT or FAILED_PRECONDITION and a readable detail.
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import logging
 import uuid
 from typing import Any, Protocol
 
-import anyio
-import anyio.abc
 import grpc
 from google.protobuf.message import DecodeError
 
@@ -92,7 +91,16 @@ def peer_ip(context: grpc.aio.ServicerContext) -> str:
 
 
 class AgentSession:
-    """One live stream of one agent."""
+    """One live stream of one agent.
+
+    An idle stream costs the hub little, because a large fleet is mostly idle
+    streams: the reader runs in the ``Connect`` handler's own task, the Hello
+    deadline is a timer, and a writer task exists only while there is something to
+    write (it ends when the queue and the file frames run dry; the next ``send`` or
+    a frame becoming ready starts another). The stream is ended by cancelling the
+    handler's task (and the writer's), the way a task group would cancel children:
+    ``grpc.aio`` awaits ignore anyio cancel scopes, but not a cancelled task.
+    """
 
     def __init__(self, handler: StreamHandler, agent_id: str, token_exp: int, peer: str) -> None:
         self.handler = handler
@@ -104,10 +112,13 @@ class AgentSession:
         self.hello: pb.Hello | None = None
         self.closed = False
         self.close_reason = ""
-        self._control: collections.deque[pb.HubMessage] = collections.deque()
-        self._tg: anyio.abc.TaskGroup | None = None
+        self._control: collections.deque[pb.HubMessage] | None = None  # made by send()
+        self._context: grpc.aio.ServicerContext | None = None
+        self._main: asyncio.Task[Any] | None = None  # the handler's task: runs the reader
+        self._writer: asyncio.Task[None] | None = None
+        self._children: set[asyncio.Task[Any]] | None = None  # file reads, hashing
         self._error: ProtocolViolation | None = None
-        self.transfer = Transfer(self._spawn, self._transfer_error)
+        self.transfer = Transfer(self._spawn, self._transfer_error, notify=self._kick)
 
     @property
     def crc32_integrity(self) -> bool:
@@ -120,8 +131,10 @@ class AgentSession:
         """Queue a control message; it goes out before any further file frame."""
         if self.closed:
             return
+        if self._control is None:
+            self._control = collections.deque()
         self._control.append(msg)
-        self.transfer.wake.set()
+        self._kick()
 
     def stop_stream(self, task_id: str) -> None:
         """Stop sending ``task_id``'s bytes (its attempt ended); buffered ones are dropped."""
@@ -136,28 +149,34 @@ class AgentSession:
         if error is not None and self._error is None:
             self._error = error
         self.transfer.stop_all()
-        if self._tg is not None:
-            self._tg.cancel_scope.cancel()
+        self._cancel_children()
+        main = self._main
+        if main is not None and main is not _current_task():
+            main.cancel()  # the reader's pending read ends; run() finishes the call
 
     # -- the stream -----------------------------------------------------------------------
 
     async def run(self, context: grpc.aio.ServicerContext) -> ProtocolViolation | None:
+        self._context = context
+        self._main = main = asyncio.current_task()
+        hello_timer = asyncio.get_running_loop().call_later(HELLO_TIMEOUT, self._no_hello)
         try:
-            async with anyio.create_task_group() as tg:
-                self._tg = tg
-                tg.start_soon(self._reader, context)
-                tg.start_soon(self._writer, context)
-                tg.start_soon(self._hello_watchdog)
-                if self.closed:  # closed before the group existed
-                    tg.cancel_scope.cancel()
+            if not self.closed:
+                await self._reader(context)
+        except asyncio.CancelledError:
+            if not self.closed:
+                raise  # cancelled from outside (the call ended, the server stops)
+            if main is not None:
+                main.uncancel()  # our own close(): finish the call with its status
         finally:
+            hello_timer.cancel()
             self.closed = True
             self.transfer.stop_all()
+            self._cancel_children()
             self.handler.closed(self)
         return self._error
 
-    async def _hello_watchdog(self) -> None:
-        await anyio.sleep(HELLO_TIMEOUT)
+    def _no_hello(self) -> None:
         if self.hello is None:
             self.close("no Hello", ProtocolViolation(Violation.SILENT,
                                                      f"no Hello within {HELLO_TIMEOUT:.0f}s"))
@@ -200,26 +219,66 @@ class AgentSession:
             raise ProtocolViolation(Violation.OUT_OF_ORDER, "second Hello on one stream")
         await self.handler.message(self, kind, getattr(msg, kind))
 
-    async def _writer(self, context: grpc.aio.ServicerContext) -> None:
+    def _kick(self) -> None:
+        """Something may be ready to write: start a writer unless one is running."""
+        if self.closed or self._writer is not None or self._context is None:
+            return
+        self._writer = asyncio.get_running_loop().create_task(self._write_ready())
+
+    async def _write_ready(self) -> None:
+        """Write control messages first, then file frames, until there is nothing to send."""
+        context = self._context
+        assert context is not None
         transfer = self.transfer
-        control = self._control
         try:
             while not self.closed:
-                wake = transfer.reset_wake()
+                control = self._control
                 msg = control.popleft() if control else transfer.next_message()
                 if msg is None:
-                    await wake.wait()
-                    continue
+                    return
                 await context.write(msg)
         except (grpc.RpcError, grpc.aio.AioRpcError, grpc.aio.UsageError) as exc:
             self.close(f"stream broken: {type(exc).__name__}")
+        except Exception:  # a bug here must end this stream only, loudly
+            log.exception("agent %s: writer failed", self.agent_id)
+            self.close("internal error")
+        finally:
+            self._writer = None
 
     def _spawn(self, fn: Any) -> None:
-        if self._tg is not None and not self.closed:
-            self._tg.start_soon(fn)
+        """Run ``fn()`` (a file read, a hash) for as long as the stream lives."""
+        if self.closed:
+            return
+        if self._children is None:
+            self._children = set()
+        task = asyncio.get_running_loop().create_task(fn())
+        self._children.add(task)
+        task.add_done_callback(self._child_done)
+
+    def _child_done(self, task: asyncio.Task[Any]) -> None:
+        if self._children is not None:
+            self._children.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("agent %s: stream task failed", self.agent_id,
+                      exc_info=task.exception())
+            self.close("internal error")
+
+    def _cancel_children(self) -> None:
+        writer = self._writer
+        if writer is not None and writer is not _current_task():
+            writer.cancel()
+        for task in list(self._children or ()):
+            task.cancel()
 
     def _transfer_error(self, task_id: str, attempt: int, message: str) -> None:
         self.handler.transfer_failed(self, task_id, attempt, message)
+
+
+def _current_task() -> asyncio.Task[Any] | None:
+    try:
+        return asyncio.current_task()
+    except RuntimeError:  # no running loop (a test closing a session from outside)
+        return None
 
 
 def _parse(message_type: Any) -> Any:
