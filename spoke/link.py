@@ -4,8 +4,10 @@ Agents sit behind NAT, so the agent dials: ``Register`` trades the PSK for a
 JWT (kept until it is close to expiry, refreshed by the hub's ``TokenRefresh``),
 ``Connect`` carries it as ``authorization: Bearer <jwt>``, the first message is
 ``Hello`` and the hub answers ``Welcome``. From then on one :class:`Stream`
-carries everything; when it ends, the link dials again after an exponential,
-fully jittered delay (or the delay a hub's ``Drain`` asked for).
+carries everything; when it ends, the link dials again at a random moment of
+the reconnect window the hub named, or (a hub that named none) after an
+exponential, fully jittered delay (:mod:`spoke.reconnect`), or after the delay a
+hub's ``Drain`` asked for.
 
 What the agent says and does on the stream is not the link's business: a
 :class:`LinkHandler` (the :class:`~spoke.agent.Agent`) provides the Hello's
@@ -32,6 +34,7 @@ from protocol.grpc_options import channel_options
 from spoke.backoff import Backoff
 from spoke.config import AgentSettings
 from spoke.egress import Reach
+from spoke.reconnect import ReconnectSchedule
 from spoke.stream import Stream
 
 VERSION = "bupmesh-agent/0.1"
@@ -101,10 +104,12 @@ class Link:
         backoff: Backoff,
         wall_clock: Callable[[], float] = time.time,
         log: logging.LoggerAdapter[logging.Logger],
+        schedule: ReconnectSchedule | None = None,
     ) -> None:
         self.settings = settings
         self.handler = handler
         self.backoff = backoff
+        self.schedule = schedule or ReconnectSchedule(backoff)
         self.wall_clock = wall_clock
         self.log = log
         self.stream: Stream | None = None  # the welcomed stream, while there is one
@@ -123,9 +128,9 @@ class Link:
             welcomed = await self._one_session()
             if self.stopping:
                 break
-            if welcomed:
-                self.backoff.reset()
-            delay = self._reconnect_after or self.backoff.next_delay()
+            now = anyio.current_time()
+            self.schedule.lost(now, welcomed=welcomed)
+            delay = self._reconnect_after or self.schedule.next_delay(now)
             self._reconnect_after = 0.0
             self.log.info("reconnecting in %.1fs", delay)
             with anyio.move_on_after(delay):
@@ -152,6 +157,10 @@ class Link:
     def reconnect_after(self, seconds: float) -> None:
         """The hub asked (``Drain``) to be dialled again only after ``seconds``."""
         self._reconnect_after = seconds
+
+    def set_reconnect_window(self, seconds: float) -> None:
+        """The hub's reconnect window (``Welcome``, ``ReconnectWindow``)."""
+        self.schedule.set_window(seconds)
 
     def set_token(self, refresh: pb.TokenRefresh) -> None:
         self._token = refresh.token
@@ -249,6 +258,7 @@ class Link:
         )
         if welcome.HasField("token") and welcome.token.token:
             self.set_token(welcome.token)
+        self.set_reconnect_window(welcome.reconnect_window_seconds)
         self.stream = stream
         self.log.info("connected to %s (session %s)", self.settings.server_url, stream.session_id)
         self.handler.welcomed(stream, held)
