@@ -4,8 +4,11 @@ Each simulated agent looks to the hub like a real ``bupmesh agent``: its own gRP
 channel (its own TCP connection) with the real agent's channel options (keepalive
 pings every 20 s), ``Register`` with the PSK for a JWT, ``Connect`` with ``Hello``,
 a ``Heartbeat`` at the interval the hub's ``Welcome`` names, and the real agent's
-reconnect policy (``spoke.backoff.Backoff``: full jitter, 1-60 s), so the storm after
-a hub restart is the one real agents would make.
+reconnect policy (``spoke.reconnect.ReconnectSchedule``: the reconnect window the hub
+names in ``Welcome`` and ``ReconnectWindow``, else ``spoke.backoff.Backoff``'s full
+jitter, 1-60 s), so the storm after a hub restart is the one real agents would make.
+``--no-window`` leaves the window out of the agents' capabilities (the old agents'
+behaviour).
 
 Offers are completed by answering the protocol, not by uploading to a simulator:
 ``Accept``, one ``Credit`` for the whole (small) file, the MD5 of the streamed bytes
@@ -46,6 +49,7 @@ from protocol import mesh_pb2 as pb  # noqa: E402
 from protocol import mesh_pb2_grpc as pb_grpc  # noqa: E402
 from protocol.grpc_options import channel_options  # noqa: E402
 from spoke.backoff import Backoff  # noqa: E402
+from spoke.reconnect import ReconnectSchedule  # noqa: E402
 
 WELCOME_TIMEOUT = 15.0
 REGISTER_TIMEOUT = 15.0
@@ -83,7 +87,7 @@ class SimAgent:
     """One simulated agent: dial, register, hello, heartbeat, answer offers, reconnect."""
 
     def __init__(self, index: int, server: str, psk: str, emit: Emitter, *,
-                 distinct_ips: bool, rng: random.Random) -> None:
+                 distinct_ips: bool, rng: random.Random, window: bool = True) -> None:
         self.index = index
         self.agent_id = f"scale-{index:05d}"
         self.server = server
@@ -91,6 +95,8 @@ class SimAgent:
         self.emit = emit
         self.ip = reported_ip(index) if distinct_ips else ""
         self.backoff = Backoff(1.0, 60.0, rng)
+        self.schedule = ReconnectSchedule(self.backoff, rng)
+        self.window = window
         self.token: str | None = None
         self.sessions = 0
         self.reconnect_after = 0.0
@@ -105,15 +111,15 @@ class SimAgent:
             except Exception as exc:  # anything unexpected: report it, back off, dial again
                 self.emit("error", a=self.index, error=f"{type(exc).__name__}: {exc}"[:300])
                 welcomed = False
-            if welcomed:
-                self.backoff.reset()
-            delay = self.reconnect_after or self.backoff.next_delay()
+            now = asyncio.get_running_loop().time()
+            self.schedule.lost(now, welcomed=welcomed)
+            delay = self.reconnect_after or self.schedule.next_delay(now)
             self.reconnect_after = 0.0
             await asyncio.sleep(delay)
 
     def _capabilities(self) -> pb.Capabilities:
         return pb.Capabilities(max_concurrent_uploads=2, storage_type="network",
-                               buffer_bytes=64 << 20)
+                               buffer_bytes=64 << 20, reconnect_window=self.window)
 
     async def _session(self) -> bool:
         self.emit("dial", a=self.index)
@@ -140,6 +146,7 @@ class SimAgent:
             welcome = first.welcome
             if welcome.HasField("token") and welcome.token.token:
                 self.token = welcome.token.token
+            self.schedule.set_window(welcome.reconnect_window_seconds)
             self.emit("welcome", a=self.index, n=self.sessions)
             self.sessions += 1
             await self._serve(call, float(welcome.heartbeat_interval_seconds or 30))
@@ -219,6 +226,8 @@ class SimAgent:
                     error_kind="cancelled", error_message=cancel.reason[:200])))
         elif kind == "token_refresh":
             self.token = msg.token_refresh.token
+        elif kind == "reconnect_window":
+            self.schedule.set_window(msg.reconnect_window.seconds)
         elif kind == "drain" and msg.drain.reconnect_after_seconds > 0:
             self.reconnect_after = float(msg.drain.reconnect_after_seconds)
             return True
@@ -232,7 +241,7 @@ async def run_agents(args: argparse.Namespace, psk: str, stop: asyncio.Event) ->
     emit = Emitter()
     rng = random.Random(args.seed)
     agents = [SimAgent(i, args.server, psk, emit, distinct_ips=not args.shared_ip,
-                       rng=random.Random(rng.getrandbits(64)))
+                       rng=random.Random(rng.getrandbits(64)), window=not args.no_window)
               for i in range(args.first, args.first + args.count)]
     tasks = [asyncio.create_task(a.run(rng.uniform(0, args.ramp_seconds))) for a in agents]
 
@@ -263,6 +272,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--shared-ip", action="store_true",
                         help="report no egress IP (the hub sees 127.0.0.1 for all)")
+    parser.add_argument("--no-window", action="store_true",
+                        help="do not announce the reconnect_window capability (old agents)")
     parser.add_argument("--max-seconds", type=float, default=3600.0,
                         help="stop by itself after this long")
     args = parser.parse_args(argv)

@@ -103,7 +103,8 @@ class HubService:
                                  metrics=self.metrics, spawn=self._spawn)
         self.sessions = Sessions(state, auth=self.auth, messages=self.messages,
                                  metrics=self.metrics, spawn=self._spawn,
-                                 heartbeat_interval=hb.interval_seconds)
+                                 heartbeat_interval=hb.interval_seconds,
+                                 reconnect=config.reconnect)
         self._timeouts = Timeouts(state, self.auth, heartbeat_interval=hb.interval_seconds)
         self._submissions: Submissions | None = None
 
@@ -132,6 +133,7 @@ class HubService:
             self._spawn.bind(tg)
             tg.start_soon(self.scheduler.run)
             tg.start_soon(self._timeouts.run)
+            tg.start_soon(self.sessions.advise_periodically)
             task_status.started()
 
     def poke(self) -> None:

@@ -11,11 +11,20 @@ for it to dial back.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+import anyio
+
 from hub.agents.auth import AgentAuth, apply_capabilities
 from hub.agents.messages import Messages
+from hub.agents.reconnect_window import (
+    ANNOUNCE_EVERY_SECONDS,
+    AdmissionMeter,
+    WindowAnnouncer,
+    window_seconds,
+)
 from hub.core.held import reattach_offset
 from hub.core.leases import end_held_lease, end_session_leases
 from hub.core.lifecycle import TaskRecord
@@ -26,6 +35,7 @@ from protocol import mesh_pb2 as pb
 
 if TYPE_CHECKING:
     from hub.agents.link import AgentSession
+    from hub.config import ReconnectSettings
     from hub.metrics import HubMetrics
 
 log = logging.getLogger("bupmesh.hub")
@@ -35,7 +45,8 @@ class Sessions:
     """The link's handler for one stream's events (see ``StreamHandler`` in the link)."""
 
     def __init__(self, state: HubState, *, auth: AgentAuth, messages: Messages,
-                 metrics: HubMetrics, spawn: Spawner, heartbeat_interval: float) -> None:
+                 metrics: HubMetrics, spawn: Spawner, heartbeat_interval: float,
+                 reconnect: ReconnectSettings | None = None) -> None:
         self.state = state
         self.auth = auth
         self.messages = messages
@@ -43,6 +54,41 @@ class Sessions:
         self.spawn = spawn
         self.heartbeat_interval = heartbeat_interval
         self.submissions: Submissions | None = None  # set once the pipeline is attached
+        self.window_min = reconnect.window_min_seconds if reconnect else 5.0
+        self.window_max = reconnect.window_max_seconds if reconnect else 60.0
+        self.admission = AdmissionMeter(clock=time.monotonic, cpu_clock=time.process_time,
+                                        fixed_rate=reconnect.admission_rate if reconnect else 0)
+        self.announcer = WindowAnnouncer(time.monotonic)
+
+    # -- the reconnect window (hub/agents/reconnect_window.py) ---------------------------
+
+    def reconnect_window(self) -> float:
+        """Seconds over which the connected fleet should spread its reconnects."""
+        return window_seconds(self.state.registry.connected, self.admission.rate(),
+                              low=self.window_min, high=self.window_max)
+
+    def announce_window(self) -> int:
+        """Tell connected agents a window that moved enough; returns how many were told."""
+        window = self.reconnect_window()
+        if not self.announcer.due(window):
+            return 0
+        told = 0
+        msg = pb.HubMessage(reconnect_window=pb.ReconnectWindow(seconds=window))
+        for info in self.state.registry.agents.values():
+            session = info.session
+            if session is not None and _takes_window(session):
+                session.send(msg)
+                told += 1
+        log.info("reconnect window now %.1fs (%d agents connected, %.0f sessions/s "
+                 "admissible): told %d agents", window, self.state.registry.connected,
+                 self.admission.rate(), told)
+        return told
+
+    async def advise_periodically(self) -> None:
+        """Announce a changed window even when no agent connects to trigger it."""
+        while True:
+            await anyio.sleep(ANNOUNCE_EVERY_SECONDS)
+            self.announce_window()
 
     async def hello(self, session: AgentSession, hello: pb.Hello) -> None:
         state = self.state
@@ -84,9 +130,12 @@ class Sessions:
             heartbeat_interval_seconds=max(1, round(self.heartbeat_interval)),
             session_id=session.session_id,
         )
+        if _takes_window(session):
+            welcome.reconnect_window_seconds = self.reconnect_window()
         if self.auth.needs_refresh(session):
             welcome.token.CopyFrom(self.auth.refresh(session))
         session.send(pb.HubMessage(welcome=welcome))
+        self.admission.admitted()
         # Held tasks whose lease is gone (re-queued, cancelled, offered again) are told
         # to stop; the others stream on from where the agent's bytes end.
         for held in hello.held_tasks:
@@ -98,6 +147,7 @@ class Sessions:
         session.transfer.on_credit_stall = self.metrics.stream_connected(session.agent_id)
         log.info("agent %s connected (session %s, ip %s)", session.agent_id,
                  session.session_id[:8], info.ip_address)
+        self.announce_window()
         state.poke()
 
     async def message(self, session: AgentSession, kind: str, msg: Any) -> None:
@@ -152,3 +202,8 @@ class Sessions:
         for lease in state.held.of_agent(agent_id):
             await end_held_lease(state, lease, "agent came back without it")
         return resumed
+
+
+def _takes_window(session: AgentSession) -> bool:
+    hello = session.hello
+    return hello is not None and hello.capabilities.reconnect_window

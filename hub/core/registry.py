@@ -87,6 +87,7 @@ class Registry:
         self.offline_after = offline_after
         self.clock = clock
         self.agents: dict[str, AgentInfo] = {}
+        self.connected = 0  # agents with a live session, kept as they attach and detach
 
     def get(self, agent_id: str) -> AgentInfo | None:
         return self.agents.get(agent_id)
@@ -101,6 +102,8 @@ class Registry:
         """Make ``session`` the agent's live one; returns the session it replaced, if any."""
         info = self.ensure(agent_id)
         old = info.session
+        if old is None:
+            self.connected += 1
         info.session, info.session_id = session, session_id
         info.draining = False
         info.reported_status = ""
@@ -112,6 +115,7 @@ class Registry:
         info = self.agents.get(agent_id)
         if info is None or info.session is not session:
             return False
+        self.connected -= 1
         info.session = info.session_id = None
         info.draining = False
         return True
