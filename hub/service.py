@@ -47,6 +47,7 @@ from hub.core.scheduler import Scheduler
 from hub.core.spawner import Spawner
 from hub.core.state import HubState
 from hub.core.strategies import Strategy, make_strategy
+from hub.core.task_pages import TaskQuery
 from hub.core.views import Views
 from hub.metrics import HubMetrics
 from hub.parts import Parts
@@ -188,8 +189,12 @@ class HubService:
     async def list_agents(self) -> list[dict[str, Any]]:
         return await self.views.list_agents()
 
-    async def list_tasks(self) -> list[dict[str, Any]]:
-        return await self.views.list_tasks()
+    async def list_tasks(self, query: TaskQuery | None = None) -> dict[str, Any]:
+        """One page of tasks: ``{tasks, next_cursor}`` (hub/core/task_pages.py)."""
+        return await self.views.list_tasks(query)
+
+    async def live_and_recent_tasks(self, ended: int) -> list[dict[str, Any]]:
+        return await self.views.live_and_recent_tasks(ended)
 
     async def get_task(self, task_id: str) -> dict[str, Any]:
         return await self.views.get_task(task_id)

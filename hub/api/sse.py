@@ -2,7 +2,9 @@
 
 A page opens one stream and gets, in this order:
 
-- ``event: snapshot``: ``{agents, tasks, ips, server_time}``: everything it shows;
+- ``event: snapshot``: ``{agents, tasks, ips, server_time}``: everything it shows
+  (of the tasks: every unfinished one and the newest finished ones; older history
+  is paged in from ``GET /api/manage/tasks`` when the page asks for it);
 - then deltas, each the *current* row of what changed since the last send:
   ``event: task`` (one task, as ``GET /api/manage/tasks/{id}`` shows it),
   ``event: agent`` (one agent row),
@@ -65,7 +67,7 @@ def trim_tasks(tasks: list[dict[str, Any]], ended: int = SNAPSHOT_ENDED_TASKS
 async def snapshot(service: HubService) -> dict[str, Any]:
     return {
         "agents": await service.list_agents(),
-        "tasks": trim_tasks(await service.list_tasks()),
+        "tasks": trim_tasks(await service.live_and_recent_tasks(SNAPSHOT_ENDED_TASKS)),
         "ips": await service.list_ips(),
         "server_time": service.clock(),
     }

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from hub.core.lifecycle import TaskRecord
+    from hub.core.task_pages import TaskQuery
     from protocol import mesh_pb2 as pb
     from uploader.credentials import Credentials
 
@@ -51,6 +52,10 @@ class HubStore(Protocol):
     async def get_task(self, task_id: str) -> TaskRecord | None: ...
 
     async def load_tasks(self, *, active_only: bool = False) -> list[TaskRecord]: ...
+
+    async def page_tasks(self, query: TaskQuery) -> tuple[list[TaskRecord], int | None]: ...
+
+    async def recent_ended_tasks(self, limit: int) -> list[TaskRecord]: ...
 
     async def logs(self, task_id: str) -> list[dict[str, Any]]: ...
 

@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 from cryptography.fernet import Fernet, InvalidToken
 
 from hub.core.lifecycle import Status, TaskRecord
+from hub.core.task_pages import TaskQuery
 from hub.store.database import Database
 
 T = TypeVar("T")
@@ -103,6 +104,12 @@ CREATE TABLE IF NOT EXISTS agent_tasks (
 );
 CREATE INDEX IF NOT EXISTS agent_tasks_status ON agent_tasks(status);
 CREATE INDEX IF NOT EXISTS agent_tasks_part ON agent_tasks(part_id);
+-- The task list's filters, each walked newest first (hub/core/task_pages.py).
+CREATE INDEX IF NOT EXISTS agent_tasks_status_id ON agent_tasks(status, id);
+CREATE INDEX IF NOT EXISTS agent_tasks_agent_id ON agent_tasks(agent_id, id);
+CREATE INDEX IF NOT EXISTS agent_tasks_account_id ON agent_tasks(account, id);
+CREATE INDEX IF NOT EXISTS agent_tasks_created ON agent_tasks(created_at);
+CREATE INDEX IF NOT EXISTS agent_tasks_completed ON agent_tasks(completed_at);  -- alerts
 CREATE TABLE IF NOT EXISTS agent_upload_logs (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     task_id TEXT NOT NULL,
@@ -340,6 +347,64 @@ class Store(Database):
                     f"SELECT * FROM agent_tasks WHERE status IN ({marks}) ORDER BY id", _ACTIVE
                 ).fetchall()
             return c.execute("SELECT * FROM agent_tasks ORDER BY id").fetchall()
+
+        return [self._task_from_row(r) for r in await self._run(q)]
+
+    async def page_tasks(self, query: TaskQuery) -> tuple[list[TaskRecord], int | None]:
+        """One page of tasks, newest first, and the row id the next page starts before
+        (None: this was the last). Every filter is an indexed column: a page costs the
+        same however long the history."""
+        where, args = [], []
+        if query.statuses:
+            where.append(f"status IN ({','.join('?' * len(query.statuses))})")
+            args += query.statuses
+        if query.agent_id is not None:
+            where.append("agent_id=?")
+            args.append(query.agent_id)
+        if query.account is not None:
+            where.append("account=?")
+            args.append(query.account)
+        if query.since is not None:
+            where.append("created_at>=?")
+            args.append(query.since)
+        if query.until is not None:
+            where.append("created_at<?")
+            args.append(query.until)
+        if query.before_id is not None:
+            where.append("id<?")
+            args.append(query.before_id)
+
+        def q(c: sqlite3.Connection) -> list[sqlite3.Row]:
+            clauses = list(where)
+            if query.recording_id is not None:
+                # The recording pipeline's table (hub/store/recordings.py), in this file
+                # whenever the pipeline runs; a hub without it has no recordings.
+                if c.execute("SELECT 1 FROM sqlite_master WHERE type='table' "
+                             "AND name='recording_parts'").fetchone() is None:
+                    return []
+                clauses.append("part_id IN (SELECT part_id FROM recording_parts "
+                               "WHERE recording_id=?)")
+            sql = "SELECT * FROM agent_tasks"
+            if clauses:
+                sql += " WHERE " + " AND ".join(clauses)
+            sql += " ORDER BY id DESC LIMIT ?"
+            extra = [query.recording_id] if query.recording_id is not None else []
+            return c.execute(sql, [*args, *extra, query.limit + 1]).fetchall()
+
+        rows = await self._run(q)
+        more = len(rows) > query.limit
+        rows = rows[: query.limit]
+        next_id = int(rows[-1]["id"]) if more and rows else None
+        return [self._task_from_row(r) for r in rows], next_id
+
+    async def recent_ended_tasks(self, limit: int) -> list[TaskRecord]:
+        """The ``limit`` newest finished tasks (the live view's recent history)."""
+        ended = tuple(s.value for s in Status if s.terminal)
+
+        def q(c: sqlite3.Connection) -> list[sqlite3.Row]:
+            return c.execute(
+                f"SELECT * FROM agent_tasks WHERE status IN ({','.join('?' * len(ended))}) "
+                "ORDER BY id DESC LIMIT ?", (*ended, limit)).fetchall()
 
         return [self._task_from_row(r) for r in await self._run(q)]
 

@@ -114,7 +114,7 @@ async def test_create_part_refuses_bad_input(tmp_path: Path) -> None:
         path, _ = hub.file("ok.flv", 10)
         with pytest.raises(NotFound):
             await hub.service.create_part(path, account="nobody", title=None)
-        assert await hub.service.list_tasks() == []
+        assert await hub.service.list_tasks() == {"tasks": [], "next_cursor": None}
 
 
 @pytest.mark.anyio

@@ -35,7 +35,7 @@ class FakeHub:
     async def list_agents(self) -> list[dict[str, Any]]:
         return list(self.agents.values())
 
-    async def list_tasks(self) -> list[dict[str, Any]]:
+    async def live_and_recent_tasks(self, ended: int) -> list[dict[str, Any]]:
         return list(self.tasks.values())
 
     async def list_ips(self) -> list[dict[str, Any]]:
