@@ -154,8 +154,7 @@ def wait_all_terminal(case: Scenario, timeout: float) -> list[dict]:
 
 def assert_exactly_once(case: Scenario, final: list[dict], *, all_completed: bool = True) -> None:
     """The invariants: one completed object per part with the source's bytes; nothing stuck."""
-    every_task = case.mesh.admin("GET", "/api/manage/tasks")
-    every_task = every_task["tasks"] if isinstance(every_task, dict) else every_task
+    every_task = case.mesh.all_tasks()
     stuck = [t for t in every_task if t["status"] not in TERMINAL]
     assert not stuck, f"non-terminal tasks: {stuck}"
 
