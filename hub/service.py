@@ -29,6 +29,7 @@ import anyio.abc
 from hub.accounts.store import AccountStore
 from hub.agents.auth import AgentAuth
 from hub.agents.messages import Messages
+from hub.agents.reconnect_window import AdmissionMeter
 from hub.agents.sessions import Sessions
 from hub.agents.timeouts import Timeouts
 from hub.config import HubConfig
@@ -53,6 +54,8 @@ from hub.metrics import HubMetrics
 from hub.parts import Parts
 from hub.store.tasks import Store
 from protocol.tokens import TokenIssuer
+
+HEARTBEAT_FLUSH_SECONDS = 1.0
 
 
 class HubService:
@@ -98,14 +101,17 @@ class HubService:
                                    member_url=config.bilibili.member_url)
         self.views = Views(state, self.scheduler.why_waiting)
         self.admin = Admin(state, self.views, self.parts.new_task)
+        # What admitting agents costs (registrations and sessions): sizes the reconnect window.
+        self.admission = AdmissionMeter(clock=time.monotonic, cpu_clock=time.process_time,
+                                        fixed_rate=config.reconnect.admission_rate)
         self.auth = AgentAuth(psk=config.psk, tokens=tokens, registry=self.registry, store=store,
-                              events=self.events, clock=clock)
+                              events=self.events, clock=clock, admission=self.admission)
         self.messages = Messages(state, outcomes=self._outcomes, parts=self.parts,
                                  metrics=self.metrics, spawn=self._spawn)
         self.sessions = Sessions(state, auth=self.auth, messages=self.messages,
                                  metrics=self.metrics, spawn=self._spawn,
                                  heartbeat_interval=hb.interval_seconds,
-                                 reconnect=config.reconnect)
+                                 reconnect=config.reconnect, admission=self.admission)
         self._timeouts = Timeouts(state, self.auth, heartbeat_interval=hb.interval_seconds)
         self._submissions: Submissions | None = None
 
@@ -135,7 +141,18 @@ class HubService:
             tg.start_soon(self.scheduler.run)
             tg.start_soon(self._timeouts.run)
             tg.start_soon(self.sessions.advise_periodically)
+            tg.start_soon(self._flush_heartbeats)
             task_status.started()
+
+    async def _flush_heartbeats(self) -> None:
+        """Agents' heartbeats reach the database in batches (``Store.note_heartbeat``)."""
+        try:
+            while True:
+                await anyio.sleep(HEARTBEAT_FLUSH_SECONDS)
+                await self.store.flush_heartbeats()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self.store.flush_heartbeats()
 
     def poke(self) -> None:
         """Something changed that may let a pending task be offered."""

@@ -14,6 +14,7 @@ import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from hub.agents.reconnect_window import AdmissionMeter
 from hub.core.errors import AuthError, BadRequest
 from hub.core.events import EventBus
 from hub.core.registry import AgentInfo, Registry
@@ -31,13 +32,15 @@ _AGENT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}")
 
 class AgentAuth:
     def __init__(self, *, psk: str, tokens: TokenIssuer, registry: Registry, store: Store,
-                 events: EventBus, clock: Callable[[], float]) -> None:
+                 events: EventBus, clock: Callable[[], float],
+                 admission: AdmissionMeter | None = None) -> None:
         self._psk = psk.encode("utf-8")
         self.tokens = tokens
         self.registry = registry
         self.store = store
         self.events = events
         self.clock = clock
+        self.admission = admission  # registrations count as admission work
 
     async def register_agent(
         self,
@@ -59,6 +62,8 @@ class AgentAuth:
         apply_capabilities(info, agent_name, ip_address, capabilities, tags)
         await self.persist(info)
         token, exp = self.tokens.issue(agent_id)
+        if self.admission is not None:
+            self.admission.admitted()
         log.info("agent %s registered from %s", agent_id, ip_address or "?")
         return token, exp
 

@@ -170,9 +170,8 @@ class Messages:
                                  free_slots=report.free_slots, memory_mb=report.memory_mb,
                                  tasks_completed=report.tasks_completed)
         info = state.registry.ensure(agent_id)
-        await state.store.set_agent_status(agent_id, info.status,
-                                           last_heartbeat=info.last_heartbeat,
-                                           tasks_completed=info.tasks_completed)
+        state.store.note_heartbeat(agent_id, info.status, last_heartbeat=info.last_heartbeat,
+                                   tasks_completed=info.tasks_completed)
         state.events.touch_agent(agent_id)
         if was != info.status:
             state.poke()

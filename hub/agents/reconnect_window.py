@@ -8,11 +8,13 @@ agents connected now, all of which would come back) over the admission rate,
 clamped to the configured bounds.
 
 The admission rate is measured, not guessed: :class:`AdmissionMeter` counts the
-sessions admitted in each second and the CPU time the process used in it. A
-second with enough admissions in it gives the CPU cost of one (an upper bound:
-whatever else the hub did that second is charged to them too), and the rate is
-the share of one core the hub gives admissions over that cost. Until a busy
-second has been seen, a configured or default rate stands in.
+admissions (a registration or a welcomed session: the work a returning fleet
+brings) in each second and the CPU time the process used in it. A second busy
+with them gives the CPU cost of one (an upper bound: whatever else the hub did
+that second, heartbeats, collections, is charged to them too), and the rate is
+one core's worth of them: while its fleet comes back the hub has little else to
+do, and its gRPC threads run beside the event loop. Until a busy second has
+been seen, a configured or default rate stands in.
 
 :class:`WindowAnnouncer` decides when a changed window is worth telling the
 connected agents (``ReconnectWindow``): when it moved by a quarter or more, no
@@ -25,8 +27,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 DEFAULT_RATE = 500.0  # sessions/s assumed before a busy second was measured
-ADMISSION_SHARE = 0.7  # of one core, for admissions while a fleet comes back
-MIN_SAMPLE = 20  # admissions a second must hold to say what one costs
+ADMISSION_SHARE = 1.0  # cores' worth of CPU for admissions while a fleet comes back
+MIN_SAMPLE = 100  # admissions a second must hold to say what one costs (then they
+# dominate its CPU, not the steady heartbeats of the fleet already connected)
 SMOOTHING = 0.3  # weight of the newest sample in the running cost
 MIN_RATE, MAX_RATE = 20.0, 20_000.0  # sane bounds for a measured rate
 ANNOUNCE_CHANGE = 0.25  # tell connected agents when the window moved this much
@@ -48,7 +51,7 @@ class AdmissionMeter:
         self._count = 0
 
     def admitted(self) -> None:
-        """One session was admitted (its Welcome sent)."""
+        """One admission (a registration, or a session's Welcome sent)."""
         now = self.clock()
         if now - self._bin_start >= self.bin_seconds:
             self._close_bin(now)

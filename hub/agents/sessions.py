@@ -46,7 +46,8 @@ class Sessions:
 
     def __init__(self, state: HubState, *, auth: AgentAuth, messages: Messages,
                  metrics: HubMetrics, spawn: Spawner, heartbeat_interval: float,
-                 reconnect: ReconnectSettings | None = None) -> None:
+                 reconnect: ReconnectSettings | None = None,
+                 admission: AdmissionMeter | None = None) -> None:
         self.state = state
         self.auth = auth
         self.messages = messages
@@ -56,8 +57,9 @@ class Sessions:
         self.submissions: Submissions | None = None  # set once the pipeline is attached
         self.window_min = reconnect.window_min_seconds if reconnect else 5.0
         self.window_max = reconnect.window_max_seconds if reconnect else 60.0
-        self.admission = AdmissionMeter(clock=time.monotonic, cpu_clock=time.process_time,
-                                        fixed_rate=reconnect.admission_rate if reconnect else 0)
+        self.admission = admission or AdmissionMeter(
+            clock=time.monotonic, cpu_clock=time.process_time,
+            fixed_rate=reconnect.admission_rate if reconnect else 0)
         self.announcer = WindowAnnouncer(time.monotonic)
 
     # -- the reconnect window (hub/agents/reconnect_window.py) ---------------------------

@@ -163,6 +163,8 @@ class Store(Database):
         super().__init__(db_path)
         self._cipher = cipher
         self._clock = clock
+        # agent id -> (status, last heartbeat, tasks completed), until the next flush
+        self._liveness: dict[str, tuple[str, float | None, int | None]] = {}
 
     async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """``fn(connection)`` in one transaction, for modules that keep a table of their
@@ -204,10 +206,38 @@ class Store(Database):
 
         await self._run(q)
 
+    def note_heartbeat(self, agent_id: str, status: str, *, last_heartbeat: float | None,
+                       tasks_completed: int | None) -> None:
+        """Queue what a heartbeat says for :meth:`flush_heartbeats`.
+
+        Ten thousand agents heartbeat 300 times a second; one transaction (and one
+        worker-thread hop) each was most of a steady hub's CPU. What a heartbeat
+        says is informational (a restart marks every agent offline anyway), so it
+        is written in batches, a second late at most.
+        """
+        self._liveness[agent_id] = (status, last_heartbeat, tasks_completed)
+
+    async def flush_heartbeats(self) -> int:
+        """Write the queued heartbeats in one transaction; returns how many."""
+        queued, self._liveness = self._liveness, {}
+        if not queued:
+            return 0
+        rows = [(status, beat, done, agent_id) for agent_id, (status, beat, done) in queued.items()]
+
+        def q(c: sqlite3.Connection) -> None:
+            c.executemany(
+                """UPDATE agents SET status=?, last_heartbeat=COALESCE(?, last_heartbeat),
+                   tasks_completed=COALESCE(?, tasks_completed) WHERE agent_id=?""", rows)
+
+        await self._run(q)
+        return len(rows)
+
     async def set_agent_status(
         self, agent_id: str, status: str, *, last_heartbeat: float | None = None,
         tasks_completed: int | None = None,
     ) -> None:
+        self._liveness.pop(agent_id, None)  # older news than this: never written after it
+
         def q(c: sqlite3.Connection) -> None:
             c.execute(
                 """UPDATE agents SET status=?, last_heartbeat=COALESCE(?, last_heartbeat),
