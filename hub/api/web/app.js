@@ -5,6 +5,8 @@
 // Live view: GET /api/manage/events is Server-Sent Events; EventSource cannot send a
 // header, so the stream is read with fetch() and a ReadableStream reader. The hub sends
 // a snapshot, then the current row of whatever changed; this page only renders.
+// History: the live view carries only unfinished and recent tasks; older ones load on
+// demand from GET /api/manage/tasks, a page at a time (its next_cursor), with filters.
 // Safety: every value is written with textContent, never as HTML.
 "use strict";
 
@@ -12,11 +14,15 @@ const TOKEN_KEY = "bupmesh.adminToken";
 const MAX_RETRY_MS = 15000;
 const ACTIVE = new Set(["pending", "assigned", "uploading"]);
 const MAX_ENDED_TASKS = 200; // as hub/api/sse.py SNAPSHOT_ENDED_TASKS
+const HISTORY_PAGE = 100;
 
 const state = {
   agents: new Map(),
   tasks: new Map(),
   ips: [],
+  history: [], // older tasks loaded on demand, newest first
+  historyQuery: null, // the filters of the pages loaded, and the cursor of the next
+  historyCursor: null,
   skewMs: 0, // hub clock minus ours, so "12 s ago" is right even if the clocks differ
   abort: null,
 };
@@ -346,6 +352,47 @@ function updateTaskRow(tr, t) {
   tr.buttons_.retry.hidden = !(t.status === "failed" || t.status === "cancelled");
 }
 
+// ---------------------------------------------------------------- history (paged)
+
+function historyFilters() {
+  const q = new URLSearchParams({ limit: String(HISTORY_PAGE) });
+  for (const [key, id] of [["status", "history-status"], ["agent", "history-agent"],
+    ["account", "history-account"], ["recording", "history-recording"]]) {
+    const value = $(id).value.trim();
+    if (value) q.set(key, value);
+  }
+  return q;
+}
+
+async function loadHistory(more = false) {
+  if (!more) {
+    state.historyQuery = historyFilters();
+    state.historyCursor = null;
+    state.history = [];
+  }
+  const q = new URLSearchParams(state.historyQuery);
+  if (more && state.historyCursor) q.set("cursor", state.historyCursor);
+  $("history-more").disabled = true;
+  try {
+    const data = await api("GET", `/api/manage/tasks?${q}`);
+    state.history.push(...data.tasks);
+    state.historyCursor = data.next_cursor || null;
+  } catch (err) {
+    notice(`Task history: ${err.message}`, true);
+  } finally {
+    $("history-more").disabled = false;
+  }
+  renderHistory();
+}
+
+function renderHistory() {
+  const more = Boolean(state.historyCursor);
+  $("history-more").hidden = !more;
+  $("history-summary").textContent = state.historyQuery
+    ? `${state.history.length} shown${more ? ", more on demand" : ""}` : "";
+  syncRows($("history-body"), state.history, (t) => t.task_id, makeTaskRow, updateTaskRow, "history-empty");
+}
+
 function renderIps() {
   syncRows($("ips-body"), state.ips, (r) => r.ip, makeIpRow, updateIpRow, "ips-empty");
 }
@@ -461,7 +508,8 @@ function logout(message = "") {
   state.abort?.abort();
   state.abort = null;
   state.agents.clear(); state.tasks.clear(); state.ips = [];
-  for (const id of ["agents-body", "tasks-body", "ips-body", "recordings-body"]) $(id).replaceChildren();
+  state.history = []; state.historyQuery = null; state.historyCursor = null;
+  for (const id of ["agents-body", "tasks-body", "ips-body", "recordings-body", "history-body"]) $(id).replaceChildren();
   showApp(false);
   $("login-error").textContent = message;
   $("token").value = "";
@@ -499,6 +547,8 @@ document.addEventListener("DOMContentLoaded", () => {
   $("login-form").addEventListener("submit", login);
   $("logout").addEventListener("click", () => logout());
   $("recordings-refresh").addEventListener("click", loadRecordings);
+  $("history-form").addEventListener("submit", (event) => { event.preventDefault(); loadHistory(); });
+  $("history-more").addEventListener("click", () => loadHistory(true));
   // Relative times age on the page; the hub sends nothing for that.
   setInterval(() => {
     for (const td of document.querySelectorAll("td.col-heartbeat")) td.textContent = ago(Number(td.dataset.time));
