@@ -132,6 +132,7 @@ class HubService:
         """Load agents and unfinished tasks; leases from before a restart are void."""
         await recover(self.state, self._restart,
                       offline_after=self.config.heartbeat.offline_after_seconds)
+        self.auth.remember_rows()
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
                   ) -> None:

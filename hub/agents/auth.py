@@ -41,6 +41,9 @@ class AgentAuth:
         self.events = events
         self.clock = clock
         self.admission = admission  # registrations count as admission work
+        # agent id -> hash of what its row holds (name, IP, capacity, tags): a reconnect
+        # that changes none of it needs no write of its own (see persist)
+        self._written: dict[str, int] = {}
 
     async def register_agent(
         self,
@@ -84,8 +87,25 @@ class AgentAuth:
                 raise AuthError("token revoked")
         return claims.sub, claims.exp
 
+    def remember_rows(self) -> None:
+        """The registry was just loaded from the store: its rows hold what it holds."""
+        for info in self.registry.agents.values():
+            self._written[info.agent_id] = _row_key(info)
+
     async def persist(self, info: AgentInfo) -> None:
-        """Write an agent's registry entry to the store (before acting on it)."""
+        """Write an agent's registry entry to the store (before acting on it).
+
+        An agent dialling back with nothing changed (the fleet after a hub restart,
+        one at a time) only comes online: that goes with the next batch of heartbeats
+        instead of a transaction of its own, which under the hub's lock made a
+        returning fleet wait on the database one agent at a time.
+        """
+        key = _row_key(info)
+        if self._written.get(info.agent_id) == key:
+            self.store.note_heartbeat(info.agent_id, info.status, last_heartbeat=self.clock(),
+                                      tasks_completed=None)
+            self.events.touch_agent(info.agent_id)
+            return
         await self.store.upsert_agent(
             info.agent_id,
             agent_name=info.agent_name,
@@ -97,6 +117,7 @@ class AgentAuth:
             buffer_bytes=info.buffer_bytes,
             tags=info.tags,
         )
+        self._written[info.agent_id] = key
         self.events.touch_agent(info.agent_id)
 
     def needs_refresh(self, session: AgentSession) -> bool:
@@ -122,3 +143,8 @@ def apply_capabilities(info: AgentInfo, name: str, ip: str, caps: dict[str, Any]
     info.storage_type = str(caps.get("storage_type") or "network")[:16]
     info.buffer_bytes = max(0, int(caps.get("buffer_bytes") or 0))
     info.tags = {str(k)[:64]: str(v)[:256] for k, v in (tags or {}).items()}
+
+
+def _row_key(info: AgentInfo) -> int:
+    return hash((info.agent_name, info.ip_address, info.max_concurrent, info.bandwidth_mbps,
+                 info.storage_type, info.buffer_bytes, tuple(sorted(info.tags.items()))))

@@ -233,7 +233,12 @@ class AgentSession:
         try:
             while not self.closed:
                 control = self._control
-                msg = control.popleft() if control else transfer.next_message()
+                if control:
+                    msg = control.popleft()
+                    if not control:
+                        self._control = None  # an idle stream keeps no queue
+                else:
+                    msg = transfer.next_message()
                 if msg is None:
                     return
                 await context.write(msg)

@@ -115,9 +115,12 @@ class TaskStream:
 class Transfer:
     """Round-robin frame source for one agent stream.
 
-    ``spawn(fn)`` starts a background coroutine (the session's task group);
+    ``spawn(fn)`` starts a background coroutine (for as long as the session lives);
     ``on_error(task_id, attempt, message)`` reports an unreadable source.
     """
+
+    __slots__ = ("_spawn", "_on_error", "max_frame", "block_size", "tasks", "_order", "_wake",
+                 "_notify", "bytes_sent", "on_credit_stall")
 
     def __init__(
         self,
