@@ -67,6 +67,8 @@ CREATE TABLE IF NOT EXISTS recording_parts (
     ended_at REAL,
     UNIQUE (path, size)
 );
+-- A recording's parts (its page, the task list's recording filter).
+CREATE INDEX IF NOT EXISTS recording_parts_recording ON recording_parts(recording_id);
 CREATE TABLE IF NOT EXISTS ingest_events (
     source TEXT NOT NULL,
     event_id TEXT NOT NULL,

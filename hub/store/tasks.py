@@ -414,10 +414,13 @@ class Store(Database):
                     return []
                 clauses.append("part_id IN (SELECT part_id FROM recording_parts "
                                "WHERE recording_id=?)")
-            sql = "SELECT * FROM agent_tasks"
+            # The page's ids first, from the indexes alone (a time range may hold thousands
+            # of rows to order), then only their rows.
+            ids = "SELECT id FROM agent_tasks"
             if clauses:
-                sql += " WHERE " + " AND ".join(clauses)
-            sql += " ORDER BY id DESC LIMIT ?"
+                ids += " WHERE " + " AND ".join(clauses)
+            ids += " ORDER BY id DESC LIMIT ?"
+            sql = f"SELECT * FROM agent_tasks WHERE id IN ({ids}) ORDER BY id DESC"
             extra = [query.recording_id] if query.recording_id is not None else []
             return c.execute(sql, [*args, *extra, query.limit + 1]).fetchall()
 
