@@ -4,7 +4,7 @@ After a hub restart the whole fleet dials back at once. Each agent, told a
 window ``W``, dials at one random moment of each window until it gets in
 (:mod:`spoke.reconnect`), so the fleet arrives at about ``fleet / W`` sessions
 a second. The hub sizes ``W`` so that rate is what it can take: the fleet (the
-agents connected now, all of which would come back) over the admission rate,
+agents it knows, all of which may come back) over the admission rate,
 clamped to the configured bounds.
 
 The admission rate is measured, not guessed: :class:`AdmissionMeter` counts the

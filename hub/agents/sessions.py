@@ -65,8 +65,13 @@ class Sessions:
     # -- the reconnect window (hub/agents/reconnect_window.py) ---------------------------
 
     def reconnect_window(self) -> float:
-        """Seconds over which the connected fleet should spread its reconnects."""
-        return window_seconds(self.state.registry.connected, self.admission.rate(),
+        """Seconds over which the fleet should spread its reconnects.
+
+        The fleet is every agent the hub knows (what a restart loads), not only those
+        connected now: while a fleet comes back the window stays put instead of
+        growing with each return and being announced to all who are back already.
+        """
+        return window_seconds(len(self.state.registry.agents), self.admission.rate(),
                               low=self.window_min, high=self.window_max)
 
     def announce_window(self) -> int:
@@ -81,9 +86,9 @@ class Sessions:
             if session is not None and _takes_window(session):
                 session.send(msg)
                 told += 1
-        log.info("reconnect window now %.1fs (%d agents connected, %.0f sessions/s "
-                 "admissible): told %d agents", window, self.state.registry.connected,
-                 self.admission.rate(), told)
+        log.info("reconnect window now %.1fs (%d agents known, %d connected, %.0f sessions/s "
+                 "admissible): told %d agents", window, len(self.state.registry.agents),
+                 self.state.registry.connected, self.admission.rate(), told)
         return told
 
     async def advise_periodically(self) -> None:
