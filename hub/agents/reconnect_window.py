@@ -12,14 +12,18 @@ admissions (a registration or a welcomed session: the work a returning fleet
 brings) in each second and the CPU time the process used in it. A second busy
 with them gives the CPU cost of one (an upper bound: whatever else the hub did
 that second, heartbeats, collections, is charged to them too), and the rate is
-one core's worth of them: while its fleet comes back the hub has little else to
-do, and its gRPC threads run beside the event loop. Until a busy second has
-been seen, a configured or default rate stands in.
+half a core's worth of them: the hub shares its machine (its gRPC threads, the
+database, often other services), and a window sized for all of a core it does
+not get turns the return into a backlog of dials that time out and come back a
+window later. Until a busy second has been seen, a configured or default rate
+stands in.
 
 :class:`WindowAnnouncer` decides when a changed window is worth telling the
 connected agents (``ReconnectWindow``): when it moved by a quarter or more, no
 more often than every few seconds, so a fleet growing from one agent to ten
-thousand hears of it a few dozen times, not ten thousand.
+thousand hears of it a few dozen times, not ten thousand; and not while most of
+the fleet is away (returning after a restart, when the agents still out could
+not hear it and those back need not).
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 DEFAULT_RATE = 500.0  # sessions/s assumed before a busy second was measured
-ADMISSION_SHARE = 1.0  # cores' worth of CPU for admissions while a fleet comes back
+ADMISSION_SHARE = 0.5  # cores' worth of CPU for admissions while a fleet comes back
 MIN_SAMPLE = 100  # admissions a second must hold to say what one costs (then they
 # dominate its CPU, not the steady heartbeats of the fleet already connected)
 SMOOTHING = 0.3  # weight of the newest sample in the running cost

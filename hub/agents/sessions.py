@@ -75,7 +75,15 @@ class Sessions:
                               low=self.window_min, high=self.window_max)
 
     def announce_window(self) -> int:
-        """Tell connected agents a window that moved enough; returns how many were told."""
+        """Tell connected agents a window that moved enough; returns how many were told.
+
+        Not while most of the known fleet is away (coming back after a restart): the
+        agents still out would not hear it, and writing it to all who are back already
+        would take the event loop from admitting the rest.
+        """
+        registry = self.state.registry
+        if registry.connected * 2 < len(registry.agents):
+            return 0
         window = self.reconnect_window()
         if not self.announcer.due(window):
             return 0

@@ -49,7 +49,7 @@ def test_a_busy_second_sets_the_cost_and_the_rate_follows_it() -> None:
     clocks.wall += 0.2
     m.admitted()  # the next second begins: the first is measured
     assert m.cost == pytest.approx(0.001, rel=0.01)
-    assert m.rate() == pytest.approx(1000, rel=0.02)  # a core's worth at 1 ms each
+    assert m.rate() == pytest.approx(500, rel=0.02)  # half a core's worth at 1 ms each
     # A cheaper second moves the smoothed cost part of the way.
     admit(m, clocks, 400, 0.0005)
     clocks.wall += 0.2
