@@ -187,7 +187,10 @@ class SimAgent:
                     return
         finally:
             beat.cancel()
-            with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError):
+            # A heartbeat written as the call ended (the hub killed) finds it finished:
+            # the stream is over either way, as for the real agent.
+            with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError,
+                                     asyncio.InvalidStateError):
                 await beat
 
     async def _on_message(self, msg: pb.HubMessage, write: Any) -> bool:
