@@ -42,7 +42,7 @@ from spoke.config import AgentSettings
 from spoke.egress import EgressWatch, Reach, zone_lookup
 from spoke.held import HeldTasks
 from spoke.link import Link
-from spoke.local import Md5Cache
+from spoke.local import DigestCache
 from spoke.memory import memory_mb, release_free_heap
 from spoke.reconnect import ReconnectSchedule
 from spoke.runner import AGENT, TaskFailure, TaskRunner
@@ -89,7 +89,7 @@ class Agent:
         self._late_commits: dict[str, pb.AgentMessage] = {}  # Committed while detached
         self._tasks_tg: anyio.abc.TaskGroup | None = None  # where runners run
         self._submits: set[tuple[str, int]] = set()  # Submit attempts run (never twice)
-        self.md5_cache = Md5Cache()  # local reads: MD5 per file version, across tasks
+        self.digests = DigestCache()  # local reads: digest per file version, across tasks
         self.clock = clock
         self._factories: dict[str, Any] = {}
         if client_factory is not None:
@@ -166,6 +166,7 @@ class Agent:
             buffer_bytes=s.buffer_bytes,
             finish_handshake=True,
             submit=True,  # spoke/submitter.py
+            archive_operations=True,  # spoke/archive_ops.py
             crc32_integrity=s.crc32_integrity,
             reconnect_window=True,  # spoke/reconnect.py
             local_paths=list(s.local_roots) if s.storage_type in ("local", "hybrid") else [],
@@ -343,8 +344,6 @@ class Agent:
     async def _progress_ticker(self) -> None:
         while True:
             await anyio.sleep(1.0)
-            if self.runners:
-                release_free_heap()
             for runner in list(self.runners.values()):
                 runner.report_progress()
 
@@ -446,7 +445,7 @@ class Agent:
     async def _run_task(self, runner: TaskRunner, check_local: bool = False) -> None:
         try:
             if check_local:
-                local = await runner.check_local(self.md5_cache)
+                local = await runner.check_local(self.digests)
                 if self.link.stream is None:  # the stream went while we looked at the disk
                     runner.state.reject()
                     runner.finished.set()

@@ -15,7 +15,7 @@ import anyio
 from bupmesh.logs import add_arguments as log_arguments
 from bupmesh.logs import setup_logging
 from spoke.config import AgentSettings, load_agents, parse_tags
-from spoke.memory import return_big_buffers_to_the_os
+from spoke.memory import tune_malloc
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -88,7 +88,7 @@ def settings_from_args(args: argparse.Namespace) -> list[AgentSettings]:
 
 def run(args: argparse.Namespace) -> int:
     agents = settings_from_args(args)
-    return_big_buffers_to_the_os()
+    tune_malloc()
     # The PSK of every agent in this process is scrubbed from every log line; JWTs
     # and cookie-shaped values are recognised by shape (bupmesh.logs).
     setup_logging(args.log_level, args.log_format, secrets=[s.token for s in agents])

@@ -9,8 +9,10 @@ callers get either decoded JSON or a classified :class:`UploadError`.
 
 from __future__ import annotations
 
+import functools
 import http.cookiejar
 import logging
+import ssl
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -53,6 +55,16 @@ class _NoCookieJar(http.cookiejar.CookieJar):
         return None
 
 
+@functools.cache
+def _tls_context() -> ssl.SSLContext:
+    """The certificate-verifying TLS context every client shares.
+
+    Building one loads the CA bundle (tens of milliseconds); a client is made per
+    task, and a context is safe to share between connections.
+    """
+    return httpx.create_ssl_context()
+
+
 class BiliClient:
     """Async context manager around ``httpx.AsyncClient`` for one account and egress."""
 
@@ -85,6 +97,7 @@ class BiliClient:
         self.source_ip = source_ip
         if transport is None:
             transport = httpx.AsyncHTTPTransport(
+                verify=_tls_context(),
                 local_address=source_ip or None,
                 proxy=proxy or None,
                 # One connection per concurrent PUT plus member calls.

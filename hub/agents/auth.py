@@ -41,7 +41,7 @@ class AgentAuth:
         self.events = events
         self.clock = clock
         self.admission = admission  # registrations count as admission work
-        # agent id -> hash of what its row holds (name, IP, capacity, tags): a reconnect
+        # agent id -> hash of what its row holds (name, IPs, capacity, tags): a reconnect
         # that changes none of it needs no write of its own (see persist)
         self._written: dict[str, int] = {}
 
@@ -110,6 +110,7 @@ class AgentAuth:
             info.agent_id,
             agent_name=info.agent_name,
             ip_address=info.ip_address,
+            egress_ip=info.egress_ip,
             status=info.status,
             max_concurrent=info.max_concurrent,
             bandwidth_mbps=info.bandwidth_mbps,
@@ -146,5 +147,6 @@ def apply_capabilities(info: AgentInfo, name: str, ip: str, caps: dict[str, Any]
 
 
 def _row_key(info: AgentInfo) -> int:
-    return hash((info.agent_name, info.ip_address, info.max_concurrent, info.bandwidth_mbps,
-                 info.storage_type, info.buffer_bytes, tuple(sorted(info.tags.items()))))
+    return hash((info.agent_name, info.ip_address, info.egress_ip, info.max_concurrent,
+                 info.bandwidth_mbps, info.storage_type, info.buffer_bytes,
+                 tuple(sorted(info.tags.items()))))

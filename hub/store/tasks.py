@@ -19,15 +19,18 @@ import json
 import sqlite3
 import time
 from collections.abc import Callable
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
 from cryptography.fernet import Fernet, InvalidToken
 
+from hub.core.errors import StorageFull
 from hub.core.lifecycle import Status, TaskRecord
 from hub.core.task_pages import TaskQuery
 from hub.store.database import Database
+from hub.store.task_page_sql import page_rows, recent_ended_rows
+from hub.store.writebehind import WriteBehind
 
 T = TypeVar("T")
 
@@ -56,6 +59,7 @@ CREATE TABLE IF NOT EXISTS parts (
     size INTEGER NOT NULL,
     md5 TEXT NOT NULL,
     fingerprint TEXT NOT NULL DEFAULT '',
+    digest TEXT NOT NULL DEFAULT '',
     account TEXT,
     title TEXT,
     state TEXT NOT NULL,
@@ -72,6 +76,7 @@ CREATE TABLE IF NOT EXISTS agent_tasks (
     file_size INTEGER NOT NULL,
     file_md5 TEXT,
     file_fingerprint TEXT NOT NULL DEFAULT '',
+    file_digest TEXT NOT NULL DEFAULT '',
     status TEXT NOT NULL,
     progress REAL DEFAULT 0,
     upload_speed REAL DEFAULT 0,
@@ -133,10 +138,17 @@ CREATE TABLE IF NOT EXISTS risk_ledger_ips (
     state TEXT NOT NULL,
     updated_at REAL NOT NULL
 );
+-- The account ledger and the captcha book, one JSON snapshot each.
+CREATE TABLE IF NOT EXISTS risk_state (
+    name TEXT PRIMARY KEY,
+    state TEXT NOT NULL,
+    updated_at REAL NOT NULL
+);
 """
 
 # Columns added after the first schema: a database from an older hub gains them on open.
 _ADDED_COLUMNS = [
+    ("agents", "egress_ip", "TEXT NOT NULL DEFAULT ''"),
     ("parts", "fingerprint", "TEXT NOT NULL DEFAULT ''"),
     ("agent_tasks", "file_fingerprint", "TEXT NOT NULL DEFAULT ''"),
     ("agent_tasks", "committed_attempt", "INTEGER NOT NULL DEFAULT 0"),
@@ -145,11 +157,24 @@ _ADDED_COLUMNS = [
     ("agent_tasks", "retry_state", "TEXT NOT NULL DEFAULT '{}'"),
     ("agent_tasks", "excluded_ips", "TEXT NOT NULL DEFAULT '{}'"),
     ("agent_tasks", "proceed_attempt", "INTEGER NOT NULL DEFAULT 0"),
+    # the part digest (XXH3-128) took MD5's place; md5 columns stay for older rows
+    ("parts", "digest", "TEXT NOT NULL DEFAULT ''"),
+    ("agent_tasks", "file_digest", "TEXT NOT NULL DEFAULT ''"),
 ]
 
 # TaskRecord field -> column; every field is a column of the same name except these.
 _TASK_FIELDS = [f.name for f in fields(TaskRecord)]
 _ACTIVE = tuple(s.value for s in Status if not s.terminal)
+
+
+_LIVENESS_UPDATE = """UPDATE agents SET status=?, last_heartbeat=COALESCE(?, last_heartbeat),
+    tasks_completed=COALESCE(?, tasks_completed) WHERE agent_id=?"""
+
+
+def _liveness_write(status: str, last_heartbeat: float | None, tasks_completed: int | None,
+                    agent_id: str) -> Callable[[sqlite3.Connection], object]:
+    return lambda c: c.execute(_LIVENESS_UPDATE,
+                               (status, last_heartbeat, tasks_completed, agent_id))
 
 
 class Store(Database):
@@ -165,6 +190,9 @@ class Store(Database):
         self._clock = clock
         # agent id -> (status, last heartbeat, tasks completed), until the next flush
         self._liveness: dict[str, tuple[str, float | None, int | None]] = {}
+        self.write_behind = WriteBehind(lambda fn: self._run(fn), on_written=self._written)
+        # Tasks whose newest state waits for disk space: what reads return meanwhile.
+        self._unwritten: dict[str, TaskRecord] = {}
 
     async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """``fn(connection)`` in one transaction, for modules that keep a table of their
@@ -180,6 +208,7 @@ class Store(Database):
         agent_name: str,
         ip_address: str,
         status: str,
+        egress_ip: str = "",
         max_concurrent: int,
         bandwidth_mbps: int,
         storage_type: str,
@@ -192,19 +221,25 @@ class Store(Database):
             c.execute(
                 """INSERT INTO agents (agent_id, agent_name, ip_address, status,
                        max_concurrent_uploads, bandwidth_mbps, storage_type, buffer_bytes,
-                       tags, created_at, last_heartbeat)
-                   VALUES (?,?,?,?,?,?,?,?,?,?,?)
+                       tags, created_at, last_heartbeat, egress_ip)
+                   VALUES (?,?,?,?,?,?,?,?,?,?,?,?)
                    ON CONFLICT(agent_id) DO UPDATE SET agent_name=excluded.agent_name,
                        ip_address=excluded.ip_address, status=excluded.status,
+                       egress_ip=excluded.egress_ip,
                        max_concurrent_uploads=excluded.max_concurrent_uploads,
                        bandwidth_mbps=excluded.bandwidth_mbps,
                        storage_type=excluded.storage_type, buffer_bytes=excluded.buffer_bytes,
                        tags=excluded.tags, last_heartbeat=excluded.last_heartbeat""",
                 (agent_id, agent_name, ip_address, status, max_concurrent, bandwidth_mbps,
-                 storage_type, buffer_bytes, json.dumps(tags), now, now),
+                 storage_type, buffer_bytes, json.dumps(tags), now, now, egress_ip),
             )
 
-        await self._run(q)
+        await self.write_behind.write(f"agent:{agent_id}", q)
+
+    async def set_agent_egress(self, agent_id: str, egress_ip: str) -> None:
+        """The agent's egress as Bilibili sees it (a restart keys the ledger on it at once)."""
+        await self.write_behind.write(f"agent:{agent_id}", lambda c: c.execute(
+            "UPDATE agents SET egress_ip=? WHERE agent_id=?", (egress_ip, agent_id)))
 
     def note_heartbeat(self, agent_id: str, status: str, *, last_heartbeat: float | None,
                        tasks_completed: int | None) -> None:
@@ -218,18 +253,31 @@ class Store(Database):
         self._liveness[agent_id] = (status, last_heartbeat, tasks_completed)
 
     async def flush_heartbeats(self) -> int:
-        """Write the queued heartbeats in one transaction; returns how many."""
+        """Write the queued heartbeats in one transaction; returns how many.
+
+        An agent whose earlier writes wait for disk space gets this one queued behind
+        them (its row never goes back in time); on a full disk the batch goes back to
+        the queue, under anything newer that arrived meanwhile."""
         queued, self._liveness = self._liveness, {}
-        if not queued:
+        rows = []
+        for agent_id, (status, beat, done) in queued.items():
+            key = f"agent:{agent_id}"
+            if self.write_behind.has(key):
+                await self.write_behind.write(key, _liveness_write(status, beat, done, agent_id))
+            else:
+                rows.append((status, beat, done, agent_id))
+        if not rows:
             return 0
-        rows = [(status, beat, done, agent_id) for agent_id, (status, beat, done) in queued.items()]
 
         def q(c: sqlite3.Connection) -> None:
-            c.executemany(
-                """UPDATE agents SET status=?, last_heartbeat=COALESCE(?, last_heartbeat),
-                   tasks_completed=COALESCE(?, tasks_completed) WHERE agent_id=?""", rows)
+            c.executemany(_LIVENESS_UPDATE, rows)
 
-        await self._run(q)
+        try:
+            await self._run(q)
+        except StorageFull:
+            for status, beat, done, agent_id in rows:
+                self._liveness.setdefault(agent_id, (status, beat, done))
+            return 0
         return len(rows)
 
     async def set_agent_status(
@@ -238,14 +286,10 @@ class Store(Database):
     ) -> None:
         self._liveness.pop(agent_id, None)  # older news than this: never written after it
 
-        def q(c: sqlite3.Connection) -> None:
-            c.execute(
-                """UPDATE agents SET status=?, last_heartbeat=COALESCE(?, last_heartbeat),
-                   tasks_completed=COALESCE(?, tasks_completed) WHERE agent_id=?""",
-                (status, last_heartbeat, tasks_completed, agent_id),
-            )
-
-        await self._run(q)
+        q = _liveness_write(status, last_heartbeat, tasks_completed, agent_id)
+        # With every field given, this write says all the next one would: it may replace one.
+        full = last_heartbeat is not None and tasks_completed is not None
+        await self.write_behind.write(f"agent:{agent_id}", q, snapshot=full)
 
     async def set_agent_access(
         self, agent_id: str, *, disabled: bool, tokens_valid_after: float
@@ -256,7 +300,7 @@ class Store(Database):
                 (int(disabled), tokens_valid_after, agent_id),
             )
 
-        await self._run(q)
+        await self.write_behind.write(f"agent:{agent_id}", q)
 
     async def load_agents(self) -> list[dict[str, Any]]:
         def q(c: sqlite3.Connection) -> list[dict[str, Any]]:
@@ -271,7 +315,8 @@ class Store(Database):
         return await self._run(q)
 
     async def mark_all_agents_offline(self) -> None:
-        await self._run(lambda c: c.execute("UPDATE agents SET status='offline'"))
+        await self.write_behind.write(
+            "agents", lambda c: c.execute("UPDATE agents SET status='offline'"))
 
     # -- parts ----------------------------------------------------------------------------
 
@@ -291,14 +336,15 @@ class Store(Database):
 
         return await self._run(q)
 
-    async def set_part_hash(self, part_id: int, *, md5: str, fingerprint: str,
+    async def set_part_hash(self, part_id: int, *, digest: str, fingerprint: str,
                             state: str | None) -> None:
-        """``state=None`` keeps the part's state (e.g. uploaded before the hash finished)."""
+        """The part's digest and the stat identity it goes with (both "" to forget them);
+        ``state=None`` keeps the part's state (e.g. uploaded before the hash finished)."""
         def q(c: sqlite3.Connection) -> None:
-            c.execute("UPDATE parts SET md5=?, fingerprint=?, state=COALESCE(?, state) WHERE id=?",
-                      (md5, fingerprint, state, part_id))
+            c.execute("UPDATE parts SET digest=?, fingerprint=?, state=COALESCE(?, state) "
+                      "WHERE id=?", (digest, fingerprint, state, part_id))
 
-        await self._run(q)
+        await self.write_behind.write(f"part:{part_id}", q)
 
     async def get_part(self, part_id: int) -> dict[str, Any] | None:
         def q(c: sqlite3.Connection) -> dict[str, Any] | None:
@@ -330,7 +376,8 @@ class Store(Database):
         part_state: str | None = None,
     ) -> None:
         """Write ``task`` (and optionally one log line ``(agent, ip, event, message)`` and
-        the part's state/result) in one transaction."""
+        the part's state/result) in one transaction; on a full disk it waits for space
+        (see the module docstring)."""
         row = self._task_row(task)
         now = self._clock()
 
@@ -352,7 +399,14 @@ class Store(Database):
                     (part_state, task.filename, task.biz_id, task.part_id),
                 )
 
-        await self._run(q)
+        # A row alone replaces a waiting row alone (resume points); log lines all stay.
+        if not await self.write_behind.write(f"task:{task.task_id}", q,
+                                             snapshot=log is None and part_state is None):
+            self._unwritten[task.task_id] = replace(task)
+
+    def _written(self, key: str) -> None:
+        if key.startswith("task:"):
+            self._unwritten.pop(key.removeprefix("task:"), None)
 
     async def add_log(
         self, task_id: str, agent_id: str, ip: str, event: str, message: str, attempt: int
@@ -378,73 +432,31 @@ class Store(Database):
                 ).fetchall()
             return c.execute("SELECT * FROM agent_tasks ORDER BY id").fetchall()
 
-        return [self._task_from_row(r) for r in await self._run(q)]
+        tasks = [self._task_from_row(r) for r in await self._run(q)]
+        return [self._unwritten.get(t.task_id, t) for t in tasks]
 
     async def page_tasks(self, query: TaskQuery) -> tuple[list[TaskRecord], int | None]:
         """One page of tasks, newest first, and the row id the next page starts before
-        (None: this was the last). Every filter is an indexed column: a page costs the
-        same however long the history."""
-        where, args = [], []
-        if query.statuses:
-            where.append(f"status IN ({','.join('?' * len(query.statuses))})")
-            args += query.statuses
-        if query.agent_id is not None:
-            where.append("agent_id=?")
-            args.append(query.agent_id)
-        if query.account is not None:
-            where.append("account=?")
-            args.append(query.account)
-        if query.since is not None:
-            where.append("created_at>=?")
-            args.append(query.since)
-        if query.until is not None:
-            where.append("created_at<?")
-            args.append(query.until)
-        if query.before_id is not None:
-            where.append("id<?")
-            args.append(query.before_id)
-
-        def q(c: sqlite3.Connection) -> list[sqlite3.Row]:
-            clauses = list(where)
-            if query.recording_id is not None:
-                # The recording pipeline's table (hub/store/recordings.py), in this file
-                # whenever the pipeline runs; a hub without it has no recordings.
-                if c.execute("SELECT 1 FROM sqlite_master WHERE type='table' "
-                             "AND name='recording_parts'").fetchone() is None:
-                    return []
-                clauses.append("part_id IN (SELECT part_id FROM recording_parts "
-                               "WHERE recording_id=?)")
-            # The page's ids first, from the indexes alone (a time range may hold thousands
-            # of rows to order), then only their rows.
-            ids = "SELECT id FROM agent_tasks"
-            if clauses:
-                ids += " WHERE " + " AND ".join(clauses)
-            ids += " ORDER BY id DESC LIMIT ?"
-            sql = f"SELECT * FROM agent_tasks WHERE id IN ({ids}) ORDER BY id DESC"
-            extra = [query.recording_id] if query.recording_id is not None else []
-            return c.execute(sql, [*args, *extra, query.limit + 1]).fetchall()
-
-        rows = await self._run(q)
+        (None: this was the last); a page costs the same however long the history."""
+        rows = await self._run(lambda c: page_rows(c, query))
         more = len(rows) > query.limit
         rows = rows[: query.limit]
         next_id = int(rows[-1]["id"]) if more and rows else None
-        return [self._task_from_row(r) for r in rows], next_id
+        tasks = [self._task_from_row(r) for r in rows]
+        return [self._unwritten.get(t.task_id, t) for t in tasks], next_id
 
     async def recent_ended_tasks(self, limit: int) -> list[TaskRecord]:
         """The ``limit`` newest finished tasks (the live view's recent history)."""
-        ended = tuple(s.value for s in Status if s.terminal)
-
-        def q(c: sqlite3.Connection) -> list[sqlite3.Row]:
-            return c.execute(
-                f"SELECT * FROM agent_tasks WHERE status IN ({','.join('?' * len(ended))}) "
-                "ORDER BY id DESC LIMIT ?", (*ended, limit)).fetchall()
-
-        return [self._task_from_row(r) for r in await self._run(q)]
+        tasks = [self._task_from_row(r)
+                 for r in await self._run(lambda c: recent_ended_rows(c, limit))]
+        return [self._unwritten.get(t.task_id, t) for t in tasks]
 
     async def get_task(self, task_id: str) -> TaskRecord | None:
         def q(c: sqlite3.Connection) -> sqlite3.Row | None:
             return c.execute("SELECT * FROM agent_tasks WHERE task_id=?", (task_id,)).fetchone()
 
+        if task_id in self._unwritten:
+            return replace(self._unwritten[task_id])
         row = await self._run(q)
         return self._task_from_row(row) if row is not None else None
 
@@ -493,7 +505,7 @@ class Store(Database):
                 (text, now),
             )
 
-        await self._run(q)
+        await self.write_behind.write("ledger", q, snapshot=True)
 
     async def save_ledger_ips(self, changes: dict[str, dict[str, Any]]) -> None:
         """Entries of changed IPs (:meth:`~hub.core.risk.RiskLedger.take_changes`), one row each:
@@ -501,16 +513,24 @@ class Store(Database):
         now = self._clock()
         rows = [(ip, json.dumps(entry), now) for ip, entry in changes.items()]
 
-        def q(c: sqlite3.Connection) -> None:
-            c.executemany(
+        def upsert(rows: list[tuple[str, str, float]]) -> Callable[[sqlite3.Connection], None]:
+            return lambda c: c.executemany(
                 """INSERT INTO risk_ledger_ips (ip, state, updated_at) VALUES (?, ?, ?)
                    ON CONFLICT(ip) DO UPDATE SET state=excluded.state,
                    updated_at=excluded.updated_at""",
                 rows,
             )
 
-        if rows:
-            await self._run(q)
+        if not rows:
+            return
+        if not any(self.write_behind.has(f"ip:{ip}") for ip, _, _ in rows):
+            try:
+                await self._run(upsert(rows))
+                return
+            except StorageFull:
+                pass
+        for row in rows:  # each IP's newest entry waits for space on its own
+            await self.write_behind.write(f"ip:{row[0]}", upsert([row]), snapshot=True)
 
     async def load_ledger(self) -> dict[str, Any] | None:
         """The ledger snapshot: the whole-ledger row with the per-IP rows over it."""
@@ -526,6 +546,25 @@ class Store(Database):
                 snapshot = {"version": 1, "ips": {}}
             snapshot.setdefault("ips", {}).update((ip, _loads(state, {})) for ip, state in ips)
         return snapshot
+
+    async def save_risk_state(self, name: str, snapshot: dict[str, Any]) -> None:
+        """A small ledger's whole snapshot (``accounts``, ``captchas``), replaced."""
+        text, now = json.dumps(snapshot), self._clock()
+
+        def q(c: sqlite3.Connection) -> None:
+            c.execute(
+                """INSERT INTO risk_state (name, state, updated_at) VALUES (?, ?, ?)
+                   ON CONFLICT(name) DO UPDATE SET state=excluded.state,
+                   updated_at=excluded.updated_at""",
+                (name, text, now),
+            )
+
+        await self.write_behind.write(f"risk:{name}", q, snapshot=True)
+
+    async def load_risk_state(self, name: str) -> dict[str, Any] | None:
+        row = await self._run(
+            lambda c: c.execute("SELECT state FROM risk_state WHERE name=?", (name,)).fetchone())
+        return _loads(row[0], None) if row else None
 
     # -- row mapping ----------------------------------------------------------------------
 

@@ -28,7 +28,7 @@ from typing import Any
 
 import pytest
 
-from bupmesh.localmesh import TERMINAL, LocalMesh, wait_for, write_random_file
+from bupmesh.localmesh import OPEN_ACCOUNT_YAML, TERMINAL, LocalMesh, wait_for, write_random_file
 from tests.support.faultproxy import FaultProxy
 
 pytestmark = pytest.mark.e2e
@@ -47,7 +47,7 @@ risk:
   max_uploads_per_hour: 1000
   cooldown_seconds: 3600
   disable_after_events: 3
-retry:
+{OPEN_ACCOUNT_YAML}retry:
   network_retries: 5
   backoff_initial_seconds: 0.5
   backoff_max_seconds: 2
