@@ -123,6 +123,8 @@ def snapshot(client: httpx.Client) -> tuple[float, int, int]:
 def run_one(n: int, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     result: dict[str, Any] = {"tasks": n}
     with LocalMesh(workdir) as mesh:
+        if args.hub_source:
+            mesh.extra_env["PYTHONPATH"] = str(args.hub_source.resolve())
         hub = mesh.start_hub()  # creates the schema (the recording tables too)
         hub.stop()
         fill(workdir / "hub-data" / "bupmesh.db", n, time.time())
@@ -175,6 +177,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tasks", type=int, nargs="+", default=[0, 10_000, 100_000])
     parser.add_argument("--repeat", type=int, default=5, help="requests per figure (median)")
     parser.add_argument("--walk", type=int, default=50, help="pages to follow for the deep one")
+    parser.add_argument("--hub-source", type=Path, default=None,
+                        help="run the hub from this source tree (e.g. a git archive of another "
+                             "commit) while the bench and its clients stay this tree's: "
+                             "before and after from the same commands")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
     report: dict[str, Any] = {"loadavg_start": os.getloadavg(), "runs": []}

@@ -219,6 +219,8 @@ def run_one(n: int, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     ramp = args.ramp_seconds if args.ramp_seconds is not None else max(3.0, n / 250)
     result: dict[str, Any] = {"agents": n, "workers": workers, "ramp_seconds": ramp}
     with LocalMesh(workdir) as mesh:
+        if args.hub_source:
+            mesh.extra_env["PYTHONPATH"] = str(args.hub_source.resolve())
         hub = mesh.start_hub(config_yaml=hub_yaml(args.heartbeat_seconds))
         pin(hub.popen.pid, args.hub_cpus)
         mesh.add_account()
@@ -243,8 +245,10 @@ def run_one(n: int, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             result["hub_cpu_percent"] = cpu_percent(ticks, cpu_ticks(hub.popen.pid),
                                                     time.monotonic() - t0, CLK_TCK)
             result["hub_rss_mib"] = status_kib(hub.popen.pid, "VmRSS") / 1024
+            result["hub_fds"] = len(os.listdir(f"/proc/{hub.popen.pid}/fd"))
             print(f"[{n}] steady: hub RSS {result['hub_rss_mib']:.0f} MiB, "
-                  f"CPU {result['hub_cpu_percent']:.1f}%", flush=True)
+                  f"CPU {result['hub_cpu_percent']:.1f}%, {result['hub_fds']} descriptors",
+                  flush=True)
 
             with profiled(args.profile, hub.popen.pid, workdir / f"hub-n{n}-dispatch.txt"):
                 result["dispatch"] = measure_dispatch(mesh, gen, args.parts, args.part_interval,
@@ -389,11 +393,15 @@ def main(argv: list[str] | None = None) -> int:
                         help="keep logs and data here (default: a temporary directory)")
     parser.add_argument("--profile", action="store_true",
                         help="sample the hub with py-spy in the steady, dispatch and storm phases")
+    parser.add_argument("--hub-source", type=Path, default=None,
+                        help="run the hub from this source tree (e.g. a git archive of another "
+                             "commit) while the bench and its clients stay this tree's: "
+                             "before and after from the same commands")
     parser.add_argument("--json", type=Path, default=None, help="write all figures here")
     args = parser.parse_args(argv)
     # Inherited by the hub and the generators: one descriptor per agent stream.
     nofile = raise_nofile_limit()
-    needed = max(args.agents) + 1000
+    needed = max(args.agents) + 500  # the hub's own descriptors: well under 500
     if nofile < needed:
         parser.error(f"RLIMIT_NOFILE hard limit {nofile} < {needed} needed for the hub")
 
