@@ -1,7 +1,7 @@
 """Load generator for ``bench/scale.py``: one process holding many simulated agents.
 
 Each simulated agent looks to the hub like a real ``bupmesh agent``: its own gRPC
-channel (its own TCP connection) with the real agent's channel options (keepalive
+channel with the real agent's channel options (keepalive
 pings every 20 s), ``Register`` with the PSK for a JWT, ``Connect`` with ``Hello``,
 a ``Heartbeat`` at the interval the hub's ``Welcome`` names, and the real agent's
 reconnect policy (``spoke.reconnect.ReconnectSchedule``: the reconnect window the hub
@@ -9,6 +9,13 @@ names in ``Welcome`` and ``ReconnectWindow``, else ``spoke.backoff.Backoff``'s f
 jitter, 1-60 s), so the storm after a hub restart is the one real agents would make.
 ``--no-window`` leaves the window out of the agents' capabilities (the old agents'
 behaviour).
+
+Connections: gRPC shares one subchannel (one TCP connection) among a process's
+channels to the same target with the same options, so by default this process's
+agents are HTTP/2 streams over one connection: the hub's per-stream cost without
+its per-connection cost. ``--own-connections`` gives each agent a local subchannel
+pool, so each dials its own TCP connection as a real agent does (and the hub holds
+one descriptor per agent).
 
 Offers are completed by answering the protocol, not by uploading to a simulator:
 ``Accept``, one ``Credit`` for the whole (small) file, the MD5 of the streamed bytes
@@ -87,7 +94,8 @@ class SimAgent:
     """One simulated agent: dial, register, hello, heartbeat, answer offers, reconnect."""
 
     def __init__(self, index: int, server: str, psk: str, emit: Emitter, *,
-                 distinct_ips: bool, rng: random.Random, window: bool = True) -> None:
+                 distinct_ips: bool, rng: random.Random, window: bool = True,
+                 own_connection: bool = False) -> None:
         self.index = index
         self.agent_id = f"scale-{index:05d}"
         self.server = server
@@ -97,6 +105,9 @@ class SimAgent:
         self.backoff = Backoff(1.0, 60.0, rng)
         self.schedule = ReconnectSchedule(self.backoff, rng)
         self.window = window
+        self.options = channel_options()
+        if own_connection:
+            self.options.append(("grpc.use_local_subchannel_pool", 1))
         self.token: str | None = None
         self.sessions = 0
         self.reconnect_after = 0.0
@@ -123,7 +134,7 @@ class SimAgent:
 
     async def _session(self) -> bool:
         self.emit("dial", a=self.index)
-        channel = grpc.aio.insecure_channel(self.server, options=channel_options())
+        channel = grpc.aio.insecure_channel(self.server, options=self.options)
         welcomed = False
         try:
             stub = pb_grpc.AgentLinkStub(channel)
@@ -244,7 +255,8 @@ async def run_agents(args: argparse.Namespace, psk: str, stop: asyncio.Event) ->
     emit = Emitter()
     rng = random.Random(args.seed)
     agents = [SimAgent(i, args.server, psk, emit, distinct_ips=not args.shared_ip,
-                       rng=random.Random(rng.getrandbits(64)), window=not args.no_window)
+                       rng=random.Random(rng.getrandbits(64)), window=not args.no_window,
+                       own_connection=args.own_connections)
               for i in range(args.first, args.first + args.count)]
     tasks = [asyncio.create_task(a.run(rng.uniform(0, args.ramp_seconds))) for a in agents]
 
@@ -277,6 +289,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="report no egress IP (the hub sees 127.0.0.1 for all)")
     parser.add_argument("--no-window", action="store_true",
                         help="do not announce the reconnect_window capability (old agents)")
+    parser.add_argument("--own-connections", action="store_true",
+                        help="one TCP connection per agent (default: one per process)")
     parser.add_argument("--max-seconds", type=float, default=3600.0,
                         help="stop by itself after this long")
     args = parser.parse_args(argv)

@@ -74,7 +74,7 @@ class LoadGen:
 
     def __init__(self, server: str, psk: str, agents: int, *, workers: int,
                  ramp_seconds: float, seed: int, max_seconds: float, log_dir: Path,
-                 cpus: set[int] | None = None) -> None:
+                 cpus: set[int] | None = None, own_connections: bool = False) -> None:
         self.events: list[dict[str, Any]] = []
         self._lock = threading.Lock()
         self.procs: list[subprocess.Popen] = []
@@ -88,7 +88,8 @@ class LoadGen:
             proc = subprocess.Popen(
                 [sys.executable, str(LOADGEN), "--server", server, "--first", str(first),
                  "--count", str(count), "--ramp-seconds", str(ramp_seconds),
-                 "--seed", str(seed * 1000 + w), "--max-seconds", str(max_seconds)],
+                 "--seed", str(seed * 1000 + w), "--max-seconds", str(max_seconds),
+                 *(["--own-connections"] if own_connections else [])],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr, env=env,
             )
             stderr.close()
@@ -226,7 +227,8 @@ def run_one(n: int, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         mesh.add_account()
         gen = LoadGen(mesh.grpc_address, mesh.psk, n, workers=workers, ramp_seconds=ramp,
                       seed=args.seed, max_seconds=args.max_seconds, log_dir=workdir,
-                      cpus=set(args.gen_cpus) if args.gen_cpus else None)
+                      cpus=set(args.gen_cpus) if args.gen_cpus else None,
+                      own_connections=args.own_connections)
         try:
             started = time.time()
             wait_for(lambda: gen.alive() and len(gen.back_since(0)) >= n or not gen.alive(),
@@ -378,6 +380,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=0,
                         help="generator processes (default: one per --agents-per-worker)")
     parser.add_argument("--agents-per-worker", type=int, default=2500)
+    parser.add_argument("--own-connections", action="store_true",
+                        help="one TCP connection per agent, as real agents dial (default: the "
+                             "agents of one generator process share one, as gRPC pools them)")
     parser.add_argument("--hub-cpus", type=int, nargs="+", default=None,
                         help="pin the hub to these CPUs (default: no pinning)")
     parser.add_argument("--gen-cpus", type=int, nargs="+", default=None,
@@ -401,7 +406,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     # Inherited by the hub and the generators: one descriptor per agent stream.
     nofile = raise_nofile_limit()
-    needed = max(args.agents) + 500  # the hub's own descriptors: well under 500
+    # One descriptor per connection, and the hub's own (a few dozen).
+    needed = (max(args.agents) if args.own_connections else 0) + 500
     if nofile < needed:
         parser.error(f"RLIMIT_NOFILE hard limit {nofile} < {needed} needed for the hub")
 
