@@ -60,7 +60,7 @@ Redact = Callable[[Any], Any]
 class RecordingViews(Protocol):
     """The recording pipeline's read side (``hub.submission.manager.SubmissionManager``)."""
 
-    async def list(self) -> list[dict[str, Any]]: ...
+    async def list(self, *, newest: int | None = None) -> list[dict[str, Any]]: ...
 
     async def describe(self, recording_id: int) -> dict[str, Any]: ...
 
@@ -83,8 +83,8 @@ async def extras(service: Any) -> list[tuple[str, Any]]:
         out.append(("history", history()))
     recordings = recordings_of(service)
     if recordings is not None:
-        rows = await recordings.list()
-        out.append(("recordings", {"recordings": rows[-SNAPSHOT_RECORDINGS:]}))
+        rows = await recordings.list(newest=SNAPSHOT_RECORDINGS)
+        out.append(("recordings", {"recordings": rows}))
     return out
 
 

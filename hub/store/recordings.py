@@ -261,9 +261,13 @@ class RecordingStore(Database):
 
         return await self._run(q)
 
-    async def list(self) -> list[dict[str, Any]]:
-        return await self._run(lambda c: [
-            _recording(r) for r in c.execute("SELECT * FROM recordings ORDER BY id")])
+    async def list(self, *, newest: int | None = None) -> list[dict[str, Any]]:
+        """Every recording, oldest first; ``newest``: only that many of the latest."""
+        if newest is None:
+            return await self._run(lambda c: [
+                _recording(r) for r in c.execute("SELECT * FROM recordings ORDER BY id")])
+        return await self._run(lambda c: [_recording(r) for r in reversed(c.execute(
+            "SELECT * FROM recordings ORDER BY id DESC LIMIT ?", (newest,)).fetchall())])
 
     async def update_submission(self, recording_id: int, *, archived: list[int] | None = None,
                                 **fields: Any) -> None:

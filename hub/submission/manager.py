@@ -224,10 +224,12 @@ class SubmissionManager:
         review = (await self.recordings.reviews()).get(recording_id)
         return self._public(rec, await self.recordings.parts(recording_id), review)
 
-    async def list(self) -> list[dict[str, Any]]:
+    async def list(self, *, newest: int | None = None) -> list[dict[str, Any]]:
+        """Recordings as the API shows them, oldest first; ``newest``: only that many of
+        the latest (the live view's, whatever the length of the history)."""
         reviews = await self.recordings.reviews()
         return [self._public(r, await self.recordings.parts(r["id"]), reviews.get(r["id"]))
-                for r in await self.recordings.list()]
+                for r in await self.recordings.list(newest=newest)]
 
     def _public(self, rec: dict[str, Any], parts: list[dict[str, Any]],
                 review: dict[str, Any] | None = None) -> dict[str, Any]:

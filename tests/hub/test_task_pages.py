@@ -118,3 +118,17 @@ async def test_every_filter_walks_an_index(tmp_path: Path) -> None:
         plan = " ".join(str(r[-1]) for r in conn.execute("EXPLAIN QUERY PLAN " + sql, args))
         assert "COVERING INDEX" in plan and "SCAN agent_tasks" not in plan, (where, plan)
     conn.close()
+
+
+@pytest.mark.anyio
+async def test_the_live_view_reads_only_the_newest_recordings(tmp_path: Path) -> None:
+    recordings = RecordingStore(tmp_path / "bupmesh.db")
+    await recordings.open()
+    for n in range(5):
+        await recordings.get_or_create(source="watcher", session_key=f"k{n}", room_id="1",
+                                       started_at=float(n), info={})
+    every = [r["id"] for r in await recordings.list()]
+    assert len(every) == 5
+    assert [r["id"] for r in await recordings.list(newest=2)] == every[-2:]  # oldest first
+    assert [r["id"] for r in await recordings.list(newest=10)] == every
+    recordings.close()
