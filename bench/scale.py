@@ -2,7 +2,8 @@
 
 For each N (default 1,000, 5,000 and 10,000) this starts a real ``bupmesh hub``
 process on loopback and a load generator (``bench/loadgen.py``, spread over
-several processes) holding N agents, each with its own gRPC stream, then prints:
+several processes) holding N agents, each with its own gRPC stream (and, with
+``--own-connections``, its own TCP connection), then prints:
 
   * hub RSS and hub CPU (% of one core) at steady heartbeat load (all N connected,
     heartbeats at the hub's interval, keepalive pings as real agents send them);
@@ -11,13 +12,19 @@ several processes) holding N agents, each with its own gRPC stream, then prints:
     answering the protocol: Accept, Credit, Result with the MD5);
   * the reconnect storm after the hub is killed (SIGKILL, or ``--restart term``)
     and restarted on the same data: reconnects per second over time, and the
-    busiest second over the mean rate (agents use the real full-jitter backoff).
+    busiest second over the mean rate, and how long after the restarted hub
+    listened every agent was back (agents follow the real agent's policy: the
+    hub's reconnect window, else full-jitter backoff).
 
-Targets: 10,000 agents on one hub on 2 cores, dispatch p99 < 100 ms,
-no reconnect burst above 3x the mean rate.
+Targets: 10,000 agents on one hub on 2 cores, hub RSS <= 300 MiB, dispatch p99
+< 100 ms, every agent back within 20 s of the hub listening with no second above
+3x the mean rate; 20,000 with the same p99 and no errors. ``--hub-cpus`` and
+``--gen-cpus`` pin the hub and the generator apart; ``--hub-source DIR`` runs
+another tree's hub (a before) under the same bench.
 
     .venv/bin/python bench/scale.py [--agents 1000 5000 10000] [--parts 200]
         [--heartbeat-seconds 30] [--steady-seconds 30] [--restart kill|term]
+        [--own-connections] [--hub-cpus 0] [--gen-cpus 1] [--hub-source DIR]
         [--json FILE]
 """
 
