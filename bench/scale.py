@@ -170,10 +170,13 @@ def pin(pid: int, cpus: list[int] | None) -> None:
             os.sched_setaffinity(int(tid), set(cpus))
 
 
-def hub_yaml(heartbeat_seconds: float) -> str:
-    return (OPEN_RISK_YAML + "heartbeat:\n"
+def hub_yaml(heartbeat_seconds: float, admission_rate: float = 0.0) -> str:
+    text = (OPEN_RISK_YAML + "heartbeat:\n"
             f"  interval_seconds: {heartbeat_seconds}\n"
             f"  offline_after_seconds: {heartbeat_seconds * 3}\n")
+    if admission_rate:
+        text += f"reconnect:\n  admission_rate: {admission_rate}\n"
+    return text
 
 
 def measure_dispatch(mesh: LocalMesh, gen: LoadGen, parts: int, interval: float,
@@ -229,7 +232,7 @@ def run_one(n: int, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     with LocalMesh(workdir) as mesh:
         if args.hub_source:
             mesh.extra_env["PYTHONPATH"] = str(args.hub_source.resolve())
-        hub = mesh.start_hub(config_yaml=hub_yaml(args.heartbeat_seconds))
+        hub = mesh.start_hub(config_yaml=hub_yaml(args.heartbeat_seconds, args.admission_rate))
         pin(hub.popen.pid, args.hub_cpus)
         mesh.add_account()
         gen = LoadGen(mesh.grpc_address, mesh.psk, n, workers=workers, ramp_seconds=ramp,
@@ -387,6 +390,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=0,
                         help="generator processes (default: one per --agents-per-worker)")
     parser.add_argument("--agents-per-worker", type=int, default=2500)
+    parser.add_argument("--admission-rate", type=float, default=0.0,
+                        help="the hub's reconnect.admission_rate (default 0: measured)")
     parser.add_argument("--own-connections", action="store_true",
                         help="one TCP connection per agent, as real agents dial (default: the "
                              "agents of one generator process share one, as gRPC pools them)")
