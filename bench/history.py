@@ -3,7 +3,8 @@
 For each N (default 0, 10,000 and 100,000) this starts a real ``bupmesh hub`` on
 a database holding N finished tasks (written straight into SQLite before the hub
 starts, as a year of a 50-room operation would leave them: completed, with some
-failed and cancelled, over several agents and accounts), then prints:
+failed and cancelled, over several agents and accounts, a recording per 25
+parts, each submitted, archived and approved), then prints:
 
   * startup: seconds from the process start to ``/healthz`` answering;
   * ``GET /api/manage/tasks``: the default request's time and size, then one page
@@ -73,7 +74,7 @@ def fill(db: Path, n: int, now: float) -> None:
             rid = i // PARTS_PER_RECORDING + 1
             recs.append((rid, "watcher", f"bench-{rid}", str(i % 50), created, created))
         rec_parts.append((i // PARTS_PER_RECORDING + 1, i + 1, f"/rec/p{i}.flv", 1,
-                          i % PARTS_PER_RECORDING + 1))
+                          i % PARTS_PER_RECORDING + 1, 1))
     with conn:
         conn.executemany("INSERT INTO parts (id, file_path, size, md5, account, title, state, "
                          "created_at) VALUES (?,?,?,?,?,?,?,?)", parts)
@@ -83,11 +84,26 @@ def fill(db: Path, n: int, now: float) -> None:
                          "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", tasks)
         have = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         if "recordings" in have:
-            conn.executemany("INSERT INTO recordings (id, source, session_key, room_id, "
-                             "started_at, created_at, updated_at) VALUES (?,?,?,?,?,?,?)",
-                             [(*r[:5], r[5], r[5]) for r in recs])
+            # Finished as a year's recordings are: submitted, every part in the archive,
+            # the archive approved (a hub without the later columns gets what it has).
+            cols = {r[1] for r in conn.execute("PRAGMA table_info(recordings)")}
+            done = "aid" in cols and "archive_reviews" in have
+            conn.executemany(
+                "INSERT INTO recordings (id, source, session_key, room_id, started_at, "
+                "ended_at, created_at, updated_at, submit_state, aid, bvid) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                [(*r[:5], r[5] + 3600, r[5], r[5], "submitted", 100_000 + r[0],
+                  f"BVbench{r[0]:05d}") for r in recs])
+            archived = "archived" in {r[1] for r in conn.execute(
+                "PRAGMA table_info(recording_parts)")}
             conn.executemany("INSERT INTO recording_parts (recording_id, part_id, path, size, "
-                             "idx) VALUES (?,?,?,?,?)", rec_parts)
+                             "idx" + (", archived" if archived else "") + ") VALUES (?,?,?,?,?"
+                             + (",?" if archived else "") + ")",
+                             [p if archived else p[:5] for p in rec_parts])
+            if done:
+                conn.executemany(
+                    "INSERT INTO archive_reviews (recording_id, aid, review, changed_at) "
+                    "VALUES (?,?,?,?)", [(r[0], 100_000 + r[0], "approved", r[5]) for r in recs])
     conn.close()
 
 
