@@ -88,16 +88,17 @@ def parse_host_port(value: str, *, key: str) -> tuple[str, int]:
 
 
 def parse_duration(value: str | float | int, *, key: str) -> float:
-    """Seconds from ``30``, ``"30"``, ``"30s"``, ``"5m"``, ``"1h"`` (agent.yml files write ``30s``)."""
+    """Seconds from ``30``, ``"30"``, ``"30s"``, ``"5m"``, ``"1h"``, ``"30d"`` (agent.yml files
+    write ``30s``)."""
     if isinstance(value, bool):
         raise ConfigError(f"{key}: expected a duration, got {value!r}")
     if isinstance(value, int | float):
         seconds = float(value)
     else:
-        match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*", value)
+        match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*", value)
         if not match:
             raise ConfigError(f"{key}: expected a duration such as 30s, got {value!r}")
-        unit = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, None: 1}[match.group(2)]
+        unit = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}[match.group(2)]
         seconds = float(match.group(1)) * unit
     if seconds < 0:
         raise ConfigError(f"{key}: must not be negative")

@@ -93,6 +93,9 @@ class LocalMesh:
     psk: str = field(default_factory=lambda: secrets.token_hex(16))
     admin_token: str = field(default_factory=lambda: secrets.token_hex(16))
     extra_env: dict[str, str] = field(default_factory=dict)
+    # Directories the hub may upload from (--media-root); none: the hub's default, the
+    # directory it runs in (the workdir).
+    media_roots: tuple[str, ...] = ()
     processes: list[Process] = field(default_factory=list)
     sim_url: str = ""
     hub_url: str = ""
@@ -157,6 +160,8 @@ class LocalMesh:
         ]
         if self.sim_url:
             argv += ["--bili-member-url", self.sim_url]
+        for root in self.media_roots:
+            argv += ["--media-root", str(root)]
         argv += ["--tls-cert", tls[0], "--tls-key", tls[1]] if tls else ["--insecure"]
         process = self.spawn("hub", bupmesh_argv(*argv, *extra))
         self.hub_args = (tuple(extra), tls)

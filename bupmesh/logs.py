@@ -7,7 +7,7 @@ traceback, an ``extra`` field), the finished text is scrubbed of
 
 - every secret value the process knows (``register_secret``: the PSK, the admin
   token, a webhook URL, ...) and its base64 / URL-encoded forms, and
-- secret *shapes* that need no registration: JWTs, ``Authorization: Bearer``
+- secret *shapes* that need no registration: JWTs, per-agent tokens, ``Authorization: Bearer``
   values, ``X-Upos-Auth`` values, and ``key=value`` / ``"key": "value"`` pairs
   whose key names a secret (``SESSDATA``, ``bili_jct``, ``access_key``, ...).
 
@@ -79,6 +79,8 @@ _SECRET_KEYS = (
 _PATTERNS: list[tuple[re.Pattern[str], str]] = [
     # JWT: header.payload.signature, header and payload are base64url JSON ("eyJ" = '{"').
     (re.compile(r"eyJ[A-Za-z0-9_-]{4,}\.eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*"), REDACTED),
+    # A per-agent token (hub/agents/agent_tokens.py): its id may show, its secret never.
+    (re.compile(r"\b(bma_[0-9a-f]{12}_)[A-Za-z0-9_-]+"), r"\1" + REDACTED),
     (re.compile(r"(?i)(\bbearer\s+)[^\s\"',;]+"), r"\1" + REDACTED),
     (re.compile(r"(?i)(x-upos-auth['\"]?\s*[:=]\s*['\"]?)[^\s'\",}]+"), r"\1" + REDACTED),
     (re.compile(rf"(?i)(\b(?:{_SECRET_KEYS})=)[^;&\s\"',]+"), r"\1" + REDACTED),

@@ -24,7 +24,7 @@ from hub import gc_watch
 from hub.accounts.store import AccountStore, load_or_create_key
 from hub.agents.link import AgentLinkServicer, add_servicer
 from hub.alerts.loop import run_alerts
-from hub.api.app import build_http_app
+from hub.api.app import build_http_app, http_auth
 from hub.api.audit import AuditLog
 from hub.api.server import serve_http
 from hub.config import HubConfig
@@ -122,7 +122,9 @@ async def run_hub(config: HubConfig) -> None:
     hub = None
     try:
         hub = await start_grpc(service, config)
-        app = build_http_app(service, config, extra_routes=pipeline.routes(), audit=audit)
+        auth = http_auth(service, config)
+        app = build_http_app(service, config, auth=auth, extra_routes=pipeline.routes(auth),
+                             audit=audit)
         host, port = config.http_address
         try:
             async with anyio.create_task_group() as tg:
@@ -155,6 +157,7 @@ async def run_hub(config: HubConfig) -> None:
             with anyio.CancelScope(shield=True):
                 await hub.grpc_server.stop(0)
         pipeline.close()
+        service.close()
         if service.rooms is not None:
             service.rooms.close()
         service.accounts.close()

@@ -1,13 +1,22 @@
-"""``bupmesh hub``: its flags, layered over env, YAML and defaults (docs/reference.md)."""
+"""``bupmesh hub``: run the hub, its flags layered over env, YAML and defaults
+(docs/reference.md).
+
+``bupmesh hub gen-cert`` makes its TLS material; ``bupmesh hub agent-token``
+(routed by ``bupmesh.cli`` to ``client.agent_tokens``) manages per-agent tokens
+through the running hub's admin API.
+"""
 
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 
 import anyio
 
 from bupmesh.logs import register_secret_url, setup_logging
 from hub.config import load_hub_config
+from protocol.grpc_env import quiet_grpc_core
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -20,6 +29,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         "(env BUPMESH_PSK)")
     parser.add_argument("--admin-token", metavar="S", help="bearer token of the admin API "
                         "(env BUPMESH_ADMIN_TOKEN)")
+    parser.add_argument("--viewer-token", metavar="S", help="read-only bearer token: the API's "
+                        "reads, the web UI, /metrics (env BUPMESH_VIEWER_TOKEN)")
+    parser.add_argument("--media-root", action="append", metavar="DIR",
+                        help="a directory whose files the hub may upload (repeatable; default "
+                        "the directory the hub runs in; env BUPMESH_MEDIA_ROOTS, "
+                        f"{os.pathsep}-separated)")
     parser.add_argument("--tls-cert", metavar="F", help="TLS certificate (PEM) for gRPC and HTTP")
     parser.add_argument("--tls-key", metavar="F", help="TLS private key (PEM)")
     parser.add_argument("--insecure", action="store_true", default=None,
@@ -37,7 +52,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     from bupmesh.logs import add_arguments as add_log_arguments
 
     add_log_arguments(parser)
-    # `bupmesh hub gen-cert`: the one hub subcommand; plain `bupmesh hub` runs the hub.
+    # `bupmesh hub gen-cert`; plain `bupmesh hub` runs the hub. `bupmesh hub agent-token`
+    # never reaches this parser (bupmesh.cli routes it to client.agent_tokens).
+    parser.epilog = ("agent-token: create, list or revoke per-agent tokens over the hub's "
+                     "admin API (bupmesh hub agent-token --help)")
     commands = parser.add_subparsers(dest="hub_command", metavar="{gen-cert}")
     from hub import certs
 
@@ -60,6 +78,8 @@ def run(args: argparse.Namespace) -> int:
             "grpc_listen": args.grpc_listen,
             "psk": args.psk,
             "admin_token": args.admin_token,
+            "viewer_token": args.viewer_token,
+            "media_roots": args.media_root,
             "tls.cert_file": args.tls_cert,
             "tls.key_file": args.tls_key,
             "insecure": args.insecure,
@@ -72,8 +92,12 @@ def run(args: argparse.Namespace) -> int:
     # Every secret the hub knows from its settings is scrubbed from every log line
     # (bupmesh.logs); noisy library loggers are kept to warnings there too.
     setup_logging(args.log_level, args.log_format,
-                  secrets=[config.psk, config.admin_token, config.ingest.webhook_secret])
+                  secrets=[config.psk, config.admin_token, config.viewer_token,
+                           config.ingest.webhook_secret])
     register_secret_url(config.alerts.webhook_url)
+    warning = quiet_grpc_core()  # before gRPC loads (hub.app imports it)
+    if warning:
+        logging.getLogger("bupmesh.hub").warning("%s", warning)
     from hub.app import run_hub
 
     anyio.run(run_hub, config, backend="asyncio")

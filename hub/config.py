@@ -9,6 +9,8 @@ cannot express: required secrets, TLS-or-insecure, HOST:PORT shapes.
 from __future__ import annotations
 
 import ipaddress
+import os
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -314,13 +316,34 @@ class AlertSettings(_S):
     webhook_retries: _n(int, 0, 10, "retries of a failed webhook POST") = 3
 
 
+class AgentsSettings(_S):
+    """How agents are admitted (hub/agents/auth.py, hub/agents/admission.py)."""
+
+    allow_psk: _d(bool, "the shared PSK registers any agent id; false: only per-agent "
+                  "tokens (bupmesh hub agent-token create ID)") = True
+    require_approval: _d(bool, "an agent id first seen through the PSK waits as pending, "
+                         "with no work, until an admin approves it") = False
+    allowed_accounts: _d(dict[str, list[str]], "agent id -> the accounts (names or ids) "
+                         "whose credentials it may receive; an agent not listed may use "
+                         "every account, or what the API set for it") = {}
+
+
 class HubConfig(_S):
     http_listen: _d(str, "admin HTTP API, web UI, webhooks, /metrics (HOST:PORT)") = \
         "0.0.0.0:12380"
     grpc_listen: _d(str, "the gRPC link agents dial (HOST:PORT)") = "0.0.0.0:12382"
-    data_dir: _d(str, "SQLite database and key material (made 0700)") = "./data"
-    psk: _d(str, "pre-shared key agents register with (required)") = ""
+    data_dir: _d(str, "SQLite database and key material (made 0700; never uploaded)") = \
+        "./data"
+    psk: _d(str, "pre-shared key agents register with (required unless "
+            "agents.allow_psk is false)") = ""
     admin_token: _d(str, "bearer token of the admin API and web UI (required)") = ""
+    viewer_token: _d(str, "read-only bearer token: the API's reads, the web UI, /metrics "
+                     "and the event stream; every change is refused (empty: no viewer)") = ""
+    media_roots: _d(list[str] | str | None,
+                    "directories whose files the hub may upload, after symlinks, besides the "
+                    "ingest directories; never the data directory (unset: the directory the "
+                    "hub runs in; a string is split on the path separator)") = None
+    agents: AgentsSettings = msgspec.field(default_factory=AgentsSettings)
     tls: TLSSettings = msgspec.field(default_factory=TLSSettings)
     insecure: _d(bool, "serve plaintext on a non-loopback address anyway") = False
     compression: _d(Literal["none", "gzip"], "gRPC compression of the link") = "none"
@@ -355,10 +378,20 @@ class HubConfig(_S):
     def tls_enabled(self) -> bool:
         return bool(self.tls.cert_file)
 
+    @property
+    def media_root_list(self) -> list[str]:
+        """The configured media roots, or the working directory when none are."""
+        roots = self.media_roots
+        if isinstance(roots, str):
+            roots = [r for r in roots.split(os.pathsep) if r.strip()]
+        return list(roots) if roots else [os.getcwd()]
+
 
 ENV_KEYS = {
     "BUPMESH_PSK": "psk",
     "BUPMESH_ADMIN_TOKEN": "admin_token",
+    "BUPMESH_VIEWER_TOKEN": "viewer_token",
+    "BUPMESH_MEDIA_ROOTS": "media_roots",
     "BUPMESH_DATA_DIR": "data_dir",
     "BUPMESH_BILI_MEMBER_URL": "bilibili.member_url",
     "BUPMESH_ALERT_WEBHOOK_URL": "alerts.webhook_url",
@@ -367,12 +400,18 @@ ENV_KEYS = {
 
 def validate(config: HubConfig) -> HubConfig:
     """Checks beyond types; each failure names the setting."""
-    if not config.psk.strip():
-        raise ConfigError("psk: required setting is missing (--psk or BUPMESH_PSK)")
+    if config.agents.allow_psk and not config.psk.strip():
+        raise ConfigError("psk: required setting is missing (--psk or BUPMESH_PSK; or "
+                          "agents.allow_psk: false to admit agents by per-agent tokens only)")
     if not config.admin_token.strip():
         raise ConfigError(
             "admin_token: required setting is missing (--admin-token or BUPMESH_ADMIN_TOKEN)"
         )
+    viewer = config.viewer_token.strip()
+    if viewer and viewer in (config.admin_token.strip(), config.psk.strip()):
+        raise ConfigError("viewer_token: must differ from admin_token and psk")
+    _validate_media_roots(config)
+    _validate_agents(config.agents)
     config.http_address  # noqa: B018 - raises ConfigError naming the key
     config.grpc_address  # noqa: B018
     cert, key = config.tls.cert_file, config.tls.key_file
@@ -473,6 +512,27 @@ def _key(prefix: str, key: str) -> str:
     return f"{prefix}.{key}" if prefix else key
 
 
+_AGENT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}")
+
+
+def _validate_media_roots(config: HubConfig) -> None:
+    for root in config.media_root_list:
+        if Path(root).expanduser().resolve() == Path("/"):
+            where = "" if config.media_roots else " (unset: the directory the hub runs in)"
+            raise ConfigError(
+                f"media_roots{where}: / would let the hub upload every file it can read; "
+                "set media_roots (--media-root, BUPMESH_MEDIA_ROOTS) to the directories "
+                "that hold your recordings")
+
+
+def _validate_agents(agents: AgentsSettings) -> None:
+    for agent_id, accounts in agents.allowed_accounts.items():
+        if not _AGENT_ID.fullmatch(str(agent_id)):
+            raise ConfigError(f"agents.allowed_accounts.{agent_id}: not an agent id "
+                              "(1-128 letters, digits or ._:@-)")
+        if any(not str(a).strip() or len(str(a)) > 64 for a in accounts):
+            raise ConfigError(f"agents.allowed_accounts.{agent_id}: account names are 1-64 "
+                              "characters")
 def _validate_retention(config: HubConfig) -> None:
     """The global retention rule (each room's is checked with the room)."""
     _check_retention(RoomRetention(), config, "retention")

@@ -1,11 +1,12 @@
 """Parts (files to upload) and their tasks; the part digest, off the event loop.
 
 A part is identified by its digest (XXH3-128 of the file, see
-:mod:`protocol.integrity`). Creating a part checks the file and takes its stat
-identity, but does not read it: on a 50 GB recording that takes as long as the
-disk needs (and outlasts any HTTP timeout). The first attempt takes the digest
-of the bytes as it streams them from byte 0, at no extra read. A separate pass
-over the file runs only when no attempt will see it whole: a resumed stream,
+:mod:`protocol.integrity`). Creating a part checks the file (it must lie under
+the media roots, never in the data directory: :mod:`hub.media_roots`) and takes
+its stat identity, but does not read it: on a 50 GB recording that takes as long
+as the disk needs (and outlasts any HTTP timeout). The first attempt takes the
+digest of the bytes as it streams them from byte 0, at no extra read. A separate
+pass over the file runs only when no attempt will see it whole: a resumed stream,
 or a local/hybrid agent that reads the file itself against a known digest.
 No one outside the mesh asks for a part's MD5, so the hub no longer computes
 one (only an agent without CRC32 still gets an MD5 of what is streamed to it);
@@ -31,6 +32,7 @@ from hub.core.lifecycle import TaskRecord
 from hub.core.ports import Accounts
 from hub.core.spawner import Spawner
 from hub.core.state import HubState
+from hub.media_roots import MediaRoots
 from hub.store.tasks import Store
 from protocol.integrity import new_part_digest
 
@@ -40,12 +42,13 @@ FINGERPRINT_MIN_AGE = 2.0  # seconds a file must be unmodified to skip re-hashin
 
 
 class Parts:
-    def __init__(self, state: HubState, store: Store, accounts: Accounts, spawn: Spawner
-                 ) -> None:
+    def __init__(self, state: HubState, store: Store, accounts: Accounts, spawn: Spawner,
+                 media: MediaRoots) -> None:
         self.state = state
         self.store = store
         self.accounts = accounts
         self.spawn = spawn
+        self.media = media
         self.hashing: set[int] = set()  # parts with a digest pass running
 
     async def create_part(
@@ -54,7 +57,8 @@ class Parts:
         if not isinstance(file_path, str) or not file_path.strip():
             raise BadRequest("file_path is required")
         try:
-            path, size, fingerprint = await anyio.to_thread.run_sync(_stat_file, file_path)
+            path, size, fingerprint = await anyio.to_thread.run_sync(
+                _stat_file, file_path, self.media)
         except FileNotFoundError:
             raise NotFound(f"no such file: {file_path}") from None
         except IsADirectoryError:
@@ -162,9 +166,13 @@ class _StillChanging(Exception):
     pass
 
 
-def _stat_file(file_path: str) -> tuple[Path, int, str]:
-    """Resolve and check a part's file; its size and stat identity (worker thread)."""
-    path = Path(file_path).expanduser().resolve(strict=True)
+def _stat_file(file_path: str, media: MediaRoots) -> tuple[Path, int, str]:
+    """Resolve and check a part's file; its size and stat identity (worker thread).
+
+    The fence comes before the file is looked at, so a path outside it is refused
+    the same whether or not it exists."""
+    path = media.check(Path(os.path.realpath(Path(file_path).expanduser())))
+    path = media.check(path.resolve(strict=True))  # as it is now, if it changed meanwhile
     if not path.is_file():
         raise IsADirectoryError(str(path))
     st = path.stat()

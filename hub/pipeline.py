@@ -16,6 +16,7 @@ from typing import Any
 import anyio
 from starlette.routing import BaseRoute
 
+from hub.api.auth import Auth
 from hub.api.ingest_routes import ingest_routes
 from hub.api.retention_routes import retention_routes
 from hub.ingest.service import IngestService
@@ -80,12 +81,10 @@ class RecordingPipeline:
         return cls(recordings, ingest, submissions, FolderWatcher(ingest, clock=service.clock),
                    retention)
 
-    def routes(self) -> list[BaseRoute]:
-        config = self.ingest.config
-        return [*ingest_routes(self.ingest, self.submissions, admin_token=config.admin_token,
-                               webhook_secret=config.ingest.webhook_secret),
-                *retention_routes(self.retention, self.recordings,
-                                  admin_token=config.admin_token)]
+    def routes(self, auth: Auth) -> list[BaseRoute]:
+        """The pipeline's routes, checked by the hub's one ``auth``."""
+        return [*ingest_routes(self.ingest, self.submissions, auth),
+                *retention_routes(self.retention, self.recordings, auth)]
 
     async def run(self) -> None:
         async with anyio.create_task_group() as tg:

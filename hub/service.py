@@ -8,7 +8,9 @@ The parts, from the inside out:
   :class:`hub.core.admin.Admin` (admin commands), :class:`hub.core.views.Views`
   (JSON rows), :func:`hub.core.recovery.recover` (a restart);
 * :class:`hub.parts.Parts`: parts, their tasks and hashing their files;
-* the agent side: :class:`hub.agents.auth.AgentAuth` (registration, tokens),
+* the agent side: :class:`hub.agents.auth.AgentAuth` (registration, JWTs),
+  :class:`hub.agents.agent_tokens.AgentTokens` (per-agent tokens),
+  :class:`hub.agents.admission.Admission` (approval, account allowlists),
   :class:`hub.agents.sessions.Sessions` and :class:`hub.agents.messages.Messages`
   (one stream's events and messages), :class:`hub.agents.timeouts.Timeouts`.
 
@@ -27,7 +29,9 @@ import anyio
 import anyio.abc
 
 from hub.accounts.store import AccountStore
-from hub.agents.auth import AgentAuth
+from hub.agents.admission import Admission, check_accounts
+from hub.agents.agent_tokens import AgentTokens
+from hub.agents.auth import AgentAuth, StreamGrant
 from hub.agents.messages import Messages
 from hub.agents.reconnect_window import AdmissionMeter
 from hub.agents.sessions import Sessions
@@ -54,9 +58,11 @@ from hub.core.state import HubState
 from hub.core.strategies import Strategy, make_strategy
 from hub.core.task_pages import TaskQuery
 from hub.core.views import Views
+from hub.media_roots import MediaRoots
 from hub.metrics import HubMetrics, storage_gauges
 from hub.parts import Parts
 from hub.rooms.book import RoomBook
+from hub.store.identity import IdentityStore
 from hub.store.space import MiB, SpaceAlarm
 from hub.store.tasks import Store
 from protocol.tokens import TokenIssuer
@@ -105,7 +111,7 @@ class HubService:
         self._spawn = Spawner()
         self._restart = RestartGrace(self.registry)
         self._outcomes = Outcomes(state)
-        self.parts = Parts(state, store, accounts, self._spawn)
+        self.parts = Parts(state, store, accounts, self._spawn, MediaRoots.from_config(config))
         self.scheduler = Scheduler(state, strategy=strategy, accounts=accounts,
                                    outcomes=self._outcomes, restart=self._restart,
                                    request_hash=self.parts.request_hash,
@@ -113,17 +119,26 @@ class HubService:
         self.views = Views(state, self.scheduler.why_waiting)
         self.admin = Admin(state, self.views, self.parts.new_task)
         # What admitting agents costs (registrations and sessions): sizes the reconnect window.
-        self.admission = AdmissionMeter(clock=time.monotonic, cpu_clock=time.process_time,
+        self.admission_meter = AdmissionMeter(clock=time.monotonic, cpu_clock=time.process_time,
                                         fixed_rate=config.reconnect.admission_rate)
         self.risk_admin = RiskAdmin(state, accounts)
-        self.auth = AgentAuth(psk=config.psk, tokens=tokens, registry=self.registry, store=store,
-                              events=self.events, clock=clock, admission=self.admission)
+        self.identity = IdentityStore(store.db_path, clock=clock)
+        self.agent_tokens = AgentTokens(self.identity, clock)
+        self.admission = Admission(state, self.identity,
+                                   require_approval=config.agents.require_approval,
+                                   configured=config.agents.allowed_accounts)
+        self.auth = AgentAuth(psk=config.psk, tokens=tokens, agent_tokens=self.agent_tokens,
+                              admission=self.admission, registry=self.registry, store=store,
+                              events=self.events, clock=clock,
+                              allow_psk=config.agents.allow_psk,
+                              admission_meter=self.admission_meter)
         self.messages = Messages(state, outcomes=self._outcomes, parts=self.parts,
                                  metrics=self.metrics, spawn=self._spawn)
         self.sessions = Sessions(state, auth=self.auth, messages=self.messages,
                                  metrics=self.metrics, spawn=self._spawn,
                                  heartbeat_interval=hb.interval_seconds,
-                                 reconnect=config.reconnect, admission=self.admission)
+                                 reconnect=config.reconnect,
+                                 admission_meter=self.admission_meter)
         self._timeouts = Timeouts(state, self.auth, heartbeat_interval=hb.interval_seconds)
         self._submissions: Submissions | None = None
         # The recording pipeline's read side (list, describe), for the live view.
@@ -134,6 +149,7 @@ class HubService:
                                 probe_interval=config.storage.probe_interval_seconds,
                                 clock=clock)
         self.space.watch(store)
+        self.space.watch(self.identity)
         self.space.on_cleared(self.poke)
         self.metrics.add_gauges(lambda: storage_gauges(self.space))
 
@@ -155,6 +171,13 @@ class HubService:
         await recover(self.state, self._restart,
                       offline_after=self.config.heartbeat.offline_after_seconds)
         self.auth.remember_rows()
+        await self.identity.open()
+        await self.agent_tokens.load()
+        await self.admission.load()
+
+    def close(self) -> None:
+        """Close what ``start`` opened (the store and accounts belong to the caller)."""
+        self.identity.close()
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
                   ) -> None:
@@ -184,17 +207,48 @@ class HubService:
 
     # -- agents ---------------------------------------------------------------------------
 
-    async def register_agent(self, psk: str, agent_id: str, agent_name: str, ip_address: str,
-                             capabilities: dict[str, Any], tags: dict[str, str]
+    async def register_agent(self, credential: str, agent_id: str, agent_name: str,
+                             ip_address: str, capabilities: dict[str, Any],
+                             tags: dict[str, str], *, instance_id: str = "", peer: str = ""
                              ) -> tuple[str, int]:
-        return await self.auth.register_agent(psk, agent_id, agent_name, ip_address,
-                                              capabilities, tags)
+        return await self.auth.register_agent(credential, agent_id, agent_name, ip_address,
+                                              capabilities, tags, instance_id=instance_id,
+                                              peer=peer)
 
     def verify_agent_token(self, token: str) -> str:
         return self.auth.verify_agent_token(token)
 
-    def authenticate_stream(self, token: str) -> tuple[str, int]:
+    def authenticate_stream(self, token: str) -> StreamGrant:
         return self.auth.authenticate_stream(token)
+
+    # -- who may be an agent ----------------------------------------------------------------
+
+    async def create_agent_token(self, agent_id: str, expires_in: float | None = None
+                                 ) -> dict[str, Any]:
+        """A new per-agent token: its row and, this once, the token itself."""
+        self.auth.check_agent_id(agent_id)
+        row, token = await self.agent_tokens.create(agent_id, expires_in)
+        return {**row.public(self.clock()), "token": token}
+
+    def list_agent_tokens(self, agent_id: str | None = None) -> list[dict[str, Any]]:
+        return self.agent_tokens.list(agent_id)
+
+    async def revoke_agent_token(self, token_id: str) -> dict[str, Any]:
+        return await self.auth.revoke_token(token_id)
+
+    async def set_agent_approval(self, agent_id: str, action: str) -> dict[str, Any]:
+        """``approve``, ``reject`` or ``clear`` an agent id -> the agent row."""
+        return self.views.agent(await self.admission.decide(agent_id, action))
+
+    async def set_agent_accounts(self, agent_id: str, accounts: Any) -> dict[str, Any]:
+        """The accounts ``agent_id`` may carry credentials of (None: every account)."""
+        self.auth.check_agent_id(agent_id)
+        return await self.admission.set_accounts(agent_id,
+                                                 check_accounts(accounts, setting="accounts"))
+
+    def agent_duplicates(self) -> list[dict[str, Any]]:
+        """Agent ids a second process tried to claim lately (both addresses)."""
+        return [c.row() for c in self.registry.duplicates.current(self.clock())]
 
     async def agent_heartbeat(self, agent_id: str, report: HeartbeatReport) -> None:
         await self.messages.agent_heartbeat(agent_id, report)

@@ -7,7 +7,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class RegisterRequest(_message.Message):
-    __slots__ = ("psk", "agent_id", "agent_name", "ip_address", "capabilities", "tags")
+    __slots__ = ("psk", "agent_id", "agent_name", "ip_address", "capabilities", "tags", "instance_id")
     class TagsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -21,13 +21,15 @@ class RegisterRequest(_message.Message):
     IP_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     CAPABILITIES_FIELD_NUMBER: _ClassVar[int]
     TAGS_FIELD_NUMBER: _ClassVar[int]
+    INSTANCE_ID_FIELD_NUMBER: _ClassVar[int]
     psk: str
     agent_id: str
     agent_name: str
     ip_address: str
     capabilities: Capabilities
     tags: _containers.ScalarMap[str, str]
-    def __init__(self, psk: _Optional[str] = ..., agent_id: _Optional[str] = ..., agent_name: _Optional[str] = ..., ip_address: _Optional[str] = ..., capabilities: _Optional[_Union[Capabilities, _Mapping]] = ..., tags: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    instance_id: str
+    def __init__(self, psk: _Optional[str] = ..., agent_id: _Optional[str] = ..., agent_name: _Optional[str] = ..., ip_address: _Optional[str] = ..., capabilities: _Optional[_Union[Capabilities, _Mapping]] = ..., tags: _Optional[_Mapping[str, str]] = ..., instance_id: _Optional[str] = ...) -> None: ...
 
 class RegisterResponse(_message.Message):
     __slots__ = ("agent_id", "token", "expires_at")
@@ -90,7 +92,7 @@ class AgentMessage(_message.Message):
     def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., accept: _Optional[_Union[Accept, _Mapping]] = ..., reject: _Optional[_Union[Reject, _Mapping]] = ..., credit: _Optional[_Union[Credit, _Mapping]] = ..., committed: _Optional[_Union[Committed, _Mapping]] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., result: _Optional[_Union[Result, _Mapping]] = ..., status_reply: _Optional[_Union[StatusReply, _Mapping]] = ..., finishing: _Optional[_Union[Finishing, _Mapping]] = ..., submit_result: _Optional[_Union[SubmitResult, _Mapping]] = ...) -> None: ...
 
 class Hello(_message.Message):
-    __slots__ = ("agent_id", "agent_name", "ip_address", "capabilities", "tags", "held_tasks", "version", "egress_ip", "line", "line_bps")
+    __slots__ = ("agent_id", "agent_name", "ip_address", "capabilities", "tags", "held_tasks", "version", "egress_ip", "line", "line_bps", "instance_id")
     class TagsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -108,6 +110,7 @@ class Hello(_message.Message):
     EGRESS_IP_FIELD_NUMBER: _ClassVar[int]
     LINE_FIELD_NUMBER: _ClassVar[int]
     LINE_BPS_FIELD_NUMBER: _ClassVar[int]
+    INSTANCE_ID_FIELD_NUMBER: _ClassVar[int]
     agent_id: str
     agent_name: str
     ip_address: str
@@ -118,7 +121,8 @@ class Hello(_message.Message):
     egress_ip: str
     line: str
     line_bps: float
-    def __init__(self, agent_id: _Optional[str] = ..., agent_name: _Optional[str] = ..., ip_address: _Optional[str] = ..., capabilities: _Optional[_Union[Capabilities, _Mapping]] = ..., tags: _Optional[_Mapping[str, str]] = ..., held_tasks: _Optional[_Iterable[_Union[HeldTask, _Mapping]]] = ..., version: _Optional[str] = ..., egress_ip: _Optional[str] = ..., line: _Optional[str] = ..., line_bps: _Optional[float] = ...) -> None: ...
+    instance_id: str
+    def __init__(self, agent_id: _Optional[str] = ..., agent_name: _Optional[str] = ..., ip_address: _Optional[str] = ..., capabilities: _Optional[_Union[Capabilities, _Mapping]] = ..., tags: _Optional[_Mapping[str, str]] = ..., held_tasks: _Optional[_Iterable[_Union[HeldTask, _Mapping]]] = ..., version: _Optional[str] = ..., egress_ip: _Optional[str] = ..., line: _Optional[str] = ..., line_bps: _Optional[float] = ..., instance_id: _Optional[str] = ...) -> None: ...
 
 class HeldTask(_message.Message):
     __slots__ = ("task_id", "attempt", "committed_bytes")
@@ -301,16 +305,18 @@ class HubMessage(_message.Message):
     def __init__(self, welcome: _Optional[_Union[Welcome, _Mapping]] = ..., offer: _Optional[_Union[Offer, _Mapping]] = ..., chunk: _Optional[_Union[Chunk, _Mapping]] = ..., end_of_data: _Optional[_Union[EndOfData, _Mapping]] = ..., cancel: _Optional[_Union[Cancel, _Mapping]] = ..., status_query: _Optional[_Union[StatusQuery, _Mapping]] = ..., drain: _Optional[_Union[Drain, _Mapping]] = ..., token_refresh: _Optional[_Union[TokenRefresh, _Mapping]] = ..., proceed: _Optional[_Union[Proceed, _Mapping]] = ..., submit: _Optional[_Union[Submit, _Mapping]] = ..., reconnect_window: _Optional[_Union[ReconnectWindow, _Mapping]] = ...) -> None: ...
 
 class Welcome(_message.Message):
-    __slots__ = ("heartbeat_interval_seconds", "session_id", "token", "reconnect_window_seconds")
+    __slots__ = ("heartbeat_interval_seconds", "session_id", "token", "reconnect_window_seconds", "approval_pending")
     HEARTBEAT_INTERVAL_SECONDS_FIELD_NUMBER: _ClassVar[int]
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     TOKEN_FIELD_NUMBER: _ClassVar[int]
     RECONNECT_WINDOW_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    APPROVAL_PENDING_FIELD_NUMBER: _ClassVar[int]
     heartbeat_interval_seconds: int
     session_id: str
     token: TokenRefresh
     reconnect_window_seconds: float
-    def __init__(self, heartbeat_interval_seconds: _Optional[int] = ..., session_id: _Optional[str] = ..., token: _Optional[_Union[TokenRefresh, _Mapping]] = ..., reconnect_window_seconds: _Optional[float] = ...) -> None: ...
+    approval_pending: bool
+    def __init__(self, heartbeat_interval_seconds: _Optional[int] = ..., session_id: _Optional[str] = ..., token: _Optional[_Union[TokenRefresh, _Mapping]] = ..., reconnect_window_seconds: _Optional[float] = ..., approval_pending: _Optional[bool] = ...) -> None: ...
 
 class ReconnectWindow(_message.Message):
     __slots__ = ("seconds",)

@@ -50,7 +50,7 @@ class AgentLinkServicer:
     """Missing associated documentation comment in .proto file."""
 
     def Register(self, request, context):
-        """PSK -> per-agent JWT. Also offered as POST /api/agent/register.
+        """PSK or a per-agent token -> the agent's JWT. Also offered as POST /api/agent/register.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -1,7 +1,10 @@
-"""Agent tokens: HS256 JWTs issued by the hub for a pre-shared key.
+"""Agent tokens: HS256 JWTs the hub issues to an agent that registered.
 
 Claims: ``sub`` (agent id), ``iat``, ``exp`` (unix seconds), ``jti`` (unique id,
-so a single token can be revoked). Expiry is checked against an injected clock
+so a single token can be revoked), and ``cred``: what the agent registered with,
+``psk`` or ``token:<id>`` of a per-agent token, so the hub can refuse the JWTs of
+a credential it no longer accepts (a revoked token, the PSK switched off). A JWT
+without ``cred`` came from a hub that knew only the PSK. Expiry is checked against an injected clock
 rather than pyjwt's own, so tests drive time without sleeping. Only HS256 is
 accepted: ``alg: none`` and every other algorithm are refused before any claim
 is looked at.
@@ -33,6 +36,7 @@ class Claims:
     iat: float
     exp: int
     jti: str
+    cred: str = "psk"
 
 
 class TokenIssuer:
@@ -47,13 +51,18 @@ class TokenIssuer:
         self.ttl_seconds = ttl_seconds
         self._clock = clock
 
-    def issue(self, agent_id: str) -> tuple[str, int]:
-        """A fresh token for ``agent_id`` and its expiry (unix seconds)."""
+    def issue(self, agent_id: str, *, cred: str = "psk",
+              not_after: float | None = None) -> tuple[str, int]:
+        """A fresh token for ``agent_id`` and its expiry (unix seconds), never later than
+        ``not_after`` (the expiry of the credential it was issued for)."""
         now = self._clock()
         exp = int(now) + max(1, int(self.ttl_seconds))
+        if not_after is not None:
+            exp = min(exp, int(not_after))
         # iat keeps milliseconds (NumericDate allows fractions) so "revoke every token
         # issued before now" does not also refuse a token issued later in the same second.
-        claims = {"sub": agent_id, "iat": round(now, 3), "exp": exp, "jti": uuid.uuid4().hex}
+        claims = {"sub": agent_id, "iat": round(now, 3), "exp": exp, "jti": uuid.uuid4().hex,
+                  "cred": cred}
         return jwt.encode(claims, self._secret, algorithm=ALGORITHM), exp
 
     def verify(self, token: str) -> Claims:
@@ -81,13 +90,15 @@ class TokenIssuer:
         except jwt.PyJWTError:
             raise TokenError("malformed token") from None
         sub, exp, iat, jti = data["sub"], data["exp"], data["iat"], data["jti"]
-        if not isinstance(sub, str) or not sub or not isinstance(jti, str) or not jti:
+        cred = data.get("cred", "psk")
+        if not isinstance(sub, str) or not sub or not isinstance(jti, str) or not jti \
+                or not isinstance(cred, str):
             raise TokenError("token claims malformed")
         if not isinstance(exp, int) or isinstance(iat, bool) or not isinstance(iat, int | float):
             raise TokenError("token claims malformed")
         if exp <= self._clock():
             raise TokenError("token expired")
-        return Claims(sub=sub, iat=iat, exp=exp, jti=jti)
+        return Claims(sub=sub, iat=iat, exp=exp, jti=jti, cred=cred)
 
 
 def load_or_create_secret(path: str | os.PathLike[str]) -> bytes:

@@ -70,6 +70,7 @@ class Agent:
         client_factory: Callable[..., Any] | None = None,
         uploader_factory: Callable[..., Any] | None = None,
         backoff: Backoff | None = None,
+        refused_backoff: Backoff | None = None,
         egress_lookup: Callable[[], Any] | None = None,
         lines: LineEstimator | None = None,
     ) -> None:
@@ -97,7 +98,8 @@ class Agent:
         if uploader_factory is not None:
             self._factories["uploader_factory"] = uploader_factory
         backoff = backoff or Backoff(1.0, 60.0, rng)
-        self.link = Link(settings, self, backoff=backoff, wall_clock=wall_clock, log=self.log,
+        self.link = Link(settings, self, backoff=backoff, refused_backoff=refused_backoff,
+                         wall_clock=wall_clock, log=self.log,
                          schedule=ReconnectSchedule(backoff, rng))
         self.credit = CreditPump(self.budget, self._attempt_of)
         self._draining = False  # no new offers

@@ -8,12 +8,14 @@ rest are handed back, the stream is closed, exit 0.
 from __future__ import annotations
 
 import argparse
+import logging
 import signal
 
 import anyio
 
 from bupmesh.logs import add_arguments as log_arguments
 from bupmesh.logs import setup_logging
+from protocol.grpc_env import quiet_grpc_core
 from spoke.config import AgentSettings, load_agents, parse_tags
 from spoke.memory import tune_malloc
 
@@ -24,7 +26,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add("--server-url", metavar="H:P", help="hub gRPC address (env SERVER_URL)")
     add("--agent-id", metavar="ID", help="this agent's id (env AGENT_ID)")
     add("--agent-name", metavar="N", help="display name (env AGENT_NAME)")
-    add("--token", metavar="PSK", help="pre-shared key to register with (env AGENT_TOKEN)")
+    add("--token", metavar="S", help="the hub's pre-shared key, or this agent's own token "
+        "(bupmesh hub agent-token create ID) (env AGENT_TOKEN)")
     add("--max-concurrent", type=int, metavar="N", help="parallel uploads (default 2)")
     add("--buffer-size-mb", type=int, metavar="MB", help="credit budget for all tasks (default 64)")
     add("--source-ip", metavar="IP", help="bind outgoing Bilibili connections to this address")
@@ -92,6 +95,9 @@ def run(args: argparse.Namespace) -> int:
     # The PSK of every agent in this process is scrubbed from every log line; JWTs
     # and cookie-shaped values are recognised by shape (bupmesh.logs).
     setup_logging(args.log_level, args.log_format, secrets=[s.token for s in agents])
+    warning = quiet_grpc_core()  # before gRPC loads (spoke.agent imports it)
+    if warning:
+        logging.getLogger("bupmesh.agent").warning("%s", warning)
     anyio.run(_main, agents, backend="asyncio")
     return 0
 

@@ -5,7 +5,7 @@ Two file shapes are accepted:
 * the single-agent file (one agent per process)::
 
       server: {url: hub:12382, tls: true, cert_file: ca.pem}
-      agent: {id: a1, name: Tokyo, token: PSK, max_concurrent_uploads: 2,
+      agent: {id: a1, name: Tokyo, token: PSK-or-agent-token, max_concurrent_uploads: 2,
               buffer_size_mb: 64, heartbeat_interval: 30s}
       resources: {max_memory_mb: 2048}
       tags: {region: tokyo}

@@ -1,13 +1,22 @@
 """The agent's link to the hub: dial, register, say Hello, hold one stream, reconnect.
 
-Agents sit behind NAT, so the agent dials: ``Register`` trades the PSK for a
-JWT (kept until it is close to expiry, refreshed by the hub's ``TokenRefresh``),
-``Connect`` carries it as ``authorization: Bearer <jwt>``, the first message is
-``Hello`` and the hub answers ``Welcome``. From then on one :class:`Stream`
-carries everything; when it ends, the link dials again at a random moment of
-the reconnect window the hub named, or (a hub that named none) after an
-exponential, fully jittered delay (:mod:`spoke.reconnect`), or after the delay a
-hub's ``Drain`` asked for.
+Agents sit behind NAT, so the agent dials: ``Register`` trades the PSK (or the
+agent's own token) for a JWT (kept until it is close to expiry, refreshed by the
+hub's ``TokenRefresh``), ``Connect`` carries it as ``authorization: Bearer
+<jwt>``, the first message is ``Hello`` and the hub answers ``Welcome``. From
+then on one :class:`Stream` carries everything; when it ends, the link dials
+again at a random moment of the reconnect window the hub named, or (a hub that
+named none) after an exponential, fully jittered delay (:mod:`spoke.reconnect`),
+or after the delay a hub's ``Drain`` asked for.
+
+Both ``Register`` and ``Hello`` carry this process's instance id (random, made
+once per link), so the hub can tell this agent reconnecting (it replaces its own
+stale stream) from a second process with the same agent id (refused while the
+first is connected). A refusal that waiting a second will not fix (the id is
+held by another process, or an admin rejected it) is logged once as an ERROR
+saying what to change, and the link tries again only every few minutes
+(:data:`REFUSED_BACKOFF`), so a duplicated agent.yml neither flaps nor floods
+the hub.
 
 What the agent says and does on the stream is not the link's business: a
 :class:`LinkHandler` (the :class:`~spoke.agent.Agent`) provides the Hello's
@@ -19,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from collections.abc import Callable
 from typing import Protocol
 
@@ -44,6 +54,13 @@ REGISTER_TIMEOUT = 15.0
 WELCOME_TIMEOUT = 15.0
 TOKEN_MARGIN = 60.0  # re-register when the JWT expires sooner than this
 CLOSE_WAIT = 5.0  # after a stream, how long the next dial waits for its stopped attempts
+# Delays after a refusal the agent cannot fix by itself: 1-2 min, growing to 10 min.
+REFUSED_BACKOFF = (60.0, 600.0)
+REFUSED = {
+    grpc.StatusCode.ALREADY_EXISTS: "change --agent-id (AGENT_ID, agent.id) of one of the "
+                                    "two processes, or stop one",
+    grpc.StatusCode.PERMISSION_DENIED: "ask the hub's admin to clear this agent id",
+}
 
 
 class LinkHandler(Protocol):
@@ -102,6 +119,7 @@ class Link:
         handler: LinkHandler,
         *,
         backoff: Backoff,
+        refused_backoff: Backoff | None = None,
         wall_clock: Callable[[], float] = time.time,
         log: logging.LoggerAdapter[logging.Logger],
         schedule: ReconnectSchedule | None = None,
@@ -110,6 +128,9 @@ class Link:
         self.handler = handler
         self.backoff = backoff
         self.schedule = schedule or ReconnectSchedule(backoff)
+        self.refused_backoff = refused_backoff or Backoff(*REFUSED_BACKOFF)
+        self.instance_id = uuid.uuid4().hex  # this process, to the hub
+        self._refusal_logged = False  # the ERROR of a run of refusals was written
         self.wall_clock = wall_clock
         self.log = log
         self.stream: Stream | None = None  # the welcomed stream, while there is one
@@ -130,6 +151,9 @@ class Link:
                 break
             now = anyio.current_time()
             self.schedule.lost(now, welcomed=welcomed)
+            if welcomed:
+                self.refused_backoff.reset()
+                self._refusal_logged = False
             delay = self._reconnect_after or self.schedule.next_delay(now)
             self._reconnect_after = 0.0
             self.log.info("reconnecting in %.1fs", delay)
@@ -201,9 +225,10 @@ class Link:
         try:
             token = await self._ensure_token(stub)
         except grpc.aio.AioRpcError as exc:
-            self.log.warning(
-                "registration refused: %s: %s", exc.code().name, exc.details() or ""
-            )
+            if not self._refused(exc):
+                self.log.warning(
+                    "registration refused: %s: %s", exc.code().name, exc.details() or ""
+                )
             tg.cancel_scope.cancel()
             return False
         # The generated stub would decode every Chunk with two copies of its data;
@@ -233,7 +258,9 @@ class Link:
         except grpc.aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.UNAUTHENTICATED:
                 self._token = None  # register again next time
-            self.log.warning("connect refused: %s: %s", exc.code().name, exc.details() or "")
+            if not self._refused(exc):
+                self.log.warning("connect refused: %s: %s", exc.code().name,
+                                 exc.details() or "")
             call.cancel()
             tg.cancel_scope.cancel()
             return False
@@ -261,6 +288,11 @@ class Link:
         self.set_reconnect_window(welcome.reconnect_window_seconds)
         self.stream = stream
         self.log.info("connected to %s (session %s)", self.settings.server_url, stream.session_id)
+        if welcome.approval_pending:
+            self.log.warning("agent id %s waits for the hub's admin to approve it: no work "
+                             "until then (approve it in the web UI or with POST "
+                             "/api/manage/agents/%s/approve)", self.settings.agent_id,
+                             self.settings.agent_id)
         self.handler.welcomed(stream, held)
         stream.serve(self.handler.dispatch, self.handler.heartbeat, lambda: self.stopping)
         return True
@@ -277,6 +309,7 @@ class Link:
                 ip_address=s.reported_ip,
                 capabilities=self.handler.capabilities(),
                 tags=s.tags,
+                instance_id=self.instance_id,
             ),
             timeout=REGISTER_TIMEOUT,
         )
@@ -298,7 +331,25 @@ class Link:
             egress_ip=reach.egress_ip,
             line=reach.line,
             line_bps=reach.line_bps,
+            instance_id=self.instance_id,
         )
+
+    def _refused(self, exc: grpc.aio.AioRpcError) -> bool:
+        """A refusal that retrying soon cannot fix: one ERROR, then a long wait. True if so."""
+        advice = REFUSED.get(exc.code())
+        if advice is None:
+            return False
+        delay = self.refused_backoff.next_delay()
+        self._reconnect_after = delay
+        when = f"{delay / 60:.0f} min" if delay >= 90 else f"{delay:.0f} s"
+        if not self._refusal_logged:
+            self._refusal_logged = True
+            self.log.error("the hub refused agent id %s: %s; %s. Trying again in %s",
+                           self.settings.agent_id, exc.details() or exc.code().name, advice,
+                           when)
+        else:
+            self.log.info("still refused (%s); trying again in %s", exc.code().name, when)
+        return True
 
 
 def _describe(exc: BaseException) -> str:

@@ -86,8 +86,11 @@ async def execute(
         return failure(ErrorKind.BAD_REQUEST.value, f"unknown submit operation {operation!r}")
     try:
         creds = msg.credentials
-        credentials = Credentials.from_cookie_string(
-            creds.cookies, access_key=creds.access_key or None, mid=creds.mid or None)
+        if creds.cookies or not creds.access_key:
+            credentials = Credentials.from_cookie_string(
+                creds.cookies, access_key=creds.access_key or None, mid=creds.mid or None)
+        else:  # an app submission gets the access key alone (no cookie is needed)
+            credentials = Credentials({}, access_key=creds.access_key, mid=creds.mid or None)
     except CredentialsError as exc:
         return failure(ErrorKind.AUTH.value, f"credentials unusable: {exc}")
     try:

@@ -11,9 +11,11 @@ stream cancels those tasks (anyio scopes placed directly around ``grpc.aio``
 awaits do not stop them).
 
 This is the one place that speaks gRPC status codes: the hub's parts raise
-domain errors (:mod:`hub.core.errors`) and the link maps them. A malformed or
-out-of-order message (:class:`hub.core.errors.ProtocolViolation`) ends only
-this stream, with INVALID_ARGUMENT or FAILED_PRECONDITION and a readable detail.
+domain errors (:mod:`hub.core.errors`) and the link maps them (``STATUS`` and
+``CODES``). A malformed or out-of-order message
+(:class:`hub.core.errors.ProtocolViolation`) ends only this stream, with
+INVALID_ARGUMENT or FAILED_PRECONDITION and a readable detail; a Hello the hub
+refuses (another process holds the agent id: ALREADY_EXISTS) ends it the same way.
 A message whose write found the hub's disk full (``StorageFull``) ends nothing:
 the stream goes on and the write is made, or asked for again, once space returns.
 """
@@ -30,7 +32,15 @@ import grpc
 from google.protobuf.message import DecodeError
 
 from hub.agents.transfer import Transfer
-from hub.core.errors import AuthError, BadRequest, ProtocolViolation, StorageFull, Violation
+from hub.core.errors import (
+    AuthError,
+    BadRequest,
+    DuplicateAgent,
+    Forbidden,
+    ProtocolViolation,
+    StorageFull,
+    Violation,
+)
 from protocol import mesh_pb2 as pb
 from protocol import mesh_pb2_grpc
 
@@ -46,6 +56,25 @@ STATUS = {
     Violation.SILENT: grpc.StatusCode.DEADLINE_EXCEEDED,
 }
 
+# How each refusal of a registration, a token or a Hello ends the call; first match wins.
+CODES: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
+    (DuplicateAgent, grpc.StatusCode.ALREADY_EXISTS),
+    (Forbidden, grpc.StatusCode.PERMISSION_DENIED),
+    (AuthError, grpc.StatusCode.UNAUTHENTICATED),
+    (BadRequest, grpc.StatusCode.INVALID_ARGUMENT),
+)
+REFUSALS = tuple(kind for kind, _ in CODES)
+
+
+def code_of(error: Exception) -> grpc.StatusCode:
+    """The status a stream or call ends with for a domain error."""
+    if isinstance(error, ProtocolViolation):
+        return STATUS[error.kind]
+    for kind, code in CODES:
+        if isinstance(error, kind):
+            return code
+    return grpc.StatusCode.INTERNAL
+
 
 class StreamHandler(Protocol):
     """What the hub does with one stream's events (hub/agents/sessions.py)."""
@@ -60,14 +89,23 @@ class StreamHandler(Protocol):
                         message: str) -> None: ...
 
 
+class Grant(Protocol):
+    """What a valid JWT lets a stream be (``hub.agents.auth.StreamGrant``)."""
+
+    agent_id: str
+    expires_at: int
+    credential: str
+
+
 class Authenticator(Protocol):
     """Registration and token checks (hub/agents/auth.py)."""
 
-    async def register_agent(self, psk: str, agent_id: str, agent_name: str, ip_address: str,
-                             capabilities: dict[str, Any], tags: dict[str, str]
-                             ) -> tuple[str, int]: ...
+    async def register_agent(self, credential: str, agent_id: str, agent_name: str,
+                             ip_address: str, capabilities: dict[str, Any],
+                             tags: dict[str, str], *, instance_id: str = "",
+                             peer: str = "") -> tuple[str, int]: ...
 
-    def authenticate_stream(self, token: str) -> tuple[str, int]: ...
+    def authenticate_stream(self, token: str) -> Grant: ...
 
 
 def bearer_token(context: grpc.aio.ServicerContext) -> str:
@@ -104,11 +142,13 @@ class AgentSession:
     ``grpc.aio`` awaits ignore anyio cancel scopes, but not a cancelled task.
     """
 
-    def __init__(self, handler: StreamHandler, agent_id: str, token_exp: int, peer: str) -> None:
+    def __init__(self, handler: StreamHandler, agent_id: str, token_exp: int, peer: str,
+                 credential: str = "psk") -> None:
         self.handler = handler
         self.agent_id = agent_id
         self.session_id = uuid.uuid4().hex
         self.token_exp = token_exp
+        self.credential = credential  # what the agent registered with: "psk" | "token:<id>"
         self.peer_ip = peer
         self.ip_address = peer  # replaced by Hello.ip_address when the agent reports one
         self.hello: pb.Hello | None = None
@@ -119,7 +159,7 @@ class AgentSession:
         self._main: asyncio.Task[Any] | None = None  # the handler's task: runs the reader
         self._writer: asyncio.Task[None] | None = None
         self._children: set[asyncio.Task[Any]] | None = None  # file reads, hashing
-        self._error: ProtocolViolation | None = None
+        self._error: Exception | None = None  # a violation or refusal: the call's status
         self.transfer = Transfer(self._spawn, self._transfer_error, notify=self._kick)
 
     @property
@@ -142,7 +182,7 @@ class AgentSession:
         """Stop sending ``task_id``'s bytes (its attempt ended); buffered ones are dropped."""
         self.transfer.stop(task_id)
 
-    def close(self, reason: str, error: ProtocolViolation | None = None) -> None:
+    def close(self, reason: str, error: Exception | None = None) -> None:
         """End the stream (replaced, silent, drained, or a protocol error)."""
         if self.closed:
             return
@@ -158,7 +198,7 @@ class AgentSession:
 
     # -- the stream -----------------------------------------------------------------------
 
-    async def run(self, context: grpc.aio.ServicerContext) -> ProtocolViolation | None:
+    async def run(self, context: grpc.aio.ServicerContext) -> Exception | None:
         self._context = context
         self._main = main = asyncio.current_task()
         hello_timer = asyncio.get_running_loop().call_later(HELLO_TIMEOUT, self._no_hello)
@@ -203,6 +243,8 @@ class AgentSession:
         except ProtocolViolation as exc:
             log.warning("agent %s: closing stream: %s", self.agent_id, exc.details)
             self.close("protocol error", exc)
+        except REFUSALS as exc:  # the Hello was refused (logged where it was decided)
+            self.close(f"refused: {exc}", exc)
         except (grpc.RpcError, grpc.aio.AioRpcError, grpc.aio.UsageError) as exc:
             self.close(f"stream broken: {type(exc).__name__}")
 
@@ -345,12 +387,13 @@ class AgentLinkServicer(mesh_pb2_grpc.AgentLinkServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                                 "not a valid RegisterRequest (protobuf decode failed)")
         caps = request.capabilities
+        peer = peer_ip(context)
         try:
             token, exp = await self.auth.register_agent(
                 request.psk,
                 request.agent_id,
                 request.agent_name,
-                request.ip_address or peer_ip(context),
+                request.ip_address or peer,
                 {
                     "max_concurrent_uploads": caps.max_concurrent_uploads,
                     "bandwidth_mbps": caps.bandwidth_mbps,
@@ -358,20 +401,21 @@ class AgentLinkServicer(mesh_pb2_grpc.AgentLinkServicer):
                     "buffer_bytes": caps.buffer_bytes,
                 },
                 dict(request.tags),
+                instance_id=request.instance_id,
+                peer=peer,
             )
-        except AuthError as exc:
-            await context.abort(grpc.StatusCode.UNAUTHENTICATED, str(exc))
-        except BadRequest as exc:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        except REFUSALS as exc:
+            await context.abort(code_of(exc), str(exc))
         return pb.RegisterResponse(agent_id=request.agent_id, token=token, expires_at=exp)
 
     async def Connect(self, request_iterator: Any, context: grpc.aio.ServicerContext) -> None:  # noqa: N802
         try:
-            agent_id, exp = self.auth.authenticate_stream(bearer_token(context))
-        except AuthError as exc:
-            await context.abort(grpc.StatusCode.UNAUTHENTICATED, str(exc))
-        session = AgentSession(self.streams, agent_id, exp, peer_ip(context))
+            grant = self.auth.authenticate_stream(bearer_token(context))
+        except REFUSALS as exc:
+            await context.abort(code_of(exc), str(exc))
+        session = AgentSession(self.streams, grant.agent_id, grant.expires_at, peer_ip(context),
+                               grant.credential)
         error = await session.run(context)
         if error is not None:
-            context.set_code(STATUS[error.kind])
-            context.set_details(error.details)
+            context.set_code(code_of(error))
+            context.set_details(str(error))

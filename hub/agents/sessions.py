@@ -1,7 +1,8 @@
 """An agent's stream from Hello to its end: attach, re-attach held attempts, detach.
 
-One live stream per agent: a new Hello replaces the old stream (closed, its
-leases re-queued). Attempts the agent kept running across a lost stream and
+One live stream per agent id, held by one agent process: a Hello from the
+process that holds it replaces the old stream (closed, its leases re-queued);
+one from another process is refused while that stream lives. Attempts the agent kept running across a lost stream and
 lists in ``Hello.held_tasks`` go on over the new one when the hub still holds
 their lease (:mod:`hub.core.held`); the others are told to stop. When a stream
 ends the agent is offline at once and its leases end, or wait a grace period
@@ -29,6 +30,7 @@ from hub.core.held import reattach_offset
 from hub.core.leases import end_held_lease, end_session_leases
 from hub.core.lifecycle import TaskRecord
 from hub.core.ports import Submissions
+from hub.core.registry import PENDING, describe_address
 from hub.core.spawner import Spawner
 from hub.core.state import HubState
 from protocol import mesh_pb2 as pb
@@ -47,7 +49,7 @@ class Sessions:
     def __init__(self, state: HubState, *, auth: AgentAuth, messages: Messages,
                  metrics: HubMetrics, spawn: Spawner, heartbeat_interval: float,
                  reconnect: ReconnectSettings | None = None,
-                 admission: AdmissionMeter | None = None) -> None:
+                 admission_meter: AdmissionMeter | None = None) -> None:
         self.state = state
         self.auth = auth
         self.messages = messages
@@ -57,7 +59,7 @@ class Sessions:
         self.submissions: Submissions | None = None  # set once the pipeline is attached
         self.window_min = reconnect.window_min_seconds if reconnect else 5.0
         self.window_max = reconnect.window_max_seconds if reconnect else 60.0
-        self.admission = admission or AdmissionMeter(
+        self.admission_meter = admission_meter or AdmissionMeter(
             clock=time.monotonic, cpu_clock=time.process_time,
             fixed_rate=reconnect.admission_rate if reconnect else 0)
         self.announcer = WindowAnnouncer(time.monotonic)
@@ -71,7 +73,7 @@ class Sessions:
         connected now: while a fleet comes back the window stays put instead of
         growing with each return and being announced to all who are back already.
         """
-        return window_seconds(len(self.state.registry.agents), self.admission.rate(),
+        return window_seconds(len(self.state.registry.agents), self.admission_meter.rate(),
                               low=self.window_min, high=self.window_max)
 
     def announce_window(self) -> int:
@@ -96,7 +98,7 @@ class Sessions:
                 told += 1
         log.info("reconnect window now %.1fs (%d agents known, %d connected, %.0f sessions/s "
                  "admissible): told %d agents", window, len(self.state.registry.agents),
-                 self.state.registry.connected, self.admission.rate(), told)
+                 self.state.registry.connected, self.admission_meter.rate(), told)
         return told
 
     async def advise_periodically(self) -> None:
@@ -107,28 +109,33 @@ class Sessions:
 
     async def hello(self, session: AgentSession, hello: pb.Hello) -> None:
         state = self.state
-        info = state.registry.ensure(session.agent_id)
-        caps = hello.capabilities
-        apply_capabilities(
-            info,
-            hello.agent_name,
-            session.ip_address,
-            {
-                "max_concurrent_uploads": caps.max_concurrent_uploads,
-                "bandwidth_mbps": caps.bandwidth_mbps,
-                "storage_type": caps.storage_type,
-                "buffer_bytes": caps.buffer_bytes,
-            },
-            dict(hello.tags),
-        )
-        info.link_address = session.peer_ip
-        self.messages.note_reach(session.agent_id, hello.egress_ip, hello.line, hello.line_bps)
-        info.finish_handshake = bool(caps.finish_handshake)
-        info.local_paths = tuple(str(p)[:1024] for p in caps.local_paths[:64]) \
-            if info.storage_type in ("local", "hybrid") else ()
-        if self.submissions is not None:
-            self.submissions.on_hello(session, hello)
         async with state.lock:
+            # Before anything of the Hello is applied: a second process claiming a live
+            # id (a copied agent.yml, a stolen PSK) changes nothing and is refused.
+            self.auth.check_claim(session.agent_id, hello.instance_id,
+                                  describe_address(session.peer_ip, hello.ip_address))
+            info = state.registry.ensure(session.agent_id)
+            caps = hello.capabilities
+            apply_capabilities(
+                info,
+                hello.agent_name,
+                session.ip_address,
+                {
+                    "max_concurrent_uploads": caps.max_concurrent_uploads,
+                    "bandwidth_mbps": caps.bandwidth_mbps,
+                    "storage_type": caps.storage_type,
+                    "buffer_bytes": caps.buffer_bytes,
+                },
+                dict(hello.tags),
+            )
+            info.link_address = session.peer_ip
+            self.messages.note_reach(session.agent_id, hello.egress_ip, hello.line,
+                                     hello.line_bps)
+            info.finish_handshake = bool(caps.finish_handshake)
+            info.local_paths = tuple(str(p)[:1024] for p in caps.local_paths[:64]) \
+                if info.storage_type in ("local", "hybrid") else ()
+            if self.submissions is not None:
+                self.submissions.on_hello(session, hello)
             # First, before the replaced session's leases are ended below: the attempts
             # the agent still holds go on over this stream.
             resumed = await self._reattach_held(session, hello.held_tasks)
@@ -136,22 +143,24 @@ class Sessions:
             # full ledger snapshot per Hello made a reconnect storm O(agents^2).
             state.ledger.note_agent(info.risk_ip, session.agent_id)
             state.events.touch_ips()  # the IP table lists this agent now
-            old = state.registry.attach(session.agent_id, session, session.session_id)
+            old = state.registry.attach(session.agent_id, session, session.session_id,
+                                        hello.instance_id)
             if old is not None and old is not session:
-                old.close("replaced by a new session")
+                old.close("replaced by a new session of the same agent process")
                 await end_session_leases(state, session.agent_id, old.session_id,
                                          "replaced by a new session")
             await self.auth.persist(info)
         welcome = pb.Welcome(
             heartbeat_interval_seconds=max(1, round(self.heartbeat_interval)),
             session_id=session.session_id,
+            approval_pending=info.approval == PENDING,
         )
         if _takes_window(session):
             welcome.reconnect_window_seconds = self.reconnect_window()
         if self.auth.needs_refresh(session):
             welcome.token.CopyFrom(self.auth.refresh(session))
         session.send(pb.HubMessage(welcome=welcome))
-        self.admission.admitted()
+        self.admission_meter.admitted()
         # Held tasks whose lease is gone (re-queued, cancelled, offered again) are told
         # to stop; the others stream on from where the agent's bytes end.
         for held in hello.held_tasks:

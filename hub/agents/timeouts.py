@@ -1,8 +1,9 @@
 """Everything driven by time on the agent side: liveness, offers, held leases, tokens.
 
-A few times per heartbeat interval the hub closes streams that went silent,
-sends fresh tokens before the old ones expire, re-queues leases kept for an
-agent that did not dial back in time, and takes back offers nobody accepted.
+A few times per heartbeat interval (at least once a second) the hub closes
+streams that went silent or whose per-agent token expired, sends fresh JWTs
+before the old ones expire, re-queues leases kept for an agent that did not dial
+back in time, and takes back offers nobody accepted.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ class Timeouts:
             log.warning("agent %s silent for %.0fs: marking offline", info.agent_id,
                         state.clock() - (info.last_heartbeat or 0))
             info.session.close("heartbeat timeout")
+        self.auth.close_ended_credentials()
         for info in state.registry.agents.values():
             session = info.session
             if session is not None and session.hello is not None \

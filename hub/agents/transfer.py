@@ -394,7 +394,9 @@ def _read_block(ts: TaskStream, offset: int, length: int, buffer: bytearray) -> 
             buffer.extend(bytes(length - len(buffer)))
     view = memoryview(buffer)
     got = 0
-    fd = os.open(ts.path, os.O_RDONLY)
+    # The part's path was stored with every symlink resolved: one there now was put in
+    # its place afterwards (to point the stream at another file) and is not followed.
+    fd = os.open(ts.path, os.O_RDONLY | os.O_NOFOLLOW)
     try:
         if ts.fingerprint and offset == 0 and fingerprint_of(os.fstat(fd)) != ts.fingerprint:
             if ts.digester is None:

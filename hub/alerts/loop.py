@@ -26,6 +26,7 @@ from hub.alerts.rules import (
     AlertRules,
     CaptchaSample,
     DiskSample,
+    DuplicateSample,
     IpSample,
     RejectedArchive,
     Snapshot,
@@ -88,10 +89,15 @@ async def snapshot(service: Any, rules: AlertRules, now: float, *,
                         reason=r["reason"] or r["state_desc"] or "")
         for r in (await recordings.rejected() if recordings is not None else [])
     )
+    duplicates = tuple(
+        DuplicateSample(agent_id=d["agent_id"], live_address=d["live_address"],
+                        refused_address=d["refused_address"], attempts=d["attempts"])
+        for d in (service.agent_duplicates() if hasattr(service, "agent_duplicates") else ())
+    )
     return Snapshot(agents=agents, tasks=tasks, ips=ips, captchas=captchas, accounts=accounts,
                     window_completed=ended.get("completed", 0),
                     window_failed=ended.get("failed", 0), rejected=rejected,
-                    storage=storage, recorder_disks=tuple(disks))
+                    storage=storage, recorder_disks=tuple(disks), duplicates=duplicates)
 
 
 async def run_alerts(

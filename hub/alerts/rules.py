@@ -48,6 +48,10 @@ Rules (each condition has a stable ``key``):
   review (the hub reads review states, hub/submission/reviews.py); the alert
   names the recording, the archive and Bilibili's reason. Resolved when a later
   read finds it pending or approved (an appeal, a fixed and edited archive).
+- ``agent_duplicate:<agent id>``: a second agent process claimed an id a live
+  stream holds and was refused (a copied agent.yml, or someone else holding the
+  PSK), with both addresses. Resolved once no such claim came for a while (the
+  hub forgets it: hub/core/duplicates.py).
 """
 
 from __future__ import annotations
@@ -69,6 +73,7 @@ CAPTCHA = "captcha"
 ACCOUNT_PENALTY = "account_penalty"
 ACCOUNT_THROTTLE = "account_throttle"
 ARCHIVE_REJECTED = "archive_rejected"
+AGENT_DUPLICATE = "agent_duplicate"
 
 
 @dataclass(frozen=True)
@@ -161,12 +166,21 @@ class RejectedArchive:
 
 
 @dataclass(frozen=True)
+class DuplicateSample:
+    agent_id: str
+    live_address: str
+    refused_address: str
+    attempts: int = 1
+
+
+@dataclass(frozen=True)
 class Snapshot:
     agents: tuple[AgentSample, ...] = ()
     tasks: tuple[TaskSample, ...] = ()  # tasks that are not terminal
     ips: tuple[IpSample, ...] = ()
     captchas: tuple[CaptchaSample, ...] = ()  # open ones
     accounts: tuple[AccountSample, ...] = ()
+    duplicates: tuple[DuplicateSample, ...] = ()  # agent ids claimed by a second process
     # Tasks that ended within the failure window, by outcome.
     window_completed: int = 0
     window_failed: int = 0
@@ -259,6 +273,7 @@ class AlertEvaluator:
         yield from self._storage(snap.storage)
         yield from self._low_disks(snap.recorder_disks)
         yield from self._rejected_archives(snap.rejected)
+        yield from self._duplicates(snap.duplicates)
 
     def _offline_agents(self, agents: Iterable[AgentSample], now: float) -> Iterable[_Condition]:
         limit = self.rules.agent_offline_seconds
@@ -407,6 +422,19 @@ class AlertEvaluator:
                          f"(below {_size(floor)}): the recorder stops when it is full"),
                 details={"path": disk.path, "free_bytes": disk.free_bytes,
                          "min_free_bytes": floor},
+            )
+
+    def _duplicates(self, duplicates: Iterable[DuplicateSample]) -> Iterable[_Condition]:
+        for dup in duplicates:
+            yield _Condition(
+                key=f"{AGENT_DUPLICATE}:{dup.agent_id}", kind=AGENT_DUPLICATE,
+                severity="warning", subject=dup.agent_id,
+                summary=(f"agent id {dup.agent_id} is claimed by two processes: connected "
+                         f"from {dup.live_address or '?'}, refused from "
+                         f"{dup.refused_address or '?'} (a copied agent config, or someone "
+                         "else holding the PSK)"),
+                details={"agent_id": dup.agent_id, "live_address": dup.live_address,
+                         "refused_address": dup.refused_address, "attempts": dup.attempts},
             )
 
 

@@ -60,7 +60,7 @@ def account_routes(service: HubService, auth: Auth) -> list[BaseRoute]:
         return ok({"account_id": account_id})
 
     async def list_accounts(request: Request) -> Response:
-        auth.require_admin(request)
+        auth.require_read(request)
         return ok({"accounts": redact(await service.accounts.list())})
 
     async def check_account_route(request: Request) -> Response:
@@ -89,7 +89,9 @@ def account_routes(service: HubService, auth: Auth) -> list[BaseRoute]:
         return ok(redact({**started, "modules": qr_modules(started["url"])}))
 
     async def qr_login_status(request: Request) -> Response:
-        """``GET /api/manage/accounts/qr-login/{login_id}`` -> state waiting|scanned|expired|done|failed."""
+        """``GET /api/manage/accounts/qr-login/{login_id}`` -> state waiting|scanned|expired|done|failed.
+
+        Admin only, though a read: the QR URL it shows logs an account in to the hub."""
         auth.require_admin(request)
         return ok(redact(await qr_logins.status(request.path_params["login_id"])))
 

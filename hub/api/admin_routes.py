@@ -1,7 +1,8 @@
 """The admin API over the hub's work: parts, tasks, agents, egress IPs, live events.
 
-Every route needs the admin role, calls one hub method and answers with the
-envelope; what it returns passes through ``redact`` first.
+Reads need the admin or the viewer role, changes the admin role; each route
+calls one hub method and answers with the envelope; what it returns passes
+through ``redact`` first.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from hub.agents.admission import ACTIONS as APPROVAL_ACTIONS
 from hub.api.auth import Auth
 from hub.api.bodies import (
     AgentActionBody,
@@ -52,16 +54,16 @@ def admin_routes(service: HubService, auth: Auth) -> list[BaseRoute]:
     async def list_tasks(request: Request) -> Response:
         """``GET /api/manage/tasks[?status=&agent=&account=&recording=&since=&until=
         &limit=&cursor=]`` -> ``{tasks, next_cursor}``: one page, newest first."""
-        auth.require_admin(request)
+        auth.require_read(request)
         query = parse_query(request.query_params)
         return ok(redact(await service.list_tasks(query)))
 
     async def get_task(request: Request) -> Response:
-        auth.require_admin(request)
+        auth.require_read(request)
         return ok(redact(await service.get_task(request.path_params["task_id"])))
 
     async def task_logs(request: Request) -> Response:
-        auth.require_admin(request)
+        auth.require_read(request)
         return ok({"logs": redact(await service.task_logs(request.path_params["task_id"]))})
 
     async def assign_task(request: Request) -> Response:
@@ -90,19 +92,24 @@ def admin_routes(service: HubService, auth: Auth) -> list[BaseRoute]:
     # -- agents and IPs ----------------------------------------------------------------
 
     async def list_agents(request: Request) -> Response:
-        auth.require_admin(request)
+        auth.require_read(request)
         return ok({"agents": redact(await service.list_agents())})
 
     async def agent_action(request: Request) -> Response:
-        """``POST /api/manage/agents/{agent_id}/drain|disable|enable`` -> the agent row.
+        """``POST /api/manage/agents/{agent_id}/drain|disable|enable|approve|reject|clear``
+        -> the agent row.
 
         drain: no new work, running tasks finish (optional body
         ``{"reconnect_after_seconds": n}``: the agent also closes and dials again in
         n s); disable: refused at connect, stream closed, tasks re-offered elsewhere;
-        enable: undoes either.
+        enable: undoes either. approve / reject / clear: the admin's decision on an
+        agent id (``hub.agents.admission``): a rejected id is refused until cleared.
         """
         auth.require_admin(request)
         action = request.path_params["action"]
+        if action in APPROVAL_ACTIONS:
+            agent = await service.set_agent_approval(request.path_params["agent_id"], action)
+            return ok(redact(agent))
         seconds = 0
         raw = await read_limited(request)
         if action == "drain" and raw.strip():
@@ -115,7 +122,7 @@ def admin_routes(service: HubService, auth: Auth) -> list[BaseRoute]:
         """``GET /api/manage/ips`` -> ``{ips: [...], learned: [...]}``: each egress IP's
         standing (with the limit it learned and its evidence), and every live learned
         limit, the mesh-wide and the accounts' included."""
-        auth.require_admin(request)
+        auth.require_read(request)
         return ok({"ips": redact(await service.list_ips()),
                    "learned": redact(service.learned_limits())})
 
@@ -130,12 +137,12 @@ def admin_routes(service: HubService, auth: Auth) -> list[BaseRoute]:
 
     async def history(request: Request) -> Response:
         """``GET /api/manage/history``: the console's chart data (``hub.core.history``)."""
-        auth.require_admin(request)
+        auth.require_read(request)
         return ok(redact(service.chart_history()))
 
     async def events(request: Request) -> Response:
         """``GET /api/manage/events``: live state as Server-Sent Events (``hub.api.sse``)."""
-        auth.require_admin(request)
+        auth.require_read(request)
         return event_stream_response(service, redact)
 
     return [

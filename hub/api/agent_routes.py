@@ -1,7 +1,8 @@
 """The agent API over HTTP: register, heartbeat, task progress.
 
 Agents normally speak gRPC; these routes serve tools and agents that cannot.
-``register`` trades the PSK for the agent's own JWT; the other two act only as,
+``register`` trades the PSK (or a per-agent token) for the agent's own JWT, and
+answers 409 naming the address while another agent process holds the id; the other two act only as,
 and on the tasks of, the agent that JWT names. Bodies are checked here and
 handed to the hub as ``hub.core.reports`` types, the same the stream feeds.
 """
@@ -41,7 +42,8 @@ def agent_routes(service: HubService, auth: Auth) -> list[BaseRoute]:
             "grpc_address": body.grpc_address,
             **body.capabilities,
         }
-        ip_address = body.ip_address or (request.client.host if request.client else "")
+        peer = request.client.host if request.client else ""
+        ip_address = body.ip_address or peer
         try:
             token, expires_at = await service.register_agent(
                 psk,
@@ -50,6 +52,8 @@ def agent_routes(service: HubService, auth: Auth) -> list[BaseRoute]:
                 ip_address,
                 capabilities,
                 dict(body.tags),
+                instance_id=body.instance_id,
+                peer=peer,
             )
         except AuthError:
             refused(request, "register")

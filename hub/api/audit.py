@@ -198,10 +198,10 @@ class AuditMiddleware:
 
 
 def audit_route(audit: AuditLog, auth: Auth) -> Route:
-    """``GET /api/manage/audit?limit=100&before_id=N`` (admin) -> entries, newest first."""
+    """``GET /api/manage/audit?limit=100&before_id=N`` (admin, viewer) -> entries, newest first."""
 
     async def endpoint(request: Request) -> Response:
-        auth.require_admin(request)
+        auth.require_read(request)
         try:
             limit = int(request.query_params.get("limit", "100"))
             before = request.query_params.get("before_id")

@@ -1,14 +1,17 @@
 """Who is calling: the hub's HTTP credentials, checked in one place.
 
-Four credentials, never interchangeable:
+Five credentials, never interchangeable:
 
 - the admin token grants the ``admin`` role: every ``/api/manage/*`` route and
   ``/metrics`` (agent ids and IPs are not for everyone);
+- the viewer token (``viewer_token``, optional) grants the ``viewer`` role: what
+  the admin may read (the API's GETs, the web UI's data, ``/metrics``, the event
+  stream) and nothing that changes anything: a mutating route answers it 403;
 - an agent JWT names one agent (``verify_agent``, the hub's token issuer) and
   opens only the agent routes, acting only as that agent;
 - the webhook secret, when set, lets a recorder post its webhooks;
-- the PSK opens only ``POST /api/agent/register`` and is checked where tokens
-  are issued, so it never appears here.
+- the PSK (or a per-agent token) opens only ``POST /api/agent/register`` and is
+  checked where JWTs are issued, so it never appears here.
 
 Each credential is held with the role it grants and a route asks for a role, not
 for a particular token: a read-only token is one more (secret, role) pair, not a
@@ -36,6 +39,11 @@ class Role(enum.Enum):
     """What a credential may do."""
 
     ADMIN = "admin"  # every admin route, reads and actions
+    VIEWER = "viewer"  # the admin routes' reads only
+
+    def may(self, wanted: Role) -> bool:
+        """Whether this role covers ``wanted`` (the admin may do what a viewer may)."""
+        return self is wanted or self is Role.ADMIN
 
 
 class Auth:
@@ -45,13 +53,15 @@ class Auth:
         self,
         *,
         admin_token: str,
+        viewer_token: str = "",
         verify_agent: VerifyAgent | None = None,
         webhook_secret: str | None = None,
     ) -> None:
-        # An empty admin token means the admin API is closed, never open.
-        self._tokens: list[tuple[bytes, Role]] = (
-            [(admin_token.encode(), Role.ADMIN)] if admin_token else []
-        )
+        # An empty token means its role is closed, never open.
+        self._tokens: list[tuple[bytes, Role]] = [
+            (token.encode(), role)
+            for token, role in ((admin_token, Role.ADMIN), (viewer_token, Role.VIEWER)) if token
+        ]
         self._verify_agent = verify_agent
         self._hook_secret = (webhook_secret or "").encode()
 
@@ -65,15 +75,26 @@ class Auth:
         return granted
 
     def require(self, request: HTTPConnection, role: Role = Role.ADMIN) -> Role:
-        """The caller's role if it is ``role``; otherwise a 401."""
+        """The caller's role if it covers ``role``: 401 without a valid token, 403 for a
+        token whose role does not reach (the viewer asking for a change)."""
         granted = self.role_of(bearer(request))
-        if granted is not role:
+        if granted is None:
             refused(request, role.value)
-            raise ApiError(401, f"invalid {role.value} token")
+            wanted = "admin" if role is Role.ADMIN else "admin or viewer"
+            raise ApiError(401, f"invalid {wanted} token")
+        if not granted.may(role):
+            refused(request, role.value)
+            raise ApiError(403, f"the {granted.value} token is read-only: this needs the "
+                                f"{role.value} token")
         return granted
 
     def require_admin(self, request: HTTPConnection) -> None:
+        """Changes (and the few reads that hand out a way in): the admin alone."""
         self.require(request, Role.ADMIN)
+
+    def require_read(self, request: HTTPConnection) -> Role:
+        """Reads: the admin or the viewer."""
+        return self.require(request, Role.VIEWER)
 
     def require_agent(self, request: HTTPConnection) -> str:
         """The id of the agent whose JWT the caller sent; the verifier's AuthError otherwise."""

@@ -52,6 +52,9 @@ class RegisterBody(Struct, forbid_unknown_fields=True):
     tags: dict[str, str] = field(default_factory=dict)
     grpc_address: str = ""
     capabilities: dict[str, Any] = field(default_factory=dict)
+    # The agent process (as RegisterRequest.instance_id): while a live stream of another
+    # process holds agent_id, the registration is refused (409).
+    instance_id: Annotated[str, Meta(max_length=128)] = ""
 
 
 class HeartbeatBody(Struct, forbid_unknown_fields=True):

@@ -17,7 +17,15 @@ from starlette.responses import Response
 from hub.accounts.qr_login import LoginNotFound, TooManyLogins
 from hub.accounts.store import AccountError, AccountNotFound, DuplicateAccount
 from hub.api.envelope import ApiError, error
-from hub.core.errors import AuthError, BadRequest, Conflict, NotFound, StorageFull
+from hub.core.errors import (
+    AuthError,
+    BadRequest,
+    Conflict,
+    DuplicateAgent,
+    Forbidden,
+    NotFound,
+    StorageFull,
+)
 from hub.ingest.events import IngestError
 from hub.ingest.service import IngestRefused
 from hub.rooms.book import RoomInvalid
@@ -29,6 +37,8 @@ Handler = Callable[[Request], Awaitable[Response]]
 # First match wins; each with the message used when the error carries none.
 STATUSES: tuple[tuple[tuple[type[BaseException], ...], int, str], ...] = (
     ((AuthError,), 401, "unauthorized"),
+    ((Forbidden,), 403, "forbidden"),
+    ((DuplicateAgent,), 409, "agent id in use by another process"),
     ((NotFound, AccountNotFound, LoginNotFound, FileNotFoundError), 404, "not found"),
     ((Conflict, DuplicateAccount), 409, "conflict"),
     ((TooManyLogins,), 429, "too many requests"),

@@ -5,7 +5,7 @@
   it (``hub.api.auth.Auth.require_webhook`` says how). Replies use the hub's
   envelope; ``data.result`` is ``imported | duplicate | started | ended | noted
   | ignored``. A bad body is 400 with the field named.
-- ``GET /api/manage/recordings`` (admin): recordings with parts and state.
+- ``GET /api/manage/recordings`` (admin, viewer): recordings with parts and state.
 - ``POST /api/manage/recordings/{id}/submit`` (admin): submit it once it is ready.
 """
 
@@ -28,9 +28,8 @@ from hub.ingest.events import IngestEvent, parse_bililive_recorder, parse_blrec
 from hub.ingest.service import IngestService
 
 
-def ingest_routes(ingest: IngestService, submissions: Any, *, admin_token: str,
-           webhook_secret: str | None) -> list[BaseRoute]:
-    auth = Auth(admin_token=admin_token, webhook_secret=webhook_secret)
+def ingest_routes(ingest: IngestService, submissions: Any, auth: Auth) -> list[BaseRoute]:
+    """The routes, checked by ``auth`` (which holds the webhook secret too)."""
 
     def webhook(parse: Callable[[Any], IngestEvent]) -> Callable[[Request], Any]:
         async def handler(request: Request) -> Response:
@@ -50,7 +49,7 @@ def ingest_routes(ingest: IngestService, submissions: Any, *, admin_token: str,
         return parse_blrec(body, ingest.config.ingest.blrec_file_event)
 
     async def list_recordings(request: Request) -> Response:
-        auth.require_admin(request)
+        auth.require_read(request)
         return ok({"recordings": redact(await submissions.list())})
 
     async def submit(request: Request) -> Response:

@@ -1,8 +1,8 @@
-"""``GET /metrics``: the hub's Prometheus figures (``hub.metrics``) for the admin role.
+"""``GET /metrics``: the hub's Prometheus figures (``hub.metrics``) for the admin and viewer roles.
 
-Agent ids and IPs are not for everyone, so the scrape needs the admin token as a
-bearer token (Prometheus sends it with ``authorization``); a refusal wears the
-API's envelope like any other.
+Agent ids and IPs are not for everyone, so the scrape needs the admin token (or,
+better for a scraper, the read-only viewer token) as a bearer token (Prometheus
+sends it with ``authorization``); a refusal wears the API's envelope like any other.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ def metrics_route(service: HubService, auth: Auth) -> Route:
     """``GET /metrics``, Prometheus text format."""
 
     async def metrics(request: Request) -> Response:
-        auth.require_admin(request)
+        auth.require_read(request)
         body = await service.metrics.render()
         return Response(body, media_type=CONTENT_TYPE_LATEST)
 

@@ -22,15 +22,15 @@ from hub.api.redact import redact
 from hub.core.errors import NotFound
 
 
-def retention_routes(retention: Any, recordings: Any, *, admin_token: str) -> list[BaseRoute]:
-    auth = Auth(admin_token=admin_token)
+def retention_routes(retention: Any, recordings: Any, auth: Auth) -> list[BaseRoute]:
+    """Reads for the admin and the viewer, checked by the hub's one ``auth``."""
 
     async def overview(request: Request) -> Response:
-        auth.require_admin(request)
+        auth.require_read(request)
         return ok(redact(await retention.overview()))
 
     async def history(request: Request) -> Response:
-        auth.require_admin(request)
+        auth.require_read(request)
         try:
             recording_id = int(request.path_params["recording_id"])
         except ValueError:

@@ -35,7 +35,7 @@ log = logging.getLogger("bupmesh.hub.http")
 
 def risk_routes(service: HubService, auth: Auth) -> list[BaseRoute]:
     async def account_risk(request: Request) -> Response:
-        auth.require_admin(request)
+        auth.require_read(request)
         return ok(redact(await service.account_risk(request.path_params["account"])))
 
     async def release_account(request: Request) -> Response:
@@ -44,7 +44,7 @@ def risk_routes(service: HubService, auth: Auth) -> list[BaseRoute]:
         return ok(redact(row), message="Account released")
 
     async def learned(request: Request) -> Response:
-        auth.require_admin(request)
+        auth.require_read(request)
         return ok({"learned": redact(service.learned_limits())})
 
     async def forget(request: Request) -> Response:
@@ -54,7 +54,7 @@ def risk_routes(service: HubService, auth: Auth) -> list[BaseRoute]:
         return ok({"learned": redact(limits)}, message="Learned limit forgotten")
 
     async def captchas(request: Request) -> Response:
-        auth.require_admin(request)
+        auth.require_read(request)
         return ok({"captchas": redact(service.list_captchas())})
 
     async def solve_captcha(request: Request) -> Response:

@@ -48,15 +48,15 @@ def room_routes(service: HubService, auth: Auth) -> list[BaseRoute]:
         return str(int(value))  # "007" and "7" are one room
 
     async def list_rooms(request: Request) -> Response:
-        auth.require_admin(request)
+        auth.require_read(request)
         return ok({"rooms": redact(book().list())})
 
     async def schema(request: Request) -> Response:
-        auth.require_admin(request)
+        auth.require_read(request)
         return ok(book().schema())
 
     async def get_room(request: Request) -> Response:
-        auth.require_admin(request)
+        auth.require_read(request)
         return ok(redact(book().get(room_id(request))))
 
     async def put_room(request: Request) -> Response:

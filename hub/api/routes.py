@@ -26,6 +26,7 @@ from hub.api.agent_routes import agent_routes
 from hub.api.auth import Auth
 from hub.api.envelope import http_exception, ok
 from hub.api.errors import guard
+from hub.api.identity_routes import identity_routes
 from hub.api.risk_routes import risk_routes
 from hub.api.room_routes import room_routes
 from hub.api.web import web_routes
@@ -35,12 +36,15 @@ __all__ = ["build_app"]
 
 
 def build_app(
-    service: HubService, *, admin_token: str, extra_routes: Sequence[BaseRoute] = ()
+    service: HubService, *, admin_token: str = "", viewer_token: str = "",
+    auth: Auth | None = None, extra_routes: Sequence[BaseRoute] = ()
 ) -> Starlette:
-    """The hub's ASGI app. ``extra_routes`` (webhooks, metrics, audit) are tried after ours."""
+    """The hub's ASGI app. ``extra_routes`` (webhooks, metrics, audit) are tried after ours.
+
+    ``auth`` holds the credentials; without it, one is made of the two tokens."""
     # Looked up per call: a hub without agents (a test's fake) need not verify tokens.
-    auth = Auth(admin_token=admin_token,
-                verify_agent=lambda token: service.verify_agent_token(token))
+    auth = auth or Auth(admin_token=admin_token, viewer_token=viewer_token,
+                        verify_agent=lambda token: service.verify_agent_token(token))
 
     async def healthz(request: Request) -> Response:
         return ok({"status": "ok"})
@@ -49,6 +53,7 @@ def build_app(
         Route("/healthz", guard(healthz), methods=["GET"]),
         *agent_routes(service, auth),
         *admin_routes(service, auth),
+        *identity_routes(service, auth),
         *account_routes(service, auth),
         *risk_routes(service, auth),
         *room_routes(service, auth),

@@ -8,7 +8,7 @@ handler starts anything it could only half write; reads pass, and so do agents
 401 comes first: a stranger learns nothing about the disk). Webhooks are refused
 by the ingest service itself, after their secret was checked.
 
-``GET /api/manage/storage`` (admin) says whether the data directory is full, since
+``GET /api/manage/storage`` (admin, viewer) says whether the data directory is full, since
 when, its free bytes and how many writes wait for space.
 """
 
@@ -21,7 +21,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from hub.api.auth import Auth, bearer
+from hub.api.auth import Auth, Role, bearer
 from hub.api.envelope import ApiError, error, ok
 from hub.api.errors import guard
 
@@ -47,15 +47,16 @@ class StorageGate:
         await self.app(scope, receive, send)
 
     def _authenticated(self, scope: Scope) -> bool:
+        """The admin's token (a viewer's change gets its 403 from the route)."""
         try:
-            return self.auth.role_of(bearer(Request(scope))) is not None
+            return self.auth.role_of(bearer(Request(scope))) is Role.ADMIN
         except ApiError:
             return False
 
 
 def storage_route(space: Any, auth: Auth) -> Route:
     async def endpoint(request: Request) -> Response:
-        auth.require_admin(request)
+        auth.require_read(request)
         return ok(space.describe())
 
     return Route("/api/manage/storage", guard(endpoint), methods=["GET"])

@@ -1,7 +1,7 @@
 """What the hub's parts raise when a request or a message cannot be served.
 
 Domain errors only: the transport edges map them to their own codes (the HTTP
-layer to 401/404/409/400, the gRPC link to status codes), so nothing below the
+layer to 401/403/404/409/400, the gRPC link to status codes), so nothing below the
 edges knows which transport carried the request.
 """
 
@@ -14,12 +14,27 @@ class AuthError(Exception):
     """Credentials were wrong, expired, revoked or disabled."""
 
 
+class Forbidden(Exception):
+    """The caller is known but may not do this: a read-only token asking for a change,
+    a file outside the media roots, an agent id an admin rejected."""
+
+
 class NotFound(Exception):
     """No such task, part, file, account or agent."""
 
 
 class Conflict(Exception):
     """The request contradicts current state: agent offline, task terminal."""
+
+
+class DuplicateAgent(Conflict):
+    """Another process holds this agent id on a live stream; the message names its address."""
+
+    def __init__(self, agent_id: str, holder_address: str) -> None:
+        super().__init__(f"agent id {agent_id} is already connected from "
+                         f"{holder_address or 'an unknown address'} by another agent process")
+        self.agent_id = agent_id
+        self.holder_address = holder_address
 
 
 class BadRequest(ValueError):

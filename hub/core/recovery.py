@@ -64,8 +64,10 @@ async def recover(state: HubState, grace: RestartGrace, *, offline_after: float)
         info.last_heartbeat = row["last_heartbeat"]
         info.tasks_completed = row["tasks_completed"] or 0
     # Their reconnects are jittered: wait for them a little before re-offering their work.
+    # (Not agents waiting for approval or rejected: they get no work either way.)
     grace.expect({row["agent_id"] for row in rows
-                  if row["status"] != "offline" and not row["disabled"]},
+                  if row["status"] not in ("offline", "pending", "rejected")
+                  and not row["disabled"]},
                  state.clock() + min(MAX_RESTART_GRACE, offline_after))
     await store.mark_all_agents_offline()
     saved = await store.load_ledger()

@@ -1,11 +1,19 @@
 """Agents the hub knows and the live session of each (pure; injected clock).
 
-One live session per agent id: attaching a new session returns the old one so
-the caller can close it (the newest dial wins, e.g. after a NAT rebinding left a
-half-open stream behind). An agent is online while its session lives and
-heartbeats arrive; ``expired()`` names sessions silent for longer than
-``offline_after`` and ``detach()`` marks the agent offline at once when its
-stream drops.
+One live session per agent id, held by one agent process (its instance id).
+The same instance dialling again replaces its session (the newest dial wins,
+e.g. after a NAT rebinding left a half-open stream behind): attaching returns
+the old session so the caller can close it. Another instance is refused while
+the session lives (``holder``), and the refusal is remembered
+(``duplicates``). An agent is online while its session lives and heartbeats
+arrive; ``expired()`` names sessions silent for longer than ``offline_after``
+and ``detach()`` marks the agent offline at once when its stream drops, which
+also frees the id for any process.
+
+An agent id is ``approved`` unless the hub admits new ids only after an admin's
+approval (``pending``) or an admin turned it away (``rejected``); only approved
+agents get work, and only for the accounts they may use (``allowed_accounts``,
+None: all).
 """
 
 from __future__ import annotations
@@ -17,7 +25,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from hub.core.duplicates import DuplicateClaim, DuplicateClaims
+
 ONLINE, BUSY, OFFLINE, DRAINING, DISABLED = "online", "busy", "offline", "draining", "disabled"
+APPROVED, PENDING, REJECTED = "approved", "pending", "rejected"
 
 
 @dataclass
@@ -40,9 +51,13 @@ class AgentInfo:
     local_paths: tuple[str, ...] = ()  # local/hybrid: hub path prefixes it reads itself
     disabled: bool = False
     tokens_valid_after: float = 0.0  # tokens issued before this are revoked
+    approval: str = APPROVED  # APPROVED | PENDING | REJECTED
+    allowed_accounts: frozenset[str] | None = None  # account names or ids; None: every one
+    accounts_from_config: bool = False  # the allowlist is hub.yml's (the API may not change it)
     # live state (not persisted beyond last_heartbeat/status)
     session: Any = None  # the live stream, an AgentStream (hub/core/ports.py)
     session_id: str | None = None
+    instance_id: str = ""  # the agent process that holds the live session
     draining: bool = False
     drained_by_admin: bool = False  # until an admin enables it again (heartbeats cannot undo it)
     last_heartbeat: float | None = None
@@ -76,6 +91,8 @@ class AgentInfo:
     def status(self) -> str:
         if self.disabled:
             return DISABLED
+        if self.approval != APPROVED:
+            return self.approval
         if self.session is None:
             return OFFLINE
         if self.draining or self.drained_by_admin:
@@ -87,7 +104,13 @@ class AgentInfo:
     @property
     def schedulable(self) -> bool:
         return (self.session is not None and not self.disabled and not self.draining
-                and not self.drained_by_admin)
+                and not self.drained_by_admin and self.approval == APPROVED)
+
+    def may_use(self, *account: str | None) -> bool:
+        """Whether this agent may carry an account's credentials; ``account`` is every
+        name the account goes by (its name, its id): one listed is enough."""
+        allowed = self.allowed_accounts
+        return allowed is None or any(a is not None and str(a) in allowed for a in account)
 
 
 class Registry:
@@ -103,6 +126,7 @@ class Registry:
         self.clock = clock
         self.agents: dict[str, AgentInfo] = {}
         self.connected = 0  # agents with a live session, kept as they attach and detach
+        self.duplicates = DuplicateClaims()
 
     def get(self, agent_id: str) -> AgentInfo | None:
         return self.agents.get(agent_id)
@@ -113,13 +137,34 @@ class Registry:
             info = self.agents[agent_id] = AgentInfo(agent_id=agent_id)
         return info
 
-    def attach(self, agent_id: str, session: Any, session_id: str) -> Any:
+    def holder(self, agent_id: str, instance_id: str) -> AgentInfo | None:
+        """The agent, if a live session of another process holds its id (so a claim by
+        ``instance_id`` must be refused). An empty instance id matches no session: a
+        claim that does not say which process it is cannot replace a live one."""
+        info = self.agents.get(agent_id)
+        if info is None or info.session is None or getattr(info.session, "closed", False):
+            return None
+        if instance_id and instance_id == info.instance_id:
+            return None
+        return info
+
+    def refuse_claim(self, holder: AgentInfo, refused_address: str) -> tuple[DuplicateClaim, bool]:
+        """Remember a refused claim on ``holder``'s id; returns it and whether it is new."""
+        return self.duplicates.note(holder.agent_id, live_address(holder), refused_address,
+                                    self.clock())
+
+    def duplicate(self, agent_id: str) -> DuplicateClaim | None:
+        return self.duplicates.of(agent_id, self.clock())
+
+    def attach(self, agent_id: str, session: Any, session_id: str,
+               instance_id: str = "") -> Any:
         """Make ``session`` the agent's live one; returns the session it replaced, if any."""
         info = self.ensure(agent_id)
         old = info.session
         if old is None:
             self.connected += 1
         info.session, info.session_id = session, session_id
+        info.instance_id = instance_id
         info.draining = False
         info.reported_status = ""
         info.last_heartbeat = self.clock()
@@ -187,6 +232,17 @@ class Registry:
         return [a for a in self.agents.values() if a.schedulable]
 
 
+def live_address(info: AgentInfo) -> str:
+    """Where the agent's live stream comes from, as :func:`describe_address` puts it."""
+    return describe_address(getattr(info.session, "peer_ip", ""), info.ip_address)
+
+
+def describe_address(peer: str, reported: str) -> str:
+    """The address the hub sees a connection from, and the one the agent reports for
+    itself when that differs (behind NAT, or several agents on one host)."""
+    if not peer or not reported or peer == reported:
+        return peer or reported
+    return f"{peer} (reports {reported})"
 def egress_address(value: str) -> str:
     """An IP address in its normal form, or "" for anything else (the agent's word is
     checked: it becomes a ledger key and a column in the admin UI)."""

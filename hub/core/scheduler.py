@@ -4,8 +4,11 @@ A pass looks at every pending task (oldest first). An upload starts only when
 both ledgers allow it: the task's *account* may preupload now (the account
 ledger: gaps, caps, cooldowns, a penalty; checked first, it holds the task
 whatever the agent), and the strategy finds an agent whose egress *IP* may
-(the risk ledger, inside the strategy's shared gate). A chosen task is leased
-(a new attempt), written, and only then offered over the agent's stream.
+(the risk ledger, inside the strategy's shared gate), among the agents that may
+carry the task's account (``allowed_accounts``). A chosen task is leased (a new
+attempt), written, and only then offered over the agent's stream, with the
+cookies the upload needs and nothing else of the account (no app access key:
+uploads never use it).
 Passes run when something may have changed (``poke``) and at least once a
 second, for backoffs and cooldowns that simply run out.
 """
@@ -16,6 +19,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from hub.core import lifecycle as lc
 from hub.core.account_keys import AccountKeys
@@ -28,6 +32,9 @@ from hub.core.registry import AgentInfo
 from hub.core.state import HubState
 from hub.core.strategies import LOCAL_STORAGE, AgentView, PartView, Strategy, why_not
 from protocol import mesh_pb2 as pb
+
+if TYPE_CHECKING:
+    from uploader.credentials import Credentials
 
 log = logging.getLogger("bupmesh.hub")
 
@@ -54,6 +61,9 @@ class Scheduler:
         self.request_hash = request_hash
         self._views = AgentViewCache()  # the strategy's agent views, reused across passes
         self.keys = AccountKeys(accounts, state.clock)  # the account ledger's key of a task
+        # Every name each task account key goes by (its name and id), for allowlists;
+        # refreshed by each pass that needs it.
+        self._account_names: dict[str | None, tuple[str, ...]] = {}
 
     async def run(self) -> None:
         """A pass whenever the state is poked, and at least once a second."""
@@ -82,15 +92,37 @@ class Scheduler:
         agent's own reason (``IP ...`` when its egress IP does)."""
         state = self.state
         now = state.clock()
-        views = [agent_view(a, state.active_count(a.agent_id))
-                 for a in state.registry.agents.values() if a.session is not None]
+        infos = [a for a in state.registry.agents.values() if a.session is not None]
+        views = [agent_view(a, state.active_count(a.agent_id)) for a in infos]
         part = self.part_view(task, now)
         account = self.keys.cached(task.account)
+        reasons: dict[str, str] | None = None
         if account is not None and not part.resuming:
             fit, reason = state.account_ledger.preupload_fit(account, now, force=part.force)
             if not fit:
-                return {v.agent_id: reason for v in views}
-        return why_not(part, views, state.ledger, now, adaptive=self.strategy.adaptive)
+                reasons = {v.agent_id: reason for v in views}
+        if reasons is None:
+            reasons = why_not(part, views, state.ledger, now, adaptive=self.strategy.adaptive)
+        names = self._names(task.account)
+        for info in infos:
+            if not info.may_use(*names):
+                reasons[info.agent_id] = (f"may not use account {task.account or 'default'} "
+                                          "(not in its allowed accounts)")
+        return reasons
+
+    def _names(self, account: str | None) -> tuple[str, ...]:
+        return self._account_names.get(account) or ((account,) if account else ())
+
+    async def _learn_account_names(self, tasks: list[TaskRecord]) -> None:
+        """Look up every name of the accounts ``tasks`` use (one lookup per account)."""
+        names: dict[str | None, tuple[str, ...]] = {}
+        for account in {t.account for t in tasks}:
+            try:
+                row = await self.accounts.resolve(account)
+                names[account] = (str(row["name"]), str(row["account_id"]))
+            except Exception:  # unknown account: the offer fails on its credentials
+                names[account] = (account,) if account else ()
+        self._account_names = names
 
     async def dispatch_pending(self) -> None:
         state = self.state
@@ -108,9 +140,14 @@ class Scheduler:
                     if info is None or not info.schedulable:
                         task.retry_agent = None
             active = state.active_counts()
-            views = self._views.views(state.registry.schedulable(), active)
+            infos = state.registry.schedulable()
+            views = self._views.views(infos, active)
             if not views:
                 return
+            # Only when some agent has an allowlist: the common mesh pays nothing for it.
+            restricted = {i.agent_id: i for i in infos if i.allowed_accounts is not None}
+            if restricted:
+                await self._learn_account_names(pending)
             position = {v.agent_id: i for i, v in enumerate(views)}
             # Only these can read a file themselves (_wait_for_local_hash asks per part).
             local_views = [v for v in views if v.storage_type in LOCAL_STORAGE]
@@ -125,7 +162,12 @@ class Scheduler:
                         account, now, force=part.force)[0]:
                     state.counters.decision(False)
                     continue  # the account may not preupload now, from any IP
-                chosen = self.strategy.choose(part, views, state.ledger, now)
+                candidates = views
+                if restricted:
+                    names = self._names(task.account)
+                    candidates = [v for v in views if v.agent_id not in restricted
+                                  or restricted[v.agent_id].may_use(*names)]
+                chosen = self.strategy.choose(part, candidates, state.ledger, now)
                 state.counters.decision(chosen is not None)
                 if chosen is None:
                     continue
@@ -165,7 +207,7 @@ class Scheduler:
         """
         state = self.state
         session = agent.session
-        if session is None:
+        if session is None or not agent.may_use(*self._names(task.account)):
             return False
         try:
             creds = await self.accounts.credentials(task.account)
@@ -193,11 +235,7 @@ class Scheduler:
             file_size=task.file_size,
             file_md5=task.file_md5,
             file_digest=task.file_digest,
-            credentials=pb.BiliCredentials(
-                cookies=creds.cookie_header(),
-                access_key=creds.access_key or "",
-                mid=int(creds.mid or 0),
-            ),
+            credentials=upload_credentials(creds),
             line="auto",
             member_url=self.member_url,
             resume_session=task.resume_session or b"",
@@ -209,3 +247,9 @@ class Scheduler:
         session.send(pb.HubMessage(offer=offer))  # a no-op if it closed meanwhile: re-queued
         log.info("task %s attempt %d offered to %s", task.task_id, attempt, agent.agent_id)
         return True
+
+
+def upload_credentials(creds: Credentials) -> pb.BiliCredentials:
+    """What an Offer carries of an account: the cookies upos needs (preupload, chunks,
+    completion) and the user id. Never the app access key: no upload uses it."""
+    return pb.BiliCredentials(cookies=creds.cookie_header(), mid=int(creds.mid or 0))

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from hub.core.duplicates import DuplicateClaim
 from hub.core.errors import NotFound
 from hub.core.lifecycle import Status, TaskRecord
 from hub.core.registry import AgentInfo
@@ -44,8 +45,11 @@ def task_row(t: TaskRecord) -> dict[str, Any]:
     }
 
 
-def agent_row(info: AgentInfo, active: int, assigned_total: int) -> dict[str, Any]:
-    """``active``: leases the agent holds now; ``assigned_total``: offers made to it."""
+def agent_row(info: AgentInfo, active: int, assigned_total: int,
+              duplicate: DuplicateClaim | None = None) -> dict[str, Any]:
+    """``active``: leases the agent holds now; ``assigned_total``: offers made to it;
+    ``duplicate``: a second process lately refused the agent's id."""
+    session = info.session
     return {
         "agent_id": info.agent_id,
         "agent_name": info.agent_name,
@@ -71,7 +75,20 @@ def agent_row(info: AgentInfo, active: int, assigned_total: int) -> dict[str, An
         "disabled": info.disabled,
         "last_heartbeat": info.last_heartbeat,
         "session_id": info.session_id,
+        # Who may be this agent and what it may carry (hub/agents/admission.py).
+        "approval": info.approval,
+        "allowed_accounts": None if info.allowed_accounts is None
+        else sorted(info.allowed_accounts),
+        "accounts_from_config": info.accounts_from_config,
+        "admitted_by": _admitted_by(getattr(session, "credential", "")) if session else None,
+        "peer_address": getattr(session, "peer_ip", "") or None if session else None,
+        "duplicate": duplicate.row() if duplicate is not None else None,
     }
+
+
+def _admitted_by(credential: str) -> str:
+    """``psk`` or ``token:<token id>``, the credential the live stream's JWT came from."""
+    return credential or "psk"
 
 
 class Views:
@@ -85,7 +102,8 @@ class Views:
     def agent(self, info: AgentInfo) -> dict[str, Any]:
         state = self.state
         return agent_row(info, state.active_count(info.agent_id),
-                         state.assigned_total.get(info.agent_id, 0))
+                         state.assigned_total.get(info.agent_id, 0),
+                         state.registry.duplicate(info.agent_id))
 
     async def list_agents(self) -> list[dict[str, Any]]:
         agents = self.state.registry.agents.values()

@@ -5,9 +5,11 @@ the order the hub always keeps: write the state, then act. A submission goes
 out only while its account may submit (the account ledger: gaps, caps, a
 throttle's wait, a penalty); then the agent chosen is the one that uploaded
 most of the recording's parts (its IP already spoke to Bilibili for this
-account), if it is online, announced ``Capabilities.submit`` and its egress IP
-is neither excluded for this recording (a risk-control answer) nor
-cooling/disabled in the risk ledger; else any such agent.
+account), if it is online, announced ``Capabilities.submit``, may use the
+recording's account (``allowed_accounts``) and its egress IP is neither excluded
+for this recording (a risk-control answer) nor cooling/disabled in the risk
+ledger; else any such agent. A Submit carries only what its operation needs of
+the account (:func:`submit_credentials`).
 
 Hooks the hub calls (:class:`hub.core.ports.Submissions`): ``on_hello``
 (capability), ``on_result`` (``AgentMessage.submit_result``) and ``poke``;
@@ -48,6 +50,7 @@ from hub.submission.covers import cover_for
 from hub.submission.reviews import ReviewPoller
 from hub.submission.settings import build_submission, room_settings
 from protocol import mesh_pb2 as pb
+from uploader.credentials import Credentials
 from uploader.submit import Submission
 
 log = logging.getLogger("bupmesh.hub.submission")
@@ -363,14 +366,24 @@ class SubmissionManager:
         if rec["submit_state"] == m.QUEUED and now >= float(rec["submit_not_before"] or 0):
             await self._send(rec, settings, parts or await self.recordings.parts(rec["id"]), now)
 
-    def choose_reader(self, recs: list[dict[str, Any]], now: float) -> Any:
+    def choose_reader(self, recs: list[dict[str, Any]], now: float,
+                      account_names: tuple[str, ...] | None = None) -> Any:
         """An agent to read these archives' review states: one that submitted them first."""
         prefer = [r["submit_agent"] for r in recs if r["submit_agent"]]
         return self._choose({"submit_excluded_ips": {}}, [], now, archive_ops=True,
-                            prefer=prefer)
+                            prefer=prefer, account_names=account_names)
+
+    async def account_names(self, account: str | None) -> tuple[str, ...]:
+        """Every name the account goes by (name, id), to match agents' allowlists."""
+        try:
+            row = await self.hub.accounts.resolve(account)
+        except Exception:  # no such account: the send fails on its credentials
+            return (account,) if account else ()
+        return str(row["name"]), str(row["account_id"])
 
     def _choose(self, rec: dict[str, Any], parts: list[dict[str, Any]], now: float, *,
-                archive_ops: bool = False, prefer: list[str] | None = None) -> Any:
+                archive_ops: bool = False, prefer: list[str] | None = None,
+                account_names: tuple[str, ...] | None = None) -> Any:
         excluded = {ip for ip, until in (rec["submit_excluded_ips"] or {}).items()
                     if until > now}
         capable = self.archive_capable if archive_ops else self.capable
@@ -380,6 +393,8 @@ class SubmissionManager:
             info = self.hub.registry.get(agent_id)
             if info is None or info.session is None or not info.schedulable:
                 return None
+            if account_names is not None and not info.may_use(*account_names):
+                return None  # it may not carry this account's credentials
             if capable.get(agent_id) != info.session_id:
                 return None
             ip = info.risk_ip
@@ -416,7 +431,8 @@ class SubmissionManager:
             self._held[rec["id"]] = held
             return  # the account may not do this now, from any IP; the next tick looks again
         with_cover = operation == m.ADD and bool(settings.cover)
-        info = self._choose(rec, parts, now, archive_ops=operation != m.ADD or with_cover)
+        info = self._choose(rec, parts, now, archive_ops=operation != m.ADD or with_cover,
+                            account_names=await self.account_names(rec["account"]))
         if info is None:
             self._held[rec["id"]] = "no agent that may submit is online"
             return  # no agent may submit now; the next tick looks again
@@ -448,9 +464,9 @@ class SubmissionManager:
         self._inflight[rec["id"]] = info.session
         info.session.send(pb.HubMessage(submit=pb.Submit(
             submit_id=submit_id, attempt=update["submit_attempt"],
-            credentials=pb.BiliCredentials(cookies=creds.cookie_header(),
-                                           access_key=creds.access_key or "",
-                                           mid=int(creds.mid or 0)),
+            credentials=submit_credentials(creds, api, operation,
+                                           attempt=update["submit_attempt"],
+                                           cover=bool(cover)),
             member_url=self.hub.config.bilibili.member_url, api=api,
             submission=msgspec.json.encode(submission),
             deadline_seconds=self.timing.agent_deadline, sent_at_unix=now,
@@ -488,3 +504,20 @@ def archive_view(rec: dict[str, Any], parts: list[dict[str, Any]],
                    "checked_at": review["checked_at"], "changed_at": review["changed_at"]}
         if review else {"state": "", "reason": ""},
     }
+
+
+def submit_credentials(creds: Credentials, api: str, operation: str, *, attempt: int = 1,
+                       cover: bool = False) -> pb.BiliCredentials:
+    """What a Submit carries of its account: only what the agent will use.
+
+    The app access key goes only with an app submission of a new archive (app/add);
+    everything else is the web API, on the cookies (bili_jct is its csrf): web
+    submissions, cover uploads, the archive lookup a later attempt starts with, and
+    appends, collections and review reads. So a first app submission without a
+    cover carries the access key alone, and no Submit carries both unless it needs both.
+    """
+    app_add = api == "app" and operation == m.ADD
+    cookies = "" if app_add and attempt <= 1 and not cover else creds.cookie_header()
+    return pb.BiliCredentials(cookies=cookies,
+                              access_key=(creds.access_key or "") if app_add else "",
+                              mid=int(creds.mid or 0))

@@ -107,7 +107,7 @@ class ReviewPoller:
 
     async def _ask(self, account: str | None, recs: list[dict[str, Any]],
                    rows: dict[int, dict[str, Any]], now: float) -> None:
-        info = self.manager.choose_reader(recs, now)
+        info = self.manager.choose_reader(recs, now, await self.manager.account_names(account))
         if info is None:
             return  # no agent may read now; the next poll looks again
         try:
@@ -123,8 +123,8 @@ class ReviewPoller:
         self._asked[submit_id] = (now, {int(r["aid"]): r["id"] for r in recs})
         info.session.send(pb.HubMessage(submit=pb.Submit(
             submit_id=submit_id, attempt=1, operation="review",
+            # A read of the web API: the cookies, never the app access key.
             credentials=pb.BiliCredentials(cookies=creds.cookie_header(),
-                                           access_key=creds.access_key or "",
                                            mid=int(creds.mid or 0)),
             member_url=self.manager.hub.config.bilibili.member_url, api="web",
             submission=b'{"title":"","videos":[]}',

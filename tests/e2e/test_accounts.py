@@ -72,7 +72,8 @@ class Recorder:
 
 @pytest.fixture(scope="module")
 def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalMesh]:
-    with LocalMesh(tmp_path_factory.mktemp("accounts")) as local:
+    with LocalMesh(tmp_path_factory.mktemp("accounts"),
+                   media_roots=(str(tmp_path_factory.getbasetemp()),)) as local:
         local.start_sim()
         local.start_hub(config_yaml=OPEN_RISK_YAML + (
             f"bilibili:\n  passport_url: {local.sim_url}\n  api_url: {local.sim_url}\n"

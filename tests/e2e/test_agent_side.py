@@ -40,7 +40,7 @@ risk:
 def mesh(tmp_path: Path) -> Iterator[LocalMesh]:
     config = tmp_path / "hub.yml"
     config.write_text(HUB_CONFIG)
-    with LocalMesh(tmp_path / "mesh") as local:
+    with LocalMesh(tmp_path / "mesh", media_roots=(str(tmp_path),)) as local:
         local.start_sim()
         local.sim("POST", "/_sim/config", json={"chunk_size": 2 * MiB})
         local.start_hub("--config", str(config))

@@ -63,7 +63,7 @@ _seeds = itertools.count(100)
 
 @pytest.fixture
 def mesh(tmp_path: Path) -> Iterator[LocalMesh]:
-    with LocalMesh(tmp_path / "mesh") as local:
+    with LocalMesh(tmp_path / "mesh", media_roots=(str(tmp_path),)) as local:
         local.start_sim()
         yield local
 

@@ -33,7 +33,7 @@ risk:
 def mesh(tmp_path: Path) -> Iterator[LocalMesh]:
     config = tmp_path / "hub.yml"
     config.write_text(HUB_CONFIG)
-    with LocalMesh(tmp_path / "mesh") as local:
+    with LocalMesh(tmp_path / "mesh", media_roots=(str(tmp_path),)) as local:
         local.start_sim()
         local.start_hub("--config", str(config))
         local.add_account("main")

@@ -126,7 +126,7 @@ class Scenario:
 def scenario(tmp_path: Path) -> Iterator[Scenario]:
     config = tmp_path / "hub.yml"
     config.write_text(HUB_CONFIG)
-    with LocalMesh(tmp_path / "mesh") as mesh:
+    with LocalMesh(tmp_path / "mesh", media_roots=(str(tmp_path),)) as mesh:
         mesh.start_sim()
         # One PUT at a time per upload: "parts done" is then a prefix, so the
         # hub's uploaded_bytes is its commit point and resume checks are exact.

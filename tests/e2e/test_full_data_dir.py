@@ -82,7 +82,7 @@ alerts:
   low_speed_bps: 0
 """
     try:
-        with LocalMesh(tmp_path / "mesh") as mesh:
+        with LocalMesh(tmp_path / "mesh", media_roots=(str(tmp_path),)) as mesh:
             mesh.start_sim()
             mesh.start_hub(config_yaml=config)
             mesh.start_agent(1)

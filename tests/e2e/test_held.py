@@ -34,7 +34,7 @@ def _held_scenario(tmp_path: Path, grace: float) -> Iterator[Scenario]:
     hub_config = tmp_path / "hub.yml"
     hub_config.write_text(HUB_CONFIG.replace(
         "heartbeat:\n", f"heartbeat:\n  held_grace_seconds: {grace}\n", 1))
-    with LocalMesh(tmp_path / "mesh") as mesh:
+    with LocalMesh(tmp_path / "mesh", media_roots=(str(tmp_path),)) as mesh:
         mesh.start_sim()
         mesh.sim("POST", "/_sim/config", json={"chunk_size": CHUNK, "threads": 1,
                                                "faults": {"bandwidth_bps": 2 * MiB}})

@@ -59,7 +59,7 @@ rooms:
   "4242":
     auto_submit: false
 """
-    with LocalMesh(work / "mesh") as local:
+    with LocalMesh(work / "mesh", media_roots=(str(work),)) as local:
         local.start_sim()
         local.start_hub(config_yaml=config)
         local.start_agent(1)

@@ -35,7 +35,8 @@ MiB = 1024 * 1024
 def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalMesh]:
     # The hub paces each IP to one upload start per 5 minutes by default; ten parts
     # over three IPs would take half an hour, so these tests open the pacing wide.
-    with LocalMesh(tmp_path_factory.mktemp("mesh")) as local:
+    with LocalMesh(tmp_path_factory.mktemp("mesh"),
+                   media_roots=(str(tmp_path_factory.getbasetemp()),)) as local:
         local.start_sim()
         local.start_hub(config_yaml=OPEN_RISK_YAML)
         for index in (1, 2, 3):
@@ -154,7 +155,7 @@ def test_tls_mesh_uploads_byte_exact(tmp_path: Path) -> None:
     cert.private_key_pem.write_to_path(str(key_file))
     cert.cert_chain_pems[0].write_to_path(str(cert_file))
     ca.cert_pem.write_to_path(str(ca_file))
-    with LocalMesh(tmp_path / "tls") as local:
+    with LocalMesh(tmp_path / "tls", media_roots=(str(tmp_path),)) as local:
         local.start_sim()
         local.start_hub(tls=(str(cert_file), str(key_file)))
         local.start_agent(1, ca_file=str(ca_file))

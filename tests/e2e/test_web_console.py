@@ -121,7 +121,7 @@ def test_console_in_chinese(mesh: LocalMesh, page: object, tmp_path: Path) -> No
     expect(p.locator("#login-form button[type=submit]")).to_have_text("登录")
     p.fill("#token", "wrong")
     p.click("#login-form button[type=submit]")
-    expect(p.locator("#login-error")).to_have_text("管理令牌错误。")
+    expect(p.locator("#login-error")).to_have_text("管理令牌或只读令牌错误。")
     p.fill("#token", mesh.admin_token)
     p.click("#login-form button[type=submit]")
     expect(p.locator("#live")).to_have_attribute("data-state", "live")

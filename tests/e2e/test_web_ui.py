@@ -74,7 +74,7 @@ async () => {
 
 @pytest.fixture
 def mesh(tmp_path: Path) -> Iterator[LocalMesh]:
-    with LocalMesh(tmp_path / "mesh") as local:
+    with LocalMesh(tmp_path / "mesh", media_roots=(str(tmp_path),)) as local:
         local.start_sim()
         local.start_hub(config_yaml=OPEN_RISK_YAML)
         for index in (1, 2, 3):
@@ -106,7 +106,7 @@ def test_login_live_progress_and_disable_an_agent(mesh: LocalMesh, browser_page:
     # Login: a wrong token is refused on the page; the right one opens the app.
     page.fill("#token", "not-the-token")
     page.click("#login-form button[type=submit]")
-    expect(page.locator("#login-error")).to_have_text("Wrong admin token.")
+    expect(page.locator("#login-error")).to_have_text("Wrong admin or viewer token.")
     expect(page.locator("#app")).to_be_hidden()
     page.fill("#token", mesh.admin_token)
     page.click("#login-form button[type=submit]")
@@ -196,7 +196,8 @@ def check_static_files(mesh: LocalMesh) -> None:
         assert response.headers["content-type"].startswith(kind), path
         bodies[path] = response.text
         todo += ["/ui/" + name for name in re.findall(r'from "\./([\w.-]+\.js)"', response.text)]
-    assert {"/ui/main.js", "/ui/stream.js", "/ui/i18n.js", "/ui/strings-zh-CN.js"} <= set(bodies)
+    assert {"/ui/main.js", "/ui/stream.js", "/ui/i18n.js", "/ui/strings-zh-CN.js",
+            "/ui/access.js"} <= set(bodies)
     ids = re.findall(r'\bid="([^"]+)"', page.text)
     assert len(ids) == len(set(ids)), "an id used twice"  # sections merged from two sides
     for body in bodies.values():

@@ -61,7 +61,7 @@ def scrape(mesh: LocalMesh) -> Scrape:
 
 @pytest.fixture
 def mesh(tmp_path: Path) -> Iterator[LocalMesh]:
-    with LocalMesh(tmp_path / "mesh") as local:
+    with LocalMesh(tmp_path / "mesh", media_roots=(str(tmp_path),)) as local:
         local.start_sim()
         local.start_hub(config_yaml=OPEN_RISK_YAML)
         for index in (1, 2):

@@ -1,8 +1,11 @@
 """Hardening of the hub's surfaces, over the real service and the app the hub serves
-(hub.api.app: API + /metrics + audit route + audit middleware):
+(hub.api.app: API + /metrics + audit route + audit middleware + the recording
+pipeline's routes, with one Auth as hub/app.py builds it):
 
 - every admin route refuses no token, the PSK and an agent JWT (checked by walking
   the app's routes, so a route added later is covered without editing this file);
+- the viewer token reads every admin read and is refused by every route that
+  changes anything, the same walk;
 - an agent acts only on its own tasks, over HTTP and over the stream;
 - every POST route refuses an oversized body;
 - admin actions land in the audit log (table + ``bupmesh.audit``) without secrets;
@@ -21,18 +24,21 @@ import pytest
 from starlette.routing import Route
 
 from bupmesh.config import ConfigError
-from hub.api.app import build_http_app
+from hub.api.app import build_http_app, http_auth
 from hub.api.audit import AuditLog
 from hub.api.bodies import MAX_JSON_BODY
 from hub.app import build_service
-from hub.config import HubConfig, is_loopback, load_hub_config
+from hub.config import HubConfig, IngestSettings, is_loopback, load_hub_config
+from hub.pipeline import RecordingPipeline
 from hub.service import HubService
 from protocol import mesh_pb2 as pb
-from tests.support.hub import PSK, Hub, _status, make_hub, wait_for
+from tests.support.hub import PSK, Hub, _status, instance_of, make_hub, wait_for
 
 pytestmark = [pytest.mark.anyio, pytest.mark.parametrize("anyio_backend", ["asyncio"])]
 
 ADMIN = "adm-tok-3e9f41"
+VIEWER = "view-tok-8d20c5"
+HOOK_SECRET = "hook-sec-41aa"
 COOKIES = "SESSDATA=sec-sess-5a1e; bili_jct=sec-csrf-77b2; DedeUserID=10001"
 ADMIN_PREFIXES = ("/api/manage/", "/metrics")
 
@@ -46,8 +52,9 @@ class Api:
             transport=httpx.ASGITransport(app=app, client=("127.0.0.7", 5555)),
             base_url="http://hub")
 
-    async def jwt(self, agent_id: str) -> dict[str, str]:
-        r = await self.client.post("/api/agent/register", json={"agent_id": agent_id},
+    async def jwt(self, agent_id: str, instance: str = "") -> dict[str, str]:
+        r = await self.client.post("/api/agent/register",
+                                   json={"agent_id": agent_id, "instance_id": instance},
                                    headers={"Authorization": f"Bearer {PSK}"})
         assert r.status_code == 200, r.text
         return {"Authorization": f"Bearer {r.json()['data']['token']}"}
@@ -56,14 +63,19 @@ class Api:
 async def _api(service: HubService, tmp: Path, hub: Hub | None = None) -> Api:
     audit = AuditLog(service.store)
     await audit.open()
-    app = build_http_app(service, service.config, audit=audit)
+    pipeline = await RecordingPipeline.attach(service)
+    auth = http_auth(service, service.config)
+    app = build_http_app(service, service.config, auth=auth, extra_routes=pipeline.routes(auth),
+                         audit=audit)
     return Api(service, app, audit, tmp, hub)
 
 
 @pytest.fixture
 async def api(tmp_path: Path) -> AsyncIterator[Api]:
     """The real service (real account store), no agent link."""
-    config = HubConfig(psk=PSK, admin_token=ADMIN, data_dir=str(tmp_path), insecure=True)
+    config = HubConfig(psk=PSK, admin_token=ADMIN, viewer_token=VIEWER,
+                       data_dir=str(tmp_path / "data"), media_roots=[str(tmp_path)],
+                       insecure=True, ingest=IngestSettings(webhook_secret=HOOK_SECRET))
     service = await build_service(config)
     try:
         api = await _api(service, tmp_path)
@@ -87,11 +99,16 @@ def admin_routes(app: Any) -> list[tuple[str, str]]:
     """(method, concrete path) of every admin route the app serves: all under
     ``/api/manage/`` and ``/metrics`` (web UI pages, agent and webhook routes have
     credentials of their own and are tested where they are built)."""
+    return every_route(app, ADMIN_PREFIXES)
+
+
+def every_route(app: Any, prefixes: tuple[str, ...] = ("/",)) -> list[tuple[str, str]]:
+    """(method, concrete path) of every route the app serves under ``prefixes``."""
     out = []
     while not hasattr(app, "routes"):  # the middlewares (audit, storage gate) around it
         app = app.app
     for route in app.routes:
-        if not isinstance(route, Route) or not route.path.startswith(ADMIN_PREFIXES):
+        if not isinstance(route, Route) or not route.path.startswith(prefixes):
             continue
         path = route.path
         for name in route.param_convertors:
@@ -124,6 +141,47 @@ async def test_every_admin_route_refuses_everything_but_the_admin_token(api: Api
                  "/api/manage/risk/learned"):
         r = await api.client.get(path, headers={"Authorization": f"Bearer {ADMIN}"})
         assert r.status_code == 200, (path, r.text)
+
+
+async def test_the_viewer_token_reads_everything_and_changes_nothing(api: Api) -> None:
+    viewer = {"Authorization": f"Bearer {VIEWER}"}
+    changes = [(m, p) for m, p in every_route(api.app) if m not in ("GET", "HEAD")]
+    paths = {p for _, p in changes}
+    # the walk found the routes this test is about, the identity ones included
+    assert {"/api/manage/agent-tokens", "/api/manage/agent-tokens/x/revoke",
+            "/api/manage/agents/x/accounts", "/api/manage/agents/x/x", "/api/manage/parts",
+            "/api/manage/accounts/x", "/api/manage/recordings/x/submit",
+            "/api/webhook/blrec", "/api/agent/register"} <= paths
+    for method, path in changes:
+        body = {"agent_id": "viewer-try"} if path == "/api/agent/register" else {}
+        r = await api.client.request(method, path, headers=viewer, json=body)
+        if path.startswith(ADMIN_PREFIXES):
+            assert r.status_code == 403, (method, path, r.status_code, r.text)
+            assert "read-only" in r.json()["message"]
+        else:  # agent and webhook routes: the viewer token is no credential of theirs
+            assert r.status_code == 401, (method, path, r.status_code, r.text)
+    # what an admin may read, the viewer reads (placeholders may be 404/400, never refused)
+    reads = [p for m, p in admin_routes(api.app) if m == "GET" and p != "/api/manage/events"]
+    assert {"/metrics", "/api/manage/agents", "/api/manage/agent-tokens",
+            "/api/manage/agent-duplicates", "/api/manage/whoami", "/api/manage/audit"} <= set(reads)
+    for path in reads:
+        r = await api.client.get(path, headers=viewer)
+        if path == "/api/manage/accounts/qr-login/x":  # its QR URL logs an account in
+            assert r.status_code == 403
+        else:
+            assert r.status_code not in (401, 403), (path, r.status_code, r.text)
+    assert (await api.client.get("/api/manage/whoami", headers=viewer)).json()["data"] == \
+        {"role": "viewer"}
+    # (the event stream never ends, which the in-process transport cannot read a line of:
+    # tests/e2e/test_identity.py follows it with the viewer token in a browser)
+    # nothing changed, and every refusal is audited as the viewer's
+    assert api.service.list_agent_tokens() == [] and await api.service.list_agents() == []
+    entries = (await api.client.get("/api/manage/audit?limit=1000",
+                                    headers=viewer)).json()["data"]["entries"]
+    refused = {(e["method"], e["route"]) for e in entries if e["actor"] == "viewer"}
+    assert ("POST", "/api/manage/agent-tokens") in refused
+    assert all(e["outcome"] == "refused" for e in entries if e["actor"] == "viewer"
+               and e["method"] != "GET")
 
 
 async def test_oversized_bodies_are_refused_on_every_post_route(api: Api) -> None:
@@ -184,8 +242,9 @@ async def test_an_agent_only_reaches_its_own_tasks(link_api: Api) -> None:
     assert (task["status"], task["agent_id"], task["result"]["filename"]) == (
         "uploading", "owner", None)
     assert hub.service.tasks[tid].committed_offset == 0
-    # and the owner's own HTTP report is accepted
-    r = await api.client.post("/api/agent/task-status", headers=await api.jwt("owner"), json={
+    # and the owner's own HTTP report is accepted (the process that holds its stream)
+    owner_jwt = await api.jwt("owner", instance=instance_of("owner", None))
+    r = await api.client.post("/api/agent/task-status", headers=owner_jwt, json={
         "task_id": tid, "status": "uploading", "uploaded_bytes": 9})
     assert r.status_code == 200, r.text
 
@@ -231,7 +290,7 @@ async def test_admin_actions_are_audited_without_secrets(
     bad = await api.client.get("/api/manage/audit?limit=0", headers=auth)
     assert bad.status_code == 400
     assert "admin from 127.0.0.7: POST /api/manage/cancel-task [task_id=t-404] -> 404" in caplog.text
-    raw = b"".join(p.read_bytes() for p in api.tmp.glob("bupmesh.db*"))
+    raw = b"".join(p.read_bytes() for p in api.service.config.data_path.glob("bupmesh.db*"))
     assert b"audit_log" in raw
     for secret in ("sec-sess-5a1e", "sec-csrf-77b2", "sec-ak-91c3", ADMIN):
         assert secret.encode() not in raw and secret not in caplog.text

@@ -87,3 +87,27 @@ def test_an_agent_spends_on_a_submit_only_what_is_left_of_the_hubs_deadline() ->
     assert submit_time_left(fresh, now=1000.5) == 89.5
     assert submit_time_left(fresh, now=1090) <= 0  # arrived too late: do not start
     assert submit_time_left(pb.Submit(deadline_seconds=10_000), now=0) == SUBMIT_LIMIT_MAX
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_an_app_submit_needs_only_the_access_key(anyio_backend: str) -> None:
+    """The hub sends an app Submit the access key and no cookie (least privilege)."""
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json={"code": 0, "data": {"aid": 7, "bvid": "BV7"}})
+
+    def factory(credentials, **kw):
+        kw.pop("source_ip", None)
+        kw.pop("proxy", None)
+        return BiliClient(credentials, transport=httpx.MockTransport(handler), **kw)
+
+    msg = submit_msg(1)
+    msg.api = "app"
+    msg.credentials.CopyFrom(pb.BiliCredentials(access_key="app-key-3", mid=42))
+    result = await execute(msg, client_factory=factory)
+    assert (result.success, result.aid) == (True, 7), result.error_message
+    assert [r.url.path for r in seen] == ["/x/vu/app/add"]
+    assert seen[0].url.params["access_key"] == "app-key-3" and "cookie" not in seen[0].headers

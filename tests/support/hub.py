@@ -67,9 +67,11 @@ class Hub:
     tmp: Path
     readers: list[asyncio.Future[None]]
 
-    async def register(self, agent_id: str, **kw: Any) -> str:
+    async def register(self, agent_id: str, *, psk: str = PSK, instance: str | None = None,
+                       **kw: Any) -> str:
         resp = await self.stub.Register(
-            pb.RegisterRequest(psk=PSK, agent_id=agent_id, agent_name=agent_id, **kw)
+            pb.RegisterRequest(psk=psk, agent_id=agent_id, agent_name=agent_id,
+                               instance_id=instance_of(agent_id, instance), **kw)
         )
         return resp.token
 
@@ -77,14 +79,18 @@ class Hub:
                     held: list[pb.HeldTask] | None = None, max_concurrent: int = 2,
                     ip: str = "127.0.0.9", finish_handshake: bool = False,
                     storage_type: str = "", local_paths: tuple[str, ...] = (),
-                    crc32: bool = False, egress_ip: str = "", submit: bool = False
-                    ) -> FakeAgent:
-        token = token if token is not None else await self.register(agent_id)
+                    crc32: bool = False, egress_ip: str = "", submit: bool = False,
+                    instance: str | None = None) -> FakeAgent:
+        """A fake agent process, said Hello (unless not ``hello``). ``instance`` names the
+        process; by default one per agent id, so a second call is that process
+        reconnecting (and replaces its session)."""
+        token = token if token is not None else await self.register(agent_id, instance=instance)
         agent = FakeAgent(self, agent_id, token)
         await agent.open()
         if hello:
             await agent.send(hello=pb.Hello(
                 agent_id=agent_id, agent_name=agent_id, ip_address=ip,
+                instance_id=instance_of(agent_id, instance),
                 capabilities=pb.Capabilities(max_concurrent_uploads=max_concurrent,
                                              buffer_bytes=64 * MiB,
                                              finish_handshake=finish_handshake,
@@ -167,6 +173,10 @@ class FakeAgent:
         self.call.cancel()
 
 
+def instance_of(agent_id: str, instance: str | None) -> str:
+    return instance if instance is not None else f"instance-of-{agent_id}"
+
+
 # The account ledger without pacing: tests that are not about it start uploads and
 # submissions back to back.
 OPEN_ACCOUNT = AccountRiskSettings(preupload_min_gap_seconds=0, preuploads_per_hour=0,
@@ -176,10 +186,12 @@ OPEN_ACCOUNT = AccountRiskSettings(preupload_min_gap_seconds=0, preuploads_per_h
 
 def make_config(tmp: Path, **over: Any) -> HubConfig:
     """A hub for link tests: the risk ledgers' pacing opened wide (tests that are about it
-    pass their own ``risk``), so every fake agent on 127.0.0.9 gets work at once."""
+    pass their own ``risk``), so every fake agent on 127.0.0.9 gets work at once. Parts'
+    files live in ``tmp`` (``Hub.file``), the hub's data in ``tmp/data``."""
     over.setdefault("risk", RiskSettings(min_interval_seconds=0, max_uploads_per_hour=100000,
                                          account=OPEN_ACCOUNT))
-    cfg = HubConfig(psk=PSK, admin_token="admin", insecure=True, data_dir=str(tmp),
+    over.setdefault("media_roots", [str(tmp)])
+    cfg = HubConfig(psk=PSK, admin_token="admin", insecure=True, data_dir=str(tmp / "data"),
                     grpc_listen=f"127.0.0.1:{free_port()}", token_ttl_seconds=3600,
                     **over)
     return validate(cfg)
@@ -226,6 +238,7 @@ class make_hub:  # noqa: N801 - used as an async context manager factory
         await asyncio.gather(*self.hub.readers, return_exceptions=True)
         self._tg.cancel_scope.cancel()
         await self._tg.__aexit__(None, None, None)
+        self._grpc.service.close()
         self._grpc.service.store.close()
 
 

@@ -27,7 +27,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from uploader.sim import replies, review
-from uploader.sim.callers import Refusal, cookie_account
+from uploader.sim.accounts import Account
+from uploader.sim.callers import reader
 from uploader.sim.faults import Faults
 from uploader.sim.inbound import clamped_int, client_ip, query_int
 from uploader.sim.state import SimState
@@ -52,13 +53,9 @@ class Archives:
     async def archives(self, request: Request) -> Response:
         ip = client_ip(request)
         state = self.state
-        injected = await self.faults.injected(request, "archives", state.take_rule("archives", ip))
-        if injected is not None:
-            return injected
-        account = cookie_account(state, request)
-        if isinstance(account, Refusal):
-            state.record("archives", ip, status=200, code=account.code)
-            return replies.api_reply(account.code)
+        account = await reader(state, self.faults, request, "archives")
+        if not isinstance(account, Account):
+            return account
         pn = clamped_int(request.query_params.get("pn"), 1, 1, 10_000)
         ps = clamped_int(request.query_params.get("ps"), 10, 1, 50)
         mine = [s for s in reversed(state.submissions) if s["mid"] == account.mid]
@@ -72,13 +69,9 @@ class Archives:
     async def view(self, request: Request) -> Response:
         ip = client_ip(request)
         state = self.state
-        injected = await self.faults.injected(request, "view", state.take_rule("view", ip))
-        if injected is not None:
-            return injected
-        account = cookie_account(state, request)
-        if isinstance(account, Refusal):
-            state.record("view", ip, status=200, code=account.code)
-            return replies.api_reply(account.code)
+        account = await reader(state, self.faults, request, "view")
+        if not isinstance(account, Account):
+            return account
         aid = query_int(request.query_params.get("aid"))
         bvid = request.query_params.get("bvid") or None
         record = state.archive(aid=aid, bvid=bvid) if (aid or bvid) else None

@@ -12,10 +12,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from starlette.requests import Request
+from starlette.responses import Response
 
+from uploader.sim import replies
 from uploader.sim.accounts import Account
 from uploader.sim.facts import APP_KEYS, BAD_SIGN, CSRF_FAILED
-from uploader.sim.inbound import session_cookie
+from uploader.sim.faults import Faults
+from uploader.sim.inbound import client_ip, session_cookie
 from uploader.sim.state import SimState
 
 
@@ -31,6 +34,23 @@ def cookie_account(state: SimState, request: Request) -> Account | Refusal:
     """Reads: the ``SESSDATA`` cookie is enough."""
     account = state.accounts.by_cookie(session_cookie(request))
     return Refusal(-101) if account is None else account
+
+
+async def reader(state: SimState, faults: Faults, request: Request, op: str) -> Account | Response:
+    """A read route's way in: the fault injected for ``op`` if any, then the cookie's account.
+
+    A refusal is recorded and answered here, so a route gets either the
+    account to serve or the reply to send.
+    """
+    ip = client_ip(request)
+    injected = await faults.injected(request, op, state.take_rule(op, ip))
+    if injected is not None:
+        return injected
+    account = cookie_account(state, request)
+    if isinstance(account, Refusal):
+        state.record(op, ip, status=200, code=account.code)
+        return replies.api_reply(account.code)
+    return account
 
 
 def web_account(state: SimState, request: Request, body: dict[str, Any]) -> Account | Refusal:

@@ -29,8 +29,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from uploader.sim import replies, review
-from uploader.sim.accounts import BUILTIN_MID
-from uploader.sim.callers import Refusal, cookie_account, web_account
+from uploader.sim.accounts import BUILTIN_MID, Account
+from uploader.sim.callers import Refusal, reader, web_account
 from uploader.sim.facts import BAD_REQUEST
 from uploader.sim.faults import Faults
 from uploader.sim.inbound import clamped_int, client_ip
@@ -59,13 +59,9 @@ class Seasons:
     async def seasons(self, request: Request) -> Response:
         ip = client_ip(request)
         state = self.state
-        injected = await self.faults.injected(request, "season", state.take_rule("season", ip))
-        if injected is not None:
-            return injected
-        account = cookie_account(state, request)
-        if isinstance(account, Refusal):
-            state.record("season", ip, status=200, code=account.code)
-            return replies.api_reply(account.code)
+        account = await reader(state, self.faults, request, "season")
+        if not isinstance(account, Account):
+            return account
         pn = clamped_int(request.query_params.get("pn"), 1, 1, 10_000)
         ps = clamped_int(request.query_params.get("ps"), 30, 1, 50)
         mine = [s for s in reversed(state.seasons) if s["mid"] == account.mid]

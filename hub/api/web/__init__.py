@@ -2,9 +2,10 @@
 
 ``index.html``, ``style.css`` and the page's ES modules (every ``*.js`` here:
 ``main.js`` imports the others) ship as package data beside this module and are
-read once when the app is built. The page logs in with the admin token (kept in
-the tab's ``sessionStorage``, sent as ``Authorization: Bearer``, never in a URL),
-reads the admin API, and follows ``GET /api/manage/events`` (Server-Sent Events,
+read once when the app is built. The page logs in with the admin token or the
+read-only viewer token (kept in the tab's ``sessionStorage``, sent as
+``Authorization: Bearer``, never in a URL; a viewer sees the page without its
+buttons, the hub refuses its changes anyway), reads the admin API, and follows ``GET /api/manage/events`` (Server-Sent Events,
 hub/api/sse.py) with ``fetch`` and a stream reader, because ``EventSource`` cannot
 send an ``Authorization`` header. It speaks English and Chinese: ``i18n.js``
 picks the language, ``strings-<lang>.js`` hold one dictionary each.

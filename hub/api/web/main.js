@@ -6,9 +6,15 @@
 // (recordings.js) and the charts (charts.js);
 // retention (retention.js) is read again shortly after a recording changes.
 // Rooms (rooms.js) and accounts (accounts.js) are read when the page opens and after
-// each change made from it; older tasks (older.js) when asked for, a page at a time.
+// each change made from it; so are agent tokens (access.js, which follows the agents'
+// approval, duplicates and allowlists on the stream); older tasks (older.js) when
+// asked for, a page at a time.
+//
+// The admin token and the read-only viewer token log in alike; the hub says which
+// one it was (whoami) and a viewer's page hides what would change anything.
+import * as access from "./access.js";
 import * as accounts from "./accounts.js";
-import { onUnauthorized, setToken, token } from "./api.js";
+import { api, onUnauthorized, setToken, token } from "./api.js";
 import * as charts from "./charts.js";
 import { $ } from "./dom.js";
 import { LANGUAGES, initialLanguage, lang, onLanguageChange, setLanguage, t } from "./i18n.js";
@@ -20,7 +26,7 @@ import * as rooms from "./rooms.js";
 import { follow } from "./stream.js";
 import * as verdicts from "./verdicts.js";
 
-const SECTIONS = [live, older, verdicts, recordings, charts, retention, rooms, accounts];
+const SECTIONS = [live, older, verdicts, recordings, charts, retention, rooms, accounts, access];
 let abort = null;
 let liveState = ["off", "live.off"];
 
@@ -37,6 +43,7 @@ function onEvent(name, data) {
   recordings.handle(name, data);
   charts.handle(name, data);
   retention.handle(name, data);
+  access.handle(name, data);
 }
 
 function showApp(on) {
@@ -47,6 +54,23 @@ function showApp(on) {
   $("logout").hidden = !on;
 }
 
+// The role the token grants; a hub without whoami knows only the admin token.
+async function loadRole() {
+  let role = "admin";
+  try {
+    role = (await api("GET", "/api/manage/whoami")).role;
+  } catch (err) {
+    if (err.status === 401) return;
+  }
+  showRole(role);
+}
+
+function showRole(role) {
+  if (role) document.body.dataset.role = role;
+  else delete document.body.dataset.role;
+  $("role").hidden = role !== "viewer";
+}
+
 function start() {
   showApp(true);
   $("notice").textContent = "";
@@ -55,7 +79,7 @@ function start() {
   abort = new AbortController();
   follow(abort.signal, onEvent, setLive);
   // What the stream does not carry is read once; "loaded" says it all arrived.
-  Promise.allSettled([rooms.load(), accounts.load(), retention.load()])
+  Promise.allSettled([loadRole(), rooms.load(), accounts.load(), retention.load(), access.load()])
     .then(() => { $("app").dataset.loaded = "true"; });
 }
 
@@ -64,6 +88,7 @@ function logout(message = "") {
   abort?.abort();
   abort = null;
   for (const section of SECTIONS) section.clear();
+  showRole("");
   showApp(false);
   $("login-error").textContent = message;
   $("token").value = "";
@@ -125,6 +150,7 @@ document.addEventListener("DOMContentLoaded", () => {
   older.init();
   rooms.init();
   accounts.init();
-  setInterval(() => { live.tick(); accounts.tick(); }, 1000);
+  access.init();
+  setInterval(() => { live.tick(); accounts.tick(); access.tick(); }, 1000);
   if (token()) start(); else showApp(false);
 });

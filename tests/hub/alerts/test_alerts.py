@@ -20,6 +20,7 @@ from hub.alerts.rules import (
     AlertEvaluator,
     AlertRules,
     CaptchaSample,
+    DuplicateSample,
     IpSample,
     Snapshot,
     TaskSample,
@@ -272,3 +273,14 @@ def test_without_a_webhook_alerts_only_go_to_the_log(caplog: pytest.LogCaptureFi
     for _ in range(QUEUE_SIZE + 5):
         delivery.deliver(_alert())
     assert delivery.dropped == 0 and caplog.text.count("ALERT agent_offline:a1") == QUEUE_SIZE + 5
+
+
+def test_a_duplicated_agent_id_fires_with_both_addresses_and_resolves_when_forgotten() -> None:
+    ev = AlertEvaluator(RULES)
+    dup = DuplicateSample("a1", live_address="10.0.0.1", refused_address="10.0.0.2", attempts=3)
+    [fired] = ev.evaluate(Snapshot(duplicates=(dup,)), 100.0)
+    assert (fired.key, fired.state, fired.subject) == ("agent_duplicate:a1", FIRING, "a1")
+    assert "10.0.0.1" in fired.summary and "10.0.0.2" in fired.summary
+    assert fired.details["attempts"] == 3
+    assert ev.evaluate(Snapshot(duplicates=(dup,)), 200.0) == []  # once, however long
+    assert states(ev.evaluate(Snapshot(), 300.0)) == [("agent_duplicate:a1", RESOLVED)]

@@ -45,6 +45,9 @@ class FakeService:
         ip_address: str,
         capabilities: dict[str, Any],
         tags: dict[str, str],
+        *,
+        instance_id: str = "",
+        peer: str = "",
     ) -> tuple[str, int]:
         if psk != PSK:
             raise AuthError("invalid pre-shared key")

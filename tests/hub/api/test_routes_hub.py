@@ -31,7 +31,8 @@ SECRETS = [PSK, ADMIN, "hub-sess-SECRET", "hub-csrf-SECRET", ACCESS_KEY]
 
 @pytest.fixture
 async def hub(tmp_path: Path) -> AsyncIterator[tuple[HubService, httpx.AsyncClient]]:
-    config = HubConfig(psk=PSK, admin_token=ADMIN, data_dir=str(tmp_path / "data"), insecure=True)
+    config = HubConfig(psk=PSK, admin_token=ADMIN, data_dir=str(tmp_path / "data"), insecure=True,
+                       media_roots=[str(tmp_path)])
     service = await build_service(config)
     app = build_app(service, admin_token=ADMIN)
     transport = httpx.ASGITransport(app=app, client=("127.0.0.5", 4000))

@@ -209,7 +209,7 @@ class EventReader:
 
 @pytest.fixture
 def hub(tmp_path: Path) -> Iterator[LocalMesh]:
-    with LocalMesh(tmp_path / "mesh") as mesh:
+    with LocalMesh(tmp_path / "mesh", media_roots=(str(tmp_path),)) as mesh:
         mesh.start_hub()
         yield mesh
 
