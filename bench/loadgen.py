@@ -105,6 +105,9 @@ class SimAgent:
         self.backoff = Backoff(1.0, 60.0, rng)
         self.schedule = ReconnectSchedule(self.backoff, rng)
         self.window = window
+        # One process per agent, as the real agent's link says: its own stale stream is
+        # replaced on reconnect, not refused as a second process holding the id.
+        self.instance_id = f"{rng.getrandbits(64):016x}"
         self.options = channel_options()
         if own_connection:
             self.options.append(("grpc.use_local_subchannel_pool", 1))
@@ -142,12 +145,14 @@ class SimAgent:
                 reply = await stub.Register(pb.RegisterRequest(
                     psk=self.psk, agent_id=self.agent_id, agent_name=self.agent_id,
                     ip_address=self.ip, capabilities=self._capabilities(),
+                    instance_id=self.instance_id,
                 ), timeout=REGISTER_TIMEOUT)
                 self.token = reply.token
             call = stub.Connect(metadata=(("authorization", f"Bearer {self.token}"),))
             await call.write(pb.AgentMessage(hello=pb.Hello(
                 agent_id=self.agent_id, agent_name=self.agent_id, ip_address=self.ip,
                 capabilities=self._capabilities(), version="bupmesh-loadgen/0.1",
+                instance_id=self.instance_id,
             )))
             first = await asyncio.wait_for(call.read(), WELCOME_TIMEOUT)
             if first is grpc.aio.EOF or first.WhichOneof("kind") != "welcome":
