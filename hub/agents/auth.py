@@ -220,6 +220,8 @@ class AgentAuth:
 
     def close_ended_credentials(self) -> None:
         """Close streams whose per-agent token expired (or was revoked) meanwhile."""
+        if not self.agent_tokens:
+            return  # no stream can hold one: no walk of the fleet every tick
         for info in self.registry.agents.values():
             session = info.session
             if session is None or session.closed:
