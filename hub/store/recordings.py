@@ -114,6 +114,8 @@ CREATE TABLE IF NOT EXISTS archive_reviews (
 );
 -- A recording's parts (its page, the task list's recording filter).
 CREATE INDEX IF NOT EXISTS recording_parts_recording ON recording_parts(recording_id);
+CREATE INDEX IF NOT EXISTS recordings_submit_id ON recordings(submit_id);
+CREATE INDEX IF NOT EXISTS recordings_submit_state ON recordings(submit_state);
 CREATE TABLE IF NOT EXISTS ingest_events (
     source TEXT NOT NULL,
     event_id TEXT NOT NULL,
@@ -268,6 +270,25 @@ class RecordingStore(Database):
                 _recording(r) for r in c.execute("SELECT * FROM recordings ORDER BY id")])
         return await self._run(lambda c: [_recording(r) for r in reversed(c.execute(
             "SELECT * FROM recordings ORDER BY id DESC LIMIT ?", (newest,)).fetchall())])
+
+    async def with_submit_id(self, submit_id: str) -> dict[str, Any] | None:
+        """The recording a Submit was sent for: an answer finds it without reading history."""
+        if not submit_id:
+            return None
+        return await self._run(lambda c: next((_recording(r) for r in c.execute(
+            "SELECT * FROM recordings WHERE submit_id=? ORDER BY id LIMIT 1", (submit_id,))),
+            None))
+
+    async def in_state(self, submit_state: str) -> list[dict[str, Any]]:
+        """Recordings whose submission is in ``submit_state``, oldest first."""
+        return await self._run(lambda c: [_recording(r) for r in c.execute(
+            "SELECT * FROM recordings WHERE submit_state=? ORDER BY id", (submit_state,))])
+
+    async def still_open(self, source: str) -> list[dict[str, Any]]:
+        """Recordings of ``source`` that have not ended, oldest first."""
+        return await self._run(lambda c: [_recording(r) for r in c.execute(
+            "SELECT * FROM recordings WHERE source=? AND ended_at IS NULL ORDER BY id",
+            (source,))])
 
     async def update_submission(self, recording_id: int, *, archived: list[int] | None = None,
                                 **fields: Any) -> None:

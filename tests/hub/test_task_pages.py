@@ -132,3 +132,33 @@ async def test_the_live_view_reads_only_the_newest_recordings(tmp_path: Path) ->
     assert [r["id"] for r in await recordings.list(newest=2)] == every[-2:]  # oldest first
     assert [r["id"] for r in await recordings.list(newest=10)] == every
     recordings.close()
+
+
+@pytest.mark.anyio
+async def test_a_submit_answer_and_a_restart_find_their_recordings_through_an_index(
+        tmp_path: Path) -> None:
+    """A SubmitResult, the restart's look for Submits in flight and the watcher's quiet
+    rooms read the recordings they are about, not the whole history."""
+    recordings = RecordingStore(tmp_path / "bupmesh.db")
+    await recordings.open()
+    ids = []
+    for n in range(6):
+        rec = await recordings.get_or_create(source="watcher" if n % 2 else "blrec",
+                                             session_key=f"k{n}", room_id="1",
+                                             started_at=float(n), info={})
+        ids.append(rec["id"])
+    await recordings.update_submission(ids[1], submit_state="submitting", submit_id="s-1")
+    await recordings.update_submission(ids[4], submit_state="submitting", submit_id="s-4")
+    await recordings.end(ids[3], 10.0)
+    assert (await recordings.with_submit_id("s-4"))["id"] == ids[4]
+    assert await recordings.with_submit_id("s-9") is None
+    assert await recordings.with_submit_id("") is None  # a recording never sent has ""
+    assert [r["id"] for r in await recordings.in_state("submitting")] == [ids[1], ids[4]]
+    assert [r["id"] for r in await recordings.still_open("watcher")] == [ids[1], ids[5]]
+    recordings.close()
+    conn = sqlite3.connect(tmp_path / "bupmesh.db")
+    for where in ("submit_id=?", "submit_state=?"):
+        plan = " ".join(str(r[-1]) for r in conn.execute(
+            f"EXPLAIN QUERY PLAN SELECT * FROM recordings WHERE {where} ORDER BY id", ("x",)))
+        assert "INDEX" in plan and "SCAN recordings" not in plan, (where, plan)
+    conn.close()
