@@ -97,7 +97,16 @@ def _read_pem(path: str | None) -> bytes:
 
 
 async def run_hub(config: HubConfig) -> None:
+    # Watched for the hub's life only: the interpreter's full collection at exit
+    # would otherwise log a "pause" after the hub's last line (say, why it did not start).
     gc_watch.install()
+    try:
+        await _run_hub(config)
+    finally:
+        gc_watch.uninstall()
+
+
+async def _run_hub(config: HubConfig) -> None:
     service = await build_service(config)
     pipeline = await RecordingPipeline.attach(service)  # before agents: Hello hooks it
     hub = None
