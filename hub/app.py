@@ -45,6 +45,7 @@ class Hub:
     service: HubService
     grpc_server: grpc.aio.Server
     grpc_port: int
+    link: AgentLinkServicer
 
 
 async def build_service(config: HubConfig) -> HubService:
@@ -71,7 +72,8 @@ async def build_service(config: HubConfig) -> HubService:
 async def start_grpc(service: HubService, config: HubConfig) -> Hub:
     compression = grpc.Compression.Gzip if config.compression == "gzip" else None
     server = grpc.aio.server(options=server_options(), compression=compression)
-    add_servicer(AgentLinkServicer(service.auth, service.sessions), server)
+    link = AgentLinkServicer(service.auth, service.sessions)
+    add_servicer(link, server)
     host, port = config.grpc_address
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     try:
@@ -89,7 +91,7 @@ async def start_grpc(service: HubService, config: HubConfig) -> Hub:
     await server.start()
     log.info("gRPC agent link listening on %s (%s)", address,
              "TLS" if config.tls_enabled else "plaintext")
-    return Hub(service=service, grpc_server=server, grpc_port=bound)
+    return Hub(service=service, grpc_server=server, grpc_port=bound, link=link)
 
 
 def _read_pem(path: str | None) -> bytes:
@@ -145,6 +147,7 @@ async def _run_hub(config: HubConfig) -> None:
         if hub is not None:
             with anyio.CancelScope(shield=True):
                 await hub.grpc_server.stop(0)
+                await hub.link.handlers_done()  # before the store they may still write to closes
         pipeline.close()
         service.accounts.close()
         service.store.close()

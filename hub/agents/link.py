@@ -36,6 +36,7 @@ from protocol import mesh_pb2_grpc
 log = logging.getLogger("bupmesh.hub.link")
 
 HELLO_TIMEOUT = 30.0
+HANDLERS_END_SECONDS = 5.0  # the most a stopping hub waits for its stream handlers
 
 # How each way of breaking the conversation ends the stream.
 STATUS = {
@@ -265,6 +266,22 @@ class AgentLinkServicer(mesh_pb2_grpc.AgentLinkServicer):
     def __init__(self, auth: Authenticator, streams: StreamHandler) -> None:
         self.auth = auth
         self.streams = streams
+        self._running = 0  # Connect handlers not yet returned
+        self._idle = anyio.Event()
+        self._idle.set()
+
+    async def handlers_done(self, limit: float = HANDLERS_END_SECONDS) -> bool:
+        """Once the gRPC server has stopped: wait for every stream's handler to return.
+
+        gRPC's stop returns before the handlers it cancelled have run their last lines,
+        and one handling a Result may still be writing it: the store must stay open
+        until then. Bounded, as a stuck handler must not hold up the hub's exit; False
+        if one was still running at the limit.
+        """
+        with anyio.move_on_after(limit):
+            await self._idle.wait()
+            return True
+        return False
 
     async def Register(  # noqa: N802 - gRPC method name
         self, request: pb.RegisterRequest, context: grpc.aio.ServicerContext
@@ -294,6 +311,17 @@ class AgentLinkServicer(mesh_pb2_grpc.AgentLinkServicer):
         return pb.RegisterResponse(agent_id=request.agent_id, token=token, expires_at=exp)
 
     async def Connect(self, request_iterator: Any, context: grpc.aio.ServicerContext) -> None:  # noqa: N802
+        if self._running == 0:
+            self._idle = anyio.Event()
+        self._running += 1
+        try:
+            await self._connect(context)
+        finally:
+            self._running -= 1
+            if self._running == 0:
+                self._idle.set()
+
+    async def _connect(self, context: grpc.aio.ServicerContext) -> None:
         try:
             agent_id, exp = self.auth.authenticate_stream(bearer_token(context))
         except AuthError as exc:

@@ -198,6 +198,8 @@ class make_hub:  # noqa: N801 - used as an async context manager factory
         for task in self.hub.readers:
             task.cancel()
         await asyncio.gather(*self.hub.readers, return_exceptions=True)
+        # As the hub does when it stops: its stream handlers finish before the store closes.
+        await self._grpc.link.handlers_done()
         self._tg.cancel_scope.cancel()
         await self._tg.__aexit__(None, None, None)
         self._grpc.service.store.close()
@@ -260,3 +262,4 @@ async def _is(coro: Any, value: Any) -> bool:
 
 async def _status(hub: Hub, task_id: str) -> str:
     return (await hub.service.get_task(task_id))["status"]
+
