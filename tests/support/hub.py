@@ -263,3 +263,9 @@ async def _is(coro: Any, value: Any) -> bool:
 async def _status(hub: Hub, task_id: str) -> str:
     return (await hub.service.get_task(task_id))["status"]
 
+
+async def _logged(hub: Hub, task_id: str, event_type: str) -> bool:
+    """``event_type`` is in the task's log on disk. A Result changes the task's status in
+    memory first; what it does to the store (the log, the part's state and MD5, the risk
+    ledger) is written just after, ending with the ``success`` entry."""
+    return event_type in [e["event_type"] for e in await hub.service.task_logs(task_id)]
