@@ -26,19 +26,27 @@ demo: $(VENV)/.installed
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 
-# The web UI's browser test drives Debian's Chromium (never a downloaded browser).
-# Installed from the distribution when missing; CI runs as root on a clean Debian.
+# The web UI's browser test drives Debian's Chromium (never a downloaded browser), and
+# its Chinese page needs CJK fonts to render (Debian's Noto CJK). Both are installed
+# from the distribution when missing; CI runs as root on a clean Debian.
 CHROMIUM := /usr/bin/chromium
+CJK_FONT := /usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc
 
-browser: $(CHROMIUM)
+browser: $(CHROMIUM) $(CJK_FONT)
 
 $(CHROMIUM):
 	apt-get update
 	DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium
 
-test: $(VENV)/.installed-test $(CHROMIUM)
+$(CJK_FONT):
+	apt-get update
+	DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends fonts-noto-cjk
+
+test: $(VENV)/.installed-test $(CHROMIUM) $(CJK_FONT)
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest
 
 # The long chaos campaign (tests/chaos, docs/internals.md): 20 fresh random seeds,

@@ -2,7 +2,7 @@
 
 bench/scale.py measures dispatch end to end through a real hub, where the
 figures include the network, the load generator and a loaded machine. This
-isolates what issue 7 changed in the hub's scheduling pass, side by side in one
+isolates what the cached agent views and the one-pass ranking changed in the hub's scheduling pass, side by side in one
 run, on a mesh shaped like bench/scale.py's (one egress IP per agent, every IP
 known to the risk ledger, two slots each, each decision followed by an upload
 start on the chosen IP):
@@ -33,7 +33,7 @@ Choose = Callable[[PartView, Sequence[AgentView], RiskLedger, float], AgentView 
 
 def plain_choose(part: PartView, agents: Sequence[AgentView], ledger: RiskLedger,
                  now: float) -> AgentView | None:
-    """``ip_diversity`` before issue 7: rank every eligible agent."""
+    """``ip_diversity`` as it was before the one-pass ranking: rank every eligible agent."""
     cands = eligible(part, agents, ledger, now, adaptive=True)
     if not cands:
         return None

@@ -13,7 +13,7 @@ several processes) holding N agents, each with its own gRPC stream, then prints:
     and restarted on the same data: reconnects per second over time, and the
     busiest second over the mean rate (agents use the real full-jitter backoff).
 
-Targets (issue 7): 10,000 agents on one hub on 2 cores, dispatch p99 < 100 ms,
+Targets: 10,000 agents on one hub on 2 cores, dispatch p99 < 100 ms,
 no reconnect burst above 3x the mean rate.
 
     .venv/bin/python bench/scale.py [--agents 1000 5000 10000] [--parts 200]

@@ -40,16 +40,17 @@ and ``hub.core.retry_policy`` with a fake clock:
 Columns: 406 responses, makespan (first arrival to last completion), mean and
 95th-percentile wait (arrival to the start of the attempt that succeeded),
 successful uploads per IP, admin re-enables needed (IPs the ledger disabled).
-Target (issue 4): ip_diversity has >= 5x fewer 406s than round_robin, with no
+Target: ip_diversity has >= 5x fewer 406s than round_robin, with no
 worse makespan.
 
 Why the strategies differ: all of them respect the ledger's configured rules,
 so under a backlog round robin, least connections and weighted round robin
 drive every IP at the configured 6/h, trip the real limit on every IP, burn
 through cooldowns and get IPs disabled. ip_diversity and locality also hold
-every IP to the rate the ledger *learned* from the first 406 (a clean IP's
-n-th start in an hour refused -> n-1 per hour, for every IP), so after one
-trip the rest of the mesh stays under the real limit.
+each IP to the rate the ledger *learned* from its first 406 (a clean IP's n-th
+start in an hour refused -> n-1 per hour for that IP), and every IP to it once
+three IPs agree (hub/core/learning.py), so after a few trips the rest of the
+mesh stays under the real limit.
 
     .venv/bin/python bench/schedule.py [--seed 1] [--seeds 5] [--parts 200]
 """

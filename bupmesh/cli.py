@@ -24,6 +24,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "recordings": ("client.recordings", "list a hub's recordings (and submit one)"),
     "upload-direct": ("uploader.command", "upload a file straight from this machine, no mesh"),
     "account": ("client.account", "add, list, check or delete the hub's Bilibili accounts"),
+    "risk": ("client.risk", "the hub's risk ledgers: IPs, accounts, learned limits, captchas"),
     "demo": ("bupmesh.demo", "simulator + hub + three agents uploading a recording"),
 }
 

@@ -88,7 +88,7 @@ def parse_host_port(value: str, *, key: str) -> tuple[str, int]:
 
 
 def parse_duration(value: str | float | int, *, key: str) -> float:
-    """Seconds from ``30``, ``"30"``, ``"30s"``, ``"5m"``, ``"1h"`` (the seed writes ``30s``)."""
+    """Seconds from ``30``, ``"30"``, ``"30s"``, ``"5m"``, ``"1h"`` (agent.yml files write ``30s``)."""
     if isinstance(value, bool):
         raise ConfigError(f"{key}: expected a duration, got {value!r}")
     if isinstance(value, int | float):

@@ -24,10 +24,17 @@ from typing import IO, Any
 import httpx
 
 SIM_COOKIES = "SESSDATA=sim-sessdata; bili_jct=sim-csrf; DedeUserID=10001"
-# The hub paces each IP to one upload start per 5 minutes by default (DESIGN §5
-# ``risk``), which is right for Bilibili and far too slow for a demo or a
-# benchmark against the simulator, whose risk model is off unless configured.
-OPEN_RISK_YAML = "risk:\n  min_interval_seconds: 0\n  max_uploads_per_hour: 100000\n"
+# The hub paces each IP to one upload start per 5 minutes and each account to a few
+# submissions an hour by default (``risk``, ``risk.account``), which is right for
+# Bilibili and far too slow for a demo or a benchmark against the simulator, whose
+# risk model is off unless configured.
+OPEN_ACCOUNT_YAML = (  # goes under a ``risk:`` mapping
+    "  account:\n    preupload_min_gap_seconds: 0\n    preuploads_per_hour: 0\n"
+    "    preuploads_per_day: 0\n    submit_min_gap_seconds: 0\n    submit_gap_jitter: 0\n"
+    "    submits_per_hour: 0\n    submits_per_day: 0\n"
+)
+OPEN_RISK_YAML = ("risk:\n  min_interval_seconds: 0\n  max_uploads_per_hour: 100000\n"
+                  + OPEN_ACCOUNT_YAML)
 TERMINAL = frozenset({"completed", "failed", "cancelled"})
 
 
@@ -182,6 +189,9 @@ class LocalMesh:
             "--source-ip", f"127.0.0.{index + 1}",
         ]
         argv += ["--ca-file", ca_file] if ca_file else ["--insecure"]
+        # The agent asks Bilibili (here the simulator) which address it sees; with no
+        # simulator there is nobody on loopback to ask.
+        argv += ["--bili-api-url", self.sim_url] if self.sim_url else ["--egress-check-interval", "0"]
         return self.spawn(f"agent-{index}", bupmesh_argv(*argv, *extra), relay_log=relay_log)
 
     def _wait_http(self, url: str, process: Process, timeout: float = 30.0, verify: bool = True) -> None:

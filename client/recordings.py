@@ -83,6 +83,11 @@ def format_table(recordings: list[dict[str, Any]]) -> str:
         state = r.get("state", "?")
         if r.get("bvid"):
             state += f" {r['bvid']}"
+            review = r.get("review") or {}
+            if review.get("state"):
+                state += f" review {review['state']}"
+                if review.get("reason"):
+                    state += f" ({review['reason']})"
         elif r.get("waiting_for"):
             state += f" ({r['waiting_for']})"
         elif r.get("error_message"):

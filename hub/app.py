@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import anyio
@@ -27,7 +28,10 @@ from hub.api.app import build_http_app
 from hub.api.audit import AuditLog
 from hub.api.server import serve_http
 from hub.config import HubConfig
+from hub.core.errors import StorageFull
 from hub.pipeline import RecordingPipeline
+from hub.rooms.book import RoomBook
+from hub.rooms.store import RoomStore
 from hub.service import HubService
 from hub.store.tasks import Store
 from protocol.grpc_options import server_options
@@ -58,13 +62,25 @@ async def build_service(config: HubConfig) -> HubService:
         raise ConfigError(f"data_dir: cannot use {data}: {exc.strerror or exc}") from None
     cipher = load_or_create_key(data)
     store = Store(data / DB_FILE, cipher)
-    await store.open()
     accounts = AccountStore(data / DB_FILE, data / KEY_FILE)
-    await accounts.open()
+    try:
+        await store.open()
+        await accounts.open()
+    except StorageFull as exc:
+        # A running hub rides out a full disk; one that cannot even open its database
+        # (SQLite needs room for its journal) says so in one line.
+        free = "unknown" if exc.free_bytes is None else exc.free_bytes
+        raise ConfigError(f"data_dir: {exc.directory} is full ({free} bytes free), too full "
+                          "to open the database; free some space and start the hub again"
+                          ) from None
     tokens = TokenIssuer(
         load_or_create_secret(data / TOKEN_SECRET_FILE), ttl_seconds=config.token_ttl_seconds
     )
-    service = HubService(config, store=store, accounts=accounts, tokens=tokens)
+    rooms = RoomBook(config, RoomStore(data / DB_FILE))
+    await rooms.open()  # before anything reads a room's settings
+    service = HubService(config, store=store, accounts=accounts, tokens=tokens, rooms=rooms)
+    service.space.watch(accounts)
+    service.space.watch(rooms.store)
     await service.start()
     return service
 
@@ -110,12 +126,13 @@ async def run_hub(config: HubConfig) -> None:
 
 async def _run_hub(config: HubConfig) -> None:
     service = await build_service(config)
-    pipeline = await RecordingPipeline.attach(service)  # before agents: Hello hooks it
+    audit = AuditLog(service.store)
+    await audit.open()
+    # Before agents: Hello hooks it. Retention records its actions in the audit log.
+    pipeline = await RecordingPipeline.attach(service, audit=audit)
     hub = None
     try:
         hub = await start_grpc(service, config)
-        audit = AuditLog(service.store)
-        await audit.open()
         app = build_http_app(service, config, extra_routes=pipeline.routes(), audit=audit)
         host, port = config.http_address
         try:
@@ -123,7 +140,8 @@ async def _run_hub(config: HubConfig) -> None:
                 await tg.start(service.run)
                 tg.start_soon(pipeline.run)
                 tg.start_soon(gc_watch.thaw_periodically)
-                await tg.start(run_alerts, service, config.alerts)
+                await tg.start(partial(run_alerts, recordings=pipeline.recordings), service,
+                               config.alerts)
                 tg.start_soon(lambda: serve_http(app, host, port, certfile=config.tls.cert_file,
                                                  keyfile=config.tls.key_file))
                 with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
@@ -149,6 +167,8 @@ async def _run_hub(config: HubConfig) -> None:
                 await hub.grpc_server.stop(0)
                 await hub.link.handlers_done()  # before the store they may still write to closes
         pipeline.close()
+        if service.rooms is not None:
+            service.rooms.close()
         service.accounts.close()
         service.store.close()
         log.info("hub stopped")

@@ -1,4 +1,4 @@
-"""``bupmesh hub``: flags of DESIGN.md §5, layered over env, YAML and defaults."""
+"""``bupmesh hub``: its flags, layered over env, YAML and defaults (docs/reference.md)."""
 
 from __future__ import annotations
 

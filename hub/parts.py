@@ -1,15 +1,19 @@
-"""Parts (files to upload) and their tasks; hashing a part's file off the event loop.
+"""Parts (files to upload) and their tasks; the part digest, off the event loop.
 
-Creating a part checks the file and takes its stat identity, but does not hash
-it: on a 50 GB recording that takes a minute (and outlasts any HTTP timeout).
-The first attempt hashes the bytes as it streams them from byte 0. A separate
-pass over the file runs only when no attempt will see it whole: a resumed
-stream, or a local/hybrid agent that reads the file itself against a known MD5.
+A part is identified by its digest (XXH3-128 of the file, see
+:mod:`protocol.integrity`). Creating a part checks the file and takes its stat
+identity, but does not read it: on a 50 GB recording that takes as long as the
+disk needs (and outlasts any HTTP timeout). The first attempt takes the digest
+of the bytes as it streams them from byte 0, at no extra read. A separate pass
+over the file runs only when no attempt will see it whole: a resumed stream,
+or a local/hybrid agent that reads the file itself against a known digest.
+No one outside the mesh asks for a part's MD5, so the hub no longer computes
+one (only an agent without CRC32 still gets an MD5 of what is streamed to it);
+the ``md5`` columns keep what older hubs stored.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import time
@@ -20,14 +24,15 @@ from typing import Any
 import anyio
 import anyio.to_thread
 
-from hub.agents.transfer import fingerprint_of
 from hub.core import lifecycle as lc
 from hub.core.errors import BadRequest, NotFound
+from hub.core.file_identity import fingerprint_of
 from hub.core.lifecycle import TaskRecord
 from hub.core.ports import Accounts
 from hub.core.spawner import Spawner
 from hub.core.state import HubState
 from hub.store.tasks import Store
+from protocol.integrity import new_part_digest
 
 log = logging.getLogger("bupmesh.hub")
 
@@ -41,7 +46,7 @@ class Parts:
         self.store = store
         self.accounts = accounts
         self.spawn = spawn
-        self.hashing: set[int] = set()  # parts with an MD5 pass running
+        self.hashing: set[int] = set()  # parts with a digest pass running
 
     async def create_part(
         self, file_path: str, *, account: str | None, title: str | None, auto_upload: bool = True
@@ -63,7 +68,7 @@ class Parts:
             await self.accounts.credentials(account)
         except Exception as exc:
             raise NotFound(f"account: {exc}") from None
-        # The MD5 is learned while the first attempt streams; the stat identity taken
+        # The digest is learned while the first attempt streams; the stat identity taken
         # now catches a file that changes meanwhile.
         part_id = await self.store.insert_part(
             file_path=str(path), size=size, md5="", account=account, title=title,
@@ -81,13 +86,14 @@ class Parts:
         """A pending task for the part (``pinned``: only that agent may take it)."""
         state = self.state
         async with state.lock:
-            # Read the part under the lock: its MD5 may have just been filled in.
+            # Read the part under the lock: its digest may have just been filled in.
             part = await self.store.get_part(part_id)
             if part is None:
                 raise NotFound(f"no part {part_id}")
             task = TaskRecord(
                 task_id=f"task-{uuid.uuid4().hex[:16]}", part_id=part_id,
                 file_path=part["file_path"], file_size=part["size"], file_md5=part["md5"],
+                file_digest=part.get("digest") or "",
                 account=part["account"], pinned_agent=pinned, force=bool(force and pinned),
                 file_fingerprint=part.get("fingerprint") or "", created_at=state.clock(),
             )
@@ -99,12 +105,12 @@ class Parts:
         state.poke()
         return task
 
-    async def learned_md5(self, task: TaskRecord, md5: str) -> None:
-        """The MD5 of a whole-file stream the agent confirmed receiving: the part's own,
+    async def learned_digest(self, task: TaskRecord, digest: str) -> None:
+        """The digest of a whole-file stream the agent confirmed receiving: the part's own,
         without a separate pass over the file (the part is uploaded by now)."""
-        task.file_md5 = md5
-        await self.store.set_part_hash(task.part_id, md5=md5, fingerprint=task.file_fingerprint,
-                                       state="uploaded")
+        task.file_digest = digest
+        await self.store.set_part_hash(task.part_id, digest=digest,
+                                       fingerprint=task.file_fingerprint, state="uploaded")
 
     def request_hash(self, part_id: int) -> None:
         """Hash the part's file in the background, unless a pass over it runs already."""
@@ -119,13 +125,13 @@ class Parts:
             self.hashing.discard(part_id)
 
     async def hash_part_once(self, part_id: int) -> None:
-        """Hash the part's file now (worker thread) and give its tasks the MD5."""
+        """Hash the part's file now (worker thread) and give its tasks the digest."""
         state = self.state
         part = await self.store.get_part(part_id)
-        if part is None or part["md5"]:
+        if part is None or part.get("digest"):
             return
         try:
-            md5, fingerprint = await anyio.to_thread.run_sync(
+            digest, fingerprint = await anyio.to_thread.run_sync(
                 _hash_file, part["file_path"], part["size"])
             failure = None
         except _StillChanging:
@@ -135,7 +141,7 @@ class Parts:
         async with state.lock:
             tasks = [t for t in state.tasks.values() if t.part_id == part_id]
             if failure is not None:
-                await self.store.set_part_hash(part_id, md5="", fingerprint="", state="failed")
+                await self.store.set_part_hash(part_id, digest="", fingerprint="", state="failed")
                 for task in tasks:
                     state.lifecycle.fail(task, lc.FILE, failure)
                     await state.save(task, "", "error", failure, part_state="failed")
@@ -143,12 +149,12 @@ class Parts:
                 return
             # No live task: the part may have been uploaded meanwhile (a resumed attempt
             # finishes before a 50 GB hash does); keep whatever state it has.
-            await self.store.set_part_hash(part_id, md5=md5, fingerprint=fingerprint,
+            await self.store.set_part_hash(part_id, digest=digest, fingerprint=fingerprint,
                                            state="queued" if tasks else None)
             for task in tasks:
-                task.file_md5, task.file_fingerprint = md5, fingerprint
+                task.file_digest, task.file_fingerprint = digest, fingerprint
                 await self.store.save_task(task)
-        log.info("part %d hashed: md5 %s", part_id, md5)
+        log.info("part %d hashed: digest %s", part_id, digest)
         state.poke()
 
 
@@ -178,18 +184,17 @@ def _quiet_fingerprint(st: os.stat_result) -> str:
 
 
 def _hash_file(file_path: str, expected_size: int) -> tuple[str, str]:
-    """MD5 and stat identity of a part's file (blocking: runs in a worker thread)."""
+    """Digest and stat identity of a part's file (blocking: runs in a worker thread)."""
     path = Path(file_path)
     before = fingerprint_of(path.stat())
-    h = hashlib.md5()
+    h = new_part_digest()
     size = 0
-    with open(path, "rb") as fh:
-        while True:
-            block = fh.read(4 << 20)
-            if not block:
-                break
-            h.update(block)
-            size += len(block)
+    buffer = bytearray(4 << 20)
+    view = memoryview(buffer)
+    with open(path, "rb", buffering=0) as fh:
+        while n := fh.readinto(buffer):
+            h.update(view[:n])
+            size += n
     st = path.stat()
     if fingerprint_of(st) != before or size != expected_size:
         raise _StillChanging(str(path))

@@ -32,9 +32,12 @@ from hub.agents.messages import Messages
 from hub.agents.sessions import Sessions
 from hub.agents.timeouts import Timeouts
 from hub.config import HubConfig
+from hub.core.account_risk import AccountLedger, AccountRules
 from hub.core.admin import Admin
+from hub.core.errors import NotFound
 from hub.core.events import EventBus
 from hub.core.held import HeldLeases
+from hub.core.history import History
 from hub.core.lifecycle import Lifecycle, Policy, TaskRecord
 from hub.core.outcomes import Outcomes
 from hub.core.ports import Submissions
@@ -43,13 +46,16 @@ from hub.core.registry import Registry
 from hub.core.reports import HeartbeatReport, ProgressReport
 from hub.core.retry_policy import RetryRules, TaskRetryPolicy
 from hub.core.risk import RiskLedger, RiskRules
+from hub.core.risk_admin import RiskAdmin
 from hub.core.scheduler import Scheduler
 from hub.core.spawner import Spawner
 from hub.core.state import HubState
 from hub.core.strategies import Strategy, make_strategy
 from hub.core.views import Views
-from hub.metrics import HubMetrics
+from hub.metrics import HubMetrics, storage_gauges
 from hub.parts import Parts
+from hub.rooms.book import RoomBook
+from hub.store.space import MiB, SpaceAlarm
 from hub.store.tasks import Store
 from protocol.tokens import TokenIssuer
 
@@ -64,10 +70,12 @@ class HubService:
         tokens: TokenIssuer,
         clock: Callable[[], float] = time.time,
         strategy: Strategy | None = None,
+        rooms: RoomBook | None = None,
     ) -> None:
         self.config = config
         self.store = store
         self.accounts = accounts
+        self.rooms = rooms  # None: rooms only from hub.yml, no room API (tests' hubs)
         self.tokens = tokens
         self.clock = clock
         hb = config.heartbeat
@@ -77,15 +85,18 @@ class HubService:
         lifecycle = Lifecycle(Policy(exclude_seconds=config.risk.cooldown_seconds), clock=clock,
                               retry=TaskRetryPolicy(RetryRules.from_settings(config.retry)))
         self.ledger = RiskLedger(RiskRules.from_settings(config.risk))
+        self.account_ledger = AccountLedger(AccountRules.from_settings(config.risk))
         self.events = EventBus()  # what changed, for the web UI's live view
         self.tasks: dict[str, TaskRecord] = {}  # active tasks; the state's own dict
         strategy = strategy or make_strategy(config.scheduler.strategy)
+        self.history = History(clock)  # the console's charts
         self.metrics = HubMetrics(agents=self.registry, tasks=self.tasks, store=store,
-                                  strategy=config.scheduler.strategy)
+                                  strategy=config.scheduler.strategy, history=self.history)
         self.state = state = HubState(
             registry=self.registry, lifecycle=lifecycle, ledger=self.ledger,
             held=HeldLeases(hb.held_grace_seconds, clock), store=store, events=self.events,
-            counters=self.metrics, clock=clock, tasks=self.tasks)
+            counters=self.metrics, clock=clock, tasks=self.tasks,
+            account_ledger=self.account_ledger)
         self.held = state.held
         self._spawn = Spawner()
         self._restart = RestartGrace(self.registry)
@@ -97,6 +108,7 @@ class HubService:
                                    member_url=config.bilibili.member_url)
         self.views = Views(state, self.scheduler.why_waiting)
         self.admin = Admin(state, self.views, self.parts.new_task)
+        self.risk_admin = RiskAdmin(state, accounts)
         self.auth = AgentAuth(psk=config.psk, tokens=tokens, registry=self.registry, store=store,
                               events=self.events, clock=clock)
         self.messages = Messages(state, outcomes=self._outcomes, parts=self.parts,
@@ -106,6 +118,16 @@ class HubService:
                                  heartbeat_interval=hb.interval_seconds)
         self._timeouts = Timeouts(state, self.auth, heartbeat_interval=hb.interval_seconds)
         self._submissions: Submissions | None = None
+        # The recording pipeline's read side (list, describe), for the live view.
+        self.recording_views: Any = None
+        # The data directory's NOSPACE alarm; every database of this hub reports to it.
+        self.space = SpaceAlarm(config.data_path,
+                                resume_free_bytes=int(config.storage.resume_free_mb * MiB),
+                                probe_interval=config.storage.probe_interval_seconds,
+                                clock=clock)
+        self.space.watch(store)
+        self.space.on_cleared(self.poke)
+        self.metrics.add_gauges(lambda: storage_gauges(self.space))
 
     @property
     def submissions(self) -> Submissions | None:
@@ -132,6 +154,7 @@ class HubService:
             self._spawn.bind(tg)
             tg.start_soon(self.scheduler.run)
             tg.start_soon(self._timeouts.run)
+            tg.start_soon(self.space.run)
             task_status.started()
 
     def poke(self) -> None:
@@ -181,6 +204,38 @@ class HubService:
     async def reenable_ip(self, ip: str) -> dict[str, Any]:
         return await self.admin.reenable_ip(ip)
 
+    async def account_risk(self, account: str | int) -> dict[str, Any]:
+        return await self.risk_admin.account_risk(account)
+
+    async def release_account(self, account: str | int) -> dict[str, Any]:
+        return await self.risk_admin.release_account(account)
+
+    async def forget_learned(self, scope: str, subject: str | None = None
+                             ) -> list[dict[str, Any]]:
+        return await self.risk_admin.forget(scope, subject)
+
+    def learned_limits(self) -> list[dict[str, Any]]:
+        return self.risk_admin.learned()
+
+    def list_captchas(self) -> list[dict[str, Any]]:
+        return self.risk_admin.captchas()
+
+    async def solve_captcha(self, voucher: str) -> dict[str, Any]:
+        return await self.risk_admin.solve_captcha(voucher)
+
+    async def risk_overview(self) -> dict[str, Any]:
+        """Learned limits, open captchas and every account's standing (the web UI's live
+        view of both ledgers beside the IP table)."""
+        accounts = []
+        for row in await self.accounts.list():
+            try:
+                accounts.append(await self.risk_admin.account_risk(row["account_id"]))
+            except NotFound:  # deleted meanwhile
+                continue
+        return {"learned": self.risk_admin.learned(),
+                "captchas": [c for c in self.risk_admin.captchas() if c["open"]],
+                "accounts": accounts}
+
     # -- read models ----------------------------------------------------------------------
 
     async def list_agents(self) -> list[dict[str, Any]]:
@@ -197,3 +252,7 @@ class HubService:
 
     async def list_ips(self) -> list[dict[str, Any]]:
         return await self.views.list_ips()
+
+    def chart_history(self) -> dict[str, Any]:
+        """Per-agent throughput (last hour) and per-IP uploads and risk events (last day)."""
+        return self.history.view(self.ledger.event_times())

@@ -20,6 +20,15 @@ Submit with its archive description stay in kilobytes. Four times the largest
 frame is ample headroom; a higher limit would only let a broken peer make the
 other end buffer more before the message is refused (RESOURCE_EXHAUSTED)."""
 
+MAX_SUBMIT_COVER = 768 << 10
+"""Largest cover image one ``Submit`` carries (768 KiB).
+
+A cover travels inside its Submit rather than in chunks of its own: live covers
+and cover art are JPEGs of a few hundred KiB (Bilibili shows them at 1146x717),
+and one message keeps a Submit one request with one answer. The cap keeps the
+Submit (cover, archive JSON with up to 100 parts, credentials) within the 1 MiB
+a Chunk may be, so no message on the link is larger than a frame of data."""
+
 KEEPALIVE_SECONDS = 20.0
 """The agent pings this often so that a half-open link (NAT state dropped, a peer
 gone without a FIN) is noticed within ``KEEPALIVE_SECONDS + PING_TIMEOUT_MS``; the

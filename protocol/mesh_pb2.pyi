@@ -40,7 +40,7 @@ class RegisterResponse(_message.Message):
     def __init__(self, agent_id: _Optional[str] = ..., token: _Optional[str] = ..., expires_at: _Optional[int] = ...) -> None: ...
 
 class Capabilities(_message.Message):
-    __slots__ = ("max_concurrent_uploads", "bandwidth_mbps", "storage_type", "buffer_bytes", "finish_handshake", "local_paths", "crc32_integrity", "submit")
+    __slots__ = ("max_concurrent_uploads", "bandwidth_mbps", "storage_type", "buffer_bytes", "finish_handshake", "local_paths", "crc32_integrity", "submit", "archive_operations")
     MAX_CONCURRENT_UPLOADS_FIELD_NUMBER: _ClassVar[int]
     BANDWIDTH_MBPS_FIELD_NUMBER: _ClassVar[int]
     STORAGE_TYPE_FIELD_NUMBER: _ClassVar[int]
@@ -49,6 +49,7 @@ class Capabilities(_message.Message):
     LOCAL_PATHS_FIELD_NUMBER: _ClassVar[int]
     CRC32_INTEGRITY_FIELD_NUMBER: _ClassVar[int]
     SUBMIT_FIELD_NUMBER: _ClassVar[int]
+    ARCHIVE_OPERATIONS_FIELD_NUMBER: _ClassVar[int]
     max_concurrent_uploads: int
     bandwidth_mbps: int
     storage_type: str
@@ -57,7 +58,8 @@ class Capabilities(_message.Message):
     local_paths: _containers.RepeatedScalarFieldContainer[str]
     crc32_integrity: bool
     submit: bool
-    def __init__(self, max_concurrent_uploads: _Optional[int] = ..., bandwidth_mbps: _Optional[int] = ..., storage_type: _Optional[str] = ..., buffer_bytes: _Optional[int] = ..., finish_handshake: _Optional[bool] = ..., local_paths: _Optional[_Iterable[str]] = ..., crc32_integrity: _Optional[bool] = ..., submit: _Optional[bool] = ...) -> None: ...
+    archive_operations: bool
+    def __init__(self, max_concurrent_uploads: _Optional[int] = ..., bandwidth_mbps: _Optional[int] = ..., storage_type: _Optional[str] = ..., buffer_bytes: _Optional[int] = ..., finish_handshake: _Optional[bool] = ..., local_paths: _Optional[_Iterable[str]] = ..., crc32_integrity: _Optional[bool] = ..., submit: _Optional[bool] = ..., archive_operations: _Optional[bool] = ...) -> None: ...
 
 class AgentMessage(_message.Message):
     __slots__ = ("hello", "heartbeat", "accept", "reject", "credit", "committed", "progress", "result", "status_reply", "finishing", "submit_result")
@@ -207,7 +209,7 @@ class Progress(_message.Message):
     def __init__(self, task_id: _Optional[str] = ..., attempt: _Optional[int] = ..., uploaded_bytes: _Optional[int] = ..., total_bytes: _Optional[int] = ..., speed_bps: _Optional[float] = ..., eta_seconds: _Optional[float] = ...) -> None: ...
 
 class Result(_message.Message):
-    __slots__ = ("task_id", "attempt", "success", "filename", "biz_id", "error_kind", "error_message", "md5", "crc32", "voucher", "retry_after_seconds", "error_code")
+    __slots__ = ("task_id", "attempt", "success", "filename", "biz_id", "error_kind", "error_message", "md5", "crc32", "voucher", "retry_after_seconds", "error_code", "file_digest", "problem", "reviews", "added", "videos")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     SUCCESS_FIELD_NUMBER: _ClassVar[int]
@@ -220,6 +222,11 @@ class Result(_message.Message):
     VOUCHER_FIELD_NUMBER: _ClassVar[int]
     RETRY_AFTER_SECONDS_FIELD_NUMBER: _ClassVar[int]
     ERROR_CODE_FIELD_NUMBER: _ClassVar[int]
+    FILE_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    PROBLEM_FIELD_NUMBER: _ClassVar[int]
+    REVIEWS_FIELD_NUMBER: _ClassVar[int]
+    ADDED_FIELD_NUMBER: _ClassVar[int]
+    VIDEOS_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     attempt: int
     success: bool
@@ -232,7 +239,12 @@ class Result(_message.Message):
     voucher: str
     retry_after_seconds: float
     error_code: int
-    def __init__(self, task_id: _Optional[str] = ..., attempt: _Optional[int] = ..., success: _Optional[bool] = ..., filename: _Optional[str] = ..., biz_id: _Optional[int] = ..., error_kind: _Optional[str] = ..., error_message: _Optional[str] = ..., md5: _Optional[str] = ..., crc32: _Optional[int] = ..., voucher: _Optional[str] = ..., retry_after_seconds: _Optional[float] = ..., error_code: _Optional[int] = ...) -> None: ...
+    file_digest: str
+    problem: str
+    reviews: _containers.RepeatedCompositeFieldContainer[ArchiveReview]
+    added: _containers.RepeatedScalarFieldContainer[str]
+    videos: int
+    def __init__(self, task_id: _Optional[str] = ..., attempt: _Optional[int] = ..., success: _Optional[bool] = ..., filename: _Optional[str] = ..., biz_id: _Optional[int] = ..., error_kind: _Optional[str] = ..., error_message: _Optional[str] = ..., md5: _Optional[str] = ..., crc32: _Optional[int] = ..., voucher: _Optional[str] = ..., retry_after_seconds: _Optional[float] = ..., error_code: _Optional[int] = ..., file_digest: _Optional[str] = ..., problem: _Optional[str] = ..., reviews: _Optional[_Iterable[_Union[ArchiveReview, _Mapping]]] = ..., added: _Optional[_Iterable[str]] = ..., videos: _Optional[int] = ...) -> None: ...
 
 class Finishing(_message.Message):
     __slots__ = ("task_id", "attempt", "offset", "session")
@@ -313,7 +325,7 @@ class BiliCredentials(_message.Message):
     def __init__(self, cookies: _Optional[str] = ..., access_key: _Optional[str] = ..., mid: _Optional[int] = ...) -> None: ...
 
 class Offer(_message.Message):
-    __slots__ = ("task_id", "attempt", "part_id", "file_name", "file_size", "file_md5", "credentials", "line", "member_url", "resume_session", "resume_offset", "file_path", "await_proceed", "crc32_integrity")
+    __slots__ = ("task_id", "attempt", "part_id", "file_name", "file_size", "file_md5", "credentials", "line", "member_url", "resume_session", "resume_offset", "file_path", "await_proceed", "crc32_integrity", "file_digest")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     PART_ID_FIELD_NUMBER: _ClassVar[int]
@@ -328,6 +340,7 @@ class Offer(_message.Message):
     FILE_PATH_FIELD_NUMBER: _ClassVar[int]
     AWAIT_PROCEED_FIELD_NUMBER: _ClassVar[int]
     CRC32_INTEGRITY_FIELD_NUMBER: _ClassVar[int]
+    FILE_DIGEST_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     attempt: int
     part_id: int
@@ -342,7 +355,8 @@ class Offer(_message.Message):
     file_path: str
     await_proceed: bool
     crc32_integrity: bool
-    def __init__(self, task_id: _Optional[str] = ..., attempt: _Optional[int] = ..., part_id: _Optional[int] = ..., file_name: _Optional[str] = ..., file_size: _Optional[int] = ..., file_md5: _Optional[str] = ..., credentials: _Optional[_Union[BiliCredentials, _Mapping]] = ..., line: _Optional[str] = ..., member_url: _Optional[str] = ..., resume_session: _Optional[bytes] = ..., resume_offset: _Optional[int] = ..., file_path: _Optional[str] = ..., await_proceed: _Optional[bool] = ..., crc32_integrity: _Optional[bool] = ...) -> None: ...
+    file_digest: str
+    def __init__(self, task_id: _Optional[str] = ..., attempt: _Optional[int] = ..., part_id: _Optional[int] = ..., file_name: _Optional[str] = ..., file_size: _Optional[int] = ..., file_md5: _Optional[str] = ..., credentials: _Optional[_Union[BiliCredentials, _Mapping]] = ..., line: _Optional[str] = ..., member_url: _Optional[str] = ..., resume_session: _Optional[bytes] = ..., resume_offset: _Optional[int] = ..., file_path: _Optional[str] = ..., await_proceed: _Optional[bool] = ..., crc32_integrity: _Optional[bool] = ..., file_digest: _Optional[str] = ...) -> None: ...
 
 class Chunk(_message.Message):
     __slots__ = ("task_id", "attempt", "offset", "data")
@@ -401,7 +415,7 @@ class Drain(_message.Message):
     def __init__(self, reason: _Optional[str] = ..., reconnect_after_seconds: _Optional[int] = ...) -> None: ...
 
 class Submit(_message.Message):
-    __slots__ = ("submit_id", "attempt", "credentials", "member_url", "api", "submission", "deadline_seconds", "sent_at_unix")
+    __slots__ = ("submit_id", "attempt", "credentials", "member_url", "api", "submission", "deadline_seconds", "sent_at_unix", "operation", "aid", "cover", "season_id", "section_id", "since_unix", "review_aids", "parts_per_request")
     SUBMIT_ID_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     CREDENTIALS_FIELD_NUMBER: _ClassVar[int]
@@ -410,6 +424,14 @@ class Submit(_message.Message):
     SUBMISSION_FIELD_NUMBER: _ClassVar[int]
     DEADLINE_SECONDS_FIELD_NUMBER: _ClassVar[int]
     SENT_AT_UNIX_FIELD_NUMBER: _ClassVar[int]
+    OPERATION_FIELD_NUMBER: _ClassVar[int]
+    AID_FIELD_NUMBER: _ClassVar[int]
+    COVER_FIELD_NUMBER: _ClassVar[int]
+    SEASON_ID_FIELD_NUMBER: _ClassVar[int]
+    SECTION_ID_FIELD_NUMBER: _ClassVar[int]
+    SINCE_UNIX_FIELD_NUMBER: _ClassVar[int]
+    REVIEW_AIDS_FIELD_NUMBER: _ClassVar[int]
+    PARTS_PER_REQUEST_FIELD_NUMBER: _ClassVar[int]
     submit_id: str
     attempt: int
     credentials: BiliCredentials
@@ -418,10 +440,34 @@ class Submit(_message.Message):
     submission: bytes
     deadline_seconds: float
     sent_at_unix: float
-    def __init__(self, submit_id: _Optional[str] = ..., attempt: _Optional[int] = ..., credentials: _Optional[_Union[BiliCredentials, _Mapping]] = ..., member_url: _Optional[str] = ..., api: _Optional[str] = ..., submission: _Optional[bytes] = ..., deadline_seconds: _Optional[float] = ..., sent_at_unix: _Optional[float] = ...) -> None: ...
+    operation: str
+    aid: int
+    cover: bytes
+    season_id: int
+    section_id: int
+    since_unix: float
+    review_aids: _containers.RepeatedScalarFieldContainer[int]
+    parts_per_request: int
+    def __init__(self, submit_id: _Optional[str] = ..., attempt: _Optional[int] = ..., credentials: _Optional[_Union[BiliCredentials, _Mapping]] = ..., member_url: _Optional[str] = ..., api: _Optional[str] = ..., submission: _Optional[bytes] = ..., deadline_seconds: _Optional[float] = ..., sent_at_unix: _Optional[float] = ..., operation: _Optional[str] = ..., aid: _Optional[int] = ..., cover: _Optional[bytes] = ..., season_id: _Optional[int] = ..., section_id: _Optional[int] = ..., since_unix: _Optional[float] = ..., review_aids: _Optional[_Iterable[int]] = ..., parts_per_request: _Optional[int] = ...) -> None: ...
+
+class ArchiveReview(_message.Message):
+    __slots__ = ("aid", "bvid", "review", "state", "state_desc", "reason")
+    AID_FIELD_NUMBER: _ClassVar[int]
+    BVID_FIELD_NUMBER: _ClassVar[int]
+    REVIEW_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    STATE_DESC_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    aid: int
+    bvid: str
+    review: str
+    state: int
+    state_desc: str
+    reason: str
+    def __init__(self, aid: _Optional[int] = ..., bvid: _Optional[str] = ..., review: _Optional[str] = ..., state: _Optional[int] = ..., state_desc: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class SubmitResult(_message.Message):
-    __slots__ = ("submit_id", "attempt", "success", "aid", "bvid", "error_kind", "error_message", "voucher", "retry_after_seconds", "error_code")
+    __slots__ = ("submit_id", "attempt", "success", "aid", "bvid", "error_kind", "error_message", "voucher", "retry_after_seconds", "error_code", "problem", "reviews", "added", "videos")
     SUBMIT_ID_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     SUCCESS_FIELD_NUMBER: _ClassVar[int]
@@ -432,6 +478,10 @@ class SubmitResult(_message.Message):
     VOUCHER_FIELD_NUMBER: _ClassVar[int]
     RETRY_AFTER_SECONDS_FIELD_NUMBER: _ClassVar[int]
     ERROR_CODE_FIELD_NUMBER: _ClassVar[int]
+    PROBLEM_FIELD_NUMBER: _ClassVar[int]
+    REVIEWS_FIELD_NUMBER: _ClassVar[int]
+    ADDED_FIELD_NUMBER: _ClassVar[int]
+    VIDEOS_FIELD_NUMBER: _ClassVar[int]
     submit_id: str
     attempt: int
     success: bool
@@ -442,4 +492,8 @@ class SubmitResult(_message.Message):
     voucher: str
     retry_after_seconds: float
     error_code: int
-    def __init__(self, submit_id: _Optional[str] = ..., attempt: _Optional[int] = ..., success: _Optional[bool] = ..., aid: _Optional[int] = ..., bvid: _Optional[str] = ..., error_kind: _Optional[str] = ..., error_message: _Optional[str] = ..., voucher: _Optional[str] = ..., retry_after_seconds: _Optional[float] = ..., error_code: _Optional[int] = ...) -> None: ...
+    problem: str
+    reviews: _containers.RepeatedCompositeFieldContainer[ArchiveReview]
+    added: _containers.RepeatedScalarFieldContainer[str]
+    videos: int
+    def __init__(self, submit_id: _Optional[str] = ..., attempt: _Optional[int] = ..., success: _Optional[bool] = ..., aid: _Optional[int] = ..., bvid: _Optional[str] = ..., error_kind: _Optional[str] = ..., error_message: _Optional[str] = ..., voucher: _Optional[str] = ..., retry_after_seconds: _Optional[float] = ..., error_code: _Optional[int] = ..., problem: _Optional[str] = ..., reviews: _Optional[_Iterable[_Union[ArchiveReview, _Mapping]]] = ..., added: _Optional[_Iterable[str]] = ..., videos: _Optional[int] = ...) -> None: ...

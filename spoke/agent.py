@@ -15,6 +15,12 @@ receiving bytes is kept that long (:mod:`spoke.held`), listed in the next
 every other attempt is abandoned without completing its upload (the hub
 re-offers it with the resume point it holds). Needs asyncio (the link is
 ``grpc.aio``).
+
+What Bilibili sees of the agent goes into every Hello and Heartbeat
+(:class:`~spoke.egress.Reach`): the egress address an :class:`~spoke.egress.EgressWatch`
+learns from Bilibili (asked again after any network error an upload or a
+submission reports), and the line its :class:`~uploader.line_choice.LineEstimator`
+rates best, kept across uploads.
 """
 
 from __future__ import annotations
@@ -33,16 +39,20 @@ from protocol.chunks import WireChunk
 from protocol.credit import CreditBudget
 from spoke.backoff import Backoff
 from spoke.config import AgentSettings
+from spoke.egress import EgressWatch, Reach, zone_lookup
 from spoke.held import HeldTasks
 from spoke.link import Link
-from spoke.local import Md5Cache
+from spoke.local import DigestCache
 from spoke.memory import memory_mb, release_free_heap
 from spoke.runner import AGENT, TaskFailure, TaskRunner
 from spoke.source import StreamSource
 from spoke.stream import CreditPump, Stream
 from spoke.submitter import execute, submit_time_left
+from uploader.errors import ErrorKind
+from uploader.line_choice import LineEstimator
 
 STOP_WAIT = 5.0  # how long stopped runners get to unwind (they stop promptly)
+EGRESS_FIRST_WAIT = 5.0  # at start, how long the first Hello waits for the egress address
 DRAIN_OVERRUN = 15.0  # past the drain grace, the stream is closed whatever still hangs
 
 
@@ -59,6 +69,8 @@ class Agent:
         client_factory: Callable[..., Any] | None = None,
         uploader_factory: Callable[..., Any] | None = None,
         backoff: Backoff | None = None,
+        egress_lookup: Callable[[], Any] | None = None,
+        lines: LineEstimator | None = None,
     ) -> None:
         self.settings = settings
         self.log = logging.LoggerAdapter(
@@ -76,7 +88,7 @@ class Agent:
         self._late_commits: dict[str, pb.AgentMessage] = {}  # Committed while detached
         self._tasks_tg: anyio.abc.TaskGroup | None = None  # where runners run
         self._submits: set[tuple[str, int]] = set()  # Submit attempts run (never twice)
-        self.md5_cache = Md5Cache()  # local reads: MD5 per file version, across tasks
+        self.digests = DigestCache()  # local reads: digest per file version, across tasks
         self.clock = clock
         self._factories: dict[str, Any] = {}
         if client_factory is not None:
@@ -88,6 +100,16 @@ class Agent:
         self.credit = CreditPump(self.budget, self._attempt_of)
         self._draining = False  # no new offers
         self.tasks_completed = 0
+        # What Bilibili sees of this agent (Hello, Heartbeat): its egress, its best line.
+        self.egress = EgressWatch(
+            settings.egress_check_interval,
+            egress_lookup or zone_lookup(settings),
+            on_change=self._egress_changed,
+            clock=clock,
+            log=self.log,
+        )
+        self.lines = lines or LineEstimator(rng=rng)
+        self._may_dial = anyio.Event()  # the first egress answer is in (or we stop)
 
     # -- public --------------------------------------------------------------------------------
 
@@ -97,6 +119,12 @@ class Agent:
             self._tasks_tg = tasks
             if self._held.grace > 0:
                 tasks.start_soon(self._reap_held)
+            tasks.start_soon(self.egress.run)
+            tasks.start_soon(self._dial_when_egress_known)
+            # The first Hello should carry the egress (the hub keys its IP ledger on it);
+            # a slow or unreachable Bilibili only delays it a little, a stop not at all.
+            with anyio.move_on_after(EGRESS_FIRST_WAIT):
+                await self._may_dial.wait()
             await self.link.run()
             # Held attempts with no stream left to finish on (the drain took the others).
             for runner in list(self.runners.values()):
@@ -110,6 +138,7 @@ class Agent:
 
     def stop(self) -> None:
         """Graceful drain (SIGTERM): finish running tasks up to the grace period, then exit."""
+        self._may_dial.set()  # stop waiting for the egress: there is nothing left to dial
         if self.link.stopping:
             return
         self._draining = True
@@ -135,6 +164,7 @@ class Agent:
             buffer_bytes=s.buffer_bytes,
             finish_handshake=True,
             submit=True,  # spoke/submitter.py
+            archive_operations=True,  # spoke/archive_ops.py
             crc32_integrity=s.crc32_integrity,
             local_paths=list(s.local_roots) if s.storage_type in ("local", "hybrid") else [],
         )
@@ -151,6 +181,15 @@ class Agent:
                                     committed_bytes=runner.source.restart_check()))
         return held
 
+    def reach(self) -> Reach:
+        """What Bilibili sees of this agent, for Hello and Heartbeat."""
+        best = self.lines.best()
+        return Reach(
+            egress_ip=self.egress.address,
+            line=best.name if best is not None else "",
+            line_bps=best.bps if best is not None else 0.0,
+        )
+
     def heartbeat(self) -> pb.Heartbeat:
         running = len(self.runners)
         if self._draining:
@@ -159,13 +198,26 @@ class Agent:
             status = "busy"
         else:
             status = "online"
+        reach = self.reach()
         return pb.Heartbeat(
             status=status,
             current_tasks=running,
             free_slots=0 if self._draining else self.free_slots,
             memory_mb=memory_mb(),
             tasks_completed=self.tasks_completed,
+            egress_ip=reach.egress_ip,
+            line=reach.line,
+            line_bps=reach.line_bps,
         )
+
+    async def _dial_when_egress_known(self) -> None:
+        await self.egress.first_answer.wait()
+        self._may_dial.set()
+
+    def _egress_changed(self, address: str) -> None:
+        """Tell the hub at once: its IP ledger must follow the address Bilibili sees."""
+        if self.link.stream is not None:
+            self._send(pb.AgentMessage(heartbeat=self.heartbeat()))
 
     def welcomed(self, stream: Stream, held: list[pb.HeldTask]) -> None:
         self._draining = self.link.stopping
@@ -266,6 +318,7 @@ class Agent:
     def _task_send(self, message: pb.AgentMessage) -> None:
         """A runner's message. With no stream it is dropped, but for the latest
         ``Committed``, which is sent again if the attempt is held across the reconnect."""
+        self._watch_for_network_trouble(message)
         if self.link.stream is None:
             if message.WhichOneof("kind") == "committed":
                 self._late_commits[message.committed.task_id] = message
@@ -275,11 +328,17 @@ class Agent:
     def _send(self, message: pb.AgentMessage) -> None:
         self.link.send(message)
 
+    def _watch_for_network_trouble(self, message: pb.AgentMessage) -> None:
+        """A network failure may mean the route (a proxy, say) changed: look at the egress."""
+        kind = message.WhichOneof("kind")
+        if kind in ("result", "submit_result"):
+            reply = getattr(message, kind)
+            if not reply.success and reply.error_kind == ErrorKind.NETWORK.value:
+                self.egress.poke()
+
     async def _progress_ticker(self) -> None:
         while True:
             await anyio.sleep(1.0)
-            if self.runners:
-                release_free_heap()
             for runner in list(self.runners.values()):
                 runner.report_progress()
 
@@ -322,6 +381,7 @@ class Agent:
             send=self._task_send,
             on_space=self.credit.wake,
             clock=self.clock,
+            lines=self.lines,
             **self._factories,
         )
         try:
@@ -380,7 +440,7 @@ class Agent:
     async def _run_task(self, runner: TaskRunner, check_local: bool = False) -> None:
         try:
             if check_local:
-                local = await runner.check_local(self.md5_cache)
+                local = await runner.check_local(self.digests)
                 if self.link.stream is None:  # the stream went while we looked at the disk
                     runner.state.reject()
                     runner.finished.set()
@@ -442,7 +502,9 @@ class Agent:
         with anyio.CancelScope(shield=True), anyio.move_on_after(limit):
             result = await execute(msg, source_ip=self.settings.source_ip,
                                    proxy=self.settings.proxy, **factory)
-            self._send(pb.AgentMessage(submit_result=result))
+            message = pb.AgentMessage(submit_result=result)
+            self._watch_for_network_trouble(message)
+            self._send(message)
 
     def _status_reply(self, query: pb.StatusQuery) -> pb.StatusReply:
         return pb.StatusReply(

@@ -15,7 +15,7 @@ import anyio
 from bupmesh.logs import add_arguments as log_arguments
 from bupmesh.logs import setup_logging
 from spoke.config import AgentSettings, load_agents, parse_tags
-from spoke.memory import return_big_buffers_to_the_os
+from spoke.memory import tune_malloc
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -46,6 +46,17 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="local/hybrid: a directory of the hub's files readable here at the same path "
         "(repeatable); parts found there are uploaded from disk, not streamed",
     )
+    add(
+        "--bili-api-url",
+        metavar="URL",
+        help="Bilibili web API base, asked which address it sees this agent at "
+        "(default https://api.bilibili.com; env BUPMESH_BILI_API_URL)",
+    )
+    add(
+        "--egress-check-interval",
+        metavar="DUR",
+        help="how often to ask Bilibili for this agent's egress address (default 300s; 0: never)",
+    )
     log_arguments(parser)
 
 
@@ -67,6 +78,8 @@ def settings_from_args(args: argparse.Namespace) -> list[AgentSettings]:
         "agent.bandwidth_mbps": args.bandwidth_mbps,
         "agent.storage_type": args.storage_type,
         "agent.local_roots": args.local_root,
+        "bilibili.api_url": args.bili_api_url,
+        "agent.egress_check_interval": args.egress_check_interval,
     }
     if args.ca_file:
         flags["server.tls"] = True
@@ -75,7 +88,7 @@ def settings_from_args(args: argparse.Namespace) -> list[AgentSettings]:
 
 def run(args: argparse.Namespace) -> int:
     agents = settings_from_args(args)
-    return_big_buffers_to_the_os()
+    tune_malloc()
     # The PSK of every agent in this process is scrubbed from every log line; JWTs
     # and cookie-shaped values are recognised by shape (bupmesh.logs).
     setup_logging(args.log_level, args.log_format, secrets=[s.token for s in agents])

@@ -17,6 +17,12 @@ Two file shapes are accepted:
   MD5 against the offer, instead of having the hub stream it (spoke/local.py).
   ``network`` agents (the default) always stream; roots need local or hybrid.
 
+  ``bilibili.api_url`` (``--bili-api-url``, env ``BUPMESH_BILI_API_URL``; the
+  hub's setting of the same name) is where the agent asks Bilibili which
+  address it sees (``x/web-interface/zone``): at start, every
+  ``agent.egress_check_interval`` (default 300 s; 0 = never) and after a
+  network or proxy error (spoke/egress.py).
+
 * the multi-agent file (one process runs every agent listed)::
 
       agents:
@@ -49,8 +55,10 @@ from bupmesh.config import (
     read_yaml,
 )
 from spoke.local import normalise_roots
+from uploader.client import DEFAULT_API_URL
 
 DEFAULT_PORT = 12382
+EGRESS_MIN, EGRESS_MAX = 10.0, 86400.0  # egress_check_interval bounds (or 0: off)
 
 
 class _S(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -81,10 +89,15 @@ class AgentSection(_S):
     storage_type: Literal["network", "local", "hybrid"] = "network"
     local_roots: list[str] = []  # local/hybrid: hub directories readable here
     chunk_size_mb: int = 10  # assumed upos chunk size before preupload says otherwise
+    egress_check_interval: str | float = "300s"  # 0: never ask Bilibili for the egress
 
 
 class ResourcesSection(_S):
     max_memory_mb: int | None = None
+
+
+class BilibiliSection(_S):
+    api_url: str = DEFAULT_API_URL  # x/web-interface/zone: the egress Bilibili sees
 
 
 class AgentFile(_S):
@@ -93,6 +106,7 @@ class AgentFile(_S):
     server: ServerSection = msgspec.field(default_factory=ServerSection)
     agent: AgentSection = msgspec.field(default_factory=AgentSection)
     resources: ResourcesSection = msgspec.field(default_factory=ResourcesSection)
+    bilibili: BilibiliSection = msgspec.field(default_factory=BilibiliSection)
     tags: dict[str, str] = {}
 
 
@@ -121,6 +135,8 @@ class AgentEntry(_S):
     local_roots: list[str] = []
     chunk_size_mb: int = 10
     max_memory_mb: int | None = None
+    api_url: str = DEFAULT_API_URL
+    egress_check_interval: str | float = "300s"
 
 
 @dataclass(frozen=True)
@@ -153,6 +169,10 @@ class AgentSettings:
     # Announce Capabilities.crc32_integrity (check streams with CRC32, not MD5). Always
     # on in real agents; tests turn it off to play an agent from before the capability.
     crc32_integrity: bool = True
+    # Where to ask Bilibili which address it sees (x/web-interface/zone), and how often
+    # (seconds; 0: never, the hub then keys this agent by its link address).
+    api_url: str = DEFAULT_API_URL
+    egress_check_interval: float = 300.0
 
     @property
     def reported_ip(self) -> str:
@@ -168,6 +188,7 @@ ENV_KEYS = {
     "AGENT_TOKEN": "agent.token",
     "MAX_CONCURRENT": "agent.max_concurrent_uploads",
     "MEMORY_LIMIT": "resources.max_memory_mb",
+    "BUPMESH_BILI_API_URL": "bilibili.api_url",
 }
 
 # Single-file dotted key -> multi-agent entry key.
@@ -189,6 +210,8 @@ _FLAT = {
     "agent.storage_type": "storage_type",
     "agent.local_roots": "local_roots",
     "resources.max_memory_mb": "max_memory_mb",
+    "bilibili.api_url": "api_url",
+    "agent.egress_check_interval": "egress_check_interval",
     "tags": "tags",
 }
 _IDENTITY = {"agent.id", "agent.name", "agent.source_ip", "agent.ip_address"}
@@ -267,6 +290,8 @@ def load_agents(
             local_roots=agent.local_roots,
             chunk_size_mb=agent.chunk_size_mb,
             max_memory_mb=parsed.resources.max_memory_mb,
+            api_url=parsed.bilibili.api_url,
+            egress_check_interval=agent.egress_check_interval,
         )
     ]
 
@@ -353,19 +378,22 @@ def _validate(*, prefix: str, keys: Mapping[str, str], **v: Any) -> AgentSetting
         raise ConfigError(f"{name('id')}: use 1-64 letters, digits, '.', '_', ':' or '-'")
     if not v["token"]:
         raise ConfigError(f"{name('token')}: required setting is missing (--token or AGENT_TOKEN)")
-    if v["max_concurrent"] < 1:
-        raise ConfigError(f"{name('max_concurrent')}: must be at least 1")
-    if v["buffer_size_mb"] < 1:
-        raise ConfigError(f"{name('buffer_size_mb')}: must be at least 1")
-    if v["chunk_size_mb"] < 1:
-        raise ConfigError(f"{name('chunk_size_mb')}: must be at least 1")
+    # Every number has a range: a value outside it stops the agent with one line.
+    for key, low, high in (("max_concurrent", 1, 64), ("buffer_size_mb", 1, 65536),
+                           ("chunk_size_mb", 1, 1024)):
+        if v[key] < low:
+            raise ConfigError(f"{name(key)}: must be at least {low}")
+        if v[key] > high:
+            raise ConfigError(f"{name(key)}: must be at most {high}")
     if v["buffer_size_mb"] < v["chunk_size_mb"]:
         raise ConfigError(
             f"{name('buffer_size_mb')}: {v['buffer_size_mb']} MB cannot hold one upload chunk "
             f"of {v['chunk_size_mb']} MB"
         )
-    if v["bandwidth_mbps"] < 0:
-        raise ConfigError(f"{name('bandwidth_mbps')}: must not be negative")
+    if not 0 <= v["bandwidth_mbps"] <= 1_000_000:
+        raise ConfigError(f"{name('bandwidth_mbps')}: must be within 0..1000000")
+    if v["max_memory_mb"] is not None and v["max_memory_mb"] < 1:
+        raise ConfigError(f"{name('max_memory_mb')}: must be at least 1")
     if v["max_memory_mb"] is not None and v["buffer_size_mb"] >= v["max_memory_mb"]:
         raise ConfigError(
             f"{name('buffer_size_mb')}: {v['buffer_size_mb']} MB leaves nothing of "
@@ -389,10 +417,23 @@ def _validate(*, prefix: str, keys: Mapping[str, str], **v: Any) -> AgentSetting
     heartbeat = parse_duration(v["heartbeat_interval"], key=name("heartbeat_interval"))
     if heartbeat <= 0:
         raise ConfigError(f"{name('heartbeat_interval')}: must be positive")
+    if heartbeat > 3600:
+        raise ConfigError(f"{name('heartbeat_interval')}: must be at most 1h")
     grace = parse_duration(v["drain_grace"], key=name("drain_grace"))
+    if grace > 86400:
+        raise ConfigError(f"{name('drain_grace')}: must be at most 24h")
     held_grace = parse_duration(v["held_grace"], key=name("held_grace"))
-    if held_grace < 0:
-        raise ConfigError(f"{name('held_grace')}: must not be negative")
+    if held_grace > 3600:
+        raise ConfigError(f"{name('held_grace')}: must be at most 1h")
+    egress_every = parse_duration(v["egress_check_interval"], key=name("egress_check_interval"))
+    if egress_every != 0 and not EGRESS_MIN <= egress_every <= EGRESS_MAX:
+        raise ConfigError(
+            f"{name('egress_check_interval')}: must be 0 (never) or within "
+            f"{EGRESS_MIN:g}..{EGRESS_MAX:g} seconds"
+        )
+    api_url = str(v["api_url"]).strip().rstrip("/")
+    if not re.fullmatch(r"https?://[^/\s]+(/\S*)?", api_url):
+        raise ConfigError(f"{name('api_url')}: expected an http(s) URL")
     roots = v["local_roots"] or []
     if roots and v["storage_type"] not in ("local", "hybrid"):
         raise ConfigError(
@@ -424,4 +465,6 @@ def _validate(*, prefix: str, keys: Mapping[str, str], **v: Any) -> AgentSetting
         local_roots=normalise_roots(roots),
         chunk_size=v["chunk_size_mb"] << 20,
         max_memory_mb=v["max_memory_mb"],
+        api_url=api_url,
+        egress_check_interval=egress_every,
     )

@@ -31,6 +31,7 @@ from protocol.chunks import WireChunk, parse_hub_message
 from protocol.grpc_options import channel_options
 from spoke.backoff import Backoff
 from spoke.config import AgentSettings
+from spoke.egress import Reach
 from spoke.stream import Stream
 
 VERSION = "bupmesh-agent/0.1"
@@ -54,6 +55,10 @@ class LinkHandler(Protocol):
         ...
 
     def heartbeat(self) -> pb.Heartbeat:
+        ...
+
+    def reach(self) -> Reach:
+        """What Bilibili sees of this agent (egress address, line) for ``Hello``."""
         ...
 
     def welcomed(self, stream: Stream, held: list[pb.HeldTask]) -> None:
@@ -271,6 +276,7 @@ class Link:
 
     def _hello(self, held: list[pb.HeldTask]) -> pb.Hello:
         s = self.settings
+        reach = self.handler.reach()
         return pb.Hello(
             agent_id=s.agent_id,
             agent_name=s.agent_name,
@@ -279,6 +285,9 @@ class Link:
             tags=s.tags,
             held_tasks=held,
             version=VERSION,
+            egress_ip=reach.egress_ip,
+            line=reach.line,
+            line_bps=reach.line_bps,
         )
 
 

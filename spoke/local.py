@@ -6,15 +6,16 @@ sees the hub's files on a shared mount. It lists the directories it can read
 ``Capabilities.local_paths``, so the locality strategy can prefer it. That is
 only a hint: before it answers an ``Offer`` with ``Accept(local_read=true)``
 the agent checks its copy itself, because the hub then streams nothing and the
-``Result`` must carry the part's MD5:
+``Result`` must carry the part's digest (XXH3-128, :mod:`protocol.integrity`):
 
 * the offered path lies under one of its roots (after normalising ``..``, and
   the resolved file too, so a symlink cannot lead out of a root);
-* the file there has the offered size and the offered MD5 (a local read is
-  only ever made against a known MD5: the first attempt of a part whose MD5
-  the hub has not computed yet is streamed).
+* the file there has the offered size and the offered digest (a local read is
+  only ever made against a known digest: the first attempt of a part whose
+  digest the hub has not taken yet is streamed). A part an older hub hashed
+  comes with its MD5 instead, and the copy is checked by MD5.
 
-Hashing a 50 GB file takes longer than the hub waits for an answer to its
+Reading a 50 GB file takes longer than the hub waits for an answer to its
 offer, so the check is bounded: if the hash is not done in time the attempt is
 streamed, the hash finishes in its thread and is cached by the file's identity
 (path, size, mtime, inode), so the next offer of that part reads locally.
@@ -35,6 +36,7 @@ from dataclasses import dataclass
 import anyio
 import anyio.to_thread
 
+from protocol.integrity import new_part_digest
 from uploader.errors import ErrorKind, UploadError
 from uploader.source import FileSource
 
@@ -81,25 +83,27 @@ class Fingerprint:
         return cls(path, st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev)
 
 
-class Md5Cache:
-    """MD5 per file version, shared by the agent's tasks (thread-safe, bounded LRU)."""
+class DigestCache:
+    """Digest per file version and kind (``"digest"`` or ``"md5"``), shared by the agent's
+    tasks (thread-safe, bounded LRU)."""
 
     def __init__(self, entries: int = CACHE_ENTRIES) -> None:
         self._entries = entries
-        self._data: OrderedDict[Fingerprint, str] = OrderedDict()
+        self._data: OrderedDict[tuple[Fingerprint, str], str] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, fp: Fingerprint) -> str | None:
+    def get(self, fp: Fingerprint, kind: str = "digest") -> str | None:
         with self._lock:
-            md5 = self._data.get(fp)
-            if md5 is not None:
-                self._data.move_to_end(fp)
-            return md5
+            value = self._data.get((fp, kind))
+            if value is not None:
+                self._data.move_to_end((fp, kind))
+            return value
 
-    def put(self, fp: Fingerprint, md5: str) -> None:
+    def put(self, fp: Fingerprint, value: str, kind: str = "digest") -> None:
+        key = (fp, kind)
         with self._lock:
-            self._data[fp] = md5
-            self._data.move_to_end(fp)
+            self._data[key] = value
+            self._data.move_to_end(key)
             while len(self._data) > self._entries:
                 self._data.popitem(last=False)
 
@@ -109,17 +113,20 @@ class LocalSource:
 
     Offers what the runner asks of a :class:`~spoke.source.StreamSource` at the end
     of an attempt: ``wait_end`` (nothing to wait for), ``verify`` (the file is still
-    the version whose MD5 matched: a file rewritten during the upload must not be
-    completed) and ``md5`` (the whole file's, which ``Result.md5`` must be).
+    the version whose digest matched: a file rewritten during the upload must not be
+    completed), and the value that matched, which the ``Result`` must carry:
+    ``digest`` (``Result.file_digest``) or, against an older hub, ``md5``.
     """
 
     rewindable = True
 
-    def __init__(self, path: str, fingerprint: Fingerprint, md5: str) -> None:
+    def __init__(self, path: str, fingerprint: Fingerprint, *, digest: str = "",
+                 md5: str = "") -> None:
         self._file = FileSource(path)
         self.path = path
         self.size = self._file.size
         self.fingerprint = fingerprint
+        self.digest = digest
         self._md5 = md5
 
     async def read(self, offset: int, length: int) -> bytes:
@@ -154,18 +161,20 @@ class LocalSource:
         return 0
 
 
-def _hash_file(path: str, fp: Fingerprint, cache: Md5Cache) -> str:
-    digest = hashlib.md5()
-    with open(path, "rb") as fh:
-        while block := fh.read(HASH_BLOCK):
-            digest.update(block)
-    md5 = digest.hexdigest()
+def _hash_file(path: str, fp: Fingerprint, cache: DigestCache, kind: str) -> str:
+    digest = new_part_digest() if kind == "digest" else hashlib.md5()
+    buffer = bytearray(HASH_BLOCK)
+    view = memoryview(buffer)
+    with open(path, "rb", buffering=0) as fh:
+        while n := fh.readinto(buffer):
+            digest.update(view[:n])
+    value = digest.hexdigest()
     try:
         if Fingerprint.of(fp.path, os.stat(path)) == fp:  # unchanged while we read it
-            cache.put(fp, md5)
+            cache.put(fp, value, kind)
     except OSError:
         pass
-    return md5
+    return value
 
 
 def _inspect(path: str, size: int, roots: tuple[str, ...]) -> tuple[str, Fingerprint] | str:
@@ -190,33 +199,37 @@ async def check_local(
     path: str,
     *,
     size: int,
-    md5: str,
+    digest: str = "",
+    md5: str = "",
     roots: Iterable[str],
-    cache: Md5Cache,
+    cache: DigestCache,
     limit: float = CHECK_LIMIT,
 ) -> LocalSource | str:
     """A :class:`LocalSource` for ``path`` if this agent's copy is the offered part,
-    else the reason it is not (the caller streams instead)."""
-    if not md5:
-        return "no MD5 in the offer yet"
+    else the reason it is not (the caller streams instead).
+
+    ``digest`` is the offered part digest; an older hub offers only ``md5``."""
+    kind, want = ("digest", digest) if digest else ("md5", md5)
+    if not want:
+        return "no digest in the offer yet"
     found = await anyio.to_thread.run_sync(_inspect, path, size, tuple(roots))
     if isinstance(found, str):
         return found
     real, fp = found
-    have = cache.get(fp)
+    have = cache.get(fp, kind)
     if have is None:
         with anyio.move_on_after(limit):
             try:
                 have = await anyio.to_thread.run_sync(
-                    _hash_file, real, fp, cache, abandon_on_cancel=True
+                    _hash_file, real, fp, cache, kind, abandon_on_cancel=True
                 )
             except OSError as exc:
                 return f"cannot read the local copy: {exc.strerror or exc}"
         if have is None:
             return f"hashing the local copy takes longer than {limit:g}s (cached for next time)"
-    if have != md5.lower():
-        return "local copy's MD5 differs from the part's"
+    if have != want.lower():
+        return f"local copy's {kind} differs from the part's"
     try:
-        return LocalSource(real, fp, have)
+        return LocalSource(real, fp, **{kind: have})
     except OSError as exc:
         return f"cannot open the local copy: {exc.strerror or exc}"

@@ -25,13 +25,14 @@ from protocol import mesh_pb2 as pb
 from protocol.chunks import WireChunk
 from protocol.credit import CreditBudget, CreditError
 from spoke.config import AgentSettings
-from spoke.local import LocalSource, Md5Cache, check_local
+from spoke.local import DigestCache, LocalSource, check_local
 from spoke.progress import ProgressGate
 from spoke.source import BufferTooSmall, StreamError, StreamSource
 from spoke.task_state import InvalidTransition, State, TaskState
 from uploader.client import DEFAULT_MEMBER_URL, BiliClient
 from uploader.credentials import Credentials, CredentialsError
 from uploader.errors import ErrorKind, StaleSessionError, UploadError
+from uploader.line_choice import LineEstimator
 from uploader.session import SessionError, UposSession
 from uploader.upos import Progress, UploadResult, UposUploader, server_filename
 
@@ -73,6 +74,7 @@ class TaskRunner:
         clock: Callable[[], float] = time.monotonic,
         client_factory: Callable[..., Any] = BiliClient,
         uploader_factory: Callable[..., Any] = UposUploader,
+        lines: LineEstimator | None = None,
     ) -> None:
         self.task_id = offer.task_id
         self.attempt = offer.attempt
@@ -87,7 +89,8 @@ class TaskRunner:
         # Proceed, so an attempt the hub gave up on never completes behind its back.
         self.await_proceed = bool(offer.await_proceed)
         self.file_path = offer.file_path
-        self.file_md5 = offer.file_md5.lower()
+        self.file_digest = offer.file_digest.lower()
+        self.file_md5 = offer.file_md5.lower()  # a part an older hub hashed
         self.local_read = False  # reading file_path from disk instead of the hub's stream
         self.settings = settings
         self.budget = budget
@@ -96,6 +99,7 @@ class TaskRunner:
         self._clock = clock
         self._client_factory = client_factory
         self._uploader_factory = uploader_factory
+        self._lines = lines  # the agent's line estimates, kept across its uploads
         self.state = TaskState()
         self.credentials: Credentials | None = None
         self.session: UposSession | None = None
@@ -189,7 +193,7 @@ class TaskRunner:
             self.file_path
         )
 
-    async def check_local(self, cache: Md5Cache) -> LocalSource | None:
+    async def check_local(self, cache: DigestCache) -> LocalSource | None:
         """The verified local copy to upload from, or None to stream (reason logged)."""
         # A Cancel during the check ends it at once (stop() cancels this scope).
         outcome: LocalSource | str = "cancelled"
@@ -200,6 +204,7 @@ class TaskRunner:
                 outcome = await check_local(
                     self.file_path,
                     size=self.size,
+                    digest=self.file_digest,
                     md5=self.file_md5,
                     roots=self.settings.local_roots,
                     cache=cache,
@@ -212,7 +217,7 @@ class TaskRunner:
             log.info("task %s: streaming from the hub (no local read: %s)", self.task_id, outcome)
             return None
         log.info(
-            "task %s attempt %d: local read of %s (size and MD5 match): nothing streamed",
+            "task %s attempt %d: local read of %s (size and digest match): nothing streamed",
             self.task_id,
             self.attempt,
             outcome.path,
@@ -333,7 +338,12 @@ class TaskRunner:
         if isinstance(exc, TaskFailure):
             return self._fail(exc.kind, exc.message)
         if isinstance(exc, UploadError):
-            return self._fail(exc.kind.value, exc.message)
+            result = self._fail(exc.kind.value, exc.message)
+            # What the hub needs to react to Bilibili: its code, a captcha, a known wait.
+            result.error_code = exc.code or 0
+            result.voucher = exc.voucher or ""
+            result.retry_after_seconds = exc.retry_after or 0.0
+            return result
         if isinstance(exc, TimeoutError):
             if self._awaiting_proceed:
                 return self._fail(
@@ -350,6 +360,8 @@ class TaskRunner:
     async def _report(self, result: pb.Result) -> None:
         result.task_id, result.attempt = self.task_id, self.attempt
         result.md5 = self.source.md5() if self.source else ""
+        if isinstance(self.source, LocalSource):
+            result.file_digest = self.source.digest
         if isinstance(self.source, StreamSource) and self.source.crc32_mode:
             result.crc32 = self.source.crc32() or 0
         if result.success:
@@ -399,14 +411,18 @@ class TaskRunner:
                 on_progress=self._on_progress,
                 on_commit=self._on_commit,
                 before_complete=self._before_complete,
+                lines=self._lines,
+                # A refused resume session ends the attempt (session_rejected): the hub
+                # decides where the fresh session starts, and counts the parts it drops.
+                restart_rejected=False,
             )
             return await uploader.upload(self.source, self.file_name, session=self.session)
 
     async def _end_of_data(self) -> None:
         """Every byte of the attempt is here and matches what the hub says it sent.
 
-        For a stream: wait for ``EndOfData`` and check its MD5. For a local read: the
-        file is still the one whose MD5 was checked before ``Accept``.
+        For a stream: wait for ``EndOfData`` and check its checksum. For a local read:
+        the file is still the one whose digest was checked before ``Accept``.
         """
         assert self.source is not None
         if self.local_read and self.state.state is State.ACCEPTED:
@@ -418,7 +434,7 @@ class TaskRunner:
     async def _before_complete(self, session: UposSession) -> None:
         """Between the last part and the upos completion request (the uploader's hook).
 
-        Nothing unverified is ever completed: the stream's MD5 (or the local file) is
+        Nothing unverified is ever completed: the stream's checksum (or the local file) is
         checked first. With ``await_proceed`` the hub is then asked (``Finishing``) and
         the completion goes out only on its ``Proceed``: a ``Cancel`` ends the attempt
         through :meth:`stop` (the scope around the upload is cancelled), and silence for
@@ -524,7 +540,7 @@ def _completed_elsewhere(session: UposSession | None, exc: StaleSessionError) ->
     """The resume session was refused because its upload is already complete.
 
     That happens when an earlier attempt lost its link to the hub after the last byte
-    and finished the upos upload on its own (it had verified the hub's MD5 first).
+    and finished the upos upload on its own (it had verified the hub's checksum first).
     The object exists exactly once, so this attempt reports it instead of failing.
     """
     if session is None or "already completed" not in exc.message:

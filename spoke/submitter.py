@@ -1,11 +1,20 @@
-"""The agent's side of Submit: submit an archive from this agent's egress IP.
+"""The agent's side of Submit: archive writes and reads from this agent's egress IP.
 
 One ``Submit`` -> exactly one ``SubmitResult``. The credentials live only in
-this coroutine and are gone when it returns. For ``attempt > 1`` the hub does
-not know whether an earlier attempt reached Bilibili (its answer was lost with
-a stream or a hub restart), so the agent first looks for an archive holding
-exactly these server file names (:func:`uploader.submit.find_archive`) and
-answers with it instead of submitting a second time.
+this coroutine and are gone when it returns. ``Submit.operation`` says what to
+do (:mod:`spoke.archive_ops` runs the operations on an existing archive):
+
+- ``add`` (or empty): submit a new archive, its cover uploaded first. For
+  ``attempt > 1`` the hub does not know whether an earlier attempt reached
+  Bilibili (its answer was lost with a stream or a hub restart), so the agent
+  first looks for an archive holding exactly these server file names
+  (:func:`uploader.archive_list.find_archive`, narrowed by title and the first
+  attempt's time) and answers with it instead of submitting a second time.
+- ``append``, ``season``, ``review``: see :mod:`spoke.archive_ops`.
+
+A refused archive write answers with its Bilibili ``error_code`` and its
+``problem`` (:class:`uploader.errors.ArchiveProblem`), so the hub splits the
+parts, or stops and says what to change, without parsing messages.
 """
 
 from __future__ import annotations
@@ -17,10 +26,13 @@ from typing import Any
 import msgspec
 
 from protocol import mesh_pb2 as pb
+from spoke.archive_ops import ADD, OPERATIONS, append, review, season
+from uploader.archive_list import find_archive
 from uploader.client import BiliClient
+from uploader.covers import upload_cover
 from uploader.credentials import Credentials, CredentialsError
-from uploader.errors import ErrorKind, UploadError
-from uploader.submit import Submission, find_archive, submit_app, submit_web
+from uploader.errors import ErrorKind, UploadError, archive_problem
+from uploader.submit import Submission, submit_app, submit_web
 
 log = logging.getLogger("bupmesh.agent")
 
@@ -45,6 +57,17 @@ def submit_time_left(msg: pb.Submit, now: float) -> float:
     return limit
 
 
+def failure_of(msg: pb.Submit, exc: UploadError) -> pb.SubmitResult:
+    """A classified failure with what the hub acts on: Bilibili's code, the archive problem
+    (split, shorten, stop), and for account throttles a captcha voucher or a known wait."""
+    problem = archive_problem(exc)
+    return pb.SubmitResult(submit_id=msg.submit_id, attempt=msg.attempt, success=False,
+                           error_kind=exc.kind.value, error_message=exc.message[:1000],
+                           error_code=exc.code or 0, voucher=exc.voucher or "",
+                           retry_after_seconds=exc.retry_after or 0.0,
+                           problem=problem.value if problem is not None else "")
+
+
 async def execute(
     msg: pb.Submit,
     *,
@@ -58,6 +81,9 @@ async def execute(
         return pb.SubmitResult(submit_id=msg.submit_id, attempt=msg.attempt, success=False,
                                error_kind=kind, error_message=message[:1000])
 
+    operation = msg.operation or ADD
+    if operation not in OPERATIONS:
+        return failure(ErrorKind.BAD_REQUEST.value, f"unknown submit operation {operation!r}")
     try:
         creds = msg.credentials
         credentials = Credentials.from_cookie_string(
@@ -78,22 +104,39 @@ async def execute(
         return failure(ErrorKind.BAD_REQUEST.value, f"submit unusable: {exc}")
     try:
         async with client_cm as client:
-            if msg.attempt > 1:
-                found = await find_archive(client, [v.filename for v in submission.videos])
-                if found is not None:
-                    log.info("submit %s attempt %d: already submitted as %s", msg.submit_id,
-                             msg.attempt, found.bvid)
-                    return pb.SubmitResult(submit_id=msg.submit_id, attempt=msg.attempt,
-                                           success=True, aid=found.aid, bvid=found.bvid)
-            submit = submit_web if api == "web" else submit_app
-            result = await submit(client, submission)
+            if operation == ADD:
+                return await _add(client, msg, submission, api)
+            if operation == "append":
+                return await append(client, msg, submission)
+            if operation == "season":
+                return await season(client, msg, submission)
+            return await review(client, msg)
     except UploadError as exc:
-        return failure(exc.kind.value, exc.message)
+        return failure_of(msg, exc)
     except Exception as exc:  # a bug here must still answer the hub exactly once
         log.exception("submit %s failed unexpectedly", msg.submit_id)
         return failure(AGENT_ERROR, f"{type(exc).__name__}: {exc}")
     finally:
         del credentials
+
+
+async def _add(client: Any, msg: pb.Submit, submission: Submission, api: str
+               ) -> pb.SubmitResult:
+    if msg.attempt > 1:
+        found = await find_archive(client, [v.filename for v in submission.videos],
+                                   title=submission.title,
+                                   since=msg.since_unix if msg.since_unix > 0 else None)
+        if found is not None:
+            log.info("submit %s attempt %d: already submitted as %s", msg.submit_id,
+                     msg.attempt, found.bvid)
+            return pb.SubmitResult(submit_id=msg.submit_id, attempt=msg.attempt, success=True,
+                                   aid=found.aid, bvid=found.bvid)
+    if msg.cover:
+        # From this IP, like the submission: the cover is part of the same archive write.
+        url = await upload_cover(client, msg.cover)
+        submission = msgspec.structs.replace(submission, cover=url)
+    submit = submit_web if api == "web" else submit_app
+    result = await submit(client, submission)
     log.info("submit %s attempt %d: archive %s", msg.submit_id, msg.attempt, result.bvid)
     return pb.SubmitResult(submit_id=msg.submit_id, attempt=msg.attempt, success=True,
                            aid=result.aid, bvid=result.bvid)

@@ -76,7 +76,7 @@ class TaskState:
         return self._move("end_of_data", (State.ACCEPTED, State.STREAMING), State.FINISHING)
 
     def succeed(self) -> bool:
-        # Only after EndOfData: the runner checks the hub's MD5 before it reports success.
+        # Only after EndOfData: the runner checks the hub's checksum before it reports success.
         return self._move("succeed", (State.FINISHING,), State.DONE)
 
     def fail(self) -> bool:

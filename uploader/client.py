@@ -9,15 +9,18 @@ callers get either decoded JSON or a classified :class:`UploadError`.
 
 from __future__ import annotations
 
+import functools
 import http.cookiejar
 import logging
-from collections.abc import AsyncIterator
+import ssl
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 
-from uploader.credentials import Credentials
+from uploader.credentials import Credentials, CredentialsError
 from uploader.errors import ErrorKind, UploadError, classify, from_transport_error
 
 # httpx logs every request line at INFO, and app/add carries access_key in
@@ -26,10 +29,20 @@ from uploader.errors import ErrorKind, UploadError, classify, from_transport_err
 logging.getLogger("httpx").setLevel(logging.WARNING)
 
 DEFAULT_MEMBER_URL = "https://member.bilibili.com"
+DEFAULT_API_URL = "https://api.bilibili.com"  # the web interface: nav, zone
 USER_AGENT = (
     "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
     "Chrome/131.0.0.0 Safari/537.36 bupmesh/0.1"
 )
+
+
+@dataclass(frozen=True)
+class Reply:
+    """One answered request: HTTP status, decoded JSON (None if not JSON), headers."""
+
+    status: int
+    payload: Any
+    headers: Mapping[str, str]
 
 
 class _NoCookieJar(http.cookiejar.CookieJar):
@@ -42,6 +55,16 @@ class _NoCookieJar(http.cookiejar.CookieJar):
         return None
 
 
+@functools.cache
+def _tls_context() -> ssl.SSLContext:
+    """The certificate-verifying TLS context every client shares.
+
+    Building one loads the CA bundle (tens of milliseconds); a client is made per
+    task, and a context is safe to share between connections.
+    """
+    return httpx.create_ssl_context()
+
+
 class BiliClient:
     """Async context manager around ``httpx.AsyncClient`` for one account and egress."""
 
@@ -50,6 +73,7 @@ class BiliClient:
         credentials: Credentials,
         *,
         member_url: str = DEFAULT_MEMBER_URL,
+        api_url: str = DEFAULT_API_URL,
         source_ip: str | None = None,
         proxy: str | None = None,
         timeout: float = 60,
@@ -58,6 +82,9 @@ class BiliClient:
         member = urlsplit(member_url.strip())
         if member.scheme not in ("http", "https") or not member.netloc:
             raise ValueError(f"member URL must be http(s)://host[:port], got {member_url!r}")
+        api = urlsplit(api_url.strip())
+        if api.scheme not in ("http", "https") or not api.netloc:
+            raise ValueError(f"API URL must be http(s)://host[:port], got {api_url!r}")
         if source_ip and proxy:
             # httpx cannot bind the local address of a SOCKS connection, and a
             # proxy decides the egress IP anyway; refusing beats half-working.
@@ -66,9 +93,11 @@ class BiliClient:
         self.member_url = f"{member.scheme}://{member.netloc}{member.path.rstrip('/')}"
         self.scheme = member.scheme
         self._member_host = member.netloc.lower()
+        self.api_url = f"{api.scheme}://{api.netloc}{api.path.rstrip('/')}"
         self.source_ip = source_ip
         if transport is None:
             transport = httpx.AsyncHTTPTransport(
+                verify=_tls_context(),
                 local_address=source_ip or None,
                 proxy=proxy or None,
                 # One connection per concurrent PUT plus member calls.
@@ -96,6 +125,17 @@ class BiliClient:
     def member(self, path: str) -> str:
         return f"{self.member_url}/{path.lstrip('/')}"
 
+    def api(self, path: str) -> str:
+        """A web-interface URL (``x/web-interface/zone``); never sent cookies by this client."""
+        return f"{self.api_url}/{path.lstrip('/')}"
+
+    def csrf(self) -> str:
+        """The ``bili_jct`` every cookie-authenticated write carries, or an ``auth`` error."""
+        try:
+            return self.credentials.csrf
+        except CredentialsError as exc:
+            raise UploadError(ErrorKind.AUTH, str(exc)) from None
+
     def is_member_host(self, url: str | httpx.URL) -> bool:
         """Hosts that may see the cookies: the configured member host and real bilibili.com."""
         parsed = httpx.URL(str(url))
@@ -117,7 +157,17 @@ class BiliClient:
             return f"{self.scheme}://{scheme_relative}"
         return scheme_relative
 
-    async def send(
+    async def send(self, op: str, method: str, url: str, **kwargs: Any) -> tuple[int, Any]:
+        """Send one request; return ``(status, decoded JSON or None)``, unclassified.
+
+        Transport failures (timeouts, resets, refused connections) become a
+        NETWORK ``UploadError`` here, because there is no reply to classify.
+        Keyword arguments as for :meth:`exchange`.
+        """
+        reply = await self.exchange(op, method, url, **kwargs)
+        return reply.status, reply.payload
+
+    async def exchange(
         self,
         op: str,
         method: str,
@@ -126,15 +176,12 @@ class BiliClient:
         with_cookies: bool = False,
         params: Any = None,
         json: Any = None,
+        data: dict[str, str] | None = None,
         content: bytes | AsyncIterator[bytes] | AsyncIterator[memoryview] | None = None,
         headers: dict[str, str] | None = None,
         request_timeout: float | None = None,
-    ) -> tuple[int, Any]:
-        """Send one request; return ``(status, decoded JSON or None)``, unclassified.
-
-        Transport failures (timeouts, resets, refused connections) become a
-        NETWORK ``UploadError`` here, because there is no reply to classify.
-        """
+    ) -> Reply:
+        """Send one request; return its :class:`Reply` (status, decoded JSON, headers)."""
         request_headers = dict(headers or {})
         if with_cookies:
             if not self.is_member_host(url):
@@ -154,6 +201,7 @@ class BiliClient:
                 url,
                 params=params,
                 json=json,
+                data=data,
                 content=content,
                 headers=request_headers,
                 **kwargs,
@@ -168,15 +216,15 @@ class BiliClient:
                 payload = response.json()
             except ValueError:
                 payload = None
-        return response.status_code, payload
+        return Reply(response.status_code, payload, response.headers)
 
     async def call(self, op: str, method: str, url: str, **kwargs: Any) -> Any:
-        """:meth:`send`, then classify; returns decoded JSON of a success."""
-        status, payload = await self.send(op, method, url, **kwargs)
-        error = classify(op, status, payload)
+        """:meth:`exchange`, then classify; returns decoded JSON of a success."""
+        reply = await self.exchange(op, method, url, **kwargs)
+        error = classify(op, reply.status, reply.payload, reply.headers)
         if error is not None:
             raise error
-        return payload
+        return reply.payload
 
     def __repr__(self) -> str:
         return f"BiliClient(member_url={self.member_url!r}, source_ip={self.source_ip!r})"

@@ -208,6 +208,11 @@ def run(args: argparse.Namespace) -> int:
         result = anyio.run(upload_file, settings, credentials, backend=settings.backend)
     except UploadError as exc:
         print(str(exc), file=sys.stderr, flush=True)
+        if exc.voucher:
+            # Bilibili wants a captcha solved (upload once by hand on the website or app).
+            print(f"captcha voucher: {exc.voucher}", file=sys.stderr, flush=True)
+        if exc.retry_after:
+            print(f"retry after: {exc.retry_after:g} s", file=sys.stderr, flush=True)
         return 1
     if settings.json:
         print(json.dumps({"filename": result.filename, "biz_id": result.biz_id}), flush=True)

@@ -14,10 +14,10 @@ from typing import Any
 
 import httpx
 
-from uploader.client import USER_AGENT
+from uploader.client import DEFAULT_API_URL, USER_AGENT
 from uploader.credentials import Credentials
 
-DEFAULT_API_URL = "https://api.bilibili.com"
+__all__ = ["DEFAULT_API_URL", "NavError", "NavResult", "check_login", "read_nav"]
 NAV_PATH = "/x/web-interface/nav"
 NOT_LOGGED_IN = -101
 

@@ -28,6 +28,7 @@ class UposSession(msgspec.Struct, kw_only=True):
     upload_id: str
     parts_done: list[int] = msgspec.field(default_factory=list)
     created_at: float = 0.0
+    line: str = ""  # the zone_upcdn line it was opened on ("": Bilibili's choice)
 
     def __post_init__(self) -> None:
         if self.size < 0:

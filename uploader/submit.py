@@ -5,6 +5,14 @@ in the query; app submission with the access key, signed the way Bilibili's
 Android/TV clients sign (md5 of the sorted, urlencoded query plus the app
 secret). The appkey/secret pair is the BiliTV one that biliup uses for
 ``x/vu/app/add``; the request shape follows biliup's ``submit_by_app``.
+
+The body (:func:`archive_body`, shared with the archive edit) carries the
+fields biliup-rs sends (``dtime``, ``no_reprint``, ``up_close_reply``,
+``up_close_danmu``, ``dynamic``, ``cover``) and gobup's ``is_only_self``. What
+Bilibili would refuse is refused or cut before sending (:mod:`uploader.limits`).
+After the archive exists: covers in :mod:`uploader.covers`, its view, edits and
+review in :mod:`uploader.archive`, collections in :mod:`uploader.seasons`, the
+lost-answer lookup in :mod:`uploader.archive_list`.
 """
 
 from __future__ import annotations
@@ -17,8 +25,8 @@ from urllib.parse import urlencode
 
 import msgspec
 
+from uploader import limits
 from uploader.client import BiliClient
-from uploader.credentials import CredentialsError
 from uploader.errors import ErrorKind, UploadError
 
 APP_KEY = "4409e2ce8ffd12b8"  # BiliTV, as in biliup's AppKeyStore
@@ -37,6 +45,15 @@ class VideoPart(msgspec.Struct, kw_only=True):
 
 
 class Submission(msgspec.Struct, kw_only=True):
+    """One archive as ``add/v3``, ``app/add`` and ``edit`` take it (the JSON body, minus ``aid``).
+
+    ``cover`` is a URL from :func:`uploader.covers.upload_cover`. ``dtime`` is a
+    scheduled publishing time in unix seconds (None: publish when approved).
+    ``no_reprint`` 1 forbids reposts, ``is_only_self`` 1 makes the archive
+    visible to its owner only; ``up_close_reply``/``up_close_danmu`` close
+    comments and danmaku. The field names are Bilibili's.
+    """
+
     title: str
     tid: int = 171
     tag: str = ""
@@ -45,6 +62,11 @@ class Submission(msgspec.Struct, kw_only=True):
     source: str = ""
     cover: str = ""
     dynamic: str = ""
+    dtime: int | None = None
+    no_reprint: int = 0
+    is_only_self: int = 0
+    up_close_reply: bool = False
+    up_close_danmu: bool = False
     videos: list[VideoPart]
 
 
@@ -60,14 +82,35 @@ def sign_params(params: dict[str, Any], secret: str = APP_SECRET) -> str:
     return f"{query}&sign={digest}"
 
 
-def _body(submission: Submission) -> dict[str, Any]:
-    if not submission.title.strip():
+def archive_body(
+    submission: Submission, now: float, *, count_parts: bool = True
+) -> dict[str, Any]:
+    """The JSON body for ``add/v3``, ``app/add`` or ``edit``, or a ``bad_request`` before sending.
+
+    Titles are cut to 80 characters; a ``dtime`` outside its window and more
+    than 100 parts (``count_parts``; an edit counts only the parts it adds,
+    which its caller knows) raise :class:`~uploader.errors.ArchiveError`.
+    """
+    title = limits.cut(submission.title.strip(), limits.TITLE_LIMIT)
+    if not title:
         raise UploadError(ErrorKind.BAD_REQUEST, "submission needs a title")
     if not submission.videos:
         raise UploadError(ErrorKind.BAD_REQUEST, "submission needs at least one video")
     if any(not video.filename for video in submission.videos):
         raise UploadError(ErrorKind.BAD_REQUEST, "every submitted video needs a filename")
-    return msgspec.to_builtins(submission)
+    for key in ("no_reprint", "is_only_self"):
+        if getattr(submission, key) not in (0, 1):
+            raise UploadError(ErrorKind.BAD_REQUEST, f"{key} must be 0 or 1")
+    if count_parts:
+        limits.check_part_count(len(submission.videos))
+    limits.check_dtime(submission.dtime, now)
+    body = msgspec.to_builtins(submission)
+    body["title"] = title
+    for video in body["videos"]:
+        video["title"] = limits.cut(video["title"], limits.PART_TITLE_LIMIT)
+    if submission.dtime is None:
+        del body["dtime"]  # absent, not null: "publish when approved"
+    return body
 
 
 def _result(payload: Any) -> SubmitResult:
@@ -82,11 +125,8 @@ async def submit_web(
     client: BiliClient, submission: Submission, *, now: Callable[[], float] = time.time
 ) -> SubmitResult:
     """``POST {member}/x/vu/web/add/v3?t={ms}&csrf={bili_jct}`` with the cookies."""
-    body = _body(submission)
-    try:
-        csrf = client.credentials.csrf
-    except CredentialsError as exc:
-        raise UploadError(ErrorKind.AUTH, str(exc)) from None
+    body = archive_body(submission, now())
+    csrf = client.csrf()
     url = client.member("x/vu/web/add/v3")
     payload = await client.call(
         "submit",
@@ -103,7 +143,7 @@ async def submit_app(
     client: BiliClient, submission: Submission, *, now: Callable[[], float] = time.time
 ) -> SubmitResult:
     """``POST {member}/x/vu/app/add?access_key=..&appkey=..&ts=..&sign=..`` (no cookies)."""
-    body = _body(submission)
+    body = archive_body(submission, now())
     access_key = client.credentials.access_key
     if not access_key:
         raise UploadError(ErrorKind.AUTH, "app submission needs an access_key")
@@ -126,41 +166,3 @@ async def submit_app(
         "submit", "POST", url, json=body, headers={"User-Agent": APP_USER_AGENT}
     )
     return _result(payload)
-
-
-ARCHIVE_PAGE_SIZE = 20
-ARCHIVE_PAGES = 5  # the newest 100 archives: a lost submission is minutes old
-
-
-async def find_archive(client: BiliClient, filenames: list[str]) -> SubmitResult | None:
-    """The account's archive whose videos are exactly ``filenames``, if one exists.
-
-    ``GET {member}/x/web/archives?status=is_pubing,pubed,not_pubed&pn=&ps=`` with the
-    cookies -> ``{"code":0,"data":{"arc_audits":[{"Archive":{"aid","bvid",...},
-    "Videos":[{"filename","cid",...}]}],"page":{"pn","ps","count"}}}`` (the creative
-    centre's list, newest first). Used to learn whether a submission whose answer was
-    lost went through, before submitting again.
-    """
-    wanted = set(filenames)
-    url = client.member("x/web/archives")
-    for page in range(1, ARCHIVE_PAGES + 1):
-        payload = await client.call(
-            "archives", "GET", url, with_cookies=True,
-            params={"status": "is_pubing,pubed,not_pubed", "pn": page,
-                    "ps": ARCHIVE_PAGE_SIZE, "coop": 1, "interactive": 1},
-        )
-        data = payload.get("data") if isinstance(payload, dict) else None
-        audits = (data or {}).get("arc_audits") or []
-        if not isinstance(audits, list):
-            raise UploadError(ErrorKind.BAD_REQUEST, "malformed reply on archives")
-        for item in audits:
-            archive = item.get("Archive") if isinstance(item, dict) else None
-            videos = item.get("Videos") if isinstance(item, dict) else None
-            if not isinstance(archive, dict) or not isinstance(videos, list):
-                continue
-            names = {v.get("filename") for v in videos if isinstance(v, dict)}
-            if names == wanted:
-                return msgspec.convert(archive, SubmitResult, strict=False)
-        if len(audits) < ARCHIVE_PAGE_SIZE:
-            return None
-    return None

@@ -9,7 +9,14 @@ read twice), then the source is told to ``release`` it.
 
 Failures are classified (:mod:`uploader.errors`). Network trouble on a request
 is retried in place with backoff and jitter; risk control is never retried
-here: it is raised at once so the hub can move the work to another IP.
+here: it is raised at once so the hub can move the work to another IP. A
+session upos refuses (403: bound to another address, or its auth too old) is
+``session_rejected``: it cannot be resumed, only replaced.
+
+Lines: a configured ``zone_upcdn`` line, or ``auto``: the fastest probe, or,
+given a :class:`~uploader.line_choice.LineEstimator` kept across uploads, the
+line with the best measured throughput (the probe only seeds it). Every
+upload reports what it measured to that estimator.
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ import functools
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
@@ -27,7 +34,8 @@ import msgspec
 
 from uploader.client import BiliClient
 from uploader.errors import ErrorKind, StaleSessionError, UploadError
-from uploader.lines import Line, select_line
+from uploader.line_choice import BusyTime, LineEstimator
+from uploader.lines import PROBE_BODY_SIZE, Line, parse_line, probe_lines, select_line
 from uploader.pieces import Pieces
 from uploader.progress import Progress, ProgressMeter
 from uploader.retry import RetryPolicy, Rng
@@ -49,6 +57,7 @@ class UploadResult:
     filename: str  # server file name: last segment of upos_uri without extension
     biz_id: int
     session: UposSession
+    line: str = ""  # the line uploaded on ("": the one Bilibili chose)
 
 
 class _SessionRejected(Exception):
@@ -77,6 +86,8 @@ class UposUploader:
         clock: Callable[[], float] = time.monotonic,
         progress_interval: float = 0.5,
         before_complete: Callable[[UposSession], Awaitable[None]] | None = None,
+        lines: LineEstimator | None = None,
+        restart_rejected: bool = True,
     ) -> None:
         if threads is not None and threads < 1:
             raise ValueError("threads must be at least 1")
@@ -92,6 +103,11 @@ class UposUploader:
         # Awaited once every part is done and before the completion request; raising
         # abandons the upload uncompleted (the mesh agent asks the hub first: Finishing).
         self.before_complete = before_complete
+        # Measured line choice for ``line="auto"``; fed by every upload either way.
+        self.lines = lines
+        # A refused resume session: start a fresh one here when the source can rewind
+        # (True), or raise StaleSessionError and let the caller decide (False).
+        self.restart_rejected = restart_rejected
         self._line_choice: Line | None | bool = False  # False: not chosen yet
 
     # -- public -----------------------------------------------------------
@@ -103,8 +119,8 @@ class UposUploader:
 
         An expired or rejected session falls back to a fresh upload when the
         source can deliver from offset 0 again (``source.rewindable``, true for
-        files); a one-pass stream cannot, so then :class:`StaleSessionError`
-        tells the caller to start over without the session.
+        files) and ``restart_rejected`` is set; otherwise :class:`StaleSessionError`
+        (kind ``session_rejected``) tells the caller to start over without it.
         """
         if source.size < 0:
             raise UploadError(ErrorKind.FILE, "source size is negative")
@@ -117,13 +133,14 @@ class UposUploader:
             try:
                 return await self._run(source, session, resuming=True)
             except _SessionRejected as exc:
-                if not getattr(source, "rewindable", False):
+                if not (self.restart_rejected and getattr(source, "rewindable", False)):
                     cause = exc.__cause__
                     detail = f" ({cause.message})" if isinstance(cause, UploadError) else ""
                     raise StaleSessionError(
-                        ErrorKind.BAD_REQUEST,
+                        ErrorKind.SESSION_REJECTED,
                         f"resume session rejected by upos{detail}; start over without it",
                         status=getattr(cause, "status", None),
+                        code=getattr(cause, "code", None),
                     ) from None
                 # fall through to a fresh upload
         session = await self._start(source.size, name)
@@ -135,9 +152,22 @@ class UposUploader:
     # -- steps ------------------------------------------------------------
 
     async def _choose_line(self) -> Line | None:
-        if self._line_choice is False:
-            self._line_choice = await select_line(self.client, self.line)
-        return self._line_choice  # type: ignore[return-value]
+        estimator = self.lines
+        if estimator is None or self.line.strip().lower() != "auto":
+            if self._line_choice is False:
+                self._line_choice = await select_line(self.client, self.line)
+            return self._line_choice  # type: ignore[return-value]
+        if estimator.needs_probe():
+            costs = await probe_lines(self.client)
+            estimator.seed(
+                {line.name: cost for line, cost in costs.items()},
+                probe_bytes=PROBE_BODY_SIZE,
+                lines={line.name: line for line in costs},
+            )
+        name = estimator.choose()
+        if name is None:
+            return None
+        return estimator.line(name) or parse_line(name)
 
     async def _start(self, size: int, name: str) -> UposSession:
         """Preupload + multipart init -> a new session with no parts done."""
@@ -189,6 +219,7 @@ class UposUploader:
             upload_id=str(upload_id),
             parts_done=[],
             created_at=time.time(),
+            line=line.name if line is not None else "",
         )
 
     def _effective_threads(self, session: UposSession) -> int:
@@ -205,9 +236,14 @@ class UposUploader:
             already=session.done_bytes(),
             interval=self.progress_interval,
         )
-        state = _RunState(session=session, meter=meter)
+        state = _RunState(session=session, meter=meter, busy=BusyTime(self.clock))
         if missing:
-            await self._transfer(source, state, missing, resuming=resuming)
+            try:
+                await self._transfer(source, state, missing, resuming=resuming)
+            finally:
+                # Failed or not, what moved is a measurement of the line.
+                if self.lines is not None and session.line:
+                    self.lines.observe(session.line, state.accepted_bytes, state.busy.seconds)
         # Completion: reached only when every part is done.
         if self.before_complete is not None:
             await self.before_complete(state.session)
@@ -216,6 +252,7 @@ class UposUploader:
             filename=server_filename(state.session.upos_uri),
             biz_id=state.session.biz_id,
             session=state.session,
+            line=state.session.line,
         )
 
     async def _transfer(
@@ -289,6 +326,7 @@ class UposUploader:
     def _part_done(self, state: _RunState, part: int, nbytes: int) -> None:
         state.session = state.session.with_part_done(part)
         state.accepted_this_run += 1
+        state.accepted_bytes += nbytes
         if self.on_commit is not None:
             self.on_commit(state.session)
         report = state.meter.advance(nbytes, self.clock())
@@ -311,14 +349,18 @@ class UposUploader:
         op = f"put part {part}"
 
         async def once() -> Any:
-            return await self.client.call(
-                op,
-                "PUT",
-                session.upload_url,
-                params=params,
-                content=_pieces(data),
-                headers={"X-Upos-Auth": session.auth, "Content-Length": str(len(data))},
-            )
+            state.busy.start()
+            try:
+                return await self.client.call(
+                    op,
+                    "PUT",
+                    session.upload_url,
+                    params=params,
+                    content=_pieces(data),
+                    headers={"X-Upos-Auth": session.auth, "Content-Length": str(len(data))},
+                )
+            finally:
+                state.busy.stop()
 
         try:
             await self._with_retry(op, once)
@@ -388,13 +430,16 @@ async def _pieces(data: bytes | Pieces) -> AsyncIterator[memoryview]:
 class _RunState:
     session: UposSession
     meter: ProgressMeter
+    busy: BusyTime = field(default_factory=BusyTime)
     accepted_this_run: int = 0
+    accepted_bytes: int = 0
 
 
 def _means_stale_session(exc: UploadError) -> bool:
-    """A plain 4xx on the very first upos request of a resume: upload id or auth expired."""
+    """A plain 4xx on the very first upos request of a resume: upload id or auth expired,
+    the session refused (403), or the upload already completed."""
     return (
-        exc.kind in (ErrorKind.BAD_REQUEST, ErrorKind.AUTH)
+        exc.kind in (ErrorKind.BAD_REQUEST, ErrorKind.AUTH, ErrorKind.SESSION_REJECTED)
         and exc.status is not None
         and 400 <= exc.status < 500
     )

@@ -26,6 +26,7 @@ from typing import Any
 import anyio
 
 from hub.accounts.store import AccountStore, DuplicateAccount, check_name
+from hub.core.errors import StorageFull
 from uploader.tv_login import PollState, QrCode, TvLoginClient, TvLoginError
 
 log = logging.getLogger("bupmesh.hub.qr_login")
@@ -139,7 +140,9 @@ class QrLogins:
         name = login.name or f"bili-{result.mid}"
         try:
             account_id, created = await self._accounts.save_login(name, result.to_biliup_json())
-        except DuplicateAccount as exc:
+        except (DuplicateAccount, StorageFull) as exc:
+            # A full data directory too: the confirmation is single-use, so say plainly
+            # that this login is lost and another scan is needed once space returns.
             login.state, login.message = "failed", str(exc)
             log.warning("QR login %s confirmed but not stored: %s", login.login_id, exc)
             return

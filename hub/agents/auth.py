@@ -85,6 +85,7 @@ class AgentAuth:
             info.agent_id,
             agent_name=info.agent_name,
             ip_address=info.ip_address,
+            egress_ip=info.egress_ip,
             status=info.status,
             max_concurrent=info.max_concurrent,
             bandwidth_mbps=info.bandwidth_mbps,

@@ -14,6 +14,8 @@ This is the one place that speaks gRPC status codes: the hub's parts raise
 domain errors (:mod:`hub.core.errors`) and the link maps them. A malformed or
 out-of-order message (:class:`hub.core.errors.ProtocolViolation`) ends only
 this stream, with INVALID_ARGUMENT or FAILED_PRECONDITION and a readable detail.
+A message whose write found the hub's disk full (``StorageFull``) ends nothing:
+the stream goes on and the write is made, or asked for again, once space returns.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import grpc
 from google.protobuf.message import DecodeError
 
 from hub.agents.transfer import Transfer
-from hub.core.errors import AuthError, BadRequest, ProtocolViolation, Violation
+from hub.core.errors import AuthError, BadRequest, ProtocolViolation, StorageFull, Violation
 from protocol import mesh_pb2 as pb
 from protocol import mesh_pb2_grpc
 
@@ -173,7 +175,13 @@ class AgentSession:
                 if msg is None:  # see _parse: bytes that are not an AgentMessage
                     raise ProtocolViolation(Violation.MALFORMED,
                                             "not a valid AgentMessage (protobuf decode failed)")
-                await self._dispatch(msg)
+                try:
+                    await self._dispatch(msg)
+                except StorageFull as exc:
+                    # The hub's disk is full: what this message asked to store waits
+                    # (or is asked again by the agent); the stream and its uploads go on.
+                    log.warning("agent %s: %s not stored: %s", self.agent_id,
+                                msg.WhichOneof("kind"), exc)
         except ProtocolViolation as exc:
             log.warning("agent %s: closing stream: %s", self.agent_id, exc.details)
             self.close("protocol error", exc)

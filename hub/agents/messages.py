@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from hub.core import lifecycle as lc
 from hub.core.errors import Conflict, NotFound, ProtocolViolation, Violation
 from hub.core.lifecycle import Outcome, Status, TaskRecord
-from hub.core.outcomes import Outcomes
+from hub.core.outcomes import Outcomes, Refusal
 from hub.core.ports import Submissions
 from hub.core.reports import HeartbeatReport, ProgressReport
 from hub.core.spawner import Spawner
@@ -60,7 +60,8 @@ class Messages:
         if kind == "heartbeat":
             await self._heartbeat(session.agent_id, HeartbeatReport(
                 status=msg.status, current_tasks=msg.current_tasks, free_slots=msg.free_slots,
-                memory_mb=msg.memory_mb, tasks_completed=msg.tasks_completed))
+                memory_mb=msg.memory_mb, tasks_completed=msg.tasks_completed,
+                egress_ip=msg.egress_ip, line=msg.line, line_bps=msg.line_bps))
             return
         if kind == "submit_result":
             if self.submissions is not None:
@@ -115,11 +116,12 @@ class Messages:
 
     def start_stream(self, session: AgentSession, task: TaskRecord, offset: int) -> None:
         """Stream ``task`` from ``offset`` on ``session`` (an accepted or re-attached attempt)."""
-        if offset > 0 and not task.file_md5:
-            # A resumed stream sees only the tail: the whole file's MD5 needs its own pass.
+        if offset > 0 and not task.file_digest:
+            # A resumed stream sees only the tail: the part's digest needs its own pass.
             self.parts.request_hash(task.part_id)
         session.transfer.start(task.task_id, task.attempt, task.file_path, task.file_size, offset,
-                               known_md5=task.file_md5, fingerprint=task.file_fingerprint,
+                               known_digest=task.file_digest,
+                               fingerprint=task.file_fingerprint,
                                crc32=session.crc32_integrity)
 
     def transfer_failed(self, session: AgentSession, task_id: str, attempt: int,
@@ -146,18 +148,19 @@ class Messages:
             state.events.touch_task(task.task_id)
             if report.status == "failed":
                 info = state.registry.get(agent_id)
-                ip = info.ip_address if info else ""
+                ip = info.risk_ip if info else ""
                 message = str(report.error_message or "reported failed")[:1000]
                 ruling = state.lifecycle.result(
                     task, agent_id, task.attempt, success=False,
-                    error_kind=report.error_kind or lc.NETWORK, error_message=message, ip=ip)
+                    error_kind=report.error_kind or lc.NETWORK, error_message=message,
+                    ip=self.outcomes.where(task, agent_id)[0])
                 if ruling.outcome is not Outcome.IGNORED:
-                    await self.outcomes.note(agent_id, ip, ruling, message=message)
+                    await self.outcomes.note(task, agent_id, ruling, message=message)
                 if info is not None and info.session is not None:
                     info.session.stop_stream(task.task_id)
                 await self.outcomes.finish(task, ruling, agent_id, ip)
             elif report.status == "completed":
-                raise Conflict("completion is reported over the stream, with the MD5 check")
+                raise Conflict("completion is reported over the stream, with its checksum")
 
     # -- handlers -------------------------------------------------------------------------
 
@@ -170,12 +173,33 @@ class Messages:
                                  free_slots=report.free_slots, memory_mb=report.memory_mb,
                                  tasks_completed=report.tasks_completed)
         info = state.registry.ensure(agent_id)
+        moved = self.note_reach(agent_id, report.egress_ip, report.line, report.line_bps)
+        if moved:
+            await state.store.set_agent_egress(agent_id, info.egress_ip)
         await state.store.set_agent_status(agent_id, info.status,
                                            last_heartbeat=info.last_heartbeat,
                                            tasks_completed=info.tasks_completed)
         state.events.touch_agent(agent_id)
-        if was != info.status:
+        if was != info.status or moved:
             state.poke()
+
+    def note_reach(self, agent_id: str, egress_ip: str, line: str, line_bps: float) -> bool:
+        """The agent's egress as Bilibili sees it, and its line (Hello, Heartbeat).
+
+        The risk ledger keys the agent on its egress from now on: an agent whose
+        traffic now leaves through another proxy or NAT is judged by that address,
+        and agents that share one egress share its pacing. True when it moved.
+        """
+        state = self.state
+        moved = state.registry.set_reach(agent_id, egress_ip=egress_ip, line=line,
+                                         line_bps=line_bps)
+        if moved is None:
+            return False
+        old, new = moved
+        state.ledger.note_agent(new, agent_id)
+        state.events.touch_ips()
+        log.info("agent %s: egress %s as Bilibili sees it (was keyed on %s)", agent_id, new, old)
+        return True
 
     async def _accept(self, session: AgentSession, task: TaskRecord, msg: pb.Accept) -> None:
         state = self.state
@@ -199,15 +223,17 @@ class Messages:
                             msg: pb.Accept) -> None:
         """A local/hybrid agent reads the part's file itself; nothing is streamed.
 
-        Only against a known MD5 (the Offer carried it and the agent matched its copy
-        by size and MD5 first); the Result must carry that MD5, so a file that differs
-        on the agent's side cannot complete the task.
+        Only against a known part digest (the Offer carried it and the agent matched its
+        copy by size and digest first); the Result must carry that digest, so a file that
+        differs on the agent's side cannot complete the task. (A part hashed by an older
+        hub may know only its MD5: then the MD5 plays the digest's part.)
         """
         state = self.state
         info = state.registry.get(session.agent_id)
-        if not task.file_md5 or info is None or info.storage_type not in ("local", "hybrid"):
+        if not (task.file_digest or task.file_md5) or info is None \
+                or info.storage_type not in ("local", "hybrid"):
             raise _out_of_order("Accept.local_read needs a local/hybrid agent and an Offer "
-                                "with file_md5")
+                                "with file_digest")
         async with state.lock:
             if state.lifecycle.accepted(task, session.agent_id, msg.attempt) is Outcome.IGNORED:
                 return
@@ -235,9 +261,13 @@ class Messages:
         if msg.offset < 0 or msg.offset > task.file_size:
             raise _malformed(f"Committed.offset {msg.offset} outside 0..{task.file_size}")
         async with state.lock:
+            before = task.uploaded_bytes
             outcome = state.lifecycle.committed(task, session.agent_id, msg.attempt,
                                                 int(msg.offset), bytes(msg.session))
             if outcome is not Outcome.IGNORED:
+                # A part small enough to need no Progress moves only here: count its bytes.
+                self.metrics.uploaded(task, session.agent_id, session.ip_address, msg.attempt,
+                                      before)
                 await state.store.save_task(task)
 
     async def _finishing(self, session: AgentSession, task: TaskRecord,
@@ -249,6 +279,11 @@ class Messages:
         so the next attempt only repeats the completion, which Bilibili answers with
         the same object. An attempt that lost its lease first is told to Cancel instead
         (see :meth:`handle`) and never completes behind the hub's back.
+
+        On a full data directory the grant waits in the store's write-behind queue and
+        Proceed goes out anyway: an upload already running finishes. Only a hub killed
+        before space returns loses the grant; its restart voids the lease and re-offers
+        the task from the last resume point on disk, as after any crash.
         """
         state = self.state
         if msg.offset < 0 or msg.offset > task.file_size:
@@ -278,23 +313,24 @@ class Messages:
         stream = session.transfer.get(task.task_id)
         md5_ok = False
         if state.local_reads.get(task.task_id) == msg.attempt:
-            # Read by the agent itself: what it uploaded must hash to the part's MD5.
+            # Read by the agent itself: what it uploaded must have the part's digest.
             stream = None
-            md5_ok = bool(msg.md5) and hmac.compare_digest(task.file_md5, msg.md5.lower())
+            md5_ok = _same_file(task, msg)
         elif stream is not None:  # CRC32 or MD5 of the attempt's bytes, per the Offer
             md5_ok = stream.agent_got_it(msg.md5, msg.crc32 if msg.HasField("crc32") else None,
-                                         task.file_md5)
+                                         task.file_digest)
         async with state.lock:
             learned = (
                 md5_ok and msg.success and stream is not None and stream.start == 0
-                and not task.file_md5 and task.holds(session.agent_id, msg.attempt)
+                and bool(stream.digest) and not task.file_digest
+                and task.holds(session.agent_id, msg.attempt)
             )
             before = task.uploaded_bytes
             ruling = state.lifecycle.result(
                 task, session.agent_id, msg.attempt, success=msg.success,
                 filename=msg.filename, biz_id=int(msg.biz_id),
                 error_kind=msg.error_kind, error_message=msg.error_message[:1000],
-                md5_ok=md5_ok, ip=session.ip_address,
+                md5_ok=md5_ok, ip=self.outcomes.where(task, session.agent_id)[0],
             )
             outcome = ruling.outcome
             if outcome is Outcome.IGNORED:
@@ -302,13 +338,16 @@ class Messages:
             if outcome is Outcome.COMPLETED:
                 self.metrics.uploaded(task, session.agent_id, session.ip_address, msg.attempt,
                                       before)
-            await self.outcomes.note(session.agent_id, session.ip_address, ruling,
-                                     message=msg.error_message)
+            retry_after = float(msg.retry_after_seconds)
+            refusal = Refusal(code=int(msg.error_code), voucher=msg.voucher[:200],
+                              retry_after=retry_after if 0 < retry_after < 1e9 else None)
+            await self.outcomes.note(task, session.agent_id, ruling,
+                                     message=msg.error_message[:1000], refusal=refusal)
             session.stop_stream(task.task_id)
             if learned and outcome is Outcome.COMPLETED and stream is not None:
-                # Hashed while streaming the whole file, and the agent got the same bytes:
-                # that is the part's MD5, without a separate pass over the file.
-                await self.parts.learned_md5(task, stream.md5 or "")
+                # Taken while streaming the whole file, and the agent got the same bytes:
+                # that is the part's digest, without a separate pass over the file.
+                await self.parts.learned_digest(task, stream.digest)
             await self.outcomes.finish(task, ruling, session.agent_id, session.ip_address)
 
     async def _hub_side_failure(self, session: AgentSession, task_id: str, attempt: int,
@@ -320,10 +359,20 @@ class Messages:
                 return
             ruling = state.lifecycle.result(task, session.agent_id, attempt, success=False,
                                             error_kind=lc.FILE, error_message=message,
-                                            ip=session.ip_address)
+                                            ip=self.outcomes.where(task, session.agent_id)[0])
             if ruling.outcome is Outcome.IGNORED:
                 return
-            await self.outcomes.note(session.agent_id, session.ip_address, ruling)
+            await self.outcomes.note(task, session.agent_id, ruling)
             await self.outcomes.finish(task, ruling, session.agent_id, session.ip_address)
         session.send(pb.HubMessage(cancel=pb.Cancel(task_id=task_id, attempt=attempt,
                                                     reason=message)))
+
+
+def _same_file(task: TaskRecord, msg: pb.Result) -> bool:
+    """A local read's Result names the part's digest (or, for a part an older hub hashed,
+    its MD5): the agent uploaded the very file the hub has."""
+    if task.file_digest:
+        return bool(msg.file_digest) and hmac.compare_digest(task.file_digest,
+                                                             msg.file_digest.lower())
+    return bool(task.file_md5) and bool(msg.md5) and hmac.compare_digest(task.file_md5,
+                                                                         msg.md5.lower())

@@ -60,6 +60,8 @@ class Sessions:
             },
             dict(hello.tags),
         )
+        info.link_address = session.peer_ip
+        self.messages.note_reach(session.agent_id, hello.egress_ip, hello.line, hello.line_bps)
         info.finish_handshake = bool(caps.finish_handshake)
         info.local_paths = tuple(str(p)[:1024] for p in caps.local_paths[:64]) \
             if info.storage_type in ("local", "hybrid") else ()
@@ -69,11 +71,10 @@ class Sessions:
             # First, before the replaced session's leases are ended below: the attempts
             # the agent still holds go on over this stream.
             resumed = await self._reattach_held(session, hello.held_tasks)
-            if info.ip_address:
-                # Not saved here: a restart notes every agent's persisted IP again, and a
-                # full ledger snapshot per Hello made a reconnect storm O(agents^2).
-                state.ledger.note_agent(info.ip_address, session.agent_id)
-                state.events.touch_ips()  # the IP table lists this agent now
+            # Not saved here: a restart notes every agent's persisted IP again, and a
+            # full ledger snapshot per Hello made a reconnect storm O(agents^2).
+            state.ledger.note_agent(info.risk_ip, session.agent_id)
+            state.events.touch_ips()  # the IP table lists this agent now
             old = state.registry.attach(session.agent_id, session, session.session_id)
             if old is not None and old is not session:
                 old.close("replaced by a new session")
@@ -96,8 +97,8 @@ class Sessions:
         for task, offset in resumed.values():
             self.messages.start_stream(session, task, offset)
         session.transfer.on_credit_stall = self.metrics.stream_connected(session.agent_id)
-        log.info("agent %s connected (session %s, ip %s)", session.agent_id,
-                 session.session_id[:8], info.ip_address)
+        log.info("agent %s connected (session %s, egress %s, link %s)", session.agent_id,
+                 session.session_id[:8], info.risk_ip, info.link_address)
         state.poke()
 
     async def message(self, session: AgentSession, kind: str, msg: Any) -> None:

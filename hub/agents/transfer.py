@@ -3,24 +3,26 @@
 One :class:`Transfer` per agent session. Each accepted task gets a
 :class:`TaskStream`: the file is read sequentially from the agent's resume
 offset in large blocks in a worker thread (prefetching a couple of blocks so
-disk and network overlap), checksummed (CRC32 in the read thread, MD5 in a
-thread of its own so it uses another core; both of exactly the bytes streamed
-this attempt, since reads and sends are both strictly sequential), and cut into ``Chunk`` frames of at most 1 MiB that never exceed the credit the agent
-granted (:class:`protocol.credit.CreditLedger`).
+disk and network overlap) and cut into ``Chunk`` frames of at most 1 MiB that
+never exceed the credit the agent granted (:class:`protocol.credit.CreditLedger`).
+Reads and sends are both strictly sequential, so whatever the read thread feeds
+its checksums is exactly the bytes streamed this attempt.
 
-The agent checks what it received against ``EndOfData``: a CRC32 of this
-attempt's bytes for agents that announced ``crc32_integrity`` (cheap for both
-ends, see :mod:`protocol.integrity`), otherwise their MD5. The part's MD5 is
-still wanted (the parts table, local reads, Offers), but is computed only once
-per part: while the first whole-file attempt streams, unless it is known already.
+Two checksums (:mod:`protocol.integrity`), both taken in the read thread:
 
-Hashing 1 GiB costs about a CPU-second, on a machine that may also run agents.
-When an attempt streams the whole file and the file still has the stat identity
-(device, inode, size, mtime, ctime) it had when its MD5 was taken at part
-creation, the bytes read are that file, so the hub reuses that MD5; any write to
-the file changes its ctime, and the identity is checked at the first and at the
-last read, so a change before or during streaming is caught (the first check
-falls back to hashing, the last marks the attempt's bytes as untrustworthy).
+* the stream check, which the agent compares against ``EndOfData``: CRC32 for
+  agents that announced ``crc32_integrity``; older agents keep MD5, hashed in a
+  thread of its own (it runs at ~0.7 GB/s a core and would hold the reads back);
+* the part digest (XXH3-128), on an attempt that streams the whole file while
+  the part's digest is not known yet: the first attempt learns it for free,
+  with no second pass over the file.
+
+When such an attempt starts and the file still has the stat identity (device,
+inode, size, mtime, ctime) it had when its digest was taken, the bytes read are
+that file and the known digest stands; any write to the file changes its ctime,
+and the identity is checked at the first and at the last read, so a change
+before or during streaming is caught (the first check falls back to hashing,
+the last marks the attempt's bytes as untrustworthy).
 ``next_message()`` serves tasks round-robin, one frame each, so a task waiting for credit or disk never stalls
 another. After the last byte comes ``EndOfData(md5, crc32)``.
 
@@ -30,7 +32,6 @@ frame and sleeps on ``wake`` when there is none. Nothing here touches gRPC.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import logging
 import os
@@ -43,10 +44,11 @@ from typing import Any
 import anyio
 import anyio.to_thread
 
+from hub.core.file_identity import fingerprint_of
 from protocol import mesh_pb2 as pb
 from protocol.chunks import encode_chunk
 from protocol.credit import MAX_FRAME, CreditLedger
-from protocol.integrity import Crc32
+from protocol.integrity import Crc32, legacy_stream_check, new_part_digest
 
 log = logging.getLogger("bupmesh.hub.transfer")
 
@@ -72,10 +74,12 @@ class TaskStream:
     md5_running: bool = False
     head: int = 0  # bytes of blocks[0] already sent
     reading: bool = False
-    hasher: Any = field(default_factory=hashlib.md5)  # None: the part's MD5 is reused
     crc: Crc32 | None = None  # the stream check, for agents that announced crc32_integrity
-    md5: str | None = None  # set once EndOfData is queued
-    known_md5: str | None = None  # whole-file MD5 to reuse while the fingerprint holds
+    hasher: Any = None  # the stream check (MD5) for agents that did not
+    digester: Any = None  # the part digest, taken while a whole-file attempt streams
+    md5: str | None = None  # set once EndOfData is queued ("" with CRC32)
+    digest: str = ""  # the part digest the streamed bytes have ("" if not taken)
+    known_digest: str = ""  # the part's digest, standing while the fingerprint holds
     fingerprint: str = ""
     source_changed: bool = False  # the file changed under us: its bytes prove nothing
     # where the time went (for the log line at EndOfData): waiting for credit / for disk
@@ -94,7 +98,7 @@ class TaskStream:
     def sent_bytes(self) -> int:
         return self.offset - self.start
 
-    def agent_got_it(self, md5: str, crc32: int | None, part_md5: str) -> bool:
+    def agent_got_it(self, md5: str, crc32: int | None, part_digest: str) -> bool:
         """Does a ``Result``'s checksum match what this attempt streamed (all of it)?
 
         False too when the file changed under the attempt: then even matching bytes
@@ -102,8 +106,8 @@ class TaskStream:
         """
         if not self.done or self.source_changed:
             return False
-        if self.start == 0 and part_md5 and self.md5 and self.md5 != part_md5:
-            return False  # the file changed since the part was created
+        if self.start == 0 and part_digest and self.digest and self.digest != part_digest:
+            return False  # the file changed since the part's digest was taken
         if self.crc is not None:
             return crc32 is not None and crc32 == self.crc.value
         return bool(self.md5) and bool(md5) and hmac.compare_digest(self.md5, md5.lower())
@@ -139,8 +143,12 @@ class Transfer:
     # -- events from the service ----------------------------------------------------------
 
     def start(self, task_id: str, attempt: int, path: str, size: int, offset: int, *,
-              known_md5: str | None = None, fingerprint: str = "", crc32: bool = False) -> None:
-        """Stream ``[offset, size)`` of ``path``; ``crc32``: check it with CRC32, not MD5."""
+              known_digest: str = "", fingerprint: str = "", crc32: bool = False) -> None:
+        """Stream ``[offset, size)`` of ``path``; ``crc32``: check it with CRC32, not MD5.
+
+        ``known_digest``/``fingerprint``: the part's digest and the stat identity the
+        file had when it was taken (either may be empty).
+        """
         if not 0 <= offset <= size:
             raise ValueError(f"resume offset {offset} outside 0..{size}")
         self.stop(task_id)
@@ -148,12 +156,14 @@ class Transfer:
                         read_offset=offset)
         if crc32:
             ts.crc = Crc32()
-            if offset > 0:
-                ts.hasher = None  # an MD5 of the tail would prove nothing the CRC does not
-        if offset == 0 and fingerprint and size > 0:
+        else:
+            ts.hasher = legacy_stream_check()
+        if offset == 0 and size > 0:
             ts.fingerprint = fingerprint  # checked at the first and the last read
-            if known_md5:
-                ts.known_md5, ts.hasher = known_md5, None
+            if known_digest and fingerprint:
+                ts.known_digest = known_digest
+            else:
+                ts.digester = new_part_digest()
         self.tasks[task_id] = ts
         self._order.append(task_id)
         self._fill(ts)
@@ -221,14 +231,15 @@ class Transfer:
         if ts.offset >= ts.size:
             if ts.reading or ts.to_md5 or ts.md5_running:
                 return None  # the checksums are final only once the last block is in them
-            ts.md5 = ts.hasher.hexdigest() if ts.hasher is not None else ts.known_md5
+            ts.md5 = ts.hasher.hexdigest() if ts.hasher is not None else ""
+            ts.digest = ts.digester.hexdigest() if ts.digester is not None else ts.known_digest
             ts.spare.clear()
             ts.done = True
             took = time.monotonic() - ts.started
             log.info("task %s attempt %d: streamed %d bytes in %.2fs (%.0f MB/s); waited "
                      "%.2fs for credit, %.2fs for disk", ts.task_id, ts.attempt, ts.sent_bytes,
                      took, ts.sent_bytes / max(took, 1e-6) / 1e6, ts.credit_wait, ts.disk_wait)
-            eod = pb.EndOfData(task_id=ts.task_id, attempt=ts.attempt, md5=ts.md5 or "")
+            eod = pb.EndOfData(task_id=ts.task_id, attempt=ts.attempt, md5=ts.md5)
             if ts.crc is not None:
                 eod.crc32 = ts.crc.value
             return pb.HubMessage(end_of_data=eod)
@@ -301,7 +312,8 @@ class Transfer:
         self._poke()
 
     async def _hash_md5(self, ts: TaskStream) -> None:
-        """Feed read blocks to the attempt's MD5 in a worker thread of its own, in order.
+        """Feed read blocks to the attempt's MD5 (an agent without CRC32) in a worker
+        thread of its own, in order.
 
         MD5 runs at ~0.7 GB/s a core, slower than everything else on the hub's path;
         hashed in the read thread it held back the reads (and so the stream) whenever
@@ -350,15 +362,10 @@ class Transfer:
         self.wake.set()
 
 
-def fingerprint_of(st: os.stat_result) -> str:
-    """Stat identity of a file's content: any write changes ctime (and usually mtime)."""
-    return f"{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}"
-
-
 def _read_block(ts: TaskStream, offset: int, length: int, buffer: bytearray) -> bytearray:
     """Read one block into ``buffer`` (a reused one: no fresh pages per block) and
-    account it in the attempt's CRC32, off the event loop; returns the bytes read
-    (``buffer`` itself, trimmed to them)."""
+    account it in the attempt's CRC32 and part digest, off the event loop; returns the
+    bytes read (``buffer`` itself, trimmed to them)."""
     if len(buffer) != length:
         del buffer[length:]  # the last block of a file is shorter
         if len(buffer) < length:
@@ -368,8 +375,8 @@ def _read_block(ts: TaskStream, offset: int, length: int, buffer: bytearray) -> 
     fd = os.open(ts.path, os.O_RDONLY)
     try:
         if ts.fingerprint and offset == 0 and fingerprint_of(os.fstat(fd)) != ts.fingerprint:
-            if ts.hasher is None:
-                ts.hasher = hashlib.md5()  # changed since the part's MD5: hash what we send
+            if ts.digester is None:
+                ts.digester = new_part_digest()  # changed since the digest: take it anew
             else:
                 ts.source_changed = True  # changed since the part was created
         while got < length:
@@ -387,4 +394,6 @@ def _read_block(ts: TaskStream, offset: int, length: int, buffer: bytearray) -> 
         del buffer[got:]
     if ts.crc is not None:  # MD5 (ts.hasher) has a thread of its own: Transfer._hash_md5
         ts.crc.update(buffer)
+    if ts.digester is not None:
+        ts.digester.update(buffer)
     return buffer

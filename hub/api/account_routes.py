@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import qrcode
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
@@ -76,14 +77,16 @@ def account_routes(service: HubService, auth: Auth) -> list[BaseRoute]:
         return ok({"account_id": row["account_id"]}, message="Account deleted")
 
     async def start_qr_login(request: Request) -> Response:
-        """``POST /api/manage/accounts/qr-login {name?}`` -> ``{login_id, url, expires_in}``."""
+        """``POST /api/manage/accounts/qr-login {name?}`` -> ``{login_id, url, expires_in,
+        modules}``; ``modules`` is the QR code of ``url`` for the web console to draw."""
         auth.require_admin(request)
         raw = await read_limited(request)
         name = decode_body(raw, AccountLoginBody).name if raw.strip() else None
         try:
-            return ok(redact(await qr_logins.start(name)))
+            started = await qr_logins.start(name)
         except TvLoginError as exc:
             raise ApiError(502, f"QR login: {exc}") from None
+        return ok(redact({**started, "modules": qr_modules(started["url"])}))
 
     async def qr_login_status(request: Request) -> Response:
         """``GET /api/manage/accounts/qr-login/{login_id}`` -> state waiting|scanned|expired|done|failed."""
@@ -100,6 +103,15 @@ def account_routes(service: HubService, auth: Auth) -> list[BaseRoute]:
               methods=["POST"]),
         Route("/api/manage/accounts/{account}", guard(delete_account), methods=["DELETE"]),
     ]
+
+
+def qr_modules(text: str) -> list[str]:
+    """The QR code of ``text`` as rows of ``1`` (dark) and ``0``, without the quiet zone:
+    the page draws it as SVG, so it needs no image and no QR library of its own."""
+    qr = qrcode.QRCode(border=0)
+    qr.add_data(text)
+    qr.make(fit=True)
+    return ["".join("1" if dark else "0" for dark in row) for row in qr.get_matrix()]
 
 
 def register_account_secrets(body: AccountBody) -> None:

@@ -108,8 +108,12 @@ def admin_routes(service: HubService, auth: Auth) -> list[BaseRoute]:
         return ok(redact(agent))
 
     async def list_ips(request: Request) -> Response:
+        """``GET /api/manage/ips`` -> ``{ips: [...], learned: [...]}``: each egress IP's
+        standing (with the limit it learned and its evidence), and every live learned
+        limit, the mesh-wide and the accounts' included."""
         auth.require_admin(request)
-        return ok({"ips": redact(await service.list_ips())})
+        return ok({"ips": redact(await service.list_ips()),
+                   "learned": redact(service.learned_limits())})
 
     async def enable_ip(request: Request) -> Response:
         """``POST /api/manage/ips/{ip}/enable`` (no body): lift the risk ledger's disable
@@ -119,6 +123,11 @@ def admin_routes(service: HubService, auth: Auth) -> list[BaseRoute]:
         return ok(redact(row), message="IP re-enabled")
 
     # -- live view -----------------------------------------------------------------------
+
+    async def history(request: Request) -> Response:
+        """``GET /api/manage/history``: the console's chart data (``hub.core.history``)."""
+        auth.require_admin(request)
+        return ok(redact(service.chart_history()))
 
     async def events(request: Request) -> Response:
         """``GET /api/manage/events``: live state as Server-Sent Events (``hub.api.sse``)."""
@@ -139,4 +148,5 @@ def admin_routes(service: HubService, auth: Auth) -> list[BaseRoute]:
         Route("/api/manage/agents/{agent_id}/{action:str}", guard(agent_action),
               methods=["POST"]),
         Route("/api/manage/events", guard(events), methods=["GET"]),
+        Route("/api/manage/history", guard(history), methods=["GET"]),
     ]

@@ -15,6 +15,7 @@ from hub.api.audit import AuditLog, AuditMiddleware, audit_route
 from hub.api.auth import Auth
 from hub.api.metrics import metrics_route
 from hub.api.routes import build_app
+from hub.api.storage import StorageGate, storage_route
 from hub.config import HubConfig
 from hub.service import HubService
 
@@ -28,10 +29,12 @@ def build_http_app(
 ) -> ASGIApp:
     """The ASGI app ``hub.api.server.serve_http`` serves; audited when ``audit`` is given."""
     auth = Auth(admin_token=config.admin_token, verify_agent=service.verify_agent_token)
-    routes: list[BaseRoute] = [metrics_route(service, auth), *extra_routes]
+    routes: list[BaseRoute] = [metrics_route(service, auth), storage_route(service.space, auth),
+                               *extra_routes]
     if audit is not None:
         routes.append(audit_route(audit, auth))
     app: ASGIApp = build_app(service, admin_token=config.admin_token, extra_routes=routes)
+    app = StorageGate(app, space=service.space, auth=auth)
     if audit is not None:
         app = AuditMiddleware(app, audit=audit, auth=auth)
     return app

@@ -17,6 +17,11 @@ Each entry holds
   body can never reach the audit table.
 - when, and the outcome (HTTP status).
 
+The hub's own actions on files go here too (:meth:`AuditLog.record_event`): each
+file retention deletes or moves, and each time it refuses to, with actor
+``retention``, the action as the method, the file as the path and the outcome
+(``ok``, ``dry_run``, ``refused``, ``error``, ``rolled_back``).
+
 It is written to the table ``audit_log`` (the newest ``KEEP_ROWS`` are kept, so
 a flood of refused requests cannot fill the disk) and to the
 ``bupmesh.audit`` logger; ``GET /api/manage/audit`` reads it back.
@@ -40,6 +45,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from hub.api.auth import Auth
 from hub.api.envelope import ApiError, ok
 from hub.api.errors import guard
+from hub.core.errors import StorageFull
 
 log = logging.getLogger("bupmesh.audit")
 
@@ -119,6 +125,15 @@ class AuditLog:
 
         await self.store.run(q)
 
+    async def record_event(self, *, actor: str, action: str, subject: str,
+                           targets: dict[str, Any], outcome: str) -> None:
+        """Something the hub did (or refused to do) on its own, not asked over HTTP: the
+        actor names the part of the hub (``retention``), ``action`` what it did, in the
+        method column, and ``subject`` what it was done to (a file), in the path column."""
+        await self.record(AuditEntry(
+            at=time.time(), actor=actor, remote_addr="hub", method=action.upper(),
+            route=actor, path=subject, targets=dict(targets), status=0, outcome=outcome))
+
     async def list(self, *, limit: int = 100, before_id: int | None = None) -> list[dict]:
         """Newest first; ``before_id`` pages back."""
         def q(c: sqlite3.Connection) -> list[dict]:
@@ -162,6 +177,9 @@ class AuditMiddleware:
             if method not in SAFE_METHODS or status in (401, 403):
                 try:
                     await self.audit.record(self._entry(scope, at, status))
+                except StorageFull as exc:  # the entry is in the log already (record)
+                    log.warning("audit entry for %s %s is in the log only: %s", method,
+                                scope["path"], exc)
                 except Exception:  # auditing must not turn a done action into an error
                     log.exception("could not write the audit entry for %s %s", method,
                                   scope["path"])

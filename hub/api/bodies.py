@@ -93,6 +93,13 @@ class RetryBody(Struct, forbid_unknown_fields=True):
     task_id: Id
 
 
+class ForgetBody(Struct, forbid_unknown_fields=True):
+    """``POST /api/manage/risk/forget``: which learned limit to forget."""
+
+    scope: Literal["ip", "mesh", "account"]
+    subject: Text | None = None  # the IP, or the account's id or name (not for mesh)
+
+
 class AgentActionBody(Struct, forbid_unknown_fields=True):
     """Optional body of ``POST /api/manage/agents/{id}/drain``."""
 

@@ -17,9 +17,10 @@ from starlette.responses import Response
 from hub.accounts.qr_login import LoginNotFound, TooManyLogins
 from hub.accounts.store import AccountError, AccountNotFound, DuplicateAccount
 from hub.api.envelope import ApiError, error
-from hub.core.errors import AuthError, BadRequest, Conflict, NotFound
+from hub.core.errors import AuthError, BadRequest, Conflict, NotFound, StorageFull
 from hub.ingest.events import IngestError
 from hub.ingest.service import IngestRefused
+from hub.rooms.book import RoomInvalid
 
 log = logging.getLogger("bupmesh.hub.http")
 
@@ -31,7 +32,9 @@ STATUSES: tuple[tuple[tuple[type[BaseException], ...], int, str], ...] = (
     ((NotFound, AccountNotFound, LoginNotFound, FileNotFoundError), 404, "not found"),
     ((Conflict, DuplicateAccount), 409, "conflict"),
     ((TooManyLogins,), 429, "too many requests"),
-    ((AccountError, BadRequest, IngestError, IngestRefused), 400, "bad request"),
+    ((AccountError, BadRequest, IngestError, IngestRefused, RoomInvalid), 400, "bad request"),
+    # The message names the data directory and its free bytes (hub/store/space.py).
+    ((StorageFull,), 507, "insufficient storage"),
 )
 
 

@@ -26,6 +26,8 @@ from hub.api.agent_routes import agent_routes
 from hub.api.auth import Auth
 from hub.api.envelope import http_exception, ok
 from hub.api.errors import guard
+from hub.api.risk_routes import risk_routes
+from hub.api.room_routes import room_routes
 from hub.api.web import web_routes
 from hub.service import HubService
 
@@ -48,6 +50,8 @@ def build_app(
         *agent_routes(service, auth),
         *admin_routes(service, auth),
         *account_routes(service, auth),
+        *risk_routes(service, auth),
+        *room_routes(service, auth),
         *web_routes(),
         *extra_routes,
     ]

@@ -2,13 +2,22 @@
 
 A page opens one stream and gets, in this order:
 
-- ``event: snapshot``: ``{agents, tasks, ips, server_time}``: everything it shows;
+- ``event: snapshot``: ``{agents, tasks, ips, verdicts, server_time}``: everything it
+  shows (``verdicts``: learned limits, captchas and accounts' standing, see
+  ``HubService.risk_overview``);
+- ``event: history`` (the console's chart data, ``HubService.chart_history``) and
+  ``event: recordings`` (``{recordings}``, the newest ``SNAPSHOT_RECORDINGS``, as
+  ``GET /api/manage/recordings`` shows them), when the hub has them;
 - then deltas, each the *current* row of what changed since the last send:
   ``event: task`` (one task, as ``GET /api/manage/tasks/{id}`` shows it),
   ``event: agent`` (one agent row),
-  ``event: ips`` (``{ips, server_time}``, the whole risk table: it is small);
-- a comment line every ``heartbeat`` seconds so proxies keep the stream open (the IP
-  table rides along: a cooldown ends with time, not with an event);
+  ``event: ips`` (``{ips, verdicts, server_time}``, the whole risk picture: it is
+  small, and every ledger event changes the IP table),
+  ``event: recording`` (one recording);
+- ``event: history`` again every ``history_every`` seconds: charts move with time, and
+  a bucket's worth of progress reports is one number, not one event each;
+- a comment line after ``heartbeat`` seconds without a send, so proxies keep the
+  stream open (the IP table rides along: a cooldown ends with time, not with an event);
 - ``event: snapshot`` again if it fell so far behind that its changes were dropped
   (``hub.core.events``), and ``event: shutdown`` when the hub stops, after which the
   stream ends cleanly.
@@ -22,13 +31,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 import msgspec
 from starlette.responses import StreamingResponse
 
-from hub.core.events import AGENT, IPS, TASK, Batch, EventBus
+from hub.core.events import AGENT, IPS, RECORDING, TASK, Batch, EventBus
 
 if TYPE_CHECKING:
     from hub.service import HubService
@@ -36,12 +45,45 @@ if TYPE_CHECKING:
 log = logging.getLogger("bupmesh.hub.http")
 
 HEARTBEAT_SECONDS = 15.0
+HISTORY_SECONDS = 10.0
+SNAPSHOT_RECORDINGS = 200
 MIN_GAP_SECONDS = 0.2
 # A snapshot carries every unfinished task and this many of the latest finished ones.
 SNAPSHOT_ENDED_TASKS = 200
 ACTIVE_STATUSES = frozenset({"pending", "assigned", "uploading"})
 
 Redact = Callable[[Any], Any]
+
+
+class RecordingViews(Protocol):
+    """The recording pipeline's read side (``hub.submission.manager.SubmissionManager``)."""
+
+    async def list(self) -> list[dict[str, Any]]: ...
+
+    async def describe(self, recording_id: int) -> dict[str, Any]: ...
+
+
+def recordings_of(service: Any) -> RecordingViews | None:
+    """The recording pipeline's read side (``HubService.recording_views``); None for a
+    hub without one (tests' hubs)."""
+    return getattr(service, "recording_views", None)
+
+
+def history_of(service: Any) -> Callable[[], dict[str, Any]] | None:
+    return getattr(service, "chart_history", None)
+
+
+async def extras(service: Any) -> list[tuple[str, Any]]:
+    """What follows a snapshot: chart history and recent recordings, where the hub has them."""
+    out: list[tuple[str, Any]] = []
+    history = history_of(service)
+    if history is not None:
+        out.append(("history", history()))
+    recordings = recordings_of(service)
+    if recordings is not None:
+        rows = await recordings.list()
+        out.append(("recordings", {"recordings": rows[-SNAPSHOT_RECORDINGS:]}))
+    return out
 
 
 def encode_event(event: str, data: Any) -> bytes:
@@ -67,6 +109,7 @@ async def snapshot(service: HubService) -> dict[str, Any]:
         "agents": await service.list_agents(),
         "tasks": trim_tasks(await service.list_tasks()),
         "ips": await service.list_ips(),
+        "verdicts": await service.risk_overview(),
         "server_time": service.clock(),
     }
 
@@ -88,11 +131,20 @@ async def render(service: HubService, batch: Batch) -> list[tuple[str, Any]]:
             log.debug("live view: task %s not rendered: %s", key, exc)
     if any(kind == IPS for kind, _ in batch.changes):
         out.append((IPS, await _ips(service)))
+    recordings = recordings_of(service)
+    for kind, key in batch.changes:
+        if kind != RECORDING or recordings is None:
+            continue
+        try:
+            out.append((RECORDING, await recordings.describe(int(key))))
+        except Exception as exc:
+            log.debug("live view: recording %s not rendered: %s", key, exc)
     return out
 
 
 async def _ips(service: HubService) -> dict[str, Any]:
-    return {"ips": await service.list_ips(), "server_time": service.clock()}
+    return {"ips": await service.list_ips(), "verdicts": await service.risk_overview(),
+            "server_time": service.clock()}
 
 
 async def event_stream(
@@ -102,34 +154,48 @@ async def event_stream(
     *,
     heartbeat: float = HEARTBEAT_SECONDS,
     min_gap: float = MIN_GAP_SECONDS,
+    history_every: float = HISTORY_SECONDS,
 ) -> AsyncIterator[bytes]:
     """The body of one SSE response; ends when the bus closes (hub shutdown)."""
+    history = history_of(service)
     with bus.subscribe() as sub:
         # Subscribed before the snapshot is read: a change that lands meanwhile is sent
         # again as a delta rather than lost between the two.
-        yield encode_event("snapshot", redact(await snapshot(service)))
+        first = [("snapshot", await snapshot(service)), *await extras(service)]
+        yield b"".join(encode_event(name, redact(data)) for name, data in first)
+        last_send = last_history = anyio.current_time()
         while True:
+            due = last_send + heartbeat
+            if history is not None:
+                due = min(due, last_history + history_every)
             batch: Batch | None = None
-            with anyio.move_on_after(heartbeat) as waited:
+            with anyio.move_on_after(max(0.0, due - anyio.current_time())) as waited:
                 batch = await sub.next_batch()
+            now = anyio.current_time()
+            events: list[tuple[str, Any]] = []
             if waited.cancelled_caught:
-                yield encode_comment("keep-alive")
-                yield encode_event(IPS, redact(await _ips(service)))
-                continue
-            if batch is None:
+                if now >= last_send + heartbeat:
+                    yield encode_comment("keep-alive")
+                    events.append((IPS, await _ips(service)))
+            elif batch is None:
                 yield encode_event("shutdown", {"reason": "hub stopping"})
                 return
-            try:
-                if batch.resync:
-                    events = [("snapshot", await snapshot(service))]
-                else:
-                    events = await render(service, batch)
-            except Exception:
-                log.exception("live view: rendering changes failed")
-                events = []
+            else:
+                try:
+                    if batch.resync:
+                        events = [("snapshot", await snapshot(service)), *await extras(service)]
+                    else:
+                        events = await render(service, batch)
+                except Exception:
+                    log.exception("live view: rendering changes failed")
+            if history is not None and now >= last_history + history_every:
+                events.append(("history", history()))
+                last_history = now
             if events:
                 yield b"".join(encode_event(name, redact(data)) for name, data in events)
-            await anyio.sleep(min_gap)
+                last_send = now
+            if not waited.cancelled_caught:
+                await anyio.sleep(min_gap)
 
 
 def event_stream_response(service: HubService, redact: Redact) -> StreamingResponse:

@@ -46,7 +46,7 @@ class Admin:
             raise NotFound(f"no agent {agent_id}")
         if not info.schedulable:
             raise Conflict(f"agent {agent_id} is {info.status}")
-        ip = info.ip_address or "unknown"
+        ip = info.risk_ip
         if state.ledger.state(ip, state.clock()) == "disabled":
             raise Conflict(f"IP {ip} of agent {agent_id} is disabled by the risk ledger; "
                            f"re-enable it first (POST /api/manage/ips/{ip}/enable)")
@@ -67,7 +67,7 @@ class Admin:
                 return task.task_id
         if part["state"] == "uploaded":
             raise Conflict(f"part {part_id} is already uploaded")
-        if part["state"] == "failed" and not part["md5"]:
+        if part["state"] == "failed" and not (part.get("digest") or part["md5"]):
             raise Conflict(f"part {part_id} cannot be read: {part['file_path']}")
         task = await self.new_task(part["id"], agent_id, force)
         return task.task_id

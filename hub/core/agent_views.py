@@ -27,7 +27,7 @@ def _inputs(info: AgentInfo, active: int) -> _Inputs:
     if status == BUSY and active < info.max_concurrent:
         # "busy" from a heartbeat that predates a finished task: capacity decides.
         status = ONLINE
-    return (info.ip_address or "unknown", status, max(1, info.max_concurrent), active,
+    return (info.risk_ip, status, max(1, info.max_concurrent), active,
             float(info.bandwidth_mbps or 0), info.storage_type or "network", info.local_paths)
 
 

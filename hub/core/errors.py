@@ -42,3 +42,16 @@ class ProtocolViolation(Exception):
         super().__init__(details)
         self.kind = kind
         self.details = details
+
+
+class StorageFull(Exception):
+    """The hub's data directory has no room for a write (SQLite's "database or disk is
+    full"). Nothing was written; the hub stays up, refuses new work and tries again when
+    space returns (hub/store/space.py)."""
+
+    def __init__(self, directory: str, free_bytes: int | None) -> None:
+        free = "unknown" if free_bytes is None else f"{free_bytes} bytes"
+        super().__init__(f"data directory {directory} is full ({free} free): writes are "
+                         "refused until space returns")
+        self.directory = directory
+        self.free_bytes = free_bytes

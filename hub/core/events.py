@@ -27,6 +27,7 @@ import anyio
 TASK = "task"
 AGENT = "agent"
 IPS = "ips"  # the IP risk table is small: it is sent whole, under this one key
+RECORDING = "recording"  # keyed by recording id (the recording pipeline touches it)
 IPS_KEY = "*"
 
 DEFAULT_LIMIT = 4096  # distinct changed keys one subscriber may hold before it resyncs
@@ -136,6 +137,9 @@ class EventBus:
 
     def touch_ips(self) -> None:
         self.touch(IPS, IPS_KEY)
+
+    def touch_recording(self, recording_id: int) -> None:
+        self.touch(RECORDING, str(recording_id))
 
     # -- subscribing --------------------------------------------------------------------
 

@@ -50,6 +50,9 @@ FILE = "file"
 CANCELLED = "cancelled"
 AGENT = "agent"
 LOST = "lost"  # hub-side: the agent's stream dropped or it went silent
+ACCOUNT_THROTTLE = "account_throttle"
+ACCOUNT_PENALTY = "account_penalty"
+SESSION_REJECTED = "session_rejected"
 
 
 @dataclass
@@ -60,10 +63,11 @@ class TaskRecord:
     part_id: int
     file_path: str
     file_size: int
-    file_md5: str
+    file_md5: str  # only for parts hashed by an older hub; new parts have a digest
     account: str | None = None
-    # stat identity of the file when its MD5 was taken (dev:ino:size:mtime_ns:ctime_ns)
+    # stat identity of the file when its digest was taken (dev:ino:size:mtime_ns:ctime_ns)
     file_fingerprint: str = ""
+    file_digest: str = ""  # the part digest (protocol.integrity), "" until known
     status: Status = Status.PENDING
     attempt: int = 0
     agent_id: str | None = None  # lease holder while assigned/uploading, last one after
@@ -121,6 +125,8 @@ class Ruling:
 
     outcome: Outcome
     decision: Decision | None = None
+    # A refused upos session's resume point, dropped for a fresh start: (bytes, session)
+    dropped: tuple[int, bytes | None] | None = None
 
 
 @dataclass(frozen=True)
@@ -316,10 +322,18 @@ class Lifecycle:
             hold = self.policy.exclude_seconds if kind == RISK_CONTROL else min(
                 60.0, self.policy.exclude_seconds)
             task.excluded[d.exclude_agent] = now + hold
+        dropped = None
+        if d.drop_session:
+            if task.resume_session or task.committed_offset:
+                dropped = (task.committed_offset, task.resume_session)
+            task.resume_session = None
+            task.committed_offset = 0
+            task.committed_attempt = task.attempt
+            task.proceed_attempt = 0
         retry_agent = d.agent_id if d.action is Action.RETRY_SAME else None
         outcome = self._requeue(task, kind, message, backoff=d.delay)
         task.retry_agent = retry_agent if outcome is Outcome.REQUEUED else None
-        return Ruling(outcome, d)
+        return Ruling(outcome, d, dropped)
 
     def agent_lost(self, task: TaskRecord, agent_id: str, reason: str = "agent lost") -> Outcome:
         """The lease holder's stream dropped or went silent: re-offer, keep the resume point."""

@@ -1,4 +1,4 @@
-"""Starting again after a stop: agents, the risk ledger and unfinished tasks from the store.
+"""Starting again after a stop: agents, the risk ledgers and unfinished tasks from the store.
 
 An agent abandons every attempt when its stream ends (unless it holds them for
 its own grace period), so no lease outlives the hub process that granted it:
@@ -53,6 +53,7 @@ async def recover(state: HubState, grace: RestartGrace, *, offline_after: float)
         info = state.registry.ensure(row["agent_id"])
         info.agent_name = row["agent_name"]
         info.ip_address = row["ip_address"]
+        info.egress_ip = row.get("egress_ip") or ""
         info.max_concurrent = row["max_concurrent_uploads"] or 1
         info.bandwidth_mbps = row["bandwidth_mbps"] or 0
         info.storage_type = row["storage_type"] or "network"
@@ -73,9 +74,17 @@ async def recover(state: HubState, grace: RestartGrace, *, offline_after: float)
             state.ledger.restore(saved)
         except (ValueError, KeyError, TypeError) as exc:
             log.error("risk ledger in the database is unreadable (%s): starting afresh", exc)
+    for name, book in (("accounts", state.account_ledger), ("captchas", state.captchas)):
+        data = await store.load_risk_state(name)
+        if data:
+            try:
+                book.restore(data)
+            except (ValueError, KeyError, TypeError) as exc:
+                log.error("%s risk state in the database is unreadable (%s): starting afresh",
+                          name, exc)
     for info in state.registry.agents.values():
-        if info.ip_address:
-            state.ledger.note_agent(info.ip_address, info.agent_id)
+        if info.egress_ip or info.ip_address:
+            state.ledger.note_agent(info.risk_ip, info.agent_id)
     # Each lease is re-offered with its resume point (an attempt the hub had let complete
     # resumes that session, idempotently).
     for task in await store.load_tasks(active_only=True):

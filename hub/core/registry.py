@@ -10,6 +10,8 @@ stream drops.
 
 from __future__ import annotations
 
+import ipaddress
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,7 +24,13 @@ ONLINE, BUSY, OFFLINE, DRAINING, DISABLED = "online", "busy", "offline", "draini
 class AgentInfo:
     agent_id: str
     agent_name: str = ""
-    ip_address: str = ""
+    ip_address: str = ""  # what the agent reports (its configured address), else its link's
+    # What Bilibili sees of the agent: the address its own Bilibili client leaves from,
+    # proxy included (x/web-interface/zone); "" until the agent has learned it.
+    egress_ip: str = ""
+    link_address: str = ""  # the peer address of its stream, as the hub sees it
+    line: str = ""  # the upload line it uses now, and its throughput estimate (bytes/s)
+    line_bps: float = 0.0
     max_concurrent: int = 2
     bandwidth_mbps: int = 0
     storage_type: str = "network"
@@ -56,6 +64,13 @@ class AgentInfo:
     @property
     def connected(self) -> bool:
         return self.session is not None
+
+    @property
+    def risk_ip(self) -> str:
+        """The IP the risk ledger judges this agent by: its egress as Bilibili sees it,
+        until that is known the address it reports (or its link's). Agents sharing an
+        egress (one NAT, one proxy) share this, and so one ledger entry."""
+        return self.egress_ip or self.ip_address or "unknown"
 
     @property
     def status(self) -> str:
@@ -135,6 +150,24 @@ class Registry:
         info.memory_mb = max(0, memory_mb)
         info.tasks_completed = max(info.tasks_completed, tasks_completed)
 
+    def set_reach(self, agent_id: str, *, egress_ip: str = "", line: str = "",
+                  line_bps: float = 0.0) -> tuple[str, str] | None:
+        """What the agent reports of its way to Bilibili (Hello, Heartbeat): its egress
+        address, its upload line and that line's estimated throughput. Empty or
+        malformed values change nothing. Returns ``(old, new)`` risk IP when the
+        egress moved the agent to another ledger entry, else None."""
+        info = self.ensure(agent_id)
+        if line:
+            info.line = line[:64]
+        if line_bps and math.isfinite(line_bps) and line_bps > 0:
+            info.line_bps = float(line_bps)
+        egress = egress_address(egress_ip)
+        if not egress or egress == info.egress_ip:
+            return None
+        old = info.risk_ip
+        info.egress_ip = egress
+        return (old, info.risk_ip) if old != info.risk_ip else None
+
     def expired(self) -> list[AgentInfo]:
         """Connected agents silent for longer than ``offline_after``."""
         now = self.clock()
@@ -148,3 +181,14 @@ class Registry:
 
     def schedulable(self) -> list[AgentInfo]:
         return [a for a in self.agents.values() if a.schedulable]
+
+
+def egress_address(value: str) -> str:
+    """An IP address in its normal form, or "" for anything else (the agent's word is
+    checked: it becomes a ledger key and a column in the admin UI)."""
+    if not value or len(value) > 64:
+        return ""
+    try:
+        return str(ipaddress.ip_address(value.strip()))
+    except ValueError:
+        return ""

@@ -18,6 +18,9 @@ class HeartbeatReport:
     free_slots: int = 0
     memory_mb: int = 0
     tasks_completed: int = 0
+    egress_ip: str = ""  # "" = unchanged / not known
+    line: str = ""
+    line_bps: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,14 @@ risk_control   another IP at once (no wait: the part is not at fault) and a risk
                other part off that IP too.
 agent / lost   the lease ended (stream gone, heartbeat timeout, agent draining):
                re-offer elsewhere at once; not the IP's fault, no risk event.
+account_       Bilibili throttles the *account* (21566, 137022): the account ledger
+throttle       cools the account down (Bilibili's named wait, else a doubling one) and
+               the task waits for it; any agent then. No IP is at fault.
+account_       the account is penalised (21515, 21590): the account ledger stops it
+penalty        until an admin releases it (an alert asks); the task waits, never fails.
+session_       upos refused the session (bound to another IP, or its auth older than
+rejected       five days): drop the resume point and start a fresh session at once, on
+               whichever agent takes it next (its own session, its own IP).
 file           fail with the reason: the source changed or is gone, no retry helps.
 auth           fail: the cookies are expired; an admin must fix the account.
 bad_request    fail: retrying the same request gets the same answer.
@@ -21,8 +29,10 @@ No retry storm: network retries back off exponentially and are bounded;
 risk control never retries on the same IP (the ledger paces the IP and
 disables it after repeated events, which bounds those attempts); and every
 attempt that is the task's or the agent's doing counts toward ``max_attempts``,
-after which the task fails with the last reason. Risk-control re-offers do not
-count: a part should wait out Bilibili, not fail because of it.
+after which the task fails with the last reason. Risk-control re-offers, account
+waits and the first fresh start after a refused session do not count: a part
+should wait out Bilibili, not fail because of it (a *fresh* session refused
+again does count, so an agent whose egress flaps cannot loop forever).
 
 The decision is data (:class:`Decision`); the hub's lifecycle applies it and
 writes the attempt and its outcome to ``agent_upload_logs``.
@@ -42,11 +52,17 @@ FILE = "file"
 CANCELLED = "cancelled"
 AGENT = "agent"  # the agent handed the task back (draining) or refused it
 LOST = "lost"  # hub side: stream dropped or heartbeats stopped
+ACCOUNT_THROTTLE = "account_throttle"  # 21566, 137022: the account goes too fast
+ACCOUNT_PENALTY = "account_penalty"  # 21515, 21590: the account is stopped
+SESSION_REJECTED = "session_rejected"  # upos 403: the session is bound elsewhere or too old
+ACCOUNT_KINDS = frozenset({ACCOUNT_THROTTLE, ACCOUNT_PENALTY})
 
 
 class Action(enum.StrEnum):
     RETRY_SAME = "retry_same"  # same agent, same session, after `delay`
     OTHER_IP = "other_ip"  # risk control: any agent on another IP, now
+    WAIT_ACCOUNT = "wait_account"  # the account ledger holds the task until the account may
+    FRESH = "fresh"  # drop the resume point: a fresh upos session, any agent, now
     REOFFER = "reoffer"  # any agent (not the one that failed when `exclude_agent`), now
     FAIL = "fail"
     CANCEL = "cancel"
@@ -80,6 +96,7 @@ class RetryState:
     network_failures: int = 0  # consecutive network failures on `network_agent`
     network_agent: str | None = None
     risk_events: int = 0  # risk-control failures this task met (for the logs)
+    session_rejections: int = 0  # refused upos sessions in a row
 
     def snapshot(self) -> dict[str, Any]:
         return {
@@ -87,6 +104,7 @@ class RetryState:
             "network_failures": self.network_failures,
             "network_agent": self.network_agent,
             "risk_events": self.risk_events,
+            "session_rejections": self.session_rejections,
         }
 
     @classmethod
@@ -96,6 +114,7 @@ class RetryState:
             network_failures=int(data.get("network_failures", 0)),
             network_agent=data.get("network_agent"),
             risk_events=int(data.get("risk_events", 0)),
+            session_rejections=int(data.get("session_rejections", 0)),
         )
 
 
@@ -108,6 +127,7 @@ class Decision:
     exclude_agent: str | None = None  # keep this attempt's agent out of the next offer
     exclude_ip: str | None = None  # keep this IP out of the next offer (risk control)
     record_risk_event: bool = False  # call ledger.risk_event(ip, agent, kind, now)
+    drop_session: bool = False  # forget the resume point: the next attempt starts afresh
     state: RetryState = RetryState()  # the task's retry state after this failure
 
     @property
@@ -140,6 +160,8 @@ class TaskRetryPolicy:
         kind = str(kind or NETWORK)
         why = f"{kind}: {message}" if message else kind
         r = self.rules
+        if kind != SESSION_REJECTED and state.session_rejections:
+            state = replace(state, session_rejections=0)
 
         if kind == CANCELLED:
             return Decision(Action.CANCEL, why, state=state)
@@ -148,6 +170,22 @@ class TaskRetryPolicy:
                           network_failures=0, network_agent=None)
             return Decision(Action.OTHER_IP, f"{why}; moving to another IP", exclude_ip=ip,
                             exclude_agent=agent_id, record_risk_event=True, state=new)
+        if kind in ACCOUNT_KINDS:
+            new = replace(state, network_failures=0, network_agent=None)
+            what = ("the account is throttled: waiting for it" if kind == ACCOUNT_THROTTLE
+                    else "the account is penalised: waiting for an admin to release it")
+            return Decision(Action.WAIT_ACCOUNT, f"{why}; {what}", state=new)
+        if kind == SESSION_REJECTED:
+            # The first refusal in a row is the old session's (another agent's IP, or its
+            # age): free. One more right after means the fresh session was refused too.
+            counted = state.attempts + (1 if state.session_rejections else 0)
+            new = replace(state, attempts=counted, network_failures=0, network_agent=None,
+                          session_rejections=state.session_rejections + 1)
+            if counted >= r.max_attempts:
+                return Decision(Action.FAIL, f"{why} (gave up after {counted} attempts)",
+                                state=new)
+            return Decision(Action.FRESH, f"{why}; starting a fresh upload session",
+                            drop_session=True, state=new)
         if kind in (FILE, AUTH, BAD_REQUEST):
             return Decision(Action.FAIL, why, state=replace(state, attempts=state.attempts + 1))
         if kind not in (NETWORK, AGENT, LOST):

@@ -19,10 +19,13 @@ so it still gets work when cleaner IPs are busy, and its record fades.
 
 Bilibili does not publish its limit, so the configured cap is a guess. The
 ledger also keeps the evidence: a clean IP's first 406 after ``n`` starts in an
-hour says the real limit is about ``n - 1`` per hour, for every IP.
-:meth:`learned_hourly_cap` gives that figure and ``adaptive=True`` on the
-queries applies it when it is lower than the config (``ip_diversity`` and
-``locality`` do; see bench/schedule.py for what it is worth).
+hour says the real limit there is about ``n - 1`` per hour. What one answer
+teaches, and for how long, is :mod:`hub.core.learning`'s rule: that IP alone,
+the whole mesh only when ``mesh_quorum`` IPs agree, nothing once the IP has been
+clean for ``learned_clean_seconds``; ``adaptive=True`` on the queries applies it
+(``ip_diversity`` and ``locality`` do). Answers the account ledger puts on the
+account (the same account refused on several IPs) are taken off the IPs again
+(:meth:`RiskLedger.blame_account`).
 
 The ledger does no IO. The hub persists :meth:`snapshot` (plain dicts and
 numbers, JSON-safe) and rebuilds with :meth:`restore` after a restart.
@@ -33,11 +36,26 @@ from __future__ import annotations
 import bisect
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from typing import Any
 
-HOUR = 3600.0
-DAY = 86400.0
+from hub.core import learning
+from hub.core.learning import LearnedLimit
+from hub.core.risk_records import (
+    BLAME_ACCOUNT,
+    BLAME_IP,
+    DAY,
+    HOUR,
+    IPRecord,
+    RiskEvent,
+    RiskRules,
+    event_dict,
+    event_from,
+    ip_dict,
+)
+
+__all__ = ["CAPPED", "COOLING", "DAY", "DISABLED", "HOUR", "OK", "RESTING", "IPRecord",
+           "RiskEvent", "RiskLedger", "RiskRules"]
+
 
 # States shown by GET /api/manage/ips, worst first.
 DISABLED = "disabled"  # too many strikes: only an admin re-enables
@@ -49,78 +67,20 @@ OK = "ok"
 _MAX_EVENTS_KEPT = 100  # per IP; enough for any score or audit, bounded for the snapshot
 
 
-@dataclass(frozen=True)
-class RiskRules:
-    """The limits. The first four are the public config; the rest are tuning with defaults.
-
-    ``cooldown_growth``: each strike within ``strike_memory_seconds`` multiplies
-    the cooldown (1 h, 2 h, 4 h ... by default), capped at ``cooldown_max_seconds``;
-    Bilibili throttles for "hours", so an IP that is hit again right after its
-    cooldown was cooled too briefly. ``record_half_life_seconds``: how fast a past
-    event stops counting against an IP in :meth:`RiskLedger.score`.
-    ``rate_evidence_seconds``: see :meth:`RiskLedger.learned_hourly_cap`.
-    """
-
-    min_interval_seconds: float = 300.0
-    max_uploads_per_hour: int = 6
-    cooldown_seconds: float = 3600.0
-    disable_after_events: int = 3  # <= 0: never disable
-    cooldown_growth: float = 2.0
-    cooldown_max_seconds: float = DAY
-    strike_memory_seconds: float = DAY
-    record_half_life_seconds: float = DAY
-    rate_evidence_seconds: float = 7 * DAY  # how long a 406 teaches the adaptive cap
-    idle_cap_seconds: float = DAY  # idleness beyond this earns no extra preference
-
-    @classmethod
-    def from_settings(cls, settings: Any, **tuning: float) -> RiskRules:
-        """Build from ``hub.config.RiskSettings`` (or anything with the same attributes)."""
-        return cls(
-            min_interval_seconds=float(settings.min_interval_seconds),
-            max_uploads_per_hour=int(settings.max_uploads_per_hour),
-            cooldown_seconds=float(settings.cooldown_seconds),
-            disable_after_events=int(settings.disable_after_events),
-            **tuning,
-        )
-
-
-@dataclass
-class RiskEvent:
-    time: float
-    agent_id: str
-    kind: str  # e.g. "406", "601", "risk_control"
-    strike: bool  # False when it arrived during an ongoing cooldown (same episode)
-    starts_last_hour: int = 0  # uploads the IP started in the hour up to the event
-    evidence: bool = False  # first strike of a clean IP: tells us Bilibili's hourly rate
-
-
-@dataclass
-class IPRecord:
-    ip: str
-    agents: set[str] = field(default_factory=set)
-    last_start: float | None = None
-    last_finish: float | None = None
-    last_ok: float | None = None  # last upload Bilibili accepted from this IP
-    starts: list[float] = field(default_factory=list)  # sorted start times, about the last hour
-    uploads_ok: int = 0
-    uploads_failed: int = 0
-    events: list[RiskEvent] = field(default_factory=list)
-    cooldown_until: float | None = None
-    disabled: bool = False
-    disabled_at: float | None = None
-    reenabled_at: float | None = None
-
-
 class RiskLedger:
     """Per-IP upload history and risk state; see the module docstring for the rules."""
 
     def __init__(self, rules: RiskRules | None = None) -> None:
         self.rules = rules or RiskRules()
         self._ips: dict[str, IPRecord] = {}
-        # (time, cap) of every evidence event, rebuilt only when events change: the cap
-        # is asked for every IP of every scheduling decision, and scanning every IP's
-        # events each time made one decision O(IPs^2) (bench/scale.py, 1,000 agents).
-        self._evidence: list[tuple[float, int]] | None = None
+        # Learned limits are asked for every IP of every scheduling decision, and
+        # recomputing them from events each time made one decision O(IPs^2)
+        # (bench/scale.py, 1,000 agents): each IP's own limit and its share toward the
+        # mesh-wide one are kept until its events change; the mesh-wide one until an
+        # event changes or one of its parts fades.
+        self._own: dict[str, LearnedLimit | None] = {}
+        self._shared: dict[str, LearnedLimit | None] = {}
+        self._mesh: tuple[float, LearnedLimit | None] | None = None  # (valid until, limit)
         # IPs changed since the last take_changes(): the hub persists only those rows
         # (a whole snapshot per upload start was O(IPs) of JSON and SQLite per event).
         self._changed: set[str] = set()
@@ -149,32 +109,45 @@ class RiskLedger:
         else:
             rec.uploads_failed += 1
 
-    def risk_event(self, ip: str, agent_id: str, kind: str, now: float) -> None:
+    def risk_event(self, ip: str, agent_id: str, kind: str, now: float, *,
+                   account: str = "", voucher: str = "") -> RiskEvent:
         """Bilibili answered 406 / 601 to an upload from ``ip``: cool it down (or disable it).
 
         An event while the IP is already cooling is recorded but is not a new
         strike: uploads that were in flight when the first 406 came belong to
         the same throttling episode, and must not escalate it to disabled.
+        ``account`` (the account the upload was for) lets the account ledger's
+        verdict take the event off the IP later (:meth:`blame_account`).
         """
         rec = self._record(ip)
         rec.agents.add(agent_id)
         self._prune(rec, now)
         started = len(self._window(rec, now))
+        event = RiskEvent(now, agent_id, str(kind), False, started, account=account,
+                          voucher=voucher)
         if rec.disabled or self._cooling(rec, now):
-            self._add_event(rec, RiskEvent(now, agent_id, str(kind), False, started))
-            return
+            self._add_event(rec, event)
+            return event
         # Only a clean IP's first strike measures the rate limit: a later one may just
         # be the same throttle outlasting our cooldown. One start says nothing of rate,
         # and neither do starts Bilibili never accepted: an IP whose uploads were refused
         # from the first (a blocked IP, or two attempts refused together) shows no rate,
-        # and learning "1 per hour" from it would throttle every other IP for a week.
-        evidence = (
-            self._recent_strikes(rec, now) == 0
+        # and learning "1 per hour" from it would throttle that IP for nothing.
+        event.strike = True
+        clean_since = now - self.rules.learned_clean_seconds
+        event.evidence = event.shared = (
+            not any(e.strike and e.time > clean_since for e in rec.events)
             and started >= 2
             and rec.last_ok is not None
             and rec.last_ok > now - HOUR
         )
-        self._add_event(rec, RiskEvent(now, agent_id, str(kind), True, started, evidence))
+        self._add_event(rec, event)
+        self._apply_strikes(rec, now)
+        event.cooldown_until = rec.cooldown_until
+        return event
+
+    def _apply_strikes(self, rec: IPRecord, now: float) -> None:
+        """Cooldown (growing with strikes) or disable, from the strikes that count now."""
         strikes = self._recent_strikes(rec, now)
         r = self.rules
         if r.disable_after_events > 0 and strikes >= r.disable_after_events:
@@ -182,11 +155,12 @@ class RiskLedger:
             rec.disabled_at = now
             rec.cooldown_until = None
             return
-        cooldown = r.cooldown_seconds * r.cooldown_growth ** (strikes - 1)
+        cooldown = r.cooldown_seconds * r.cooldown_growth ** (max(1, strikes) - 1)
         rec.cooldown_until = now + min(cooldown, r.cooldown_max_seconds)
 
     def admin_reenable(self, ip: str, now: float | None = None) -> None:
-        """An admin vouches for the IP: lift disable and cooldown, start counting strikes afresh.
+        """An admin vouches for the IP: lift disable and cooldown, start counting strikes
+        afresh, and forget the limit it learned (an IP vouched for is not held to it).
 
         The event history stays (it is the audit trail and still lowers the
         IP's rank until it fades); only strikes before ``now`` stop counting.
@@ -197,6 +171,70 @@ class RiskLedger:
         rec.cooldown_until = None
         last = max((e.time for e in rec.events), default=-math.inf)
         rec.reenabled_at = now if now is not None else last
+        self.forget_ip(ip)
+
+    def captcha_solved(self, ip: str, now: float) -> bool:
+        """The throttle behind the IP's cooldown is over: an admin solved its captcha.
+
+        The cooldown ends, and the hourly window starts afresh, as Bilibili's count
+        does after a solved captcha (what the IP learned still holds: it caps the
+        new window). A disabled IP stays disabled: that is an admin's separate
+        decision. False for an IP the ledger does not know.
+        """
+        if ip not in self._ips:
+            return False
+        rec = self._record(ip)
+        rec.cooldown_until = None
+        rec.starts = [t for t in rec.starts if t > now]
+        return True
+
+    def forget_ip(self, ip: str) -> bool:
+        """Admin lever: the limit ``ip`` learned is wrong. Its answers stay in the history
+        and keep counting as strikes; they stop teaching, that IP and the mesh."""
+        rec = self._ips.get(ip)
+        if rec is None:
+            return False
+        for e in rec.events:
+            e.evidence = e.shared = False
+        self._learning_changed(ip)
+        return True
+
+    def forget_mesh(self) -> None:
+        """Admin lever: the mesh-wide limit is wrong. Each IP keeps what it learned itself;
+        those answers just stop counting toward a limit for every IP."""
+        for ip, rec in self._ips.items():
+            if any(e.shared for e in rec.events):
+                for e in rec.events:
+                    e.shared = False
+                self._learning_changed(ip)
+
+    def blame_account(self, account: str, since: float, now: float) -> list[str]:
+        """The account ledger found ``account`` at fault for the answers since ``since``:
+        take them off the IPs (no strike, no evidence), and lift the cooldowns and
+        disables they alone caused. Returns the IPs that changed."""
+        changed = []
+        for ip, rec in self._ips.items():
+            hit = [e for e in rec.events if e.account == account and e.time >= since
+                   and e.blamed == BLAME_IP]
+            if not hit:
+                continue
+            for e in hit:
+                e.blamed, e.strike, e.evidence, e.shared = BLAME_ACCOUNT, False, False, False
+            self._learning_changed(ip)
+            self._record(ip)
+            self._recompute_standing(rec, now)
+            changed.append(ip)
+        return changed
+
+    def _recompute_standing(self, rec: IPRecord, now: float) -> None:
+        """Cooldown and disable from the strikes left (after some were taken off)."""
+        r = self.rules
+        if rec.disabled and not (r.disable_after_events > 0
+                                 and self._recent_strikes(rec, now) >= r.disable_after_events):
+            rec.disabled, rec.disabled_at = False, None
+        left = [e.cooldown_until for e in rec.events if e.strike and e.cooldown_until]
+        until = max(left, default=None)
+        rec.cooldown_until = until if until is not None and until > now else None
 
     # -- queries --------------------------------------------------------------------------
 
@@ -230,43 +268,53 @@ class RiskLedger:
         """``ok | resting | capped | cooling | disabled``."""
         return self._state(ip, now, adaptive=adaptive)[0]
 
-    def learned_hourly_cap(self, now: float) -> int | None:
-        """The hourly rate Bilibili has shown it tolerates, learned from 406s (``None``: no data).
+    def learned_limit(self, ip: str, now: float) -> LearnedLimit | None:
+        """The limit ``ip`` learned from its own risk events (None: none, or it faded)."""
+        if ip not in self._own:
+            rec = self._ips.get(ip)
+            self._own[ip] = None if rec is None else self._limit_of(rec, shared=False)
+        lim = self._own[ip]
+        return lim if lim is not None and lim.decays_at > now else None
 
-        Bilibili does not publish its limit and the configured cap is a guess.
-        When a clean IP gets its first 406 after starting ``n`` uploads within
-        an hour, ``n - 1`` per hour is the best evidence of the real limit, and
-        it very likely holds for every IP (same rule on Bilibili's side). The
-        lowest such figure seen in ``rate_evidence_seconds`` is the estimate;
-        older evidence expires so a one-off cannot pin the mesh down forever.
+    def mesh_limit(self, now: float) -> LearnedLimit | None:
+        """The limit every IP is held to, once ``mesh_quorum`` IPs agree (None: no quorum)."""
+        if self._mesh is not None and now < self._mesh[0]:
+            return self._mesh[1]
+        for ip, rec in self._ips.items():
+            if ip not in self._shared:
+                self._shared[ip] = self._limit_of(rec, shared=True)
+        limits = [lim for lim in self._shared.values() if lim is not None]
+        mesh = learning.mesh_limit(limits, self.rules.mesh_quorum, now)
+        # Valid until an event changes a limit (that clears the cache) or a part fades.
+        until = min((lim.decays_at for lim in limits if lim.decays_at > now), default=math.inf)
+        self._mesh = (until, mesh)
+        return mesh
+
+    def learned_hourly_cap(self, now: float, ip: str | None = None) -> int | None:
+        """The hourly rate Bilibili has shown it tolerates (``None``: nothing learned).
+
+        Without ``ip``: the mesh-wide figure; with it, the lower of that IP's own and
+        the mesh-wide one. See :mod:`hub.core.learning` for what counts.
         """
-        horizon = now - self.rules.rate_evidence_seconds
-        if self._evidence is None:
-            self._evidence = [
-                (e.time, max(1, e.starts_last_hour - 1))
-                for rec in self._ips.values()
-                for e in rec.events
-                if e.evidence
-            ]
-        caps = [cap for t, cap in self._evidence if t > horizon]
+        caps = [lim.hourly_cap for lim in (
+            self.mesh_limit(now), self.learned_limit(ip, now) if ip is not None else None)
+            if lim is not None]
         return min(caps) if caps else None
 
-    def forget_learned_cap(self) -> None:
-        """Admin lever: the learned rate was wrong (e.g. a 406 that was about the account).
+    def learned_limits(self, now: float) -> list[dict[str, Any]]:
+        """Every live learned limit with its evidence: each IP's, then the mesh-wide one."""
+        out = [lim.to_dict() for ip in self.known_ips()
+               if (lim := self.learned_limit(ip, now)) is not None]
+        mesh = self.mesh_limit(now)
+        if mesh is not None:
+            out.append(mesh.to_dict())
+        return out
 
-        The events stay in the history; they just stop counting as rate evidence.
-        """
-        for rec in self._ips.values():
-            for e in rec.events:
-                e.evidence = False
-        self._evidence = None
-        self._changed.update(self._ips)
-
-    def hourly_cap(self, now: float, *, adaptive: bool = False) -> int:
+    def hourly_cap(self, now: float, *, adaptive: bool = False, ip: str | None = None) -> int:
         """The cap in force: the configured one, or the learned one when lower (``adaptive``)."""
         cap = self.rules.max_uploads_per_hour
         if adaptive:
-            learned = self.learned_hourly_cap(now)
+            learned = self.learned_hourly_cap(now, ip)
             if learned is not None and (cap <= 0 or learned < cap):
                 cap = learned
         return cap
@@ -284,7 +332,7 @@ class RiskLedger:
             t = max(t, rec.cooldown_until)
         if rec.last_start is not None:
             t = max(t, rec.last_start + r.min_interval_seconds)
-        cap = self.hourly_cap(now, adaptive=adaptive)
+        cap = self.hourly_cap(now, adaptive=adaptive, ip=ip)
         window = self._window(rec, now)
         if cap > 0 and len(window) >= cap:
             # the window must drop enough starts to get below the cap
@@ -345,13 +393,22 @@ class RiskLedger:
     def known_ips(self) -> list[str]:
         return sorted(self._ips)
 
+    def event_times(self) -> dict[str, list[float]]:
+        """Each IP's risk event times (the kept ones), for the console's 24-hour chart."""
+        return {ip: [e.time for e in rec.events] for ip, rec in self._ips.items() if rec.events}
+
     def describe(self, now: float) -> list[dict[str, Any]]:
-        """Rows for ``GET /api/manage/ips``, one per known IP, sorted by IP."""
+        """Rows for ``GET /api/manage/ips``, one per known IP, sorted by IP.
+
+        ``learned``: the limit the IP learned itself, with its evidence;
+        ``learned_hourly_cap``: the learned figure it is held to (its own or the
+        mesh-wide one, the lower), applied by the adaptive strategies.
+        """
         rows = []
-        learned = self.learned_hourly_cap(now)
         for ip in self.known_ips():
             rec = self._ips[ip]
             state, reason = self._state(ip, now)
+            own = self.learned_limit(ip, now)
             rows.append(
                 {
                     "ip": ip,
@@ -361,7 +418,7 @@ class RiskLedger:
                     "uploads_last_hour": self.uploads_last_hour(ip, now),
                     "uploads_ok": rec.uploads_ok,
                     "uploads_failed": rec.uploads_failed,
-                    "events": [_event_dict(e) for e in rec.events],
+                    "events": [event_dict(e) for e in rec.events],
                     "strikes": self._recent_strikes(rec, now),
                     "cooldown_until": rec.cooldown_until if self._cooling(rec, now) else None,
                     "disabled": rec.disabled,
@@ -369,7 +426,8 @@ class RiskLedger:
                     "score": round(self.score(ip, now), 1),
                     "state": state,
                     "reason": reason,
-                    "learned_hourly_cap": learned,
+                    "learned_hourly_cap": self.learned_hourly_cap(now, ip),
+                    "learned": own.to_dict() if own is not None else None,
                 }
             )
         return rows
@@ -378,12 +436,12 @@ class RiskLedger:
 
     def snapshot(self) -> dict[str, Any]:
         """Plain, JSON-safe state; :meth:`restore` of it gives an equivalent ledger."""
-        return {"version": 1, "ips": {ip: _ip_dict(rec) for ip, rec in self._ips.items()}}
+        return {"version": 1, "ips": {ip: ip_dict(rec) for ip, rec in self._ips.items()}}
 
     def take_changes(self) -> dict[str, dict[str, Any]]:
         """The snapshot entries (``snapshot()["ips"][ip]``) of the IPs changed since the
         last call, and forget them: what must be written to keep the store current."""
-        changes = {ip: _ip_dict(self._ips[ip]) for ip in self._changed if ip in self._ips}
+        changes = {ip: ip_dict(self._ips[ip]) for ip in self._changed if ip in self._ips}
         self._changed.clear()
         return changes
 
@@ -406,24 +464,16 @@ class RiskLedger:
                 starts=sorted(float(t) for t in d.get("starts", ())),
                 uploads_ok=int(d.get("uploads_ok", 0)),
                 uploads_failed=int(d.get("uploads_failed", 0)),
-                events=[
-                    RiskEvent(
-                        float(e["time"]),
-                        str(e["agent_id"]),
-                        str(e["kind"]),
-                        bool(e.get("strike", True)),
-                        int(e.get("starts_last_hour", 0)),
-                        bool(e.get("evidence", False)),
-                    )
-                    for e in d.get("events", ())
-                ],
+                events=[event_from(e) for e in d.get("events", ())],
                 cooldown_until=d.get("cooldown_until"),
                 disabled=bool(d.get("disabled", False)),
                 disabled_at=d.get("disabled_at"),
                 reenabled_at=d.get("reenabled_at"),
             )
         self._ips = ips
-        self._evidence = None
+        self._own.clear()
+        self._shared.clear()
+        self._mesh = None
         self._changed.clear()  # the state is what the store holds
 
     @classmethod
@@ -470,7 +520,21 @@ class RiskLedger:
         rec.events.append(event)
         if len(rec.events) > _MAX_EVENTS_KEPT:
             del rec.events[: len(rec.events) - _MAX_EVENTS_KEPT]
-        self._evidence = None
+        self._learning_changed(rec.ip)
+
+    def _learning_changed(self, ip: str) -> None:
+        self._own.pop(ip, None)
+        self._shared.pop(ip, None)
+        self._mesh = None
+        self._changed.add(ip)
+
+    def _limit_of(self, rec: IPRecord, *, shared: bool) -> LearnedLimit | None:
+        """The IP's limit from its events (regardless of time: callers check decays_at)."""
+        events = sorted(
+            ((e, e.shared if shared else e.evidence) for e in rec.events
+             if e.blamed == BLAME_IP),
+            key=lambda pair: pair[0].time)
+        return learning.ip_limit(rec.ip, events, self.rules.learned_clean_seconds)
 
     def _state(self, ip: str, now: float, *, adaptive: bool = False) -> tuple[str, str]:
         rec = self._ips.get(ip)
@@ -484,7 +548,7 @@ class RiskLedger:
             left = rec.cooldown_until - now
             return COOLING, f"cooling down after a risk event ({left:.0f} s left)"
         r = self.rules
-        cap = self.hourly_cap(now, adaptive=adaptive)
+        cap = self.hourly_cap(now, adaptive=adaptive, ip=ip)
         started = len(self._window(rec, now))
         if cap > 0 and started >= cap:
             which = "learned" if cap < r.max_uploads_per_hour or r.max_uploads_per_hour <= 0 else ""
@@ -499,31 +563,3 @@ class RiskLedger:
                 f"(< {r.min_interval_seconds:.0f} s)"
             )
         return OK, "ok"
-
-
-def _ip_dict(rec: IPRecord) -> dict[str, Any]:
-    return {
-        "agents": sorted(rec.agents),
-        "last_start": rec.last_start,
-        "last_finish": rec.last_finish,
-        "last_ok": rec.last_ok,
-        "starts": list(rec.starts),
-        "uploads_ok": rec.uploads_ok,
-        "uploads_failed": rec.uploads_failed,
-        "events": [_event_dict(e) for e in rec.events],
-        "cooldown_until": rec.cooldown_until,
-        "disabled": rec.disabled,
-        "disabled_at": rec.disabled_at,
-        "reenabled_at": rec.reenabled_at,
-    }
-
-
-def _event_dict(e: RiskEvent) -> dict[str, Any]:
-    return {
-        "time": e.time,
-        "agent_id": e.agent_id,
-        "kind": e.kind,
-        "strike": e.strike,
-        "starts_last_hour": e.starts_last_hour,
-        "evidence": e.evidence,
-    }

@@ -1,10 +1,13 @@
 """Who gets a pending task, and the Offer that leases it.
 
-A pass looks at every pending task (oldest first) and asks the strategy to
-choose among the schedulable agents' views, under the risk ledger's pacing. A
-chosen task is leased (a new attempt), written, and only then offered over the
-agent's stream. Passes run when something may have changed (``poke``) and at
-least once a second, for backoffs and cooldowns that simply run out.
+A pass looks at every pending task (oldest first). An upload starts only when
+both ledgers allow it: the task's *account* may preupload now (the account
+ledger: gaps, caps, cooldowns, a penalty; checked first, it holds the task
+whatever the agent), and the strategy finds an agent whose egress *IP* may
+(the risk ledger, inside the strategy's shared gate). A chosen task is leased
+(a new attempt), written, and only then offered over the agent's stream.
+Passes run when something may have changed (``poke``) and at least once a
+second, for backoffs and cooldowns that simply run out.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from hub.core import lifecycle as lc
+from hub.core.account_keys import AccountKeys
 from hub.core.agent_views import AgentViewCache, agent_view
 from hub.core.lifecycle import Status, TaskRecord
 from hub.core.outcomes import Outcomes
@@ -46,9 +50,10 @@ class Scheduler:
         self.outcomes = outcomes
         self.restart = restart
         self.member_url = member_url
-        # Asks for a part's MD5 to be computed (a no-op while a pass over it runs).
+        # Asks for a part's digest to be computed (a no-op while a pass over it runs).
         self.request_hash = request_hash
         self._views = AgentViewCache()  # the strategy's agent views, reused across passes
+        self.keys = AccountKeys(accounts, state.clock)  # the account ledger's key of a task
 
     async def run(self) -> None:
         """A pass whenever the state is poked, and at least once a second."""
@@ -72,13 +77,20 @@ class Scheduler:
         )
 
     def why_waiting(self, task: TaskRecord) -> dict[str, str]:
-        """Why each connected agent cannot take a pending task now (admin UI, logs)."""
+        """Why each connected agent cannot take a pending task now (admin UI, logs):
+        ``account ...`` when the account holds it back, whatever the agent, else each
+        agent's own reason (``IP ...`` when its egress IP does)."""
         state = self.state
         now = state.clock()
         views = [agent_view(a, state.active_count(a.agent_id))
                  for a in state.registry.agents.values() if a.session is not None]
-        return why_not(self.part_view(task, now), views, state.ledger, now,
-                       adaptive=self.strategy.adaptive)
+        part = self.part_view(task, now)
+        account = self.keys.cached(task.account)
+        if account is not None and not part.resuming:
+            fit, reason = state.account_ledger.preupload_fit(account, now, force=part.force)
+            if not fit:
+                return {v.agent_id: reason for v in views}
+        return why_not(part, views, state.ledger, now, adaptive=self.strategy.adaptive)
 
     async def dispatch_pending(self) -> None:
         state = self.state
@@ -108,16 +120,23 @@ class Scheduler:
                 if self._wait_for_local_hash(task, local_views):
                     continue
                 part = self.part_view(task, now)
+                account = await self.keys.key(task.account)
+                if not part.resuming and not state.account_ledger.preupload_fit(
+                        account, now, force=part.force)[0]:
+                    state.counters.decision(False)
+                    continue  # the account may not preupload now, from any IP
                 chosen = self.strategy.choose(part, views, state.ledger, now)
                 state.counters.decision(chosen is not None)
                 if chosen is None:
                     continue
                 info = state.registry.agents[chosen.agent_id]
-                if not await self._offer(task, info):
+                if not await self._offer(task, info, account):
                     continue
                 if not part.resuming and task.status.leased:
-                    # Before choosing for the next task: the IP now rests (min interval).
+                    # Before choosing for the next task: the IP and the account now rest.
                     state.ledger.upload_started(chosen.ip, chosen.agent_id, now)
+                    state.counters.upload_started(chosen.ip)
+                    state.account_ledger.preupload_started(account, now)
                     await state.save_ledger()
                 # Only the chosen agent's view changed: not a rebuild of all N.
                 i = position.get(chosen.agent_id)
@@ -125,18 +144,20 @@ class Scheduler:
                     views[i] = replace(views[i], active_tasks=views[i].active_tasks + 1)
 
     def _wait_for_local_hash(self, task: TaskRecord, views: list[AgentView]) -> bool:
-        """Hold a part a connected local/hybrid agent could read until its MD5 is known.
+        """Hold a part a connected local/hybrid agent could read until its digest is known.
 
-        Such an agent reads the file itself only against a known MD5 (Accept.local_read);
-        hashing on the hub takes a fraction of the time streaming the file would, so the
-        first attempt waits for it instead of streaming a file the agent has on disk.
+        Such an agent reads the file itself only against a known digest
+        (Accept.local_read); hashing on the hub takes a fraction of the time streaming
+        the file would, so the first attempt waits for it instead of streaming a file
+        the agent has on disk.
         """
-        if task.file_md5 or not any(v.can_read(task.file_path) for v in views):
+        if task.file_digest or task.file_md5 \
+                or not any(v.can_read(task.file_path) for v in views):
             return False
         self.request_hash(task.part_id)
         return True
 
-    async def _offer(self, task: TaskRecord, agent: AgentInfo) -> bool:
+    async def _offer(self, task: TaskRecord, agent: AgentInfo, account: str) -> bool:
         """Lease ``task`` to ``agent`` and send the Offer (caller holds the lock).
 
         True if an Offer went out (False: the agent left, or the task failed for want
@@ -153,16 +174,17 @@ class Scheduler:
             ruling = state.lifecycle.result(task, agent.agent_id, task.attempt, success=False,
                                             error_kind=lc.AUTH,
                                             error_message=f"no credentials: {exc}")
-            await self.outcomes.finish(task, ruling, agent.agent_id, agent.ip_address)
+            await self.outcomes.finish(task, ruling, agent.agent_id, agent.risk_ip)
             return False
         if session.closed:  # the stream ended while we looked up credentials
             return False
         attempt = state.lifecycle.offer(task, agent.agent_id)
         state.lease_session[task.task_id] = session.session_id
+        state.lease_risk[task.task_id] = (agent.risk_ip, account)
         state.assigned_total[agent.agent_id] = state.assigned_total.get(agent.agent_id, 0) + 1
         await state.save(task, agent.agent_id, "offer",
                          f"attempt {attempt} offered (resume at byte {task.committed_offset})",
-                         ip=agent.ip_address, part_state="assigned")
+                         ip=agent.risk_ip, part_state="assigned")
         offer = pb.Offer(
             task_id=task.task_id,
             attempt=attempt,
@@ -170,6 +192,7 @@ class Scheduler:
             file_name=Path(task.file_path).name,
             file_size=task.file_size,
             file_md5=task.file_md5,
+            file_digest=task.file_digest,
             credentials=pb.BiliCredentials(
                 cookies=creds.cookie_header(),
                 access_key=creds.access_key or "",

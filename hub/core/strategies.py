@@ -67,7 +67,7 @@ class AgentView:
     def can_read(self, path: str | None) -> bool:
         """Whether the agent can read ``path`` itself (same host or shared mount).
 
-        A hint for ranking only: the agent still checks size and MD5 before it
+        A hint for ranking only: the agent still checks size and digest before it
         skips the stream, and falls back to streaming when they differ.
         """
         if not path or self.storage_type not in LOCAL_STORAGE:

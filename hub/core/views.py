@@ -33,6 +33,7 @@ def task_row(t: TaskRecord) -> dict[str, Any]:
         "attempt": t.attempt,
         "file_path": t.file_path,
         "file_md5": t.file_md5,
+        "file_digest": t.file_digest,
         "account": t.account,
         "progress": round(uploaded / t.file_size * 100, 2) if t.file_size else 0.0,
         "created_at": t.created_at,
@@ -47,6 +48,13 @@ def agent_row(info: AgentInfo, active: int, assigned_total: int) -> dict[str, An
         "agent_id": info.agent_id,
         "agent_name": info.agent_name,
         "ip_address": info.ip_address,
+        # What Bilibili sees ("" until the agent learned it), the IP the risk ledger
+        # judges it by (that, else ip_address), and the address its stream comes from.
+        "egress_ip": info.egress_ip,
+        "risk_ip": info.risk_ip,
+        "link_address": info.link_address,
+        "line": info.line,
+        "line_bps": info.line_bps,
         "status": info.status,
         "current_tasks": active,
         "max_concurrent_uploads": info.max_concurrent,
@@ -101,21 +109,30 @@ class Views:
         return await self.state.store.logs(task_id)
 
     async def list_ips(self) -> list[dict[str, Any]]:
-        """The risk ledger's rows (``ip``, ``state``, ``events``, ``cooldown_until`` ...)
-        with what the registry adds: agents now on the IP, uploads running, online."""
+        """The risk ledger's rows (``ip``, ``state``, ``events``, ``cooldown_until``,
+        ``learned`` ...), one per egress IP as Bilibili sees it, with what the registry
+        adds: the agents now behind it and the link addresses they dial the hub from,
+        whether the IP is an egress the agents reported (else a fallback address),
+        uploads running, online."""
         state = self.state
         rows = {row["ip"]: row for row in state.ledger.describe(state.clock())}
         for info in state.registry.agents.values():
-            ip = info.ip_address or "unknown"
-            row = rows.get(ip)
+            row = rows.get(info.risk_ip)
             if row is None:
                 continue
             if info.agent_id not in row["agents"]:
                 row["agents"] = sorted([*row["agents"], info.agent_id])
+            row.setdefault("agents_now", []).append(info.agent_id)
+            if info.link_address:
+                row.setdefault("link_addresses", set()).add(info.link_address)
+            row["egress_reported"] = row.get("egress_reported", False) or bool(info.egress_ip)
             row["active_tasks"] = row.get("active_tasks", 0) + state.active_count(info.agent_id)
             row["online"] = row.get("online", False) or info.session is not None
         for row in rows.values():
             row.setdefault("active_tasks", 0)
             row.setdefault("online", False)
+            row.setdefault("egress_reported", False)
+            row["agents_now"] = sorted(row.get("agents_now", ()))
+            row["link_addresses"] = sorted(row.get("link_addresses", ()))
             row["ip_address"] = row["ip"]
         return [rows[ip] for ip in sorted(rows)]

@@ -12,7 +12,9 @@ blrec (its webapp's event model): ``{id, date, type, data}``; ``LiveBeganEvent``
 title, area_name, parent_area_name, live_start_time}``;
 ``RecordingStartedEvent`` / ``RecordingFinishedEvent`` carry ``data.room_info``;
 ``VideoFileCreatedEvent`` / ``VideoFileCompletedEvent`` /
-``VideoPostprocessingCompletedEvent`` carry ``data{room_id, path}``. blrec has no session id, so its files are grouped by room (see
+``VideoPostprocessingCompletedEvent`` carry ``data{room_id, path}``, and
+``CoverImageDownloadedEvent`` the same for the live room's cover it saved
+(kind ``cover``: ``submission.cover: live`` sends it with the archive). blrec has no session id, so its files are grouped by room (see
 ``hub/ingest/service.py``). Other types are accepted and ignored, as both tools
 ask receivers to expect new types.
 
@@ -26,7 +28,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-Kind = Literal["session_start", "file_open", "file_closed", "session_end", "ignored"]
+Kind = Literal["session_start", "file_open", "file_closed", "session_end", "cover", "ignored"]
 
 BREC = "bililive-recorder"
 BLREC = "blrec"
@@ -149,6 +151,7 @@ _BLREC_KINDS: dict[str, Kind] = {
     "VideoFileCompletedEvent": "file_closed",
     "LiveEndedEvent": "session_end",
     "RecordingFinishedEvent": "session_end",
+    "CoverImageDownloadedEvent": "cover",
 }
 
 
@@ -165,7 +168,7 @@ def parse_blrec(body: Any, file_event: str = "VideoFileCompletedEvent") -> Inges
     if kind == "ignored":
         return IngestEvent("ignored", BLREC, event_id, "", when)
     data = _obj(body.get("data"), "data")
-    if kind in ("file_open", "file_closed"):
+    if kind in ("file_open", "file_closed", "cover"):
         room = _room(data, "room_id", "data.room_id")
         path = _text(data, "path", "data.path", required=True)
         return IngestEvent(kind, BLREC, event_id, room, when, path=path,

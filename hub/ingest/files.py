@@ -1,5 +1,6 @@
 """Pure helpers about recording files: where they may be, which room and session.
 
+- :func:`recorder_dirs` lists the directories recordings come from.
 - :func:`resolve_under` keeps webhook paths inside the configured recorder
   directory (a webhook must not make the hub upload ``/etc/shadow``).
 - :func:`describe_file` derives a file's room, start time, streamer and title
@@ -19,16 +20,28 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path, PurePath
+from typing import Any
 
 VIDEO_SUFFIXES = frozenset({".flv", ".mp4", ".mkv", ".ts"})
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif"})  # recorders' covers
 
 
 class PathRefused(ValueError):
     """The path is outside the configured directory, or no directory is configured."""
 
 
-def resolve_under(base: str | None, given: str, *, setting: str) -> Path:
-    """``given`` (relative to ``base``, or absolute inside it), resolved, inside ``base``."""
+def recorder_dirs(ingest: Any) -> list[str]:
+    """Every directory recordings come from (``hub.config.IngestSettings``): the
+    recorders' work directories and the watched folders, each once."""
+    found = [ingest.bililive_recorder_work_dir, ingest.blrec_work_dir, *ingest.watch_dirs]
+    return list(dict.fromkeys(str(Path(d).expanduser()) for d in found if d))
+
+
+def resolve_under(base: str | None, given: str, *, setting: str,
+                  suffixes: frozenset[str] = VIDEO_SUFFIXES, what: str = "a video file"
+                  ) -> Path:  # fmt: skip
+    """``given`` (relative to ``base``, or absolute inside it), resolved, inside ``base``,
+    with one of ``suffixes``."""
     if not base:
         raise PathRefused(f"{setting} is not configured: the hub accepts no recorder paths")
     root = Path(base).expanduser().resolve()
@@ -36,8 +49,8 @@ def resolve_under(base: str | None, given: str, *, setting: str) -> Path:
     path = (candidate if candidate.is_absolute() else root / candidate).resolve()
     if not path.is_relative_to(root):
         raise PathRefused(f"path {given!r} is outside {setting} ({root})")
-    if path.suffix.lower() not in VIDEO_SUFFIXES:
-        raise PathRefused(f"path {given!r} is not a video file ({', '.join(sorted(VIDEO_SUFFIXES))})")
+    if path.suffix.lower() not in suffixes:
+        raise PathRefused(f"path {given!r} is not {what} ({', '.join(sorted(suffixes))})")
     return path
 
 

@@ -29,7 +29,7 @@ import anyio.to_thread
 
 from hub.config import HubConfig
 from hub.ingest.events import BLREC, BREC, WATCHER, IngestEvent
-from hub.ingest.files import PathRefused, resolve_under, same_session
+from hub.ingest.files import IMAGE_SUFFIXES, PathRefused, resolve_under, same_session
 from hub.store.recordings import RecordingStore
 from hub.submission.settings import room_settings
 
@@ -54,12 +54,21 @@ class IngestService:
         """Apply one event; the answer says what happened (for the webhook's reply)."""
         if event.kind == "ignored":
             return {"result": "ignored"}
+        self.refuse_if_full()
         async with self._lock:
             if await self.recordings.seen_event(event.source, event.event_id):
                 return {"result": "duplicate"}
             answer = await self._apply(event)
             await self.recordings.note_event(event.source, event.event_id)
             return answer
+
+    def refuse_if_full(self) -> None:
+        """While the data directory is full an event is refused whole (HTTP 507), before
+        any of it is written: the recorder's retry, or the watcher's next pass, brings
+        it again once space returns."""
+        space = getattr(self.hub, "space", None)
+        if space is not None and space.raised:
+            raise space.refusal()
 
     async def _apply(self, event: IngestEvent) -> dict[str, Any]:
         if event.kind == "session_end":
@@ -77,6 +86,8 @@ class IngestService:
                 await self.recordings.end(previous["id"], event.time)
             rec = await self._create(event, key, start)
             return {"result": "started", "recording_id": rec["id"]}
+        if event.kind == "cover":
+            return await self._note_cover(event)
         rec = await self._session_of(event, create=True)
         assert rec is not None
         if event.kind != "file_closed":
@@ -113,13 +124,14 @@ class IngestService:
 
     def _path(self, event: IngestEvent) -> Path:
         assert event.path is not None
+        kind = {"suffixes": IMAGE_SUFFIXES, "what": "an image"} if event.kind == "cover" else {}
         try:
             if event.source == BREC:
                 return resolve_under(self.config.ingest.bililive_recorder_work_dir, event.path,
-                                     setting="ingest.bililive_recorder_work_dir")
+                                     setting="ingest.bililive_recorder_work_dir", **kind)
             if event.source == BLREC:
                 return resolve_under(self.config.ingest.blrec_work_dir, event.path,
-                                     setting="ingest.blrec_work_dir")
+                                     setting="ingest.blrec_work_dir", **kind)
         except PathRefused as exc:
             raise IngestRefused(str(exc)) from None
         return Path(event.path)  # the watcher's own listing of a configured directory
@@ -136,19 +148,36 @@ class IngestService:
                         path, event.size, size)
         if await self.recordings.has_file(str(path), size):
             return {"result": "duplicate", "recording_id": rec["id"]}
+        # A file after the submission (or during it) is appended to the archive once it
+        # exists, unless the room keeps late parts out: then it uploads, unlisted.
+        late = rec["submit_state"] not in ("waiting", "failed")
+        kept_out = late and not room_settings(self.config, rec["room_id"]).append_late_parts
         created = await self.hub.create_part(str(path), account=rec["account"], title=None)
         index = await self.recordings.add_part(
             rec["id"], part_id=created["part_id"], path=str(path), size=size,
-            started_at=event.file_started, ended_at=event.file_ended or st.st_mtime)
+            started_at=event.file_started, ended_at=event.file_ended or st.st_mtime,
+            archived=-1 if kept_out else 0)
         log.info("recording %d (room %s): part %d is %s (%d bytes, part id %s)", rec["id"],
                  rec["room_id"], index, path.name, size, created["part_id"])
-        if rec["submit_state"] not in ("waiting", "failed"):
-            # Submitted (or being submitted) already: the file uploads, but the archive
-            # will not list it; an admin can add it on Bilibili by hand.
-            log.warning("recording %d is already %s: %s uploads but is not in its archive",
-                        rec["id"], rec["submit_state"], path.name)
+        if kept_out:
+            log.warning("recording %d is already %s: %s uploads but is not in its archive "
+                        "(append_late_parts is off)", rec["id"], rec["submit_state"],
+                        path.name)
+        elif late:
+            log.info("recording %d is already %s: %s will be appended to its archive",
+                     rec["id"], rec["submit_state"], path.name)
         return {"result": "imported", "recording_id": rec["id"], "part_id": created["part_id"],
                 "task_id": created["task_id"], "index": index}
+
+    async def _note_cover(self, event: IngestEvent) -> dict[str, Any]:
+        """The recorder saved the live room's cover: the room's open recording takes it."""
+        path = self._path(event)
+        rec = await self.recordings.open_recording(event.source, event.room_id)
+        if rec is None:
+            return {"result": "noted", "recording_id": None}
+        await self.recordings.set_live_cover(rec["id"], str(path))
+        log.info("recording %d (room %s): live cover %s", rec["id"], rec["room_id"], path.name)
+        return {"result": "noted", "recording_id": rec["id"]}
 
     async def end_quiet_rooms(self, now: float) -> None:
         """Watcher recordings whose room has been quiet for the session gap have ended."""
@@ -158,8 +187,12 @@ class IngestService:
                 if rec["source"] != WATCHER or rec["ended_at"] is not None:
                     continue
                 parts = await self.recordings.parts(rec["id"])
-                last_end = max((p["ended_at"] or 0 for p in parts), default=rec["started_at"])
-                if now - last_end > gap:
+                # Quiet since the hub last imported a file (its own clock); the files'
+                # times say when the recording ended, for titles and the next grouping.
+                last_seen = max((p["received_at"] or p["ended_at"] or 0 for p in parts),
+                                default=rec["created_at"])
+                if now - last_seen > gap:
+                    last_end = max((p["ended_at"] or 0 for p in parts), default=rec["started_at"])
                     await self.recordings.end(rec["id"], last_end)
                     log.info("recording %d (room %s): quiet for %.0f s, ended", rec["id"],
-                             rec["room_id"], now - last_end)
+                             rec["room_id"], now - last_seen)

@@ -70,6 +70,9 @@ class FolderWatcher:
             await anyio.sleep(self.settings.watch_interval_seconds)
 
     async def scan_once(self) -> None:
+        space = getattr(self.ingest.hub, "space", None)
+        if space is not None and space.raised:
+            return  # nothing can be imported now; the pass after space returns sees it all
         listing = await anyio.to_thread.run_sync(list_videos, list(self.settings.watch_dirs))
         now = self.clock()
         for path in self.stability.observe(listing, now):

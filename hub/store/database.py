@@ -5,10 +5,17 @@ each module with a connection of its own. They all want the same things: WAL
 (readers never wait for the writer), a schema applied on open, columns added to
 an older file, one lock per connection (sqlite3 connections are not for
 concurrent use), and every call in one transaction run off the event loop.
+
+A write that finds no room on the disk raises :class:`hub.core.errors.StorageFull`
+(naming the directory and its free bytes) instead of a generic database error, and
+tells ``on_full`` (the hub's space alarm, hub/store/space.py), so the hub can refuse
+new work and keep running instead of failing on every write.
 """
 
 from __future__ import annotations
 
+import errno
+import os
 import sqlite3
 import threading
 from collections.abc import Callable
@@ -16,6 +23,8 @@ from pathlib import Path
 from typing import ClassVar, TypeVar
 
 import anyio
+
+from hub.core.errors import StorageFull
 
 T = TypeVar("T")
 
@@ -35,8 +44,20 @@ class Database:
         self.db_path = Path(db_path)
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
+        self.on_full: Callable[[StorageFull], None] | None = None  # the hub's space alarm
 
     def open_sync(self) -> None:
+        """Open and bring the schema up to date; a disk with no room for SQLite's
+        journal files raises :class:`StorageFull`."""
+        try:
+            self._open()
+        except sqlite3.Error as exc:
+            if _no_space(exc, self.db_path.parent):
+                directory = str(self.db_path.parent)
+                raise StorageFull(directory, free_bytes(directory)) from exc
+            raise
+
+    def _open(self) -> None:
         self.db_path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(self.db_path, timeout=30, check_same_thread=False)
         conn.row_factory = sqlite3.Row
@@ -70,6 +91,42 @@ class Database:
                     with self._conn:  # one transaction: commit or roll back
                         return fn(self._conn)
                 except sqlite3.Error as exc:
+                    if _no_space(exc, self.db_path.parent):
+                        directory = str(self.db_path.parent)
+                        raise StorageFull(directory, free_bytes(directory)) from exc
                     raise StoreError(f"database error: {exc}") from exc
 
-        return await anyio.to_thread.run_sync(work)
+        try:
+            return await anyio.to_thread.run_sync(work)
+        except StorageFull as exc:
+            if self.on_full is not None:
+                self.on_full(exc)
+            raise
+
+
+# Below this many free bytes a generic I/O error is taken for a full disk as well
+# (SQLite reports most, not all, ENOSPC failures as SQLITE_FULL).
+_NEARLY_FULL = 1 << 20
+
+
+def free_bytes(directory: str | os.PathLike[str]) -> int | None:
+    """Bytes an unprivileged writer may still use under ``directory`` (None: unknown)."""
+    try:
+        st = os.statvfs(directory)
+    except OSError:
+        return None
+    return st.f_bavail * st.f_frsize
+
+
+def _no_space(exc: sqlite3.Error, directory: Path) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None and code & 0xFF == sqlite3.SQLITE_FULL:
+        return True
+    if "database or disk is full" in str(exc):
+        return True
+    if isinstance(exc.__cause__, OSError) and exc.__cause__.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    if code is not None and code & 0xFF == sqlite3.SQLITE_IOERR:
+        free = free_bytes(directory)
+        return free is not None and free < _NEARLY_FULL
+    return False

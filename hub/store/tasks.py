@@ -19,14 +19,16 @@ import json
 import sqlite3
 import time
 from collections.abc import Callable
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
 from cryptography.fernet import Fernet, InvalidToken
 
+from hub.core.errors import StorageFull
 from hub.core.lifecycle import Status, TaskRecord
 from hub.store.database import Database
+from hub.store.writebehind import WriteBehind
 
 T = TypeVar("T")
 
@@ -55,6 +57,7 @@ CREATE TABLE IF NOT EXISTS parts (
     size INTEGER NOT NULL,
     md5 TEXT NOT NULL,
     fingerprint TEXT NOT NULL DEFAULT '',
+    digest TEXT NOT NULL DEFAULT '',
     account TEXT,
     title TEXT,
     state TEXT NOT NULL,
@@ -71,6 +74,7 @@ CREATE TABLE IF NOT EXISTS agent_tasks (
     file_size INTEGER NOT NULL,
     file_md5 TEXT,
     file_fingerprint TEXT NOT NULL DEFAULT '',
+    file_digest TEXT NOT NULL DEFAULT '',
     status TEXT NOT NULL,
     progress REAL DEFAULT 0,
     upload_speed REAL DEFAULT 0,
@@ -126,10 +130,17 @@ CREATE TABLE IF NOT EXISTS risk_ledger_ips (
     state TEXT NOT NULL,
     updated_at REAL NOT NULL
 );
+-- The account ledger and the captcha book, one JSON snapshot each.
+CREATE TABLE IF NOT EXISTS risk_state (
+    name TEXT PRIMARY KEY,
+    state TEXT NOT NULL,
+    updated_at REAL NOT NULL
+);
 """
 
 # Columns added after the first schema: a database from an older hub gains them on open.
 _ADDED_COLUMNS = [
+    ("agents", "egress_ip", "TEXT NOT NULL DEFAULT ''"),
     ("parts", "fingerprint", "TEXT NOT NULL DEFAULT ''"),
     ("agent_tasks", "file_fingerprint", "TEXT NOT NULL DEFAULT ''"),
     ("agent_tasks", "committed_attempt", "INTEGER NOT NULL DEFAULT 0"),
@@ -138,6 +149,9 @@ _ADDED_COLUMNS = [
     ("agent_tasks", "retry_state", "TEXT NOT NULL DEFAULT '{}'"),
     ("agent_tasks", "excluded_ips", "TEXT NOT NULL DEFAULT '{}'"),
     ("agent_tasks", "proceed_attempt", "INTEGER NOT NULL DEFAULT 0"),
+    # the part digest (XXH3-128) took MD5's place; md5 columns stay for older rows
+    ("parts", "digest", "TEXT NOT NULL DEFAULT ''"),
+    ("agent_tasks", "file_digest", "TEXT NOT NULL DEFAULT ''"),
 ]
 
 # TaskRecord field -> column; every field is a column of the same name except these.
@@ -156,6 +170,9 @@ class Store(Database):
         super().__init__(db_path)
         self._cipher = cipher
         self._clock = clock
+        self.write_behind = WriteBehind(lambda fn: self._run(fn), on_written=self._written)
+        # Tasks whose newest state waits for disk space: what reads return meanwhile.
+        self._unwritten: dict[str, TaskRecord] = {}
 
     async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """``fn(connection)`` in one transaction, for modules that keep a table of their
@@ -171,6 +188,7 @@ class Store(Database):
         agent_name: str,
         ip_address: str,
         status: str,
+        egress_ip: str = "",
         max_concurrent: int,
         bandwidth_mbps: int,
         storage_type: str,
@@ -183,19 +201,25 @@ class Store(Database):
             c.execute(
                 """INSERT INTO agents (agent_id, agent_name, ip_address, status,
                        max_concurrent_uploads, bandwidth_mbps, storage_type, buffer_bytes,
-                       tags, created_at, last_heartbeat)
-                   VALUES (?,?,?,?,?,?,?,?,?,?,?)
+                       tags, created_at, last_heartbeat, egress_ip)
+                   VALUES (?,?,?,?,?,?,?,?,?,?,?,?)
                    ON CONFLICT(agent_id) DO UPDATE SET agent_name=excluded.agent_name,
                        ip_address=excluded.ip_address, status=excluded.status,
+                       egress_ip=excluded.egress_ip,
                        max_concurrent_uploads=excluded.max_concurrent_uploads,
                        bandwidth_mbps=excluded.bandwidth_mbps,
                        storage_type=excluded.storage_type, buffer_bytes=excluded.buffer_bytes,
                        tags=excluded.tags, last_heartbeat=excluded.last_heartbeat""",
                 (agent_id, agent_name, ip_address, status, max_concurrent, bandwidth_mbps,
-                 storage_type, buffer_bytes, json.dumps(tags), now, now),
+                 storage_type, buffer_bytes, json.dumps(tags), now, now, egress_ip),
             )
 
-        await self._run(q)
+        await self.write_behind.write(f"agent:{agent_id}", q)
+
+    async def set_agent_egress(self, agent_id: str, egress_ip: str) -> None:
+        """The agent's egress as Bilibili sees it (a restart keys the ledger on it at once)."""
+        await self.write_behind.write(f"agent:{agent_id}", lambda c: c.execute(
+            "UPDATE agents SET egress_ip=? WHERE agent_id=?", (egress_ip, agent_id)))
 
     async def set_agent_status(
         self, agent_id: str, status: str, *, last_heartbeat: float | None = None,
@@ -208,7 +232,9 @@ class Store(Database):
                 (status, last_heartbeat, tasks_completed, agent_id),
             )
 
-        await self._run(q)
+        # With every field given, this write says all the next one would: it may replace one.
+        full = last_heartbeat is not None and tasks_completed is not None
+        await self.write_behind.write(f"agent:{agent_id}", q, snapshot=full)
 
     async def set_agent_access(
         self, agent_id: str, *, disabled: bool, tokens_valid_after: float
@@ -219,7 +245,7 @@ class Store(Database):
                 (int(disabled), tokens_valid_after, agent_id),
             )
 
-        await self._run(q)
+        await self.write_behind.write(f"agent:{agent_id}", q)
 
     async def load_agents(self) -> list[dict[str, Any]]:
         def q(c: sqlite3.Connection) -> list[dict[str, Any]]:
@@ -234,7 +260,8 @@ class Store(Database):
         return await self._run(q)
 
     async def mark_all_agents_offline(self) -> None:
-        await self._run(lambda c: c.execute("UPDATE agents SET status='offline'"))
+        await self.write_behind.write(
+            "agents", lambda c: c.execute("UPDATE agents SET status='offline'"))
 
     # -- parts ----------------------------------------------------------------------------
 
@@ -254,14 +281,15 @@ class Store(Database):
 
         return await self._run(q)
 
-    async def set_part_hash(self, part_id: int, *, md5: str, fingerprint: str,
+    async def set_part_hash(self, part_id: int, *, digest: str, fingerprint: str,
                             state: str | None) -> None:
-        """``state=None`` keeps the part's state (e.g. uploaded before the hash finished)."""
+        """The part's digest and the stat identity it goes with (both "" to forget them);
+        ``state=None`` keeps the part's state (e.g. uploaded before the hash finished)."""
         def q(c: sqlite3.Connection) -> None:
-            c.execute("UPDATE parts SET md5=?, fingerprint=?, state=COALESCE(?, state) WHERE id=?",
-                      (md5, fingerprint, state, part_id))
+            c.execute("UPDATE parts SET digest=?, fingerprint=?, state=COALESCE(?, state) "
+                      "WHERE id=?", (digest, fingerprint, state, part_id))
 
-        await self._run(q)
+        await self.write_behind.write(f"part:{part_id}", q)
 
     async def get_part(self, part_id: int) -> dict[str, Any] | None:
         def q(c: sqlite3.Connection) -> dict[str, Any] | None:
@@ -293,7 +321,8 @@ class Store(Database):
         part_state: str | None = None,
     ) -> None:
         """Write ``task`` (and optionally one log line ``(agent, ip, event, message)`` and
-        the part's state/result) in one transaction."""
+        the part's state/result) in one transaction; on a full disk it waits for space
+        (see the module docstring)."""
         row = self._task_row(task)
         now = self._clock()
 
@@ -315,7 +344,14 @@ class Store(Database):
                     (part_state, task.filename, task.biz_id, task.part_id),
                 )
 
-        await self._run(q)
+        # A row alone replaces a waiting row alone (resume points); log lines all stay.
+        if not await self.write_behind.write(f"task:{task.task_id}", q,
+                                             snapshot=log is None and part_state is None):
+            self._unwritten[task.task_id] = replace(task)
+
+    def _written(self, key: str) -> None:
+        if key.startswith("task:"):
+            self._unwritten.pop(key.removeprefix("task:"), None)
 
     async def add_log(
         self, task_id: str, agent_id: str, ip: str, event: str, message: str, attempt: int
@@ -341,12 +377,15 @@ class Store(Database):
                 ).fetchall()
             return c.execute("SELECT * FROM agent_tasks ORDER BY id").fetchall()
 
-        return [self._task_from_row(r) for r in await self._run(q)]
+        tasks = [self._task_from_row(r) for r in await self._run(q)]
+        return [self._unwritten.get(t.task_id, t) for t in tasks]
 
     async def get_task(self, task_id: str) -> TaskRecord | None:
         def q(c: sqlite3.Connection) -> sqlite3.Row | None:
             return c.execute("SELECT * FROM agent_tasks WHERE task_id=?", (task_id,)).fetchone()
 
+        if task_id in self._unwritten:
+            return replace(self._unwritten[task_id])
         row = await self._run(q)
         return self._task_from_row(row) if row is not None else None
 
@@ -395,7 +434,7 @@ class Store(Database):
                 (text, now),
             )
 
-        await self._run(q)
+        await self.write_behind.write("ledger", q, snapshot=True)
 
     async def save_ledger_ips(self, changes: dict[str, dict[str, Any]]) -> None:
         """Entries of changed IPs (:meth:`~hub.core.risk.RiskLedger.take_changes`), one row each:
@@ -403,16 +442,24 @@ class Store(Database):
         now = self._clock()
         rows = [(ip, json.dumps(entry), now) for ip, entry in changes.items()]
 
-        def q(c: sqlite3.Connection) -> None:
-            c.executemany(
+        def upsert(rows: list[tuple[str, str, float]]) -> Callable[[sqlite3.Connection], None]:
+            return lambda c: c.executemany(
                 """INSERT INTO risk_ledger_ips (ip, state, updated_at) VALUES (?, ?, ?)
                    ON CONFLICT(ip) DO UPDATE SET state=excluded.state,
                    updated_at=excluded.updated_at""",
                 rows,
             )
 
-        if rows:
-            await self._run(q)
+        if not rows:
+            return
+        if not any(self.write_behind.has(f"ip:{ip}") for ip, _, _ in rows):
+            try:
+                await self._run(upsert(rows))
+                return
+            except StorageFull:
+                pass
+        for row in rows:  # each IP's newest entry waits for space on its own
+            await self.write_behind.write(f"ip:{row[0]}", upsert([row]), snapshot=True)
 
     async def load_ledger(self) -> dict[str, Any] | None:
         """The ledger snapshot: the whole-ledger row with the per-IP rows over it."""
@@ -428,6 +475,25 @@ class Store(Database):
                 snapshot = {"version": 1, "ips": {}}
             snapshot.setdefault("ips", {}).update((ip, _loads(state, {})) for ip, state in ips)
         return snapshot
+
+    async def save_risk_state(self, name: str, snapshot: dict[str, Any]) -> None:
+        """A small ledger's whole snapshot (``accounts``, ``captchas``), replaced."""
+        text, now = json.dumps(snapshot), self._clock()
+
+        def q(c: sqlite3.Connection) -> None:
+            c.execute(
+                """INSERT INTO risk_state (name, state, updated_at) VALUES (?, ?, ?)
+                   ON CONFLICT(name) DO UPDATE SET state=excluded.state,
+                   updated_at=excluded.updated_at""",
+                (name, text, now),
+            )
+
+        await self.write_behind.write(f"risk:{name}", q, snapshot=True)
+
+    async def load_risk_state(self, name: str) -> dict[str, Any] | None:
+        row = await self._run(
+            lambda c: c.execute("SELECT state FROM risk_state WHERE name=?", (name,)).fetchone())
+        return _loads(row[0], None) if row else None
 
     # -- row mapping ----------------------------------------------------------------------
 

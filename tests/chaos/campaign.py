@@ -32,7 +32,15 @@ from typing import Any
 
 import httpx
 
-from bupmesh.localmesh import TERMINAL, LocalMesh, MeshError, Process, wait_for, write_random_file
+from bupmesh.localmesh import (
+    OPEN_ACCOUNT_YAML,
+    TERMINAL,
+    LocalMesh,
+    MeshError,
+    Process,
+    wait_for,
+    write_random_file,
+)
 from tests.chaos import schedule as S
 from tests.chaos.checker import Findings, Source, check
 from tests.support.faultproxy import FaultProxy
@@ -44,7 +52,7 @@ BASE_BANDWIDTH = 4 * MiB  # per source IP: uploads last long enough to be hit
 QUIESCENCE_TIMEOUT = {"short": 90.0, "long": 240.0}
 STILL_SECONDS = 3.0  # the simulator saw no request for this long: nothing is in flight
 
-HUB_YAML = """\
+HUB_YAML = f"""\
 heartbeat:
   interval_seconds: 1
   offline_after_seconds: 5
@@ -53,6 +61,7 @@ risk:
   max_uploads_per_hour: 100000
   cooldown_seconds: 1
   disable_after_events: 4
+{OPEN_ACCOUNT_YAML}    cooldown_seconds: 1
 retry:
   network_retries: 5
   backoff_initial_seconds: 0.2
@@ -479,6 +488,11 @@ class Campaign:
                 if row.get("state") in ("disabled", "cooling"):
                     self._admin(mesh, "POST", f"/api/manage/ips/{row['ip']}/enable")
                     nemesis.note(f"  re-enabled {row['ip']} (was {row['state']})")
+            # 406s on several IPs at once put the account at fault: vouch for it too
+            risk = self._admin(mesh, "GET", "/api/manage/accounts/main/risk")
+            if risk.get("state") in ("cooling", "penalised"):
+                self._admin(mesh, "POST", "/api/manage/accounts/main/risk/release")
+                nemesis.note(f"  released account main (was {risk['state']})")
 
         nemesis.do("heal risk ledger", forgive)
 

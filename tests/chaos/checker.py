@@ -5,7 +5,7 @@ completed, with the MD5 and size of the bytes it actually assembled, and which
 archives were submitted; the hub's SQLite database says what the hub believes
 about every part and task. The campaign knows what it asked for (the source
 files and their MD5s). :func:`check` compares the three and names every
-breach of DESIGN.md §6, in the spirit of Jepsen's lost/duplicated checkers:
+breach of the invariants in docs/architecture.md, in the spirit of Jepsen's lost/duplicated checkers:
 
 * ``lost``: a source whose part did not end ``uploaded`` in the hub, or whose
   recorded object is missing from the ledger (the hub believes a lie);

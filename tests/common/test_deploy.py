@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 SEED_AGENT_ENV = {"SERVER_URL", "AGENT_ID", "AGENT_NAME", "AGENT_TOKEN", "MAX_CONCURRENT",
                   "MEMORY_LIMIT"}
+AGENT_ENV = SEED_AGENT_ENV | {"BUPMESH_BILI_API_URL"}
 HUB_ENV = {"BUPMESH_PSK", "BUPMESH_ADMIN_TOKEN", "BUPMESH_DATA_DIR", "BUPMESH_BILI_MEMBER_URL",
            "BUPMESH_ALERT_WEBHOOK_URL"}
 
@@ -37,7 +38,7 @@ def pem_files(tmp_path: Path) -> dict[str, str]:
 
 
 def test_documented_env_names_are_the_loaders_names() -> None:
-    assert set(AGENT_ENV_KEYS) == SEED_AGENT_ENV
+    assert set(AGENT_ENV_KEYS) == AGENT_ENV
     assert set(HUB_ENV_KEYS) == HUB_ENV
 
 
@@ -96,7 +97,8 @@ def test_compose_names_services_and_env() -> None:
     ids = set()
     for name in ("agent-1", "agent-2", "agent-3"):
         env = {k: str(v) for k, v in services[name]["environment"].items()}
-        assert SEED_AGENT_ENV <= set(env), name
+        assert AGENT_ENV <= set(env), name
+        assert env["BUPMESH_BILI_API_URL"] == "http://sim-bili:12390"  # the egress lookup
         assert services[name]["command"] == ["--insecure"]
         [agent] = load_agents(env=env, flags={"server.insecure": True})
         assert agent.server_url == "hub:12382"
@@ -129,7 +131,7 @@ def test_dockerfiles(which: str) -> None:
     for source in re.findall(r"^COPY (.+) \S+$", text, re.M):
         for path in source.split():
             assert (ROOT / path).exists(), path
-    names = SEED_AGENT_ENV if which == "agent" else HUB_ENV
+    names = AGENT_ENV if which == "agent" else HUB_ENV
     for name in names:
         assert name in text, name
 

@@ -1,4 +1,4 @@
-"""End to end, with real processes: the agent's side of issue 4.
+"""End to end, with real processes: the agent's side of scheduling and recovery.
 
 * A ``--storage-type local --local-root DIR`` agent uploads a part that lies in
   ``DIR`` from disk: the hub streams none of it (the agent's link carries only
@@ -18,14 +18,14 @@ from pathlib import Path
 
 import pytest
 
-from bupmesh.localmesh import LocalMesh, wait_for, write_random_file
+from bupmesh.localmesh import OPEN_ACCOUNT_YAML, LocalMesh, wait_for, write_random_file
 from tests.support.faultproxy import FaultProxy
 
 pytestmark = pytest.mark.e2e
 
 MiB = 1024 * 1024
 
-HUB_CONFIG = """\
+HUB_CONFIG = f"""\
 heartbeat:
   interval_seconds: 1
   offline_after_seconds: 5
@@ -34,7 +34,7 @@ scheduler:
 risk:
   min_interval_seconds: 0
   max_uploads_per_hour: 1000
-"""
+{OPEN_ACCOUNT_YAML}"""
 
 
 @pytest.fixture

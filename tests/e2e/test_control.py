@@ -1,4 +1,4 @@
-"""End to end, with real processes: an admin steering the mesh over HTTP (issue 4 item 7).
+"""End to end, with real processes: an admin steering the mesh over HTTP.
 
 Simulator, hub and two agents on 127.0.0.2-3; every step goes through the admin API
 and is checked at the simulator (which IP uploaded what) and in the hub's answers.
@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from bupmesh.localmesh import LocalMesh, MeshError, wait_for, write_random_file
+from bupmesh.localmesh import OPEN_ACCOUNT_YAML, LocalMesh, MeshError, wait_for, write_random_file
 
 pytestmark = pytest.mark.e2e
 
 MiB = 1024 * 1024
 
-HUB_CONFIG = """\
+HUB_CONFIG = f"""\
 heartbeat:
   interval_seconds: 1
   offline_after_seconds: 5
@@ -26,7 +26,7 @@ risk:
   max_uploads_per_hour: 1000
   cooldown_seconds: 3600
   disable_after_events: 1
-"""
+{OPEN_ACCOUNT_YAML}"""
 
 
 @pytest.fixture

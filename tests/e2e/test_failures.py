@@ -1,10 +1,10 @@
-"""End to end, with real processes: the failures of issue 4, one fresh mesh per scenario.
+"""End to end, with real processes: failures and recovery, one fresh mesh per scenario.
 
 Each scenario starts ``bupmesh sim-bili``, ``bupmesh hub`` and agents bound to
 127.0.0.2-4, breaks something in the middle of an upload (the simulator's risk
 control or 5xx storm, a SIGKILLed agent or hub, a link reset or blackholed by
 :class:`tests.support.faultproxy.FaultProxy`) and then checks the invariants of
-DESIGN.md §6 at the simulator, which is the only witness that counts:
+the invariants of docs/architecture.md at the simulator, which is the only witness that counts:
 
 * every task ends ``completed`` or ``failed`` with a reason; none is left pending;
 * a completed part has exactly one completed upos object, whose MD5 and size
@@ -29,7 +29,7 @@ from typing import Any
 
 import pytest
 
-from bupmesh.localmesh import TERMINAL, LocalMesh, wait_for, write_random_file
+from bupmesh.localmesh import OPEN_ACCOUNT_YAML, TERMINAL, LocalMesh, wait_for, write_random_file
 from tests.support.faultproxy import FaultProxy
 
 pytestmark = pytest.mark.e2e
@@ -48,7 +48,7 @@ risk:
   max_uploads_per_hour: 1000
   cooldown_seconds: 3600
   disable_after_events: 3
-retry:
+{OPEN_ACCOUNT_YAML}retry:
   network_retries: 5
   backoff_initial_seconds: 0.5
   backoff_max_seconds: 2
@@ -154,7 +154,7 @@ def wait_all_terminal(case: Scenario, timeout: float) -> list[dict]:
 
 
 def assert_exactly_once(case: Scenario, final: list[dict], *, all_completed: bool = True) -> None:
-    """DESIGN §6: one completed object per part with the source's bytes; nothing stuck."""
+    """The invariants: one completed object per part with the source's bytes; nothing stuck."""
     every_task = case.mesh.admin("GET", "/api/manage/tasks")
     every_task = every_task["tasks"] if isinstance(every_task, dict) else every_task
     stuck = [t for t in every_task if t["status"] not in TERMINAL]

@@ -1,4 +1,4 @@
-"""End to end, real processes: an attempt held across a reconnect (issue 3).
+"""End to end, real processes: an attempt held across a reconnect.
 
 A link reset (``tests.support.faultproxy.FaultProxy.cut``) in the middle of an upload.
 With a grace period on both ends, the agent keeps the attempt running, lists it

@@ -1,4 +1,4 @@
-"""Running it for real (issue 6), one real-process run shared by the tests below:
+"""Running it for real (alerts, logs, audit, metrics), one real-process run shared by the tests below:
 
 ``bupmesh hub gen-cert`` makes a CA and a server certificate; a simulator, a TLS
 hub using them (JSON logs, alerts to a webhook whose URL carries tokens, test-short

@@ -5,11 +5,11 @@ upload bandwidth so one 8 MiB part takes a few seconds, in 1 MiB upos chunks. Th
 page logs in with the admin token, shows the three agents online, follows one
 task's progress bar through several values to completion without a reload (and
 without polling the API: the values arrive over the event stream), and disables
-an agent, which the page and the admin API then both show. The page's three files
-are checked first: no outside assets (it works offline) and a strict CSP.
+an agent, which the page and the admin API then both show. The page's files (the
+HTML, the style sheet and every module it imports) are checked first: no outside
+assets (it works offline) and a strict CSP.
 
-The browser is never downloaded: ``make test`` installs Debian's ``chromium``
-(see the Makefile) and Playwright launches that binary with a fresh profile.
+The browser is never downloaded (tests/support/browser.py).
 """
 
 from __future__ import annotations
@@ -22,14 +22,10 @@ import httpx
 import pytest
 
 from bupmesh.localmesh import OPEN_RISK_YAML, LocalMesh, wait_for, write_random_file
+from tests.support.browser import open_page
 
 pytestmark = pytest.mark.e2e
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]
 MiB = 1024 * 1024
 PART_SIZE = 8 * MiB
 BANDWIDTH_BPS = 2_000_000  # per source IP at the simulator: about 4 s for the part
@@ -57,6 +53,7 @@ WATCH_PROGRESS_JS = """
 
 PARSER_JS = """
 async () => {
+  const { readEvents } = await import("/ui/stream.js");
   const bytes = new TextEncoder().encode(
     'event: task\\ndata: {"a":1}\\n\\n: keep-alive\\n\\n' +
     'event: agent\\r\\ndata: {"t":"直播"}\\r\\n\\r\\nevent: ips\\ndata: {"c":3}\\n\\n');
@@ -89,21 +86,9 @@ def mesh(tmp_path: Path) -> Iterator[LocalMesh]:
 
 @pytest.fixture
 def browser_page(tmp_path: Path) -> Iterator[object]:
-    from playwright.sync_api import sync_playwright
-
-    if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} is missing: `make browser` (part of `make test`) installs it")
-    with sync_playwright() as playwright:
-        context = playwright.chromium.launch_persistent_context(
-            str(tmp_path / "chromium-profile"), executable_path=str(CHROMIUM),
-            headless=True, args=CHROMIUM_ARGS, timeout=60_000,
-        )
-        try:
-            page = context.pages[0] if context.pages else context.new_page()
-            page.set_default_timeout(30_000)
-            yield page
-        finally:
-            context.close()
+    """A page of a fresh Chromium profile whose browser speaks English."""
+    with open_page(tmp_path / "chromium-profile", "en-US") as page:
+        yield page
 
 
 def test_login_live_progress_and_disable_an_agent(mesh: LocalMesh, browser_page: object,
@@ -133,15 +118,17 @@ def test_login_live_progress_and_disable_an_agent(mesh: LocalMesh, browser_page:
     parsed = page.evaluate(PARSER_JS)
     assert parsed == [["task", {"a": 1}], ["agent", {"t": "直播"}], ["ips", {"c": 3}]]
 
-    # Three agents online, each with its own IP.
+    # Three agents online, each with its own egress IP, and the link address it dials from.
     online = page.locator("#agents-body tr[data-status=online]")
     expect(online).to_have_count(3)
     for index in (1, 2, 3):
         expect(page.locator(f'#agents-body tr[data-key="agent-{index}"] .col-ip')) \
-            .to_have_text(f"127.0.0.{index + 1}")
+            .to_have_text(re.compile(rf"^127\.0\.0\.{index + 1} via 127\.0\.0\.1$"))
 
     # One upload; its progress bar moves on the page while the API is not polled.
     page.evaluate("window.__sameDocument = true")
+    # What the page reads once at login (rooms, accounts, retention) has arrived.
+    expect(page.locator("#app")).to_have_attribute("data-loaded", "true")
     source = tmp_path / "recording.flv"
     md5 = write_random_file(source, PART_SIZE, seed=6)
     before_upload = len(api_calls)
@@ -188,17 +175,31 @@ def test_login_live_progress_and_disable_an_agent(mesh: LocalMesh, browser_page:
 
 
 def check_static_files(mesh: LocalMesh) -> None:
-    """Served at / with no outside assets (works offline) and a strict CSP."""
+    """Served at / with no outside assets (works offline) and a strict CSP; every module
+    the page imports is served by the hub itself."""
     page = httpx.get(mesh.hub_url + "/", timeout=10)
     assert page.status_code == 200
     assert page.headers["content-type"].startswith("text/html")
     csp = page.headers["content-security-policy"]
     assert "script-src 'self'" in csp and "default-src 'none'" in csp
-    bodies = [page.text]
-    for path, kind in (("/ui/app.js", "text/javascript"), ("/ui/style.css", "text/css")):
+    bodies = {"/": page.text}
+    todo = ["/ui/style.css", *re.findall(r'src="(/ui/[\w.-]+\.js)"', page.text)]
+    while todo:
+        path = todo.pop()
+        if path in bodies:
+            continue
         response = httpx.get(mesh.hub_url + path, timeout=10)
-        assert response.status_code == 200 and response.headers["content-type"].startswith(kind)
-        bodies.append(response.text)
-    for body in bodies:
+        kind = "text/css" if path.endswith(".css") else "text/javascript"
+        assert response.status_code == 200, path
+        assert response.headers["content-type"].startswith(kind), path
+        bodies[path] = response.text
+        todo += ["/ui/" + name for name in re.findall(r'from "\./([\w.-]+\.js)"', response.text)]
+    assert {"/ui/main.js", "/ui/stream.js", "/ui/i18n.js", "/ui/strings-zh-CN.js"} <= set(bodies)
+    ids = re.findall(r'\bid="([^"]+)"', page.text)
+    assert len(ids) == len(set(ids)), "an id used twice"  # sections merged from two sides
+    for body in bodies.values():
+        # The SVG namespace is a name, never fetched; anything else would be an asset.
+        body = body.replace("http://www.w3.org/2000/svg", "")
         assert not re.search(r"https?://|//cdn|@import", body), "an outside asset"
     assert httpx.get(mesh.hub_url + "/ui/secret.key", timeout=10).status_code == 404
+    assert httpx.get(mesh.hub_url + "/ui/__init__.py", timeout=10).status_code == 404

@@ -17,6 +17,7 @@ from hub.core.errors import Conflict
 from hub.store.tasks import Store
 from protocol import mesh_pb2 as pb
 from tests.support.hub import (
+    OPEN_ACCOUNT,
     FakeAgent,
     Hub,
     MiB,
@@ -26,6 +27,7 @@ from tests.support.hub import (
     anyio_backend,
     make_config,
     make_hub,
+    part_digest,
     stream_all,
     wait_for,
 )
@@ -34,7 +36,7 @@ __all__ = ["anyio_backend"]  # asyncio only: grpc.aio
 
 ADMIN = {"Authorization": "Bearer admin"}
 PACED = RiskSettings(min_interval_seconds=300, max_uploads_per_hour=6, cooldown_seconds=3600,
-                     disable_after_events=2)
+                     disable_after_events=2, account=OPEN_ACCOUNT)
 
 
 def http(hub: Hub) -> httpx.AsyncClient:
@@ -103,7 +105,7 @@ async def test_disabled_ip_refuses_assignment_until_an_admin_reenables_it(
     # A short cooldown so the second strike comes after the first episode (an event while
     # cooling is the same episode, not a new strike).
     quick = RiskSettings(min_interval_seconds=0, max_uploads_per_hour=100, cooldown_seconds=0.2,
-                         disable_after_events=2)
+                         disable_after_events=2, account=OPEN_ACCOUNT)
     async with make_hub(tmp_path, make_config(tmp_path, risk=quick)) as hub, http(hub) as client:
         a = await hub.agent("a", ip="127.0.0.20")
         await hub.service.create_part(hub.file("r1.bin", 1000)[0], account=None, title=None)
@@ -240,7 +242,7 @@ async def test_lost_after_proceed_resumes_the_finished_session(tmp_path: Path) -
     completion and nothing is streamed again."""
     async with make_hub(tmp_path) as hub:
         a = await hub.agent("a", finish_handshake=True)
-        path, md5 = hub.file("y.bin", 3000)
+        path, _ = hub.file("y.bin", 3000)
         await hub.service.create_part(path, account=None, title=None)
         offer = await a.recv("offer")
         await stream_all(a, offer)
@@ -257,11 +259,11 @@ async def test_lost_after_proceed_resumes_the_finished_session(tmp_path: Path) -
         await b.send(result=pb.Result(task_id=offer.task_id, attempt=2, success=True,
                                       filename="y", biz_id=9, md5=streamed))
         await wait_for(lambda: _is(_status(hub, offer.task_id), "completed"))
-        # Nothing was streamed: the part's MD5 comes from its own pass over the file.
-        async def part_md5() -> str:
-            return (await hub.service.store.get_part(again.part_id))["md5"]
+        # Nothing was streamed: the part's digest comes from its own pass over the file.
+        async def digest() -> str:
+            return (await hub.service.store.get_part(again.part_id))["digest"]
 
-        await wait_for(lambda: _is(part_md5(), md5))
+        await wait_for(lambda: _is(digest(), part_digest(path)))
         await wait_for(lambda: _logged(hub, offer.task_id, "success"))
         assert (await hub.service.store.get_part(again.part_id))["state"] == "uploaded"
 
@@ -297,7 +299,7 @@ async def test_after_a_restart_work_waits_for_the_agents_that_were_connected(
 @pytest.mark.anyio
 async def test_locality_offers_to_an_agent_that_reads_the_file_itself(tmp_path: Path) -> None:
     """A hybrid agent that can read the part's path gets it (locality strategy),
-    accepts with local_read, is streamed nothing, and must report the part's MD5."""
+    accepts with local_read, is streamed nothing, and must report the part's digest."""
     cfg = make_config(tmp_path)
     cfg.scheduler.strategy = "locality"
     async with make_hub(tmp_path, cfg) as hub:
@@ -306,13 +308,15 @@ async def test_locality_offers_to_an_agent_that_reads_the_file_itself(tmp_path: 
                                 local_paths=(str(tmp_path),))
         results = []
         for name, reported in (("good.bin", None), ("bad.bin", "0" * 32)):
-            path, md5 = hub.file(name, 3000)
+            path, _ = hub.file(name, 3000)
+            digest = part_digest(path)
             created = await hub.service.create_part(path, account=None, title=None,
                                                     auto_upload=False)
-            await hub.service.parts.hash_part_once(created["part_id"])  # MD5 known up front
+            await hub.service.parts.hash_part_once(created["part_id"])  # digest known up front
             await hub.service.parts.new_task(created["part_id"])
             offer = await local.recv("offer")
-            assert offer.file_md5 == md5 and offer.file_path == path
+            assert offer.file_digest == digest and offer.file_path == path
+            assert offer.file_md5 == ""
             await local.send(accept=pb.Accept(task_id=offer.task_id, attempt=offer.attempt,
                                               local_read=True))
             await wait_for(lambda o=offer: _is(_status(hub, o.task_id), "uploading"))
@@ -322,7 +326,7 @@ async def test_locality_offers_to_an_agent_that_reads_the_file_itself(tmp_path: 
                 await local.recv(wait=0.3)  # no Chunk, no EndOfData
             await local.send(result=pb.Result(task_id=offer.task_id, attempt=offer.attempt,
                                               success=True, filename="f", biz_id=1,
-                                              md5=reported or md5))
+                                              file_digest=reported or digest))
             want = "completed" if reported is None else "failed"
             await wait_for(lambda o=offer, w=want: _is(_status(hub, o.task_id), w))
             results.append(await hub.service.get_task(offer.task_id))
@@ -332,13 +336,37 @@ async def test_locality_offers_to_an_agent_that_reads_the_file_itself(tmp_path: 
 
 
 @pytest.mark.anyio
-async def test_local_read_without_a_known_md5_is_a_protocol_error(tmp_path: Path) -> None:
+async def test_a_part_an_older_hub_hashed_is_read_locally_against_its_md5(
+    tmp_path: Path,
+) -> None:
+    """A part stored with an MD5 and no digest (hashed by an older hub) is offered with
+    file_md5 at once, and a local read of it must report that MD5."""
+    async with make_hub(tmp_path) as hub:
+        local = await hub.agent("local", storage_type="hybrid", local_paths=(str(tmp_path),))
+        for reported, want in ((None, "completed"), ("0" * 32, "failed")):
+            path, md5 = hub.file(f"old-{want}.bin", 2000)
+            part_id = await hub.service.store.insert_part(file_path=path, size=2000, md5=md5,
+                                                          account=None, title=None)
+            await hub.service.parts.new_task(part_id)
+            offer = await local.recv("offer")
+            assert (offer.file_md5, offer.file_digest) == (md5, "")
+            await local.send(accept=pb.Accept(task_id=offer.task_id, attempt=offer.attempt,
+                                              local_read=True))
+            await wait_for(lambda o=offer: _is(_status(hub, o.task_id), "uploading"))
+            await local.send(result=pb.Result(task_id=offer.task_id, attempt=offer.attempt,
+                                              success=True, filename="f", biz_id=1,
+                                              md5=reported or md5))
+            await wait_for(lambda o=offer, w=want: _is(_status(hub, o.task_id), w))
+
+
+@pytest.mark.anyio
+async def test_local_read_without_a_known_digest_is_a_protocol_error(tmp_path: Path) -> None:
     async with make_hub(tmp_path) as hub:
         # Its paths do not cover the file: offered at once, the hub hashing as it streams.
         a = await hub.agent("a", storage_type="local", local_paths=("/nowhere",))
         await hub.service.create_part(hub.file("n.bin", 100)[0], account=None, title=None)
         offer = await a.recv("offer")
-        assert offer.file_md5 == ""
+        assert offer.file_digest == "" and offer.file_md5 == ""
         await a.send(accept=pb.Accept(task_id=offer.task_id, attempt=1, local_read=True))
         assert await a.wait_end() is not None
         assert "local_read" in a.details
@@ -352,11 +380,11 @@ async def test_a_part_a_local_agent_can_read_is_hashed_before_its_first_offer(
     cfg.scheduler.strategy = "locality"
     async with make_hub(tmp_path, cfg) as hub:
         local = await hub.agent("local", storage_type="local", local_paths=(str(tmp_path),))
-        path, md5 = hub.file("l.bin", 5000)
+        path, _ = hub.file("l.bin", 5000)
         await hub.service.create_part(path, account=None, title=None)
         offer = await local.recv("offer")
-        assert offer.file_md5 == md5  # so the agent may read it itself
-        # An agent that cannot read the path is offered the part at once, MD5 unknown.
+        assert offer.file_digest == part_digest(path)  # so the agent may read it itself
+        # An agent that cannot read the path is offered the part at once, digest unknown.
         other = tmp_path / "elsewhere"
         other.mkdir()
         net = await hub.agent("net", ip="127.0.0.30")
@@ -371,4 +399,4 @@ async def test_a_part_a_local_agent_can_read_is_hashed_before_its_first_offer(
                 offers.append(await agent.recv("offer", wait=1))
             except TimeoutError:
                 pass
-        assert [o.file_md5 for o in offers] == [""]
+        assert [o.file_digest for o in offers] == [""]

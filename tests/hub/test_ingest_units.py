@@ -142,3 +142,13 @@ def test_blrec_file_event_is_configurable() -> None:
     assert (remuxed.kind, remuxed.path) == ("file_closed", "/r/a.mp4")
     raw = {**body, "type": "VideoFileCompletedEvent"}
     assert parse_blrec(raw, "VideoPostprocessingCompletedEvent").kind == "ignored"
+
+
+def test_blrec_cover_event_carries_the_saved_cover() -> None:
+    event = parse_blrec({"id": "c1", "date": "2023-01-01T00:00:00+08:00",
+                         "type": "CoverImageDownloadedEvent",
+                         "data": {"room_id": 7, "path": "/rec/7/cover.jpg"}})
+    assert (event.kind, event.room_id, event.path) == ("cover", "7", "/rec/7/cover.jpg")
+    with pytest.raises(IngestError, match="data.path"):
+        parse_blrec({"id": "c2", "date": "2023-01-01T00:00:00Z",
+                     "type": "CoverImageDownloadedEvent", "data": {"room_id": 7}})

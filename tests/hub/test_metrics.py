@@ -26,6 +26,7 @@ FAMILIES = {
     "bupmesh_tasks": "gauge",
     "bupmesh_uploaded_bytes": "counter",
     "bupmesh_upload_speed_bytes_per_second": "gauge",
+    "bupmesh_upload_starts": "counter",
     "bupmesh_risk_events": "counter",
     "bupmesh_task_retries": "counter",
     "bupmesh_stream_connects": "counter",
@@ -129,10 +130,19 @@ def test_metrics_are_served_and_move_during_an_upload(mesh: LocalMesh, tmp_path:
     assert value == size and labels["ip"] == uploads[0]["source_ip"]
     assert labels["agent"] == final["agent_id"]
     # The refused preupload: a risk event on the other IP, one retry, two choices.
-    refused_ip = {"127.0.0.2", "127.0.0.3"} - {labels["ip"]}
-    assert after.value("bupmesh_risk_events_total", ip=refused_ip.pop()) == 1
+    (refused_ip,) = {"127.0.0.2", "127.0.0.3"} - {labels["ip"]}
+    assert after.value("bupmesh_risk_events_total", ip=refused_ip) == 1
     assert after.value("bupmesh_task_retries_total") >= 1
     assert after.value("bupmesh_scheduler_decisions_total", result="chosen") >= 2
     # 40 MiB through a 20 MiB credit budget: the hub had to wait for credit.
     assert after.value("bupmesh_credit_stalls_total", agent=final["agent_id"]) >= 1
     assert after.value("bupmesh_upload_speed_bytes_per_second") == 0
+    starts = {ls["ip"]: v for ls, v in after.samples["bupmesh_upload_starts_total"]}
+    assert starts == {labels["ip"]: 1, refused_ip: 1}
+
+    # The console's charts count the same things, bucketed in time.
+    history = mesh.admin("GET", "/api/manage/history")
+    assert sum(sum(b) for b in history["throughput"]["agents"].values()) == size
+    assert sum(history["throughput"]["agents"][final["agent_id"]]) == size
+    assert {ip: sum(b) for ip, b in history["ips"]["uploads"].items()} == starts
+    assert {ip: sum(b) for ip, b in history["ips"]["risk_events"].items()} == {refused_ip: 1}

@@ -88,7 +88,9 @@ def admin_routes(app: Any) -> list[tuple[str, str]]:
     ``/api/manage/`` and ``/metrics`` (web UI pages, agent and webhook routes have
     credentials of their own and are tested where they are built)."""
     out = []
-    for route in app.app.routes:  # app is the audit middleware around the Starlette app
+    while not hasattr(app, "routes"):  # the middlewares (audit, storage gate) around it
+        app = app.app
+    for route in app.routes:
         if not isinstance(route, Route) or not route.path.startswith(ADMIN_PREFIXES):
             continue
         path = route.path
@@ -105,7 +107,10 @@ async def test_every_admin_route_refuses_everything_but_the_admin_token(api: Api
     paths = {p for _, p in routes}
     # the walk found the routes this test is about
     assert {"/metrics", "/api/manage/audit", "/api/manage/agents",
-            "/api/manage/agents/x/x", "/api/manage/ips/x/enable"} <= paths
+            "/api/manage/agents/x/x", "/api/manage/ips/x/enable",
+            "/api/manage/accounts/x/risk", "/api/manage/accounts/x/risk/release",
+            "/api/manage/risk/learned", "/api/manage/risk/forget", "/api/manage/captchas",
+            "/api/manage/captchas/x/solved"} <= paths
     jwt = await api.jwt("agent-sec")
     for headers in ({}, {"Authorization": f"Bearer {PSK}"}, jwt, {"Authorization": "Basic x"},
                     {"Authorization": f"Bearer {ADMIN}x"}):
@@ -115,7 +120,8 @@ async def test_every_admin_route_refuses_everything_but_the_admin_token(api: Api
             assert r.json()["code"] == 401
     # and the admin token opens them (a fixed list: a streaming route would never end here)
     for path in ("/metrics", "/api/manage/audit", "/api/manage/agents", "/api/manage/tasks",
-                 "/api/manage/ips", "/api/manage/accounts"):
+                 "/api/manage/ips", "/api/manage/accounts", "/api/manage/captchas",
+                 "/api/manage/risk/learned"):
         r = await api.client.get(path, headers={"Authorization": f"Bearer {ADMIN}"})
         assert r.status_code == 200, (path, r.text)
 

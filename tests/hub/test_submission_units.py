@@ -10,8 +10,8 @@ import pytest
 
 from bupmesh.config import ConfigError
 from hub.config import HubConfig, validate
+from hub.core import templates
 from hub.submission import machine as m
-from hub.submission import templates
 from hub.submission.settings import build_submission, room_settings
 
 START = time.mktime((2026, 11, 29, 20, 5, 9, 0, 0, -1))
@@ -104,6 +104,14 @@ def test_readiness_reasons() -> None:
     assert m.readiness(rec(), UPLOADED, 1010, TIMING) == ""
 
 
+def test_settling_counts_from_the_hub_clock_not_the_recorders() -> None:
+    """A recorder ten hours ahead ends its session "at" now + 10 h; the hub recorded the
+    end (``updated_at``) now: the recording settles seconds later, not ten hours later."""
+    ahead = rec(ended_at=1000.0 + 10 * 3600, updated_at=1000.0)
+    assert m.readiness(ahead, UPLOADED, 1005, TIMING) == "settling"
+    assert m.readiness(ahead, UPLOADED, 1010, TIMING) == ""
+
+
 def test_queued_only_when_ready_and_auto_or_asked() -> None:
     assert m.decide(rec(), ready=False, auto_submit=True, now=2000, timing=TIMING) is None
     assert m.decide(rec(), ready=True, auto_submit=False, now=2000, timing=TIMING) is None
@@ -128,6 +136,21 @@ def test_risk_control_excludes_the_ip_and_retries_later() -> None:
     assert r["submit_excluded_ips"] == {"10.0.0.1": 101 + 3600}
     r.update(m.sending(r, "sub-2", "a2", "10.0.0.2", now=161))
     assert r["submit_attempt"] == 2
+
+
+def test_account_refusals_queue_again_for_when_the_account_may_submit() -> None:
+    r = rec(submit_state=m.QUEUED)
+    r.update(m.sending(r, "sub-1", "a1", "10.0.0.1", now=100))
+    r.update(m.result(r, False, 0, "", "account_throttle", "code 21566: 投稿过于频繁",
+                      now=101, timing=TIMING, account_until=143.0))
+    # no archive was made: queued (not unknown), for the account's wait, any IP
+    assert (r["submit_state"], r["submit_not_before"]) == (m.QUEUED, 143.0)
+    assert r["submit_excluded_ips"] == {} and "21566" in r["submit_error"]
+    r.update(m.sending(r, "sub-2", "a1", "10.0.0.1", now=143))
+    assert r["submit_attempt"] == 2  # the agent looks for the archive first, as always
+    r.update(m.result(r, False, 0, "", "account_penalty", "code 21515", now=144,
+                      timing=TIMING))
+    assert r["submit_state"] == m.QUEUED  # held by the account ledger, never failed
 
 
 def test_lost_answers_wait_then_requeue_and_timeouts_count_as_lost() -> None:

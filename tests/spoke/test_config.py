@@ -92,6 +92,24 @@ def test_defaults_from_flags_only() -> None:
     assert s.server_url == "h:12382" and s.reported_ip == "1.2.3.4"
 
 
+def test_egress_lookup_settings(tmp_path: Path) -> None:
+    (s,) = load_agents(file=write(tmp_path, SEED), env={})
+    assert s.api_url == "https://api.bilibili.com" and s.egress_check_interval == 300
+    text = SEED + "bilibili:\n  api_url: http://127.0.0.1:12390/\n"
+    text = text.replace("heartbeat_interval: 45s", "heartbeat_interval: 45s\n  egress_check_interval: 2m")
+    (s,) = load_agents(file=write(tmp_path, text), env={})
+    assert s.api_url == "http://127.0.0.1:12390" and s.egress_check_interval == 120
+    (s,) = load_agents(file=write(tmp_path, SEED), env={"BUPMESH_BILI_API_URL": "http://sim:1"},
+                       flags={"agent.egress_check_interval": "0"})
+    assert s.api_url == "http://sim:1" and s.egress_check_interval == 0  # 0: never ask
+    a, b = load_agents(
+        file=write(tmp_path, MULTI.replace("    insecure: true\n",
+                                           "    insecure: true\n    api_url: http://sim:2\n", 1)),
+        env={}, flags={"agent.egress_check_interval": "1h"})
+    assert (a.api_url, b.api_url) == ("http://sim:2", "https://api.bilibili.com")
+    assert a.egress_check_interval == b.egress_check_interval == 3600
+
+
 def test_multi_agent_file(tmp_path: Path) -> None:
     path = write(tmp_path, MULTI)
     a, b = load_agents(file=path, env={})
@@ -129,6 +147,13 @@ def test_multi_agent_file(tmp_path: Path) -> None:
         (MULTI.replace("agent-osaka-1", "agent-tokyo-1"), {}, {}, "agents.1.id"),
         (MULTI + "server: {}\n", {}, {}, "server"),
         (MULTI.replace("    insecure: true\n", "    bogus: 1\n", 1), {}, {}, "agents.0.bogus"),
+        (SEED, {}, {"agent.egress_check_interval": "5s"}, "agent.egress_check_interval"),
+        (SEED, {}, {"agent.egress_check_interval": "-1"}, "agent.egress_check_interval"),
+        (SEED, {}, {"agent.egress_check_interval": "2d"}, "agent.egress_check_interval"),
+        (SEED, {"BUPMESH_BILI_API_URL": "api.bilibili.com"}, {}, "bilibili.api_url"),
+        (SEED + "bilibili: {member_url: x}\n", {}, {}, "bilibili.member_url: unknown"),
+        (MULTI.replace("    insecure: true\n", "    api_url: ftp://x\n", 1), {}, {},
+         "agents.0.api_url"),
     ],
 )
 def test_bad_values_name_their_key(tmp_path: Path, text: str, env: dict, flags: dict,
@@ -161,3 +186,22 @@ def test_bad_setting_exits_2_with_one_line(tmp_path: Path) -> None:
     )
     assert proc.returncode == 2 and "bogus: unknown setting" in proc.stderr
     assert "file-psk" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("agent.max_concurrent_uploads", 65, "agent.max_concurrent_uploads: must be at most 64"),
+        ("agent.buffer_size_mb", 100_000, "agent.buffer_size_mb: must be at most 65536"),
+        ("agent.bandwidth_mbps", -1, "agent.bandwidth_mbps: must be within 0..1000000"),
+        ("agent.heartbeat_interval", "2h", "agent.heartbeat_interval: must be at most 1h"),
+        ("agent.held_grace", "-1s", "agent.held_grace: expected a duration"),
+        ("resources.max_memory_mb", 0, "resources.max_memory_mb: must be at least 1"),
+    ],
+)
+def test_every_number_has_a_range(key: str, value: object, message: str) -> None:
+    flags = {"server.url": "127.0.0.1:1", "agent.id": "a", "agent.token": "p",
+             "server.insecure": True, key: value}
+    with pytest.raises(ConfigError) as err:
+        load_agents(env={}, flags=flags)
+    assert str(err.value).startswith(message)

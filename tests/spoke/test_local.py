@@ -18,9 +18,10 @@ import pytest
 
 import spoke.local as local
 from bupmesh.config import ConfigError
+from protocol.integrity import new_part_digest
 from spoke.command import configure, settings_from_args
 from spoke.config import load_agents
-from spoke.local import LocalSource, Md5Cache, check_local, normalise_roots, under_roots
+from spoke.local import DigestCache, LocalSource, check_local, normalise_roots, under_roots
 from tests.conftest import SIM_ACCESS_KEY, SIM_COOKIES, SimServer
 from uploader.client import BiliClient
 from uploader.credentials import Credentials
@@ -98,35 +99,53 @@ def _file(tmp_path: Path, data: bytes, name: str = "part.flv") -> tuple[Path, st
     root.mkdir(exist_ok=True)
     path = root / name
     path.write_bytes(data)
-    return path, hashlib.md5(data).hexdigest()
+    digest = new_part_digest()
+    digest.update(data)
+    return path, digest.hexdigest()
 
 
 @pytest.mark.anyio
-async def test_check_local_accepts_the_part_and_caches_its_md5(
+async def test_check_local_accepts_the_part_and_caches_its_digest(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     data = random.Random(3).randbytes(100_000)
-    path, md5 = _file(tmp_path, data)
+    path, digest = _file(tmp_path, data)
     roots = (str(tmp_path / "rec"),)
-    cache = Md5Cache()
+    cache = DigestCache()
     hashed: list[str] = []
     real_hash = local._hash_file
     monkeypatch.setattr(local, "_hash_file", lambda *a: hashed.append(a[0]) or real_hash(*a))
     for _ in range(2):
-        source = await check_local(str(path), size=len(data), md5=md5.upper(), roots=roots,
-                                   cache=cache)
+        source = await check_local(str(path), size=len(data), digest=digest.upper(),
+                                   roots=roots, cache=cache)
         assert isinstance(source, LocalSource), source
-        assert source.md5() == md5 and source.size == len(data)
+        assert source.digest == digest and source.md5() == "" and source.size == len(data)
         assert bytes(await source.read(10, 20)) == data[10:30]
         source.verify()
         source.close()
     assert len(hashed) == 1  # the second offer used the cache
-    assert "MD5 differs" in str(await check_local(str(path), size=len(data), md5="0" * 32,
-                                                  roots=roots, cache=cache))
-    assert "bytes" in str(await check_local(str(path), size=len(data) + 1, md5=md5,
+    assert "digest differs" in str(await check_local(str(path), size=len(data),
+                                                     digest="0" * 32, roots=roots, cache=cache))
+    assert "bytes" in str(await check_local(str(path), size=len(data) + 1, digest=digest,
                                             roots=roots, cache=cache))
-    assert "no MD5" in str(await check_local(str(path), size=len(data), md5="", roots=roots,
-                                             cache=cache))
+    assert "no digest" in str(await check_local(str(path), size=len(data), digest="",
+                                                roots=roots, cache=cache))
+
+
+@pytest.mark.anyio
+async def test_an_older_hubs_md5_still_checks_a_local_copy(tmp_path: Path) -> None:
+    """A part hashed by an older hub comes with its MD5 and no digest."""
+    data = random.Random(5).randbytes(70_000)
+    path, _ = _file(tmp_path, data)
+    md5 = hashlib.md5(data).hexdigest()
+    roots = (str(tmp_path / "rec"),)
+    source = await check_local(str(path), size=len(data), md5=md5, roots=roots,
+                               cache=DigestCache())
+    assert isinstance(source, LocalSource), source
+    assert source.md5() == md5 and source.digest == ""
+    source.close()
+    assert "md5 differs" in str(await check_local(str(path), size=len(data), md5="1" * 32,
+                                                  roots=roots, cache=DigestCache()))
 
 
 @pytest.mark.anyio
@@ -138,7 +157,7 @@ async def test_check_local_refuses_a_symlink_out_of_its_roots(tmp_path: Path) ->
     link = tmp_path / "rec" / "link.flv"
     os.symlink(outside, link)
     reason = await check_local(str(link), size=len(data), md5=hashlib.md5(data).hexdigest(),
-                               roots=(str(tmp_path / "rec"),), cache=Md5Cache())
+                               roots=(str(tmp_path / "rec"),), cache=DigestCache())
     assert reason == "path resolves outside the local roots"
 
 
@@ -147,9 +166,9 @@ async def test_a_slow_hash_streams_this_time_and_is_cached_for_the_next(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     data = random.Random(4).randbytes(50_000)
-    path, md5 = _file(tmp_path, data)
+    path, digest = _file(tmp_path, data)
     roots = (str(tmp_path / "rec"),)
-    cache = Md5Cache()
+    cache = DigestCache()
     release = threading.Event()
     real_hash = local._hash_file
 
@@ -158,15 +177,15 @@ async def test_a_slow_hash_streams_this_time_and_is_cached_for_the_next(
         return real_hash(*args)
 
     monkeypatch.setattr(local, "_hash_file", slow_hash)
-    reason = await check_local(str(path), size=len(data), md5=md5, roots=roots, cache=cache,
-                               limit=0.2)
+    reason = await check_local(str(path), size=len(data), digest=digest, roots=roots,
+                               cache=cache, limit=0.2)
     assert isinstance(reason, str) and "longer than" in reason
     release.set()
     with anyio.fail_after(10):
         while cache.get(local.Fingerprint.of(str(path), os.stat(path))) is None:  # noqa: ASYNC110
             await anyio.sleep(0.01)
-    source = await check_local(str(path), size=len(data), md5=md5, roots=roots, cache=cache,
-                               limit=0.2)
+    source = await check_local(str(path), size=len(data), digest=digest, roots=roots,
+                               cache=cache, limit=0.2)
     assert isinstance(source, LocalSource)
     source.close()
 
@@ -174,9 +193,9 @@ async def test_a_slow_hash_streams_this_time_and_is_cached_for_the_next(
 @pytest.mark.anyio
 async def test_a_local_copy_changed_during_the_upload_is_not_completed(tmp_path: Path) -> None:
     data = b"y" * 4096
-    path, md5 = _file(tmp_path, data)
-    source = await check_local(str(path), size=len(data), md5=md5,
-                               roots=(str(tmp_path / "rec"),), cache=Md5Cache())
+    path, digest = _file(tmp_path, data)
+    source = await check_local(str(path), size=len(data), digest=digest,
+                               roots=(str(tmp_path / "rec"),), cache=DigestCache())
     assert isinstance(source, LocalSource)
     st = os.stat(path)
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))

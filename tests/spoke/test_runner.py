@@ -35,7 +35,7 @@ class FakeUploader:
     instances: list[FakeUploader] = []
 
     def __init__(self, client: Any, *, line: str, threads: int, on_progress: Any, on_commit: Any,
-                 before_complete: Any = None):
+                 before_complete: Any = None, **kw: Any):
         self.client, self.threads, self.on_commit = client, threads, on_commit
         self.before_complete = before_complete
         self.completed = False

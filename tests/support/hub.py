@@ -21,11 +21,12 @@ import pytest
 
 from hub.accounts.store import load_or_create_key
 from hub.app import start_grpc
-from hub.config import HubConfig, RiskSettings, validate
+from hub.config import AccountRiskSettings, HubConfig, RiskSettings, validate
 from hub.service import HubService
 from hub.store.tasks import Store
 from protocol import mesh_pb2 as pb
 from protocol import mesh_pb2_grpc
+from protocol.integrity import new_part_digest
 from protocol.tokens import TokenIssuer
 from tests.conftest import SIM_COOKIES, free_port
 from uploader.credentials import Credentials
@@ -48,6 +49,14 @@ class FakeAccounts:
             raise LookupError(f"no account {account}")
         return self.creds
 
+    async def resolve(self, account: Any) -> dict[str, Any]:
+        if account not in (None, "main", 1, "1"):
+            raise LookupError(f"no account {account}")
+        return {"account_id": 1, "name": "main", "mid": self.creds.mid}
+
+    async def list(self) -> list[dict[str, Any]]:
+        return [await self.resolve(None)]
+
 
 @dataclass
 class Hub:
@@ -68,7 +77,8 @@ class Hub:
                     held: list[pb.HeldTask] | None = None, max_concurrent: int = 2,
                     ip: str = "127.0.0.9", finish_handshake: bool = False,
                     storage_type: str = "", local_paths: tuple[str, ...] = (),
-                    crc32: bool = False) -> FakeAgent:
+                    crc32: bool = False, egress_ip: str = "", submit: bool = False
+                    ) -> FakeAgent:
         token = token if token is not None else await self.register(agent_id)
         agent = FakeAgent(self, agent_id, token)
         await agent.open()
@@ -80,17 +90,25 @@ class Hub:
                                              finish_handshake=finish_handshake,
                                              storage_type=storage_type,
                                              local_paths=list(local_paths),
-                                             crc32_integrity=crc32),
-                held_tasks=held or []))
+                                             crc32_integrity=crc32, submit=submit),
+                held_tasks=held or [], egress_ip=egress_ip))
             welcome = await agent.recv("welcome")
             assert welcome.session_id
         return agent
 
     def file(self, name: str, size: int) -> tuple[str, str]:
+        """A new file of random bytes: its path and MD5 (an older agent's stream check)."""
         path = self.tmp / name
         data = os.urandom(size)
         path.write_bytes(data)
         return str(path), hashlib.md5(data).hexdigest()
+
+
+def part_digest(path: str) -> str:
+    """The part digest of a file, as the hub takes it (protocol.integrity)."""
+    digest = new_part_digest()
+    digest.update(Path(path).read_bytes())
+    return digest.hexdigest()
 
 
 class FakeAgent:
@@ -149,10 +167,18 @@ class FakeAgent:
         self.call.cancel()
 
 
+# The account ledger without pacing: tests that are not about it start uploads and
+# submissions back to back.
+OPEN_ACCOUNT = AccountRiskSettings(preupload_min_gap_seconds=0, preuploads_per_hour=0,
+                                   preuploads_per_day=0, submit_min_gap_seconds=0,
+                                   submit_gap_jitter=0, submits_per_hour=0, submits_per_day=0)
+
+
 def make_config(tmp: Path, **over: Any) -> HubConfig:
-    """A hub for link tests: the risk ledger's pacing opened wide (tests that are about it
+    """A hub for link tests: the risk ledgers' pacing opened wide (tests that are about it
     pass their own ``risk``), so every fake agent on 127.0.0.9 gets work at once."""
-    over.setdefault("risk", RiskSettings(min_interval_seconds=0, max_uploads_per_hour=100000))
+    over.setdefault("risk", RiskSettings(min_interval_seconds=0, max_uploads_per_hour=100000,
+                                         account=OPEN_ACCOUNT))
     cfg = HubConfig(psk=PSK, admin_token="admin", insecure=True, data_dir=str(tmp),
                     grpc_listen=f"127.0.0.1:{free_port()}", token_ttl_seconds=3600,
                     **over)
@@ -266,6 +292,6 @@ async def _status(hub: Hub, task_id: str) -> str:
 
 async def _logged(hub: Hub, task_id: str, event_type: str) -> bool:
     """``event_type`` is in the task's log on disk. A Result changes the task's status in
-    memory first; what it does to the store (the log, the part's state and MD5, the risk
+    memory first; what it does to the store (the log, the part's state and digest, the risk
     ledger) is written just after, ending with the ``success`` entry."""
     return event_type in [e["event_type"] for e in await hub.service.task_logs(task_id)]

@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 
 from bupmesh.config import ConfigError
@@ -163,6 +164,22 @@ def test_risk_control_exits_non_zero_naming_the_kind(sim: SimServer, tmp_path: P
     assert result.stdout == ""
     assert result.stderr.strip().splitlines()[-1].startswith("risk_control: HTTP 406 on preupload")
     assert len([r for r in sim.requests() if r["op"] == "preupload"]) == 1
+    assert_no_secrets(result)
+
+
+@pytest.mark.e2e
+def test_a_captcha_voucher_is_shown(sim: SimServer, tmp_path: Path) -> None:
+    sim.config(risk={"preupload_budget": 1, "reply": "601", "until_solved": True})
+    path = tmp_path / "rec.flv"
+    make_file(path, 100)
+    args = (str(path), "--member-url", sim.url, "--cookies", SIM_COOKIES)
+    assert run_direct(tmp_path, *args).returncode == 0
+    result = run_direct(tmp_path, *args)
+    assert result.returncode == 1
+    error, voucher = result.stderr.strip().splitlines()[-2:]
+    assert error.startswith("risk_control: code 601 on preupload")
+    [throttled] = httpx.get(f"{sim.url}/_sim/risk").json()["throttled"]
+    assert voucher == f"captcha voucher: {throttled['voucher']}"
     assert_no_secrets(result)
 
 

@@ -392,8 +392,24 @@ async def test_expired_session_on_one_pass_stream_says_start_over() -> None:
         fake.expired_upload_ids.add(stale.upload_id)
         with pytest.raises(StaleSessionError) as info:
             await uploader.upload(OnePass(data), "v", session=stale)
-    assert info.value.kind is ErrorKind.BAD_REQUEST
+    assert info.value.kind is ErrorKind.SESSION_REJECTED and info.value.status == 404
     assert len(fake.ops("preupload")) == 1
+
+
+async def test_rejected_resume_is_reported_when_told_not_to_restart() -> None:
+    fake = FakeBili(chunk_size=CHUNK)
+    data = payload(3 * CHUNK)
+    async with make_client(fake) as client:
+        uploader = UposUploader(
+            client, line="cs_bda2", retry=FAST_RETRY, restart_rejected=False
+        )
+        stale = (await uploader._start(len(data), "v")).with_part_done(1)
+        fake.expired_upload_ids.add(stale.upload_id)
+        with pytest.raises(StaleSessionError) as info:
+            await uploader.upload(BytesSource(data), "v", session=stale)  # rewindable
+    assert info.value.kind is ErrorKind.SESSION_REJECTED
+    assert "start over without it" in info.value.message
+    assert len(fake.ops("preupload")) == 1  # no fresh session behind the caller's back
 
 
 async def test_resume_with_every_part_done_only_completes() -> None:

@@ -67,6 +67,97 @@ def test_error_text_and_fields() -> None:
     assert error is not None and error.code == 601
 
 
+VOUCHER = "voucher_bd4de714-2bb5-4473-be0e-cae08e47acbd"
+UPOS_601 = {
+    "OK": 0,
+    "info": "您上传视频过快，请您稍作休息后再继续",
+    "code": 601,
+    "message": "您上传视频过快，请您稍作休息后再继续",
+    "detail": {"v_voucher": VOUCHER},
+}
+
+
+@pytest.mark.parametrize(
+    ("op", "status", "payload", "headers", "kind", "code", "voucher", "retry_after"),
+    [
+        # Preupload risk control, the old way and the current way (any non-2xx status).
+        ("preupload", 406, {"code": 406, "message": "您上传视频过快"}, None,
+         ErrorKind.RISK_CONTROL, 406, None, None),
+        ("preupload", 406, UPOS_601, None, ErrorKind.RISK_CONTROL, 601, VOUCHER, None),
+        ("preupload", 403, UPOS_601, None, ErrorKind.RISK_CONTROL, 601, VOUCHER, None),
+        ("preupload", 200, UPOS_601, None, ErrorKind.RISK_CONTROL, 601, VOUCHER, None),
+        # The JSON API envelope carries the voucher in data.
+        ("submit", 200, {"code": 601, "message": "请输入验证码信息", "ttl": 1,
+                         "data": {"v_voucher": VOUCHER}},
+         None, ErrorKind.RISK_CONTROL, 601, VOUCHER, None),
+        ("put part 2", 406, None, {"Retry-After": "120"}, ErrorKind.RISK_CONTROL, None, None, 120.0),
+        ("submit", 200, {"code": 21540, "message": "请求过于频繁"}, None,
+         ErrorKind.RISK_CONTROL, 21540, None, None),
+        # Account-level submission throttles, whatever the IP.
+        ("submit", 200, {"code": 21566, "message": "投稿过于频繁，建议将APP升级至最新版本后再试",
+                         "ttl": 1}, None, ErrorKind.ACCOUNT_THROTTLE, 21566, None, None),
+        ("submit", 200, {"code": 137022, "message": "投稿过于频繁，请稍后再试", "ttl": 1},
+         {"retry-after": "600"}, ErrorKind.ACCOUNT_THROTTLE, 137022, None, 600.0),
+        ("submit", 200, {"code": 21566}, {"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"},
+         ErrorKind.ACCOUNT_THROTTLE, 21566, None, None),  # a date: no known wait
+        ("submit", 200, {"code": 21566}, {"Retry-After": "nan"},
+         ErrorKind.ACCOUNT_THROTTLE, 21566, None, None),
+        # Sticky account penalties.
+        ("submit", 200, {"code": 21515, "message": "批量作弊投稿"}, None,
+         ErrorKind.ACCOUNT_PENALTY, 21515, None, None),
+        ("submit", 200, {"code": "21590", "message": "投稿工具已停用"}, None,
+         ErrorKind.ACCOUNT_PENALTY, 21590, None, None),
+        # A refused upos session: any 403 on init, a chunk or completion.
+        ("put part 7", 403, None, {"X-Upos-Auth": "AUTH_TS_GT_5DAY AUTH=ak=1&uip=1.2.3.4 Now=1"},
+         ErrorKind.SESSION_REJECTED, None, None, None),
+        ("init", 403, None, None, ErrorKind.SESSION_REJECTED, None, None, None),
+        ("complete", 403, None, None, ErrorKind.SESSION_REJECTED, None, None, None),
+        # Elsewhere a 403 is still a bad request.
+        ("preupload", 403, None, None, ErrorKind.BAD_REQUEST, None, None, None),
+        ("submit", 403, None, None, ErrorKind.BAD_REQUEST, None, None, None),
+    ],
+)  # fmt: skip
+def test_classify_throttles_penalties_and_sessions(
+    op: str,
+    status: int,
+    payload: object,
+    headers: dict[str, str] | None,
+    kind: ErrorKind,
+    code: int | None,
+    voucher: str | None,
+    retry_after: float | None,
+) -> None:
+    error = classify(op, status, payload, headers)
+    assert error is not None
+    assert (error.kind, error.code, error.voucher, error.retry_after) == (
+        kind,
+        code,
+        voucher,
+        retry_after,
+    )
+    assert error.status == status and not error.retryable
+
+
+def test_session_rejection_names_the_reason_but_never_the_auth() -> None:
+    header = "AUTH_TS_GT_5DAY AUTH=ak=1494471752&sign=911dd5b9&uip=108.181.24.77 Now=1 DURATION=2"
+    error = classify("put part 7", 403, None, {"X-Upos-Auth": header})
+    assert error is not None
+    assert str(error) == (
+        "session_rejected: upos refused the session: HTTP 403 on put part 7: AUTH_TS_GT_5DAY"
+    )
+    assert "sign" not in repr(error) and "108.181" not in repr(error)
+    bare = classify("put part 7", 403, None, {"X-Upos-Auth": "<script>"})
+    assert bare is not None and str(bare).endswith("HTTP 403 on put part 7")
+
+
+def test_upload_error_fields_default_to_unknown() -> None:
+    error = UploadError(ErrorKind.ACCOUNT_THROTTLE, "code 21566 on submit", code=21566)
+    assert error.voucher is None and error.retry_after is None
+    assert "retry_after" not in repr(error)
+    waited = UploadError(ErrorKind.RISK_CONTROL, "x", voucher="voucher_1", retry_after=5.0)
+    assert "voucher='voucher_1'" in repr(waited) and "retry_after=5.0" in repr(waited)
+
+
 def test_server_messages_are_bounded() -> None:
     error = classify("submit", 400, {"message": "x" * 10_000})
     assert error is not None and len(str(error)) < 300

@@ -7,7 +7,10 @@ Routes:
 - ``GET|POST /_sim/accounts``: list accounts, add or update one;
 - ``GET /_sim/uploads`` (completed objects), ``/_sim/sessions`` (every
   multipart upload), ``/_sim/submissions`` (archives), ``/_sim/requests``
-  (the request log, filtered by ``op``, ``ip``, ``upload_id``).
+  (the request log, filtered by ``op``, ``ip``, ``upload_id``, ``status``, ``code``);
+- ``GET /_sim/risk``: throttled keys (with their vouchers) and penalised accounts;
+- ``POST /_sim/captcha/{voucher}/solve``: the captcha a 601 asked for is solved
+  (its throttle ends and its key's budget starts afresh); 404 for an unknown voucher.
 
 Controls that belong to one feature (the QR login's phone) live with that
 feature's routes.
@@ -28,7 +31,7 @@ from uploader.sim.config import merge_config, to_builtins
 from uploader.sim.state import SimState
 
 _ACCOUNT_FIELDS = {"cookies", "access_key", "mid", "expired"}
-_REQUEST_FILTERS = ("op", "ip", "upload_id")
+_REQUEST_FILTERS = ("op", "ip", "upload_id", "status", "code")
 
 
 class Control:
@@ -46,6 +49,8 @@ class Control:
             Route("/_sim/sessions", self.get_sessions, methods=["GET"]),
             Route("/_sim/submissions", self.get_submissions, methods=["GET"]),
             Route("/_sim/requests", self.get_requests, methods=["GET"]),
+            Route("/_sim/risk", self.get_risk, methods=["GET"]),
+            Route("/_sim/captcha/{voucher}/solve", self.solve_captcha, methods=["POST"]),
         ]
 
     async def get_config(self, request: Request) -> Response:
@@ -109,6 +114,18 @@ class Control:
             e for e in self.state.requests if all(str(e.get(k)) == v for k, v in wanted.items())
         ]
         return replies.control_ok({"requests": entries})
+
+
+    async def get_risk(self, request: Request) -> Response:
+        return replies.control_ok(self.state.risk_view())
+
+    async def solve_captcha(self, request: Request) -> Response:
+        voucher = request.path_params["voucher"]
+        throttle = self.state.solve_captcha(voucher)
+        if throttle is None:
+            return replies.control_error(f"no throttle waits on voucher {voucher!r}", 404)
+        ip, mid = throttle.key  # type: ignore[misc]
+        return replies.captcha_solved(voucher, {"ip": ip, "mid": mid})
 
 
 def _account_field_problem(body: dict[str, Any]) -> str | None:

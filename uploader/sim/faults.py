@@ -20,8 +20,11 @@ from uploader.sim.config import FailRule
 from uploader.sim.inbound import abort_connection, client_ip, drain, stall_until_disconnect
 from uploader.sim.state import SimState
 
+# Ops of the JSON API (member and web-interface routes): an injected code answers
+# in its envelope.
+_API_OPS = ("submit", "cover", "edit", "season", "view", "archives", "zone")
 # Ops whose failures carry the JSON API envelope rather than upos' dialect.
-_ENVELOPE_OPS = ("submit", "cover", "preupload", "probe")
+_ENVELOPE_OPS = (*_API_OPS, "preupload", "probe")
 
 
 class Faults:
@@ -39,8 +42,8 @@ class Faults:
         body_first: bool = False,
     ) -> Response | None:
         """Apply a fail_next rule that replaces the reply (status, code, drop-before-body)."""
-        if rule is None:
-            return None
+        if rule is None or rule.action == "lose_reply":
+            return None  # lose_reply: see :meth:`answer`
         state = self.state
         ip = client_ip(request)
         if rule.action == "stall" and op != "put":
@@ -69,9 +72,21 @@ class Faults:
         state.record(op, ip, status=200, code=rule.code, upload_id=upload_id, part=part)
         if rule.code == 601 and op == "preupload":
             return replies.code_601()
-        if op in ("submit", "cover"):
+        if op in _API_OPS:
             return replies.api_reply(rule.code)
         return replies.upos_code(rule.code)
+
+    async def answer(self, request: Request, rule: FailRule | None, response: Response) -> Response:
+        """``response``, unless a ``lose_reply`` rule resets the connection instead.
+
+        The request has taken effect by now (an archive created, a part list
+        edited): what is lost is only the answer, as when a connection drops
+        or a hub dies between sending and reading.
+        """
+        if rule is None or rule.action != "lose_reply":
+            return response
+        await abort_connection(request)  # the request log keeps the outcome it had
+        return replies.nobody_listening()
 
     async def random(
         self,

@@ -6,7 +6,8 @@ matter to the byte:
   HTTP 200 with ``{"code", "message", "ttl": 1, "data"?}``, errors in ``code``;
 - upos: ``{"OK": 1, ...}`` on success, ``{"OK": 0, ...}`` with an HTTP status
   on failure, a bare 403 for a bad ``X-Upos-Auth``, plain text for chunk PUTs;
-- risk control on preupload: HTTP 406, or the JSON ``601`` with a voucher.
+- risk control on preupload: HTTP 406, or the JSON ``601`` with a voucher;
+- a refused upos session: 403, empty body, the reason in ``X-Upos-Auth``.
 The ``/_sim`` control API answers plain JSON, ``{"error": ...}`` on a bad call.
 
 Route groups decide *what* to answer; this module alone knows *how it looks*
@@ -28,8 +29,11 @@ from uploader.sim.facts import (
     PROBE_VERSION,
     PUT_SUCCESS,
     TOO_FAST,
+    ZONE_PLACE,
     message_for,
 )
+
+NULL_VOUCHER = "voucher_00000000-0000-4000-8000-000000000000"
 
 # --- the JSON API envelope ------------------------------------------------------
 
@@ -58,17 +62,26 @@ def too_fast_406() -> JSONResponse:
     return JSONResponse({"code": 406, "message": TOO_FAST}, status_code=406)
 
 
-def code_601() -> JSONResponse:
-    """Risk control since late 2025: HTTP 200, JSON 601, a captcha voucher to clear it."""
+def code_601(voucher: str = NULL_VOUCHER, status: int = 200) -> JSONResponse:
+    """Risk control since late 2025: JSON 601 with a captcha voucher to clear it.
+
+    Clients report it as a failed preupload (a non-2xx reply) with this body;
+    the fixed ``code_601`` IP list still answers it with HTTP 200.
+    """
     return JSONResponse(
         {
             "OK": 0,
             "info": TOO_FAST,
             "code": 601,
             "message": TOO_FAST,
-            "detail": {"v_voucher": "voucher_00000000-0000-4000-8000-000000000000"},
-        }
+            "detail": {"v_voucher": voucher},
+        },
+        status_code=status,
     )
+
+
+def captcha_solved(voucher: str, key: dict[str, Any]) -> JSONResponse:
+    return JSONResponse({"solved": voucher, "key": key})
 
 
 # --- preupload and lines --------------------------------------------------------
@@ -157,11 +170,29 @@ def auth_refused() -> Response:
 
 
 def auth_expired(now: int, age: int) -> Response:
-    """An auth past its lifetime: 403, the reason only in the ``X-Upos-Auth`` header."""
+    """A session past the simulator's ``session_ttl_seconds``: 403, the reason in a header."""
     return Response(
         status_code=403,
         headers={"X-Upos-Auth": f"AUTH_TS_GT_TTL Now={now} DURATION={age}"},
     )
+
+
+def auth_too_old(auth: str, now: int, age: int) -> Response:
+    """An ``X-Upos-Auth`` older than five days, as upos answers it: 403, an empty body,
+    ``X-Upos-Auth: AUTH_TS_GT_5DAY AUTH=<the auth> Now=<unix s> DURATION=<age s>``."""
+    return Response(
+        status_code=403,
+        headers={"X-Upos-Auth": f"AUTH_TS_GT_5DAY AUTH={auth} Now={now} DURATION={age}"},
+    )
+
+
+def wrong_address(uip: str, ip: str) -> Response:
+    """A request from another address than the auth's ``uip``: 403, an empty body.
+
+    What real upos answers here has not been observed; the header is the
+    simulator's own hint, in the shape of the expired-auth one.
+    """
+    return Response(status_code=403, headers={"X-Upos-Auth": f"AUTH_UIP_MISMATCH UIP={uip} IP={ip}"})
 
 
 def upload_started(key: str, upload_id: str) -> JSONResponse:
@@ -183,46 +214,133 @@ def nobody_listening() -> Response:
     return Response(status_code=499)
 
 
+# --- web-interface ---------------------------------------------------------------------
+
+
+def zone(addr: str) -> JSONResponse:
+    """``x/web-interface/zone``: the caller's address as Bilibili sees it, and where it is."""
+    return api_reply(0, "0", {"addr": addr, **ZONE_PLACE})
+
+
 # --- member: covers, archives ---------------------------------------------------------
 
 
-def cover_uploaded(digest: str, ext: str) -> JSONResponse:
-    return api_reply(0, "0", {"url": f"https://archive.biliimg.com/bfs/archive/{digest}.{ext}"})
+COVER_HOST = "https://archive.biliimg.com/bfs/archive/"
+
+
+def cover_uploaded(name: str) -> JSONResponse:
+    """``x/vu/web/cover/up``: where the image now lives (``name`` is ``{sha1}.{ext}``)."""
+    return api_reply(0, "0", {"url": COVER_HOST + name})
 
 
 def archive_created(aid: int, bvid: str) -> JSONResponse:
     return api_reply(0, "0", {"aid": aid, "bvid": bvid})
 
 
-def archive_list(page: list[dict[str, Any]], *, pn: int, ps: int, count: int) -> JSONResponse:
-    """``x/web/archives``: one ``arc_audits`` entry per submission on the page."""
+def _archive_object(record: dict[str, Any], status: dict[str, Any]) -> dict[str, Any]:
+    """The ``Archive``/``archive`` object of list and view replies (the fields a client reads)."""
+    return {
+        "aid": record["aid"],
+        "bvid": record["bvid"],
+        "mid": record["mid"],
+        "title": record["title"],
+        "tid": record["tid"],
+        "tag": record["tag"],
+        "desc": record["desc"],
+        "copyright": record["copyright"],
+        "source": record["source"],
+        "cover": record["cover"],
+        "dynamic": record["dynamic"],
+        "no_reprint": record["no_reprint"],
+        "dtime": record["dtime"] or 0,
+        "ctime": record["ctime"],
+        "state": status["state"],
+        "state_desc": status["state_desc"],
+        "reject_reason": status["reject_reason"],
+    }
+
+
+def _videos(record: dict[str, Any]) -> list[dict[str, Any]]:
+    return [
+        {
+            "aid": record["aid"],
+            "bvid": record["bvid"],
+            "title": v["title"],
+            "desc": v["desc"],
+            "filename": v["filename"],
+            "cid": v["cid"],
+            "index": i,
+        }
+        for i, v in enumerate(record["videos"], start=1)
+    ]
+
+
+def archive_list(
+    page: list[tuple[dict[str, Any], dict[str, Any]]],
+    *,
+    pn: int,
+    ps: int,
+    count: int,
+    with_videos: bool,
+) -> JSONResponse:
+    """``x/web/archives``: one ``arc_audits`` entry per (archive, review status) on the page.
+
+    ``with_videos`` False answers ``"Videos": null``, as the creative centre's
+    sibling list does (whether this one does is not confirmed).
+    """
     audits = [
         {
-            "Archive": {
-                "aid": s["aid"],
-                "bvid": s["bvid"],
-                "title": s["title"],
-                "tid": s["tid"],
-                "tag": s["tag"],
-                "desc": s["desc"],
-                "copyright": s["copyright"],
-                "state": 0,
-            },
-            "Videos": [
-                {
-                    "aid": s["aid"],
-                    "bvid": s["bvid"],
-                    "title": v["title"],
-                    "filename": v["filename"],
-                    "cid": v["cid"],
-                    "index": i,
-                }
-                for i, v in enumerate(s["videos"], start=1)
-            ],
+            "Archive": _archive_object(record, status),
+            "Videos": _videos(record) if with_videos else None,
+            "stat": {"aid": record["aid"], "view": 0},
         }
-        for s in page
+        for record, status in page
     ]
     return api_reply(0, "0", {"arc_audits": audits, "page": {"pn": pn, "ps": ps, "count": count}})
+
+
+def archive_view(record: dict[str, Any], status: dict[str, Any]) -> JSONResponse:
+    """``x/vupre/web/archive/view``: the archive and every video with its server file name."""
+    return api_reply(0, "0", {"archive": _archive_object(record, status), "videos": _videos(record)})
+
+
+def archive_edited(aid: int, bvid: str) -> JSONResponse:
+    return api_reply(0, "0", {"aid": aid, "bvid": bvid})
+
+
+def season_list(seasons: list[dict[str, Any]], *, total: int) -> JSONResponse:
+    """``x2/creative/web/seasons``: each collection with its sections and episodes."""
+    items = []
+    for season in seasons:
+        episodes = [e for section in season["sections"] for e in section["episodes"]]
+        items.append({
+            "season": {"id": season["season_id"], "title": season["title"], "desc": "",
+                       "cover": "", "isEnd": 0, "mid": season["mid"], "state": 0,
+                       "ctime": season["ctime"], "mtime": season["ctime"], "ep_num": len(episodes)},
+            "sections": {"sections": [
+                {"id": section["section_id"], "type": 1, "seasonId": season["season_id"],
+                 "title": section["title"], "order": order, "state": 0,
+                 "epCount": len(section["episodes"]), "Episodes": None}
+                for order, section in enumerate(season["sections"], start=1)
+            ]},
+            "part_episodes": [
+                {"id": e["episode_id"], "title": e["title"], "aid": e["aid"], "bvid": e["bvid"],
+                 "cid": e["cid"], "seasonId": season["season_id"], "sectionId": e["section_id"],
+                 "order": order}
+                for order, e in enumerate(episodes, start=1)
+            ] or None,
+        })  # fmt: skip
+    return api_reply(0, "0", {"seasons": items, "tip": {"title": "", "url": ""}, "total": total,
+                              "play_type": 1})  # fmt: skip
+
+
+def episodes_added() -> JSONResponse:
+    """``season/section/episodes/add``: the envelope alone."""
+    return api_reply(0, "0")
+
+
+def cover_image(image: bytes, mime: str) -> Response:
+    return Response(image, media_type=mime)
 
 
 # --- passport ---------------------------------------------------------------------

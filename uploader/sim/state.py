@@ -24,15 +24,21 @@ from uploader.sim.accounts import Accounts, with_builtin
 from uploader.sim.bandwidth import TokenBucket
 from uploader.sim.config import FailRule, SimConfig
 from uploader.sim.facts import BUCKET, av2bv
-from uploader.sim.risk import SlidingBudget
+from uploader.sim.risk import SlidingBudget, SubmissionLimits, SubmissionRules, Throttle, Throttles
 from uploader.sim.uploads import Ticket, Upload
 
 REQUEST_RING = 100_000
+
+RiskKey = tuple[str | None, int | None]  # (ip, mid): what a preupload budget counts
 
 
 class SimState:
     def __init__(self, config: SimConfig) -> None:
         self.initial_config = copy.deepcopy(config)
+        # Two clocks, replaceable by tests: windows and holds run on `clock`;
+        # auth timestamps and ages (what upos compares) on the wall clock.
+        self.clock = time.monotonic
+        self.wall_clock = time.time
         self.reset()
 
     # --- lifecycle ----------------------------------------------------------
@@ -44,11 +50,17 @@ class SimState:
         self.tickets: dict[str, Ticket] = {}
         self.uploads: dict[str, Upload] = {}
         self.ledger: list[dict[str, Any]] = []
-        self.submissions: list[dict[str, Any]] = []
+        self.submissions: list[dict[str, Any]] = []  # the archives, in submission order
+        self.covers: dict[str, dict[str, Any]] = {}  # bfs name -> record (bytes under "image")
+        self.seasons: list[dict[str, Any]] = []
         self.requests: collections.deque[dict[str, Any]] = collections.deque(maxlen=REQUEST_RING)
         self.preuploads = SlidingBudget()
+        self.throttles = Throttles()
+        self.submit_limits = SubmissionLimits()
         self.buckets: dict[str, TokenBucket] = {}
+        self.line_buckets: dict[tuple[str, str], TokenBucket] = {}
         self.next_aid = 114_000_000_000_001
+        self.next_season_id = 5_000_001
         self.next_biz_id = 500_001_600_000_001
 
     def reseed(self) -> None:
@@ -75,8 +87,12 @@ class SimState:
         part: int | None = None,
         code: int | None = None,
         line: str | None = None,
+        reason: str | None = None,
     ) -> None:
-        """Log one answered request for ``GET /_sim/requests`` (a bounded ring)."""
+        """Log one answered request for ``GET /_sim/requests`` (a bounded ring).
+
+        ``reason`` names why upos refused a session (its 403 carries no code).
+        """
         entry: dict[str, Any] = {
             "op": op,
             "ip": ip,
@@ -84,10 +100,12 @@ class SimState:
             "part": part,
             "status": status,
             "code": code,
-            "time": time.time(),
+            "time": self.wall_clock(),
         }
         if line is not None:
             entry["line"] = line
+        if reason is not None:
+            entry["reason"] = reason
         self.requests.append(entry)
 
     # --- faults -------------------------------------------------------------
@@ -113,25 +131,98 @@ class SimState:
     def bucket_for(self, ip: str) -> TokenBucket | None:
         faults = self.config.faults
         rate = faults.bandwidth_bps_per_ip.get(ip, faults.bandwidth_bps)
-        if rate <= 0:
-            return None
-        bucket = self.buckets.get(ip)
-        if bucket is None:
-            bucket = self.buckets[ip] = TokenBucket(rate)
-        bucket.rate = rate
-        return bucket
+        return _bucket(self.buckets, ip, rate)
+
+    def line_bucket_for(self, line: str, ip: str) -> TokenBucket | None:
+        """The cap of one source IP's path to one line (each client has its own)."""
+        config = self.config.lines.get(line)
+        return _bucket(self.line_buckets, (line, ip), config.bandwidth_bps if config else 0)
 
     # --- risk ---------------------------------------------------------------
 
-    def preupload_allowed(self, ip: str) -> bool:
-        """Budget check; a successful preupload must then call `count_preupload`."""
-        risk = self.config.risk
-        return self.preuploads.allows(
-            ip, limit=risk.preupload_budget, window=risk.window_seconds, now=time.monotonic()
-        )
+    def risk_key(self, ip: str, mid: int | None) -> RiskKey | None:
+        """What the preupload budget counts for this request (None: nothing to count by)."""
+        key = self.config.risk.key
+        if key == "ip":
+            return (ip, None)
+        if mid is None:  # not logged in: answered -101 anyway
+            return None
+        return (None, mid) if key == "account" else (ip, mid)
 
-    def count_preupload(self, ip: str) -> None:
-        self.preuploads.count(ip, now=time.monotonic())
+    def preupload_refusal(self, ip: str, mid: int | None) -> Throttle | None:
+        """The throttle refusing this preupload, or None: then `count_preupload` on success.
+
+        A key over its budget starts a throttle; it lasts while the window is
+        full, ``hold_seconds``, or until its voucher is solved, and every refusal
+        it causes carries the same voucher.
+        """
+        key = self.risk_key(ip, mid)
+        if key is None:
+            return None
+        risk = self.config.risk
+        now = self.clock()
+        throttle = self.throttles.current(key, now=now)
+        if throttle is not None:
+            return throttle
+        limit, window = risk.preupload_budget, risk.window_seconds
+        if self.preuploads.allows(key, limit=limit, window=window, now=now):
+            return None
+        if risk.until_solved:
+            until = None
+        elif risk.hold_seconds > 0:
+            until = now + risk.hold_seconds
+        else:
+            until = self.preuploads.frees_at(key, limit=limit, window=window, now=now)
+        voucher = self.new_voucher() if risk.reply == "601" else None
+        return self.throttles.start(key, now=now, until=until, voucher=voucher)
+
+    def count_preupload(self, ip: str, mid: int | None) -> None:
+        key = self.risk_key(ip, mid)
+        if key is not None:
+            self.preuploads.count(key, now=self.clock())
+
+    def new_voucher(self) -> str:
+        return f"voucher_{uuid.UUID(int=self.id_rng.getrandbits(128), version=4)}"
+
+    def solve_captcha(self, voucher: str) -> Throttle | None:
+        """The captcha behind ``voucher`` is solved: its key may preupload again, afresh."""
+        throttle = self.throttles.solve(voucher)
+        if throttle is not None:
+            self.preuploads.clear(throttle.key)
+        return throttle
+
+    def submit_refusal(self, mid: int, flavour: str) -> int | None:
+        """The code refusing this account's submission now (None: accept, then count it)."""
+        submit = self.config.submit
+        if flavour in submit.tool_disabled:
+            return 21590
+        rules = SubmissionRules(
+            min_gap=submit.min_gap_seconds,
+            max_per_window=submit.max_per_window,
+            window=submit.window_seconds,
+            cadence_count=submit.cadence_count,
+            cadence_tolerance=submit.cadence_tolerance_seconds,
+        )
+        return self.submit_limits.refusal(mid, rules, now=self.clock())
+
+    def count_submission(self, mid: int) -> None:
+        self.submit_limits.count(mid, now=self.clock())
+
+    def risk_view(self) -> dict[str, Any]:
+        """``GET /_sim/risk``: who is throttled now, with what voucher, and who is penalised."""
+        now = self.clock()
+        return {
+            "throttled": [
+                {
+                    "ip": t.key[0],
+                    "mid": t.key[1],
+                    "voucher": t.voucher,
+                    "seconds_left": None if t.until is None else round(t.until - now, 3),
+                }
+                for t in self.throttles.all(now=now)
+            ],
+            "penalised": sorted(self.submit_limits.penalised),
+        }
 
     # --- upos ---------------------------------------------------------------
 
@@ -148,7 +239,7 @@ class SimState:
         key = f"n{time.strftime('%y%m%d')}{self._random_token(25)}.{ext}"
         biz_id = self.next_biz_id
         self.next_biz_id += self.id_rng.randint(1, 97)
-        now = time.time()
+        now = self.wall_clock()
         fields = {
             "ak": "1494471752",
             "cdn": f"//{host}",
@@ -179,7 +270,11 @@ class SimState:
         return ticket
 
     def expired(self, ticket: Ticket) -> bool:
-        return time.time() > ticket.created_at + self.config.session_ttl_seconds
+        return self.wall_clock() > ticket.created_at + self.config.session_ttl_seconds
+
+    def auth_too_old(self, ticket: Ticket) -> bool:
+        lifetime = self.config.upos.auth_lifetime_seconds
+        return lifetime > 0 and self.wall_clock() > ticket.created_at + lifetime
 
     def purge_expired(self) -> None:
         """Forget expired, unfinished sessions (and the parts they held)."""
@@ -197,7 +292,7 @@ class SimState:
             ticket=ticket,
             size=ticket.size if ticket.size is not None else size,
             chunk_size=ticket.chunk_size,
-            created_at=time.time(),
+            created_at=self.wall_clock(),
         )
         self.uploads[upload_id] = upload
         return upload
@@ -211,7 +306,7 @@ class SimState:
             "source_ip": upload.ticket.ip,
             "complete_ip": ip,
             "mid": upload.ticket.mid,
-            "time": time.time(),
+            "time": self.wall_clock(),
             "upload_id": upload.upload_id,
             "biz_id": upload.ticket.biz_id,
             "parts": upload.chunks,
@@ -235,3 +330,55 @@ class SimState:
         aid = self.next_aid
         self.next_aid += self.id_rng.randint(1, 997)
         return aid, av2bv(aid)
+
+    def archive(self, aid: int | None = None, bvid: str | None = None) -> dict[str, Any] | None:
+        for record in self.submissions:
+            if (aid is not None and record["aid"] == aid) or (bvid and record["bvid"] == bvid):
+                return record
+        return None
+
+    # --- collections --------------------------------------------------------
+
+    def new_season(self, mid: int, title: str, sections: int) -> dict[str, Any]:
+        """A collection of ``mid`` with ``sections`` sections (正片 first, as Bilibili makes it)."""
+        season_id = self.next_season_id
+        self.next_season_id += 1 + sections
+        names = ["正片", *(f"第{n}节" for n in range(2, sections + 1))]
+        season = {
+            "season_id": season_id,
+            "mid": mid,
+            "title": title,
+            "ctime": int(self.wall_clock()),
+            "sections": [
+                {"section_id": season_id + n, "title": name, "episodes": []}
+                for n, name in enumerate(names, start=1)
+            ],
+        }
+        self.seasons.append(season)
+        return season
+
+    def section(self, section_id: int) -> tuple[dict[str, Any], dict[str, Any]] | None:
+        for season in self.seasons:
+            for section in season["sections"]:
+                if section["section_id"] == section_id:
+                    return season, section
+        return None
+
+    def episode_of(self, aid: int) -> dict[str, Any] | None:
+        """The collection entry of archive ``aid`` (an archive is in one collection at most)."""
+        for season in self.seasons:
+            for section in season["sections"]:
+                for episode in section["episodes"]:
+                    if episode["aid"] == aid:
+                        return episode
+        return None
+
+def _bucket(buckets: dict[Any, TokenBucket], key: Any, rate: int) -> TokenBucket | None:
+    """The shared bucket for ``key`` at ``rate`` (which may change), or None when uncapped."""
+    if rate <= 0:
+        return None
+    bucket = buckets.get(key)
+    if bucket is None:
+        bucket = buckets[key] = TokenBucket(rate)
+    bucket.rate = rate
+    return bucket

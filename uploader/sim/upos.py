@@ -9,14 +9,16 @@ Routes:
 
 Every request is checked the way the real service is strict (auth, sizes,
 part ranges, each part once with the same bytes), so a client that passes
-here is not relying on leniency. Risk control answers on preupload and, for
-a blocked IP, on chunk PUTs too.
+here is not relying on leniency. Risk control answers on preupload (a
+budget per IP, account or pair: 406 or 601 with a voucher) and, for a blocked
+IP, on chunk PUTs too. A session can be bound to the preupload's address and
+its auth can age out: both are a 403 on any upos request. A line's bandwidth
+cap slows the chunk bodies sent through it.
 """
 
 from __future__ import annotations
 
 import json
-import time
 
 import anyio
 from starlette.requests import ClientDisconnect, Request
@@ -71,16 +73,25 @@ class Upos:
         )
         if injected is not None:
             return injected
-        if ip in state.config.risk.always_406 or not state.preupload_allowed(ip):
+        account = state.accounts.by_cookie(session_cookie(request))
+        mid = account.mid if account is not None else None
+        if ip in state.config.risk.always_406:
             state.record("preupload", ip, status=406, code=406)
             return replies.too_fast_406()
+        throttle = state.preupload_refusal(ip, mid)
+        if throttle is not None:
+            if throttle.voucher is None:
+                state.record("preupload", ip, status=406, code=406)
+                return replies.too_fast_406()
+            status = state.config.risk.status_601
+            state.record("preupload", ip, status=status, code=601)
+            return replies.code_601(throttle.voucher, status)
         if ip in state.config.risk.code_601:
             state.record("preupload", ip, status=200, code=601)
             return replies.code_601()
         fault = await self.faults.random(request, "preupload")
         if fault is not None:
             return fault
-        account = state.accounts.by_cookie(session_cookie(request))
         if account is None:
             state.record("preupload", ip, status=200, code=-101)
             return replies.upos_code(-101)
@@ -104,7 +115,7 @@ class Upos:
         ticket = state.new_ticket(
             name=name, size=size, mid=account.mid, ip=ip, host=host, line=f"{zone}_{upcdn}"
         )
-        state.count_preupload(ip)
+        state.count_preupload(ip, account.mid)
         state.record("preupload", ip, status=200)
         return replies.preupload_ticket(
             auth=ticket.auth,
@@ -124,13 +135,34 @@ class Upos:
             return None
         return self.state.tickets.get(request.path_params["key"])
 
-    def auth_problem(self, request: Request, ticket: Ticket) -> Response | None:
+    def auth_problem(
+        self,
+        request: Request,
+        ticket: Ticket,
+        op: str,
+        *,
+        upload_id: str | None = None,
+        part: int | None = None,
+    ) -> Response | None:
+        """A 403 refusing the session (recorded), or None: auth, lifetime and address hold."""
+        state = self.state
+        ip = client_ip(request)
+        reason, response = None, None
         if request.headers.get("x-upos-auth") != ticket.auth:
-            return replies.auth_refused()
-        if self.state.expired(ticket):
-            age = int(time.time() - ticket.created_at)
-            return replies.auth_expired(int(time.time()), age)
-        return None
+            reason, response = "auth", replies.auth_refused()
+        elif state.auth_too_old(ticket):
+            now = state.wall_clock()
+            reason = "AUTH_TS_GT_5DAY"
+            response = replies.auth_too_old(ticket.auth, int(now), int(now - ticket.created_at))
+        elif state.expired(ticket):
+            now = state.wall_clock()
+            reason = "session_ttl"
+            response = replies.auth_expired(int(now), int(now - ticket.created_at))
+        elif state.config.upos.binding == "ip" and ip != ticket.ip:
+            reason, response = "uip_mismatch", replies.wrong_address(ticket.ip, ip)
+        if response is not None:
+            state.record(op, ip, status=403, upload_id=upload_id, part=part, reason=reason)
+        return response
 
     async def upos_post(self, request: Request) -> Response:
         if "uploads" in request.query_params:
@@ -153,9 +185,8 @@ class Upos:
         if ticket is None:
             state.record("init", ip, status=404)
             return replies.upos_error(404, "no such object")
-        problem = self.auth_problem(request, ticket)
+        problem = self.auth_problem(request, ticket, "init")
         if problem is not None:
-            state.record("init", ip, status=403)
             return problem
         query = request.query_params
         filesize = query_int(query.get("filesize"))
@@ -210,10 +241,10 @@ class Upos:
         if upload is None or ticket is None or upload.ticket is not ticket:
             await drain(request)
             return reject(404, replies.upos_error(404, "no such upload"))
-        problem = self.auth_problem(request, ticket)
+        problem = self.auth_problem(request, ticket, "put", upload_id=upload_id, part=part)
         if problem is not None:
             await drain(request)
-            return reject(403, problem)
+            return problem
         if upload.completed is not None:
             await drain(request)
             return reject(400, replies.upos_error(400, "upload already completed"))
@@ -232,14 +263,16 @@ class Upos:
         # Only a stalling rule sets a stall length; a random drop has no rule.
         stall_seconds = rule.seconds if rule is not None else 0.0
         interrupt_at = size // 2 if (drop or stall) else -1
-        bucket = state.bucket_for(ip)
+        buckets = [
+            b for b in (state.bucket_for(ip), state.line_bucket_for(ticket.line, ip)) if b
+        ]
         chunks: list[bytes] = []
         received = 0
         try:
             async for chunk in request.stream():
                 if not chunk:
                     continue
-                if bucket is not None:
+                for bucket in buckets:
                     await bucket.consume(len(chunk))
                 chunks.append(chunk)
                 received += len(chunk)
@@ -296,9 +329,8 @@ class Upos:
         ticket = self.ticket_for(request)
         if ticket is None:
             return reject(404, "no such object")
-        problem = self.auth_problem(request, ticket)
+        problem = self.auth_problem(request, ticket, "complete", upload_id=upload_id)
         if problem is not None:
-            state.record("complete", ip, status=403, upload_id=upload_id)
             return problem
         if not upload_id:
             return reject(400, "uploadId is required")

@@ -1,11 +1,13 @@
-"""The hub's web UI: three static files served at ``/`` (no build step, no CDN).
+"""The hub's web console: static files served at ``/`` and ``/ui/`` (no build step, no CDN).
 
-``index.html``, ``app.js`` and ``style.css`` ship as package data beside this
-module and are read once when the app is built. The page logs in with the admin
-token (kept in the tab's ``sessionStorage``, sent as ``Authorization: Bearer``,
-never in a URL), reads the admin API, and follows ``GET /api/manage/events``
-(Server-Sent Events, hub/api/sse.py) with ``fetch`` and a stream reader, because
-``EventSource`` cannot send an ``Authorization`` header.
+``index.html``, ``style.css`` and the page's ES modules (every ``*.js`` here:
+``main.js`` imports the others) ship as package data beside this module and are
+read once when the app is built. The page logs in with the admin token (kept in
+the tab's ``sessionStorage``, sent as ``Authorization: Bearer``, never in a URL),
+reads the admin API, and follows ``GET /api/manage/events`` (Server-Sent Events,
+hub/api/sse.py) with ``fetch`` and a stream reader, because ``EventSource`` cannot
+send an ``Authorization`` header. It speaks English and Chinese: ``i18n.js``
+picks the language, ``strings-<lang>.js`` hold one dictionary each.
 
 Every response carries a strict Content-Security-Policy: scripts and styles only
 from the hub itself, nothing inline, no frames, so a string that reaches the page
@@ -16,15 +18,16 @@ also only ever writes text into the page, never HTML.
 from __future__ import annotations
 
 from importlib import resources
+from pathlib import PurePath
 
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-_FILES = {
-    "index.html": "text/html; charset=utf-8",
-    "app.js": "text/javascript; charset=utf-8",
-    "style.css": "text/css; charset=utf-8",
+MEDIA_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
 }
 
 SECURITY_HEADERS = {
@@ -41,16 +44,18 @@ SECURITY_HEADERS = {
 
 
 def _load() -> dict[str, bytes]:
+    """The page's files by name: ``index.html`` and every script and style sheet."""
     here = resources.files(__name__)
-    return {name: here.joinpath(name).read_bytes() for name in _FILES}
+    return {entry.name: entry.read_bytes() for entry in here.iterdir()
+            if entry.is_file() and PurePath(entry.name).suffix in MEDIA_TYPES}
 
 
 def web_routes() -> list[BaseRoute]:
-    """``GET /`` (the page) and ``GET /ui/app.js``, ``GET /ui/style.css``."""
+    """``GET /`` (the page) and ``GET /ui/<file>`` for its scripts and style sheet."""
     files = _load()
 
     def static(name: str) -> Route:
-        body, media_type = files[name], _FILES[name]
+        body, media_type = files[name], MEDIA_TYPES[PurePath(name).suffix]
 
         async def endpoint(request: Request) -> Response:
             return Response(body, media_type=media_type, headers=SECURITY_HEADERS)
@@ -58,4 +63,4 @@ def web_routes() -> list[BaseRoute]:
         path = "/" if name == "index.html" else f"/ui/{name}"
         return Route(path, endpoint, methods=["GET", "HEAD"], name=f"web-{name}")
 
-    return [static(name) for name in _FILES]
+    return [static(name) for name in sorted(files)]

@@ -35,6 +35,7 @@ from tests.support.hub import (
     hub,
     make_config,
     make_hub,
+    part_digest,
     stream_all,
     wait_for,
 )
@@ -156,8 +157,10 @@ async def test_offer_accept_credit_chunks_end_result(hub: Hub) -> None:
     created = await hub.service.create_part(path, account=None, title="t")
     offer = await agent.recv("offer")
     assert offer.task_id == created["task_id"] and offer.attempt == 1
-    # No MD5 pass before the first attempt: it is learned from the stream itself.
-    assert offer.file_size == size and offer.file_md5 == "" and offer.file_name == "rec.flv"
+    # No pass over the file before the first attempt: its digest is learned from the
+    # stream itself.
+    assert offer.file_size == size and offer.file_digest == "" and offer.file_md5 == ""
+    assert offer.file_name == "rec.flv"
     assert offer.credentials.cookies.startswith("SESSDATA=") and offer.resume_offset == 0
     assert not offer.crc32_integrity  # an agent without the capability keeps MD5
     data, streamed = await stream_all(agent, offer, grant=700_000)  # odd credit sizes
@@ -179,7 +182,8 @@ async def test_offer_accept_credit_chunks_end_result(hub: Hub) -> None:
     assert events[-3:] == ["offer", "start", "success"]
     part = await hub.service.store.get_part(created["part_id"])
     assert (part["state"], part["filename"], part["biz_id"]) == ("uploaded", "n123", 77)
-    assert part["md5"] == md5 and task["file_md5"] == md5
+    assert part["digest"] == part_digest(path) and task["file_digest"] == part["digest"]
+    assert part["md5"] == "" and task["file_md5"] == ""  # no one outside the mesh needs it
     # The resume session holds upos auth: never in the database in plain text.
     raw = b"".join(p.read_bytes() for p in hub.tmp.glob("bupmesh.db*"))
     assert b"upos-secret" not in raw
@@ -200,20 +204,23 @@ async def test_md5_mismatch_fails_with_kind_file(hub: Hub) -> None:
 
 
 @pytest.mark.anyio
-async def test_crc32_agent_is_checked_by_crc32_and_the_part_md5_still_learned(hub: Hub) -> None:
+async def test_crc32_agent_is_checked_by_crc32_and_the_part_digest_still_learned(
+    hub: Hub,
+) -> None:
     agent = await hub.agent("a1", crc32=True)
-    path, md5 = hub.file("c.flv", 2 * MiB + 777)
+    path, _ = hub.file("c.flv", 2 * MiB + 777)
     created = await hub.service.create_part(path, account=None, title=None)
     offer = await agent.recv("offer")
     assert offer.crc32_integrity
     data, eod_md5 = await stream_all(agent, offer, grant=900_000)
     assert agent.last_eod is not None and agent.last_eod.crc32 == zlib.crc32(data)
-    assert eod_md5 == md5  # the first whole-file attempt still yields the part's MD5
+    assert eod_md5 == ""  # no MD5 at all for an agent that checks by CRC32
     await agent.send(result=pb.Result(task_id=offer.task_id, attempt=1, success=True,
                                       filename="n1", biz_id=1, crc32=zlib.crc32(data)))
     await wait_for(lambda: _is(_status(hub, offer.task_id), "completed"))
     await wait_for(lambda: _logged(hub, offer.task_id, "success"))
-    assert (await hub.service.store.get_part(created["part_id"]))["md5"] == md5
+    # the first whole-file attempt yields the part's digest
+    assert (await hub.service.store.get_part(created["part_id"]))["digest"] == part_digest(path)
 
     # A resumed attempt: the CRC covers the tail only, and a wrong one is a file error.
     path2, _ = hub.file("d.flv", 2 * MiB)
@@ -283,6 +290,7 @@ async def test_cancel_mid_transfer(hub: Hub) -> None:
 async def test_agent_lost_reoffers_with_resume_point_and_fences_old_attempt(hub: Hub) -> None:
     agent = await hub.agent("a1")
     path, md5 = hub.file("r.bin", 2 * MiB)
+    digest = part_digest(path)
     await hub.service.create_part(path, account=None, title=None)
     offer = await agent.recv("offer")
     await agent.send(accept=pb.Accept(task_id=offer.task_id, attempt=1))
@@ -307,7 +315,7 @@ async def test_agent_lost_reoffers_with_resume_point_and_fences_old_attempt(hub:
     data, streamed = await stream_all(again, offer2, resume=MiB)
     assert await _status(hub, offer.task_id) == "uploading"
     # A resumed stream sees only the tail, so the hub hashed the whole file separately.
-    await wait_for(lambda: hub.service.tasks[offer.task_id].file_md5 == md5)
+    await wait_for(lambda: hub.service.tasks[offer.task_id].file_digest == digest)
     assert data == Path(path).read_bytes()[MiB:]  # noqa: ASYNC240
     await again.send(result=pb.Result(task_id=offer.task_id, attempt=2, success=True,
                                       filename="new", biz_id=1, md5=streamed))
@@ -394,7 +402,7 @@ async def test_source_changed_fails_with_kind_file(hub: Hub, when: str) -> None:
     # Large enough that the last block is read only after more credit arrives.
     path, md5 = hub.file("chg.bin", 20 * MiB)
     old = time.time() - 60
-    os.utime(path, (old, old))  # a finished recording: the hub may reuse its MD5
+    os.utime(path, (old, old))  # a finished recording: the hub may reuse its digest
     await hub.service.create_part(path, account=None, title=None)
     await wait_for(lambda: hub.service.tasks[next(iter(hub.service.tasks))].file_fingerprint)
     offer = await agent.recv("offer")

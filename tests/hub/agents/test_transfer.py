@@ -11,8 +11,10 @@ from typing import Any
 
 import anyio
 import pytest
+import xxhash
 
 from hub.agents.transfer import Transfer
+from hub.core.file_identity import fingerprint_of
 from protocol import mesh_pb2 as pb
 from uploader.pieces import Pieces
 
@@ -52,18 +54,47 @@ async def test_streams_exact_bytes_through_reused_read_buffers(
     assert eod.HasField("crc32") == crc32
     if crc32:
         assert eod.crc32 == zlib.crc32(tail)
-    # MD5: the whole file's on a first attempt; for a resumed one, of the tail only
-    # where MD5 is the stream check, and none at all when CRC32 is.
-    whole, tail_md5 = hashlib.md5(data).hexdigest(), hashlib.md5(tail).hexdigest()
-    assert eod.md5 == (whole if offset == 0 else ("" if crc32 else tail_md5))
+    # MD5 only where it is the stream check (an agent without CRC32), of what was sent.
+    assert eod.md5 == ("" if crc32 else hashlib.md5(tail).hexdigest())
     ts = transfer.get("t")
     assert ts is not None
+    # The part digest: taken on a whole-file attempt only.
+    assert ts.digest == (xxhash.xxh3_128(data).hexdigest() if offset == 0 else "")
     right = (eod.md5, eod.crc32 if crc32 else None)
     wrong = ("0" * 32, (eod.crc32 ^ 1) if crc32 else None)
-    assert ts.agent_got_it(*right, part_md5="")
-    assert not ts.agent_got_it(*wrong, part_md5="")
+    assert ts.agent_got_it(*right, part_digest="")
+    assert not ts.agent_got_it(*wrong, part_digest="")
     if offset == 0:  # the file is no longer the part it was created as
-        assert not ts.agent_got_it(*right, part_md5="1" * 32)
+        assert not ts.agent_got_it(*right, part_digest="1" * 32)
+        assert ts.agent_got_it(*right, part_digest=ts.digest)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("changed", [False, True])
+async def test_a_known_digest_stands_while_the_file_keeps_its_identity(
+    tmp_path: Path, changed: bool
+) -> None:
+    """Nothing is hashed for a part whose digest is known and whose file is unchanged;
+    a file changed since (another stat identity) has its digest taken anew."""
+    data = os.urandom(10_000)
+    path = tmp_path / "f.flv"
+    path.write_bytes(data)
+    identity = fingerprint_of(path.stat())
+    if changed:
+        path.write_bytes(data[::-1])
+    async with anyio.create_task_group() as tg:
+        transfer = Transfer(tg.start_soon, lambda *a: None, max_frame=700, block_size=1500)
+        transfer.start("t", 1, str(path), len(data), 0, crc32=True, known_digest="k" * 32,
+                       fingerprint=identity)
+        assert transfer.credit("t", 1, len(data))
+        await _stream(transfer)
+    ts = transfer.get("t")
+    assert ts is not None
+    if changed:
+        assert ts.digest == xxhash.xxh3_128(data[::-1]).hexdigest()
+        assert not ts.agent_got_it("", ts.crc.value, part_digest="k" * 32)
+    else:
+        assert ts.digest == "k" * 32 and ts.agent_got_it("", ts.crc.value, part_digest="k" * 32)
 
 
 def test_pieces_is_its_bytes_without_joining_them() -> None:

@@ -14,10 +14,12 @@ from hub.alerts.delivery import QUEUE_SIZE, AlertDelivery
 from hub.alerts.rules import (
     FIRING,
     RESOLVED,
+    AccountSample,
     AgentSample,
     Alert,
     AlertEvaluator,
     AlertRules,
+    CaptchaSample,
     IpSample,
     Snapshot,
     TaskSample,
@@ -53,6 +55,34 @@ def test_offline_agent_fires_once_after_the_threshold_and_recovers() -> None:
     # down again later: a new alert
     again = AgentSample("a1", "offline", last_heartbeat=6000.0)
     assert states(ev.evaluate(agents(again), now=6400.0)) == [("agent_offline:a1", FIRING)]
+
+
+def test_captcha_needed_names_ip_account_and_voucher_until_solved() -> None:
+    ev = AlertEvaluator(RULES)
+    captcha = CaptchaSample("voucher_abc", "203.0.113.7", "10001", raised_at=100.0)
+    [alert] = ev.evaluate(Snapshot(captchas=(captcha,)), now=110.0)
+    assert (alert.key, alert.state, alert.severity) == ("captcha:voucher_abc", FIRING, "critical")
+    for word in ("captcha needed", "203.0.113.7", "10001", "voucher_abc"):
+        assert word in alert.summary
+    assert alert.details["voucher"] == "voucher_abc"
+    assert ev.evaluate(Snapshot(captchas=(captcha,)), now=120.0) == []
+    assert states(ev.evaluate(Snapshot(), now=130.0)) == [("captcha:voucher_abc", RESOLVED)]
+
+
+def test_account_penalty_and_throttle_alerts() -> None:
+    ev = AlertEvaluator(RULES)
+    penal = AccountSample("10001", "penalised", penalty="code 21515: 批量作弊投稿")
+    slow = AccountSample("10002", "cooling", submit_cooldown_until=1000.0)
+    fine = AccountSample("10003", "paced")
+    fired = ev.evaluate(Snapshot(accounts=(penal, slow, fine)), now=100.0)
+    assert states(fired) == [("account_penalty:10001", FIRING),
+                             ("account_throttle:10002", FIRING)]
+    assert fired[0].severity == "critical" and "releases it" in fired[0].summary
+    assert "21515" in fired[0].summary
+    assert "submissions wait 15 min" in fired[1].summary
+    calm = AccountSample("10002", "ok")
+    assert states(ev.evaluate(Snapshot(accounts=(penal, calm)), now=1000.0)) == [
+        ("account_throttle:10002", RESOLVED)]
 
 
 def test_offline_rule_skips_disabled_never_seen_and_online_agents() -> None:

@@ -125,6 +125,9 @@ class FakeService:
     async def list_ips(self) -> list[dict[str, Any]]:
         return [{"ip": "127.0.0.2", "uploads_last_hour": 1}]
 
+    def learned_limits(self) -> list[dict[str, Any]]:
+        return [{"scope": "ip", "subject": "127.0.0.2", "hourly_cap": 3, "evidence": []}]
+
 
 class Recorder:
     """Every response body the tests saw, to check none carries a secret."""

@@ -19,8 +19,11 @@ from hub.core.events import EventBus
 # ------------------------------------------------------------------ the stream (fake hub)
 
 
+VERDICTS = {"learned": [], "captchas": [{"voucher": "v1", "ip": "127.0.0.2"}], "accounts": []}
+
+
 class FakeHub:
-    """The four reads the stream makes, over plain dicts."""
+    """The reads the stream makes, over plain dicts."""
 
     def __init__(self) -> None:
         self.events = EventBus()
@@ -40,6 +43,9 @@ class FakeHub:
 
     async def list_ips(self) -> list[dict[str, Any]]:
         return self.ips
+
+    async def risk_overview(self) -> dict[str, Any]:
+        return VERDICTS
 
     async def get_task(self, task_id: str) -> dict[str, Any]:
         if task_id in self.broken:
@@ -74,7 +80,7 @@ async def test_stream_sends_a_snapshot_then_current_rows_then_ends_on_close() ->
     hub.events.touch_task("t2", "a1")
     assert parse(await stream.__anext__()) == [
         ("agent", hub.agents["a1"]), ("task", {**hub.tasks["t1"], "uploaded_bytes": 4}),
-        ("ips", {"ips": hub.ips, "server_time": 1000.0}),
+        ("ips", {"ips": hub.ips, "verdicts": VERDICTS, "server_time": 1000.0}),
     ]
     hub.events.close()
     assert parse(await stream.__anext__()) == [("shutdown", {"reason": "hub stopping"})]
@@ -91,7 +97,8 @@ async def test_stream_keeps_alive_resyncs_and_unsubscribes_when_the_page_leaves(
     await stream.__anext__()
     # Quiet: a keep-alive comment, with the IP table (cooldowns end with time alone).
     assert await stream.__anext__() == encode_comment("keep-alive")
-    assert parse(await stream.__anext__()) == [("ips", {"ips": hub.ips, "server_time": 1000.0})]
+    assert parse(await stream.__anext__()) == [
+        ("ips", {"ips": hub.ips, "verdicts": VERDICTS, "server_time": 1000.0})]
     for task_id in ("x", "y", "z"):  # more distinct changes than it may hold
         hub.tasks[task_id] = {"task_id": task_id, "status": "pending"}
         hub.events.touch_task(task_id)
@@ -99,6 +106,53 @@ async def test_stream_keeps_alive_resyncs_and_unsubscribes_when_the_page_leaves(
     assert name == "snapshot" and len(snap["tasks"]) == 3
     await stream.aclose()  # what Starlette does when the client disconnects
     assert hub.events.subscriber_count == 0
+
+
+class FakeRecordings:
+    def __init__(self) -> None:
+        self.rows = {1: {"recording_id": 1, "state": "waiting"}}
+
+    async def list(self) -> list[dict[str, Any]]:
+        return list(self.rows.values())
+
+    async def describe(self, recording_id: int) -> dict[str, Any]:
+        return self.rows[recording_id]
+
+
+class ChartHub(FakeHub):
+    """A hub with the recording pipeline attached and chart history."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.recording_views = FakeRecordings()
+        self.history_calls = 0
+
+    def chart_history(self) -> dict[str, Any]:
+        self.history_calls += 1
+        return {"n": self.history_calls}
+
+
+@pytest.mark.anyio
+async def test_stream_sends_history_and_recordings() -> None:
+    hub = ChartHub()
+    stream = event_stream(hub, hub.events, lambda x: x, heartbeat=60, min_gap=0,  # type: ignore[arg-type]
+                          history_every=3600)
+    first = parse(await stream.__anext__())
+    assert [name for name, _ in first] == ["snapshot", "history", "recordings"]
+    assert first[1][1] == {"n": 1} and first[2][1] == {"recordings": [hub.recording_views.rows[1]]}
+    hub.recording_views.rows[1] = {"recording_id": 1, "state": "submitted"}
+    hub.events.touch_recording(1)
+    hub.events.touch_recording(99)  # unreadable: skipped, the stream goes on
+    assert parse(await stream.__anext__()) == [("recording", hub.recording_views.rows[1])]
+    await stream.aclose()
+
+    # History comes again on its own clock, even while nothing else happens.
+    stream = event_stream(hub, hub.events, lambda x: x, heartbeat=60, min_gap=0,  # type: ignore[arg-type]
+                          history_every=0.01)
+    await stream.__anext__()
+    assert parse(await stream.__anext__()) == [("history", {"n": 3})]
+    assert parse(await stream.__anext__()) == [("history", {"n": 4})]
+    await stream.aclose()
 
 
 def test_snapshot_keeps_every_live_task_and_the_latest_ended_ones() -> None:
@@ -170,8 +224,10 @@ def test_event_stream_of_a_real_hub(hub: LocalMesh) -> None:
     reader = EventReader(url, hub.admin_token)
     wait_for(lambda: reader.events, 10, "the snapshot")
     assert reader.status == 200
-    assert reader.events[0] == ("snapshot", {"agents": [], "tasks": [], "ips": [],
-                                             "server_time": reader.events[0][1]["server_time"]})
+    assert reader.events[0] == ("snapshot", {
+        "agents": [], "tasks": [], "ips": [],
+        "verdicts": {"learned": [], "captchas": [], "accounts": []},
+        "server_time": reader.events[0][1]["server_time"]})
 
     # An agent registers over the HTTP agent API and heartbeats: pushed as it happens.
     registered = httpx.post(f"{hub.hub_url}/api/agent/register", timeout=10,

@@ -172,46 +172,96 @@ def test_score_prefers_least_recently_used_and_fewest_this_hour() -> None:
     assert led.score("192.0.2.9", 2000.0) > led.score("192.0.2.1", 2000.0)  # never used
 
 
-def test_learned_hourly_cap_from_a_clean_ips_first_406() -> None:
+def teach(led: RiskLedger, ip: str, starts: int, t0: float = 0.0, *, agent: str = "a1",
+          account: str = "") -> float:
+    """A clean IP starts ``starts`` uploads 10 min apart (Bilibili accepts all but the last),
+    and its last start is refused: evidence of ``starts - 1`` an hour. Returns that time."""
+    t = t0
+    for i in range(starts):
+        t = t0 + 600.0 * i
+        led.upload_started(ip, agent, t)
+        if i < starts - 1:
+            led.upload_finished(ip, agent, t + 300.0)
+    led.risk_event(ip, agent, "406", t, account=account)
+    return t
+
+
+def test_a_406_teaches_that_ip_and_no_other() -> None:
     led = ledger(min_interval_seconds=0, max_uploads_per_hour=6, cooldown_seconds=3600)
     assert led.learned_hourly_cap(0.0) is None
-    for t in (0.0, 600.0, 1200.0, 1800.0, 2400.0):
-        led.upload_started(IP, "a1", t)
-        if t < 2400.0:
-            led.upload_finished(IP, "a1", t + 300.0)
-    led.risk_event(IP, "a1", "406", 2400.0)  # the 5th start in an hour was refused
-    assert led.learned_hourly_cap(2400.0) == 4
-    # another IP with 4 starts this hour: fine by the config, capped when adaptive
-    for t in (0.0, 600.0, 1200.0, 1800.0):
-        led.upload_started(OTHER, "a2", t)
-    assert led.is_fit(OTHER, 2500.0)[0]
-    fit, reason = led.is_fit(OTHER, 2500.0, adaptive=True)
+    t = teach(led, IP, 5)  # the 5th start in an hour was refused
+    assert led.learned_hourly_cap(t, IP) == 4
+    assert led.learned_hourly_cap(t) is None  # one IP is no quorum: no mesh-wide limit
+    assert led.learned_hourly_cap(t, OTHER) is None
+    # another IP with 4 starts this hour is fit, adaptive or not
+    for s in (0.0, 600.0, 1200.0, 1800.0):
+        led.upload_started(OTHER, "a2", s)
+    assert led.is_fit(OTHER, 2500.0, adaptive=True)[0]
+    assert led.hourly_cap(2500.0) == 6 and led.hourly_cap(2500.0, adaptive=True, ip=IP) == 4
+    # once its cooldown is over, the taught IP itself is held to 4 an hour
+    after = t + 3600.0
+    for s in (after, after + 60, after + 120, after + 180):
+        led.upload_started(IP, "a1", s)
+    fit, reason = led.is_fit(IP, after + 200, adaptive=True)
     assert not fit and "learned" in reason
-    assert led.next_fit_at(OTHER, 2500.0, adaptive=True) == 3600.0
-    assert led.hourly_cap(2500.0) == 6 and led.hourly_cap(2500.0, adaptive=True) == 4
-    assert led.describe(2500.0)[0]["learned_hourly_cap"] == 4
-    # the evidence expires
-    week = led.rules.rate_evidence_seconds
-    assert led.learned_hourly_cap(2400.0 + week + 1) is None
-    # and an admin can drop it at once
-    led.forget_learned_cap()
-    assert led.learned_hourly_cap(2500.0) is None and led.is_fit(OTHER, 2500.0, adaptive=True)[0]
-    assert [len(r["events"]) for r in led.describe(2500.0) if r["ip"] == IP] == [1]
+    assert led.is_fit(IP, after + 200)[0]  # not when the strategy is not adaptive
+    row = next(r for r in led.describe(after + 200) if r["ip"] == IP)
+    assert row["learned_hourly_cap"] == 4
+    assert row["learned"]["scope"] == "ip" and row["learned"]["hourly_cap"] == 4
+    (proof,) = row["learned"]["evidence"]
+    assert (proof["time"], proof["starts_last_hour"], proof["shows_hourly_cap"]) == (t, 5, 4)
+
+
+def test_the_mesh_is_held_only_when_three_ips_agree() -> None:
+    led = ledger(min_interval_seconds=0, cooldown_seconds=100, mesh_quorum=3)
+    ips = ["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4"]
+    teach(led, ips[0], 3)  # 2/h
+    teach(led, ips[1], 5)  # 4/h
+    assert led.learned_hourly_cap(3000.0) is None
+    assert led.learned_hourly_cap(3000.0, ips[3]) is None
+    teach(led, ips[2], 6)  # 5/h: three IPs have learned; at least three were refused at <= 5
+    mesh = led.mesh_limit(3000.0)
+    assert mesh is not None and mesh.hourly_cap == 5 and mesh.scope == "mesh"
+    assert {e.ip for e in mesh.evidence} == set(ips[:3])
+    assert led.learned_hourly_cap(3000.0, ips[3]) == 5
+    assert led.learned_hourly_cap(3000.0, ips[0]) == 2  # its own is lower
+    assert [lim["scope"] for lim in led.learned_limits(3000.0)] == ["ip", "ip", "ip", "mesh"]
+    # forgetting one IP's limit breaks the quorum
+    assert led.forget_ip(ips[2])
+    assert led.mesh_limit(3000.0) is None and led.learned_limit(ips[2], 3000.0) is None
+    assert led.learned_hourly_cap(3000.0, ips[0]) == 2
+
+
+def test_learned_limits_fade_after_a_clean_period_and_a_new_streak_starts_afresh() -> None:
+    clean = 6 * 3600.0
+    led = ledger(min_interval_seconds=0, cooldown_seconds=100, learned_clean_seconds=clean,
+                 mesh_quorum=2)
+    t1 = teach(led, IP, 3)
+    t2 = teach(led, OTHER, 4)
+    assert led.learned_hourly_cap(t2, IP) == 2 and led.mesh_limit(t2).hourly_cap == 3
+    assert led.learned_limit(IP, t1 + clean - 1) is not None
+    assert led.learned_limit(IP, t1 + clean) is None  # clean for the whole period
+    assert led.mesh_limit(t1 + clean) is None  # the quorum went with it
+    assert led.learned_limit(OTHER, t1 + clean) is not None
+    # a new strike after the clean gap: the old evidence (2/h) does not come back
+    t3 = teach(led, IP, 6, t0=t1 + clean + 100)
+    lim = led.learned_limit(IP, t3)
+    assert lim is not None and lim.hourly_cap == 5 and [e.time for e in lim.evidence] == [t3]
 
 
 def test_only_a_clean_first_strike_teaches_the_rate() -> None:
     led = ledger(min_interval_seconds=0, cooldown_seconds=100, disable_after_events=5)
     led.upload_started(IP, "a1", 0.0)
     led.risk_event(IP, "a1", "406", 0.0)  # one start: says nothing about rate
-    assert led.learned_hourly_cap(1.0) is None
+    assert led.learned_hourly_cap(1.0, IP) is None
     led.upload_started(IP, "a1", 100.0)
     led.upload_started(IP, "a1", 150.0)
     led.risk_event(IP, "a1", "406", 150.0)  # second strike: the throttle outlasted us
-    assert led.learned_hourly_cap(151.0) is None
+    assert led.learned_hourly_cap(151.0, IP) is None
     led.upload_started(OTHER, "a2", 0.0)
     led.upload_started(OTHER, "a2", 10.0)
     led.risk_event(OTHER, "a2", "406", 10.0)  # refused from the first: a blocked IP, no rate
-    assert led.learned_hourly_cap(10.5) is None
+    assert led.learned_hourly_cap(10.5, OTHER) is None
     led = ledger(min_interval_seconds=0, cooldown_seconds=100, disable_after_events=5)
     led.upload_started(OTHER, "a2", 0.0)
     led.upload_finished(OTHER, "a2", 5.0)
@@ -219,7 +269,72 @@ def test_only_a_clean_first_strike_teaches_the_rate() -> None:
     led.risk_event(OTHER, "a2", "406", 10.0)
     led.upload_started(OTHER, "a2", 11.0)
     led.risk_event(OTHER, "a2", "406", 11.0)  # during the cooldown: same episode
-    assert led.learned_hourly_cap(12.0) == 1
+    assert led.learned_hourly_cap(12.0, OTHER) == 1
+
+
+def test_reenabling_an_ip_forgets_what_it_taught() -> None:
+    led = ledger(min_interval_seconds=0, cooldown_seconds=100, disable_after_events=1,
+                 mesh_quorum=2)
+    teach(led, IP, 3)
+    teach(led, OTHER, 3)
+    assert led.state(IP, 2000.0) == DISABLED and led.mesh_limit(2000.0).hourly_cap == 2
+    led.admin_reenable(IP, 2000.0)
+    assert led.learned_limit(IP, 2001.0) is None and led.mesh_limit(2001.0) is None
+    assert led.learned_hourly_cap(2001.0, OTHER) == 2  # the other IP's own lesson stays
+    assert len(next(r for r in led.describe(2001.0) if r["ip"] == IP)["events"]) == 1
+
+
+def test_forgetting_the_mesh_limit_keeps_each_ips_own() -> None:
+    led = ledger(min_interval_seconds=0, cooldown_seconds=100, mesh_quorum=2)
+    teach(led, IP, 3)
+    teach(led, OTHER, 4)
+    assert led.learned_hourly_cap(2000.0, "192.0.2.1") == 3
+    led.forget_mesh()
+    assert led.mesh_limit(2000.0) is None
+    assert led.learned_hourly_cap(2000.0, "192.0.2.1") is None
+    assert led.learned_hourly_cap(2000.0, IP) == 2 and led.learned_hourly_cap(2000.0, OTHER) == 3
+    teach(led, "192.0.2.1", 3, t0=5000.0)  # new evidence counts again
+    assert led.mesh_limit(7000.0) is None  # the forgotten ones do not come back
+    assert led.forget_ip("nowhere") is False
+
+
+def test_blaming_the_account_takes_its_answers_off_the_ips() -> None:
+    led = ledger(min_interval_seconds=0, cooldown_seconds=1000, disable_after_events=2,
+                 mesh_quorum=2)
+    led.upload_started("10.0.0.9", "a9", 0.0)
+    led.risk_event("10.0.0.9", "a9", "406", 1200.0, account="other")  # another account's
+    t1 = teach(led, IP, 3, account="acc1")
+    t2 = teach(led, OTHER, 3, t0=100.0, account="acc1")
+    led.upload_started(OTHER, "a1", t2 + 1)
+    assert led.mesh_limit(t2 + 2) is not None
+    assert led.state(IP, t2 + 2) == COOLING
+    changed = led.blame_account("acc1", since=t1 - 1, now=t2 + 2)
+    assert sorted(changed) == sorted([IP, OTHER])
+    assert led.state(IP, t2 + 2) == OK and led.state(OTHER, t2 + 2) == OK
+    assert led.mesh_limit(t2 + 2) is None and led.learned_limit(IP, t2 + 2) is None
+    assert led.state("10.0.0.9", t2 + 2) == COOLING  # not that account's answer
+    row = next(r for r in led.describe(t2 + 2) if r["ip"] == IP)
+    assert [(e["blamed"], e["strike"]) for e in row["events"]] == [("account", False)]
+    # a disable the account's answers caused is lifted too
+    led2 = ledger(min_interval_seconds=0, cooldown_seconds=10, disable_after_events=2)
+    led2.risk_event(IP, "a1", "406", 0.0, account="acc1")
+    led2.risk_event(IP, "a1", "406", 20.0, account="acc1")
+    assert led2.state(IP, 21.0) == DISABLED
+    led2.blame_account("acc1", since=0.0, now=21.0)
+    assert led2.state(IP, 21.0) == OK
+
+
+def test_a_solved_captcha_lifts_the_cooldown_and_restarts_the_window() -> None:
+    led = ledger(min_interval_seconds=0, cooldown_seconds=1000, max_uploads_per_hour=6)
+    t = teach(led, IP, 2, account="acc1")  # 2 starts, the 2nd answered 601: 1/h learned
+    assert led.state(IP, t + 5) == COOLING
+    assert led.captcha_solved(IP, t + 5) and led.state(IP, t + 5, adaptive=True) == OK
+    # Bilibili counts afresh after a solved captcha; the lesson (1/h) caps the new window
+    led.upload_started(IP, "a1", t + 6)
+    assert led.state(IP, t + 7, adaptive=True) == CAPPED
+    assert not led.captcha_solved(OTHER, t + 7)
+    event = led.risk_event(OTHER, "a2", "601", 0.0, account="acc1", voucher="voucher_x")
+    assert event.voucher == "voucher_x" and event.cooldown_until == 1000.0
 
 
 def test_snapshot_restore_round_trip() -> None:
@@ -240,7 +355,7 @@ def test_snapshot_restore_round_trip() -> None:
         for ip in (IP, OTHER, "192.0.2.50"):
             assert again.is_fit(ip, now) == led.is_fit(ip, now)
             assert again.score(ip, now) == led.score(ip, now)
-    assert again.learned_hourly_cap(400.0) == led.learned_hourly_cap(400.0) == 2
+    assert again.learned_hourly_cap(400.0, IP) == led.learned_hourly_cap(400.0, IP) == 2
     with pytest.raises(ValueError):
         RiskLedger().restore({"version": 99})
 
@@ -292,16 +407,16 @@ def test_take_changes_names_only_ips_that_events_touched() -> None:
     again = RiskLedger.from_snapshot(base, led.rules)
     assert again.describe(20.0) == led.describe(20.0)
     assert again.take_changes() == {}  # restored state is what the store holds
-    led.forget_learned_cap()
-    assert len(led.take_changes()) == 51  # every known IP (IP itself was only asked about)
+    led.forget_ip("10.0.0.7")
+    assert set(led.take_changes()) == {"10.0.0.7"}
 
 
 def test_learned_cap_follows_new_evidence_after_being_asked() -> None:
-    led = ledger(min_interval_seconds=0, max_uploads_per_hour=6, cooldown_seconds=100)
-    assert led.learned_hourly_cap(0.0) is None  # asked (and remembered) before any event
-    led.upload_started(IP, "a", 1.0)
-    led.upload_finished(IP, "a", 2.0)
-    for t in (3.0, 4.0, 5.0):
-        led.upload_started(IP, "a", t)
-    led.risk_event(IP, "a", "406", 6.0)
-    assert led.learned_hourly_cap(7.0) == 3
+    led = ledger(min_interval_seconds=0, max_uploads_per_hour=6, cooldown_seconds=100,
+                 mesh_quorum=2)
+    assert led.learned_hourly_cap(0.0, IP) is None  # asked (and remembered) before any event
+    assert led.mesh_limit(0.0) is None
+    teach(led, IP, 4)
+    assert led.learned_hourly_cap(7.0, IP) == 3
+    teach(led, OTHER, 3)
+    assert led.learned_hourly_cap(2000.0) == 3  # the mesh-wide one, after a quorum of two

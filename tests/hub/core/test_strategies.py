@@ -204,23 +204,41 @@ def test_ip_diversity_deprioritises_a_mixed_record_but_never_starves_it() -> Non
 
 
 def test_ip_diversity_paces_to_the_learned_rate_and_round_robin_does_not() -> None:
-    led = fresh_ledger(min_interval_seconds=0, max_uploads_per_hour=6)
-    for t in (0.0, 100.0, 200.0):
-        led.upload_started("10.0.0.1", "a1", t)
-    led.upload_finished("10.0.0.1", "a1", 150.0)  # Bilibili accepted uploads from it
-    led.risk_event("10.0.0.1", "a1", "406", 200.0)  # 3rd start in an hour refused: learn 2/h
-    led.upload_started("10.0.0.2", "a2", 300.0)
-    led.upload_started("10.0.0.2", "a2", 400.0)  # a2's IP is at the learned rate
-    agents = [agent("a1"), agent("a2")]
+    led = fresh_ledger(min_interval_seconds=0, max_uploads_per_hour=6, cooldown_seconds=3600)
+    for n in (1, 2, 3):  # three IPs each refused their 3rd start in an hour: 2/h, agreed
+        ip = f"10.0.0.{n}"
+        for t in (0.0, 100.0, 200.0):
+            led.upload_started(ip, f"a{n}", t)
+        led.upload_finished(ip, f"a{n}", 150.0)  # Bilibili accepted uploads from it
+        led.risk_event(ip, f"a{n}", "406", 200.0)
+    led.upload_started("10.0.0.4", "a4", 300.0)
+    led.upload_started("10.0.0.4", "a4", 400.0)  # a4's IP is at the learned rate
+    agents = [agent("a1"), agent("a4")]
     assert make_strategy("ip_diversity").choose(PART, agents, led, 500.0) is None
     assert make_strategy("locality").choose(PART, agents, led, 500.0) is None
     assert make_strategy("round_robin").choose(PART, agents, led, 500.0) == agents[1]
-    # a1: cooling until 3800; a2: its start at 300 leaves the window at 3900
+    # a1: cooling until 3800; a4: its start at 300 leaves the window at 3900
     assert next_dispatch_at(agents, led, 500.0, adaptive=True) == 3800.0
     assert next_dispatch_at(agents, led, 500.0) == 500.0
     assert make_strategy("ip_diversity").choose(PART, agents, led, 3799.0) is None
     assert make_strategy("ip_diversity").choose(PART, agents, led, 3800.0) == agents[0]
     assert make_strategy("ip_diversity").choose(PART, agents[1:], led, 3900.0) == agents[1]
+
+
+def test_one_ips_406_does_not_hold_back_the_others() -> None:
+    """One answer teaches that IP only: healthy IPs keep the configured cap."""
+    led = fresh_ledger(min_interval_seconds=0, max_uploads_per_hour=6, cooldown_seconds=600)
+    for t in (0.0, 100.0, 200.0):
+        led.upload_started("10.0.0.1", "a1", t)
+    led.upload_finished("10.0.0.1", "a1", 150.0)
+    led.risk_event("10.0.0.1", "a1", "406", 200.0)  # 2/h for 10.0.0.1 alone
+    for t in (300.0, 400.0, 500.0):
+        led.upload_started("10.0.0.2", "a2", t)
+    agents = [agent("a1"), agent("a2")]
+    assert make_strategy("ip_diversity").choose(PART, agents, led, 600.0) == agents[1]
+    for t in (900.0, 1000.0):
+        led.upload_started("10.0.0.1", "a1", t)  # after its cooldown: at its own 2/h
+    assert make_strategy("ip_diversity").choose(PART, agents[:1], led, 1100.0) is None
 
 
 def test_locality_prefers_local_readers_then_tags_then_diversity() -> None:

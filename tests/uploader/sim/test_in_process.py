@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import time
 from collections.abc import AsyncIterator
 
 import anyio
@@ -23,14 +24,19 @@ import pytest
 from starlette.applications import Starlette
 
 from tests.conftest import SIM_ACCESS_KEY, SIM_COOKIES
+from uploader.archive import Review, append_parts, view_archive
+from uploader.archive_list import find_archive, list_reviews
 from uploader.client import BiliClient
+from uploader.covers import upload_cover
 from uploader.credentials import Credentials
-from uploader.errors import ErrorKind, UploadError
+from uploader.errors import ArchiveProblem, ErrorKind, UploadError, archive_problem
+from uploader.limits import batches
 from uploader.retry import RetryPolicy
+from uploader.seasons import add_to_season
 from uploader.sim.app import build_app
 from uploader.sim.config import SimConfig
 from uploader.source import BytesSource
-from uploader.submit import Submission, VideoPart, find_archive, submit_app, submit_web
+from uploader.submit import Submission, VideoPart, submit_app, submit_web
 from uploader.tv_login import PollState, TvLoginClient
 from uploader.upos import UposUploader
 
@@ -165,3 +171,89 @@ async def test_tv_login_with_the_phone(app: Starlette, http: httpx.AsyncClient) 
     assert nav.json()["code"] == -101
     codes = (await sim_json(http, "/_sim/qr"))["sessions"]  # ... but not the QR codes
     assert [(c["auth_code"], c["state"]) for c in codes] == [(qr.auth_code, "used")]
+
+
+async def upload(client: BiliClient, data: bytes, name: str = "rec.flv") -> VideoPart:
+    result = await UposUploader(client, line="auto", retry=FAST_RETRY).upload(
+        BytesSource(data), name
+    )
+    return VideoPart(filename=result.filename, title=name, cid=result.biz_id)
+
+
+async def test_archive_features_end_to_end(app: Starlette, http: httpx.AsyncClient) -> None:
+    """Cover, schedule, switches, collection, a late part appended once, review read back."""
+    season = (await http.post("/_sim/seasons", json={"title": "录播"})).json()["season"]
+    await http.post("/_sim/config", json={"archive": {"list_videos": False}})
+    image = b"\x89PNG\r\n\x1a\n" + random.Random(3).randbytes(200)
+    async with bili(app) as client:
+        first = await upload(client, b"first part")
+        cover = await upload_cover(client, image)
+        dtime = int(time.time()) + 3 * 3600
+        submission = Submission(title="标题" * 41, cover=cover, dtime=dtime, no_reprint=1,
+                                up_close_danmu=True, videos=[first])  # fmt: skip
+        created = await submit_web(client, submission)
+        added = await add_to_season(client, aid=created.aid, cid=first.cid, title="第一场",
+                                    season_id=season["season_id"])  # fmt: skip
+        again = await add_to_season(client, aid=created.aid, title="第一场",
+                                    season_id=season["season_id"])  # cid from the view
+        late = await upload(client, b"late part", "late.flv")
+        appended = await append_parts(client, created.aid, [first, late], settings=submission)
+        repeated = await append_parts(client, created.aid, [late], settings=submission)
+        viewed = await view_archive(client, bvid=created.bvid)
+        found = await find_archive(client, [first.filename], title=submission.title)
+        found_after = await find_archive(client, [first.filename, late.filename],
+                                         title=submission.title)  # fmt: skip
+    assert added.added and not again.added
+    assert added.section_id == season["sections"][0]["section_id"]
+    assert appended.added == [late.filename] and appended.videos == 2
+    assert repeated.added == [] and repeated.videos == 2
+    assert viewed.filenames == [first.filename, late.filename]
+    assert viewed.review.review is Review.PENDING and viewed.review.state == -40  # scheduled
+    assert found is None  # the archive now holds two parts: not this submission
+    assert found_after is not None and found_after.aid == created.aid
+    [record] = (await sim_json(http, "/_sim/archives"))["archives"]
+    assert record["title"] == "标题" * 40  # cut to 80 characters before sending
+    assert (record["cover"], record["dtime"], record["no_reprint"]) == (cover, dtime, 1)
+    assert record["up_close_danmu"] is True and record["up_close_reply"] is False
+    assert record["season"]["season_id"] == season["season_id"]
+    assert [e["added"] for e in record["edits"]] == [[late.filename]]  # edited once
+    [kept] = (await sim_json(http, "/_sim/covers"))["covers"]
+    assert kept["url"] == cover and kept["md5"] == hashlib.md5(image).hexdigest()
+
+
+async def test_review_outcomes_reach_the_uploader(app: Starlette, http: httpx.AsyncClient) -> None:
+    await http.post("/_sim/config", json={"archive": {"review": {
+        "outcome": "reject", "reason": "含有不适宜内容", "reason_field": "state_desc"}}})
+    async with bili(app) as client:
+        part = await upload(client, b"x")
+        rejected = await submit_web(client, Submission(title="r", videos=[part]))
+        await http.post("/_sim/config", json={"archive": {"review": {"outcome": "approve"}}})
+        other = await upload(client, b"y")
+        approved = await submit_app(client, Submission(title="a", videos=[other]))
+        states = await list_reviews(client)
+        view = await view_archive(client, aid=rejected.aid)
+    assert view.review.review is Review.REJECTED and view.review.reason == "含有不适宜内容"
+    assert states[rejected.aid].reason == "含有不适宜内容"
+    assert states[approved.aid].review is Review.APPROVED
+
+
+async def test_limits_refused_by_the_simulator_are_classified(
+    app: Starlette, http: httpx.AsyncClient
+) -> None:
+    await http.post("/_sim/config", json={"archive": {"max_parts": 2}})
+    async with bili(app) as client:
+        parts = [await upload(client, bytes([n]) * 10, f"p{n}.flv") for n in range(3)]
+        with pytest.raises(UploadError) as too_many:
+            await submit_web(client, Submission(title="t", videos=parts))
+        created = [await submit_web(client, Submission(title="t", videos=batch))
+                   for batch in batches(parts, 2)]  # fmt: skip
+        with pytest.raises(UploadError) as missing:
+            await view_archive(client, aid=1)
+        with pytest.raises(UploadError) as no_season:
+            await add_to_season(client, aid=created[0].aid, cid=parts[0].cid, title="t",
+                                season_id=404)  # fmt: skip
+    assert archive_problem(too_many.value) is ArchiveProblem.TOO_MANY_PARTS
+    assert too_many.value.code == 21058
+    assert len(created) == 2 and created[0].aid != created[1].aid
+    assert archive_problem(missing.value) is ArchiveProblem.NO_SUCH_ARCHIVE
+    assert archive_problem(no_season.value) is ArchiveProblem.SEASON_NOT_FOUND

@@ -14,7 +14,7 @@ import httpx
 
 from tests.conftest import SimServer
 from tests.uploader.sim.flow import COOKIES, TOO_FAST, Flow, submit_body
-from uploader.sim.risk import SlidingBudget
+from uploader.sim.risk import SlidingBudget, SubmissionLimits, SubmissionRules, Throttles
 
 
 def test_sliding_budget_per_key_on_a_given_clock() -> None:
@@ -26,6 +26,55 @@ def test_sliding_budget_per_key_on_a_given_clock() -> None:
     assert budget.allows("b", limit=2, window=10, now=9.9)  # another key, its own budget
     assert budget.allows("a", limit=2, window=10, now=10.0)  # the first event left the window
     assert budget.allows("a", limit=0, window=10, now=10.0)  # 0: unlimited
+
+
+def test_sliding_budget_says_when_it_frees() -> None:
+    budget = SlidingBudget()
+    for now in (0.0, 5.0):
+        budget.count("a", now=now)
+    assert budget.frees_at("a", limit=2, window=10, now=6) == 10.0
+    assert budget.frees_at("a", limit=3, window=10, now=6) == 6  # room now
+    budget.clear("a")
+    assert budget.used("a", window=10, now=6) == 0
+
+
+def test_throttles_by_key_and_by_voucher() -> None:
+    throttles = Throttles()
+    held = throttles.start("ip-a", now=0, until=60, voucher="voucher_1")
+    assert throttles.current("ip-a", now=59.9) is held
+    assert throttles.current("ip-b", now=1) is None
+    assert throttles.current("ip-a", now=60) is None  # over: forgotten
+    assert throttles.solve("voucher_1") is None  # its voucher went with it
+    forever = throttles.start("ip-a", now=100, until=None, voucher="voucher_2")
+    assert throttles.current("ip-a", now=1e9) is forever
+    assert [t.voucher for t in throttles.all(now=1e9)] == ["voucher_2"]
+    assert throttles.solve("voucher_2") is forever
+    assert throttles.current("ip-a", now=1e9) is None
+
+
+def test_submission_limits_per_account() -> None:
+    limits = SubmissionLimits()
+    rules = SubmissionRules(min_gap=60, max_per_window=2, window=600)
+    assert limits.refusal("a", rules, now=0) is None
+    limits.count("a", now=0)
+    assert limits.refusal("a", rules, now=30) == 21566
+    assert limits.refusal("b", rules, now=30) is None  # another account
+    assert limits.refusal("a", rules, now=60) is None
+    limits.count("a", now=60)
+    assert limits.refusal("a", rules, now=200) == 137022
+    assert limits.refusal("a", rules, now=600.1) is None  # the first left the window
+    assert limits.refusal("a", SubmissionRules(), now=61) is None  # every rule off
+
+
+def test_submission_cadence_penalty_sticks() -> None:
+    limits = SubmissionLimits()
+    rules = SubmissionRules(cadence_count=2, cadence_tolerance=1)
+    for now in (0, 300, 700):  # gaps 300, 400: no beat
+        assert limits.refusal("a", rules, now=now) is None
+        limits.count("a", now=now)
+    assert limits.refusal("a", rules, now=1100.5) == 21515  # gaps 400, 400.5
+    assert limits.refusal("a", SubmissionRules(), now=1e6) == 21515  # sticky
+    assert limits.penalised == {"a"}
 
 
 def test_preupload_budget_per_ip_then_406(sim: SimServer) -> None:

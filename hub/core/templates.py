@@ -43,7 +43,8 @@ class Context:
     file_name: str = ""
 
 
-TEMPLATE_KEYS = ("title_template", "part_title_template", "desc_template", "source_template")
+TEMPLATE_KEYS = ("title_template", "part_title_template", "desc_template", "source_template",
+                 "dynamic_template")
 
 
 def split_tags(tags: str | list[str]) -> list[str]:
