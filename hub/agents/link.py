@@ -40,6 +40,12 @@ log = logging.getLogger("bupmesh.hub.link")
 HELLO_TIMEOUT = 30.0
 HANDLERS_END_SECONDS = 5.0  # the most a stopping hub waits for its stream handlers
 
+# A read or write the stream can no longer serve. grpc.aio.BaseError covers a misuse
+# of the call and the error a read or write raises once the server has stopped: it is
+# raised at once, before any await where the stop's cancellation could land, when a
+# handler comes back from a worker thread to a hub that stopped meanwhile.
+STREAM_BROKEN = (grpc.RpcError, grpc.aio.BaseError)
+
 # How each way of breaking the conversation ends the stream.
 STATUS = {
     Violation.MALFORMED: grpc.StatusCode.INVALID_ARGUMENT,
@@ -185,7 +191,7 @@ class AgentSession:
         except ProtocolViolation as exc:
             log.warning("agent %s: closing stream: %s", self.agent_id, exc.details)
             self.close("protocol error", exc)
-        except (grpc.RpcError, grpc.aio.AioRpcError, grpc.aio.UsageError) as exc:
+        except STREAM_BROKEN as exc:
             self.close(f"stream broken: {type(exc).__name__}")
 
     async def _dispatch(self, msg: pb.AgentMessage) -> None:
@@ -220,7 +226,7 @@ class AgentSession:
                     await wake.wait()
                     continue
                 await context.write(msg)
-        except (grpc.RpcError, grpc.aio.AioRpcError, grpc.aio.UsageError) as exc:
+        except STREAM_BROKEN as exc:
             self.close(f"stream broken: {type(exc).__name__}")
 
     def _spawn(self, fn: Any) -> None:
