@@ -29,7 +29,7 @@ def _client(ctrl_cs: int, finished: list[str]) -> httpx.Client:
     return httpx.Client(base_url="http://hub.test", transport=httpx.MockTransport(handler))
 
 
-def test_a_ctrl_c_inside_the_call_is_raised_as_it_returns() -> None:
+def test_a_ctrl_c_inside_the_call_is_raised_as_it_returns(ctrl_c: None) -> None:
     finished: list[str] = []
     with _client(1, finished) as client, pytest.raises(KeyboardInterrupt):
         request(client, "GET", "/api/manage/tasks/t")
@@ -39,7 +39,7 @@ def test_a_ctrl_c_inside_the_call_is_raised_as_it_returns() -> None:
         assert request(client, "GET", "/again") == {"ok": 1}
 
 
-def test_a_second_ctrl_c_is_raised_at_once() -> None:
+def test_a_second_ctrl_c_is_raised_at_once(ctrl_c: None) -> None:
     finished: list[str] = []
     with _client(2, finished) as client, pytest.raises(KeyboardInterrupt):
         request(client, "GET", "/api/manage/tasks/t")
@@ -47,7 +47,7 @@ def test_a_second_ctrl_c_is_raised_at_once() -> None:
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
-def test_outside_the_main_thread_and_with_sigint_ignored_nothing_changes() -> None:
+def test_outside_the_main_thread_and_with_sigint_ignored_nothing_changes(ctrl_c: None) -> None:
     seen: list[object] = []
 
     def in_thread() -> None:
