@@ -183,7 +183,12 @@ class SimAgent:
 
         async def write(msg: pb.AgentMessage) -> None:
             async with write_lock:
-                await call.write(msg)
+                # A heartbeat or an answer can fall due just as the call ends (the hub
+                # closed the stream, or died): grpc.aio refuses the write with
+                # InvalidStateError, while the reader gets the call's end and its status
+                # and ends the session as for any lost stream.
+                with contextlib.suppress(asyncio.InvalidStateError):
+                    await call.write(msg)
 
         async def heartbeats() -> None:
             while True:

@@ -47,6 +47,13 @@ from protocol import mesh_pb2_grpc
 log = logging.getLogger("bupmesh.hub.link")
 
 HELLO_TIMEOUT = 30.0
+HANDLERS_END_SECONDS = 5.0  # the most a stopping hub waits for its stream handlers
+
+# A read or write the stream can no longer serve. grpc.aio.BaseError covers a misuse
+# of the call and the error a read or write raises once the server has stopped: it is
+# raised at once, before any await where the stop's cancellation could land, when a
+# handler comes back from a worker thread to a hub that stopped meanwhile.
+STREAM_BROKEN = (grpc.RpcError, grpc.aio.BaseError)
 
 # How each way of breaking the conversation ends the stream.
 STATUS = {
@@ -245,7 +252,7 @@ class AgentSession:
             self.close("protocol error", exc)
         except REFUSALS as exc:  # the Hello was refused (logged where it was decided)
             self.close(f"refused: {exc}", exc)
-        except (grpc.RpcError, grpc.aio.AioRpcError, grpc.aio.UsageError) as exc:
+        except STREAM_BROKEN as exc:
             self.close(f"stream broken: {type(exc).__name__}")
 
     async def _dispatch(self, msg: pb.AgentMessage) -> None:
@@ -292,7 +299,7 @@ class AgentSession:
                 if msg is None:
                     return
                 await context.write(msg)
-        except (grpc.RpcError, grpc.aio.AioRpcError, grpc.aio.UsageError) as exc:
+        except STREAM_BROKEN as exc:
             self.close(f"stream broken: {type(exc).__name__}")
         except Exception:  # a bug here must end this stream only, loudly
             log.exception("agent %s: writer failed", self.agent_id)
@@ -379,6 +386,22 @@ class AgentLinkServicer(mesh_pb2_grpc.AgentLinkServicer):
     def __init__(self, auth: Authenticator, streams: StreamHandler) -> None:
         self.auth = auth
         self.streams = streams
+        self._running = 0  # Connect handlers not yet returned
+        self._idle = anyio.Event()
+        self._idle.set()
+
+    async def handlers_done(self, limit: float = HANDLERS_END_SECONDS) -> bool:
+        """Once the gRPC server has stopped: wait for every stream's handler to return.
+
+        gRPC's stop returns before the handlers it cancelled have run their last lines,
+        and one handling a Result may still be writing it: the store must stay open
+        until then. Bounded, as a stuck handler must not hold up the hub's exit; False
+        if one was still running at the limit.
+        """
+        with anyio.move_on_after(limit):
+            await self._idle.wait()
+            return True
+        return False
 
     async def Register(  # noqa: N802 - gRPC method name
         self, request: pb.RegisterRequest, context: grpc.aio.ServicerContext
@@ -409,6 +432,17 @@ class AgentLinkServicer(mesh_pb2_grpc.AgentLinkServicer):
         return pb.RegisterResponse(agent_id=request.agent_id, token=token, expires_at=exp)
 
     async def Connect(self, request_iterator: Any, context: grpc.aio.ServicerContext) -> None:  # noqa: N802
+        if self._running == 0:
+            self._idle = anyio.Event()
+        self._running += 1
+        try:
+            await self._connect(context)
+        finally:
+            self._running -= 1
+            if self._running == 0:
+                self._idle.set()
+
+    async def _connect(self, context: grpc.aio.ServicerContext) -> None:
         try:
             grant = self.auth.authenticate_stream(bearer_token(context))
         except REFUSALS as exc:
