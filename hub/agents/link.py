@@ -26,8 +26,10 @@ import asyncio
 import collections
 import logging
 import uuid
+from collections.abc import Coroutine
 from typing import Any, Protocol
 
+import anyio
 import grpc
 from google.protobuf.message import DecodeError
 
@@ -241,7 +243,10 @@ class AgentSession:
                     raise ProtocolViolation(Violation.MALFORMED,
                                             "not a valid AgentMessage (protobuf decode failed)")
                 try:
-                    await self._dispatch(msg)
+                    if msg.WhichOneof("kind") in _APPLIED_WHOLE:
+                        await _applied_even_if_cancelled(self._dispatch(msg))
+                    else:
+                        await self._dispatch(msg)
                 except StorageFull as exc:
                     # The hub's disk is full: what this message asked to store waits
                     # (or is asked again by the agent); the stream and its uploads go on.
@@ -380,6 +385,24 @@ def add_servicer(servicer: AgentLinkServicer, server: grpc.aio.Server) -> None:
     service = pb.DESCRIPTOR.services_by_name["AgentLink"].full_name
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, handlers),))
     server.add_registered_method_handlers(service, handlers)
+
+
+# An attempt's or a submission's end: once the hub starts applying one it finishes,
+# even when the call is cancelled under it (the server stopping, the stream replaced),
+# so what the agent reported is written before the store closes, never half of it.
+_APPLIED_WHOLE = frozenset({"result", "submit_result"})
+
+
+async def _applied_even_if_cancelled(work: Coroutine[Any, Any, None]) -> None:
+    task = asyncio.ensure_future(work)
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        if not task.done():
+            await asyncio.wait([task], timeout=HANDLERS_END_SECONDS)
+        if task.done() and not task.cancelled() and task.exception() is not None:
+            log.warning("a message applied as its stream ended failed: %r", task.exception())
+        raise
 
 
 class AgentLinkServicer(mesh_pb2_grpc.AgentLinkServicer):

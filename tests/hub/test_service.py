@@ -222,26 +222,31 @@ async def test_a_result_still_being_written_lands_before_the_store_closes(
 async def test_a_handler_still_busy_as_the_server_stops_ends_quietly(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A stream's handler that is still in a worker thread when gRPC stops comes back to a
-    stopped server: its next read fails at once, before any await where the stop's
-    cancellation could land. That ends the stream like any broken one, not as a servicer
-    exception logged at error level."""
+    """A stream's handler still applying a Result, in a worker thread, when gRPC stops
+    finishes applying it (gRPC's cancellation does not cut it short), then ends like any
+    broken stream: no read of the stopped server, no servicer exception logged at error
+    level."""
     caplog.set_level(logging.WARNING)
     busy = anyio.Event()
     returned = threading.Event()
     async with make_hub(tmp_path) as hub:
         agent = await hub.agent("a1")
+        path, _ = hub.file("p.bin", 1000)
+        await hub.service.create_part(path, account=None, title=None)
+        offer = await agent.recv("offer")
+        _, md5 = await stream_all(agent, offer)
         real_message = hub.service.sessions.message
 
         async def message_then_a_slow_thread(session: Any, kind: str, msg: Any) -> None:
             await real_message(session, kind, msg)
-            if kind == "heartbeat":
+            if kind == "result":
                 busy.set()
-                await anyio.to_thread.run_sync(time.sleep, 0.5)  # not cancellable
+                await anyio.to_thread.run_sync(time.sleep, 0.5)
                 returned.set()
 
         monkeypatch.setattr(hub.service.sessions, "message", message_then_a_slow_thread)
-        await agent.send(heartbeat=pb.Heartbeat())
+        await agent.send(result=pb.Result(task_id=offer.task_id, attempt=1, success=True,
+                                          filename="n1", biz_id=1, md5=md5))
         await busy.wait()
     assert returned.is_set()
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
