@@ -1,7 +1,9 @@
 # The two commands. Both create .venv when it is missing and install from
 # project files only, so a fresh clone needs nothing but Python 3.11.
+# Another interpreter gets its own environment beside the default one, e.g.
+# `make test PYTHON=python3.13 VENV=.venv-3.13`.
 PYTHON ?= python3
-VENV := .venv
+VENV ?= .venv
 BIN := $(VENV)/bin
 
 .PHONY: demo test lint chaos clean browser

@@ -1,11 +1,21 @@
 """Load generator for ``bench/scale.py``: one process holding many simulated agents.
 
 Each simulated agent looks to the hub like a real ``bupmesh agent``: its own gRPC
-channel (its own TCP connection) with the real agent's channel options (keepalive
+channel with the real agent's channel options (keepalive
 pings every 20 s), ``Register`` with the PSK for a JWT, ``Connect`` with ``Hello``,
 a ``Heartbeat`` at the interval the hub's ``Welcome`` names, and the real agent's
-reconnect policy (``spoke.backoff.Backoff``: full jitter, 1-60 s), so the storm after
-a hub restart is the one real agents would make.
+reconnect policy (``spoke.reconnect.ReconnectSchedule``: the reconnect window the hub
+names in ``Welcome`` and ``ReconnectWindow``, else ``spoke.backoff.Backoff``'s full
+jitter, 1-60 s), so the storm after a hub restart is the one real agents would make.
+``--no-window`` leaves the window out of the agents' capabilities (the old agents'
+behaviour).
+
+Connections: gRPC shares one subchannel (one TCP connection) among a process's
+channels to the same target with the same options, so by default this process's
+agents are HTTP/2 streams over one connection: the hub's per-stream cost without
+its per-connection cost. ``--own-connections`` gives each agent a local subchannel
+pool, so each dials its own TCP connection as a real agent does (and the hub holds
+one descriptor per agent).
 
 Offers are completed by answering the protocol, not by uploading to a simulator:
 ``Accept``, one ``Credit`` for the whole (small) file, the MD5 of the streamed bytes
@@ -46,6 +56,7 @@ from protocol import mesh_pb2 as pb  # noqa: E402
 from protocol import mesh_pb2_grpc as pb_grpc  # noqa: E402
 from protocol.grpc_options import channel_options  # noqa: E402
 from spoke.backoff import Backoff  # noqa: E402
+from spoke.reconnect import ReconnectSchedule  # noqa: E402
 
 WELCOME_TIMEOUT = 15.0
 REGISTER_TIMEOUT = 15.0
@@ -83,7 +94,8 @@ class SimAgent:
     """One simulated agent: dial, register, hello, heartbeat, answer offers, reconnect."""
 
     def __init__(self, index: int, server: str, psk: str, emit: Emitter, *,
-                 distinct_ips: bool, rng: random.Random) -> None:
+                 distinct_ips: bool, rng: random.Random, window: bool = True,
+                 own_connection: bool = False) -> None:
         self.index = index
         self.agent_id = f"scale-{index:05d}"
         self.server = server
@@ -91,6 +103,14 @@ class SimAgent:
         self.emit = emit
         self.ip = reported_ip(index) if distinct_ips else ""
         self.backoff = Backoff(1.0, 60.0, rng)
+        self.schedule = ReconnectSchedule(self.backoff, rng)
+        self.window = window
+        # One process per agent, as the real agent's link says: its own stale stream is
+        # replaced on reconnect, not refused as a second process holding the id.
+        self.instance_id = f"{rng.getrandbits(64):016x}"
+        self.options = channel_options()
+        if own_connection:
+            self.options.append(("grpc.use_local_subchannel_pool", 1))
         self.token: str | None = None
         self.sessions = 0
         self.reconnect_after = 0.0
@@ -105,19 +125,19 @@ class SimAgent:
             except Exception as exc:  # anything unexpected: report it, back off, dial again
                 self.emit("error", a=self.index, error=f"{type(exc).__name__}: {exc}"[:300])
                 welcomed = False
-            if welcomed:
-                self.backoff.reset()
-            delay = self.reconnect_after or self.backoff.next_delay()
+            now = asyncio.get_running_loop().time()
+            self.schedule.lost(now, welcomed=welcomed)
+            delay = self.reconnect_after or self.schedule.next_delay(now)
             self.reconnect_after = 0.0
             await asyncio.sleep(delay)
 
     def _capabilities(self) -> pb.Capabilities:
         return pb.Capabilities(max_concurrent_uploads=2, storage_type="network",
-                               buffer_bytes=64 << 20)
+                               buffer_bytes=64 << 20, reconnect_window=self.window)
 
     async def _session(self) -> bool:
         self.emit("dial", a=self.index)
-        channel = grpc.aio.insecure_channel(self.server, options=channel_options())
+        channel = grpc.aio.insecure_channel(self.server, options=self.options)
         welcomed = False
         try:
             stub = pb_grpc.AgentLinkStub(channel)
@@ -125,12 +145,14 @@ class SimAgent:
                 reply = await stub.Register(pb.RegisterRequest(
                     psk=self.psk, agent_id=self.agent_id, agent_name=self.agent_id,
                     ip_address=self.ip, capabilities=self._capabilities(),
+                    instance_id=self.instance_id,
                 ), timeout=REGISTER_TIMEOUT)
                 self.token = reply.token
             call = stub.Connect(metadata=(("authorization", f"Bearer {self.token}"),))
             await call.write(pb.AgentMessage(hello=pb.Hello(
                 agent_id=self.agent_id, agent_name=self.agent_id, ip_address=self.ip,
                 capabilities=self._capabilities(), version="bupmesh-loadgen/0.1",
+                instance_id=self.instance_id,
             )))
             first = await asyncio.wait_for(call.read(), WELCOME_TIMEOUT)
             if first is grpc.aio.EOF or first.WhichOneof("kind") != "welcome":
@@ -140,6 +162,7 @@ class SimAgent:
             welcome = first.welcome
             if welcome.HasField("token") and welcome.token.token:
                 self.token = welcome.token.token
+            self.schedule.set_window(welcome.reconnect_window_seconds)
             self.emit("welcome", a=self.index, n=self.sessions)
             self.sessions += 1
             await self._serve(call, float(welcome.heartbeat_interval_seconds or 30))
@@ -160,7 +183,12 @@ class SimAgent:
 
         async def write(msg: pb.AgentMessage) -> None:
             async with write_lock:
-                await call.write(msg)
+                # A heartbeat or an answer can fall due just as the call ends (the hub
+                # closed the stream, or died): grpc.aio refuses the write with
+                # InvalidStateError, while the reader gets the call's end and its status
+                # and ends the session as for any lost stream.
+                with contextlib.suppress(asyncio.InvalidStateError):
+                    await call.write(msg)
 
         async def heartbeats() -> None:
             while True:
@@ -180,7 +208,10 @@ class SimAgent:
                     return
         finally:
             beat.cancel()
-            with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError):
+            # A heartbeat written as the call ended (the hub killed) finds it finished:
+            # the stream is over either way, as for the real agent.
+            with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError,
+                                     asyncio.InvalidStateError):
                 await beat
 
     async def _on_message(self, msg: pb.HubMessage, write: Any) -> bool:
@@ -219,6 +250,8 @@ class SimAgent:
                     error_kind="cancelled", error_message=cancel.reason[:200])))
         elif kind == "token_refresh":
             self.token = msg.token_refresh.token
+        elif kind == "reconnect_window":
+            self.schedule.set_window(msg.reconnect_window.seconds)
         elif kind == "drain" and msg.drain.reconnect_after_seconds > 0:
             self.reconnect_after = float(msg.drain.reconnect_after_seconds)
             return True
@@ -232,7 +265,8 @@ async def run_agents(args: argparse.Namespace, psk: str, stop: asyncio.Event) ->
     emit = Emitter()
     rng = random.Random(args.seed)
     agents = [SimAgent(i, args.server, psk, emit, distinct_ips=not args.shared_ip,
-                       rng=random.Random(rng.getrandbits(64)))
+                       rng=random.Random(rng.getrandbits(64)), window=not args.no_window,
+                       own_connection=args.own_connections)
               for i in range(args.first, args.first + args.count)]
     tasks = [asyncio.create_task(a.run(rng.uniform(0, args.ramp_seconds))) for a in agents]
 
@@ -263,6 +297,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--shared-ip", action="store_true",
                         help="report no egress IP (the hub sees 127.0.0.1 for all)")
+    parser.add_argument("--no-window", action="store_true",
+                        help="do not announce the reconnect_window capability (old agents)")
+    parser.add_argument("--own-connections", action="store_true",
+                        help="one TCP connection per agent (default: one per process)")
     parser.add_argument("--max-seconds", type=float, default=3600.0,
                         help="stop by itself after this long")
     args = parser.parse_args(argv)

@@ -47,25 +47,25 @@ def reconnect_figure(report: dict[str, Any]) -> Figure:
     for i, run in enumerate(runs):
         where = f"runs[{i}]"
         n = _field(run, "agents", where)
+        name = run.get("label") or f"{n:,} agents"  # e.g. "10,000 agents, before"
         storm = _field(run, "storm", where)
         curve = _field(storm, "reconnects_per_s", f"{where}.storm")
         ratio = _field(storm, "ratio", f"{where}.storm")
         line, = agent_ax.step(range(len(curve)), curve, where="post",
-                              label=f"{n:,} agents (max/mean {ratio:.2f})")
+                              label=f"{name} (max/mean {ratio:.2f})")
         color = line.get_color()
         hub_curve = storm.get("hub_sessions_per_s")
         hub_side = storm.get("hub_side")
         if hub_curve and hub_side:
             hub_ax.step(range(len(hub_curve)), hub_curve, where="post", color=color,
-                        label=f"{n:,} agents (max/mean {hub_side['ratio']:.2f})")
+                        label=f"{name} (max/mean {hub_side['ratio']:.2f})")
         up = storm.get("hub_answering_after_s")
         if up is not None:
             for ax in (hub_ax, agent_ax):
                 ax.axvline(up, color=color, linestyle=":", linewidth=1)
     restart = runs[0].get("storm", {}).get("restart", "kill")
     how = "SIGKILL" if restart == "kill" else "SIGTERM"
-    hub_ax.set_title(f"Reconnect storm after a hub restart ({how}; agents' full-jitter "
-                     "backoff 1-60 s)")
+    hub_ax.set_title(f"Reconnect storm after a hub restart ({how})")
     hub_ax.set_ylabel("sessions the hub\naccepted per second")
     agent_ax.set_ylabel("agents welcomed\nper second")
     agent_ax.set_xlabel("seconds since the hub was stopped; dotted: the restarted hub answers")

@@ -2,7 +2,8 @@
 
 For each N (default 1,000, 5,000 and 10,000) this starts a real ``bupmesh hub``
 process on loopback and a load generator (``bench/loadgen.py``, spread over
-several processes) holding N agents, each with its own gRPC stream, then prints:
+several processes) holding N agents, each with its own gRPC stream (and, with
+``--own-connections``, its own TCP connection), then prints:
 
   * hub RSS and hub CPU (% of one core) at steady heartbeat load (all N connected,
     heartbeats at the hub's interval, keepalive pings as real agents send them);
@@ -11,13 +12,19 @@ several processes) holding N agents, each with its own gRPC stream, then prints:
     answering the protocol: Accept, Credit, Result with the MD5);
   * the reconnect storm after the hub is killed (SIGKILL, or ``--restart term``)
     and restarted on the same data: reconnects per second over time, and the
-    busiest second over the mean rate (agents use the real full-jitter backoff).
+    busiest second over the mean rate, and how long after the restarted hub
+    listened every agent was back (agents follow the real agent's policy: the
+    hub's reconnect window, else full-jitter backoff).
 
-Targets: 10,000 agents on one hub on 2 cores, dispatch p99 < 100 ms,
-no reconnect burst above 3x the mean rate.
+Targets: 10,000 agents on one hub on 2 cores, hub RSS <= 300 MiB, dispatch p99
+< 100 ms, every agent back within 20 s of the hub listening with no second above
+3x the mean rate; 20,000 with the same p99 and no errors. ``--hub-cpus`` and
+``--gen-cpus`` pin the hub and the generator apart; ``--hub-source DIR`` runs
+another tree's hub (a before) under the same bench.
 
     .venv/bin/python bench/scale.py [--agents 1000 5000 10000] [--parts 200]
         [--heartbeat-seconds 30] [--steady-seconds 30] [--restart kill|term]
+        [--own-connections] [--hub-cpus 0] [--gen-cpus 1] [--hub-source DIR]
         [--json FILE]
 """
 
@@ -73,7 +80,8 @@ class LoadGen:
     """The generator's worker processes and the events they report."""
 
     def __init__(self, server: str, psk: str, agents: int, *, workers: int,
-                 ramp_seconds: float, seed: int, max_seconds: float, log_dir: Path) -> None:
+                 ramp_seconds: float, seed: int, max_seconds: float, log_dir: Path,
+                 cpus: set[int] | None = None, own_connections: bool = False) -> None:
         self.events: list[dict[str, Any]] = []
         self._lock = threading.Lock()
         self.procs: list[subprocess.Popen] = []
@@ -87,10 +95,13 @@ class LoadGen:
             proc = subprocess.Popen(
                 [sys.executable, str(LOADGEN), "--server", server, "--first", str(first),
                  "--count", str(count), "--ramp-seconds", str(ramp_seconds),
-                 "--seed", str(seed * 1000 + w), "--max-seconds", str(max_seconds)],
+                 "--seed", str(seed * 1000 + w), "--max-seconds", str(max_seconds),
+                 *(["--own-connections"] if own_connections else [])],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr, env=env,
             )
             stderr.close()
+            if cpus:
+                os.sched_setaffinity(proc.pid, cpus)
             self.procs.append(proc)
             threading.Thread(target=self._read, args=(proc,), daemon=True).start()
 
@@ -152,10 +163,20 @@ def profiled(enabled: bool, pid: int, out: Path) -> Iterator[None]:
     print(f"profile: {out}", flush=True)
 
 
-def hub_yaml(heartbeat_seconds: float) -> str:
-    return (OPEN_RISK_YAML + "heartbeat:\n"
+def pin(pid: int, cpus: list[int] | None) -> None:
+    """Keep ``pid`` (and the threads it starts from now on) on ``cpus`` (taskset)."""
+    if cpus:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            os.sched_setaffinity(int(tid), set(cpus))
+
+
+def hub_yaml(heartbeat_seconds: float, admission_rate: float = 0.0) -> str:
+    text = (OPEN_RISK_YAML + "heartbeat:\n"
             f"  interval_seconds: {heartbeat_seconds}\n"
             f"  offline_after_seconds: {heartbeat_seconds * 3}\n")
+    if admission_rate:
+        text += f"reconnect:\n  admission_rate: {admission_rate}\n"
+    return text
 
 
 def measure_dispatch(mesh: LocalMesh, gen: LoadGen, parts: int, interval: float,
@@ -187,10 +208,10 @@ def measure_dispatch(mesh: LocalMesh, gen: LoadGen, parts: int, interval: float,
         offers = wait_for(offered, timeout, f"offers for {parts} parts", interval=0.2)
 
         def completed() -> int | None:
-            tasks = client.get("/api/manage/tasks").json()["data"]
-            tasks = tasks["tasks"] if isinstance(tasks, dict) else tasks
-            done = sum(1 for t in tasks if t["task_id"] in set(task_ids)
-                       and t["status"] == "completed")
+            page = client.get("/api/manage/tasks",
+                              params={"status": "completed", "limit": 1000}).json()["data"]
+            tasks = page["tasks"] if isinstance(page, dict) else page
+            done = sum(1 for t in tasks if t["task_id"] in set(task_ids))
             return done if done == len(task_ids) else None
 
         done = wait_for(completed, timeout, f"{parts} tasks completed", interval=0.5)
@@ -209,10 +230,15 @@ def run_one(n: int, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     ramp = args.ramp_seconds if args.ramp_seconds is not None else max(3.0, n / 250)
     result: dict[str, Any] = {"agents": n, "workers": workers, "ramp_seconds": ramp}
     with LocalMesh(workdir) as mesh:
-        hub = mesh.start_hub(config_yaml=hub_yaml(args.heartbeat_seconds))
+        if args.hub_source:
+            mesh.extra_env["PYTHONPATH"] = str(args.hub_source.resolve())
+        hub = mesh.start_hub(config_yaml=hub_yaml(args.heartbeat_seconds, args.admission_rate))
+        pin(hub.popen.pid, args.hub_cpus)
         mesh.add_account()
         gen = LoadGen(mesh.grpc_address, mesh.psk, n, workers=workers, ramp_seconds=ramp,
-                      seed=args.seed, max_seconds=args.max_seconds, log_dir=workdir)
+                      seed=args.seed, max_seconds=args.max_seconds, log_dir=workdir,
+                      cpus=set(args.gen_cpus) if args.gen_cpus else None,
+                      own_connections=args.own_connections)
         try:
             started = time.time()
             wait_for(lambda: gen.alive() and len(gen.back_since(0)) >= n or not gen.alive(),
@@ -231,8 +257,10 @@ def run_one(n: int, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             result["hub_cpu_percent"] = cpu_percent(ticks, cpu_ticks(hub.popen.pid),
                                                     time.monotonic() - t0, CLK_TCK)
             result["hub_rss_mib"] = status_kib(hub.popen.pid, "VmRSS") / 1024
+            result["hub_fds"] = len(os.listdir(f"/proc/{hub.popen.pid}/fd"))
             print(f"[{n}] steady: hub RSS {result['hub_rss_mib']:.0f} MiB, "
-                  f"CPU {result['hub_cpu_percent']:.1f}%", flush=True)
+                  f"CPU {result['hub_cpu_percent']:.1f}%, {result['hub_fds']} descriptors",
+                  flush=True)
 
             with profiled(args.profile, hub.popen.pid, workdir / f"hub-n{n}-dispatch.txt"):
                 result["dispatch"] = measure_dispatch(mesh, gen, args.parts, args.part_interval,
@@ -245,7 +273,8 @@ def run_one(n: int, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             result["storm"] = measure_storm(mesh, hub, gen, n, args)
             s = result["storm"]
             print(f"[{n}] storm ({args.restart}): all {n} back {s['all_back_after_kill_s']:.1f}s "
-                  f"after the kill, max {s['max_per_s']}/s, mean {s['mean_per_s']:.0f}/s, "
+                  f"after the kill, {s['all_back_after_listening_s']:.1f}s after the hub "
+                  f"listened ({s['hub_listening_after_s']:.1f}s after the kill), max {s['max_per_s']}/s, mean {s['mean_per_s']:.0f}/s, "
                   f"ratio {s['ratio']:.2f}", flush=True)
             if s["hub_side"]:
                 h = s["hub_side"]
@@ -268,6 +297,7 @@ def measure_storm(mesh: LocalMesh, hub: Any, gen: LoadGen, n: int,
         hub.stop(timeout=30)
     down = time.time()
     new_hub = mesh.restart_hub()
+    pin(new_hub.popen.pid, args.hub_cpus)
     up = time.time()
     deadline = time.monotonic() + args.storm_timeout
     with profiled(args.profile, new_hub.popen.pid, mesh.workdir / f"hub-n{n}-storm.txt"):
@@ -281,10 +311,13 @@ def measure_storm(mesh: LocalMesh, hub: Any, gen: LoadGen, n: int,
     # The hub's own account (its log): sessions it accepted. On one box the generator is
     # CPU-starved too, so the time it reads a Welcome can lag the hub by seconds.
     accepted = hub_sessions(new_hub.log_path, log_offset)
+    listening = hub_listening(new_hub.log_path, log_offset) or up
     return {
         "restart": args.restart,
         "hub_stopped_after_s": down - killed,
         "hub_answering_after_s": up - killed,
+        "hub_listening_after_s": listening - killed,
+        "all_back_after_listening_s": max(max(accepted, default=end), end) - listening,
         **summary,
         "reconnects_per_s": per_second(times, killed, end),
         "hub_side": storm_summary(accepted, killed) if accepted else None,
@@ -294,6 +327,22 @@ def measure_storm(mesh: LocalMesh, hub: Any, gen: LoadGen, n: int,
         "not_back": n - len(back),
         "generator_errors": [e["error"] for e in gen.snapshot("error")][:20],
     }
+
+
+LISTENING_LINE = re.compile(
+    r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3}) INFO bupmesh\.hub: gRPC agent link listening")
+
+
+def hub_listening(log_path: Path, offset: int) -> float | None:
+    """When the restarted hub's gRPC port started listening (epoch seconds), from its log."""
+    with open(log_path, "rb") as f:
+        f.seek(offset)
+        for raw in f:
+            m = LISTENING_LINE.match(raw.decode("utf-8", "replace"))
+            if m:
+                stamp = time.mktime(time.strptime(m.group(1), "%Y-%m-%d %H:%M:%S"))
+                return stamp + int(m.group(2)) / 1000
+    return None
 
 
 SESSION_LINE = re.compile(
@@ -341,6 +390,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=0,
                         help="generator processes (default: one per --agents-per-worker)")
     parser.add_argument("--agents-per-worker", type=int, default=2500)
+    parser.add_argument("--admission-rate", type=float, default=0.0,
+                        help="the hub's reconnect.admission_rate (default 0: measured)")
+    parser.add_argument("--own-connections", action="store_true",
+                        help="one TCP connection per agent, as real agents dial (default: the "
+                             "agents of one generator process share one, as gRPC pools them)")
+    parser.add_argument("--hub-cpus", type=int, nargs="+", default=None,
+                        help="pin the hub to these CPUs (default: no pinning)")
+    parser.add_argument("--gen-cpus", type=int, nargs="+", default=None,
+                        help="pin the load generator to these CPUs")
     parser.add_argument("--ramp-seconds", type=float, default=None,
                         help="spread first connects over this long (default N/250, >= 3)")
     parser.add_argument("--connect-timeout", type=float, default=180.0)
@@ -352,11 +410,16 @@ def main(argv: list[str] | None = None) -> int:
                         help="keep logs and data here (default: a temporary directory)")
     parser.add_argument("--profile", action="store_true",
                         help="sample the hub with py-spy in the steady, dispatch and storm phases")
+    parser.add_argument("--hub-source", type=Path, default=None,
+                        help="run the hub from this source tree (e.g. a git archive of another "
+                             "commit) while the bench and its clients stay this tree's: "
+                             "before and after from the same commands")
     parser.add_argument("--json", type=Path, default=None, help="write all figures here")
     args = parser.parse_args(argv)
     # Inherited by the hub and the generators: one descriptor per agent stream.
     nofile = raise_nofile_limit()
-    needed = max(args.agents) + 1000
+    # One descriptor per connection, and the hub's own (a few dozen).
+    needed = (max(args.agents) if args.own_connections else 0) + 500
     if nofile < needed:
         parser.error(f"RLIMIT_NOFILE hard limit {nofile} < {needed} needed for the hub")
 
@@ -370,13 +433,13 @@ def main(argv: list[str] | None = None) -> int:
 
     print()
     print("| agents | hub RSS | hub CPU (steady) | dispatch p50 | dispatch p99 "
-          "| storm: all back | max/s | mean/s | max/mean |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          "| storm: all back after kill | after listening | max/s | mean/s | max/mean |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in report["runs"]:
         d, s = r["dispatch"], r["storm"]
         print(f"| {r['agents']:,} | {r['hub_rss_mib']:.0f} MiB | {r['hub_cpu_percent']:.1f} % "
               f"| {d['p50_ms']:.1f} ms | {d['p99_ms']:.1f} ms | {s['all_back_after_kill_s']:.1f} s "
-              f"| {s['max_per_s']} | {s['mean_per_s']:.0f} | {s['ratio']:.2f} |")
+              f"| {s['all_back_after_listening_s']:.1f} s | {s['max_per_s']} | {s['mean_per_s']:.0f} | {s['ratio']:.2f} |")
     if args.json:
         args.json.write_text(json.dumps(report, indent=1))
         print(f"\nfigures written to {args.json}")

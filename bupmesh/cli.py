@@ -27,6 +27,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "sim-bili": ("uploader.sim.command", "run the Bilibili simulator (member + upos)"),
     "upload": ("client.upload", "ask a hub to upload a file"),
     "recordings": ("client.recordings", "list a hub's recordings (and submit one)"),
+    "tasks": ("client.tasks", "list a hub's tasks, newest first, with filters"),
     "upload-direct": ("uploader.command", "upload a file straight from this machine, no mesh"),
     "account": ("client.account", "add, list, check or delete the hub's Bilibili accounts"),
     "risk": ("client.risk", "the hub's risk ledgers: IPs, accounts, learned limits, captchas"),

@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
+from urllib.parse import urlencode
 
 import httpx
 
@@ -223,6 +224,18 @@ class LocalMesh:
         if response.status_code >= 400 or body.get("code") != 0:
             raise MeshError(f"{method} {path}: HTTP {response.status_code} {body.get('message')}")
         return body["data"]
+
+    def all_tasks(self, **filters: str) -> list[dict]:
+        """Every task the hub lists (``GET /api/manage/tasks`` page by page, newest first);
+        ``filters`` are its query parameters (status, agent, account, ...)."""
+        tasks: list[dict] = []
+        params = {**filters, "limit": "1000"}
+        while True:
+            page = self.admin("GET", "/api/manage/tasks?" + urlencode(params))
+            tasks += page["tasks"]
+            if not page.get("next_cursor"):
+                return tasks
+            params["cursor"] = page["next_cursor"]
 
     def add_account(self, name: str = "main", cookies: str = SIM_COOKIES, **kw: Any) -> Any:
         return self.admin("POST", "/api/manage/accounts", json={"name": name, "cookies": cookies}, **kw)

@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from bupmesh.config import ConfigError
+from client.interrupt import held_during_call
 
 DEFAULT_HUB = "http://127.0.0.1:12380"
 
@@ -75,7 +76,8 @@ def request(client: httpx.Client, method: str, path: str, **kwargs: Any) -> Any:
     """One admin API call; the envelope's ``data`` or a one-line ``HubError``."""
     where = str(client.base_url)
     try:
-        response = client.request(method, path, **kwargs)
+        with held_during_call():
+            response = client.request(method, path, **kwargs)
     except httpx.ConnectError as exc:
         if "CERTIFICATE_VERIFY_FAILED" in str(exc):
             raise HubError(

@@ -49,6 +49,7 @@ class Hub:
     service: HubService
     grpc_server: grpc.aio.Server
     grpc_port: int
+    link: AgentLinkServicer
 
 
 async def build_service(config: HubConfig) -> HubService:
@@ -87,7 +88,8 @@ async def build_service(config: HubConfig) -> HubService:
 async def start_grpc(service: HubService, config: HubConfig) -> Hub:
     compression = grpc.Compression.Gzip if config.compression == "gzip" else None
     server = grpc.aio.server(options=server_options(), compression=compression)
-    add_servicer(AgentLinkServicer(service.auth, service.sessions), server)
+    link = AgentLinkServicer(service.auth, service.sessions)
+    add_servicer(link, server)
     host, port = config.grpc_address
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     try:
@@ -105,7 +107,7 @@ async def start_grpc(service: HubService, config: HubConfig) -> Hub:
     await server.start()
     log.info("gRPC agent link listening on %s (%s)", address,
              "TLS" if config.tls_enabled else "plaintext")
-    return Hub(service=service, grpc_server=server, grpc_port=bound)
+    return Hub(service=service, grpc_server=server, grpc_port=bound, link=link)
 
 
 def _read_pem(path: str | None) -> bytes:
@@ -113,7 +115,16 @@ def _read_pem(path: str | None) -> bytes:
 
 
 async def run_hub(config: HubConfig) -> None:
+    # Watched for the hub's life only: the interpreter's full collection at exit
+    # would otherwise log a "pause" after the hub's last line (say, why it did not start).
     gc_watch.install()
+    try:
+        await _run_hub(config)
+    finally:
+        gc_watch.uninstall()
+
+
+async def _run_hub(config: HubConfig) -> None:
     service = await build_service(config)
     audit = AuditLog(service.store)
     await audit.open()
@@ -156,6 +167,7 @@ async def run_hub(config: HubConfig) -> None:
         if hub is not None:
             with anyio.CancelScope(shield=True):
                 await hub.grpc_server.stop(0)
+                await hub.link.handlers_done()  # before the store they may still write to closes
         pipeline.close()
         service.close()
         if service.rooms is not None:

@@ -73,6 +73,19 @@ class HeartbeatSettings(_S):
                            "keep it no shorter than the agents' agent.held_grace)") = 60
 
 
+class ReconnectSettings(_S):
+    """The reconnect window agents are told in Welcome (hub/agents/reconnect_window.py):
+    after losing the hub they dial at a random moment of each window, so a fleet
+    returns at about the rate the hub admits sessions."""
+
+    window_min_seconds: _n(float, 0, HOUR, "narrowest reconnect window agents are told "
+                           "(a small fleet's)") = 5
+    window_max_seconds: _n(float, 0, HOUR, "widest reconnect window agents are told (0: "
+                           "none: agents keep their own 1-60 s backoff)") = 60
+    admission_rate: _n(float, 0, 100_000, "sessions per second the window is sized for (0: "
+                       "measured from what admitting a session costs the hub)") = 0
+
+
 class SchedulerSettings(_S):
     strategy: _d(Literal["round_robin", "least_connections", "weighted_round_robin",
                          "ip_diversity", "locality"],
@@ -347,6 +360,7 @@ class HubConfig(_S):
                           "before it expires)") = 86400
     bilibili: BilibiliSettings = msgspec.field(default_factory=BilibiliSettings)
     heartbeat: HeartbeatSettings = msgspec.field(default_factory=HeartbeatSettings)
+    reconnect: ReconnectSettings = msgspec.field(default_factory=ReconnectSettings)
     scheduler: SchedulerSettings = msgspec.field(default_factory=SchedulerSettings)
     risk: RiskSettings = msgspec.field(default_factory=RiskSettings)
     retry: RetrySettings = msgspec.field(default_factory=RetrySettings)
@@ -435,6 +449,9 @@ def validate(config: HubConfig) -> HubConfig:
     hb = config.heartbeat
     if hb.offline_after_seconds <= hb.interval_seconds:
         raise ConfigError("heartbeat.offline_after_seconds: must exceed interval_seconds")
+    rc = config.reconnect
+    if rc.window_max_seconds and rc.window_min_seconds > rc.window_max_seconds:
+        raise ConfigError("reconnect.window_min_seconds: must not exceed window_max_seconds")
     _validate_templates(config)
     _validate_archive(config)
     url = config.alerts.webhook_url

@@ -50,9 +50,15 @@ def _on_gc(phase: str, info: dict[str, Any]) -> None:
 
 
 def install() -> None:
-    """Watch collections for the rest of the process (idempotent)."""
+    """Watch collections until :func:`uninstall` (idempotent)."""
     if _on_gc not in gc.callbacks:
         gc.callbacks.append(_on_gc)
+
+
+def uninstall() -> None:
+    """Stop watching (idempotent): once the hub has stopped there is no hub to pause."""
+    while _on_gc in gc.callbacks:
+        gc.callbacks.remove(_on_gc)
 
 
 def thaw_if_due(now: float | None = None) -> bool:

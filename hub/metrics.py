@@ -146,7 +146,9 @@ class HubMetrics:
         if agent_id in self._connected:
             self.stream_reconnects.labels(agent_id).inc()
         self._connected.add(agent_id)
-        return self.credit_stalls.labels(agent_id).inc
+        # The agent's series is made at its first stall: most agents never stall, and a
+        # labelled child per agent of a large fleet is memory the scrape does not need.
+        return lambda: self.credit_stalls.labels(agent_id).inc()
 
     def decision(self, chosen: bool) -> None:
         self.scheduler_decisions.labels(self.strategy, "chosen" if chosen else "none").inc()

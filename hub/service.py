@@ -33,6 +33,7 @@ from hub.agents.admission import Admission, check_accounts
 from hub.agents.agent_tokens import AgentTokens
 from hub.agents.auth import AgentAuth, StreamGrant
 from hub.agents.messages import Messages
+from hub.agents.reconnect_window import AdmissionMeter
 from hub.agents.sessions import Sessions
 from hub.agents.timeouts import Timeouts
 from hub.config import HubConfig
@@ -55,6 +56,7 @@ from hub.core.scheduler import Scheduler
 from hub.core.spawner import Spawner
 from hub.core.state import HubState
 from hub.core.strategies import Strategy, make_strategy
+from hub.core.task_pages import TaskQuery
 from hub.core.views import Views
 from hub.media_roots import MediaRoots
 from hub.metrics import HubMetrics, storage_gauges
@@ -64,6 +66,8 @@ from hub.store.identity import IdentityStore
 from hub.store.space import MiB, SpaceAlarm
 from hub.store.tasks import Store
 from protocol.tokens import TokenIssuer
+
+HEARTBEAT_FLUSH_SECONDS = 1.0
 
 
 class HubService:
@@ -116,6 +120,9 @@ class HubService:
                                    member_url=config.bilibili.member_url)
         self.views = Views(state, self.scheduler.why_waiting)
         self.admin = Admin(state, self.views, self.parts.new_task)
+        # What admitting agents costs (registrations and sessions): sizes the reconnect window.
+        self.admission_meter = AdmissionMeter(clock=time.monotonic, cpu_clock=time.process_time,
+                                        fixed_rate=config.reconnect.admission_rate)
         self.risk_admin = RiskAdmin(state, accounts)
         self.identity = IdentityStore(store.db_path, clock=clock)
         self.agent_tokens = AgentTokens(self.identity, clock)
@@ -125,12 +132,15 @@ class HubService:
         self.auth = AgentAuth(psk=config.psk, tokens=tokens, agent_tokens=self.agent_tokens,
                               admission=self.admission, registry=self.registry, store=store,
                               events=self.events, clock=clock,
-                              allow_psk=config.agents.allow_psk)
+                              allow_psk=config.agents.allow_psk,
+                              admission_meter=self.admission_meter)
         self.messages = Messages(state, outcomes=self._outcomes, parts=self.parts,
                                  metrics=self.metrics, spawn=self._spawn)
         self.sessions = Sessions(state, auth=self.auth, messages=self.messages,
                                  metrics=self.metrics, spawn=self._spawn,
-                                 heartbeat_interval=hb.interval_seconds)
+                                 heartbeat_interval=hb.interval_seconds,
+                                 reconnect=config.reconnect,
+                                 admission_meter=self.admission_meter)
         self._timeouts = Timeouts(state, self.auth, heartbeat_interval=hb.interval_seconds)
         self._submissions: Submissions | None = None
         # The recording pipeline's read side (list, describe), for the live view.
@@ -162,6 +172,7 @@ class HubService:
         """Load agents and unfinished tasks; leases from before a restart are void."""
         await recover(self.state, self._restart,
                       offline_after=self.config.heartbeat.offline_after_seconds)
+        self.auth.remember_rows()
         await self.identity.open()
         await self.agent_tokens.load()
         await self.admission.load()
@@ -177,8 +188,20 @@ class HubService:
             self._spawn.bind(tg)
             tg.start_soon(self.scheduler.run)
             tg.start_soon(self._timeouts.run)
+            tg.start_soon(self.sessions.advise_periodically)
+            tg.start_soon(self._flush_heartbeats)
             tg.start_soon(self.space.run)
             task_status.started()
+
+    async def _flush_heartbeats(self) -> None:
+        """Agents' heartbeats reach the database in batches (``Store.note_heartbeat``)."""
+        try:
+            while True:
+                await anyio.sleep(HEARTBEAT_FLUSH_SECONDS)
+                await self.store.flush_heartbeats()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self.store.flush_heartbeats()
 
     def poke(self) -> None:
         """Something changed that may let a pending task be offered."""
@@ -295,8 +318,12 @@ class HubService:
     async def list_agents(self) -> list[dict[str, Any]]:
         return await self.views.list_agents()
 
-    async def list_tasks(self) -> list[dict[str, Any]]:
-        return await self.views.list_tasks()
+    async def list_tasks(self, query: TaskQuery | None = None) -> dict[str, Any]:
+        """One page of tasks: ``{tasks, next_cursor}`` (hub/core/task_pages.py)."""
+        return await self.views.list_tasks(query)
+
+    async def live_and_recent_tasks(self, ended: int) -> list[dict[str, Any]]:
+        return await self.views.live_and_recent_tasks(ended)
 
     async def get_task(self, task_id: str) -> dict[str, Any]:
         return await self.views.get_task(task_id)

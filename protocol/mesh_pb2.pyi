@@ -42,7 +42,7 @@ class RegisterResponse(_message.Message):
     def __init__(self, agent_id: _Optional[str] = ..., token: _Optional[str] = ..., expires_at: _Optional[int] = ...) -> None: ...
 
 class Capabilities(_message.Message):
-    __slots__ = ("max_concurrent_uploads", "bandwidth_mbps", "storage_type", "buffer_bytes", "finish_handshake", "local_paths", "crc32_integrity", "submit", "archive_operations")
+    __slots__ = ("max_concurrent_uploads", "bandwidth_mbps", "storage_type", "buffer_bytes", "finish_handshake", "local_paths", "crc32_integrity", "submit", "archive_operations", "reconnect_window")
     MAX_CONCURRENT_UPLOADS_FIELD_NUMBER: _ClassVar[int]
     BANDWIDTH_MBPS_FIELD_NUMBER: _ClassVar[int]
     STORAGE_TYPE_FIELD_NUMBER: _ClassVar[int]
@@ -52,6 +52,7 @@ class Capabilities(_message.Message):
     CRC32_INTEGRITY_FIELD_NUMBER: _ClassVar[int]
     SUBMIT_FIELD_NUMBER: _ClassVar[int]
     ARCHIVE_OPERATIONS_FIELD_NUMBER: _ClassVar[int]
+    RECONNECT_WINDOW_FIELD_NUMBER: _ClassVar[int]
     max_concurrent_uploads: int
     bandwidth_mbps: int
     storage_type: str
@@ -61,7 +62,8 @@ class Capabilities(_message.Message):
     crc32_integrity: bool
     submit: bool
     archive_operations: bool
-    def __init__(self, max_concurrent_uploads: _Optional[int] = ..., bandwidth_mbps: _Optional[int] = ..., storage_type: _Optional[str] = ..., buffer_bytes: _Optional[int] = ..., finish_handshake: _Optional[bool] = ..., local_paths: _Optional[_Iterable[str]] = ..., crc32_integrity: _Optional[bool] = ..., submit: _Optional[bool] = ..., archive_operations: _Optional[bool] = ...) -> None: ...
+    reconnect_window: bool
+    def __init__(self, max_concurrent_uploads: _Optional[int] = ..., bandwidth_mbps: _Optional[int] = ..., storage_type: _Optional[str] = ..., buffer_bytes: _Optional[int] = ..., finish_handshake: _Optional[bool] = ..., local_paths: _Optional[_Iterable[str]] = ..., crc32_integrity: _Optional[bool] = ..., submit: _Optional[bool] = ..., archive_operations: _Optional[bool] = ..., reconnect_window: _Optional[bool] = ...) -> None: ...
 
 class AgentMessage(_message.Message):
     __slots__ = ("hello", "heartbeat", "accept", "reject", "credit", "committed", "progress", "result", "status_reply", "finishing", "submit_result")
@@ -277,7 +279,7 @@ class StatusReply(_message.Message):
     def __init__(self, query_id: _Optional[str] = ..., status: _Optional[str] = ..., tasks: _Optional[_Iterable[_Union[Progress, _Mapping]]] = ..., memory_mb: _Optional[int] = ..., buffered_bytes: _Optional[int] = ...) -> None: ...
 
 class HubMessage(_message.Message):
-    __slots__ = ("welcome", "offer", "chunk", "end_of_data", "cancel", "status_query", "drain", "token_refresh", "proceed", "submit")
+    __slots__ = ("welcome", "offer", "chunk", "end_of_data", "cancel", "status_query", "drain", "token_refresh", "proceed", "submit", "reconnect_window")
     WELCOME_FIELD_NUMBER: _ClassVar[int]
     OFFER_FIELD_NUMBER: _ClassVar[int]
     CHUNK_FIELD_NUMBER: _ClassVar[int]
@@ -288,6 +290,7 @@ class HubMessage(_message.Message):
     TOKEN_REFRESH_FIELD_NUMBER: _ClassVar[int]
     PROCEED_FIELD_NUMBER: _ClassVar[int]
     SUBMIT_FIELD_NUMBER: _ClassVar[int]
+    RECONNECT_WINDOW_FIELD_NUMBER: _ClassVar[int]
     welcome: Welcome
     offer: Offer
     chunk: Chunk
@@ -298,19 +301,28 @@ class HubMessage(_message.Message):
     token_refresh: TokenRefresh
     proceed: Proceed
     submit: Submit
-    def __init__(self, welcome: _Optional[_Union[Welcome, _Mapping]] = ..., offer: _Optional[_Union[Offer, _Mapping]] = ..., chunk: _Optional[_Union[Chunk, _Mapping]] = ..., end_of_data: _Optional[_Union[EndOfData, _Mapping]] = ..., cancel: _Optional[_Union[Cancel, _Mapping]] = ..., status_query: _Optional[_Union[StatusQuery, _Mapping]] = ..., drain: _Optional[_Union[Drain, _Mapping]] = ..., token_refresh: _Optional[_Union[TokenRefresh, _Mapping]] = ..., proceed: _Optional[_Union[Proceed, _Mapping]] = ..., submit: _Optional[_Union[Submit, _Mapping]] = ...) -> None: ...
+    reconnect_window: ReconnectWindow
+    def __init__(self, welcome: _Optional[_Union[Welcome, _Mapping]] = ..., offer: _Optional[_Union[Offer, _Mapping]] = ..., chunk: _Optional[_Union[Chunk, _Mapping]] = ..., end_of_data: _Optional[_Union[EndOfData, _Mapping]] = ..., cancel: _Optional[_Union[Cancel, _Mapping]] = ..., status_query: _Optional[_Union[StatusQuery, _Mapping]] = ..., drain: _Optional[_Union[Drain, _Mapping]] = ..., token_refresh: _Optional[_Union[TokenRefresh, _Mapping]] = ..., proceed: _Optional[_Union[Proceed, _Mapping]] = ..., submit: _Optional[_Union[Submit, _Mapping]] = ..., reconnect_window: _Optional[_Union[ReconnectWindow, _Mapping]] = ...) -> None: ...
 
 class Welcome(_message.Message):
-    __slots__ = ("heartbeat_interval_seconds", "session_id", "token", "approval_pending")
+    __slots__ = ("heartbeat_interval_seconds", "session_id", "token", "reconnect_window_seconds", "approval_pending")
     HEARTBEAT_INTERVAL_SECONDS_FIELD_NUMBER: _ClassVar[int]
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     TOKEN_FIELD_NUMBER: _ClassVar[int]
+    RECONNECT_WINDOW_SECONDS_FIELD_NUMBER: _ClassVar[int]
     APPROVAL_PENDING_FIELD_NUMBER: _ClassVar[int]
     heartbeat_interval_seconds: int
     session_id: str
     token: TokenRefresh
+    reconnect_window_seconds: float
     approval_pending: bool
-    def __init__(self, heartbeat_interval_seconds: _Optional[int] = ..., session_id: _Optional[str] = ..., token: _Optional[_Union[TokenRefresh, _Mapping]] = ..., approval_pending: _Optional[bool] = ...) -> None: ...
+    def __init__(self, heartbeat_interval_seconds: _Optional[int] = ..., session_id: _Optional[str] = ..., token: _Optional[_Union[TokenRefresh, _Mapping]] = ..., reconnect_window_seconds: _Optional[float] = ..., approval_pending: _Optional[bool] = ...) -> None: ...
+
+class ReconnectWindow(_message.Message):
+    __slots__ = ("seconds",)
+    SECONDS_FIELD_NUMBER: _ClassVar[int]
+    seconds: float
+    def __init__(self, seconds: _Optional[float] = ...) -> None: ...
 
 class TokenRefresh(_message.Message):
     __slots__ = ("token", "expires_at")

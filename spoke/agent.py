@@ -44,6 +44,7 @@ from spoke.held import HeldTasks
 from spoke.link import Link
 from spoke.local import DigestCache
 from spoke.memory import memory_mb, release_free_heap
+from spoke.reconnect import ReconnectSchedule
 from spoke.runner import AGENT, TaskFailure, TaskRunner
 from spoke.source import StreamSource
 from spoke.stream import CreditPump, Stream
@@ -97,8 +98,10 @@ class Agent:
             self._factories["client_factory"] = client_factory
         if uploader_factory is not None:
             self._factories["uploader_factory"] = uploader_factory
-        self.link = Link(settings, self, backoff=backoff or Backoff(1.0, 60.0, rng),
-                         refused_backoff=refused_backoff, wall_clock=wall_clock, log=self.log)
+        backoff = backoff or Backoff(1.0, 60.0, rng)
+        self.link = Link(settings, self, backoff=backoff, refused_backoff=refused_backoff,
+                         wall_clock=wall_clock, log=self.log,
+                         schedule=ReconnectSchedule(backoff, rng))
         self.credit = CreditPump(self.budget, self._attempt_of)
         self._draining = False  # no new offers
         self.tasks_completed = 0
@@ -171,6 +174,7 @@ class Agent:
             submit=True,  # spoke/submitter.py
             archive_operations=True,  # spoke/archive_ops.py
             crc32_integrity=s.crc32_integrity,
+            reconnect_window=True,  # spoke/reconnect.py
             local_paths=list(s.local_roots) if s.storage_type in ("local", "hybrid") else [],
         )
 
@@ -287,6 +291,8 @@ class Agent:
             stream.start_soon(self._submit, message.submit)
         elif kind == "token_refresh":
             self.link.set_token(message.token_refresh)
+        elif kind == "reconnect_window":
+            self.link.set_reconnect_window(message.reconnect_window.seconds)
         elif kind == "welcome":
             self.log.warning("unexpected second Welcome ignored")
         else:

@@ -5,8 +5,9 @@ agent's own token) for a JWT (kept until it is close to expiry, refreshed by the
 hub's ``TokenRefresh``), ``Connect`` carries it as ``authorization: Bearer
 <jwt>``, the first message is ``Hello`` and the hub answers ``Welcome``. From
 then on one :class:`Stream` carries everything; when it ends, the link dials
-again after an exponential, fully jittered delay (or the delay a hub's ``Drain``
-asked for).
+again at a random moment of the reconnect window the hub named, or (a hub that
+named none) after an exponential, fully jittered delay (:mod:`spoke.reconnect`),
+or after the delay a hub's ``Drain`` asked for.
 
 Both ``Register`` and ``Hello`` carry this process's instance id (random, made
 once per link), so the hub can tell this agent reconnecting (it replaces its own
@@ -43,6 +44,7 @@ from protocol.grpc_options import channel_options
 from spoke.backoff import Backoff
 from spoke.config import AgentSettings
 from spoke.egress import Reach
+from spoke.reconnect import ReconnectSchedule
 from spoke.stream import Stream
 
 VERSION = "bupmesh-agent/0.1"
@@ -120,10 +122,12 @@ class Link:
         refused_backoff: Backoff | None = None,
         wall_clock: Callable[[], float] = time.time,
         log: logging.LoggerAdapter[logging.Logger],
+        schedule: ReconnectSchedule | None = None,
     ) -> None:
         self.settings = settings
         self.handler = handler
         self.backoff = backoff
+        self.schedule = schedule or ReconnectSchedule(backoff)
         self.refused_backoff = refused_backoff or Backoff(*REFUSED_BACKOFF)
         self.instance_id = uuid.uuid4().hex  # this process, to the hub
         self._refusal_logged = False  # the ERROR of a run of refusals was written
@@ -145,11 +149,12 @@ class Link:
             welcomed = await self._one_session()
             if self.stopping:
                 break
+            now = anyio.current_time()
+            self.schedule.lost(now, welcomed=welcomed)
             if welcomed:
-                self.backoff.reset()
                 self.refused_backoff.reset()
                 self._refusal_logged = False
-            delay = self._reconnect_after or self.backoff.next_delay()
+            delay = self._reconnect_after or self.schedule.next_delay(now)
             self._reconnect_after = 0.0
             self.log.info("reconnecting in %.1fs", delay)
             with anyio.move_on_after(delay):
@@ -176,6 +181,10 @@ class Link:
     def reconnect_after(self, seconds: float) -> None:
         """The hub asked (``Drain``) to be dialled again only after ``seconds``."""
         self._reconnect_after = seconds
+
+    def set_reconnect_window(self, seconds: float) -> None:
+        """The hub's reconnect window (``Welcome``, ``ReconnectWindow``)."""
+        self.schedule.set_window(seconds)
 
     def set_token(self, refresh: pb.TokenRefresh) -> None:
         self._token = refresh.token
@@ -276,6 +285,7 @@ class Link:
         )
         if welcome.HasField("token") and welcome.token.token:
             self.set_token(welcome.token)
+        self.set_reconnect_window(welcome.reconnect_window_seconds)
         self.stream = stream
         self.log.info("connected to %s (session %s)", self.settings.server_url, stream.session_id)
         if welcome.approval_pending:

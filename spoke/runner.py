@@ -248,6 +248,13 @@ class TaskRunner:
                 return
             assert self.source is not None
             self.source.end_of_data(eod.md5, eod.crc32 if eod.HasField("crc32") else None)
+            # The agent's side of the hub's "streamed N bytes" line: from here on the
+            # attempt needs nothing more from the link but the completion handshake.
+            log.info(
+                "task %s attempt %d: every byte received from the hub",
+                self.task_id,
+                self.attempt,
+            )
         except (InvalidTransition, StreamError) as exc:
             self.stop(TaskFailure(AGENT, f"protocol violation: {exc}"))
 

@@ -52,6 +52,10 @@ class AgentTokens:
     async def load(self) -> None:
         self._rows = {row.token_id: row for row in await self.store.load_tokens()}
 
+    def __bool__(self) -> bool:
+        """Whether any per-agent token was ever made (a PSK-only fleet has none)."""
+        return bool(self._rows)
+
     async def create(self, agent_id: str, expires_in: float | None = None
                      ) -> tuple[TokenRow, str]:
         """A new token for ``agent_id``: its row and the token itself (shown once)."""

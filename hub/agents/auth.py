@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from hub.agents.admission import Admission
 from hub.agents.agent_tokens import AgentTokens, looks_like_agent_token
+from hub.agents.reconnect_window import AdmissionMeter
 from hub.core.errors import AuthError, BadRequest, DuplicateAgent, Forbidden
 from hub.core.events import EventBus
 from hub.core.registry import REJECTED, AgentInfo, Registry, describe_address
@@ -63,7 +64,8 @@ class StreamGrant:
 class AgentAuth:
     def __init__(self, *, psk: str, tokens: TokenIssuer, agent_tokens: AgentTokens,
                  admission: Admission, registry: Registry, store: Store, events: EventBus,
-                 clock: Callable[[], float], allow_psk: bool = True) -> None:
+                 clock: Callable[[], float], allow_psk: bool = True,
+                 admission_meter: AdmissionMeter | None = None) -> None:
         self._psk = psk.encode("utf-8")
         self.allow_psk = allow_psk
         self.tokens = tokens
@@ -73,6 +75,10 @@ class AgentAuth:
         self.store = store
         self.events = events
         self.clock = clock
+        self.admission_meter = admission_meter  # registrations count as admission work
+        # agent id -> hash of what its row holds (name, IPs, capacity, tags): a reconnect
+        # that changes none of it needs no write of its own (see persist)
+        self._written: dict[str, int] = {}
 
     async def register_agent(
         self,
@@ -106,6 +112,8 @@ class AgentAuth:
             await self.agent_tokens.used(self.agent_tokens.get(token_id))
         await self.persist(info)
         token, exp = self.tokens.issue(agent_id, cred=cred, not_after=not_after)
+        if self.admission_meter is not None:
+            self.admission_meter.admitted()
         log.info("agent %s registered from %s (%s)", agent_id, ip_address or "?",
                  "per-agent token" if token_id else "PSK")
         return token, exp
@@ -153,8 +161,25 @@ class AgentAuth:
                 raise AuthError("token revoked")
         return grant
 
+    def remember_rows(self) -> None:
+        """The registry was just loaded from the store: its rows hold what it holds."""
+        for info in self.registry.agents.values():
+            self._written[info.agent_id] = _row_key(info)
+
     async def persist(self, info: AgentInfo) -> None:
-        """Write an agent's registry entry to the store (before acting on it)."""
+        """Write an agent's registry entry to the store (before acting on it).
+
+        An agent dialling back with nothing changed (the fleet after a hub restart,
+        one at a time) only comes online: that goes with the next batch of heartbeats
+        instead of a transaction of its own, which under the hub's lock made a
+        returning fleet wait on the database one agent at a time.
+        """
+        key = _row_key(info)
+        if self._written.get(info.agent_id) == key:
+            self.store.note_heartbeat(info.agent_id, info.status, last_heartbeat=self.clock(),
+                                      tasks_completed=None)
+            self.events.touch_agent(info.agent_id)
+            return
         await self.store.upsert_agent(
             info.agent_id,
             agent_name=info.agent_name,
@@ -167,6 +192,7 @@ class AgentAuth:
             buffer_bytes=info.buffer_bytes,
             tags=info.tags,
         )
+        self._written[info.agent_id] = key
         self.events.touch_agent(info.agent_id)
 
     def needs_refresh(self, session: AgentSession) -> bool:
@@ -194,6 +220,8 @@ class AgentAuth:
 
     def close_ended_credentials(self) -> None:
         """Close streams whose per-agent token expired (or was revoked) meanwhile."""
+        if not self.agent_tokens:
+            return  # no stream can hold one: no walk of the fleet every tick
         for info in self.registry.agents.values():
             session = info.session
             if session is None or session.closed:
@@ -251,3 +279,9 @@ def apply_capabilities(info: AgentInfo, name: str, ip: str, caps: dict[str, Any]
     info.storage_type = str(caps.get("storage_type") or "network")[:16]
     info.buffer_bytes = max(0, int(caps.get("buffer_bytes") or 0))
     info.tags = {str(k)[:64]: str(v)[:256] for k, v in (tags or {}).items()}
+
+
+def _row_key(info: AgentInfo) -> int:
+    return hash((info.agent_name, info.ip_address, info.egress_ip, info.max_concurrent,
+                 info.bandwidth_mbps, info.storage_type, info.buffer_bytes,
+                 tuple(sorted(info.tags.items()))))

@@ -3,12 +3,12 @@
 ``Connect`` authenticates the JWT in the ``authorization`` metadata before it
 reads a single message; a bad token ends the call with UNAUTHENTICATED and
 nothing else happens. Each accepted stream becomes an :class:`AgentSession`:
-a reader child task (``context.read()``) feeding messages to a
-:class:`StreamHandler`, a writer child task (``context.write()``) draining
-control messages first and then file frames from the session's
-:class:`hub.agents.transfer.Transfer`. The gRPC awaits live in task-group
-children so cancelling the group really stops them (anyio scopes placed
-directly around ``grpc.aio`` awaits do not).
+a reader (``context.read()``, in the handler's task) feeding messages to a
+:class:`StreamHandler`, and a writer task (``context.write()``), started when
+there is something to send, draining control messages first and then file
+frames from the session's :class:`hub.agents.transfer.Transfer`. Stopping a
+stream cancels those tasks (anyio scopes placed directly around ``grpc.aio``
+awaits do not stop them).
 
 This is the one place that speaks gRPC status codes: the hub's parts raise
 domain errors (:mod:`hub.core.errors`) and the link maps them (``STATUS`` and
@@ -22,13 +22,14 @@ the stream goes on and the write is made, or asked for again, once space returns
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import logging
 import uuid
+from collections.abc import Coroutine
 from typing import Any, Protocol
 
 import anyio
-import anyio.abc
 import grpc
 from google.protobuf.message import DecodeError
 
@@ -48,6 +49,13 @@ from protocol import mesh_pb2_grpc
 log = logging.getLogger("bupmesh.hub.link")
 
 HELLO_TIMEOUT = 30.0
+HANDLERS_END_SECONDS = 5.0  # the most a stopping hub waits for its stream handlers
+
+# A read or write the stream can no longer serve. grpc.aio.BaseError covers a misuse
+# of the call and the error a read or write raises once the server has stopped: it is
+# raised at once, before any await where the stop's cancellation could land, when a
+# handler comes back from a worker thread to a hub that stopped meanwhile.
+STREAM_BROKEN = (grpc.RpcError, grpc.aio.BaseError)
 
 # How each way of breaking the conversation ends the stream.
 STATUS = {
@@ -132,7 +140,16 @@ def peer_ip(context: grpc.aio.ServicerContext) -> str:
 
 
 class AgentSession:
-    """One live stream of one agent."""
+    """One live stream of one agent.
+
+    An idle stream costs the hub little, because a large fleet is mostly idle
+    streams: the reader runs in the ``Connect`` handler's own task, the Hello
+    deadline is a timer, and a writer task exists only while there is something to
+    write (it ends when the queue and the file frames run dry; the next ``send`` or
+    a frame becoming ready starts another). The stream is ended by cancelling the
+    handler's task (and the writer's), the way a task group would cancel children:
+    ``grpc.aio`` awaits ignore anyio cancel scopes, but not a cancelled task.
+    """
 
     def __init__(self, handler: StreamHandler, agent_id: str, token_exp: int, peer: str,
                  credential: str = "psk") -> None:
@@ -146,10 +163,13 @@ class AgentSession:
         self.hello: pb.Hello | None = None
         self.closed = False
         self.close_reason = ""
-        self._control: collections.deque[pb.HubMessage] = collections.deque()
-        self._tg: anyio.abc.TaskGroup | None = None
+        self._control: collections.deque[pb.HubMessage] | None = None  # made by send()
+        self._context: grpc.aio.ServicerContext | None = None
+        self._main: asyncio.Task[Any] | None = None  # the handler's task: runs the reader
+        self._writer: asyncio.Task[None] | None = None
+        self._children: set[asyncio.Task[Any]] | None = None  # file reads, hashing
         self._error: Exception | None = None  # a violation or refusal: the call's status
-        self.transfer = Transfer(self._spawn, self._transfer_error)
+        self.transfer = Transfer(self._spawn, self._transfer_error, notify=self._kick)
 
     @property
     def crc32_integrity(self) -> bool:
@@ -162,8 +182,10 @@ class AgentSession:
         """Queue a control message; it goes out before any further file frame."""
         if self.closed:
             return
+        if self._control is None:
+            self._control = collections.deque()
         self._control.append(msg)
-        self.transfer.wake.set()
+        self._kick()
 
     def stop_stream(self, task_id: str) -> None:
         """Stop sending ``task_id``'s bytes (its attempt ended); buffered ones are dropped."""
@@ -178,28 +200,34 @@ class AgentSession:
         if error is not None and self._error is None:
             self._error = error
         self.transfer.stop_all()
-        if self._tg is not None:
-            self._tg.cancel_scope.cancel()
+        self._cancel_children()
+        main = self._main
+        if main is not None and main is not _current_task():
+            main.cancel()  # the reader's pending read ends; run() finishes the call
 
     # -- the stream -----------------------------------------------------------------------
 
     async def run(self, context: grpc.aio.ServicerContext) -> Exception | None:
+        self._context = context
+        self._main = main = asyncio.current_task()
+        hello_timer = asyncio.get_running_loop().call_later(HELLO_TIMEOUT, self._no_hello)
         try:
-            async with anyio.create_task_group() as tg:
-                self._tg = tg
-                tg.start_soon(self._reader, context)
-                tg.start_soon(self._writer, context)
-                tg.start_soon(self._hello_watchdog)
-                if self.closed:  # closed before the group existed
-                    tg.cancel_scope.cancel()
+            if not self.closed:
+                await self._reader(context)
+        except asyncio.CancelledError:
+            if not self.closed:
+                raise  # cancelled from outside (the call ended, the server stops)
+            if main is not None:
+                main.uncancel()  # our own close(): finish the call with its status
         finally:
+            hello_timer.cancel()
             self.closed = True
             self.transfer.stop_all()
+            self._cancel_children()
             self.handler.closed(self)
         return self._error
 
-    async def _hello_watchdog(self) -> None:
-        await anyio.sleep(HELLO_TIMEOUT)
+    def _no_hello(self) -> None:
         if self.hello is None:
             self.close("no Hello", ProtocolViolation(Violation.SILENT,
                                                      f"no Hello within {HELLO_TIMEOUT:.0f}s"))
@@ -215,7 +243,10 @@ class AgentSession:
                     raise ProtocolViolation(Violation.MALFORMED,
                                             "not a valid AgentMessage (protobuf decode failed)")
                 try:
-                    await self._dispatch(msg)
+                    if msg.WhichOneof("kind") in _APPLIED_WHOLE:
+                        await _applied_even_if_cancelled(self._dispatch(msg))
+                    else:
+                        await self._dispatch(msg)
                 except StorageFull as exc:
                     # The hub's disk is full: what this message asked to store waits
                     # (or is asked again by the agent); the stream and its uploads go on.
@@ -226,7 +257,7 @@ class AgentSession:
             self.close("protocol error", exc)
         except REFUSALS as exc:  # the Hello was refused (logged where it was decided)
             self.close(f"refused: {exc}", exc)
-        except (grpc.RpcError, grpc.aio.AioRpcError, grpc.aio.UsageError) as exc:
+        except STREAM_BROKEN as exc:
             self.close(f"stream broken: {type(exc).__name__}")
 
     async def _dispatch(self, msg: pb.AgentMessage) -> None:
@@ -250,26 +281,71 @@ class AgentSession:
             raise ProtocolViolation(Violation.OUT_OF_ORDER, "second Hello on one stream")
         await self.handler.message(self, kind, getattr(msg, kind))
 
-    async def _writer(self, context: grpc.aio.ServicerContext) -> None:
+    def _kick(self) -> None:
+        """Something may be ready to write: start a writer unless one is running."""
+        if self.closed or self._writer is not None or self._context is None:
+            return
+        self._writer = asyncio.get_running_loop().create_task(self._write_ready())
+
+    async def _write_ready(self) -> None:
+        """Write control messages first, then file frames, until there is nothing to send."""
+        context = self._context
+        assert context is not None
         transfer = self.transfer
-        control = self._control
         try:
             while not self.closed:
-                wake = transfer.reset_wake()
-                msg = control.popleft() if control else transfer.next_message()
+                control = self._control
+                if control:
+                    msg = control.popleft()
+                    if not control:
+                        self._control = None  # an idle stream keeps no queue
+                else:
+                    msg = transfer.next_message()
                 if msg is None:
-                    await wake.wait()
-                    continue
+                    return
                 await context.write(msg)
-        except (grpc.RpcError, grpc.aio.AioRpcError, grpc.aio.UsageError) as exc:
+        except STREAM_BROKEN as exc:
             self.close(f"stream broken: {type(exc).__name__}")
+        except Exception:  # a bug here must end this stream only, loudly
+            log.exception("agent %s: writer failed", self.agent_id)
+            self.close("internal error")
+        finally:
+            self._writer = None
 
     def _spawn(self, fn: Any) -> None:
-        if self._tg is not None and not self.closed:
-            self._tg.start_soon(fn)
+        """Run ``fn()`` (a file read, a hash) for as long as the stream lives."""
+        if self.closed:
+            return
+        if self._children is None:
+            self._children = set()
+        task = asyncio.get_running_loop().create_task(fn())
+        self._children.add(task)
+        task.add_done_callback(self._child_done)
+
+    def _child_done(self, task: asyncio.Task[Any]) -> None:
+        if self._children is not None:
+            self._children.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("agent %s: stream task failed", self.agent_id,
+                      exc_info=task.exception())
+            self.close("internal error")
+
+    def _cancel_children(self) -> None:
+        writer = self._writer
+        if writer is not None and writer is not _current_task():
+            writer.cancel()
+        for task in list(self._children or ()):
+            task.cancel()
 
     def _transfer_error(self, task_id: str, attempt: int, message: str) -> None:
         self.handler.transfer_failed(self, task_id, attempt, message)
+
+
+def _current_task() -> asyncio.Task[Any] | None:
+    try:
+        return asyncio.current_task()
+    except RuntimeError:  # no running loop (a test closing a session from outside)
+        return None
 
 
 def _parse(message_type: Any) -> Any:
@@ -311,10 +387,44 @@ def add_servicer(servicer: AgentLinkServicer, server: grpc.aio.Server) -> None:
     server.add_registered_method_handlers(service, handlers)
 
 
+# An attempt's or a submission's end: once the hub starts applying one it finishes,
+# even when the call is cancelled under it (the server stopping, the stream replaced),
+# so what the agent reported is written before the store closes, never half of it.
+_APPLIED_WHOLE = frozenset({"result", "submit_result"})
+
+
+async def _applied_even_if_cancelled(work: Coroutine[Any, Any, None]) -> None:
+    task = asyncio.ensure_future(work)
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        if not task.done():
+            await asyncio.wait([task], timeout=HANDLERS_END_SECONDS)
+        if task.done() and not task.cancelled() and task.exception() is not None:
+            log.warning("a message applied as its stream ended failed: %r", task.exception())
+        raise
+
+
 class AgentLinkServicer(mesh_pb2_grpc.AgentLinkServicer):
     def __init__(self, auth: Authenticator, streams: StreamHandler) -> None:
         self.auth = auth
         self.streams = streams
+        self._running = 0  # Connect handlers not yet returned
+        self._idle = anyio.Event()
+        self._idle.set()
+
+    async def handlers_done(self, limit: float = HANDLERS_END_SECONDS) -> bool:
+        """Once the gRPC server has stopped: wait for every stream's handler to return.
+
+        gRPC's stop returns before the handlers it cancelled have run their last lines,
+        and one handling a Result may still be writing it: the store must stay open
+        until then. Bounded, as a stuck handler must not hold up the hub's exit; False
+        if one was still running at the limit.
+        """
+        with anyio.move_on_after(limit):
+            await self._idle.wait()
+            return True
+        return False
 
     async def Register(  # noqa: N802 - gRPC method name
         self, request: pb.RegisterRequest, context: grpc.aio.ServicerContext
@@ -345,6 +455,17 @@ class AgentLinkServicer(mesh_pb2_grpc.AgentLinkServicer):
         return pb.RegisterResponse(agent_id=request.agent_id, token=token, expires_at=exp)
 
     async def Connect(self, request_iterator: Any, context: grpc.aio.ServicerContext) -> None:  # noqa: N802
+        if self._running == 0:
+            self._idle = anyio.Event()
+        self._running += 1
+        try:
+            await self._connect(context)
+        finally:
+            self._running -= 1
+            if self._running == 0:
+                self._idle.set()
+
+    async def _connect(self, context: grpc.aio.ServicerContext) -> None:
         try:
             grant = self.auth.authenticate_stream(bearer_token(context))
         except REFUSALS as exc:

@@ -176,9 +176,8 @@ class Messages:
         moved = self.note_reach(agent_id, report.egress_ip, report.line, report.line_bps)
         if moved:
             await state.store.set_agent_egress(agent_id, info.egress_ip)
-        await state.store.set_agent_status(agent_id, info.status,
-                                           last_heartbeat=info.last_heartbeat,
-                                           tasks_completed=info.tasks_completed)
+        state.store.note_heartbeat(agent_id, info.status, last_heartbeat=info.last_heartbeat,
+                                   tasks_completed=info.tasks_completed)
         state.events.touch_agent(agent_id)
         if was != info.status or moved:
             state.poke()

@@ -12,11 +12,20 @@ for it to dial back.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+import anyio
+
 from hub.agents.auth import AgentAuth, apply_capabilities
 from hub.agents.messages import Messages
+from hub.agents.reconnect_window import (
+    ANNOUNCE_EVERY_SECONDS,
+    AdmissionMeter,
+    WindowAnnouncer,
+    window_seconds,
+)
 from hub.core.held import reattach_offset
 from hub.core.leases import end_held_lease, end_session_leases
 from hub.core.lifecycle import TaskRecord
@@ -28,6 +37,7 @@ from protocol import mesh_pb2 as pb
 
 if TYPE_CHECKING:
     from hub.agents.link import AgentSession
+    from hub.config import ReconnectSettings
     from hub.metrics import HubMetrics
 
 log = logging.getLogger("bupmesh.hub")
@@ -37,7 +47,9 @@ class Sessions:
     """The link's handler for one stream's events (see ``StreamHandler`` in the link)."""
 
     def __init__(self, state: HubState, *, auth: AgentAuth, messages: Messages,
-                 metrics: HubMetrics, spawn: Spawner, heartbeat_interval: float) -> None:
+                 metrics: HubMetrics, spawn: Spawner, heartbeat_interval: float,
+                 reconnect: ReconnectSettings | None = None,
+                 admission_meter: AdmissionMeter | None = None) -> None:
         self.state = state
         self.auth = auth
         self.messages = messages
@@ -45,6 +57,55 @@ class Sessions:
         self.spawn = spawn
         self.heartbeat_interval = heartbeat_interval
         self.submissions: Submissions | None = None  # set once the pipeline is attached
+        self.window_min = reconnect.window_min_seconds if reconnect else 5.0
+        self.window_max = reconnect.window_max_seconds if reconnect else 60.0
+        self.admission_meter = admission_meter or AdmissionMeter(
+            clock=time.monotonic, cpu_clock=time.process_time,
+            fixed_rate=reconnect.admission_rate if reconnect else 0)
+        self.announcer = WindowAnnouncer(time.monotonic)
+
+    # -- the reconnect window (hub/agents/reconnect_window.py) ---------------------------
+
+    def reconnect_window(self) -> float:
+        """Seconds over which the fleet should spread its reconnects.
+
+        The fleet is every agent the hub knows (what a restart loads), not only those
+        connected now: while a fleet comes back the window stays put instead of
+        growing with each return and being announced to all who are back already.
+        """
+        return window_seconds(len(self.state.registry.agents), self.admission_meter.rate(),
+                              low=self.window_min, high=self.window_max)
+
+    def announce_window(self) -> int:
+        """Tell connected agents a window that moved enough; returns how many were told.
+
+        Not while most of the known fleet is away (coming back after a restart): the
+        agents still out would not hear it, and writing it to all who are back already
+        would take the event loop from admitting the rest.
+        """
+        registry = self.state.registry
+        if registry.connected * 2 < len(registry.agents):
+            return 0
+        window = self.reconnect_window()
+        if not self.announcer.due(window):
+            return 0
+        told = 0
+        msg = pb.HubMessage(reconnect_window=pb.ReconnectWindow(seconds=window))
+        for info in self.state.registry.agents.values():
+            session = info.session
+            if session is not None and _takes_window(session):
+                session.send(msg)
+                told += 1
+        log.info("reconnect window now %.1fs (%d agents known, %d connected, %.0f sessions/s "
+                 "admissible): told %d agents", window, len(self.state.registry.agents),
+                 self.state.registry.connected, self.admission_meter.rate(), told)
+        return told
+
+    async def advise_periodically(self) -> None:
+        """Announce a changed window even when no agent connects to trigger it."""
+        while True:
+            await anyio.sleep(ANNOUNCE_EVERY_SECONDS)
+            self.announce_window()
 
     async def hello(self, session: AgentSession, hello: pb.Hello) -> None:
         state = self.state
@@ -94,9 +155,12 @@ class Sessions:
             session_id=session.session_id,
             approval_pending=info.approval == PENDING,
         )
+        if _takes_window(session):
+            welcome.reconnect_window_seconds = self.reconnect_window()
         if self.auth.needs_refresh(session):
             welcome.token.CopyFrom(self.auth.refresh(session))
         session.send(pb.HubMessage(welcome=welcome))
+        self.admission_meter.admitted()
         # Held tasks whose lease is gone (re-queued, cancelled, offered again) are told
         # to stop; the others stream on from where the agent's bytes end.
         for held in hello.held_tasks:
@@ -108,6 +172,7 @@ class Sessions:
         session.transfer.on_credit_stall = self.metrics.stream_connected(session.agent_id)
         log.info("agent %s connected (session %s, egress %s, link %s)", session.agent_id,
                  session.session_id[:8], info.risk_ip, info.link_address)
+        self.announce_window()
         state.poke()
 
     async def message(self, session: AgentSession, kind: str, msg: Any) -> None:
@@ -162,3 +227,8 @@ class Sessions:
         for lease in state.held.of_agent(agent_id):
             await end_held_lease(state, lease, "agent came back without it")
         return resumed
+
+
+def _takes_window(session: AgentSession) -> bool:
+    hello = session.hello
+    return hello is not None and hello.capabilities.reconnect_window

@@ -27,7 +27,9 @@ the last marks the attempt's bytes as untrustworthy).
 another. After the last byte comes ``EndOfData(md5, crc32)``.
 
 The session's writer owns the stream: it asks ``next_message()`` for the next
-frame and sleeps on ``wake`` when there is none. Nothing here touches gRPC.
+frame and, when there is none, waits for ``notify`` (or on ``wake``). Nothing
+here touches gRPC. A session that streams nothing (most of a large fleet, most
+of the time) holds no more than this object's few empty fields.
 """
 
 from __future__ import annotations
@@ -116,15 +118,19 @@ class TaskStream:
 class Transfer:
     """Round-robin frame source for one agent stream.
 
-    ``spawn(fn)`` starts a background coroutine (the session's task group);
+    ``spawn(fn)`` starts a background coroutine (for as long as the session lives);
     ``on_error(task_id, attempt, message)`` reports an unreadable source.
     """
+
+    __slots__ = ("_spawn", "_on_error", "max_frame", "block_size", "tasks", "_order", "_wake",
+                 "_notify", "bytes_sent", "on_credit_stall")
 
     def __init__(
         self,
         spawn: Callable[[Callable[[], Any]], None],
         on_error: Callable[[str, int, str], None],
         *,
+        notify: Callable[[], None] | None = None,
         max_frame: int = MAX_FRAME,
         block_size: int = BLOCK_SIZE,
     ) -> None:
@@ -135,8 +141,9 @@ class Transfer:
         self.max_frame = max_frame
         self.block_size = max(block_size, max_frame)
         self.tasks: dict[str, TaskStream] = {}
-        self._order: deque[str] = deque()
-        self.wake = anyio.Event()
+        self._order: deque[str] | None = None  # made by the first start()
+        self._wake: anyio.Event | None = None  # made when someone waits on it
+        self._notify = notify  # called whenever a frame may have become ready
         self.bytes_sent = 0
         self.on_credit_stall: Callable[[], Any] | None = None  # hub.metrics counts stalls
 
@@ -165,6 +172,8 @@ class Transfer:
             else:
                 ts.digester = new_part_digest()
         self.tasks[task_id] = ts
+        if self._order is None:
+            self._order = deque()
         self._order.append(task_id)
         self._fill(ts)
         self._poke()
@@ -189,7 +198,7 @@ class Transfer:
             ts.to_md5.clear()
             ts.pins.clear()
             try:
-                self._order.remove(task_id)
+                self._order.remove(task_id)  # type: ignore[union-attr]  # made with the task
             except ValueError:
                 pass
         return ts
@@ -209,19 +218,29 @@ class Transfer:
         File frames come pre-serialized (``bytes`` of a ``HubMessage``): see
         :func:`encode_chunk`; the link's serializer passes bytes through.
         """
-        for _ in range(len(self._order)):
-            task_id = self._order[0]
-            self._order.rotate(-1)  # whoever is served, the next call starts after it
+        order = self._order
+        if not order:
+            return None
+        for _ in range(len(order)):
+            task_id = order[0]
+            order.rotate(-1)  # whoever is served, the next call starts after it
             ts = self.tasks[task_id]
             msg = self._frame(ts)
             if msg is not None:
                 return msg
         return None
 
+    @property
+    def wake(self) -> anyio.Event:
+        """Set when a frame may have become ready (for a writer that waits on an event)."""
+        if self._wake is None:
+            self._wake = anyio.Event()
+        return self._wake
+
     def reset_wake(self) -> anyio.Event:
-        if self.wake.is_set():
-            self.wake = anyio.Event()
-        return self.wake
+        if self._wake is None or self._wake.is_set():
+            self._wake = anyio.Event()
+        return self._wake
 
     # -- internals ------------------------------------------------------------------------
 
@@ -359,7 +378,10 @@ class Transfer:
             ts._stall = None
 
     def _poke(self) -> None:
-        self.wake.set()
+        if self._wake is not None:
+            self._wake.set()
+        if self._notify is not None:
+            self._notify()
 
 
 def _read_block(ts: TaskStream, offset: int, length: int, buffer: bytearray) -> bytearray:

@@ -30,6 +30,7 @@ from hub.api.envelope import ApiError, ok
 from hub.api.errors import guard
 from hub.api.redact import redact
 from hub.api.sse import event_stream_response
+from hub.core.task_pages import parse_query
 from hub.service import HubService
 
 log = logging.getLogger("bupmesh.hub.http")
@@ -51,8 +52,11 @@ def admin_routes(service: HubService, auth: Auth) -> list[BaseRoute]:
         return ok(redact(result))
 
     async def list_tasks(request: Request) -> Response:
+        """``GET /api/manage/tasks[?status=&agent=&account=&recording=&since=&until=
+        &limit=&cursor=]`` -> ``{tasks, next_cursor}``: one page, newest first."""
         auth.require_read(request)
-        return ok({"tasks": redact(await service.list_tasks())})
+        query = parse_query(request.query_params)
+        return ok(redact(await service.list_tasks(query)))
 
     async def get_task(request: Request) -> Response:
         auth.require_read(request)

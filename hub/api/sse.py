@@ -3,7 +3,9 @@
 A page opens one stream and gets, in this order:
 
 - ``event: snapshot``: ``{agents, tasks, ips, verdicts, server_time}``: everything it
-  shows (``verdicts``: learned limits, captchas and accounts' standing, see
+  shows (of the tasks: every unfinished one and the newest finished ones; older
+  history is paged in from ``GET /api/manage/tasks`` when the page asks for it;
+  ``verdicts``: learned limits, captchas and accounts' standing, see
   ``HubService.risk_overview``);
 - ``event: history`` (the console's chart data, ``HubService.chart_history``) and
   ``event: recordings`` (``{recordings}``, the newest ``SNAPSHOT_RECORDINGS``, as
@@ -58,7 +60,7 @@ Redact = Callable[[Any], Any]
 class RecordingViews(Protocol):
     """The recording pipeline's read side (``hub.submission.manager.SubmissionManager``)."""
 
-    async def list(self) -> list[dict[str, Any]]: ...
+    async def list(self, *, newest: int | None = None) -> list[dict[str, Any]]: ...
 
     async def describe(self, recording_id: int) -> dict[str, Any]: ...
 
@@ -81,8 +83,8 @@ async def extras(service: Any) -> list[tuple[str, Any]]:
         out.append(("history", history()))
     recordings = recordings_of(service)
     if recordings is not None:
-        rows = await recordings.list()
-        out.append(("recordings", {"recordings": rows[-SNAPSHOT_RECORDINGS:]}))
+        rows = await recordings.list(newest=SNAPSHOT_RECORDINGS)
+        out.append(("recordings", {"recordings": rows}))
     return out
 
 
@@ -107,7 +109,7 @@ def trim_tasks(tasks: list[dict[str, Any]], ended: int = SNAPSHOT_ENDED_TASKS
 async def snapshot(service: HubService) -> dict[str, Any]:
     return {
         "agents": await service.list_agents(),
-        "tasks": trim_tasks(await service.list_tasks()),
+        "tasks": trim_tasks(await service.live_and_recent_tasks(SNAPSHOT_ENDED_TASKS)),
         "ips": await service.list_ips(),
         "verdicts": await service.risk_overview(),
         "server_time": service.clock(),

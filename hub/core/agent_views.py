@@ -14,9 +14,10 @@ agent cannot leave a view stale.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 
-from hub.core.registry import BUSY, ONLINE, AgentInfo
-from hub.core.strategies import AgentView
+from hub.core.registry import BUSY, ONLINE, AgentInfo, Registry
+from hub.core.strategies import LOCAL_STORAGE, AgentView
 
 # Everything a view is built from except the tags (compared as a dict).
 _Inputs = tuple[str, str, int, int, float, str, tuple[str, ...]]
@@ -73,3 +74,71 @@ class AgentViewCache:
             out.append(view)
         self._views = new
         return out
+
+
+class FleetViews:
+    """The schedulable agents' views, updated only where something changed.
+
+    :class:`AgentViewCache` still asks every agent whether it changed, a walk of
+    the fleet per pass (at 10,000 agents that walk, the schedulable list and the
+    allowlist scan were most of a pass). Here the registry says which agents
+    changed (``Registry.take_touched``: every assignment to an agent is reported,
+    so no place that changes one can leave its view stale) and the leases say
+    whose count moved, so a pass costs what changed since the last one. Tags are
+    replaced whole when an agent says hello, never changed in place.
+    """
+
+    def __init__(self) -> None:
+        self._registry: Registry | None = None
+        self._views: dict[str, AgentView] = {}
+        self._leases: dict[str, int] = {}  # the counts the views were built with (not 0)
+        self._local: set[str] = set()  # agents that may read files themselves
+        self._stale: set[str] = set()  # views changed by a pass, not built from the agent
+
+    def refresh(self, registry: Registry, active: Mapping[str, int]) -> dict[str, AgentView]:
+        """A view of each schedulable agent by id, ``active`` = leases per agent id.
+
+        The dict is this object's own: read it, change it only by :meth:`leased`.
+        """
+        touched = registry.take_touched() | self._stale
+        self._stale = set()
+        if registry is not self._registry:  # first use: nothing known yet
+            self._registry = registry
+            self._views, self._leases, self._local = {}, {}, set()
+            touched = set(registry.ready)
+        for agent_id, n in active.items():
+            if n and self._leases.get(agent_id, 0) != n:
+                touched.add(agent_id)
+        for agent_id in self._leases:
+            if not active.get(agent_id, 0):
+                touched.add(agent_id)
+        ready = registry.ready
+        for agent_id in touched:
+            info = ready.get(agent_id)
+            leases = active.get(agent_id, 0)
+            if leases:
+                self._leases[agent_id] = leases
+            else:
+                self._leases.pop(agent_id, None)
+            if info is None:
+                self._views.pop(agent_id, None)
+                self._local.discard(agent_id)
+                continue
+            view = self._views[agent_id] = agent_view(info, leases)
+            if view.storage_type in LOCAL_STORAGE:
+                self._local.add(agent_id)
+            else:
+                self._local.discard(agent_id)
+        return self._views
+
+    def local(self) -> list[AgentView]:
+        """The views of agents that can read files themselves (local or hybrid)."""
+        return [self._views[a] for a in self._local if a in self._views]
+
+    def leased(self, agent_id: str) -> None:
+        """The scheduler leased one more task to ``agent_id`` during its pass: count it
+        for the rest of the pass; the next pass builds the view afresh."""
+        view = self._views.get(agent_id)
+        if view is not None:
+            self._views[agent_id] = replace(view, active_tasks=view.active_tasks + 1)
+            self._stale.add(agent_id)

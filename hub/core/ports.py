@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from hub.core.lifecycle import TaskRecord
+    from hub.core.task_pages import TaskQuery
     from protocol import mesh_pb2 as pb
     from uploader.credentials import Credentials
 
@@ -54,6 +55,10 @@ class HubStore(Protocol):
 
     async def load_tasks(self, *, active_only: bool = False) -> list[TaskRecord]: ...
 
+    async def page_tasks(self, query: TaskQuery) -> tuple[list[TaskRecord], int | None]: ...
+
+    async def recent_ended_tasks(self, limit: int) -> list[TaskRecord]: ...
+
     async def logs(self, task_id: str) -> list[dict[str, Any]]: ...
 
     async def get_part(self, part_id: int) -> dict[str, Any] | None: ...
@@ -65,6 +70,11 @@ class HubStore(Protocol):
     async def set_agent_status(self, agent_id: str, status: str, *,
                                last_heartbeat: float | None = None,
                                tasks_completed: int | None = None) -> None: ...
+
+    def note_heartbeat(self, agent_id: str, status: str, *, last_heartbeat: float | None,
+                       tasks_completed: int | None) -> None: ...
+
+    async def flush_heartbeats(self) -> int: ...
 
     async def set_agent_access(self, agent_id: str, *, disabled: bool,
                                tokens_valid_after: float) -> None: ...

@@ -21,9 +21,9 @@ from __future__ import annotations
 import ipaddress
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from hub.core.duplicates import DuplicateClaim, DuplicateClaims
 
@@ -71,10 +71,15 @@ class AgentInfo:
     # view cache (hub/core/agent_views.py) tell an unchanged agent in O(1), without each
     # place that changes an agent having to report it.
     version = 0
+    # Told of every assignment, likewise (not a field): the registry that holds the agent
+    # keeps its indexes of schedulable agents with it (Registry._changed).
+    _on_change: ClassVar[Callable[[AgentInfo], None] | None] = None
 
     def __setattr__(self, name: str, value: Any) -> None:
         object.__setattr__(self, name, value)
         object.__setattr__(self, "version", self.version + 1)
+        if self._on_change is not None:
+            self._on_change(self)
 
     @property
     def connected(self) -> bool:
@@ -125,7 +130,14 @@ class Registry:
         self.offline_after = offline_after
         self.clock = clock
         self.agents: dict[str, AgentInfo] = {}
+        self.connected = 0  # agents with a live session, kept as they attach and detach
         self.duplicates = DuplicateClaims()
+        # Kept as agents change (each assignment to one reports here), so a scheduling pass
+        # reads them instead of walking the fleet: the schedulable agents, those of them
+        # with an allowlist, and the ids changed since the scheduler last took them.
+        self._ready: dict[str, AgentInfo] = {}
+        self._restricted: dict[str, AgentInfo] = {}
+        self._touched: set[str] = set()
 
     def get(self, agent_id: str) -> AgentInfo | None:
         return self.agents.get(agent_id)
@@ -134,7 +146,22 @@ class Registry:
         info = self.agents.get(agent_id)
         if info is None:
             info = self.agents[agent_id] = AgentInfo(agent_id=agent_id)
+            object.__setattr__(info, "_on_change", self._changed)
+            self._changed(info)
         return info
+
+    def _changed(self, info: AgentInfo) -> None:
+        agent_id = info.agent_id
+        self._touched.add(agent_id)
+        if info.schedulable:
+            self._ready[agent_id] = info
+            if info.allowed_accounts is not None:
+                self._restricted[agent_id] = info
+            else:
+                self._restricted.pop(agent_id, None)
+        else:
+            self._ready.pop(agent_id, None)
+            self._restricted.pop(agent_id, None)
 
     def holder(self, agent_id: str, instance_id: str) -> AgentInfo | None:
         """The agent, if a live session of another process holds its id (so a claim by
@@ -160,6 +187,8 @@ class Registry:
         """Make ``session`` the agent's live one; returns the session it replaced, if any."""
         info = self.ensure(agent_id)
         old = info.session
+        if old is None:
+            self.connected += 1
         info.session, info.session_id = session, session_id
         info.instance_id = instance_id
         info.draining = False
@@ -172,6 +201,7 @@ class Registry:
         info = self.agents.get(agent_id)
         if info is None or info.session is not session:
             return False
+        self.connected -= 1
         info.session = info.session_id = None
         info.draining = False
         return True
@@ -225,7 +255,23 @@ class Registry:
         ]
 
     def schedulable(self) -> list[AgentInfo]:
-        return [a for a in self.agents.values() if a.schedulable]
+        return list(self._ready.values())
+
+    @property
+    def ready(self) -> Mapping[str, AgentInfo]:
+        """The schedulable agents by id, kept as they change (read-only; copy to keep)."""
+        return self._ready
+
+    def restricted(self) -> dict[str, AgentInfo]:
+        """The schedulable agents that may use only some accounts, by id (a copy)."""
+        return dict(self._restricted)
+
+    def take_touched(self) -> set[str]:
+        """Ids of the agents changed (any attribute) since the last call.
+
+        For one consumer, the scheduler's :class:`hub.core.agent_views.FleetViews`."""
+        touched, self._touched = self._touched, set()
+        return touched
 
 
 def live_address(info: AgentInfo) -> str:

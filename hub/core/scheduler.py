@@ -17,20 +17,19 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hub.core import lifecycle as lc
 from hub.core.account_keys import AccountKeys
-from hub.core.agent_views import AgentViewCache, agent_view
+from hub.core.agent_views import FleetViews, agent_view
 from hub.core.lifecycle import Status, TaskRecord
 from hub.core.outcomes import Outcomes
 from hub.core.ports import Accounts
 from hub.core.recovery import RestartGrace
 from hub.core.registry import AgentInfo
 from hub.core.state import HubState
-from hub.core.strategies import LOCAL_STORAGE, AgentView, PartView, Strategy, why_not
+from hub.core.strategies import AgentView, PartView, Strategy, why_not
 from protocol import mesh_pb2 as pb
 
 if TYPE_CHECKING:
@@ -59,7 +58,7 @@ class Scheduler:
         self.member_url = member_url
         # Asks for a part's digest to be computed (a no-op while a pass over it runs).
         self.request_hash = request_hash
-        self._views = AgentViewCache()  # the strategy's agent views, reused across passes
+        self._fleet = FleetViews()  # the strategy's agent views, kept as agents change
         self.keys = AccountKeys(accounts, state.clock)  # the account ledger's key of a task
         # Every name each task account key goes by (its name and id), for allowlists;
         # refreshed by each pass that needs it.
@@ -144,18 +143,18 @@ class Scheduler:
                     info = state.registry.get(task.retry_agent)
                     if info is None or not info.schedulable:
                         task.retry_agent = None
-            active = state.active_counts()
-            infos = state.registry.schedulable()
-            views = self._views.views(infos, active)
-            if not views:
+            # The schedulable agents as the registry keeps them: this pass pays for what
+            # changed since the last one, not a walk of the fleet.
+            fleet = self._fleet.refresh(state.registry, state.active_counts())
+            if not fleet:
                 return
+            views = list(fleet.values())
             # Only when some agent has an allowlist: the common mesh pays nothing for it.
-            restricted = {i.agent_id: i for i in infos if i.allowed_accounts is not None}
+            restricted = state.registry.restricted()
             if restricted:
                 await self._learn_account_names(pending)
-            position = {v.agent_id: i for i, v in enumerate(views)}
             # Only these can read a file themselves (_wait_for_local_hash asks per part).
-            local_views = [v for v in views if v.storage_type in LOCAL_STORAGE]
+            local_views = self._fleet.local()
             for task in sorted(pending, key=lambda t: t.created_at):
                 if task.not_before > now or task.status is not Status.PENDING:
                     continue
@@ -186,9 +185,9 @@ class Scheduler:
                     state.account_ledger.preupload_started(account, now)
                     await state.save_ledger()
                 # Only the chosen agent's view changed: not a rebuild of all N.
-                i = position.get(chosen.agent_id)
-                if i is not None:
-                    views[i] = replace(views[i], active_tasks=views[i].active_tasks + 1)
+                if chosen.agent_id in fleet:
+                    self._fleet.leased(chosen.agent_id)
+                    views = list(fleet.values())
 
     def _wait_for_local_hash(self, task: TaskRecord, views: list[AgentView]) -> bool:
         """Hold a part a connected local/hybrid agent could read until its digest is known.

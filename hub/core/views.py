@@ -1,7 +1,8 @@
 """The hub as the admin API, the web UI and the alert rules read it: plain JSON rows.
 
 Live tasks are read from memory (their progress moves faster than the store is
-written), ended ones from the store.
+written), ended ones from the store, a page at a time (:mod:`hub.core.task_pages`):
+a long history is never read whole.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from hub.core.errors import NotFound
 from hub.core.lifecycle import Status, TaskRecord
 from hub.core.registry import AgentInfo
 from hub.core.state import HubState
+from hub.core.task_pages import TaskQuery, encode_cursor
 
 
 def task_row(t: TaskRecord) -> dict[str, Any]:
@@ -107,9 +109,20 @@ class Views:
         agents = self.state.registry.agents.values()
         return [self.agent(info) for info in sorted(agents, key=lambda a: a.agent_id)]
 
-    async def list_tasks(self) -> list[dict[str, Any]]:
-        rows = await self.state.store.load_tasks()
-        return [task_row(self.state.tasks.get(t.task_id, t)) for t in rows]
+    async def list_tasks(self, query: TaskQuery | None = None) -> dict[str, Any]:
+        """One page, newest first: ``{tasks, next_cursor}`` (None after the last page)."""
+        rows, next_id = await self.state.store.page_tasks(query or TaskQuery())
+        return {
+            "tasks": [task_row(self.state.tasks.get(t.task_id, t)) for t in rows],
+            "next_cursor": encode_cursor(next_id) if next_id is not None else None,
+        }
+
+    async def live_and_recent_tasks(self, ended: int) -> list[dict[str, Any]]:
+        """Every unfinished task (from memory) and the ``ended`` newest finished ones."""
+        live = list(self.state.tasks.values())
+        done = [t for t in await self.state.store.recent_ended_tasks(ended)
+                if t.task_id not in self.state.tasks]
+        return [task_row(t) for t in live + done]
 
     async def get_task(self, task_id: str) -> dict[str, Any]:
         task = self.state.tasks.get(task_id) or await self.state.store.get_task(task_id)

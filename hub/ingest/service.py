@@ -183,9 +183,7 @@ class IngestService:
         """Watcher recordings whose room has been quiet for the session gap have ended."""
         gap = self.config.ingest.watch_session_gap_seconds
         async with self._lock:
-            for rec in await self.recordings.list():
-                if rec["source"] != WATCHER or rec["ended_at"] is not None:
-                    continue
+            for rec in await self.recordings.still_open(WATCHER):
                 parts = await self.recordings.parts(rec["id"])
                 # Quiet since the hub last imported a file (its own clock); the files'
                 # times say when the recording ended, for titles and the next grouping.

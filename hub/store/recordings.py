@@ -112,6 +112,10 @@ CREATE TABLE IF NOT EXISTS archive_reviews (
     next_check_at REAL NOT NULL DEFAULT 0,
     reset_at REAL                         -- an edit sent the archive back to review
 );
+-- A recording's parts (its page, the task list's recording filter).
+CREATE INDEX IF NOT EXISTS recording_parts_recording ON recording_parts(recording_id);
+CREATE INDEX IF NOT EXISTS recordings_submit_id ON recordings(submit_id);
+CREATE INDEX IF NOT EXISTS recordings_submit_state ON recordings(submit_state);
 CREATE TABLE IF NOT EXISTS ingest_events (
     source TEXT NOT NULL,
     event_id TEXT NOT NULL,
@@ -259,9 +263,32 @@ class RecordingStore(Database):
 
         return await self._run(q)
 
-    async def list(self) -> list[dict[str, Any]]:
-        return await self._run(lambda c: [
-            _recording(r) for r in c.execute("SELECT * FROM recordings ORDER BY id")])
+    async def list(self, *, newest: int | None = None) -> list[dict[str, Any]]:
+        """Every recording, oldest first; ``newest``: only that many of the latest."""
+        if newest is None:
+            return await self._run(lambda c: [
+                _recording(r) for r in c.execute("SELECT * FROM recordings ORDER BY id")])
+        return await self._run(lambda c: [_recording(r) for r in reversed(c.execute(
+            "SELECT * FROM recordings ORDER BY id DESC LIMIT ?", (newest,)).fetchall())])
+
+    async def with_submit_id(self, submit_id: str) -> dict[str, Any] | None:
+        """The recording a Submit was sent for: an answer finds it without reading history."""
+        if not submit_id:
+            return None
+        return await self._run(lambda c: next((_recording(r) for r in c.execute(
+            "SELECT * FROM recordings WHERE submit_id=? ORDER BY id LIMIT 1", (submit_id,))),
+            None))
+
+    async def in_state(self, submit_state: str) -> list[dict[str, Any]]:
+        """Recordings whose submission is in ``submit_state``, oldest first."""
+        return await self._run(lambda c: [_recording(r) for r in c.execute(
+            "SELECT * FROM recordings WHERE submit_state=? ORDER BY id", (submit_state,))])
+
+    async def still_open(self, source: str) -> list[dict[str, Any]]:
+        """Recordings of ``source`` that have not ended, oldest first."""
+        return await self._run(lambda c: [_recording(r) for r in c.execute(
+            "SELECT * FROM recordings WHERE source=? AND ended_at IS NULL ORDER BY id",
+            (source,))])
 
     async def update_submission(self, recording_id: int, *, archived: list[int] | None = None,
                                 **fields: Any) -> None:

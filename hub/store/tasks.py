@@ -27,7 +27,9 @@ from cryptography.fernet import Fernet, InvalidToken
 
 from hub.core.errors import StorageFull
 from hub.core.lifecycle import Status, TaskRecord
+from hub.core.task_pages import TaskQuery
 from hub.store.database import Database
+from hub.store.task_page_sql import page_rows, recent_ended_rows
 from hub.store.writebehind import WriteBehind
 
 T = TypeVar("T")
@@ -110,6 +112,12 @@ CREATE TABLE IF NOT EXISTS agent_tasks (
 );
 CREATE INDEX IF NOT EXISTS agent_tasks_status ON agent_tasks(status);
 CREATE INDEX IF NOT EXISTS agent_tasks_part ON agent_tasks(part_id);
+-- The task list's filters, each walked newest first (hub/core/task_pages.py).
+CREATE INDEX IF NOT EXISTS agent_tasks_status_id ON agent_tasks(status, id);
+CREATE INDEX IF NOT EXISTS agent_tasks_agent_id ON agent_tasks(agent_id, id);
+CREATE INDEX IF NOT EXISTS agent_tasks_account_id ON agent_tasks(account, id);
+CREATE INDEX IF NOT EXISTS agent_tasks_created ON agent_tasks(created_at);
+CREATE INDEX IF NOT EXISTS agent_tasks_completed ON agent_tasks(completed_at);  -- alerts
 CREATE TABLE IF NOT EXISTS agent_upload_logs (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     task_id TEXT NOT NULL,
@@ -165,6 +173,16 @@ _TASK_FIELDS = [f.name for f in fields(TaskRecord)]
 _ACTIVE = tuple(s.value for s in Status if not s.terminal)
 
 
+_LIVENESS_UPDATE = """UPDATE agents SET status=?, last_heartbeat=COALESCE(?, last_heartbeat),
+    tasks_completed=COALESCE(?, tasks_completed) WHERE agent_id=?"""
+
+
+def _liveness_write(status: str, last_heartbeat: float | None, tasks_completed: int | None,
+                    agent_id: str) -> Callable[[sqlite3.Connection], object]:
+    return lambda c: c.execute(_LIVENESS_UPDATE,
+                               (status, last_heartbeat, tasks_completed, agent_id))
+
+
 class Store(Database):
     SCHEMA = SCHEMA
     ADDED_COLUMNS = _ADDED_COLUMNS
@@ -176,6 +194,8 @@ class Store(Database):
         super().__init__(db_path)
         self._cipher = cipher
         self._clock = clock
+        # agent id -> (status, last heartbeat, tasks completed), until the next flush
+        self._liveness: dict[str, tuple[str, float | None, int | None]] = {}
         self.write_behind = WriteBehind(lambda fn: self._run(fn), on_written=self._written)
         # Tasks whose newest state waits for disk space: what reads return meanwhile.
         self._unwritten: dict[str, TaskRecord] = {}
@@ -227,17 +247,52 @@ class Store(Database):
         await self.write_behind.write(f"agent:{agent_id}", lambda c: c.execute(
             "UPDATE agents SET egress_ip=? WHERE agent_id=?", (egress_ip, agent_id)))
 
+    def note_heartbeat(self, agent_id: str, status: str, *, last_heartbeat: float | None,
+                       tasks_completed: int | None) -> None:
+        """Queue what a heartbeat says for :meth:`flush_heartbeats`.
+
+        Ten thousand agents heartbeat 300 times a second; one transaction (and one
+        worker-thread hop) each was most of a steady hub's CPU. What a heartbeat
+        says is informational (a restart marks every agent offline anyway), so it
+        is written in batches, a second late at most.
+        """
+        self._liveness[agent_id] = (status, last_heartbeat, tasks_completed)
+
+    async def flush_heartbeats(self) -> int:
+        """Write the queued heartbeats in one transaction; returns how many.
+
+        An agent whose earlier writes wait for disk space gets this one queued behind
+        them (its row never goes back in time); on a full disk the batch goes back to
+        the queue, under anything newer that arrived meanwhile."""
+        queued, self._liveness = self._liveness, {}
+        rows = []
+        for agent_id, (status, beat, done) in queued.items():
+            key = f"agent:{agent_id}"
+            if self.write_behind.has(key):
+                await self.write_behind.write(key, _liveness_write(status, beat, done, agent_id))
+            else:
+                rows.append((status, beat, done, agent_id))
+        if not rows:
+            return 0
+
+        def q(c: sqlite3.Connection) -> None:
+            c.executemany(_LIVENESS_UPDATE, rows)
+
+        try:
+            await self._run(q)
+        except StorageFull:
+            for status, beat, done, agent_id in rows:
+                self._liveness.setdefault(agent_id, (status, beat, done))
+            return 0
+        return len(rows)
+
     async def set_agent_status(
         self, agent_id: str, status: str, *, last_heartbeat: float | None = None,
         tasks_completed: int | None = None,
     ) -> None:
-        def q(c: sqlite3.Connection) -> None:
-            c.execute(
-                """UPDATE agents SET status=?, last_heartbeat=COALESCE(?, last_heartbeat),
-                   tasks_completed=COALESCE(?, tasks_completed) WHERE agent_id=?""",
-                (status, last_heartbeat, tasks_completed, agent_id),
-            )
+        self._liveness.pop(agent_id, None)  # older news than this: never written after it
 
+        q = _liveness_write(status, last_heartbeat, tasks_completed, agent_id)
         # With every field given, this write says all the next one would: it may replace one.
         full = last_heartbeat is not None and tasks_completed is not None
         await self.write_behind.write(f"agent:{agent_id}", q, snapshot=full)
@@ -384,6 +439,22 @@ class Store(Database):
             return c.execute("SELECT * FROM agent_tasks ORDER BY id").fetchall()
 
         tasks = [self._task_from_row(r) for r in await self._run(q)]
+        return [self._unwritten.get(t.task_id, t) for t in tasks]
+
+    async def page_tasks(self, query: TaskQuery) -> tuple[list[TaskRecord], int | None]:
+        """One page of tasks, newest first, and the row id the next page starts before
+        (None: this was the last); a page costs the same however long the history."""
+        rows = await self._run(lambda c: page_rows(c, query))
+        more = len(rows) > query.limit
+        rows = rows[: query.limit]
+        next_id = int(rows[-1]["id"]) if more and rows else None
+        tasks = [self._task_from_row(r) for r in rows]
+        return [self._unwritten.get(t.task_id, t) for t in tasks], next_id
+
+    async def recent_ended_tasks(self, limit: int) -> list[TaskRecord]:
+        """The ``limit`` newest finished tasks (the live view's recent history)."""
+        tasks = [self._task_from_row(r)
+                 for r in await self._run(lambda c: recent_ended_rows(c, limit))]
         return [self._unwritten.get(t.task_id, t) for t in tasks]
 
     async def get_task(self, task_id: str) -> TaskRecord | None:

@@ -129,8 +129,7 @@ class SubmissionManager:
 
     async def _apply_result(self, session: Any, msg: pb.SubmitResult) -> None:
         async with self._lock:
-            rec = next((r for r in await self.recordings.list()
-                        if r["submit_id"] == msg.submit_id and msg.submit_id), None)
+            rec = await self.recordings.with_submit_id(msg.submit_id)
             if rec is None or rec["submit_state"] not in (m.SUBMITTING, m.UNKNOWN) \
                     or rec["submit_attempt"] != msg.attempt or rec["submit_agent"] != \
                     session.agent_id:
@@ -227,10 +226,12 @@ class SubmissionManager:
         review = (await self.recordings.reviews()).get(recording_id)
         return self._public(rec, await self.recordings.parts(recording_id), review)
 
-    async def list(self) -> list[dict[str, Any]]:
+    async def list(self, *, newest: int | None = None) -> list[dict[str, Any]]:
+        """Recordings as the API shows them, oldest first; ``newest``: only that many of
+        the latest (the live view's, whatever the length of the history)."""
         reviews = await self.recordings.reviews()
         return [self._public(r, await self.recordings.parts(r["id"]), reviews.get(r["id"]))
-                for r in await self.recordings.list()]
+                for r in await self.recordings.list(newest=newest)]
 
     def _public(self, rec: dict[str, Any], parts: list[dict[str, Any]],
                 review: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -294,17 +295,16 @@ class SubmissionManager:
         after space returns finds no Submit in flight for it and marks it the same way.)
         """
         now = self.clock()
-        for rec in await self.recordings.list():
-            if rec["submit_state"] == m.SUBMITTING:
-                try:
-                    await self.recordings.update_submission(
-                        rec["id"], **m.lost("hub restarted", now, self.timing,
-                                       float(rec.get("submit_sent_at") or 0)))
-                except StorageFull:
-                    continue
-                log.warning("recording %d: submit attempt %d outcome unknown after a restart; "
-                            "will check for the archive before submitting again", rec["id"],
-                            rec["submit_attempt"])
+        for rec in await self.recordings.in_state(m.SUBMITTING):
+            try:
+                await self.recordings.update_submission(
+                    rec["id"], **m.lost("hub restarted", now, self.timing,
+                                   float(rec.get("submit_sent_at") or 0)))
+            except StorageFull:
+                continue
+            log.warning("recording %d: submit attempt %d outcome unknown after a restart; "
+                        "will check for the archive before submitting again", rec["id"],
+                        rec["submit_attempt"])
 
     async def run(self) -> None:
         while True:

@@ -205,8 +205,14 @@ class Campaign:
         return body["data"]
 
     def _tasks(self, mesh: LocalMesh) -> list[dict]:
-        data = self._admin(mesh, "GET", "/api/manage/tasks")
-        return data["tasks"] if isinstance(data, dict) else data
+        tasks: list[dict] = []
+        path = "/api/manage/tasks?limit=1000"
+        while True:  # page by page (the hub never lists its whole history at once)
+            data = self._admin(mesh, "GET", path)
+            tasks += data["tasks"]
+            if not data.get("next_cursor"):
+                return tasks
+            path = f"/api/manage/tasks?limit=1000&cursor={data['next_cursor']}"
 
     def _try_add(self, mesh: LocalMesh, item: _PendingPart, nemesis: Nemesis) -> bool:
         """One attempt to hand a part to the hub; True once the hub has it (exactly once)."""

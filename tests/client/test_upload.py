@@ -411,7 +411,7 @@ def test_wait_rides_out_a_hub_restart(files: Path) -> None:
     assert stdout == "filename: n-restarted\nbiz_id: 7\n"
 
 
-def test_ctrl_c_stops_waiting_only(hub: FakeHub, files: Path) -> None:
+def test_ctrl_c_stops_waiting_only(hub: FakeHub, files: Path, ctrl_c: None) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("BUPMESH_")}
     env.update(BUPMESH_ADMIN_TOKEN=TOKEN, PYTHONPATH=str(REPO))
     proc = subprocess.Popen(

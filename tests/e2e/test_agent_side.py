@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -138,7 +139,11 @@ def test_blackholed_link_after_the_last_part_never_completes_behind_the_hubs_bac
         index = int(agent_id.rsplit("-", 1)[1])
         proxy = proxies[index]
         process = next(p for p in mesh.processes if p.name == agent_id)
-        wait_for(lambda: proxy.bytes_down >= size, 15, "the whole file to reach the agent")
+        # The agent logs the EndOfData that follows the file's last byte (the proxy's
+        # byte count cannot tell: it includes the frames and the Offer).
+        received = re.compile(rf"task {task_id} attempt \d+: every byte received")
+        wait_for(lambda: received.search(process.log_text()), 15,
+                 "the whole file and its EndOfData to reach the agent")
         proxy.blackhole()
         ends_before = process.log_text().count("reconnecting in")
         old_ip = f"127.0.0.{index + 1}"

@@ -20,6 +20,7 @@ no hourly cap) so the scheduler's ledger never delays the uploads under test.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -154,8 +155,7 @@ def wait_all_terminal(case: Scenario, timeout: float) -> list[dict]:
 
 def assert_exactly_once(case: Scenario, final: list[dict], *, all_completed: bool = True) -> None:
     """The invariants: one completed object per part with the source's bytes; nothing stuck."""
-    every_task = case.mesh.admin("GET", "/api/manage/tasks")
-    every_task = every_task["tasks"] if isinstance(every_task, dict) else every_task
+    every_task = case.mesh.all_tasks()
     stuck = [t for t in every_task if t["status"] not in TERMINAL]
     assert not stuck, f"non-terminal tasks: {stuck}"
 
@@ -381,8 +381,11 @@ def test_link_dying_after_the_last_byte_still_completes_exactly_once(scenario: S
     task_id = case.add_file("tail.flv", 8 * MiB + 5, seed=71)
     holder = holder_of(case, task_id, min_parts=1)
     proxy = case.proxies[index_of(holder)]
-    # Precondition: the whole file has passed the proxy (frames add a little on top).
-    wait_for(lambda: proxy.bytes_down >= case.sizes[task_id], 10, "the file to reach the agent")
+    # Precondition: the agent holds the whole file and its EndOfData (which it logs; the
+    # proxy's byte count cannot tell, as it includes the frames and the Offer).
+    agent = next(p for p in case.mesh.processes if p.name == holder)
+    received = re.compile(rf"task {task_id} attempt \d+: every byte received")
+    wait_for(lambda: received.search(agent.log_text()), 10, "the file to reach the agent")
     proxy.blackhole()
     wait_for(lambda: case.agent_status(holder) == "offline", OFFLINE_AFTER + 10,
              f"the hub to notice {holder} went silent")

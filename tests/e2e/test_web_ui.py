@@ -15,6 +15,8 @@ The browser is never downloaded (tests/support/browser.py).
 from __future__ import annotations
 
 import re
+import sqlite3
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -204,3 +206,73 @@ def check_static_files(mesh: LocalMesh) -> None:
         assert not re.search(r"https?://|//cdn|@import", body), "an outside asset"
     assert httpx.get(mesh.hub_url + "/ui/secret.key", timeout=10).status_code == 404
     assert httpx.get(mesh.hub_url + "/ui/__init__.py", timeout=10).status_code == 404
+
+
+def seed_finished_tasks(db: Path, n: int) -> None:
+    """``n`` finished tasks (one part each) written into a stopped hub's database, as a
+    long-running hub's history would hold them; every tenth one failed."""
+    now = time.time()
+    conn = sqlite3.connect(db)
+    with conn:
+        conn.executemany(
+            "INSERT INTO parts (id, file_path, size, md5, account, title, state, created_at) "
+            "VALUES (?,?,?,?,?,?,?,?)",
+            [(i, f"/rec/old-{i:04d}.flv", 1000 + i, f"{i:032x}", "main", f"part {i}",
+              "uploaded", now - 86400 + i) for i in range(1, n + 1)])
+        conn.executemany(
+            "INSERT INTO agent_tasks (task_id, agent_id, part_id, file_path, file_size, "
+            "file_md5, status, created_at, completed_at, account, attempt) "
+            "VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            [(f"task-old-{i:04d}", "agent-1", i, f"/rec/old-{i:04d}.flv", 1000 + i,
+              f"{i:032x}", "failed" if i % 10 == 0 else "completed", now - 86400 + i,
+              now - 86400 + i + 60, "main", 1) for i in range(1, n + 1)])
+    conn.close()
+
+
+def test_older_tasks_load_a_page_at_a_time(tmp_path: Path, browser_page: object) -> None:
+    """The live view carries the unfinished and the 200 newest finished tasks; the rest of
+    the history loads on demand in "Older tasks", a page (100) at a time, filtered."""
+    from playwright.sync_api import Page, expect
+
+    with LocalMesh(tmp_path / "mesh") as mesh:
+        mesh.start_hub().stop()  # creates the schema
+        seed_finished_tasks(tmp_path / "mesh" / "hub-data" / "bupmesh.db", 230)
+        mesh.restart_hub()
+        page: Page = browser_page  # type: ignore[assignment]
+        page.goto(mesh.hub_url + "/")
+        page.fill("#token", mesh.admin_token)
+        page.click("#login-form button[type=submit]")
+        expect(page.locator("#live")).to_have_attribute("data-state", "live")
+        expect(page.locator("#tasks-body tr")).to_have_count(200)
+        expect(page.locator('#tasks-body tr[data-key="task-old-0230"]')).to_have_count(1)
+        expect(page.locator('#tasks-body tr[data-key="task-old-0030"]')).to_have_count(0)
+
+        older = page.locator("#older-body tr")
+        expect(older).to_have_count(0)
+        expect(page.locator("#older-more")).to_be_hidden()
+        page.click("#older-form button[type=submit]")
+        expect(older).to_have_count(100)
+        expect(older.first).to_have_attribute("data-key", "task-old-0230")
+        expect(page.locator("#older-summary")).to_have_text("100 shown, older on demand")
+        page.click("#older-more")
+        expect(older).to_have_count(200)
+        page.click("#older-more")
+        expect(older).to_have_count(230)
+        expect(older.last).to_have_attribute("data-key", "task-old-0001")
+        expect(page.locator("#older-more")).to_be_hidden()
+        expect(page.locator("#older-summary")).to_have_text("230 shown")
+
+        # A filter starts the walk again: the 23 failed ones, in one page.
+        page.select_option("#older-status", "failed")
+        page.click("#older-form button[type=submit]")
+        expect(older).to_have_count(23)
+        assert set(older.evaluate_all("rows => rows.map(r => r.dataset.status)")) == {"failed"}
+        page.fill("#older-agent", "no-such-agent")
+        page.click("#older-form button[type=submit]")
+        expect(older).to_have_count(0)
+        expect(page.locator("#older-empty")).to_have_text("No tasks match.")
+
+        # The same section in Chinese.
+        page.select_option("#lang", "zh-CN")
+        expect(page.locator("#older h2 [data-i18n]")).to_have_text("历史任务")
+        expect(page.locator("#older-empty")).to_have_text("没有符合条件的任务。")

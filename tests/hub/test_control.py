@@ -22,6 +22,7 @@ from tests.support.hub import (
     Hub,
     MiB,
     _is,
+    _logged,
     _status,
     anyio_backend,
     make_config,
@@ -274,6 +275,7 @@ async def test_lost_after_proceed_resumes_the_finished_session(tmp_path: Path) -
             return (await hub.service.store.get_part(again.part_id))["digest"]
 
         await wait_for(lambda: _is(digest(), part_digest(path)))
+        await wait_for(lambda: _logged(hub, offer.task_id, "success"))
         assert (await hub.service.store.get_part(again.part_id))["state"] == "uploaded"
 
 

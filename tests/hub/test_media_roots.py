@@ -108,7 +108,7 @@ async def test_the_api_uploads_only_from_the_roots_and_never_the_data_dir(env: E
     missing = await env.part(env.root / "missing.flv")
     assert missing.status_code == 404
     # only the one good part exists
-    tasks = await env.service.list_tasks()
+    tasks = (await env.service.list_tasks())["tasks"]
     assert [t["file_path"] for t in tasks] == [str(env.root / "ok.flv")]
 
 
@@ -132,7 +132,7 @@ async def test_a_webhook_cannot_reach_the_data_dir_through_the_recorder_dir(env:
         await env.pipeline.ingest.handle(IngestEvent(
             "file_closed", BREC, "e-9", "4242", 1.0, session_key="k", path="../outside/x.flv",
             size=1))
-    assert await env.service.list_tasks() == []
+    assert (await env.service.list_tasks())["tasks"] == []
 
 
 async def test_the_watcher_does_not_follow_links_out_of_the_roots(env: Env) -> None:
@@ -149,6 +149,6 @@ async def test_the_watcher_does_not_follow_links_out_of_the_roots(env: Env) -> N
     watcher.clock = lambda: 10_000.0
     await watcher.scan_once()  # notes sizes
     await watcher.scan_once()  # imports what held still
-    tasks = await env.service.list_tasks()
+    tasks = (await env.service.list_tasks())["tasks"]
     assert [t["file_path"] for t in tasks] == [str(good)]
     assert not await env.pipeline.recordings.has_file(str(secret), secret.stat().st_size)

@@ -2,14 +2,28 @@
 
 from __future__ import annotations
 
+import logging
+import threading
+import time
 from pathlib import Path
+from typing import Any
 
+import anyio
+import anyio.to_thread
 import pytest
 
 from hub.core.errors import BadRequest, Conflict, NotFound
 from hub.core.reports import HeartbeatReport, ProgressReport
 from protocol import mesh_pb2 as pb
-from tests.support.hub import MiB, _is, _status, anyio_backend, make_hub, wait_for
+from tests.support.hub import (
+    MiB,
+    _is,
+    _status,
+    anyio_backend,
+    make_hub,
+    stream_all,
+    wait_for,
+)
 
 __all__ = ["anyio_backend"]  # asyncio only: grpc.aio
 
@@ -114,7 +128,7 @@ async def test_create_part_refuses_bad_input(tmp_path: Path) -> None:
         path, _ = hub.file("ok.flv", 10)
         with pytest.raises(NotFound):
             await hub.service.create_part(path, account="nobody", title=None)
-        assert await hub.service.list_tasks() == []
+        assert await hub.service.list_tasks() == {"tasks": [], "next_cursor": None}
 
 
 @pytest.mark.anyio
@@ -144,3 +158,96 @@ async def test_unreadable_source_fails_with_kind_file(tmp_path: Path) -> None:
 
 async def _part_state(hub, part_id: int, state: str) -> bool:
     return (await hub.service.store.get_part(part_id))["state"] == state
+
+
+@pytest.mark.anyio
+async def test_a_result_still_being_written_lands_before_the_store_closes(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """gRPC's stop returns before the handlers it cancelled have finished. The hub stops
+    as make_hub does: it waits for them, so a write that a busy machine had not yet run
+    finds the store open, and no handler fails."""
+    caplog.set_level(logging.WARNING)
+    slow = False
+    writing = anyio.Event()
+    written = threading.Event()
+    outcomes: list[str] = []
+    real_run_sync = anyio.to_thread.run_sync
+
+    async def run_sync(func: Any, *args: Any, **kwargs: Any) -> Any:
+        if not slow:
+            return await real_run_sync(func, *args, **kwargs)
+
+        def late() -> Any:  # the worker thread gets the CPU only as the hub stops
+            time.sleep(0.5)
+            try:
+                result = func(*args)
+            except Exception as exc:
+                outcomes.append(f"{type(exc).__name__}: {exc}")
+                raise
+            else:
+                outcomes.append("written")
+                return result
+            finally:
+                written.set()
+
+        return await real_run_sync(late, **kwargs)
+
+    monkeypatch.setattr(anyio.to_thread, "run_sync", run_sync)
+    async with make_hub(tmp_path) as hub:
+        agent = await hub.agent("a1")
+        path, _ = hub.file("p.bin", 1000)
+        await hub.service.create_part(path, account=None, title=None)
+        offer = await agent.recv("offer")
+        _, md5 = await stream_all(agent, offer)
+        save_ledger = hub.service.store.save_ledger_ips
+
+        async def save_ledger_slowly(changes: dict[str, Any]) -> None:
+            nonlocal slow
+            slow = True
+            writing.set()
+            await save_ledger(changes)
+
+        monkeypatch.setattr(hub.service.store, "save_ledger_ips", save_ledger_slowly)
+        await agent.send(result=pb.Result(task_id=offer.task_id, attempt=1, success=True,
+                                          filename="n1", biz_id=1, md5=md5))
+        await writing.wait()
+    assert await real_run_sync(written.wait, 10)
+    assert outcomes and set(outcomes) == {"written"}, outcomes
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert not errors, errors
+
+
+@pytest.mark.anyio
+async def test_a_handler_still_busy_as_the_server_stops_ends_quietly(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stream's handler still applying a Result, in a worker thread, when gRPC stops
+    finishes applying it (gRPC's cancellation does not cut it short), then ends like any
+    broken stream: no read of the stopped server, no servicer exception logged at error
+    level."""
+    caplog.set_level(logging.WARNING)
+    busy = anyio.Event()
+    returned = threading.Event()
+    async with make_hub(tmp_path) as hub:
+        agent = await hub.agent("a1")
+        path, _ = hub.file("p.bin", 1000)
+        await hub.service.create_part(path, account=None, title=None)
+        offer = await agent.recv("offer")
+        _, md5 = await stream_all(agent, offer)
+        real_message = hub.service.sessions.message
+
+        async def message_then_a_slow_thread(session: Any, kind: str, msg: Any) -> None:
+            await real_message(session, kind, msg)
+            if kind == "result":
+                busy.set()
+                await anyio.to_thread.run_sync(time.sleep, 0.5)
+                returned.set()
+
+        monkeypatch.setattr(hub.service.sessions, "message", message_then_a_slow_thread)
+        await agent.send(result=pb.Result(task_id=offer.task_id, attempt=1, success=True,
+                                          filename="n1", biz_id=1, md5=md5))
+        await busy.wait()
+    assert returned.is_set()
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert not errors, errors

@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
+from cryptography.fernet import Fernet
 
 from hub.api.app import build_http_app
 from hub.config import HubConfig, IngestSettings
@@ -24,6 +25,7 @@ from hub.ingest.service import IngestService
 from hub.store.database import Database
 from hub.store.recordings import RecordingStore
 from hub.store.space import SpaceAlarm
+from hub.store.tasks import Store
 from hub.store.writebehind import WriteBehind
 from hub.submission.manager import SubmissionManager
 from protocol import mesh_pb2 as pb
@@ -112,6 +114,31 @@ async def test_write_behind_keeps_order_per_key_and_coalesces_rows(tmp_path: Pat
     assert [tuple(r) for r in rows] == [("a", "1"), ("a", "2"), ("a", "4"), ("a", "5"),
                                         ("b", "1")]
     db.close()
+
+
+@pytest.mark.anyio
+async def test_batched_heartbeats_wait_for_space_and_never_overtake_a_waiting_write(
+        tmp_path: Path) -> None:
+    store = Store(tmp_path / "bupmesh.db", Fernet(Fernet.generate_key()))
+    await store.open()
+    for agent in ("a", "b"):
+        await store.upsert_agent(agent, agent_name=agent, ip_address="", status="online",
+                                 max_concurrent=2, bandwidth_mbps=0, storage_type="network",
+                                 buffer_bytes=0, tags={})
+    disk = DiskSwitch(store)
+    disk.full = True
+    await store.set_agent_status("b", "draining")  # waits in the write-behind queue
+    store.note_heartbeat("a", "busy", last_heartbeat=50.0, tasks_completed=3)
+    store.note_heartbeat("b", "busy", last_heartbeat=60.0, tasks_completed=1)
+    assert await store.flush_heartbeats() == 0  # a's goes back to the queue, b's behind
+    store.note_heartbeat("a", "online", last_heartbeat=70.0, tasks_completed=4)  # newer
+    disk.full = False
+    assert await store.write_behind.flush()
+    assert await store.flush_heartbeats() == 1
+    rows = {r["agent_id"]: r for r in await store.load_agents()}
+    assert (rows["a"]["status"], rows["a"]["last_heartbeat"]) == ("online", 70.0)
+    assert (rows["b"]["status"], rows["b"]["last_heartbeat"]) == ("busy", 60.0)
+    store.close()
 
 
 # -- the alarm --------------------------------------------------------------------------

@@ -104,3 +104,26 @@ async def test_risk_ledger_rows_per_ip_over_the_snapshot(tmp_path: Path) -> None
                                             "10.0.0.2": {"uploads_ok": 7},
                                             "10.0.0.3": {"uploads_ok": 4}}}
     again.close()
+
+
+@pytest.mark.anyio
+async def test_heartbeats_are_written_in_batches_and_never_over_a_later_status(
+        tmp_path: Path) -> None:
+    store = Store(tmp_path / "bupmesh.db", Fernet(Fernet.generate_key()))
+    await store.open()
+    for agent in ("a", "b"):
+        await store.upsert_agent(agent, agent_name=agent, ip_address="", status="online",
+                                 max_concurrent=2, bandwidth_mbps=0, storage_type="network",
+                                 buffer_bytes=0, tags={})
+    store.note_heartbeat("a", "busy", last_heartbeat=50.0, tasks_completed=3)
+    store.note_heartbeat("b", "busy", last_heartbeat=60.0, tasks_completed=1)
+    rows = {r["agent_id"]: r for r in await store.load_agents()}
+    assert rows["a"]["status"] == "online"  # queued, not written yet
+    await store.set_agent_status("b", "offline")  # written now: b's queued beat is older
+    assert await store.flush_heartbeats() == 1
+    rows = {r["agent_id"]: r for r in await store.load_agents()}
+    assert (rows["a"]["status"], rows["a"]["last_heartbeat"], rows["a"]["tasks_completed"]) == \
+        ("busy", 50.0, 3)
+    assert rows["b"]["status"] == "offline"
+    assert await store.flush_heartbeats() == 0
+    store.close()

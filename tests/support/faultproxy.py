@@ -21,7 +21,11 @@ proxy (``--server-url proxy.address``) and drive it from plain synchronous code:
 The proxy runs its own asyncio loop in a daemon thread, buffers at most
 ``QUEUE_CHUNKS`` reads per direction (bounded memory), and shuts itself down
 after ``lifetime`` seconds even if a test forgets to (fixtures call
-:meth:`stop`).
+:meth:`stop`). It accepts on its own listening socket rather than through an
+``asyncio.Server``, so it owns each connection from the moment ``accept()``
+returns: stopping resets every one of them. (Since Python 3.12 closing a server
+no longer closes its connections, and a connection the loop accepted just before
+the close is left to the garbage collector, its handler never run.)
 """
 
 from __future__ import annotations
@@ -88,9 +92,11 @@ class FaultProxy:
         self.bytes_up = 0  # client -> upstream
         self.bytes_down = 0
         self._conns: set[_Conn] = set()
+        self._closing = False
+        self._serving: set[asyncio.Task[None]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._flowing: asyncio.Event | None = None
-        self._server: asyncio.AbstractServer | None = None
+        self._listener: socket.socket | None = None
         self._thread: threading.Thread | None = None
         self._stopped: asyncio.Event | None = None
 
@@ -171,17 +177,56 @@ class FaultProxy:
         self._flowing = asyncio.Event()
         self._flowing.set()
         self._stopped = asyncio.Event()
-        self._server = await asyncio.start_server(self._accept, self.host, self.port)
-        self.port = self._server.sockets[0].getsockname()[1]
+        self._listener = socket.create_server((self.host, self.port))
+        self._listener.setblocking(False)
+        self.port = self._listener.getsockname()[1]
+        accepting = asyncio.create_task(self._accept_loop(self._listener))
         ready.set()
         try:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopped.wait(), self.lifetime)
         finally:
-            self._server.close()
-            await self._cut()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._server.wait_closed(), 2)
+            await self._shutdown(accepting)
+
+    async def _accept_loop(self, listener: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                sock, _ = await loop.sock_accept(listener)
+            except OSError:
+                return  # the listener closed
+            task = asyncio.create_task(self._serve(sock))
+            self._serving.add(task)  # the loop keeps only weak references to tasks
+            task.add_done_callback(self._serving.discard)
+
+    async def _serve(self, sock: socket.socket) -> None:
+        try:
+            reader, writer = await asyncio.open_connection(sock=sock)
+        except OSError:
+            sock.close()
+            return
+        await self._accept(reader, writer)
+
+    async def _shutdown(self, accepting: asyncio.Task[None]) -> None:
+        """Close the listener, then reset every connection accepted before it closed."""
+        assert self._listener is not None
+        self._closing = True  # a handler that starts from now on resets its own connection
+        accepting.cancel()
+        self._listener.close()  # the kernel resets connections still queued for accept()
+        await self._cut()
+        # A connection accepted just before the close has a handler that has not run
+        # yet: once every other task has ended, each one has been reset, by _cut or
+        # by its handler (bounded, as a stuck task must not hang stop()).
+        me = asyncio.current_task()
+        deadline = time.monotonic() + CONTROL_TIMEOUT / 2
+        while others := [t for t in asyncio.all_tasks() if t is not me and not t.done()]:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            await asyncio.wait(others, timeout=remaining)
+        # A reset closes its socket in a callback it has already queued: let that run
+        # before the loop ends, so no socket outlives stop().
+        await asyncio.sleep(0)
 
     def _request_stop(self) -> None:
         if self._stopped is not None:
@@ -208,6 +253,9 @@ class FaultProxy:
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         assert self._flowing is not None
         self.accepted += 1
+        if self._closing:  # accepted just before the listener closed
+            _reset(writer)
+            return
         conn = _Conn(client=writer)
         self._conns.add(conn)
         conn.tasks.append(asyncio.current_task())  # type: ignore[arg-type]

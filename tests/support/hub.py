@@ -236,6 +236,8 @@ class make_hub:  # noqa: N801 - used as an async context manager factory
         for task in self.hub.readers:
             task.cancel()
         await asyncio.gather(*self.hub.readers, return_exceptions=True)
+        # As the hub does when it stops: its stream handlers finish before the store closes.
+        await self._grpc.link.handlers_done()
         self._tg.cancel_scope.cancel()
         await self._tg.__aexit__(None, None, None)
         self._grpc.service.close()
@@ -299,3 +301,10 @@ async def _is(coro: Any, value: Any) -> bool:
 
 async def _status(hub: Hub, task_id: str) -> str:
     return (await hub.service.get_task(task_id))["status"]
+
+
+async def _logged(hub: Hub, task_id: str, event_type: str) -> bool:
+    """``event_type`` is in the task's log on disk. A Result changes the task's status in
+    memory first; what it does to the store (the log, the part's state and digest, the risk
+    ledger) is written just after, ending with the ``success`` entry."""
+    return event_type in [e["event_type"] for e in await hub.service.task_logs(task_id)]

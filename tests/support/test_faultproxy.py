@@ -92,6 +92,11 @@ def test_forwards_both_ways_byte_exact(proxy: FaultProxy) -> None:
         threading.Thread(target=sock.sendall, args=(payload,), daemon=True).start()
         assert recv_exactly(sock, len(payload)) == payload
     assert proxy.accepted == 1
+    # The proxy counts a chunk once its write has drained, which may be just after the
+    # echo reached us: wait for the counts to reach the payload, then check them exactly.
+    wait_for(
+        lambda: min(proxy.bytes_up, proxy.bytes_down) >= len(payload), 5, "the byte counts"
+    )
     assert proxy.bytes_up == proxy.bytes_down == len(payload)
     wait_for(lambda: proxy.active == 0, 5, "the closed connection to be forgotten")
 

@@ -109,7 +109,7 @@ function renderTasks() {
   syncRows($("tasks-body"), tasks, (x) => x.task_id, makeTaskRow, updateTaskRow, "tasks-empty");
 }
 
-function makeTaskRow(task) {
+export function makeTaskRow(task) {
   const tr = el("tr");
   const c = cells(tr, ["id", "file", "agent", "status", "progress", "speed", "eta", "retries", "actions"]);
   const id = task.task_id;
@@ -125,7 +125,7 @@ function makeTaskRow(task) {
   return tr;
 }
 
-function updateTaskRow(tr, x) {
+export function updateTaskRow(tr, x) {
   const c = tr.cells_;
   c.id.textContent = x.task_id.replace(/^task-/, "").slice(0, 8);
   c.id.title = x.task_id;

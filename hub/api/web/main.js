@@ -7,7 +7,8 @@
 // retention (retention.js) is read again shortly after a recording changes.
 // Rooms (rooms.js) and accounts (accounts.js) are read when the page opens and after
 // each change made from it; so are agent tokens (access.js, which follows the agents'
-// approval, duplicates and allowlists on the stream).
+// approval, duplicates and allowlists on the stream); older tasks (older.js) when
+// asked for, a page at a time.
 //
 // The admin token and the read-only viewer token log in alike; the hub says which
 // one it was (whoami) and a viewer's page hides what would change anything.
@@ -18,13 +19,14 @@ import * as charts from "./charts.js";
 import { $ } from "./dom.js";
 import { LANGUAGES, initialLanguage, lang, onLanguageChange, setLanguage, t } from "./i18n.js";
 import * as live from "./live.js";
+import * as older from "./older.js";
 import * as recordings from "./recordings.js";
 import * as retention from "./retention.js";
 import * as rooms from "./rooms.js";
 import { follow } from "./stream.js";
 import * as verdicts from "./verdicts.js";
 
-const SECTIONS = [live, verdicts, recordings, charts, retention, rooms, accounts, access];
+const SECTIONS = [live, older, verdicts, recordings, charts, retention, rooms, accounts, access];
 let abort = null;
 let liveState = ["off", "live.off"];
 
@@ -145,6 +147,7 @@ document.addEventListener("DOMContentLoaded", () => {
   $("recordings-refresh").addEventListener("click", recordings.refresh);
   $("retention-refresh").addEventListener("click", retention.load);
   $("verdicts-refresh").addEventListener("click", verdicts.refresh);
+  older.init();
   rooms.init();
   accounts.init();
   access.init();

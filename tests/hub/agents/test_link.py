@@ -29,6 +29,7 @@ from tests.support.hub import (
     Hub,
     MiB,
     _is,
+    _logged,
     _status,
     agent_status,
     anyio_backend,
@@ -174,6 +175,7 @@ async def test_offer_accept_credit_chunks_end_result(hub: Hub) -> None:
     await agent.send(result=pb.Result(task_id=offer.task_id, attempt=1, success=True,
                                       filename="n123", biz_id=77, md5=md5))
     await wait_for(lambda: _is(_status(hub, offer.task_id), "completed"))
+    await wait_for(lambda: _logged(hub, offer.task_id, "success"))
     task = await hub.service.get_task(offer.task_id)
     assert task["result"] == {"filename": "n123", "biz_id": 77}
     assert task["uploaded_bytes"] == size and task["agent_id"] == "a1"
@@ -217,6 +219,7 @@ async def test_crc32_agent_is_checked_by_crc32_and_the_part_digest_still_learned
     await agent.send(result=pb.Result(task_id=offer.task_id, attempt=1, success=True,
                                       filename="n1", biz_id=1, crc32=zlib.crc32(data)))
     await wait_for(lambda: _is(_status(hub, offer.task_id), "completed"))
+    await wait_for(lambda: _logged(hub, offer.task_id, "success"))
     # the first whole-file attempt yields the part's digest
     assert (await hub.service.store.get_part(created["part_id"]))["digest"] == part_digest(path)
 
@@ -551,6 +554,7 @@ async def test_held_task_resumes_on_the_new_stream_and_others_are_fenced(tmp_pat
         await again.send(result=pb.Result(task_id=first.task_id, attempt=1, success=True,
                                           filename="held", biz_id=1, md5=eod.md5))
         await wait_for(lambda: _is(_status(hub, first.task_id), "completed"))
+        await wait_for(lambda: _logged(hub, first.task_id, "success"))
         task = await hub.service.get_task(first.task_id)
         assert task["attempt"] == 1 and task["result"]["filename"] == "held"
         events = [e["event_type"] for e in await hub.service.task_logs(first.task_id)]

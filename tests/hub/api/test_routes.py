@@ -97,8 +97,9 @@ class FakeService:
     async def list_agents(self) -> list[dict[str, Any]]:
         return [{"agent_id": "agent-a", "status": "online", "token": LEAKY}]
 
-    async def list_tasks(self) -> list[dict[str, Any]]:
-        return [await self.get_task("task-1")]
+    async def list_tasks(self, query: Any = None) -> dict[str, Any]:
+        self.calls.append(("list_tasks", query))
+        return {"tasks": [await self.get_task("task-1")], "next_cursor": None}
 
     async def get_task(self, task_id: str) -> dict[str, Any]:
         if task_id == "boom":

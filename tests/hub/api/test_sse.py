@@ -38,7 +38,7 @@ class FakeHub:
     async def list_agents(self) -> list[dict[str, Any]]:
         return list(self.agents.values())
 
-    async def list_tasks(self) -> list[dict[str, Any]]:
+    async def live_and_recent_tasks(self, ended: int) -> list[dict[str, Any]]:
         return list(self.tasks.values())
 
     async def list_ips(self) -> list[dict[str, Any]]:
@@ -112,8 +112,9 @@ class FakeRecordings:
     def __init__(self) -> None:
         self.rows = {1: {"recording_id": 1, "state": "waiting"}}
 
-    async def list(self) -> list[dict[str, Any]]:
-        return list(self.rows.values())
+    async def list(self, *, newest: int | None = None) -> list[dict[str, Any]]:
+        rows = list(self.rows.values())
+        return rows[-newest:] if newest else rows
 
     async def describe(self, recording_id: int) -> dict[str, Any]:
         return self.rows[recording_id]
