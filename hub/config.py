@@ -153,9 +153,9 @@ class RetrySettings(_S):
     backoff_max_seconds: _n(float, 0, DAY, "longest retry delay") = 60
     completion_wait_seconds: _n(float, 0, 7 * DAY, "a part whose completion the hub "
                                 "granted, with no answer since (its agent or the hub "
-                                "died), waits this long for an agent on the IP it was "
-                                "granted on, the only one that can repeat it when upos "
-                                "binds a session to its IP; then any IP may take it, and "
+                                "died), waits this long for that agent or another on the "
+                                "IP it was granted on, the only ones that can repeat it "
+                                "when upos binds a session to its IP; then any IP may take it, and "
                                 "a fresh session may leave a second copy at Bilibili "
                                 "(0: any IP at once)") = 3600
 
