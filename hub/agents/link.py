@@ -8,7 +8,9 @@ a reader (``context.read()``, in the handler's task) feeding messages to a
 there is something to send, draining control messages first and then file
 frames from the session's :class:`hub.agents.transfer.Transfer`. Stopping a
 stream cancels those tasks (anyio scopes placed directly around ``grpc.aio``
-awaits do not stop them).
+awaits do not stop them). grpc.aio runs on asyncio only, so this module (and
+``hub/app.py`` that serves it) is tied to asyncio; the parts it calls are
+written against anyio and tested on both backends where they can be.
 
 This is the one place that speaks gRPC status codes: the hub's parts raise
 domain errors (:mod:`hub.core.errors`) and the link maps them (``STATUS`` and
