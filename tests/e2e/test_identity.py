@@ -261,8 +261,10 @@ def check_the_page_as_viewer(mesh: LocalMesh, profile: Path) -> None:
         expect(page.locator("#accounts-body tr[data-key]").first).to_be_visible()
         shown = page.evaluate("""() => [...document.querySelectorAll("main button")]
             .filter((b) => b.offsetParent !== null).map((b) => b.className || b.id)""")
+        # reads only: a task's log, a recording's history, refreshing, older tasks' pages
         assert shown and set(shown) <= {"act-logs", "act-history", "verdicts-refresh",
-                                        "recordings-refresh", "retention-refresh"}, shown
+                                        "recordings-refresh", "retention-refresh",
+                                        "older-show", "older-more"}, shown
 
 
 # ------------------------------------------------------------------------ media roots
