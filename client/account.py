@@ -23,28 +23,23 @@ import time
 from typing import Any
 from urllib.parse import quote
 
-import msgspec
-
 from bupmesh.config import ConfigError, load_config
+from client.http import ENV_KEYS as HUB_ENV_KEYS
 from client.http import (
-    DEFAULT_HUB,
+    HubClientSettings,
     HubError,
     add_hub_arguments,
     check_hub_url,
     connect,
     request,
 )
-from client.http import ENV_KEYS as HUB_ENV_KEYS
 from uploader.credentials import Credentials, CredentialsError
 
 QR_GRACE_SECONDS = 10.0  # poll a little past the code's lifetime: the hub has the last word
 
 
-class AccountSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+class AccountSettings(HubClientSettings, forbid_unknown_fields=True, kw_only=True):
     action: str
-    hub: str = DEFAULT_HUB
-    admin_token: str = ""
-    ca_file: str | None = None
     name: str | None = None
     account: str | None = None
     cookies: str | None = None

@@ -24,12 +24,10 @@ import time
 from typing import Any
 from urllib.parse import quote
 
-import msgspec
-
 from bupmesh.config import ConfigError, load_config, parse_duration
 from client.http import (
-    DEFAULT_HUB,
     ENV_KEYS,
+    HubClientSettings,
     HubError,
     add_hub_arguments,
     check_hub_url,
@@ -38,11 +36,8 @@ from client.http import (
 )
 
 
-class TokenSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+class TokenSettings(HubClientSettings, forbid_unknown_fields=True, kw_only=True):
     action: str
-    hub: str = DEFAULT_HUB
-    admin_token: str = ""
-    ca_file: str | None = None
     agent_id: str | None = None
     token_id: str | None = None
     expires: str | None = None

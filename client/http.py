@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
+import msgspec
 
 from bupmesh.config import ConfigError
 from client.interrupt import held_during_call
@@ -106,3 +107,12 @@ def request(client: httpx.Client, method: str, path: str, **kwargs: Any) -> Any:
     if body.get("code", 0) != 0:
         raise HubError(f"hub refused {method} {path}: {message or body.get('code')}")
     return body.get("data")
+
+
+class HubClientSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Where the hub is and how to prove the caller is its admin: every command's settings
+    start from these (flags, env and YAML fill them alike)."""
+
+    hub: str = DEFAULT_HUB
+    admin_token: str = ""
+    ca_file: str | None = None

@@ -15,12 +15,10 @@ import sys
 import time
 from typing import Any
 
-import msgspec
-
 from bupmesh.config import ConfigError, load_config
 from client.http import (
-    DEFAULT_HUB,
     ENV_KEYS,
+    HubClientSettings,
     HubError,
     add_hub_arguments,
     check_hub_url,
@@ -29,10 +27,7 @@ from client.http import (
 )
 
 
-class RecordingsSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    hub: str = DEFAULT_HUB
-    admin_token: str = ""
-    ca_file: str | None = None
+class RecordingsSettings(HubClientSettings, forbid_unknown_fields=True, kw_only=True):
     json: bool = False
     submit: int | None = None
 

@@ -19,12 +19,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import httpx
-import msgspec
 
 from bupmesh.config import ConfigError, load_config
 from client.http import (
-    DEFAULT_HUB,
     ENV_KEYS,
+    HubClientSettings,
     HubError,
     add_hub_arguments,
     check_hub_url,
@@ -35,10 +34,7 @@ from client.http import (
 PAGE = 500  # tasks per request (the hub allows up to 1000)
 
 
-class TasksSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    hub: str = DEFAULT_HUB
-    admin_token: str = ""
-    ca_file: str | None = None
+class TasksSettings(HubClientSettings, forbid_unknown_fields=True, kw_only=True):
     json: bool = False
     limit: int = 50
     status: str | None = None

@@ -25,13 +25,12 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
-import msgspec
 
 from bupmesh.config import ConfigError, load_config
 from bupmesh.progress_bar import ProgressBar
 from client.http import (
-    DEFAULT_HUB,
     ENV_KEYS,
+    HubClientSettings,
     HubError,
     Unreachable,
     add_hub_arguments,
@@ -45,11 +44,8 @@ TERMINAL = ("completed", "failed", "cancelled")
 UNREACHABLE_GRACE_SECONDS = 60.0
 
 
-class UploadSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+class UploadSettings(HubClientSettings, forbid_unknown_fields=True, kw_only=True):
     file: str
-    hub: str = DEFAULT_HUB
-    admin_token: str = ""
-    ca_file: str | None = None
     account: str | None = None
     title: str | None = None
     wait: bool = False
